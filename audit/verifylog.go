@@ -1,0 +1,130 @@
+package audit
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/plcdir/plc/validate"
+)
+
+// Classes of audit-log failures that are not did:plc rule violations (those
+// wrap the validate.Err* classes).
+var (
+	// ErrEntry: an entry is not a well-formed audit-log entry.
+	ErrEntry = errors.New("malformed audit log entry")
+	// ErrDIDMismatch: an entry names another DID than the log's.
+	ErrDIDMismatch = errors.New("did mismatch")
+	// ErrCIDMismatch: an entry's cid is not the CID of its operation.
+	ErrCIDMismatch = errors.New("cid mismatch")
+	// ErrNullifiedMismatch: an entry's nullified flag differs from the one
+	// the chain rules compute.
+	ErrNullifiedMismatch = errors.New("nullified flag mismatch")
+	// ErrEmptyLog: the log has no entries.
+	ErrEmptyLog = errors.New("empty audit log")
+)
+
+// LogEntry is one element of a /:did/log/audit response.
+type LogEntry struct {
+	DID       string          `json:"did"`
+	Operation json.RawMessage `json:"operation"`
+	CID       string          `json:"cid"`
+	Nullified bool            `json:"nullified"`
+	CreatedAt string          `json:"createdAt"`
+}
+
+// ReadLog decodes an audit log: a JSON array of entries. The envelope is
+// decoded leniently (extra fields are ignored); each operation is parsed
+// strictly by VerifyLog.
+func ReadLog(r io.Reader) ([]LogEntry, error) {
+	var entries []LogEntry
+	dec := json.NewDecoder(r)
+	if err := dec.Decode(&entries); err != nil {
+		return nil, fmt.Errorf("not an audit log (a JSON array of entries): %w", err)
+	}
+	if dec.More() {
+		return nil, errors.New("not an audit log: data after the JSON array")
+	}
+	return entries, nil
+}
+
+// LogResult is the verdict on one audit log.
+type LogResult struct {
+	DID       string
+	Ops       int
+	Nullified int
+	// Failure is nil when the whole log is valid.
+	Failure *LogFailure
+}
+
+// LogFailure locates the first problem in a log.
+type LogFailure struct {
+	Index int    // 0-based index of the entry
+	CID   string // the entry's recorded cid
+	Err   error
+}
+
+func (f *LogFailure) Error() string {
+	return fmt.Sprintf("op %d %s: %v", f.Index, f.CID, f.Err)
+}
+
+func (f *LogFailure) Unwrap() error { return f.Err }
+
+// VerifyLog replays entries in order, each at its createdAt, and checks
+// every CID, the DID, every signature, the chain rules, and that the
+// recorded nullified flags equal the recomputed ones.
+func VerifyLog(entries []LogEntry) LogResult {
+	if len(entries) == 0 {
+		return LogResult{Failure: &LogFailure{Index: -1, Err: ErrEmptyLog}}
+	}
+	did := entries[0].DID
+	res := LogResult{DID: did, Ops: len(entries)}
+	fail := func(i int, err error) LogResult {
+		res.Failure = &LogFailure{Index: i, CID: entries[i].CID, Err: err}
+		return res
+	}
+	if !validate.ValidDID(did) {
+		return fail(0, fmt.Errorf("%w: %q is not a did:plc identifier", ErrDIDMismatch, did))
+	}
+	st := validate.State{DID: did}
+	nullified := make([]bool, len(entries))
+	index := make(map[string]int, len(entries))
+	for i, e := range entries {
+		if e.DID != did {
+			return fail(i, fmt.Errorf("%w: entry is for %s", ErrDIDMismatch, e.DID))
+		}
+		createdAt, err := validate.ParseTimestamp(e.CreatedAt)
+		if err != nil {
+			return fail(i, fmt.Errorf("%w: createdAt %q: %v", ErrEntry, e.CreatedAt, err))
+		}
+		if len(e.Operation) == 0 {
+			return fail(i, fmt.Errorf("%w: no operation", ErrEntry))
+		}
+		op, err := validate.ParseJSON(e.Operation)
+		if err != nil {
+			return fail(i, err)
+		}
+		if op.CID() != e.CID {
+			return fail(i, fmt.Errorf("%w: operation hashes to %s", ErrCIDMismatch, op.CID()))
+		}
+		next, applied, err := st.Next(op, createdAt)
+		if err != nil {
+			return fail(i, err)
+		}
+		for _, c := range applied.Nullified {
+			nullified[index[c]] = true
+		}
+		index[op.CID()] = i
+		st = next
+	}
+	for i, e := range entries {
+		if e.Nullified != nullified[i] {
+			return fail(i, fmt.Errorf("%w: recorded %t, recomputed %t", ErrNullifiedMismatch, e.Nullified, nullified[i]))
+		}
+		if nullified[i] {
+			res.Nullified++
+		}
+	}
+	return res
+}

@@ -1,0 +1,137 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"sync"
+
+	"github.com/plcdir/plc/audit"
+	"github.com/plcdir/plc/validate"
+)
+
+func runAudit(ctx context.Context, e env, args []string) int {
+	subs := []command{
+		{"verify-log", "verify audit logs (the /:did/log/audit format)", runVerifyLog},
+	}
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		w := e.stdout
+		code := exitOK
+		if len(args) == 0 {
+			w, code = e.stderr, exitUsage
+		}
+		fmt.Fprintf(w, "Usage: plc audit <command> [flags] [args]\n\nCommands:\n")
+		for _, c := range subs {
+			fmt.Fprintf(w, "  %-12s %s\n", c.name, c.summary)
+		}
+		return code
+	}
+	for _, c := range subs {
+		if c.name == args[0] {
+			return c.run(ctx, e, args[1:])
+		}
+	}
+	fmt.Fprintf(e.stderr, "plc audit: unknown command %q\nRun 'plc audit help' for the list of commands.\n", args[0])
+	return exitUsage
+}
+
+func runVerifyLog(ctx context.Context, e env, args []string) int {
+	fs := newFlagSet("verify-log", "plc audit verify-log [flags] FILE...",
+		`Replays each audit log (a JSON array of {did, operation, cid, nullified,
+createdAt}, as GET /:did/log/audit returns) with its createdAt times, and
+checks every CID, the DID, every signature, the chain rules and the
+nullified flags. Prints one line per file:
+
+  ok <did> <n> ops (<m> nullified)
+  invalid <did>: op <index> <cid>: <reason>
+
+Exit status: 0 when every log is valid, 1 when any is invalid, 2 on usage
+or read errors.`, e)
+	workers, err := intFlag(fs, e, "workers", "PLC_WORKERS", runtime.GOMAXPROCS(0), "files verified in parallel")
+	if err != nil {
+		fmt.Fprintf(e.stderr, "plc audit verify-log: %v\n", err)
+		return exitUsage
+	}
+	if code, done := parseFlags(fs, args); done {
+		return code
+	}
+	files := fs.Args()
+	if len(files) == 0 {
+		fmt.Fprintf(e.stderr, "plc audit verify-log: no files given\nUsage: plc audit verify-log [flags] FILE...\n")
+		return exitUsage
+	}
+	if *workers < 1 {
+		fmt.Fprintf(e.stderr, "plc audit verify-log: --workers must be at least 1\n")
+		return exitUsage
+	}
+
+	type outcome struct {
+		line   string
+		code   int
+		stderr bool
+	}
+	results := make([]outcome, len(files))
+	sem := make(chan struct{}, *workers)
+	var wg sync.WaitGroup
+	for i, f := range files {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if ctx.Err() != nil {
+				results[i] = outcome{fmt.Sprintf("plc audit verify-log: %s: interrupted", f), exitUsage, true}
+				return
+			}
+			entries, err := readLogFile(f)
+			if err != nil {
+				results[i] = outcome{fmt.Sprintf("plc audit verify-log: %v", err), exitUsage, true}
+				return
+			}
+			res := audit.VerifyLog(entries)
+			if res.Failure == nil {
+				results[i] = outcome{fmt.Sprintf("ok %s %d ops (%d nullified)", res.DID, res.Ops, res.Nullified), exitOK, false}
+				return
+			}
+			results[i] = outcome{invalidLine(f, res), exitFailure, false}
+		}()
+	}
+	wg.Wait()
+	code := exitOK
+	for _, r := range results {
+		if r.stderr {
+			fmt.Fprintln(e.stderr, r.line)
+		} else {
+			fmt.Fprintln(e.stdout, r.line)
+		}
+		code = max(code, r.code)
+	}
+	return code
+}
+
+func readLogFile(path string) ([]audit.LogEntry, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	entries, err := audit.ReadLog(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return entries, nil
+}
+
+func invalidLine(file string, res audit.LogResult) string {
+	f := res.Failure
+	if errors.Is(f.Err, audit.ErrEmptyLog) {
+		return fmt.Sprintf("invalid %s: empty audit log", file)
+	}
+	reason := f.Err.Error()
+	var ve *validate.Error
+	if errors.As(f.Err, &ve) {
+		reason = ve.Short()
+	}
+	return fmt.Sprintf("invalid %s: op %d %s: %s", res.DID, f.Index, f.CID, reason)
+}

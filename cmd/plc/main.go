@@ -1,0 +1,97 @@
+// Command plc is an independent did:plc directory: it serves, mirrors,
+// imports and audits the did:plc operation log.
+//
+// Usage:
+//
+//	plc <command> [flags] [args]
+//	plc help [command]
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], env{os.Stdin, os.Stdout, os.Stderr, os.Getenv})
+	stop()
+	os.Exit(code)
+}
+
+// env is what a command may touch of the process: its streams and its
+// environment (for flag fallbacks). Tests supply their own.
+type env struct {
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+	getenv func(string) string
+}
+
+// Exit codes shared by every command.
+const (
+	exitOK      = 0
+	exitFailure = 1 // the command ran and found a problem (e.g. an invalid log)
+	exitUsage   = 2 // bad usage, unreadable input, I/O error
+)
+
+type command struct {
+	name    string
+	summary string
+	run     func(ctx context.Context, e env, args []string) int
+}
+
+func commands() []command {
+	return []command{
+		{"audit", "independent verification (plc audit help)", runAudit},
+		{"version", "print the version", runVersion},
+		{"help", "show help for a command", nil},
+	}
+}
+
+func run(ctx context.Context, args []string, e env) int {
+	if len(args) == 0 {
+		usage(e.stderr)
+		return exitUsage
+	}
+	name, rest := args[0], args[1:]
+	switch name {
+	case "help", "-h", "-help", "--help":
+		if len(rest) > 0 && rest[0] != "help" {
+			return run(ctx, []string{rest[0], "-h"}, e)
+		}
+		usage(e.stdout)
+		return exitOK
+	}
+	for _, c := range commands() {
+		if c.name == name && c.run != nil {
+			return c.run(ctx, e, rest)
+		}
+	}
+	fmt.Fprintf(e.stderr, "plc: unknown command %q\nRun 'plc help' for the list of commands.\n", name)
+	return exitUsage
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintf(w, "plc: an independent did:plc directory\n\nUsage:\n  plc <command> [flags] [args]\n\nCommands:\n")
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintf(w, "\nRun 'plc <command> -h' for a command's flags.\n")
+}
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+func runVersion(_ context.Context, e env, args []string) int {
+	fs := newFlagSet("version", "plc version", "Print the version of this binary.", e)
+	if code, done := parseFlags(fs, args); done {
+		return code
+	}
+	fmt.Fprintln(e.stdout, version)
+	return exitOK
+}

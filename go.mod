@@ -1,0 +1,10 @@
+module github.com/plcdir/plc
+
+go 1.26.8
+
+require (
+	github.com/bluesky-social/indigo v0.0.0-20260605210604-af2fec94f34c // indirect
+	github.com/decred/dcrd/dcrec/secp256k1/v4 v4.4.1 // indirect
+	github.com/mr-tron/base58 v1.3.0 // indirect
+	gitlab.com/yawning/secp256k1-voi v0.0.0-20230925100816-f2616030848b // indirect
+)
