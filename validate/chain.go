@@ -195,6 +195,9 @@ func checkKeys(op *Op) error {
 			}
 		}
 		for _, vm := range o.VerificationMethods {
+			if _, err := ParseDIDKey(vm.Key); err == nil {
+				continue // a K-256 or P-256 key (cached): the common case
+			}
 			if err := CheckVerificationMethodKey(vm.Key); err != nil {
 				return newErr(ErrInvalidKey, "Invalid verificationMethod key: %s", vm.Key)
 			}

@@ -10,9 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/decred/dcrd/dcrec/secp256k1/v4"
-	secpecdsa "github.com/decred/dcrd/dcrec/secp256k1/v4/ecdsa"
 	"github.com/mr-tron/base58"
+	"gitlab.com/yawning/secp256k1-voi/secec"
 )
 
 // Curve names the key types did:plc rotation keys may use.
@@ -47,7 +46,7 @@ var (
 // PublicKey is a parsed rotation key.
 type PublicKey struct {
 	curve Curve
-	k256  *secp256k1.PublicKey
+	k256  *secec.PublicKey
 	p256  *ecdsa.PublicKey
 }
 
@@ -121,7 +120,7 @@ func parseDIDKey(s string) (*PublicKey, error) {
 	}
 	switch [2]byte(b[:2]) {
 	case prefixK256:
-		pk, err := secp256k1.ParsePubKey(point)
+		pk, err := secec.NewPublicKey(point)
 		if err != nil {
 			return nil, err
 		}
@@ -180,6 +179,9 @@ func DecodeSignature(s string) (Signature, error) {
 	return sig, nil
 }
 
+// k256Options: digest already computed, r‖s encoding, low-S only.
+var k256Options = &secec.ECDSAOptions{Encoding: secec.EncodingCompact, RejectMalleable: true}
+
 var (
 	p256N     = elliptic.P256().Params().N
 	p256HalfN = new(big.Int).Rsh(p256N, 1)
@@ -190,11 +192,9 @@ var (
 func (k *PublicKey) Verify(hash *[32]byte, sig *Signature) bool {
 	switch k.curve {
 	case CurveK256:
-		var r, s secp256k1.ModNScalar
-		if r.SetByteSlice(sig[:32]) || s.SetByteSlice(sig[32:]) || r.IsZero() || s.IsZero() || s.IsOverHalfOrder() {
-			return false
-		}
-		return secpecdsa.NewSignature(&r, &s).Verify(hash[:], k.k256)
+		// secp256k1-voi rejects r or s out of [1, n-1] and, with
+		// RejectMalleable, s > n/2.
+		return k.k256.Verify(hash[:], sig[:], k256Options)
 	case CurveP256:
 		r := new(big.Int).SetBytes(sig[:32])
 		s := new(big.Int).SetBytes(sig[32:])

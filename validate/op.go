@@ -103,17 +103,20 @@ func NewOp(o Operation) (*Op, error) {
 		return nil, err
 	}
 	op := &Op{op: o}
-	unsignedBody, n := encodeBody(nil, &op.op)
-	unsigned := make([]byte, 0, len(unsignedBody)+1)
-	unsigned = appendHead(unsigned, majorMap, uint64(n))
-	unsigned = append(unsigned, unsignedBody...)
-	op.unsignedHash = sha256.Sum256(unsigned)
+	// The signed encoding is the unsigned one with "sig" (the shortest key,
+	// so the first) inserted after the map head: encode the shared body once.
+	var head [9]byte
+	body, n := encodeBody(make([]byte, 0, 512), &op.op)
+	h := sha256.New()
+	h.Write(appendHead(head[:0], majorMap, uint64(n)))
+	h.Write(body)
+	h.Sum(op.unsignedHash[:0])
 
-	signed := make([]byte, 0, len(unsignedBody)+len(o.Sig)+8)
+	signed := make([]byte, 0, len(body)+len(o.Sig)+10)
 	signed = appendHead(signed, majorMap, uint64(n+1))
 	signed = appendText(signed, "sig")
 	signed = appendText(signed, o.Sig)
-	signed = append(signed, unsignedBody...)
+	signed = append(signed, body...)
 	op.signed = signed
 	op.cid = cidOf(signed)
 	return op, nil

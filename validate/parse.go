@@ -48,7 +48,9 @@ type member struct {
 // or duplicate keys (at any level), exact types, valid UTF-8, nothing but
 // whitespace after it.
 func ParseJSON(b []byte) (*Op, error) {
-	p := jsonParser{b: b}
+	// One copy of the input as a string: unescaped strings (nearly all of
+	// them) are then substrings of it, with no allocation each.
+	p := jsonParser{b: b, src: string(b)}
 	p.skipSpace()
 	v, err := p.value(0)
 	if err != nil {
@@ -93,6 +95,7 @@ func ParseCBOR(b []byte) (*Op, error) {
 
 type jsonParser struct {
 	b   []byte
+	src string // the same bytes as b
 	pos int
 }
 
@@ -187,7 +190,7 @@ func (p *jsonParser) number() (value, error) {
 
 func (p *jsonParser) array(depth int) (value, error) {
 	p.pos++ // [
-	arr := []value{}
+	arr := make([]value, 0, 4)
 	p.skipSpace()
 	if p.pos < len(p.b) && p.b[p.pos] == ']' {
 		p.pos++
@@ -218,7 +221,7 @@ func (p *jsonParser) array(depth int) (value, error) {
 
 func (p *jsonParser) object(depth int) (value, error) {
 	p.pos++ // {
-	obj := []member{}
+	obj := make([]member, 0, 8)
 	p.skipSpace()
 	if p.pos < len(p.b) && p.b[p.pos] == '}' {
 		p.pos++
@@ -302,12 +305,12 @@ func (p *jsonParser) str() (string, error) {
 	for p.pos < len(p.b) {
 		c := p.b[p.pos]
 		if c == '"' {
-			s := p.b[start:p.pos]
+			s := p.src[start:p.pos]
 			p.pos++
-			if !utf8.Valid(s) {
+			if !utf8.ValidString(s) {
 				return "", malformed("string is not valid UTF-8")
 			}
-			return string(s), nil
+			return s, nil
 		}
 		if c == '\\' {
 			break

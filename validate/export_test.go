@@ -1,0 +1,5 @@
+package validate
+
+// ParseDIDKeyUncached parses like ParseDIDKey without the cache (for
+// benchmarks).
+var ParseDIDKeyUncached = parseDIDKey
