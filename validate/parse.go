@@ -190,7 +190,7 @@ func (p *jsonParser) number() (value, error) {
 
 func (p *jsonParser) array(depth int) (value, error) {
 	p.pos++ // [
-	arr := make([]value, 0, 4)
+	arr := make([]value, 0, 2)
 	p.skipSpace()
 	if p.pos < len(p.b) && p.b[p.pos] == ']' {
 		p.pos++
@@ -221,7 +221,11 @@ func (p *jsonParser) array(depth int) (value, error) {
 
 func (p *jsonParser) object(depth int) (value, error) {
 	p.pos++ // {
-	obj := make([]member, 0, 8)
+	// An op's top level has at most 7 keys; nested maps are mostly small.
+	obj := make([]member, 0, 2)
+	if depth == 0 {
+		obj = make([]member, 0, 7)
+	}
 	p.skipSpace()
 	if p.pos < len(p.b) && p.b[p.pos] == '}' {
 		p.pos++
