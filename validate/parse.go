@@ -226,6 +226,7 @@ func (p *jsonParser) object(depth int) (value, error) {
 	if depth == 0 {
 		obj = make([]member, 0, 7)
 	}
+	var seen map[string]bool
 	p.skipSpace()
 	if p.pos < len(p.b) && p.b[p.pos] == '}' {
 		p.pos++
@@ -240,9 +241,24 @@ func (p *jsonParser) object(depth int) (value, error) {
 		if err != nil {
 			return value{}, err
 		}
-		for _, m := range obj {
-			if m.key == k {
+		if seen != nil {
+			if seen[k] {
 				return value{}, malformed("duplicate key %q", k)
+			}
+			seen[k] = true
+		} else {
+			for _, m := range obj {
+				if m.key == k {
+					return value{}, malformed("duplicate key %q", k)
+				}
+			}
+			// Past a few keys, a set keeps duplicate detection linear.
+			if len(obj) == 16 {
+				seen = make(map[string]bool, 32)
+				for _, m := range obj {
+					seen[m.key] = true
+				}
+				seen[k] = true
 			}
 		}
 		p.skipSpace()
