@@ -89,50 +89,48 @@ func newBenchChain(b *testing.B, p256 bool) *benchChain {
 	}
 }
 
-// BenchmarkVerifyOp is the whole path of one submitted update: strict JSON
-// parse, canonical DAG-CBOR (signed and unsigned), CID, signature decode,
-// key lookup, signature check and the chain rules.
-func BenchmarkVerifyOp(b *testing.B) {
+// forCurves runs f as a K256 and a P256 sub-benchmark.
+func forCurves(b *testing.B, f func(b *testing.B, c *benchChain)) {
 	for _, curve := range []struct {
 		name string
 		p256 bool
 	}{{"K256", false}, {"P256", true}} {
-		b.Run(curve.name, func(b *testing.B) {
-			c := newBenchChain(b, curve.p256)
-			b.ReportAllocs()
-			for b.Loop() {
-				op, err := validate.ParseJSON(c.update)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if _, _, err := c.state.Next(op, c.at); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
+		b.Run(curve.name, func(b *testing.B) { f(b, newBenchChain(b, curve.p256)) })
 	}
+}
+
+// BenchmarkVerifyOp is the whole path of one submitted update: strict JSON
+// parse, canonical DAG-CBOR (signed and unsigned), CID, signature decode,
+// key lookup, signature check and the chain rules.
+func BenchmarkVerifyOp(b *testing.B) {
+	forCurves(b, func(b *testing.B, c *benchChain) {
+		b.ReportAllocs()
+		for b.Loop() {
+			op, err := validate.ParseJSON(c.update)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, _, err := c.state.Next(op, c.at); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
 
 // BenchmarkVerifySignature is the bare signature check: a parsed key, a
 // decoded signature and a precomputed digest. It bounds BenchmarkVerifyOp.
 func BenchmarkVerifySignature(b *testing.B) {
-	for _, curve := range []struct {
-		name string
-		p256 bool
-	}{{"K256", false}, {"P256", true}} {
-		b.Run(curve.name, func(b *testing.B) {
-			c := newBenchChain(b, curve.p256)
-			key, err := validate.ParseDIDKey(c.keyDID)
-			if err != nil {
-				b.Fatal(err)
+	forCurves(b, func(b *testing.B, c *benchChain) {
+		key, err := validate.ParseDIDKey(c.keyDID)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for b.Loop() {
+			if !key.Verify(&c.hash, &c.sig) {
+				b.Fatal("signature does not verify")
 			}
-			for b.Loop() {
-				if !key.Verify(&c.hash, &c.sig) {
-					b.Fatal("signature does not verify")
-				}
-			}
-		})
-	}
+		}
+	})
 }
 
 // BenchmarkK256Library compares the two secp256k1 implementations at hand
@@ -189,19 +187,13 @@ func BenchmarkK256Library(b *testing.B) {
 // BenchmarkParseDIDKey is the uncached cost of parsing a rotation key, the
 // reason parsed keys are cached.
 func BenchmarkParseDIDKey(b *testing.B) {
-	for _, curve := range []struct {
-		name string
-		p256 bool
-	}{{"K256", false}, {"P256", true}} {
-		b.Run(curve.name, func(b *testing.B) {
-			c := newBenchChain(b, curve.p256)
-			for b.Loop() {
-				if _, err := validate.ParseDIDKeyUncached(c.keyDID); err != nil {
-					b.Fatal(err)
-				}
+	forCurves(b, func(b *testing.B, c *benchChain) {
+		for b.Loop() {
+			if _, err := validate.ParseDIDKeyUncached(c.keyDID); err != nil {
+				b.Fatal(err)
 			}
-		})
-	}
+		}
+	})
 }
 
 // BenchmarkParseJSON is the parsing and encoding share of BenchmarkVerifyOp:
