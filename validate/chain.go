@@ -153,11 +153,11 @@ func chainOp(op *Op, createdAt time.Time, signer int) ChainOp {
 // op verifies, or -1. Keys that do not parse never verify.
 func firstSigner(keys []string, op *Op, sig *Signature) int {
 	for i, k := range keys {
-		pk, err := ParseDIDKey(k)
-		if err != nil {
-			continue
-		}
-		if pk.Verify(&op.unsignedHash, sig) {
+		ok := op.verifiedBy(k, func() bool {
+			pk, err := ParseDIDKey(k)
+			return err == nil && pk.Verify(&op.unsignedHash, sig)
+		})
+		if ok {
 			return i
 		}
 	}

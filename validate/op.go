@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"unicode/utf8"
 )
 
@@ -93,6 +94,42 @@ type Op struct {
 	signed       []byte   // canonical DAG-CBOR with sig
 	unsignedHash [32]byte // sha256 of canonical DAG-CBOR without sig
 	cid          string
+	// verified memoises signature checks by key: verification is the
+	// expensive step, and a directory checks an op once before taking its
+	// append lock and again under it.
+	verified atomic.Pointer[[]verdict]
+}
+
+type verdict struct {
+	key string
+	ok  bool
+}
+
+// verifiedBy reports whether key's signature check of op succeeds, using
+// and filling the memo. Safe for concurrent use.
+func (op *Op) verifiedBy(key string, check func() bool) bool {
+	if m := op.verified.Load(); m != nil {
+		for _, v := range *m {
+			if v.key == key {
+				return v.ok
+			}
+		}
+	}
+	ok := check()
+	for {
+		old := op.verified.Load()
+		var next []verdict
+		if old != nil {
+			if len(*old) >= 16 {
+				return ok // bounded: a hostile key list cannot grow it
+			}
+			next = append(next, *old...)
+		}
+		next = append(next, verdict{key, ok})
+		if op.verified.CompareAndSwap(old, &next) {
+			return ok
+		}
+	}
 }
 
 // NewOp checks the structure of o (every field of its type well-formed,

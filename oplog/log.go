@@ -1,0 +1,294 @@
+package oplog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/plcdir/plc/validate"
+)
+
+var (
+	// ErrClosed: the log is shutting down and takes no more ops.
+	ErrClosed = errors.New("log is closed")
+	// ErrOverloaded: the sequencer's queue is full; retry later.
+	ErrOverloaded = errors.New("sequencer queue is full")
+)
+
+// ConflictError: the op was valid against the state it was checked
+// against, but a concurrent write to the same DID committed first and the
+// op is no longer valid (the HTTP API answers 409).
+type ConflictError struct {
+	Err *validate.Error
+}
+
+func (e *ConflictError) Error() string { return e.Err.Message }
+func (e *ConflictError) Unwrap() error { return e.Err }
+
+// Options configure a Log.
+type Options struct {
+	// Now is the clock for acceptance times (default time.Now).
+	Now func() time.Time
+	// MaxBatch bounds the ops committed in one transaction (default 512).
+	MaxBatch int
+	// QueueSize bounds the ops waiting for the sequencer (default 4096);
+	// past it, Submit fails fast with ErrOverloaded.
+	QueueSize int
+	// NoRateLimit turns the per-DID rate limit off.
+	NoRateLimit bool
+	// Metrics, if set, receives the log's measurements.
+	Metrics *Metrics
+}
+
+// Log is the single write path: every op is checked, sequenced and
+// committed through it. Ops of one DID are applied strictly in order; ops
+// queue up and are committed in batches (group commit); Submit returns only
+// after its op is durable.
+type Log struct {
+	store   Store
+	opts    Options
+	queue   chan *request
+	mu      sync.RWMutex // guards closed against sends on queue
+	closed  bool
+	done    chan struct{}
+	last    time.Time // latest acceptance time handed out (sequencer only)
+	changed struct {
+		sync.Mutex
+		ch chan struct{}
+	}
+}
+
+type request struct {
+	did  string
+	op   *validate.Op
+	head int64 // the DID's head seq when the op was pre-checked
+	res  chan result
+}
+
+type result struct {
+	entry Entry
+	err   error
+}
+
+// NewLog starts the sequencer over store.
+func NewLog(store Store, opts Options) *Log {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 512
+	}
+	if opts.QueueSize <= 0 {
+		opts.QueueSize = 4096
+	}
+	l := &Log{
+		store: store,
+		opts:  opts,
+		queue: make(chan *request, opts.QueueSize),
+		done:  make(chan struct{}),
+	}
+	l.changed.ch = make(chan struct{})
+	go l.sequence()
+	return l
+}
+
+// Store returns the log's store, for reads.
+func (l *Log) Store() Store { return l.store }
+
+// Changed returns a channel that is closed at the next commit.
+func (l *Log) Changed() <-chan struct{} {
+	l.changed.Lock()
+	defer l.changed.Unlock()
+	return l.changed.ch
+}
+
+func (l *Log) notify() {
+	l.changed.Lock()
+	close(l.changed.ch)
+	l.changed.ch = make(chan struct{})
+	l.changed.Unlock()
+}
+
+// Submit appends a newly submitted op for did: submission limits are the
+// caller's (validate.CheckSubmission); the chain rules and the per-DID rate
+// limit are applied here, first against the current state (so invalid ops
+// are turned away without queueing, and signatures are checked in the
+// caller's goroutine), then again under the append lock. It returns the
+// committed entry once it is durable.
+func (l *Log) Submit(ctx context.Context, did string, op *validate.Op) (Entry, error) {
+	rec, err := l.store.Record(ctx, did)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return Entry{}, err
+	}
+	st, head := validate.State{DID: did}, int64(0)
+	if rec != nil {
+		st, head = rec.State, rec.HeadSeq
+	}
+	now := l.opts.Now().UTC().Truncate(time.Millisecond)
+	if err := l.check(&st, op, now); err != nil {
+		l.opts.Metrics.rejected(err)
+		return Entry{}, err
+	}
+
+	req := &request{did: did, op: op, head: head, res: make(chan result, 1)}
+	l.mu.RLock()
+	if l.closed {
+		l.mu.RUnlock()
+		return Entry{}, ErrClosed
+	}
+	select {
+	case l.queue <- req:
+		l.mu.RUnlock()
+	default:
+		l.mu.RUnlock()
+		return Entry{}, ErrOverloaded
+	}
+	select {
+	case r := <-req.res:
+		if r.err != nil {
+			l.opts.Metrics.rejected(r.err)
+		} else {
+			l.opts.Metrics.accepted()
+		}
+		return r.entry, r.err
+	case <-ctx.Done():
+		return Entry{}, ctx.Err()
+	}
+}
+
+// check applies the chain rules and the rate limit to op at now.
+func (l *Log) check(st *validate.State, op *validate.Op, now time.Time) error {
+	_, applied, err := st.Next(op, now)
+	if err != nil {
+		return err
+	}
+	if !l.opts.NoRateLimit && len(applied.Nullified) == 0 {
+		return validate.CheckRateLimit(st, now)
+	}
+	return nil
+}
+
+// Close stops intake, commits what is queued, and stops the sequencer.
+func (l *Log) Close() {
+	l.mu.Lock()
+	if !l.closed {
+		l.closed = true
+		close(l.queue)
+	}
+	l.mu.Unlock()
+	<-l.done
+}
+
+func (l *Log) sequence() {
+	defer close(l.done)
+	for req := range l.queue {
+		batch := []*request{req}
+	drain:
+		for len(batch) < l.opts.MaxBatch {
+			select {
+			case r, ok := <-l.queue:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, r)
+			default:
+				break drain
+			}
+		}
+		l.commit(batch)
+	}
+}
+
+// acceptanceTime is the batch's createdAt: the clock, in milliseconds,
+// never earlier than a time already handed out.
+func (l *Log) acceptanceTime() time.Time {
+	now := l.opts.Now().UTC().Truncate(time.Millisecond)
+	if now.Before(l.last) {
+		now = l.last
+	}
+	l.last = now
+	return now
+}
+
+func (l *Log) commit(batch []*request) {
+	start := time.Now()
+	now := l.acceptanceTime()
+	dids := make([]string, len(batch))
+	for i, r := range batch {
+		dids[i] = r.did
+	}
+	results := make([]result, len(batch))
+	err := l.store.Append(context.Background(), dids, func(view AppendView) ([]Write, error) {
+		records := make(map[string]*DIDRecord, len(view.Records))
+		for k, v := range view.Records {
+			records[k] = v
+		}
+		seq := view.LastSeq
+		var writes []Write
+		for i, r := range batch {
+			results[i] = result{}
+			rec := records[r.did]
+			st, head, seqs := validate.State{DID: r.did}, int64(0), []int64(nil)
+			if rec != nil {
+				st, head, seqs = rec.State, rec.HeadSeq, rec.Seqs
+			}
+			next, applied, err := st.Next(r.op, now)
+			if err == nil && !l.opts.NoRateLimit && len(applied.Nullified) == 0 {
+				err = validate.CheckRateLimit(&st, now)
+			}
+			if err != nil {
+				var ve *validate.Error
+				if head != r.head && errors.As(err, &ve) {
+					err = &ConflictError{Err: ve}
+				}
+				results[i].err = err
+				continue
+			}
+			seq++
+			w := newWrite(r.did, seq, now, r.op, next, applied, seqs)
+			writes = append(writes, w)
+			records[r.did] = &w.Record
+			results[i].entry = w.Entry
+		}
+		return writes, nil
+	})
+	written := 0
+	for i, r := range batch {
+		res := results[i]
+		if err != nil && res.err == nil {
+			res = result{err: fmt.Errorf("commit: %w", err)}
+		}
+		if res.err == nil {
+			written++
+		}
+		r.res <- res
+	}
+	if err == nil && written > 0 {
+		l.opts.Metrics.committed(written, time.Since(start), results[len(results)-1].entry.Seq)
+		l.notify()
+	}
+}
+
+// newWrite builds the Write for op accepted as seq, given the DID's new
+// chain state and the seqs of its previous state's ops.
+func newWrite(did string, seq int64, at time.Time, op *validate.Op, next validate.State, applied validate.Applied, prevSeqs []int64) Write {
+	kept := len(next.Ops) - 1
+	seqs := make([]int64, 0, len(next.Ops))
+	seqs = append(seqs, prevSeqs[:kept]...)
+	seqs = append(seqs, seq)
+	nullifies := append([]int64(nil), prevSeqs[kept:]...)
+	rec := DIDRecord{DID: did, HeadSeq: seq, State: next, Seqs: seqs}
+	if data, ok := op.Data(); ok {
+		rec.Doc = validate.AppendDocumentJSON(nil, did, data)
+		rec.Data = validate.AppendDataJSON(nil, did, data)
+	}
+	return Write{
+		Entry:     Entry{Seq: seq, DID: did, CID: op.CID(), CreatedAt: at, Op: op.SignedCBOR()},
+		Type:      op.Type(),
+		Signer:    applied.Signer,
+		Nullifies: nullifies,
+		Record:    rec,
+	}
+}

@@ -1,0 +1,23 @@
+// Package sql holds the database schema as numbered golang-migrate
+// migrations, one folder per backend, embedded into the binary.
+//
+// The schema is the same logically on both backends:
+//   - operations: the append-only log (seq, did, cid, created_at in unix
+//     milliseconds, the exact signed DAG-CBOR bytes, op type, signer index).
+//     The database refuses UPDATE, DELETE (and, on PostgreSQL, TRUNCATE).
+//   - nullified: which op nullified which; insert-only, derived from the log.
+//   - dids: the current state of each DID (chain state, rendered document),
+//     updated in the same transaction as the op that changes it.
+package sql
+
+import "embed"
+
+// Postgres holds the PostgreSQL migrations under "postgres/".
+//
+//go:embed postgres/*.sql
+var Postgres embed.FS
+
+// SQLite holds the SQLite migrations under "sqlite/".
+//
+//go:embed sqlite/*.sql
+var SQLite embed.FS

@@ -1,0 +1,33 @@
+CREATE TABLE operations (
+    seq        INTEGER PRIMARY KEY,
+    did        TEXT    NOT NULL,
+    cid        TEXT    NOT NULL,
+    created_at INTEGER NOT NULL, -- unix milliseconds
+    op         BLOB    NOT NULL, -- exact signed DAG-CBOR
+    type       INTEGER NOT NULL, -- 1 plc_operation, 2 plc_tombstone, 3 create
+    signer     INTEGER NOT NULL  -- index of the signing rotation key
+);
+CREATE INDEX operations_did_seq ON operations (did, seq);
+CREATE INDEX operations_created_at_cid ON operations (created_at, cid);
+
+CREATE TABLE nullified (
+    seq    INTEGER PRIMARY KEY REFERENCES operations (seq),
+    by_seq INTEGER NOT NULL REFERENCES operations (seq)
+);
+
+CREATE TABLE dids (
+    did      TEXT    PRIMARY KEY,
+    head_seq INTEGER NOT NULL,
+    state    BLOB    NOT NULL,
+    doc      BLOB,             -- NULL when tombstoned
+    data     BLOB
+) WITHOUT ROWID;
+
+CREATE TRIGGER operations_no_update BEFORE UPDATE ON operations
+BEGIN SELECT RAISE(ABORT, 'table operations is append-only: UPDATE refused'); END;
+CREATE TRIGGER operations_no_delete BEFORE DELETE ON operations
+BEGIN SELECT RAISE(ABORT, 'table operations is append-only: DELETE refused'); END;
+CREATE TRIGGER nullified_no_update BEFORE UPDATE ON nullified
+BEGIN SELECT RAISE(ABORT, 'table nullified is append-only: UPDATE refused'); END;
+CREATE TRIGGER nullified_no_delete BEFORE DELETE ON nullified
+BEGIN SELECT RAISE(ABORT, 'table nullified is append-only: DELETE refused'); END;
