@@ -47,6 +47,8 @@ type command struct {
 
 func commands() []command {
 	return []command{
+		{"serve", "run the directory (HTTP API over the operation log)", runServe},
+		{"migrate", "manage the database schema (up, version)", runMigrate},
 		{"audit", "independent verification (plc audit help)", runAudit},
 		{"version", "print the version", runVersion},
 		{"help", "show help for a command", nil},

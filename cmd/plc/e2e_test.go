@@ -1,0 +1,367 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/bluesky-social/indigo/atproto/identity"
+	"github.com/bluesky-social/indigo/atproto/syntax"
+
+	"github.com/plcdir/plc/audit"
+	"github.com/plcdir/plc/internal/optest"
+	"github.com/plcdir/plc/internal/pgtest"
+	"github.com/plcdir/plc/validate"
+)
+
+// End-to-end tests of the real binary: built once, run as a child
+// process, killed with SIGKILL.
+
+var (
+	buildOnce sync.Once
+	builtPLC  string
+	buildErr  error
+)
+
+func plcBinary(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "plc-e2e-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		builtPLC = filepath.Join(dir, "plc")
+		out, err := exec.Command("go", "build", "-o", builtPLC, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return builtPLC
+}
+
+// server is a running `plc serve` child process.
+type server struct {
+	cmd  *exec.Cmd
+	url  string
+	done chan struct{}
+}
+
+// startServer runs `plc serve` on db and returns once it listens: the
+// address is read from its "listening" log line (no polling, no sleeps).
+func startServer(t *testing.T, db string, extra ...string) *server {
+	t.Helper()
+	args := append([]string{"serve", "--db", db, "--listen", "127.0.0.1:0", "--log-format", "json"}, extra...)
+	cmd := exec.Command(plcBinary(t), args...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	s := &server{cmd: cmd, done: make(chan struct{})}
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			var line struct {
+				Msg  string `json:"msg"`
+				Addr string `json:"addr"`
+			}
+			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "plc serve listening" {
+				addr <- line.Addr
+			}
+		}
+		close(addr)
+		cmd.Wait()
+		close(s.done)
+	}()
+	a, ok := <-addr
+	if !ok {
+		t.Fatalf("plc serve exited before listening")
+	}
+	s.url = "http://" + a
+	t.Cleanup(func() { s.kill() })
+	return s
+}
+
+func (s *server) kill() {
+	s.cmd.Process.Kill()
+	<-s.done
+}
+
+func post(url string, op *validate.Op, did string) (int, string, error) {
+	resp, err := http.Post(url+"/"+did, "application/json", bytes.NewReader(op.AppendJSON(nil)))
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	return resp.StatusCode, string(body), nil
+}
+
+func getAudit(t *testing.T, url, did string) []audit.LogEntry {
+	t.Helper()
+	resp, err := http.Get(url + "/" + did + "/log/audit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("audit log of %s: status %d", did, resp.StatusCode)
+	}
+	entries, err := audit.ReadLog(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return entries
+}
+
+// exportAll pages through /export in seq mode and returns every line.
+func exportAll(t *testing.T, url string) []map[string]any {
+	t.Helper()
+	var all []map[string]any
+	after := 0
+	for {
+		resp, err := http.Get(url + "/export?count=1000&after=" + strconv.Itoa(after))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("export: status %d: %s", resp.StatusCode, body)
+		}
+		if len(body) == 0 {
+			return all
+		}
+		for _, line := range strings.Split(string(body), "\n") {
+			var m map[string]any
+			if err := json.Unmarshal([]byte(line), &m); err != nil {
+				t.Fatalf("export line %q: %v", line, err)
+			}
+			all = append(all, m)
+			after = int(m["seq"].(float64))
+		}
+	}
+}
+
+// checkLogIntact asserts that seq is dense from 1, that every acknowledged
+// op is present exactly once, and that every DID's audit log replays clean.
+func checkLogIntact(t *testing.T, url string, acked map[string][]string) {
+	t.Helper()
+	lines := exportAll(t, url)
+	count := map[string]int{}
+	for i, l := range lines {
+		if seq := int(l["seq"].(float64)); seq != i+1 {
+			t.Fatalf("export line %d has seq %d: the log has a gap or a duplicate", i, seq)
+		}
+		count[l["cid"].(string)]++
+	}
+	for did, cids := range acked {
+		for _, c := range cids {
+			if count[c] != 1 {
+				t.Fatalf("acknowledged op %s of %s appears %d times", c, did, count[c])
+			}
+		}
+		res := audit.VerifyLog(getAudit(t, url, did))
+		if res.Failure != nil {
+			t.Fatalf("audit log of %s does not replay: %v", did, res.Failure)
+		}
+	}
+	for c, n := range count {
+		if n != 1 {
+			t.Fatalf("op %s appears %d times in the export", c, n)
+		}
+	}
+}
+
+func backends(t *testing.T, f func(t *testing.T, db string)) {
+	t.Run("sqlite", func(t *testing.T) { f(t, filepath.Join(t.TempDir(), "plc.sqlite")) })
+	t.Run("postgres", func(t *testing.T) { f(t, pgtest.URL(t)) })
+}
+
+// TestAcknowledgedOpsSurviveSIGKILL kills the server while writers stream
+// ops at it; after a restart, every op that got a 200 is there exactly
+// once and the log replays clean.
+func TestAcknowledgedOpsSurviveSIGKILL(t *testing.T) {
+	backends(t, func(t *testing.T, db string) {
+		s := startServer(t, db, "--no-did-rate-limit")
+		const writers, killAfter = 8, 150
+		var (
+			mu     sync.Mutex
+			acked  = map[string][]string{}
+			nacked atomic.Int64
+			wg     sync.WaitGroup
+			killed = make(chan struct{})
+			once   sync.Once
+		)
+		for w := range writers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; ; i++ {
+					select {
+					case <-killed:
+						return
+					default:
+					}
+					id := optest.NewIdentity(t, optest.Handle(w*100000+i), 2)
+					ops := []*validate.Op{id.Head}
+					upd := id.Update(t, id.Head, 0, optest.Handle(w*100000+i)+".next")
+					ops = append(ops, upd)
+					for _, op := range ops {
+						code, _, err := post(s.url, op, id.DID)
+						if err != nil {
+							return // the server is gone
+						}
+						if code != 200 {
+							continue
+						}
+						mu.Lock()
+						acked[id.DID] = append(acked[id.DID], op.CID())
+						mu.Unlock()
+						if nacked.Add(1) >= killAfter {
+							once.Do(func() { s.kill(); close(killed) })
+						}
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		if nacked.Load() < killAfter {
+			t.Fatalf("only %d ops acknowledged before the writers stopped", nacked.Load())
+		}
+		s2 := startServer(t, db)
+		checkLogIntact(t, s2.url, acked)
+	})
+}
+
+// TestTwoProcessesOnePostgres runs two servers on one database: of 20
+// concurrent updates with the same prev spread over both, exactly one
+// wins; 200 concurrent creates all succeed; seq stays dense.
+func TestTwoProcessesOnePostgres(t *testing.T) {
+	db := pgtest.URL(t)
+	a := startServer(t, db, "--no-did-rate-limit")
+	b := startServer(t, db, "--no-did-rate-limit")
+	urls := []string{a.url, b.url}
+
+	id := optest.NewIdentity(t, "race.test", 2)
+	if code, body, err := post(a.url, id.Head, id.DID); err != nil || code != 200 {
+		t.Fatalf("genesis: %d %s %v", code, body, err)
+	}
+	var wg sync.WaitGroup
+	codes := make([]int, 20)
+	updates := make([]*validate.Op, 20)
+	for i := range updates {
+		updates[i] = id.Update(t, id.Head, 0, fmt.Sprintf("racer%d.test", i))
+	}
+	for i := range updates {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			code, _, err := post(urls[i%2], updates[i], id.DID)
+			if err != nil {
+				t.Error(err)
+			}
+			codes[i] = code
+		}()
+	}
+	wg.Wait()
+	wins := 0
+	for i, c := range codes {
+		switch c {
+		case 200:
+			wins++
+		case 400, 409:
+		default:
+			t.Errorf("update %d: status %d", i, c)
+		}
+	}
+	if wins != 1 {
+		t.Fatalf("%d of 20 conflicting updates succeeded, want exactly 1", wins)
+	}
+
+	acked := map[string][]string{id.DID: {id.Head.CID()}}
+	var mu sync.Mutex
+	for i := range 200 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			nid := optest.NewIdentity(t, optest.Handle(i), 1)
+			code, body, err := post(urls[i%2], nid.Head, nid.DID)
+			if err != nil || code != 200 {
+				t.Errorf("create %d: %d %s %v", i, code, body, err)
+				return
+			}
+			mu.Lock()
+			acked[nid.DID] = []string{nid.Head.CID()}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	checkLogIntact(t, a.url, acked)
+	if got := len(exportAll(t, b.url)); got != 1+1+200 {
+		t.Fatalf("the log holds %d ops, want %d", got, 202)
+	}
+}
+
+// TestIndigoResolvesFromOurServer: indigo's identity directory, the client
+// atproto apps use, resolves DIDs from the running binary.
+func TestIndigoResolvesFromOurServer(t *testing.T) {
+	s := startServer(t, filepath.Join(t.TempDir(), "plc.sqlite"))
+	id := optest.NewIdentity(t, "alice.test", 2)
+	if code, body, err := post(s.url, id.Head, id.DID); err != nil || code != 200 {
+		t.Fatalf("genesis: %d %s %v", code, body, err)
+	}
+	dir := identity.BaseDirectory{PLCURL: s.url, HTTPClient: http.Client{}, SkipHandleVerification: true}
+	ctx := t.Context()
+	ident, err := dir.LookupDID(ctx, syntax.DID(id.DID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ident.PDSEndpoint(); got != "https://pds.example.com" {
+		t.Errorf("PDS endpoint %q", got)
+	}
+	if h, err := ident.DeclaredHandle(); err != nil || h.String() != "alice.test" {
+		t.Errorf("declared handle %q, %v", h, err)
+	}
+	pub, err := ident.PublicKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pub.DIDKey() != id.Signing.DID {
+		t.Errorf("atproto key %s, want %s", pub.DIDKey(), id.Signing.DID)
+	}
+
+	// After a tombstone the DID no longer resolves.
+	tomb := id.Tombstone(t, nil, 0)
+	if code, body, err := post(s.url, tomb, id.DID); err != nil || code != 200 {
+		t.Fatalf("tombstone: %d %s %v", code, body, err)
+	}
+	if _, err := dir.ResolveDID(ctx, syntax.DID(id.DID)); !errors.Is(err, identity.ErrDIDNotFound) {
+		t.Fatalf("tombstoned DID: got %v, want ErrDIDNotFound", err)
+	}
+	if _, err := dir.ResolveDID(ctx, syntax.DID("did:plc:aaaaaaaaaaaaaaaaaaaaaaaa")); !errors.Is(err, identity.ErrDIDNotFound) {
+		t.Fatalf("unknown DID: got %v, want ErrDIDNotFound", err)
+	}
+}

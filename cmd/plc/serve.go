@@ -1,0 +1,350 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/plcdir/plc/api"
+	"github.com/plcdir/plc/oplog"
+)
+
+// defaultDB is the embedded store's file, created on first start.
+const defaultDB = "./plc-data/plc.sqlite"
+
+// serveConfig is everything `plc serve` needs. It is filled from flags
+// (with environment fallbacks) and validated before anything starts.
+type serveConfig struct {
+	// DB is a postgres:// URL or the path of an SQLite file.
+	DB string
+	// Listen is the API's address.
+	Listen string
+	// MetricsListen is the address of the Prometheus /metrics endpoint;
+	// empty turns it off.
+	MetricsListen string
+	// IPRate and IPBurst configure the optional per-client-IP token bucket
+	// (requests per second; 0 turns it off).
+	IPRate  float64
+	IPBurst int
+	// NoDIDRateLimit turns off the per-DID operation rate limit.
+	NoDIDRateLimit bool
+	// ShutdownTimeout bounds the graceful shutdown.
+	ShutdownTimeout time.Duration
+	// LogFormat is "json", "text" or "auto" (text on a terminal).
+	LogFormat string
+	// LogLevel is debug, info, warn or error.
+	LogLevel string
+}
+
+// flagSource binds flags to their environment fallbacks.
+type flagSource struct {
+	fs  *flag.FlagSet
+	e   env
+	err error
+}
+
+func (f *flagSource) str(p *string, name, envName, def, help string) {
+	if v := f.e.getenv(envName); v != "" {
+		def = v
+	}
+	f.fs.StringVar(p, name, def, fmt.Sprintf("%s (env %s)", help, envName))
+}
+
+func (f *flagSource) float(p *float64, name, envName string, def float64, help string) {
+	if v := f.e.getenv(envName); v != "" {
+		n, err := strconv.ParseFloat(v, 64)
+		if err != nil && f.err == nil {
+			f.err = fmt.Errorf("%s=%q: not a number", envName, v)
+		}
+		def = n
+	}
+	f.fs.Float64Var(p, name, def, fmt.Sprintf("%s (env %s)", help, envName))
+}
+
+func (f *flagSource) int(p *int, name, envName string, def int, help string) {
+	if v := f.e.getenv(envName); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil && f.err == nil {
+			f.err = fmt.Errorf("%s=%q: not an integer", envName, v)
+		}
+		def = n
+	}
+	f.fs.IntVar(p, name, def, fmt.Sprintf("%s (env %s)", help, envName))
+}
+
+func (f *flagSource) bool(p *bool, name, envName string, help string) {
+	def := false
+	if v := f.e.getenv(envName); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil && f.err == nil {
+			f.err = fmt.Errorf("%s=%q: not a boolean", envName, v)
+		}
+		def = b
+	}
+	f.fs.BoolVar(p, name, def, fmt.Sprintf("%s (env %s)", help, envName))
+}
+
+func (f *flagSource) duration(p *time.Duration, name, envName string, def time.Duration, help string) {
+	if v := f.e.getenv(envName); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil && f.err == nil {
+			f.err = fmt.Errorf("%s=%q: not a duration", envName, v)
+		}
+		def = d
+	}
+	f.fs.DurationVar(p, name, def, fmt.Sprintf("%s (env %s)", help, envName))
+}
+
+func dbFlag(f *flagSource, p *string) {
+	f.str(p, "db", "PLC_DB", defaultDB, "database: a postgres:// URL or an SQLite file path")
+}
+
+func logFlags(f *flagSource, format, level *string) {
+	f.str(format, "log-format", "PLC_LOG_FORMAT", "auto", "log format: json, text, or auto (text on a terminal)")
+	f.str(level, "log-level", "PLC_LOG_LEVEL", "info", "log level: debug, info, warn, error")
+}
+
+func (c *serveConfig) validate() error {
+	if c.DB == "" {
+		return errors.New("--db must not be empty")
+	}
+	if oplog.IsPostgres(c.DB) {
+		if _, err := url.Parse(c.DB); err != nil {
+			return fmt.Errorf("--db: invalid URL: %v", redactErr(err, c.DB))
+		}
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return fmt.Errorf("--listen %q: %v", c.Listen, err)
+	}
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			return fmt.Errorf("--metrics-listen %q: %v", c.MetricsListen, err)
+		}
+	}
+	if c.IPRate < 0 || c.IPBurst < 0 {
+		return errors.New("--ip-rate and --ip-burst must not be negative")
+	}
+	if c.IPRate > 0 && c.IPBurst < 1 {
+		return errors.New("--ip-burst must be at least 1 when --ip-rate is set")
+	}
+	if c.ShutdownTimeout <= 0 {
+		return errors.New("--shutdown-timeout must be positive")
+	}
+	if _, err := newLogger(c.LogFormat, c.LogLevel, nil); err != nil {
+		return err
+	}
+	return nil
+}
+
+// redactDB returns db fit for logs: a URL's password is replaced.
+func redactDB(db string) string {
+	if !oplog.IsPostgres(db) {
+		return db
+	}
+	u, err := url.Parse(db)
+	if err != nil {
+		return "postgres://(unparsable URL)"
+	}
+	return u.Redacted()
+}
+
+// redactErr keeps a URL parse error from echoing a password.
+func redactErr(err error, db string) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err.Error()
+	}
+	return "unparsable"
+}
+
+func runServe(ctx context.Context, e env, args []string) int {
+	var c serveConfig
+	fs := newFlagSet("serve", "plc serve [flags]",
+		`Runs the directory: validates submitted operations, appends them to the
+log, and serves the plc.directory HTTP API. With no flags it uses the
+built-in defaults: an SQLite database at `+defaultDB+` (created on first
+start) and the API on :2582.`, e)
+	f := &flagSource{fs: fs, e: e}
+	dbFlag(f, &c.DB)
+	f.str(&c.Listen, "listen", "PLC_LISTEN", ":2582", "API listen address")
+	f.str(&c.MetricsListen, "metrics-listen", "PLC_METRICS_LISTEN", "", "Prometheus /metrics listen address (empty: off)")
+	f.float(&c.IPRate, "ip-rate", "PLC_IP_RATE", 0, "per-client-IP request rate limit, requests/second (0: off)")
+	f.int(&c.IPBurst, "ip-burst", "PLC_IP_BURST", 50, "per-client-IP burst")
+	f.bool(&c.NoDIDRateLimit, "no-did-rate-limit", "PLC_NO_DID_RATE_LIMIT", "turn off the per-DID operation rate limit")
+	f.duration(&c.ShutdownTimeout, "shutdown-timeout", "PLC_SHUTDOWN_TIMEOUT", 15*time.Second, "graceful shutdown deadline")
+	logFlags(f, &c.LogFormat, &c.LogLevel)
+	if f.err != nil {
+		fmt.Fprintf(e.stderr, "plc serve: %v\n", f.err)
+		return exitUsage
+	}
+	if code, done := parseFlags(fs, args); done {
+		return code
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(e.stderr, "plc serve: unexpected argument %q\n", fs.Arg(0))
+		return exitUsage
+	}
+	if err := c.validate(); err != nil {
+		fmt.Fprintf(e.stderr, "plc serve: %v\n", err)
+		return exitUsage
+	}
+	logger, _ := newLogger(c.LogFormat, c.LogLevel, e.stderr)
+	if err := serve(ctx, c, logger); err != nil {
+		logger.Error("plc serve stopped", "err", err)
+		fmt.Fprintf(e.stderr, "plc serve: %v\n", err)
+		return exitFailure
+	}
+	return exitOK
+}
+
+// openStore prepares the schema (migrating an empty database) and opens
+// the store db names.
+func openStore(ctx context.Context, db string) (oplog.Store, oplog.SchemaStatus, error) {
+	st, err := oplog.Prepare(db)
+	if err != nil {
+		return nil, st, fmt.Errorf("database %s: %w", redactDB(db), err)
+	}
+	if oplog.IsPostgres(db) {
+		s, err := oplog.OpenPostgres(ctx, db)
+		return s, st, err
+	}
+	s, err := oplog.OpenSQLite(db)
+	return s, st, err
+}
+
+// serve runs the directory until ctx is cancelled, then shuts down in
+// order: stop intake and drain requests, close streams, drain the
+// sequencer, close the database.
+func serve(ctx context.Context, c serveConfig, logger *slog.Logger) error {
+	store, schema, err := openStore(ctx, c.DB)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	logger.Info("database ready", "db", redactDB(c.DB), "schema_version", schema.Version)
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	log := oplog.NewLog(store, oplog.Options{NoRateLimit: c.NoDIDRateLimit, Metrics: oplog.NewMetrics(reg)})
+	streamer := api.NewStreamer(log, api.StreamOptions{Logger: logger})
+	handler := api.New(api.Config{
+		Log:      log,
+		Logger:   logger,
+		Registry: reg,
+		Version:  version,
+		IPRate:   c.IPRate,
+		IPBurst:  c.IPBurst,
+		Stream:   noDeadlines(streamer),
+	})
+
+	srv := &http.Server{
+		Addr:              c.Listen,
+		Handler:           handler,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	ln, err := net.Listen("tcp", c.Listen)
+	if err != nil {
+		log.Close()
+		return fmt.Errorf("listen %s: %w", c.Listen, err)
+	}
+	errc := make(chan error, 2)
+	go func() { errc <- srv.Serve(ln) }()
+	logger.Info("plc serve listening", "addr", ln.Addr().String(), "version", version)
+
+	var msrv *http.Server
+	if c.MetricsListen != "" {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+		msrv = &http.Server{Addr: c.MetricsListen, Handler: mux, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 30 * time.Second}
+		mln, err := net.Listen("tcp", c.MetricsListen)
+		if err != nil {
+			srv.Close()
+			log.Close()
+			return fmt.Errorf("listen %s: %w", c.MetricsListen, err)
+		}
+		go func() { errc <- msrv.Serve(mln) }()
+		logger.Info("metrics listening", "addr", mln.Addr().String())
+	}
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		logger.Info("shutting down")
+	case runErr = <-errc:
+		logger.Error("server failed", "err", runErr)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), c.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		logger.Warn("HTTP shutdown incomplete", "err", err)
+	}
+	streamer.Close()
+	log.Close()
+	if msrv != nil {
+		msrv.Shutdown(sctx)
+	}
+	logger.Info("stopped")
+	if runErr != nil && !errors.Is(runErr, http.ErrServerClosed) {
+		return runErr
+	}
+	return nil
+}
+
+// noDeadlines clears the server's read and write deadlines for a
+// long-lived WebSocket before handing it on: the server timeouts are for
+// ordinary requests.
+func noDeadlines(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rc := http.NewResponseController(w)
+		_ = rc.SetReadDeadline(time.Time{})
+		_ = rc.SetWriteDeadline(time.Time{})
+		h.ServeHTTP(w, r)
+	})
+}
+
+// newLogger builds the process logger; w nil only validates the settings.
+func newLogger(format, level string, w io.Writer) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	switch format {
+	case "json", "text", "auto":
+	default:
+		return nil, fmt.Errorf("--log-format %q: want json, text or auto", format)
+	}
+	if w == nil {
+		return nil, nil
+	}
+	if format == "auto" {
+		format = "json"
+		if f, ok := w.(*os.File); ok {
+			if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+				format = "text"
+			}
+		}
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	if format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	}
+	return slog.New(slog.NewJSONHandler(w, opts)), nil
+}
