@@ -15,8 +15,10 @@ check:
 	if [ -n "$$unformatted" ]; then echo "gofmt needed on:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 
+# Under a throwaway PostgreSQL cluster (scripts/with-postgres.sh) when one can
+# be started; PLC_REQUIRE_POSTGRES=1 makes the PostgreSQL tests mandatory.
 unit:
-	$(GO) test -race -count=1 ./...
+	bash scripts/with-postgres.sh $(GO) test -race -count=1 ./...
 
 fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzParseJSON$$' -fuzztime=$(FUZZTIME) ./validate

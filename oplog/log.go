@@ -202,11 +202,18 @@ func (l *Log) sequence() {
 }
 
 // acceptanceTime is the batch's createdAt: the clock, in milliseconds,
-// never earlier than a time already handed out.
-func (l *Log) acceptanceTime() time.Time {
+// never earlier than a time already handed out nor than the createdAt of
+// the last committed op (lastCommitted, read under the append lock), which
+// another process with a clock ahead of ours may have written. So
+// createdAt never decreases along seq, and an op is never older than its
+// prev: the timestamp export and the per-DID order stay consistent.
+func (l *Log) acceptanceTime(lastCommitted time.Time) time.Time {
 	now := l.opts.Now().UTC().Truncate(time.Millisecond)
 	if now.Before(l.last) {
 		now = l.last
+	}
+	if now.Before(lastCommitted) {
+		now = lastCommitted
 	}
 	l.last = now
 	return now
@@ -214,13 +221,13 @@ func (l *Log) acceptanceTime() time.Time {
 
 func (l *Log) commit(batch []*request) {
 	start := time.Now()
-	now := l.acceptanceTime()
 	dids := make([]string, len(batch))
 	for i, r := range batch {
 		dids[i] = r.did
 	}
 	results := make([]result, len(batch))
 	err := l.store.Append(context.Background(), dids, func(view AppendView) ([]Write, error) {
+		now := l.acceptanceTime(view.LastCreatedAt)
 		records := make(map[string]*DIDRecord, len(view.Records))
 		for k, v := range view.Records {
 			records[k] = v

@@ -159,9 +159,9 @@ func (s *PostgresStore) readView(ctx context.Context, tx pgx.Tx, dids []string) 
 	var lastMs int64
 	for rows.Next() {
 		var (
-			did                 *string
-			headSeq             *int64
-			state, doc, data    []byte
+			did              *string
+			headSeq          *int64
+			state, doc, data []byte
 		)
 		if err := rows.Scan(&view.LastSeq, &lastMs, &did, &headSeq, &state, &doc, &data); err != nil {
 			return view, fmt.Errorf("read last seq and states: %w", err)
@@ -291,7 +291,7 @@ func (s *PostgresStore) Export(ctx context.Context, after int64, limit int) ([]E
 func (s *PostgresStore) ExportByTime(ctx context.Context, after time.Time, limit int) ([]Entry, error) {
 	rows, err := s.pool.Query(ctx, `SELECT o.seq, o.did, o.cid, o.created_at, o.op, n.seq IS NOT NULL
 		FROM operations o LEFT JOIN nullified n ON n.seq = o.seq
-		WHERE o.created_at > $1 ORDER BY o.created_at, o.cid LIMIT $2`, after.UnixMilli(), limit)
+		WHERE o.created_at > $1 ORDER BY o.created_at, o.cid COLLATE "C" LIMIT $2`, after.UnixMilli(), limit)
 	if err != nil {
 		return nil, err
 	}

@@ -78,8 +78,13 @@ func (s *SQLiteStore) Append(ctx context.Context, dids []string, decide DecideFu
 		}
 	}()
 	view := AppendView{Records: make(map[string]*DIDRecord, len(dids))}
-	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM operations`).Scan(&view.LastSeq); err != nil {
+	var lastMs int64
+	switch err := tx.QueryRowContext(ctx, `SELECT seq, created_at FROM operations ORDER BY seq DESC LIMIT 1`).Scan(&view.LastSeq, &lastMs); {
+	case errors.Is(err, sql.ErrNoRows):
+	case err != nil:
 		return fmt.Errorf("read last seq: %w", err)
+	default:
+		view.LastCreatedAt = time.UnixMilli(lastMs).UTC()
 	}
 	for _, did := range dids {
 		if _, ok := view.Records[did]; ok {

@@ -65,6 +65,8 @@ func (r *DIDRecord) Tombstoned() bool { return r.State.Tombstoned() }
 type AppendView struct {
 	// LastSeq is the seq of the last committed op (0 for an empty log).
 	LastSeq int64
+	// LastCreatedAt is the createdAt of that op (zero for an empty log).
+	LastCreatedAt time.Time
 	// Records holds the current record of each requested DID that exists.
 	Records map[string]*DIDRecord
 }

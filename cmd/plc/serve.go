@@ -154,11 +154,7 @@ func redactDB(db string) string {
 	if !oplog.IsPostgres(db) {
 		return db
 	}
-	u, err := url.Parse(db)
-	if err != nil {
-		return "postgres://(unparsable URL)"
-	}
-	return u.Redacted()
+	return oplog.RedactURL(db)
 }
 
 // redactErr keeps a URL parse error from echoing a password.

@@ -31,3 +31,13 @@ CREATE TRIGGER nullified_no_update BEFORE UPDATE ON nullified
 BEGIN SELECT RAISE(ABORT, 'table nullified is append-only: UPDATE refused'); END;
 CREATE TRIGGER nullified_no_delete BEFORE DELETE ON nullified
 BEGIN SELECT RAISE(ABORT, 'table nullified is append-only: DELETE refused'); END;
+-- REPLACE (INSERT OR REPLACE, REPLACE INTO) deletes the row in its way
+-- without firing DELETE triggers (unless the connection turned
+-- recursive_triggers on), so the triggers above alone would let it rewrite
+-- history: refuse any insert whose key is taken.
+CREATE TRIGGER operations_no_replace BEFORE INSERT ON operations
+WHEN EXISTS (SELECT 1 FROM operations WHERE seq = NEW.seq)
+BEGIN SELECT RAISE(ABORT, 'table operations is append-only: REPLACE refused'); END;
+CREATE TRIGGER nullified_no_replace BEFORE INSERT ON nullified
+WHEN EXISTS (SELECT 1 FROM nullified WHERE seq = NEW.seq)
+BEGIN SELECT RAISE(ABORT, 'table nullified is append-only: REPLACE refused'); END;

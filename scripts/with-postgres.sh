@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# with-postgres.sh CMD [ARGS...]
+#
+# Runs CMD with PLC_TEST_POSTGRES set to the URL of a database on a
+# throwaway PostgreSQL cluster: initdb in a temporary directory, a server
+# that listens only on a unix socket in that directory (fsync on, as in
+# production), one database. The server is stopped and the directory
+# removed on exit, whatever happens; the script exits with CMD's status.
+# Tests create their own databases on the cluster (internal/pgtest).
+#
+# If PLC_TEST_POSTGRES is already set (a CI service, say), CMD runs with it
+# as is. If no PostgreSQL binaries are found, CMD runs without it: tests
+# that need PostgreSQL skip, or fail under PLC_REQUIRE_POSTGRES=1.
+set -euo pipefail
+
+if [ $# -eq 0 ]; then
+	echo "usage: $0 CMD [ARGS...]" >&2
+	exit 2
+fi
+
+if [ -n "${PLC_TEST_POSTGRES:-}" ]; then
+	exec "$@"
+fi
+
+# Find initdb: on PATH, else the newest Debian-style install.
+bindir=""
+if command -v initdb >/dev/null 2>&1; then
+	bindir=$(dirname "$(readlink -f "$(command -v initdb)")")
+else
+	for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
+		if [ -x "$d/initdb" ]; then
+			bindir=$d
+			break
+		fi
+	done
+fi
+if [ -z "$bindir" ]; then
+	echo "with-postgres: initdb not found; running without PostgreSQL (PostgreSQL tests skip unless PLC_REQUIRE_POSTGRES=1)" >&2
+	exec "$@"
+fi
+
+# The server refuses to run as root: run it as postgres then.
+as_pg() { "$@"; }
+if [ "$(id -u)" = 0 ]; then
+	if ! id postgres >/dev/null 2>&1; then
+		echo "with-postgres: running as root and there is no postgres user to run the server as" >&2
+		exit 1
+	fi
+	as_pg() { runuser -u postgres -- "$@"; }
+fi
+
+# A short path: the socket path must fit in 107 bytes.
+dir=$(mktemp -d /tmp/plcpg.XXXXXX)
+started=0
+cleanup() {
+	if [ "$started" = 1 ]; then
+		as_pg "$bindir/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true
+	fi
+	rm -rf "$dir"
+}
+trap cleanup EXIT
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+if [ "$(id -u)" = 0 ]; then
+	chown postgres: "$dir"
+fi
+chmod 700 "$dir"
+
+if ! as_pg "$bindir/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C --no-sync >"$dir/initdb.log" 2>&1; then
+	cat "$dir/initdb.log" >&2
+	echo "with-postgres: initdb failed" >&2
+	exit 1
+fi
+
+# Only the socket file's name depends on the port (no TCP listener), but
+# a private number keeps it distinct from any real server's.
+port=$((20000 + RANDOM % 30000))
+cat >>"$dir/data/postgresql.conf" <<CONF
+listen_addresses = ''
+unix_socket_directories = '$dir'
+port = $port
+fsync = on
+synchronous_commit = on
+max_connections = 400
+shared_buffers = 32MB
+CONF
+
+started=1
+if ! as_pg "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null; then
+	cat "$dir/server.log" >&2
+	echo "with-postgres: the server did not start" >&2
+	exit 1
+fi
+
+psql=$bindir/psql
+if [ ! -x "$psql" ]; then
+	psql=$(command -v psql || true)
+fi
+if [ -z "$psql" ]; then
+	echo "with-postgres: psql not found" >&2
+	exit 1
+fi
+db=plc
+if ! as_pg "$psql" -X -q -h "$dir" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 \
+	-c "CREATE DATABASE $db" >/dev/null; then
+	echo "with-postgres: could not create database $db" >&2
+	exit 1
+fi
+
+export PLC_TEST_POSTGRES="postgres://postgres@/$db?host=$dir&port=$port"
+rc=0
+"$@" || rc=$?
+exit "$rc"
