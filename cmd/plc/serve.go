@@ -39,6 +39,9 @@ type serveConfig struct {
 	// (requests per second; 0 turns it off).
 	IPRate  float64
 	IPBurst int
+	// TrustProxy takes the client IP (for the per-IP limit) from the last
+	// X-Forwarded-For address: set it only behind a proxy that sets it.
+	TrustProxy bool
 	// NoDIDRateLimit turns off the per-DID operation rate limit.
 	NoDIDRateLimit bool
 	// ShutdownTimeout bounds the graceful shutdown.
@@ -179,6 +182,7 @@ start) and the API on :2582.`, e)
 	f.str(&c.MetricsListen, "metrics-listen", "PLC_METRICS_LISTEN", "", "Prometheus /metrics listen address (empty: off)")
 	f.float(&c.IPRate, "ip-rate", "PLC_IP_RATE", 0, "per-client-IP request rate limit, requests/second (0: off)")
 	f.int(&c.IPBurst, "ip-burst", "PLC_IP_BURST", 50, "per-client-IP burst")
+	f.bool(&c.TrustProxy, "trust-proxy", "PLC_TRUST_PROXY", "take client IPs from X-Forwarded-For (behind a proxy)")
 	f.bool(&c.NoDIDRateLimit, "no-did-rate-limit", "PLC_NO_DID_RATE_LIMIT", "turn off the per-DID operation rate limit")
 	f.duration(&c.ShutdownTimeout, "shutdown-timeout", "PLC_SHUTDOWN_TIMEOUT", 15*time.Second, "graceful shutdown deadline")
 	logFlags(f, &c.LogFormat, &c.LogLevel)
@@ -234,16 +238,19 @@ func serve(ctx context.Context, c serveConfig, logger *slog.Logger) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	log := oplog.NewLog(store, oplog.Options{NoRateLimit: c.NoDIDRateLimit, Metrics: oplog.NewMetrics(reg)})
+	opMetrics := oplog.NewMetrics(reg)
+	log := oplog.NewLog(store, oplog.Options{NoRateLimit: c.NoDIDRateLimit, Metrics: opMetrics})
 	streamer := api.NewStreamer(log, api.StreamOptions{Logger: logger})
 	handler := api.New(api.Config{
-		Log:      log,
-		Logger:   logger,
-		Registry: reg,
-		Version:  version,
-		IPRate:   c.IPRate,
-		IPBurst:  c.IPBurst,
-		Stream:   noDeadlines(streamer),
+		Log:        log,
+		OpMetrics:  opMetrics,
+		TrustProxy: c.TrustProxy,
+		Logger:     logger,
+		Registry:   reg,
+		Version:    version,
+		IPRate:     c.IPRate,
+		IPBurst:    c.IPBurst,
+		Stream:     streamer,
 	})
 
 	srv := &http.Server{
@@ -302,18 +309,6 @@ func serve(ctx context.Context, c serveConfig, logger *slog.Logger) error {
 		return runErr
 	}
 	return nil
-}
-
-// noDeadlines clears the server's read and write deadlines for a
-// long-lived WebSocket before handing it on: the server timeouts are for
-// ordinary requests.
-func noDeadlines(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rc := http.NewResponseController(w)
-		_ = rc.SetReadDeadline(time.Time{})
-		_ = rc.SetWriteDeadline(time.Time{})
-		h.ServeHTTP(w, r)
-	})
 }
 
 // newLogger builds the process logger; w nil only validates the settings.
