@@ -4,12 +4,10 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"math"
 	"net/http"
 	"strings"
 	"sync"
 	"time"
-	"unicode"
 
 	"github.com/coder/websocket"
 
@@ -613,56 +611,20 @@ func (st *stream) failed(what string, err error) *streamEnd {
 	return streamInternal
 }
 
-// parseStreamCursor reads the cursor query parameter as the reference's
-// parseInt does: leading white space, an optional sign, then decimal digits
-// (or hex after 0x) up to the first other character. ok is false when no
-// digit is found or the value is negative; values beyond int64 saturate
-// (they are in the future anyway).
+// parseStreamCursor reads the cursor query parameter as the reference
+// does (cursorParam ? parseInt(cursorParam, 10) : undefined): absent or
+// empty means live only; otherwise jsParseInt, and ok is false for NaN or
+// a negative value.
 func parseStreamCursor(q map[string][]string) (cursor int64, present, ok bool) {
-	vs, present := q["cursor"]
-	if !present || len(vs) == 0 {
+	vs := q["cursor"]
+	if len(vs) == 0 || vs[0] == "" {
 		return 0, false, true
 	}
-	s := strings.TrimLeftFunc(vs[0], func(r rune) bool { return unicode.IsSpace(r) || r == '\ufeff' })
-	neg := false
-	if s != "" && (s[0] == '+' || s[0] == '-') {
-		neg = s[0] == '-'
-		s = s[1:]
-	}
-	base := uint64(10)
-	if len(s) >= 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X') {
-		base, s = 16, s[2:]
-	}
-	var n uint64
-	digits := 0
-	for _, c := range []byte(s) {
-		d := streamDigit(c)
-		if d >= base {
-			break
-		}
-		digits++
-		if n > (math.MaxInt64-d)/base {
-			n = math.MaxInt64
-			continue
-		}
-		n = n*base + d
-	}
-	if digits == 0 || (neg && n != 0) {
+	n, ok := jsParseInt(vs[0])
+	if !ok || n < 0 {
 		return 0, true, false
 	}
-	return int64(n), true, true
-}
-
-func streamDigit(c byte) uint64 {
-	switch {
-	case '0' <= c && c <= '9':
-		return uint64(c - '0')
-	case 'a' <= c && c <= 'f':
-		return uint64(c-'a') + 10
-	case 'A' <= c && c <= 'F':
-		return uint64(c-'A') + 10
-	}
-	return math.MaxUint64
+	return n, true, true
 }
 
 // streamIsUpgrade reports whether r asks for a WebSocket upgrade.

@@ -50,6 +50,7 @@ func commands() []command {
 		{"serve", "run the directory (HTTP API over the operation log)", runServe},
 		{"migrate", "manage the database schema (up, version)", runMigrate},
 		{"audit", "independent verification (plc audit help)", runAudit},
+		{"bench", "load a running directory (plc bench help)", runBench},
 		{"version", "print the version", runVersion},
 		{"help", "show help for a command", nil},
 	}

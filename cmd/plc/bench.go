@@ -1,0 +1,320 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/bluesky-social/indigo/atproto/atcrypto"
+
+	"github.com/plcdir/plc/validate"
+)
+
+// `plc bench` drives a running directory over HTTP, the way an operator
+// sizing hardware would.
+
+func runBench(ctx context.Context, e env, args []string) int {
+	subs := []command{
+		{"write", "POST throughput: new DIDs with C requests in flight", runBenchWrite},
+		{"resolve", "GET /:did throughput and latency over the directory's DIDs", runBenchResolve},
+	}
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		w, code := e.stdout, exitOK
+		if len(args) == 0 {
+			w, code = e.stderr, exitUsage
+		}
+		fmt.Fprintf(w, "Usage: plc bench <scenario> [flags]\n\nScenarios:\n")
+		for _, c := range subs {
+			fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
+		}
+		return code
+	}
+	for _, c := range subs {
+		if c.name == args[0] {
+			return c.run(ctx, e, args[1:])
+		}
+	}
+	fmt.Fprintf(e.stderr, "plc bench: unknown scenario %q\nRun 'plc bench help' for the list.\n", args[0])
+	return exitUsage
+}
+
+// latencies summarises request durations.
+type latencies []time.Duration
+
+func (l latencies) quantile(q float64) time.Duration {
+	if len(l) == 0 {
+		return 0
+	}
+	s := slices.Clone(l)
+	slices.Sort(s)
+	i := int(q * float64(len(s)-1))
+	return s[i]
+}
+
+func benchClient(conns int) *http.Client {
+	return &http.Client{
+		Timeout: 30 * time.Second,
+		Transport: &http.Transport{
+			MaxIdleConns:        conns * 2,
+			MaxIdleConnsPerHost: conns * 2,
+			MaxConnsPerHost:     conns,
+			IdleConnTimeout:     time.Minute,
+		},
+	}
+}
+
+func runBenchWrite(ctx context.Context, e env, args []string) int {
+	fs := newFlagSet("bench write", "plc bench write --url URL [--ops N] [--concurrency C]",
+		`Signs N genesis ops for new DIDs (before the clock starts, on all cores),
+then POSTs them with C requests in flight and reports accepted ops/s and
+latency percentiles.`, e)
+	url := fs.String("url", "http://127.0.0.1:2582", "directory URL")
+	ops := fs.Int("ops", 10000, "operations to submit")
+	conc := fs.Int("concurrency", 16, "requests in flight")
+	if code, done := parseFlags(fs, args); done {
+		return code
+	}
+	if *ops < 1 || *conc < 1 {
+		fmt.Fprintln(e.stderr, "plc bench write: --ops and --concurrency must be at least 1")
+		return exitUsage
+	}
+	fmt.Fprintf(e.stderr, "signing %d ops...\n", *ops)
+	bodies, dids, err := signGenesisOps(*ops)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "plc bench write: %v\n", err)
+		return exitFailure
+	}
+	client := benchClient(*conc)
+	base := strings.TrimRight(*url, "/")
+	var (
+		next     atomic.Int64
+		failed   atomic.Int64
+		firstErr atomic.Value
+		lat      = make(latencies, *ops)
+		wg       sync.WaitGroup
+	)
+	start := time.Now()
+	for range *conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				i := int(next.Add(1) - 1)
+				if i >= len(bodies) {
+					return
+				}
+				t0 := time.Now()
+				resp, err := client.Post(base+"/"+dids[i], "application/json", bytes.NewReader(bodies[i]))
+				if err == nil {
+					b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+					resp.Body.Close()
+					if resp.StatusCode != 200 {
+						err = fmt.Errorf("status %d: %s", resp.StatusCode, b)
+					}
+				}
+				lat[i] = time.Since(t0)
+				if err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	ok := int64(*ops) - failed.Load()
+	fmt.Fprintf(e.stdout, "scenario     write\nops          %d accepted, %d failed\nconcurrency  %d\nelapsed      %s\nthroughput   %.0f ops/s\nlatency      p50 %s  p99 %s  p999 %s\n",
+		ok, failed.Load(), *conc, elapsed.Round(time.Millisecond), float64(ok)/elapsed.Seconds(),
+		lat.quantile(0.5).Round(time.Microsecond), lat.quantile(0.99).Round(time.Microsecond), lat.quantile(0.999).Round(time.Microsecond))
+	if msg := firstErr.Load(); msg != nil {
+		fmt.Fprintf(e.stderr, "first failure: %s\n", msg)
+		return exitFailure
+	}
+	return exitOK
+}
+
+// signGenesisOps signs n genesis ops of fresh DIDs, shaped like a typical
+// real op (two rotation keys, one verification method, a handle, a PDS).
+func signGenesisOps(n int) ([][]byte, []string, error) {
+	bodies := make([][]byte, n)
+	dids := make([]string, n)
+	var (
+		next    atomic.Int64
+		errOnce sync.Once
+		err     error
+		wg      sync.WaitGroup
+	)
+	for range runtime.GOMAXPROCS(0) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				op, e := benchGenesis(i)
+				if e != nil {
+					errOnce.Do(func() { err = e })
+					return
+				}
+				bodies[i] = op.AppendJSON(nil)
+				dids[i] = op.GenesisDID()
+			}
+		}()
+	}
+	wg.Wait()
+	return bodies, dids, err
+}
+
+func benchGenesis(i int) (*validate.Op, error) {
+	rot, err := atcrypto.GeneratePrivateKeyK256()
+	if err != nil {
+		return nil, err
+	}
+	rotPub, err := rot.PublicKey()
+	if err != nil {
+		return nil, err
+	}
+	sign, err := atcrypto.GeneratePrivateKeyK256()
+	if err != nil {
+		return nil, err
+	}
+	signPub, err := sign.PublicKey()
+	if err != nil {
+		return nil, err
+	}
+	return validate.Sign(validate.Operation{
+		Type:                validate.TypeOperation,
+		RotationKeys:        []string{rotPub.DIDKey(), signPub.DIDKey()},
+		VerificationMethods: []validate.VerificationMethod{{ID: "atproto", Key: signPub.DIDKey()}},
+		AlsoKnownAs:         []string{"at://bench" + strconv.Itoa(i) + ".bsky.social"},
+		Services:            []validate.Service{{ID: "atproto_pds", Type: "AtprotoPersonalDataServer", Endpoint: "https://morel.us-east.host.bsky.network"}},
+	}, rot)
+}
+
+func runBenchResolve(ctx context.Context, e env, args []string) int {
+	fs := newFlagSet("bench resolve", "plc bench resolve --url URL [--requests N] [--concurrency C]",
+		`Lists the directory's DIDs from its /export, then GETs /:did for DIDs
+drawn at random with C connections, and reports requests/s and latency
+percentiles.`, e)
+	url := fs.String("url", "http://127.0.0.1:2582", "directory URL")
+	reqs := fs.Int("requests", 100000, "requests to send")
+	conc := fs.Int("concurrency", 32, "connections")
+	seed := fs.Uint64("seed", 1, "seed for the DID draw")
+	if code, done := parseFlags(fs, args); done {
+		return code
+	}
+	if *reqs < 1 || *conc < 1 {
+		fmt.Fprintln(e.stderr, "plc bench resolve: --requests and --concurrency must be at least 1")
+		return exitUsage
+	}
+	base := strings.TrimRight(*url, "/")
+	client := benchClient(*conc)
+	dids, err := exportDIDs(ctx, client, base)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "plc bench resolve: %v\n", err)
+		return exitFailure
+	}
+	if len(dids) == 0 {
+		fmt.Fprintln(e.stderr, "plc bench resolve: the directory has no DIDs (run plc bench write first)")
+		return exitFailure
+	}
+	var (
+		next   atomic.Int64
+		failed atomic.Int64
+		lat    = make(latencies, *reqs)
+		wg     sync.WaitGroup
+	)
+	start := time.Now()
+	for w := range *conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(*seed, uint64(w)))
+			for ctx.Err() == nil {
+				i := int(next.Add(1) - 1)
+				if i >= *reqs {
+					return
+				}
+				did := dids[rng.IntN(len(dids))]
+				t0 := time.Now()
+				resp, err := client.Get(base + "/" + did)
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != 200 {
+						err = errors.New(resp.Status)
+					}
+				}
+				lat[i] = time.Since(t0)
+				if err != nil {
+					failed.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	fmt.Fprintf(e.stdout, "scenario     resolve\nDIDs         %d\nrequests     %d (%d failed)\nconcurrency  %d\nelapsed      %s\nthroughput   %.0f req/s\nlatency      p50 %s  p99 %s  p999 %s\n",
+		len(dids), *reqs, failed.Load(), *conc, elapsed.Round(time.Millisecond), float64(*reqs)/elapsed.Seconds(),
+		lat.quantile(0.5).Round(time.Microsecond), lat.quantile(0.99).Round(time.Microsecond), lat.quantile(0.999).Round(time.Microsecond))
+	if failed.Load() > 0 {
+		return exitFailure
+	}
+	return exitOK
+}
+
+// exportDIDs pages through the seq-mode export and returns each DID once.
+func exportDIDs(ctx context.Context, client *http.Client, base string) ([]string, error) {
+	seen := map[string]bool{}
+	var dids []string
+	after := int64(0)
+	for {
+		req, err := http.NewRequestWithContext(ctx, "GET", base+"/export?count=1000&after="+strconv.FormatInt(after, 10), nil)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+		resp.Body.Close()
+		if err != nil {
+			return nil, err
+		}
+		if resp.StatusCode != 200 {
+			return nil, fmt.Errorf("export: %s", resp.Status)
+		}
+		if len(body) == 0 {
+			return dids, nil
+		}
+		for _, line := range bytes.Split(body, []byte("\n")) {
+			var l struct {
+				DID string `json:"did"`
+				Seq int64  `json:"seq"`
+			}
+			if err := json.Unmarshal(line, &l); err != nil {
+				return nil, fmt.Errorf("export line: %w", err)
+			}
+			if !seen[l.DID] {
+				seen[l.DID] = true
+				dids = append(dids, l.DID)
+			}
+			after = l.Seq
+		}
+	}
+}
