@@ -11,10 +11,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 
 	"github.com/bluesky-social/indigo/atproto/identity"
@@ -60,9 +62,18 @@ func plcBinary(t *testing.T) string {
 
 // server is a running `plc serve` child process.
 type server struct {
-	cmd  *exec.Cmd
-	url  string
-	done chan struct{}
+	cmd        *exec.Cmd
+	url        string
+	metricsURL string
+	done       chan struct{}
+	mu         sync.Mutex
+	msgs       []string // log messages seen
+}
+
+func (s *server) sawLog(msg string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Contains(s.msgs, msg)
 }
 
 // startServer runs `plc serve` on db and returns once it listens: the
@@ -80,21 +91,42 @@ func startServer(t *testing.T, db string, extra ...string) *server {
 	}
 	s := &server{cmd: cmd, done: make(chan struct{})}
 	addr := make(chan string, 1)
-	go func() {
+	wantMetrics := slices.Contains(extra, "--metrics-listen")
+	go func(out chan string) {
 		sc := bufio.NewScanner(stderr)
+		var apiAddr, metricsAddr string
 		for sc.Scan() {
 			var line struct {
 				Msg  string `json:"msg"`
 				Addr string `json:"addr"`
 			}
-			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "plc serve listening" {
-				addr <- line.Addr
+			if json.Unmarshal(sc.Bytes(), &line) != nil {
+				continue
+			}
+			s.mu.Lock()
+			s.msgs = append(s.msgs, line.Msg)
+			s.mu.Unlock()
+			switch line.Msg {
+			case "plc serve listening":
+				apiAddr = line.Addr
+			case "metrics listening":
+				metricsAddr = line.Addr
+			}
+			if apiAddr != "" && (metricsAddr != "" || !wantMetrics) && out != nil {
+				if metricsAddr != "" {
+					s.metricsURL = "http://" + metricsAddr
+				}
+				out <- apiAddr
+				close(out)
+				out = nil
 			}
 		}
-		close(addr)
+		if out != nil {
+			close(out)
+		}
 		cmd.Wait()
 		close(s.done)
-	}()
+	}(addr)
 	a, ok := <-addr
 	if !ok {
 		t.Fatalf("plc serve exited before listening")
@@ -366,4 +398,40 @@ func TestIndigoResolvesFromOurServer(t *testing.T) {
 	if _, err := dir.ResolveDID(ctx, syntax.DID("did:plc:aaaaaaaaaaaaaaaaaaaaaaaa")); !errors.Is(err, identity.ErrDIDNotFound) {
 		t.Fatalf("unknown DID: got %v, want ErrDIDNotFound", err)
 	}
+}
+
+// TestSIGTERMDrainsAndExitsCleanly: on SIGTERM the server finishes the
+// requests in flight, logs its stop and exits 0; every acknowledged op is
+// there after a restart. /metrics (on its own listener) counts them first.
+func TestSIGTERMDrainsAndExitsCleanly(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "plc.sqlite")
+	s := startServer(t, db, "--metrics-listen", "127.0.0.1:0")
+	acked := map[string][]string{}
+	for i := range 20 {
+		id := optest.NewIdentity(t, optest.Handle(i), 1)
+		if code, body, err := post(s.url, id.Head, id.DID); err != nil || code != 200 {
+			t.Fatalf("create %d: %d %s %v", i, code, body, err)
+		}
+		acked[id.DID] = []string{id.Head.CID()}
+	}
+	resp, err := http.Get(s.metricsURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !bytes.Contains(metrics, []byte("plc_ops_accepted_total 20")) {
+		t.Fatalf("metrics do not count the 20 accepted ops:\n%s", metrics)
+	}
+	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	<-s.done
+	if code := s.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("exit code %d after SIGTERM", code)
+	}
+	if !s.sawLog("stopped") {
+		t.Fatal(`no "stopped" log line after SIGTERM`)
+	}
+	checkLogIntact(t, startServer(t, db).url, acked)
 }
