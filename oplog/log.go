@@ -31,7 +31,9 @@ func (e *ConflictError) Unwrap() error { return e.Err }
 type Options struct {
 	// Now is the clock for acceptance times (default time.Now).
 	Now func() time.Time
-	// MaxBatch bounds the ops committed in one transaction (default 512).
+	// MaxBatch bounds the ops committed in one transaction (default 256:
+	// below the stream's default send buffer of 500, so one commit can never
+	// overflow a live stream client that keeps up).
 	MaxBatch int
 	// QueueSize bounds the ops waiting for the sequencer (default 4096);
 	// past it, Submit fails fast with ErrOverloaded.
@@ -78,7 +80,7 @@ func NewLog(store Store, opts Options) *Log {
 		opts.Now = time.Now
 	}
 	if opts.MaxBatch <= 0 {
-		opts.MaxBatch = 512
+		opts.MaxBatch = 256
 	}
 	if opts.QueueSize <= 0 {
 		opts.QueueSize = 4096

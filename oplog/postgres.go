@@ -300,19 +300,5 @@ func (s *PostgresStore) ExportByTime(ctx context.Context, after time.Time, limit
 
 func scanPgEntries(rows pgx.Rows, withNullified bool) ([]Entry, error) {
 	defer rows.Close()
-	var out []Entry
-	for rows.Next() {
-		var e Entry
-		var ms int64
-		dest := []any{&e.Seq, &e.DID, &e.CID, &ms, &e.Op}
-		if withNullified {
-			dest = append(dest, &e.Nullified)
-		}
-		if err := rows.Scan(dest...); err != nil {
-			return nil, err
-		}
-		e.CreatedAt = time.UnixMilli(ms).UTC()
-		out = append(out, e)
-	}
-	return out, rows.Err()
+	return scanEntries(rows, withNullified)
 }

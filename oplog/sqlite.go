@@ -176,7 +176,7 @@ func (s *SQLiteStore) Ops(ctx context.Context, did string) ([]Entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	return scanEntries(rows, true)
+	return scanSQLEntries(rows, true)
 }
 
 func (s *SQLiteStore) Op(ctx context.Context, seq int64) (Entry, error) {
@@ -184,7 +184,7 @@ func (s *SQLiteStore) Op(ctx context.Context, seq int64) (Entry, error) {
 	if err != nil {
 		return Entry{}, err
 	}
-	es, err := scanEntries(rows, false)
+	es, err := scanSQLEntries(rows, false)
 	if err != nil {
 		return Entry{}, err
 	}
@@ -199,7 +199,7 @@ func (s *SQLiteStore) Export(ctx context.Context, after int64, limit int) ([]Ent
 	if err != nil {
 		return nil, err
 	}
-	return scanEntries(rows, false)
+	return scanSQLEntries(rows, false)
 }
 
 func (s *SQLiteStore) ExportByTime(ctx context.Context, after time.Time, limit int) ([]Entry, error) {
@@ -209,18 +209,19 @@ func (s *SQLiteStore) ExportByTime(ctx context.Context, after time.Time, limit i
 	if err != nil {
 		return nil, err
 	}
-	return scanEntries(rows, true)
+	return scanSQLEntries(rows, true)
 }
 
-type sqlRows interface {
+// entryRows is what scanning needs of *sql.Rows and pgx.Rows.
+type entryRows interface {
 	Next() bool
 	Scan(dest ...any) error
 	Err() error
-	Close() error
 }
 
-func scanEntries(rows sqlRows, withNullified bool) ([]Entry, error) {
-	defer rows.Close()
+// scanEntries reads rows of (seq, did, cid, created_at, op[, nullified]).
+// The caller closes rows.
+func scanEntries(rows entryRows, withNullified bool) ([]Entry, error) {
 	var out []Entry
 	for rows.Next() {
 		var e Entry
@@ -236,4 +237,9 @@ func scanEntries(rows sqlRows, withNullified bool) ([]Entry, error) {
 		out = append(out, e)
 	}
 	return out, rows.Err()
+}
+
+func scanSQLEntries(rows *sql.Rows, withNullified bool) ([]Entry, error) {
+	defer rows.Close()
+	return scanEntries(rows, withNullified)
 }

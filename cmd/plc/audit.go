@@ -13,28 +13,9 @@ import (
 )
 
 func runAudit(ctx context.Context, e env, args []string) int {
-	subs := []command{
+	return runGroup(ctx, e, "audit", "command", []command{
 		{"verify-log", "verify audit logs (the /:did/log/audit format)", runVerifyLog},
-	}
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
-		w := e.stdout
-		code := exitOK
-		if len(args) == 0 {
-			w, code = e.stderr, exitUsage
-		}
-		fmt.Fprintf(w, "Usage: plc audit <command> [flags] [args]\n\nCommands:\n")
-		for _, c := range subs {
-			fmt.Fprintf(w, "  %-12s %s\n", c.name, c.summary)
-		}
-		return code
-	}
-	for _, c := range subs {
-		if c.name == args[0] {
-			return c.run(ctx, e, args[1:])
-		}
-	}
-	fmt.Fprintf(e.stderr, "plc audit: unknown command %q\nRun 'plc audit help' for the list of commands.\n", args[0])
-	return exitUsage
+	}, args)
 }
 
 func runVerifyLog(ctx context.Context, e env, args []string) int {

@@ -26,28 +26,10 @@ import (
 // sizing hardware would.
 
 func runBench(ctx context.Context, e env, args []string) int {
-	subs := []command{
+	return runGroup(ctx, e, "bench", "scenario", []command{
 		{"write", "POST throughput: new DIDs with C requests in flight", runBenchWrite},
 		{"resolve", "GET /:did throughput and latency over the directory's DIDs", runBenchResolve},
-	}
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
-		w, code := e.stdout, exitOK
-		if len(args) == 0 {
-			w, code = e.stderr, exitUsage
-		}
-		fmt.Fprintf(w, "Usage: plc bench <scenario> [flags]\n\nScenarios:\n")
-		for _, c := range subs {
-			fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
-		}
-		return code
-	}
-	for _, c := range subs {
-		if c.name == args[0] {
-			return c.run(ctx, e, args[1:])
-		}
-	}
-	fmt.Fprintf(e.stderr, "plc bench: unknown scenario %q\nRun 'plc bench help' for the list.\n", args[0])
-	return exitUsage
+	}, args)
 }
 
 // latencies summarises request durations.

@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -97,4 +98,26 @@ func runVersion(_ context.Context, e env, args []string) int {
 	}
 	fmt.Fprintln(e.stdout, version)
 	return exitOK
+}
+
+// runGroup dispatches a command with subcommands ("plc audit verify-log").
+func runGroup(ctx context.Context, e env, group, what string, subs []command, args []string) int {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		w, code := e.stdout, exitOK
+		if len(args) == 0 {
+			w, code = e.stderr, exitUsage
+		}
+		fmt.Fprintf(w, "Usage: plc %s <%s> [flags] [args]\n\n%ss:\n", group, what, strings.ToUpper(what[:1])+what[1:])
+		for _, c := range subs {
+			fmt.Fprintf(w, "  %-12s %s\n", c.name, c.summary)
+		}
+		return code
+	}
+	for _, c := range subs {
+		if c.name == args[0] {
+			return c.run(ctx, e, args[1:])
+		}
+	}
+	fmt.Fprintf(e.stderr, "plc %s: unknown %s %q\nRun 'plc %s help' for the list.\n", group, what, args[0], group)
+	return exitUsage
 }
