@@ -109,16 +109,41 @@ func ParseDIDKey(s string) (*PublicKey, error) {
 	return k, nil
 }
 
-func parseDIDKey(s string) (*PublicKey, error) {
+// rotationKeyPoint decodes a rotation key's did:key to its multicodec
+// prefix and compressed point, checking the form but not the point.
+func rotationKeyPoint(s string) ([2]byte, []byte, error) {
 	b, err := decodeDIDKey(s)
+	if err != nil {
+		return [2]byte{}, nil, err
+	}
+	prefix, point := [2]byte(b[:2]), b[2:]
+	if prefix != prefixK256 && prefix != prefixP256 {
+		return prefix, nil, errors.New("unsupported key type (rotation keys must be K-256 or P-256)")
+	}
+	if len(point) != 33 || (point[0] != 2 && point[0] != 3) {
+		return prefix, nil, errors.New("key is not a 33-byte compressed point")
+	}
+	return prefix, point, nil
+}
+
+// CheckRotationKeyForm checks that s has the form of a rotation key — a
+// base58btc did:key of a K-256 or P-256 33-byte compressed point — without
+// decompressing the point (the costly part of ParseDIDKey). Replayed
+// history is held to this; a key is fully parsed when it is used to verify.
+func CheckRotationKeyForm(s string) error {
+	if _, ok := keyCache.m.Load(s); ok {
+		return nil
+	}
+	_, _, err := rotationKeyPoint(s)
+	return err
+}
+
+func parseDIDKey(s string) (*PublicKey, error) {
+	prefix, point, err := rotationKeyPoint(s)
 	if err != nil {
 		return nil, err
 	}
-	point := b[2:]
-	if len(point) != 33 || (point[0] != 2 && point[0] != 3) {
-		return nil, errors.New("key is not a 33-byte compressed point")
-	}
-	switch [2]byte(b[:2]) {
+	switch prefix {
 	case prefixK256:
 		pk, err := secec.NewPublicKey(point)
 		if err != nil {

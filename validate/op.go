@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"unicode/utf8"
 )
 
@@ -94,10 +94,12 @@ type Op struct {
 	signed       []byte   // canonical DAG-CBOR with sig
 	unsignedHash [32]byte // sha256 of canonical DAG-CBOR without sig
 	cid          string
-	// verified memoises signature checks by key: verification is the
+	// memo remembers signature checks by key: verification is the
 	// expensive step, and a directory checks an op once before taking its
 	// append lock and again under it.
-	verified atomic.Pointer[[]verdict]
+	memoMu sync.Mutex
+	memo   [4]verdict
+	memoN  int
 }
 
 type verdict struct {
@@ -106,30 +108,25 @@ type verdict struct {
 }
 
 // verifiedBy reports whether key's signature check of op succeeds, using
-// and filling the memo. Safe for concurrent use.
+// and filling the memo (bounded: a hostile key list cannot grow it). Safe
+// for concurrent use.
 func (op *Op) verifiedBy(key string, check func() bool) bool {
-	if m := op.verified.Load(); m != nil {
-		for _, v := range *m {
-			if v.key == key {
-				return v.ok
-			}
+	op.memoMu.Lock()
+	for _, v := range op.memo[:op.memoN] {
+		if v.key == key {
+			op.memoMu.Unlock()
+			return v.ok
 		}
 	}
+	op.memoMu.Unlock()
 	ok := check()
-	for {
-		old := op.verified.Load()
-		var next []verdict
-		if old != nil {
-			if len(*old) >= 16 {
-				return ok // bounded: a hostile key list cannot grow it
-			}
-			next = append(next, *old...)
-		}
-		next = append(next, verdict{key, ok})
-		if op.verified.CompareAndSwap(old, &next) {
-			return ok
-		}
+	op.memoMu.Lock()
+	if op.memoN < len(op.memo) {
+		op.memo[op.memoN] = verdict{key, ok}
+		op.memoN++
 	}
+	op.memoMu.Unlock()
+	return ok
 }
 
 // NewOp checks the structure of o (every field of its type well-formed,

@@ -29,6 +29,7 @@ func runBench(ctx context.Context, e env, args []string) int {
 	return runGroup(ctx, e, "bench", "scenario", []command{
 		{"write", "POST throughput: new DIDs with C requests in flight", runBenchWrite},
 		{"resolve", "GET /:did throughput and latency over the directory's DIDs", runBenchResolve},
+		{"verify", "the validator over a corpus, beside the bare signature-check bound", runBenchVerify},
 	}, args)
 }
 
