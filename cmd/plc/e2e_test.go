@@ -435,3 +435,32 @@ func TestSIGTERMDrainsAndExitsCleanly(t *testing.T) {
 	}
 	checkLogIntact(t, startServer(t, db).url, acked)
 }
+
+// TestBenchScenariosAgainstRealServer drives the bench scenarios against
+// the binary: they must count what the server did, not just run.
+func TestBenchScenariosAgainstRealServer(t *testing.T) {
+	s := startServer(t, filepath.Join(t.TempDir(), "plc.sqlite"))
+	runCLI := func(args ...string) string {
+		t.Helper()
+		var stdout, stderr bytes.Buffer
+		if code := run(t.Context(), args, env{strings.NewReader(""), &stdout, &stderr, func(string) string { return "" }}); code != 0 {
+			t.Fatalf("%v: exit %d\n%s%s", args, code, stdout.String(), stderr.String())
+		}
+		return stdout.String()
+	}
+	out := runCLI("bench", "write", "--url", s.url, "--ops", "60", "--concurrency", "4")
+	if !strings.Contains(out, "60 accepted, 0 failed") {
+		t.Fatalf("bench write:\n%s", out)
+	}
+	if got := len(exportAll(t, s.url)); got != 60 {
+		t.Fatalf("the server holds %d ops after bench write --ops 60", got)
+	}
+	out = runCLI("bench", "resolve", "--url", s.url, "--requests", "200", "--concurrency", "4")
+	if !strings.Contains(out, "DIDs         60\n") || !strings.Contains(out, "requests     200 (0 failed)") {
+		t.Fatalf("bench resolve:\n%s", out)
+	}
+	out = runCLI("bench", "export", "--url", s.url)
+	if !strings.Contains(out, "ops              60\n") {
+		t.Fatalf("bench export:\n%s", out)
+	}
+}
