@@ -25,6 +25,7 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzParseCBOR$$' -fuzztime=$(FUZZTIME) ./validate
 	$(GO) test -run='^$$' -fuzz='^FuzzDecodeSignature$$' -fuzztime=$(FUZZTIME) ./validate
 	$(GO) test -run='^$$' -fuzz='^FuzzParseDIDKey$$' -fuzztime=$(FUZZTIME) ./validate
+	$(GO) test -run='^$$' -fuzz='^FuzzParseCompact$$' -fuzztime=$(FUZZTIME) ./validate
 
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem -count=6 ./validate
