@@ -30,6 +30,8 @@ func runBench(ctx context.Context, e env, args []string) int {
 		{"write", "POST throughput: new DIDs with C requests in flight", runBenchWrite},
 		{"resolve", "GET /:did throughput and latency over the directory's DIDs", runBenchResolve},
 		{"verify", "the validator over a corpus, beside the bare signature-check bound", runBenchVerify},
+		{"export", "/export paging and /export/stream backfill rates", runBenchExport},
+		{"gen", "generate a signed synthetic export corpus", runBenchGen},
 	}, args)
 }
 
