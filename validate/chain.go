@@ -139,6 +139,13 @@ func (s *State) genesis(op *Op, sig *Signature, createdAt time.Time) (State, App
 	return State{DID: s.DID, Ops: []ChainOp{chainOp(op, createdAt, signer)}}, Applied{Signer: signer}, nil
 }
 
+// ChainOpOf is what the chain rules remember of op, accepted at createdAt
+// and signed by key index signer: for stores that rebuild a State from
+// the ops they hold.
+func ChainOpOf(op *Op, createdAt time.Time, signer int) ChainOp {
+	return chainOp(op, createdAt.UTC().Truncate(time.Millisecond), signer)
+}
+
 func chainOp(op *Op, createdAt time.Time, signer int) ChainOp {
 	return ChainOp{
 		CID:          op.cid,
