@@ -514,6 +514,7 @@ func testStore(t *testing.T, open func(t *testing.T) (oplog.Store, string)) {
 	}
 
 	testLog(t, migrated)
+	testIngest(t, migrated)
 }
 
 // checkEmpty fails unless the log holds nothing of did.

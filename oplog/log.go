@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sync"
 	"time"
 
@@ -166,10 +167,24 @@ func (l *Log) check(st *validate.State, op *validate.Op, now time.Time) error {
 	if err != nil {
 		return err
 	}
-	if !l.opts.NoRateLimit && len(applied.Nullified) == 0 {
-		return validate.CheckRateLimit(st, now)
+	if limit := l.rateLimit(now); limit != nil {
+		return limit(st, applied)
 	}
 	return nil
+}
+
+// rateLimit returns the per-DID rate limit for a submission at now (nil
+// when it is off): recovery ops that nullify something are exempt.
+func (l *Log) rateLimit(now time.Time) func(*validate.State, validate.Applied) error {
+	if l.opts.NoRateLimit {
+		return nil
+	}
+	return func(st *validate.State, applied validate.Applied) error {
+		if len(applied.Nullified) > 0 {
+			return nil
+		}
+		return validate.CheckRateLimit(st, now)
+	}
 }
 
 // Close stops intake, commits what is queued, and stops the sequencer.
@@ -230,23 +245,10 @@ func (l *Log) commit(batch []*request) {
 	results := make([]result, len(batch))
 	err := l.store.Append(context.Background(), dids, func(view AppendView) ([]Write, error) {
 		now := l.acceptanceTime(view.LastCreatedAt)
-		records := make(map[string]*DIDRecord, len(view.Records))
-		for k, v := range view.Records {
-			records[k] = v
-		}
-		seq := view.LastSeq
-		var writes []Write
+		c := newChain(view)
 		for i, r := range batch {
 			results[i] = result{}
-			rec := records[r.did]
-			st, head, seqs := validate.State{DID: r.did}, int64(0), []int64(nil)
-			if rec != nil {
-				st, head, seqs = rec.State, rec.HeadSeq, rec.Seqs
-			}
-			next, applied, err := st.Next(r.op, now)
-			if err == nil && !l.opts.NoRateLimit && len(applied.Nullified) == 0 {
-				err = validate.CheckRateLimit(&st, now)
-			}
+			entry, head, err := c.apply(r.did, r.op, now, l.rateLimit(now))
 			if err != nil {
 				var ve *validate.Error
 				if head != r.head && errors.As(err, &ve) {
@@ -255,13 +257,9 @@ func (l *Log) commit(batch []*request) {
 				results[i].err = err
 				continue
 			}
-			seq++
-			w := newWrite(r.did, seq, now, r.op, next, applied, seqs)
-			writes = append(writes, w)
-			records[r.did] = &w.Record
-			results[i].entry = w.Entry
+			results[i].entry = entry
 		}
-		return writes, nil
+		return c.writes, nil
 	})
 	written := 0
 	for i, r := range batch {
@@ -278,6 +276,44 @@ func (l *Log) commit(batch []*request) {
 		l.opts.Metrics.committed(written, time.Since(start), results[len(results)-1].entry.Seq)
 		l.notify()
 	}
+}
+
+// chain is the one place where the chain rules decide what is appended:
+// every op of an append transaction, submitted or replayed, goes through
+// apply, in order, against the DIDs' records as the transaction sees them.
+type chain struct {
+	records map[string]*DIDRecord // the view's, replaced as ops apply
+	seq     int64                 // the seq of the last write
+	writes  []Write
+}
+
+func newChain(view AppendView) *chain {
+	return &chain{records: maps.Clone(view.Records), seq: view.LastSeq}
+}
+
+// apply judges op as the next op of did, accepted at createdAt, against
+// the DID's current record (the view's, or the one an earlier op of the
+// transaction left). If the chain rules, and then check when it is set,
+// accept it, the op's Write is queued with the next seq and its entry
+// returned. head is the DID's head seq before op (0 for a new DID).
+func (c *chain) apply(did string, op *validate.Op, createdAt time.Time, check func(*validate.State, validate.Applied) error) (entry Entry, head int64, err error) {
+	rec := c.records[did]
+	st, seqs := validate.State{DID: did}, []int64(nil)
+	if rec != nil {
+		st, head, seqs = rec.State, rec.HeadSeq, rec.Seqs
+	}
+	next, applied, err := st.Next(op, createdAt)
+	if err == nil && check != nil {
+		err = check(&st, applied)
+	}
+	if err != nil {
+		return Entry{}, head, err
+	}
+	c.seq++
+	w := newWrite(did, c.seq, createdAt, op, next, applied, seqs)
+	c.writes = append(c.writes, w)
+	c.records[did] = &w.Record
+	return w.Entry, head, nil
 }
 
 // newWrite builds the Write for op accepted as seq, given the DID's new

@@ -55,6 +55,8 @@ func RejectReason(err error) string {
 	switch {
 	case errors.As(err, &conflict):
 		return "conflict"
+	case errors.Is(err, ErrBadLine):
+		return "bad_line"
 	case errors.Is(err, validate.ErrMalformed):
 		return "malformed"
 	case errors.Is(err, validate.ErrInvalidKey):

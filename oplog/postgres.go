@@ -103,7 +103,19 @@ FROM last
 LEFT JOIN operations o ON o.seq = last.seq
 LEFT JOIN dids d ON d.did = ANY($1)`
 
-func (s *PostgresStore) Append(ctx context.Context, dids []string, decide DecideFunc) (err error) {
+func (s *PostgresStore) Append(ctx context.Context, dids []string, decide DecideFunc) error {
+	return s.appendTx(ctx, "", dids, appendOnly(decide))
+}
+
+func (s *PostgresStore) Ingest(ctx context.Context, source string, dids []string, decide IngestFunc) error {
+	if source == "" {
+		return errors.New("oplog: Ingest without a source")
+	}
+	return s.appendTx(ctx, source, dids, decide)
+}
+
+// appendTx is Append, and Ingest when source is set.
+func (s *PostgresStore) appendTx(ctx context.Context, source string, dids []string, decide IngestFunc) (err error) {
 	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{}) // READ COMMITTED: each statement sees what committed before it
 	if err != nil {
 		return fmt.Errorf("begin append: %w", err)
@@ -113,32 +125,76 @@ func (s *PostgresStore) Append(ctx context.Context, dids []string, decide Decide
 			tx.Rollback(context.WithoutCancel(ctx))
 		}
 	}()
-	// The lock comes first, in its own statement: the read below then
-	// takes its snapshot after every earlier append has committed.
+	// The lock comes first, in its own statement: the reads below then
+	// take their snapshots after every earlier append has committed.
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, appendLockKey); err != nil {
 		return fmt.Errorf("take the append lock: %w", err)
 	}
-	view, err := s.readView(ctx, tx, dids)
+	var view IngestView
+	if view.AppendView, err = s.readView(ctx, tx, dids); err != nil {
+		return err
+	}
+	if source != "" {
+		if view.Cursor, err = pgCursor(ctx, tx, source); err != nil {
+			return err
+		}
+	}
+	batch, err := decide(view)
 	if err != nil {
 		return err
 	}
-	writes, err := decide(view)
-	if err != nil {
-		return err
+	writes := batch.Writes
+	changed := len(writes) > 0
+	if source != "" {
+		if changed, err = checkIngest(source, view.Cursor, &batch); err != nil {
+			return err
+		}
 	}
-	if len(writes) == 0 {
+	if !changed {
 		return tx.Rollback(ctx)
 	}
 	if err := checkWrites(view.LastSeq, writes); err != nil {
 		return err
 	}
-	if err := insertWrites(ctx, tx, lastRecordOnly(writes)); err != nil {
+	if err := insertWrites(ctx, tx, lastRecordOnly(writes), source != "", &batch); err != nil {
 		return err
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
+}
+
+// pgQuerier is what cursor reads need of a pool or a transaction.
+type pgQuerier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+func pgCursor(ctx context.Context, q pgQuerier, source string) (Cursor, error) {
+	c := Cursor{Source: source}
+	var ms int64
+	switch err := q.QueryRow(ctx, `SELECT line, seq, updated_at FROM cursors WHERE source = $1`, source).Scan(&c.Line, &c.Seq, &ms); {
+	case errors.Is(err, pgx.ErrNoRows):
+		return c, nil
+	case err != nil:
+		return c, fmt.Errorf("read the cursor of %s: %w", source, err)
+	}
+	c.UpdatedAt = time.UnixMilli(ms).UTC()
+	return c, nil
+}
+
+func (s *PostgresStore) Cursor(ctx context.Context, source string) (Cursor, error) {
+	return pgCursor(ctx, s.pool, source)
+}
+
+func (s *PostgresStore) Rejections(ctx context.Context, source string, after int64, limit int) ([]Rejection, error) {
+	rows, err := s.pool.Query(ctx, `SELECT id, source, line, did, cid, raw, reason, created_at FROM rejected
+		WHERE id > $1 AND ($2 = '' OR source = $2) ORDER BY id LIMIT $3`, after, source, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	return scanRejections(rows)
 }
 
 func (s *PostgresStore) readView(ctx context.Context, tx pgx.Tx, dids []string) (AppendView, error) {
@@ -184,9 +240,10 @@ func (s *PostgresStore) readView(ctx context.Context, tx pgx.Tx, dids []string) 
 	return view, nil
 }
 
-// insertWrites writes the ops, nullifications and records of a batch with
-// one statement per table, sent together in one round trip.
-func insertWrites(ctx context.Context, tx pgx.Tx, planned []plannedWrite) error {
+// insertWrites writes the ops, nullifications and records of a batch, and
+// for an ingest its rejections and cursor, with one statement per table,
+// sent together in one round trip.
+func insertWrites(ctx context.Context, tx pgx.Tx, planned []plannedWrite, ingest bool, ib *IngestBatch) error {
 	var (
 		seqs, createdAt       []int64
 		opDIDs, cids          []string
@@ -225,19 +282,54 @@ func insertWrites(ctx context.Context, tx pgx.Tx, planned []plannedWrite) error 
 		}
 	}
 	b := &pgx.Batch{}
-	b.Queue(`INSERT INTO operations (seq, did, cid, created_at, op, type, signer)
-		SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bytea[], $6::smallint[], $7::smallint[])`,
-		seqs, opDIDs, cids, createdAt, ops, types, signers)
-	if len(nullSeqs) > 0 {
-		b.Queue(`INSERT INTO nullified (seq, by_seq) SELECT * FROM unnest($1::bigint[], $2::bigint[])`, nullSeqs, nullBySeqs)
+	var what []string
+	queue := func(name, sql string, args ...any) {
+		b.Queue(sql, args...)
+		what = append(what, name)
 	}
-	b.Queue(`INSERT INTO dids (did, head_seq, state, doc, data)
+	if len(seqs) > 0 {
+		queue("insert ops", `INSERT INTO operations (seq, did, cid, created_at, op, type, signer)
+		SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bytea[], $6::smallint[], $7::smallint[])`,
+			seqs, opDIDs, cids, createdAt, ops, types, signers)
+	}
+	if len(nullSeqs) > 0 {
+		queue("insert nullifications", `INSERT INTO nullified (seq, by_seq) SELECT * FROM unnest($1::bigint[], $2::bigint[])`, nullSeqs, nullBySeqs)
+	}
+	if len(recDIDs) > 0 {
+		queue("write DID states", `INSERT INTO dids (did, head_seq, state, doc, data)
 		SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[], $4::bytea[], $5::bytea[])
 		ON CONFLICT (did) DO UPDATE SET head_seq = excluded.head_seq, state = excluded.state, doc = excluded.doc, data = excluded.data`,
-		recDIDs, recHeads, recStates, docs, data)
-	what := []string{"insert ops", "insert nullifications", "write DID states"}
-	if len(nullSeqs) == 0 {
-		what = []string{"insert ops", "write DID states"}
+			recDIDs, recHeads, recStates, docs, data)
+	}
+	if ingest {
+		if n := len(ib.Rejections); n > 0 {
+			var (
+				sources, rdids, rcids, reasons []string
+				lines, at                      []int64
+				raws                           [][]byte
+			)
+			for _, r := range ib.Rejections {
+				sources = append(sources, r.Source)
+				lines = append(lines, r.Line)
+				rdids = append(rdids, r.DID)
+				rcids = append(rcids, r.CID)
+				raws = append(raws, nonNil(r.Raw))
+				reasons = append(reasons, r.Reason)
+				at = append(at, r.CreatedAt.UnixMilli())
+			}
+			// WITH ORDINALITY keeps the IDs in the batch's line order.
+			queue("insert rejections", `INSERT INTO rejected (source, line, did, cid, raw, reason, created_at)
+		SELECT s, l, d, c, r, re, t FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bytea[], $6::text[], $7::bigint[])
+			WITH ORDINALITY AS u(s, l, d, c, r, re, t, n) ORDER BY n`,
+				sources, lines, rdids, rcids, raws, reasons, at)
+		}
+		c := &ib.Cursor
+		queue("move the cursor", `INSERT INTO cursors (source, line, seq, updated_at) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (source) DO UPDATE SET line = excluded.line, seq = excluded.seq, updated_at = excluded.updated_at`,
+			c.Source, c.Line, c.Seq, c.UpdatedAt.UnixMilli())
+	}
+	if len(what) == 0 {
+		return nil
 	}
 	br := tx.SendBatch(ctx, b)
 	for _, w := range what {

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
@@ -67,7 +68,19 @@ func (s *SQLiteStore) LatestSeq(ctx context.Context) (int64, error) {
 	return seq, err
 }
 
-func (s *SQLiteStore) Append(ctx context.Context, dids []string, decide DecideFunc) (err error) {
+func (s *SQLiteStore) Append(ctx context.Context, dids []string, decide DecideFunc) error {
+	return s.appendTx(ctx, "", dids, appendOnly(decide))
+}
+
+func (s *SQLiteStore) Ingest(ctx context.Context, source string, dids []string, decide IngestFunc) error {
+	if source == "" {
+		return errors.New("oplog: Ingest without a source")
+	}
+	return s.appendTx(ctx, source, dids, decide)
+}
+
+// appendTx is Append, and Ingest when source is set.
+func (s *SQLiteStore) appendTx(ctx context.Context, source string, dids []string, decide IngestFunc) (err error) {
 	tx, err := s.db.BeginTx(ctx, nil) // BEGIN IMMEDIATE: the append lock
 	if err != nil {
 		return fmt.Errorf("begin append: %w", err)
@@ -77,7 +90,7 @@ func (s *SQLiteStore) Append(ctx context.Context, dids []string, decide DecideFu
 			tx.Rollback()
 		}
 	}()
-	view := AppendView{Records: make(map[string]*DIDRecord, len(dids))}
+	view := IngestView{AppendView: AppendView{Records: make(map[string]*DIDRecord, len(dids))}}
 	var lastMs int64
 	switch err := tx.QueryRowContext(ctx, `SELECT seq, created_at FROM operations ORDER BY seq DESC LIMIT 1`).Scan(&view.LastSeq, &lastMs); {
 	case errors.Is(err, sql.ErrNoRows):
@@ -86,29 +99,48 @@ func (s *SQLiteStore) Append(ctx context.Context, dids []string, decide DecideFu
 	default:
 		view.LastCreatedAt = time.UnixMilli(lastMs).UTC()
 	}
-	for _, did := range dids {
-		if _, ok := view.Records[did]; ok {
-			continue
-		}
-		rec, err := scanRecord(did, tx.QueryRowContext(ctx, `SELECT head_seq, state, doc, data FROM dids WHERE did = ?`, did))
-		if errors.Is(err, ErrNotFound) {
-			continue
-		}
-		if err != nil {
+	if err := readRecords(ctx, tx, dids, view.Records); err != nil {
+		return err
+	}
+	if source != "" {
+		if view.Cursor, err = readCursor(ctx, tx, source, `SELECT line, seq, updated_at FROM cursors WHERE source = ?`); err != nil {
 			return err
 		}
-		view.Records[did] = rec
 	}
-	writes, err := decide(view)
+	batch, err := decide(view)
 	if err != nil {
 		return err
 	}
-	if len(writes) == 0 {
+	writes := batch.Writes
+	changed := len(writes) > 0
+	if source != "" {
+		if changed, err = checkIngest(source, view.Cursor, &batch); err != nil {
+			return err
+		}
+	}
+	if !changed {
 		return tx.Rollback()
 	}
 	if err := checkWrites(view.LastSeq, writes); err != nil {
 		return err
 	}
+	if len(writes) > 0 {
+		if err := s.insertWrites(ctx, tx, writes); err != nil {
+			return err
+		}
+	}
+	if source != "" {
+		if err := s.insertIngest(ctx, tx, &batch); err != nil {
+			return err
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+func (s *SQLiteStore) insertWrites(ctx context.Context, tx *sql.Tx, writes []Write) error {
 	insOp, err := tx.PrepareContext(ctx, `INSERT INTO operations (seq, did, cid, created_at, op, type, signer) VALUES (?, ?, ?, ?, ?, ?, ?)`)
 	if err != nil {
 		return err
@@ -141,8 +173,141 @@ func (s *SQLiteStore) Append(ctx context.Context, dids []string, decide DecideFu
 			}
 		}
 	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
+	return nil
+}
+
+// insertIngest writes an ingest's rejections and its new cursor.
+func (s *SQLiteStore) insertIngest(ctx context.Context, tx *sql.Tx, b *IngestBatch) error {
+	if len(b.Rejections) > 0 {
+		ins, err := tx.PrepareContext(ctx, `INSERT INTO rejected (source, line, did, cid, raw, reason, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`)
+		if err != nil {
+			return err
+		}
+		for _, r := range b.Rejections {
+			if _, err := ins.ExecContext(ctx, r.Source, r.Line, r.DID, r.CID, nonNil(r.Raw), r.Reason, r.CreatedAt.UnixMilli()); err != nil {
+				return fmt.Errorf("insert rejection of line %d: %w", r.Line, err)
+			}
+		}
+	}
+	c := &b.Cursor
+	// An UPDATE, then an INSERT if there was no row: an upsert would fire
+	// the trigger that refuses REPLACE.
+	res, err := tx.ExecContext(ctx, `UPDATE cursors SET line = ?, seq = ?, updated_at = ? WHERE source = ?`, c.Line, c.Seq, c.UpdatedAt.UnixMilli(), c.Source)
+	if err != nil {
+		return fmt.Errorf("move the cursor of %s: %w", c.Source, err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return err
+	} else if n == 0 {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO cursors (source, line, seq, updated_at) VALUES (?, ?, ?, ?)`, c.Source, c.Line, c.Seq, c.UpdatedAt.UnixMilli()); err != nil {
+			return fmt.Errorf("create the cursor of %s: %w", c.Source, err)
+		}
+	}
+	return nil
+}
+
+// nonNil keeps an empty line from becoming NULL.
+func nonNil(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return b
+}
+
+// readCursor reads the cursor of source with q (line, seq, updated_at by
+// source).
+func readCursor(ctx context.Context, q interface {
+	QueryRowContext(context.Context, string, ...any) *sql.Row
+}, source, query string) (Cursor, error) {
+	c := Cursor{Source: source}
+	var ms int64
+	switch err := q.QueryRowContext(ctx, query, source).Scan(&c.Line, &c.Seq, &ms); {
+	case errors.Is(err, sql.ErrNoRows):
+		return c, nil
+	case err != nil:
+		return c, fmt.Errorf("read the cursor of %s: %w", source, err)
+	}
+	c.UpdatedAt = time.UnixMilli(ms).UTC()
+	return c, nil
+}
+
+func (s *SQLiteStore) Cursor(ctx context.Context, source string) (Cursor, error) {
+	return readCursor(ctx, s.db, source, `SELECT line, seq, updated_at FROM cursors WHERE source = ?`)
+}
+
+func (s *SQLiteStore) Rejections(ctx context.Context, source string, after int64, limit int) ([]Rejection, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, source, line, did, cid, raw, reason, created_at FROM rejected
+		WHERE id > ? AND (? = '' OR source = ?) ORDER BY id LIMIT ?`, after, source, source, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	return scanRejections(rows)
+}
+
+// scanRejections reads rows of (id, source, line, did, cid, raw, reason,
+// created_at). The caller closes rows.
+func scanRejections(rows entryRows) ([]Rejection, error) {
+	var out []Rejection
+	for rows.Next() {
+		var r Rejection
+		var ms int64
+		if err := rows.Scan(&r.ID, &r.Source, &r.Line, &r.DID, &r.CID, &r.Raw, &r.Reason, &ms); err != nil {
+			return nil, err
+		}
+		r.CreatedAt = time.UnixMilli(ms).UTC()
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// recordsPerQuery bounds the DIDs whose records one query reads (SQLite
+// allows 32766 parameters).
+const recordsPerQuery = 500
+
+// readRecords reads the records of dids that exist into recs, a few
+// hundred per query.
+func readRecords(ctx context.Context, tx *sql.Tx, dids []string, recs map[string]*DIDRecord) error {
+	uniq := make([]any, 0, len(dids))
+	seen := make(map[string]bool, len(dids))
+	for _, d := range dids {
+		if !seen[d] {
+			seen[d] = true
+			uniq = append(uniq, d)
+		}
+	}
+	for len(uniq) > 0 {
+		n := min(len(uniq), recordsPerQuery)
+		q := `SELECT did, head_seq, state, doc, data FROM dids WHERE did IN (?` + strings.Repeat(", ?", n-1) + `)`
+		if err := readRecordRows(ctx, tx, q, uniq[:n], recs); err != nil {
+			return err
+		}
+		uniq = uniq[n:]
+	}
+	return nil
+}
+
+func readRecordRows(ctx context.Context, tx *sql.Tx, q string, args []any, recs map[string]*DIDRecord) error {
+	rows, err := tx.QueryContext(ctx, q, args...)
+	if err != nil {
+		return fmt.Errorf("read DID states: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			rec   = &DIDRecord{}
+			state []byte
+		)
+		if err := rows.Scan(&rec.DID, &rec.HeadSeq, &state, &rec.Doc, &rec.Data); err != nil {
+			return fmt.Errorf("read DID states: %w", err)
+		}
+		if rec.State, rec.Seqs, err = decodeState(rec.DID, state); err != nil {
+			return fmt.Errorf("state of %s: %w", rec.DID, err)
+		}
+		recs[rec.DID] = rec
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read DID states: %w", err)
 	}
 	return nil
 }

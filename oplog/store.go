@@ -1,6 +1,9 @@
 // Package oplog is the directory's append-only operation log: the Store
 // contract, its PostgreSQL and SQLite implementations, and the sequencer
-// (Log) through which every op is appended.
+// (Log) through which every op is appended: submitted ops with Submit,
+// replayed history (an imported export, a mirrored upstream) with Ingest,
+// which Import drives over an export file. Both go through one function
+// that applies the chain rules under the append lock.
 //
 // # The Store contract
 //
@@ -18,6 +21,11 @@
 //     records in one transaction.
 //   - Concurrency: allow reads concurrently with Append; a read sees a
 //     committed prefix of the log.
+//   - Ingest is Append for replayed history: under the same lock and in the
+//     same transaction it also reads the source's cursor, and writes the
+//     batch's rejections and the new cursor with its ops. A cursor never
+//     moves back (the database refuses it too), and rejections, like ops,
+//     are never updated or deleted.
 //
 // The conformance suite in this package's tests runs against both
 // implementations.
@@ -89,12 +97,79 @@ type Write struct {
 // on anything but CPU.
 type DecideFunc func(view AppendView) ([]Write, error)
 
+// Cursor is how far the ingest of one source of replayed history (an
+// export file, an upstream) has come. It is committed in the same
+// transaction as the ops it covers.
+type Cursor struct {
+	// Source names the input: see ImportOptions.Source.
+	Source string
+	// Line is the last line done (lines are numbered from 1; 0: none).
+	Line int64
+	// Seq is the upstream seq of the last seq-mode line done (0: none).
+	Seq int64
+	// UpdatedAt is when the cursor was last moved (zero when never).
+	UpdatedAt time.Time
+}
+
+// Rejection is a line of replayed history that was not applied, kept as
+// evidence.
+type Rejection struct {
+	// ID is assigned by the store (1, 2, 3 … in insertion order).
+	ID     int64
+	Source string
+	Line   int64
+	// DID and CID are what the line states; empty when it did not say (or
+	// could not be read).
+	DID, CID string
+	// Raw is the line as read.
+	Raw []byte
+	// Reason says why it was rejected.
+	Reason string
+	// CreatedAt is when it was rejected.
+	CreatedAt time.Time
+}
+
+// IngestView is what an ingest's decide sees inside the transaction: the
+// append view and the source's current cursor (Line and Seq 0 when the
+// source is new).
+type IngestView struct {
+	AppendView
+	Cursor Cursor
+}
+
+// IngestBatch is what an ingest writes in one transaction.
+type IngestBatch struct {
+	// Writes are the ops to append, as for Append.
+	Writes []Write
+	// Rejections are the lines not applied (ID is assigned by the store).
+	Rejections []Rejection
+	// Cursor is the source's new position. It must not be behind the
+	// view's; when it equals it and there is nothing else to write, nothing
+	// is written.
+	Cursor Cursor
+}
+
+// IngestFunc chooses what an ingest transaction writes, given the current
+// state and cursor. Like DecideFunc it runs under the append lock.
+type IngestFunc func(view IngestView) (IngestBatch, error)
+
 // Store is the log's storage. See the package doc for the contract.
 type Store interface {
 	// Append runs one append transaction: lock, read the last seq and the
 	// records of dids, call decide, write its Writes, commit. If decide
 	// returns an error or no writes, nothing is written.
 	Append(ctx context.Context, dids []string, decide DecideFunc) error
+	// Ingest runs one append transaction for replayed history from source:
+	// lock, read the last seq, the records of dids and the source's cursor,
+	// call decide, write its ops, rejections and cursor, commit. If decide
+	// returns an error, nothing is written.
+	Ingest(ctx context.Context, source string, dids []string, decide IngestFunc) error
+	// Cursor returns the committed cursor of source (Line and Seq 0 when
+	// there is none).
+	Cursor(ctx context.Context, source string) (Cursor, error)
+	// Rejections returns up to limit rejections with ID > after, in ID
+	// order: every source's when source is empty, else that source's.
+	Rejections(ctx context.Context, source string, after int64, limit int) ([]Rejection, error)
 	// Record returns the current record of did, or ErrNotFound.
 	Record(ctx context.Context, did string) (*DIDRecord, error)
 	// Ops returns every op of did in log order, with Nullified set.
@@ -112,3 +187,8 @@ type Store interface {
 	Ping(ctx context.Context) error
 	Close() error
 }
+
+var (
+	_ Store = (*SQLiteStore)(nil)
+	_ Store = (*PostgresStore)(nil)
+)

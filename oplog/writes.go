@@ -34,3 +34,29 @@ func lastRecordOnly(writes []Write) []plannedWrite {
 	}
 	return out
 }
+
+// checkIngest enforces, inside Ingest, what decide may ask of a source's
+// cursor and rejections, and reports whether the batch changes anything.
+func checkIngest(source string, view Cursor, b *IngestBatch) (changed bool, err error) {
+	if b.Cursor.Source != source {
+		return false, fmt.Errorf("oplog: ingest of %q returned the cursor of %q", source, b.Cursor.Source)
+	}
+	if b.Cursor.Line < view.Line || b.Cursor.Seq < view.Seq {
+		return false, fmt.Errorf("oplog: cursor of %q would move back from line %d seq %d to line %d seq %d",
+			source, view.Line, view.Seq, b.Cursor.Line, b.Cursor.Seq)
+	}
+	for i, r := range b.Rejections {
+		if r.Source != source {
+			return false, fmt.Errorf("oplog: rejection %d of an ingest of %q names source %q", i, source, r.Source)
+		}
+	}
+	return len(b.Writes) > 0 || len(b.Rejections) > 0 || b.Cursor.Line != view.Line || b.Cursor.Seq != view.Seq, nil
+}
+
+// appendOnly adapts a DecideFunc to the ingest path without a source.
+func appendOnly(decide DecideFunc) IngestFunc {
+	return func(v IngestView) (IngestBatch, error) {
+		ws, err := decide(v.AppendView)
+		return IngestBatch{Writes: ws}, err
+	}
+}

@@ -8,6 +8,11 @@
 //   - nullified: which op nullified which; insert-only, derived from the log.
 //   - dids: the current state of each DID (chain state, rendered document),
 //     updated in the same transaction as the op that changes it.
+//   - cursors: how far each source of replayed history (an imported export,
+//     an upstream) has been ingested; written in the same transaction as the
+//     ops it covers, and never moved back or deleted.
+//   - rejected: the lines of replayed history that were not applied, with
+//     their exact bytes and the reason; insert-only.
 package sql
 
 import "embed"

@@ -1,0 +1,347 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+	"unicode"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/plcdir/plc/oplog"
+)
+
+// importConfig is everything `plc import` needs.
+type importConfig struct {
+	// DB is a postgres:// URL or the path of an SQLite file.
+	DB string
+	// Input is the export file, or "-" for standard input.
+	Input string
+	// Source names the input for resuming (empty: named after its first
+	// line; see oplog.ImportOptions.Source).
+	Source string
+	// Batch is the number of lines per transaction.
+	Batch int
+	// Workers is the number of goroutines parsing and verifying.
+	Workers int
+
+	// For tests: the clock (default time.Now) and a hook called after each
+	// batch has committed.
+	now        func() time.Time
+	afterBatch func(oplog.ImportStats)
+}
+
+func (c *importConfig) validate() error {
+	if c.DB == "" {
+		return errors.New("--db must not be empty")
+	}
+	if c.Batch < 1 {
+		return errors.New("--batch must be at least 1")
+	}
+	if c.Workers < 1 {
+		return errors.New("--workers must be at least 1")
+	}
+	return nil
+}
+
+func runImport(ctx context.Context, e env, args []string) int {
+	var c importConfig
+	fs := newFlagSet("import", "plc import [flags] FILE|-",
+		`Imports an export into the log: the lines of a seq-mode export
+({"type":"sequenced_op", did, operation, cid, createdAt, seq}) or of a
+legacy export ({did, operation, cid, nullified, createdAt}), from FILE or
+from standard input (-), plain, gzip or zstd. Every op is verified and
+judged by the chain rules at its own createdAt; invalid lines are not
+applied, but reported ("rejected line <n> <did> <cid>: <reason>") and kept
+in the database's rejected table, and the import goes on.
+
+The position is committed with each batch of ops: after an interruption,
+run the same command again to resume; nothing is applied twice.
+
+Exit status: 0 when the whole input is done (even with rejected lines), 1
+on a database error or an interruption, 2 on usage or input errors.`, e)
+	f := &flagSource{fs: fs, e: e}
+	dbFlag(f, &c.DB)
+	f.str(&c.Source, "source", "PLC_IMPORT_SOURCE", "", "name of the input, for resuming (default: named after its first line)")
+	f.int(&c.Batch, "batch", "PLC_IMPORT_BATCH", oplog.DefaultImportBatch, "lines per transaction")
+	f.int(&c.Workers, "workers", "PLC_WORKERS", max(1, runtime.GOMAXPROCS(0)-1), "goroutines parsing lines and checking signatures (the commit keeps a core of its own)")
+	if f.err != nil {
+		fmt.Fprintf(e.stderr, "plc import: %v\n", f.err)
+		return exitUsage
+	}
+	if code, done := parseFlags(fs, args); done {
+		return code
+	}
+	if fs.NArg() != 1 {
+		fmt.Fprintf(e.stderr, "plc import: want exactly one FILE (or - for standard input)\nUsage: plc import [flags] FILE|-\n")
+		return exitUsage
+	}
+	c.Input = fs.Arg(0)
+	if err := c.validate(); err != nil {
+		fmt.Fprintf(e.stderr, "plc import: %v\n", err)
+		return exitUsage
+	}
+	return importExport(ctx, c, e)
+}
+
+// importExport runs an import and reports on it; it returns the exit code.
+func importExport(ctx context.Context, c importConfig, e env) int {
+	if c.now == nil {
+		c.now = time.Now
+	}
+	name := c.Input
+	if name == "-" {
+		name = "standard input"
+	}
+	in, size, err := openInput(c.Input, e.stdin)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "plc import: %v\n", err)
+		return exitUsage
+	}
+	defer in.Close()
+	r, err := decompress(in)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "plc import: %s: %v\n", name, err)
+		return exitUsage
+	}
+	defer r.Close()
+
+	store, _, err := openStore(ctx, c.DB)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "plc import: %v\n", err)
+		return exitFailure
+	}
+	defer store.Close()
+	log := oplog.NewLog(store, oplog.Options{NoRateLimit: true, Now: c.now})
+	defer log.Close()
+
+	p := &importProgress{w: e.stderr, tty: isTerminal(e.stderr), now: c.now, size: size, read: &in.n}
+	p.start = c.now()
+	p.last = p.start
+	st, err := oplog.Import(ctx, log, r, oplog.ImportOptions{
+		Source:    c.Source,
+		BatchSize: c.Batch,
+		Workers:   c.Workers,
+		Rejected:  p.rejected,
+		Progress: func(st oplog.ImportStats) {
+			p.batch(st)
+			if c.afterBatch != nil {
+				c.afterBatch(st)
+			}
+		},
+	})
+	p.clear()
+	if errors.Is(err, oplog.ErrNotExport) {
+		fmt.Fprintf(e.stderr, "plc import: %s: %v\n", name, err)
+		return exitUsage
+	}
+	verb := "done"
+	if err != nil {
+		verb = "stopped"
+	}
+	elapsed := c.now().Sub(p.start)
+	fmt.Fprintf(e.stdout, "%s: %d lines: %d imported, %d rejected, %d skipped (already imported); %s ops/s, %s\n",
+		verb, st.Lines, st.Imported, st.Rejected, st.Skipped, rate(st.Imported, elapsed), elapsed.Round(time.Millisecond))
+	if st.Rejected > 0 {
+		fmt.Fprintf(e.stdout, "%d lines rejected: not applied; reported above and kept in the database (table rejected)\n", st.Rejected)
+	}
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.Is(err, oplog.ErrInput):
+		fmt.Fprintf(e.stderr, "plc import: %s: %v\n", name, err)
+		return exitUsage
+	case ctx.Err() != nil:
+		fmt.Fprintf(e.stderr, "plc import: interrupted; run the same command again to resume\n")
+		return exitFailure
+	}
+	fmt.Fprintf(e.stderr, "plc import: %v; run the same command again to resume\n", err)
+	return exitFailure
+}
+
+// countingFile is the input, counting the bytes read from it (for the
+// ETA: bytes read against the file's size).
+type countingFile struct {
+	r     io.Reader
+	n     atomic.Int64
+	close func() error
+}
+
+func (f *countingFile) Read(p []byte) (int, error) {
+	n, err := f.r.Read(p)
+	f.n.Add(int64(n))
+	return n, err
+}
+
+func (f *countingFile) Close() error { return f.close() }
+
+// openInput opens path ("-": stdin) and returns its size when known (0
+// otherwise).
+func openInput(path string, stdin io.Reader) (*countingFile, int64, error) {
+	if path == "-" {
+		var size int64
+		if f, ok := stdin.(*os.File); ok {
+			if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+				size = fi.Size()
+			}
+		}
+		return &countingFile{r: stdin, close: func() error { return nil }}, size, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, err
+	}
+	if fi.IsDir() {
+		f.Close()
+		return nil, 0, fmt.Errorf("%s is a directory, not an export", path)
+	}
+	var size int64
+	if fi.Mode().IsRegular() {
+		size = fi.Size()
+	}
+	return &countingFile{r: f, close: f.Close}, size, nil
+}
+
+var (
+	gzipMagic = []byte{0x1f, 0x8b}
+	zstdMagic = []byte{0x28, 0xb5, 0x2f, 0xfd}
+)
+
+// decompress returns r's content, decompressed when it starts with the
+// magic bytes of gzip or zstd.
+func decompress(r io.Reader) (io.ReadCloser, error) {
+	br := bufio.NewReaderSize(r, 1<<16)
+	head, _ := br.Peek(4) // a short or failing read shows up at the first Read
+	switch {
+	case bytes.HasPrefix(head, gzipMagic):
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			return nil, fmt.Errorf("gzip: %w", err)
+		}
+		return zr, nil
+	case bytes.HasPrefix(head, zstdMagic):
+		// The window bound keeps a hostile frame from making us allocate
+		// more than the zstd tool would (--long=27).
+		zr, err := zstd.NewReader(br, zstd.WithDecoderMaxWindow(1<<27))
+		if err != nil {
+			return nil, fmt.Errorf("zstd: %w", err)
+		}
+		return zr.IOReadCloser(), nil
+	}
+	return io.NopCloser(br), nil
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// importProgress reports an import on stderr: on a terminal a one-line
+// progress bar redrawn at most four times a second, otherwise a log line
+// every ten seconds; and every rejected line.
+type importProgress struct {
+	w           io.Writer
+	tty         bool
+	now         func() time.Time
+	start, last time.Time
+	size        int64         // the input's size in bytes (0: unknown)
+	read        *atomic.Int64 // bytes of the input read so far
+	shown       bool          // a progress bar is on the terminal's line
+}
+
+func (p *importProgress) interval() time.Duration {
+	if p.tty {
+		return 250 * time.Millisecond
+	}
+	return 10 * time.Second
+}
+
+func (p *importProgress) batch(st oplog.ImportStats) {
+	t := p.now()
+	if t.Sub(p.last) < p.interval() {
+		return
+	}
+	p.last = t
+	if p.tty {
+		fmt.Fprintf(p.w, "\r\033[K%s", p.status(st, t))
+		p.shown = true
+		return
+	}
+	fmt.Fprintf(p.w, "plc import: %s\n", p.status(st, t))
+}
+
+func (p *importProgress) status(st oplog.ImportStats, t time.Time) string {
+	elapsed := t.Sub(p.start)
+	var b strings.Builder
+	eta := ""
+	if p.size > 0 {
+		frac := min(float64(p.read.Load())/float64(p.size), 1)
+		if p.tty {
+			const width = 20
+			full := int(frac * width)
+			b.WriteString("[" + strings.Repeat("#", full) + strings.Repeat(".", width-full) + "] ")
+		}
+		fmt.Fprintf(&b, "%.0f%%, ", frac*100)
+		if frac > 0 && frac < 1 {
+			eta = ", ETA " + time.Duration(float64(elapsed)*(1-frac)/frac).Round(time.Second).String()
+		}
+	}
+	fmt.Fprintf(&b, "%d lines, %d imported, %d rejected, %d skipped, %s ops/s%s",
+		st.Lines, st.Imported, st.Rejected, st.Skipped, rate(st.Imported, elapsed), eta)
+	return b.String()
+}
+
+func (p *importProgress) rejected(r oplog.Rejection) {
+	p.clear()
+	fmt.Fprintf(p.w, "rejected line %d %s %s: %s\n", r.Line, printable(r.DID), printable(r.CID), printable(r.Reason))
+}
+
+// clear takes the progress bar off the terminal's line.
+func (p *importProgress) clear() {
+	if p.shown {
+		fmt.Fprint(p.w, "\r\033[K")
+		p.shown = false
+	}
+}
+
+func rate(n int64, d time.Duration) string {
+	if d <= 0 {
+		return "-"
+	}
+	return strconv.FormatFloat(float64(n)/d.Seconds(), 'f', 0, 64)
+}
+
+// printable shows a string taken from the input on a terminal: "-" when
+// empty, quoted when it holds anything but printable characters (no escape
+// sequence from an export reaches the terminal).
+func printable(s string) string {
+	if s == "" {
+		return "-"
+	}
+	for _, r := range s {
+		if !unicode.IsPrint(r) {
+			return strconv.Quote(s)
+		}
+	}
+	return s
+}

@@ -1,0 +1,543 @@
+package oplog
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"github.com/plcdir/plc/validate"
+)
+
+// Import is the bulk verified ingest of an export: the lines of a seq-mode
+// export ({"type":"sequenced_op", did, operation, cid, createdAt, seq}) or
+// of a legacy export ({did, operation, cid, nullified, createdAt}), one per
+// line, go through Log.Ingest in batches. While one batch commits, the next
+// ones are parsed and their signatures checked on every core (the checks
+// are memoised in each op, so the sequential chain rules under the append
+// lock find them done).
+
+const (
+	// MaxLineBytes bounds one line of an export (without its newline). An
+	// op is a few KB at most; a longer line is rejected, and only its first
+	// MaxLineBytes bytes are kept.
+	MaxLineBytes = 64 << 10
+	// DefaultImportBatch is the default number of lines per transaction.
+	DefaultImportBatch = 1000
+)
+
+var (
+	// ErrNotExport: the input's first line is not an export line; nothing
+	// was imported.
+	ErrNotExport = errors.New("not an export")
+	// ErrInput: reading the input failed. What was read before is imported.
+	ErrInput = errors.New("reading the input")
+)
+
+// ImportOptions configure Import.
+type ImportOptions struct {
+	// Source names the input, for its cursor and its rejections. Empty:
+	// "export:" and the first 32 hex digits of the SHA-256 of the input's
+	// first non-blank line (without surrounding white space). So an
+	// export resumes however it is read (a file, compressed or not, or a
+	// pipe), and a longer export that begins with the same line continues
+	// where a shorter one stopped.
+	Source string
+	// BatchSize is the number of (non-blank) lines per transaction
+	// (default DefaultImportBatch).
+	BatchSize int
+	// Workers is the number of goroutines that parse lines and check
+	// signatures (default GOMAXPROCS-1, at least 1: the sequential apply
+	// and commit, the bottleneck, keeps a core of its own).
+	Workers int
+	// Progress, if set, is called after each batch with the totals so far.
+	Progress func(ImportStats)
+	// Rejected, if set, is called for each rejected line once its batch
+	// has committed, in line order.
+	Rejected func(Rejection)
+}
+
+// ImportStats are the totals of an Import.
+type ImportStats struct {
+	// Source is the input's name (see ImportOptions.Source).
+	Source string
+	// Lines counts the lines done with, blank ones included.
+	Lines int64
+	// Imported counts the ops appended, Rejected the lines not applied,
+	// Skipped the lines already imported (by an earlier run).
+	Imported, Rejected, Skipped int64
+	// Batches counts the transactions committed.
+	Batches int64
+}
+
+// Import reads export lines from r and ingests them into l (see Log.Ingest
+// for the rules). The position is committed with each batch, so an
+// interrupted Import of the same input resumes after the last committed
+// batch and applies nothing twice. Invalid lines are rejected (reported to
+// opts.Rejected and stored) and the import goes on; the error is for what
+// stops it: ErrNotExport, ErrInput, a store failure, ctx's end.
+func Import(ctx context.Context, l *Log, r io.Reader, opts ImportOptions) (ImportStats, error) {
+	if opts.BatchSize <= 0 {
+		opts.BatchSize = DefaultImportBatch
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = max(1, runtime.GOMAXPROCS(0)-1)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	read := make(chan *importChunk, 1)
+	// The reader may block in r.Read (a pipe) after Import returns; it
+	// touches nothing but r and its channel.
+	go readChunks(ctx, r, opts.BatchSize, read)
+	im := &importer{log: l, opts: opts}
+	prepared := make(chan *importChunk, 1)
+	var prepErr error
+	prepDone := make(chan struct{})
+	go func() {
+		defer close(prepDone)
+		prepErr = im.prepare(ctx, read, prepared)
+	}()
+	defer func() {
+		cancel()
+		<-prepDone // no store reads after Import returns
+	}()
+
+	var (
+		st   ImportStats
+		done bool // the input's last chunk is committed
+	)
+	for ch := range prepared {
+		st.Source = ch.source
+		st.Skipped += ch.skipped
+		if len(ch.items) > 0 {
+			res, err := l.Ingest(ctx, ch.source, ch.items)
+			if err != nil {
+				return st, err
+			}
+			st.Batches++
+			st.Imported += int64(len(res.Entries))
+			st.Rejected += int64(len(res.Rejected))
+			st.Skipped += int64(res.Skipped)
+			if opts.Rejected != nil {
+				for _, rj := range res.Rejected {
+					opts.Rejected(rj)
+				}
+			}
+		}
+		st.Lines = ch.end
+		if ch.err != nil {
+			return st, fmt.Errorf("%w after line %d: %w", ErrInput, ch.end, ch.err)
+		}
+		if opts.Progress != nil {
+			opts.Progress(st)
+		}
+		done = ch.last
+	}
+	<-prepDone
+	switch {
+	case prepErr != nil:
+		return st, prepErr
+	case !done:
+		// The pipeline stopped early: only ctx does that.
+		if err := ctx.Err(); err != nil {
+			return st, err
+		}
+		return st, errors.New("oplog: import stopped before the end of the input")
+	}
+	return st, nil
+}
+
+// importChunk is one batch of lines on its way through the pipeline.
+type importChunk struct {
+	lines []rawLine // the non-blank lines read
+	end   int64     // the last line read (blank or not) when the chunk was cut
+	err   error     // the read error that ended the input (never io.EOF)
+	last  bool      // the input's last chunk
+
+	// Filled by prepare:
+	source  string
+	items   []IngestItem // the lines to ingest
+	skipped int64        // lines already done by an earlier run
+}
+
+type rawLine struct {
+	n       int64
+	b       []byte
+	tooLong bool
+}
+
+// readChunks splits r into lines (numbered from 1, bounded by
+// MaxLineBytes) and sends them in chunks of size non-blank lines; the last
+// chunk carries the read error, if any.
+func readChunks(ctx context.Context, r io.Reader, size int, out chan<- *importChunk) {
+	defer close(out)
+	br := bufio.NewReaderSize(r, MaxLineBytes+1)
+	ch := &importChunk{}
+	send := func() bool {
+		select {
+		case out <- ch:
+			ch = &importChunk{end: ch.end}
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	for {
+		b, err := br.ReadSlice('\n')
+		var (
+			line    []byte
+			tooLong bool
+		)
+		if errors.Is(err, bufio.ErrBufferFull) {
+			line, tooLong = bytes.Clone(b[:MaxLineBytes]), true
+			for errors.Is(err, bufio.ErrBufferFull) {
+				_, err = br.ReadSlice('\n')
+			}
+		} else {
+			line = bytes.Clone(bytes.TrimSuffix(b, []byte{'\n'}))
+		}
+		// A line ends with a newline, or with the input; a partial line
+		// cut by a read error is not one.
+		if err == nil || (errors.Is(err, io.EOF) && (len(line) > 0 || tooLong)) {
+			ch.end++
+			if tooLong || len(bytes.TrimSpace(line)) > 0 {
+				ch.lines = append(ch.lines, rawLine{n: ch.end, b: line, tooLong: tooLong})
+			}
+			if len(ch.lines) >= size && !send() {
+				return
+			}
+		}
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				ch.err = err
+			}
+			ch.last = true
+			send()
+			return
+		}
+	}
+}
+
+// importer is the preparing stage of an Import.
+type importer struct {
+	log  *Log
+	opts ImportOptions
+
+	started bool
+	source  string
+	cursor  Cursor // the source's cursor when the import started
+	lastSeq int64  // the seq of the last seq-mode line taken
+	// window maps the CIDs of the ops of the latest chunks (which may not
+	// be committed yet) to their rotation keys: where prepare looks for
+	// the keys an op's signature must verify against.
+	window [importWindow]map[string][]string
+	next   int
+}
+
+// importWindow is how many chunks the window covers: the one being
+// prepared, the one waiting to commit, the one committing, and one more.
+const importWindow = 4
+
+// prepare parses each chunk's lines, drops those already done, and checks
+// signatures ahead of the append lock, in parallel.
+func (im *importer) prepare(ctx context.Context, in <-chan *importChunk, out chan<- *importChunk) error {
+	defer close(out)
+	for {
+		var ch *importChunk
+		select {
+		case c, ok := <-in:
+			if !ok {
+				return nil
+			}
+			ch = c
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		items := make([]IngestItem, len(ch.lines))
+		looks := make([]bool, len(ch.lines))
+		im.parallel(len(items), func(i int) { items[i], looks[i] = parseExportLine(ch.lines[i]) })
+		if !im.started && len(items) > 0 {
+			if !looks[0] {
+				return fmt.Errorf("%w: line %d: %v", ErrNotExport, items[0].Line, items[0].Err)
+			}
+			if err := im.start(ctx, ch.lines[0].b); err != nil {
+				return err
+			}
+		}
+		ch.source = im.source
+		keys := make(map[string][]string, len(items))
+		take := items[:0]
+		for _, it := range items {
+			if it.done(im.cursor) {
+				ch.skipped++
+				continue
+			}
+			if it.Seq > 0 {
+				if it.Seq <= im.lastSeq {
+					it.Err = badLine("seq %d is not after seq %d: the export is out of order", it.Seq, im.lastSeq)
+					it.Op, it.Seq = nil, 0
+				} else {
+					im.lastSeq = it.Seq
+				}
+			}
+			if it.Op != nil {
+				keys[it.Op.CID()] = rotationKeys(it.Op)
+			}
+			take = append(take, it)
+		}
+		im.window[im.next%importWindow] = keys
+		im.next++
+		im.parallel(len(take), func(i int) {
+			if take[i].Op != nil {
+				im.warm(ctx, &take[i])
+			}
+		})
+		ch.items, ch.lines = take, nil
+		select {
+		case out <- ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// start names the source after its first line (unless named) and reads
+// its cursor.
+func (im *importer) start(ctx context.Context, first []byte) error {
+	im.started = true
+	im.source = im.opts.Source
+	if im.source == "" {
+		sum := sha256.Sum256(bytes.TrimSpace(first))
+		im.source = "export:" + hex.EncodeToString(sum[:16])
+	}
+	c, err := im.log.store.Cursor(ctx, im.source)
+	if err != nil {
+		return err
+	}
+	im.cursor, im.lastSeq = c, c.Seq
+	return nil
+}
+
+// warm checks the signature of it's op against the keys its prev allows,
+// in order, up to the first that verifies: the checks the chain rules will
+// make under the append lock, which then find them memoised. Keys come
+// from the op itself (genesis), the window, or the DID's committed state;
+// when they are not found (prev unknown or nullified), nothing is checked
+// here and the chain rules decide.
+func (im *importer) warm(ctx context.Context, it *IngestItem) {
+	op := it.Op
+	var keys []string
+	if prev := op.Prev(); prev == "" {
+		keys = rotationKeys(op)
+	} else if k, ok := im.windowKeys(prev); ok {
+		keys = k
+	} else if rec, err := im.log.store.Record(ctx, it.DID); err == nil {
+		for _, c := range rec.State.Ops {
+			if c.CID == prev {
+				keys = c.RotationKeys
+			}
+		}
+	}
+	for _, k := range keys {
+		if validate.VerifySignature(op, k) {
+			return
+		}
+	}
+}
+
+func (im *importer) windowKeys(cid string) ([]string, bool) {
+	for i := range importWindow {
+		if k, ok := im.window[(im.next-1-i+importWindow)%importWindow][cid]; ok {
+			return k, true
+		}
+	}
+	return nil, false
+}
+
+// parallel calls f(0) … f(n-1) on the importer's workers.
+func (im *importer) parallel(n int, f func(i int)) {
+	workers := min(im.opts.Workers, n)
+	if workers <= 1 {
+		for i := range n {
+			f(i)
+		}
+		return
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				f(i)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// rotationKeys returns an op's normalised rotation keys (none for a
+// tombstone).
+func rotationKeys(op *validate.Op) []string {
+	d, _ := op.Data()
+	return d.RotationKeys
+}
+
+// Fields of an export line, as bits.
+const (
+	fieldDID = 1 << iota
+	fieldOperation
+	fieldCID
+	fieldCreatedAt
+	fieldType
+	fieldSeq
+	fieldNullified
+)
+
+var exportFields = map[string]int{
+	"did": fieldDID, "operation": fieldOperation, "cid": fieldCID, "createdAt": fieldCreatedAt,
+	"type": fieldType, "seq": fieldSeq, "nullified": fieldNullified,
+}
+
+// parseExportLine reads one export line. Whatever is wrong with it is the
+// item's Err (an ErrBadLine); looksLikeExport reports whether it is at
+// least a JSON object with a did and an operation.
+func parseExportLine(l rawLine) (it IngestItem, looksLikeExport bool) {
+	it = IngestItem{Line: l.n, Raw: l.b}
+	if l.tooLong {
+		it.Err = badLine("line longer than %d bytes", MaxLineBytes)
+		return it, false
+	}
+	dec := json.NewDecoder(bytes.NewReader(l.b))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		it.Err = badLine("not a JSON object")
+		return it, false
+	}
+	var (
+		seen           int
+		first          error // the first problem with a field
+		op, seq, null  json.RawMessage
+		createdAt, typ string
+		invalidJSON    = func(err error) (IngestItem, bool) { it.Err = badLine("invalid JSON: %v", err); return it, false }
+		str            = func(v json.RawMessage, name string, dst *string) {
+			if len(v) == 0 || v[0] != '"' || json.Unmarshal(v, dst) != nil {
+				if first == nil {
+					first = badLine("%s is not a string", name)
+				}
+			}
+		}
+	)
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return invalidJSON(err)
+		}
+		key, _ := tok.(string)
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return invalidJSON(err)
+		}
+		f, known := exportFields[key]
+		switch {
+		case !known:
+			if first == nil {
+				first = badLine("unknown field %q", key)
+			}
+			continue
+		case seen&f != 0:
+			if first == nil {
+				first = badLine("duplicate field %q", key)
+			}
+			continue
+		}
+		seen |= f
+		switch f {
+		case fieldDID:
+			str(v, key, &it.DID)
+		case fieldCID:
+			str(v, key, &it.CID)
+		case fieldCreatedAt:
+			str(v, key, &createdAt)
+		case fieldType:
+			str(v, key, &typ)
+		case fieldOperation:
+			op = v
+		case fieldSeq:
+			seq = v
+		case fieldNullified:
+			null = v
+		}
+	}
+	if _, err := dec.Token(); err != nil {
+		return invalidJSON(err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		it.Err = badLine("data after the JSON object")
+		return it, false
+	}
+	looksLikeExport = seen&fieldDID != 0 && seen&fieldOperation != 0
+	if seen&fieldSeq != 0 {
+		n, err := strconv.ParseInt(string(seq), 10, 64)
+		if err != nil || n <= 0 {
+			if first == nil {
+				first = badLine("seq %s is not a positive integer", seq)
+			}
+		} else {
+			it.Seq = n
+		}
+	}
+	switch {
+	case first != nil:
+	case seen&fieldDID == 0:
+		first = badLine("no did")
+	case !validate.ValidDID(it.DID):
+		first = badLine("invalid DID %q", it.DID)
+	case seen&fieldOperation == 0:
+		first = badLine("no operation")
+	case seen&fieldCID == 0:
+		first = badLine("no cid")
+	case seen&fieldCreatedAt == 0:
+		first = badLine("no createdAt")
+	case seen&fieldType != 0 && typ != "sequenced_op":
+		first = badLine("type %q is not sequenced_op", typ)
+	case seen&fieldType != 0 && seen&fieldSeq == 0:
+		first = badLine("a sequenced_op without seq")
+	case seen&fieldSeq != 0 && seen&fieldNullified != 0:
+		first = badLine("both seq and nullified: neither a seq-mode nor a legacy export line")
+	case seen&fieldNullified != 0 && string(null) != "true" && string(null) != "false":
+		first = badLine("nullified is not a boolean")
+	}
+	if first == nil {
+		t, err := validate.ParseTimestamp(createdAt)
+		if err != nil {
+			first = badLine("createdAt %q is not a timestamp", createdAt)
+		}
+		it.CreatedAt = t
+	}
+	if first == nil {
+		parsed, err := validate.ParseJSON(op)
+		switch {
+		case err != nil:
+			first = &lineError{msg: "operation: " + RejectionReason(err), err: err}
+		case parsed.CID() != it.CID:
+			first = badLine("cid %s does not match the operation's CID %s", it.CID, parsed.CID())
+		default:
+			it.Op = parsed
+		}
+	}
+	it.Err = first
+	return it, looksLikeExport
+}

@@ -1,0 +1,187 @@
+package oplog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/plcdir/plc/validate"
+)
+
+// ErrBadLine: a line of replayed history is not a usable export line (bad
+// JSON, unknown or missing fields, an op that does not parse, a CID that
+// does not match the op). Such lines are rejected, never applied.
+var ErrBadLine = errors.New("bad export line")
+
+// lineError is an ErrBadLine with the message operators see.
+type lineError struct {
+	msg string
+	err error // the underlying error, if any
+}
+
+func (e *lineError) Error() string        { return e.msg }
+func (e *lineError) Unwrap() error        { return e.err }
+func (e *lineError) Is(target error) bool { return target == ErrBadLine }
+
+func badLine(format string, args ...any) error {
+	return &lineError{msg: fmt.Sprintf(format, args...)}
+}
+
+// IngestItem is one line of replayed history for Log.Ingest: an op with
+// the DID and acceptance time its source states, or a line already found
+// unusable (Err).
+type IngestItem struct {
+	// Line is the item's line in its source, from 1. The items of one
+	// Ingest call are in increasing line order.
+	Line int64
+	// Seq is the upstream seq of a seq-mode line (0: none). Items with a
+	// seq must come in increasing seq order. An item with a seq is already
+	// done when its seq is at or before the source's cursor; an item
+	// without one when its line is.
+	Seq int64
+	// DID and CID are what the line states.
+	DID, CID string
+	// Op is the parsed op; nil when Err is set.
+	Op *validate.Op
+	// CreatedAt is the op's acceptance time as its source states it: the
+	// op is judged and recorded at that time, never clamped.
+	CreatedAt time.Time
+	// Raw is the line as read, kept as evidence if the item is rejected.
+	Raw []byte
+	// Err, when set, rejects the item without applying it.
+	Err error
+}
+
+// done reports whether the item is at or before cursor c.
+func (it *IngestItem) done(c Cursor) bool {
+	if it.Seq > 0 {
+		return it.Seq <= c.Seq
+	}
+	return it.Line <= c.Line
+}
+
+// IngestResult is what one Ingest call committed.
+type IngestResult struct {
+	// Entries are the ops appended, in seq order.
+	Entries []Entry
+	// Rejected are the items not applied, in line order.
+	Rejected []Rejection
+	// Skipped counts the items already done according to the cursor read
+	// under the append lock (by an earlier run or a concurrent one).
+	Skipped int
+	// Cursor is the source's cursor after the call.
+	Cursor Cursor
+}
+
+// Ingest applies replayed history from source (an export being imported,
+// an upstream being mirrored) in one transaction: every item not already
+// done according to the source's cursor is judged by the chain rules alone
+// (no submission limits, no rate limit) at its own createdAt, in order,
+// through the same code as Submit's ops; the valid ones are appended, the
+// others recorded as rejections, and the cursor moved past the last item,
+// all in the same transaction. Ops of a DID after a rejected op of that DID
+// are judged against the DID's state as it is. Commits wake Changed like
+// Submit's. Items of one source must be ingested by one caller at a time
+// or by callers that agree on line numbers; concurrent callers never apply
+// an item twice.
+func (l *Log) Ingest(ctx context.Context, source string, items []IngestItem) (IngestResult, error) {
+	if source == "" {
+		return IngestResult{}, errors.New("oplog: Ingest without a source")
+	}
+	l.mu.RLock()
+	closed := l.closed
+	l.mu.RUnlock()
+	if closed {
+		return IngestResult{}, ErrClosed
+	}
+	dids := make([]string, 0, len(items))
+	for i := range items {
+		it := &items[i]
+		if i > 0 && it.Line <= items[i-1].Line {
+			return IngestResult{}, fmt.Errorf("oplog: ingest item %d: line %d after line %d", i, it.Line, items[i-1].Line)
+		}
+		if (it.Op == nil) == (it.Err == nil) {
+			return IngestResult{}, fmt.Errorf("oplog: ingest item %d (line %d): want an op or an error", i, it.Line)
+		}
+		if it.Err == nil {
+			dids = append(dids, it.DID)
+		}
+	}
+	var lastSeq int64
+	for i := range items {
+		if s := items[i].Seq; s > 0 {
+			if s <= lastSeq {
+				return IngestResult{}, fmt.Errorf("oplog: ingest item %d (line %d): seq %d after seq %d", i, items[i].Line, s, lastSeq)
+			}
+			lastSeq = s
+		}
+	}
+
+	start := time.Now()
+	var (
+		res  IngestResult
+		errs []error // the rejections' errors, for metrics
+	)
+	err := l.store.Ingest(ctx, source, dids, func(view IngestView) (IngestBatch, error) {
+		res, errs = IngestResult{}, errs[:0]
+		now := l.opts.Now().UTC().Truncate(time.Millisecond)
+		c := newChain(view.AppendView)
+		b := IngestBatch{Cursor: view.Cursor}
+		for i := range items {
+			it := &items[i]
+			if it.done(view.Cursor) {
+				res.Skipped++
+				continue
+			}
+			err := it.Err
+			if err == nil {
+				var e Entry
+				if e, _, err = c.apply(it.DID, it.Op, it.CreatedAt, nil); err == nil {
+					res.Entries = append(res.Entries, e)
+				}
+			}
+			if err != nil {
+				errs = append(errs, err)
+				b.Rejections = append(b.Rejections, Rejection{
+					Source: source, Line: it.Line, DID: it.DID, CID: it.CID,
+					Raw: it.Raw, Reason: RejectionReason(err), CreatedAt: now,
+				})
+			}
+			b.Cursor.Line = max(b.Cursor.Line, it.Line)
+			b.Cursor.Seq = max(b.Cursor.Seq, it.Seq)
+		}
+		if b.Cursor.Line != view.Cursor.Line || b.Cursor.Seq != view.Cursor.Seq {
+			b.Cursor.UpdatedAt = now
+		}
+		b.Writes = c.writes
+		res.Rejected = b.Rejections
+		res.Cursor = b.Cursor
+		return b, nil
+	})
+	if err != nil {
+		return IngestResult{}, fmt.Errorf("ingest: %w", err)
+	}
+	for range res.Entries {
+		l.opts.Metrics.accepted()
+	}
+	for _, err := range errs {
+		l.opts.Metrics.rejected(err)
+	}
+	if n := len(res.Entries); n > 0 {
+		l.opts.Metrics.committed(n, time.Since(start), res.Entries[n-1].Seq)
+		l.notify()
+	}
+	return res, nil
+}
+
+// RejectionReason is the reason recorded for a rejected line: a chain-rule
+// verdict's short explanation, or the error's text.
+func RejectionReason(err error) string {
+	var ve *validate.Error
+	var le *lineError
+	if !errors.As(err, &le) && errors.As(err, &ve) {
+		return ve.Short()
+	}
+	return err.Error()
+}
