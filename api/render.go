@@ -12,6 +12,9 @@ import (
 
 // appendOpJSON appends the op of e as JSON in the reference key order.
 func appendOpJSON(dst []byte, e *oplog.Entry) ([]byte, error) {
+	if e.Decoded != nil {
+		return e.Decoded.AppendJSON(dst), nil
+	}
 	op, err := validate.ParseCBOR(e.Op)
 	if err != nil {
 		// The log holds only ops that parsed when they were appended: this

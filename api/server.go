@@ -411,14 +411,14 @@ func (s *Server) current(c *gin.Context, doc bool) ([]byte, error) {
 	if rec.Tombstoned() {
 		return nil, &httpError{http.StatusNotFound, "DID not available: " + did}
 	}
-	b := rec.Data
+	data, ok := rec.Head.Data()
+	if !ok {
+		return nil, fmt.Errorf("record of %s (head %d) has no document", did, rec.HeadSeq)
+	}
 	if doc {
-		b = rec.Doc
+		return validate.AppendDocumentJSON(nil, did, data), nil
 	}
-	if b == nil {
-		return nil, fmt.Errorf("record of %s (head %d) has no rendering", did, rec.HeadSeq)
-	}
-	return b, nil
+	return validate.AppendDataJSON(nil, did, data), nil
 }
 
 // GET /:did
@@ -507,15 +507,7 @@ func (s *Server) lastOp(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	e, err := s.store.Op(c.Request.Context(), rec.HeadSeq)
-	if err != nil {
-		return fmt.Errorf("read head op %d of %s: %w", rec.HeadSeq, did, err)
-	}
-	b, err := appendOpJSON(nil, &e)
-	if err != nil {
-		return err
-	}
-	c.Data(http.StatusOK, contentJSON, b)
+	c.Data(http.StatusOK, contentJSON, rec.Head.AppendJSON(nil))
 	return nil
 }
 

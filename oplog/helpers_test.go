@@ -158,11 +158,7 @@ func buildWrite(did string, seq int64, t time.Time, op *validate.Op, rec *oplog.
 	}
 	kept := len(nextState.Ops) - 1
 	seqs := append(slices.Clone(prevSeqs[:kept]), seq)
-	r := oplog.DIDRecord{DID: did, HeadSeq: seq, State: nextState, Seqs: seqs}
-	if data, ok := op.Data(); ok {
-		r.Doc = validate.AppendDocumentJSON(nil, did, data)
-		r.Data = validate.AppendDataJSON(nil, did, data)
-	}
+	r := oplog.DIDRecord{DID: did, HeadSeq: seq, State: nextState, Seqs: seqs, Head: op}
 	return oplog.Write{
 		Entry:     oplog.Entry{Seq: seq, DID: did, CID: op.CID(), CreatedAt: t, Op: op.SignedCBOR()},
 		Type:      op.Type(),

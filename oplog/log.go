@@ -324,13 +324,9 @@ func newWrite(did string, seq int64, at time.Time, op *validate.Op, next validat
 	seqs = append(seqs, prevSeqs[:kept]...)
 	seqs = append(seqs, seq)
 	nullifies := append([]int64(nil), prevSeqs[kept:]...)
-	rec := DIDRecord{DID: did, HeadSeq: seq, State: next, Seqs: seqs}
-	if data, ok := op.Data(); ok {
-		rec.Doc = validate.AppendDocumentJSON(nil, did, data)
-		rec.Data = validate.AppendDataJSON(nil, did, data)
-	}
+	rec := DIDRecord{DID: did, HeadSeq: seq, State: next, Seqs: seqs, Head: op}
 	return Write{
-		Entry:     Entry{Seq: seq, DID: did, CID: op.CID(), CreatedAt: at, Op: op.SignedCBOR()},
+		Entry:     Entry{Seq: seq, DID: did, CID: op.CID(), CreatedAt: at, Op: op.SignedCBOR(), Decoded: op},
 		Type:      op.Type(),
 		Signer:    applied.Signer,
 		Nullifies: nullifies,

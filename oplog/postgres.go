@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -94,14 +95,11 @@ func (s *PostgresStore) LatestSeq(ctx context.Context) (int64, error) {
 	return seq, err
 }
 
-// appendReadSQL reads, in one statement, the last op's seq and createdAt
-// (0, 0 for an empty log) and the records of the DIDs in $1: one row per
-// record found, or one row with NULL record columns if none is.
-const appendReadSQL = `WITH last AS (SELECT COALESCE(MAX(seq), 0) AS seq FROM operations)
-SELECT last.seq, COALESCE(o.created_at, 0), d.did, d.head_seq, d.state, d.doc, d.data
-FROM last
-LEFT JOIN operations o ON o.seq = last.seq
-LEFT JOIN dids d ON d.did = ANY($1)`
+// pgRecordsSQL selects the non-nullified ops of the DIDs in $1, in (did,
+// seq) order: the rows their records are rebuilt from.
+const pgRecordsSQL = `SELECT o.did, o.seq, o.created_at, o.op, o.signer FROM operations o
+	WHERE o.did = ANY($1) AND NOT EXISTS (SELECT 1 FROM nullified n WHERE n.seq = o.seq)
+	ORDER BY o.did, o.seq`
 
 func (s *PostgresStore) Append(ctx context.Context, dids []string, decide DecideFunc) error {
 	return s.appendTx(ctx, "", dids, appendOnly(decide))
@@ -156,7 +154,7 @@ func (s *PostgresStore) appendTx(ctx context.Context, source string, dids []stri
 	if err := checkWrites(view.LastSeq, writes); err != nil {
 		return err
 	}
-	if err := insertWrites(ctx, tx, lastRecordOnly(writes), source != "", &batch); err != nil {
+	if err := insertWrites(ctx, tx, writes, source != "", &batch); err != nil {
 		return err
 	}
 	if err := tx.Commit(ctx); err != nil {
@@ -199,43 +197,28 @@ func (s *PostgresStore) Rejections(ctx context.Context, source string, after int
 
 func (s *PostgresStore) readView(ctx context.Context, tx pgx.Tx, dids []string) (AppendView, error) {
 	view := AppendView{Records: make(map[string]*DIDRecord, len(dids))}
-	uniq := make([]string, 0, len(dids))
-	seen := make(map[string]bool, len(dids))
-	for _, d := range dids {
-		if !seen[d] {
-			seen[d] = true
-			uniq = append(uniq, d)
-		}
+	var lastMs int64
+	switch err := tx.QueryRow(ctx, `SELECT seq, created_at FROM operations ORDER BY seq DESC LIMIT 1`).Scan(&view.LastSeq, &lastMs); {
+	case errors.Is(err, pgx.ErrNoRows):
+	case err != nil:
+		return view, fmt.Errorf("read last seq: %w", err)
+	default:
+		view.LastCreatedAt = time.UnixMilli(lastMs).UTC()
 	}
-	rows, err := tx.Query(ctx, appendReadSQL, uniq)
+	keys, err := didKeys(dids)
 	if err != nil {
-		return view, fmt.Errorf("read last seq and states: %w", err)
+		return view, err
+	}
+	if len(keys) == 0 {
+		return view, nil
+	}
+	rows, err := tx.Query(ctx, pgRecordsSQL, keys)
+	if err != nil {
+		return view, fmt.Errorf("read DID states: %w", err)
 	}
 	defer rows.Close()
-	var lastMs int64
-	for rows.Next() {
-		var (
-			did              *string
-			headSeq          *int64
-			state, doc, data []byte
-		)
-		if err := rows.Scan(&view.LastSeq, &lastMs, &did, &headSeq, &state, &doc, &data); err != nil {
-			return view, fmt.Errorf("read last seq and states: %w", err)
-		}
-		if did == nil {
-			continue
-		}
-		st, seqs, err := decodeState(*did, state)
-		if err != nil {
-			return view, fmt.Errorf("state of %s: %w", *did, err)
-		}
-		view.Records[*did] = &DIDRecord{DID: *did, HeadSeq: *headSeq, State: st, Seqs: seqs, Doc: doc, Data: data}
-	}
-	if err := rows.Err(); err != nil {
-		return view, fmt.Errorf("read last seq and states: %w", err)
-	}
-	if view.LastSeq > 0 {
-		view.LastCreatedAt = time.UnixMilli(lastMs).UTC()
+	if err := scanRecords(rows, view.Records); err != nil {
+		return view, fmt.Errorf("read DID states: %w", err)
 	}
 	return view, nil
 }
@@ -243,42 +226,35 @@ func (s *PostgresStore) readView(ctx context.Context, tx pgx.Tx, dids []string) 
 // insertWrites writes the ops, nullifications and records of a batch, and
 // for an ingest its rejections and cursor, with one statement per table,
 // sent together in one round trip.
-func insertWrites(ctx context.Context, tx pgx.Tx, planned []plannedWrite, ingest bool, ib *IngestBatch) error {
+func insertWrites(ctx context.Context, tx pgx.Tx, writes []Write, ingest bool, ib *IngestBatch) error {
 	var (
-		seqs, createdAt       []int64
-		opDIDs, cids          []string
-		ops                   [][]byte
-		types, signers        []int16
-		nullSeqs, nullBySeqs  []int64
-		recDIDs               []string
-		recHeads              []int64
-		recStates, docs, data [][]byte
+		seqs, createdAt      []int64
+		opDIDs, ops          [][]byte
+		signers              []int16
+		nullSeqs, nullBySeqs []int64
 	)
-	for _, w := range planned {
+	for i := range writes {
+		w := &writes[i]
 		e := &w.Entry
-		if w.op {
-			if w.Signer < 0 || w.Signer > 1<<15-1 {
-				return fmt.Errorf("insert op %d: signer index %d out of range", e.Seq, w.Signer)
-			}
-			seqs = append(seqs, e.Seq)
-			opDIDs = append(opDIDs, e.DID)
-			cids = append(cids, e.CID)
-			createdAt = append(createdAt, e.CreatedAt.UnixMilli())
-			ops = append(ops, e.Op)
-			types = append(types, int16(w.Type))
-			signers = append(signers, int16(w.Signer))
-			for _, n := range w.Nullifies {
-				nullSeqs = append(nullSeqs, n)
-				nullBySeqs = append(nullBySeqs, e.Seq)
-			}
+		if w.Signer < 0 || w.Signer > 1<<15-1 {
+			return fmt.Errorf("insert op %d: signer index %d out of range", e.Seq, w.Signer)
 		}
-		if w.record {
-			r := &w.Record
-			recDIDs = append(recDIDs, r.DID)
-			recHeads = append(recHeads, r.HeadSeq)
-			recStates = append(recStates, encodeState(r.State, r.Seqs))
-			docs = append(docs, r.Doc)
-			data = append(data, r.Data)
+		did, err := didKey(e.DID)
+		if err != nil {
+			return err
+		}
+		op, err := storedOp(e)
+		if err != nil {
+			return err
+		}
+		seqs = append(seqs, e.Seq)
+		opDIDs = append(opDIDs, did)
+		createdAt = append(createdAt, e.CreatedAt.UnixMilli())
+		ops = append(ops, op)
+		signers = append(signers, int16(w.Signer))
+		for _, n := range w.Nullifies {
+			nullSeqs = append(nullSeqs, n)
+			nullBySeqs = append(nullBySeqs, e.Seq)
 		}
 	}
 	b := &pgx.Batch{}
@@ -288,18 +264,12 @@ func insertWrites(ctx context.Context, tx pgx.Tx, planned []plannedWrite, ingest
 		what = append(what, name)
 	}
 	if len(seqs) > 0 {
-		queue("insert ops", `INSERT INTO operations (seq, did, cid, created_at, op, type, signer)
-		SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bytea[], $6::smallint[], $7::smallint[])`,
-			seqs, opDIDs, cids, createdAt, ops, types, signers)
+		queue("insert ops", `INSERT INTO operations (seq, did, created_at, op, signer)
+		SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::bigint[], $4::bytea[], $5::smallint[])`,
+			seqs, opDIDs, createdAt, ops, signers)
 	}
 	if len(nullSeqs) > 0 {
 		queue("insert nullifications", `INSERT INTO nullified (seq, by_seq) SELECT * FROM unnest($1::bigint[], $2::bigint[])`, nullSeqs, nullBySeqs)
-	}
-	if len(recDIDs) > 0 {
-		queue("write DID states", `INSERT INTO dids (did, head_seq, state, doc, data)
-		SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[], $4::bytea[], $5::bytea[])
-		ON CONFLICT (did) DO UPDATE SET head_seq = excluded.head_seq, state = excluded.state, doc = excluded.doc, data = excluded.data`,
-			recDIDs, recHeads, recStates, docs, data)
 	}
 	if ingest {
 		if n := len(ib.Rejections); n > 0 {
@@ -345,12 +315,32 @@ func insertWrites(ctx context.Context, tx pgx.Tx, planned []plannedWrite, ingest
 }
 
 func (s *PostgresStore) Record(ctx context.Context, did string) (*DIDRecord, error) {
-	return scanRecord(did, s.pool.QueryRow(ctx, `SELECT head_seq, state, doc, data FROM dids WHERE did = $1`, did))
+	key, err := didKey(did)
+	if err != nil {
+		return nil, ErrNotFound
+	}
+	rows, err := s.pool.Query(ctx, pgRecordsSQL, [][]byte{key})
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	recs := map[string]*DIDRecord{}
+	if err := scanRecords(rows, recs); err != nil {
+		return nil, fmt.Errorf("read state of %s: %w", did, err)
+	}
+	if rec := recs[did]; rec != nil {
+		return rec, nil
+	}
+	return nil, ErrNotFound
 }
 
 func (s *PostgresStore) Ops(ctx context.Context, did string) ([]Entry, error) {
-	rows, err := s.pool.Query(ctx, `SELECT o.seq, o.did, o.cid, o.created_at, o.op, n.seq IS NOT NULL
-		FROM operations o LEFT JOIN nullified n ON n.seq = o.seq WHERE o.did = $1 ORDER BY o.seq`, did)
+	key, err := didKey(did)
+	if err != nil {
+		return nil, nil
+	}
+	rows, err := s.pool.Query(ctx, `SELECT o.seq, o.did, o.created_at, o.op, n.seq IS NOT NULL
+		FROM operations o LEFT JOIN nullified n ON n.seq = o.seq WHERE o.did = $1 ORDER BY o.seq`, key)
 	if err != nil {
 		return nil, err
 	}
@@ -358,7 +348,7 @@ func (s *PostgresStore) Ops(ctx context.Context, did string) ([]Entry, error) {
 }
 
 func (s *PostgresStore) Op(ctx context.Context, seq int64) (Entry, error) {
-	rows, err := s.pool.Query(ctx, `SELECT seq, did, cid, created_at, op FROM operations WHERE seq = $1`, seq)
+	rows, err := s.pool.Query(ctx, `SELECT seq, did, created_at, op FROM operations WHERE seq = $1`, seq)
 	if err != nil {
 		return Entry{}, err
 	}
@@ -373,7 +363,7 @@ func (s *PostgresStore) Op(ctx context.Context, seq int64) (Entry, error) {
 }
 
 func (s *PostgresStore) Export(ctx context.Context, after int64, limit int) ([]Entry, error) {
-	rows, err := s.pool.Query(ctx, `SELECT seq, did, cid, created_at, op FROM operations WHERE seq > $1 ORDER BY seq LIMIT $2`, after, limit)
+	rows, err := s.pool.Query(ctx, `SELECT seq, did, created_at, op FROM operations WHERE seq > $1 ORDER BY seq LIMIT $2`, after, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -381,13 +371,27 @@ func (s *PostgresStore) Export(ctx context.Context, after int64, limit int) ([]E
 }
 
 func (s *PostgresStore) ExportByTime(ctx context.Context, after time.Time, limit int) ([]Entry, error) {
-	rows, err := s.pool.Query(ctx, `SELECT o.seq, o.did, o.cid, o.created_at, o.op, n.seq IS NOT NULL
-		FROM operations o LEFT JOIN nullified n ON n.seq = o.seq
-		WHERE o.created_at > $1 ORDER BY o.created_at, o.cid COLLATE "C" LIMIT $2`, after.UnixMilli(), limit)
+	const cols = `SELECT o.seq, o.did, o.created_at, o.op, n.seq IS NOT NULL FROM operations o LEFT JOIN nullified n ON n.seq = o.seq`
+	rows, err := s.pool.Query(ctx, cols+` WHERE o.created_at > $1 ORDER BY o.created_at, o.seq LIMIT $2`, after.UnixMilli(), limit)
 	if err != nil {
 		return nil, err
 	}
-	return scanPgEntries(rows, true)
+	es, err := scanPgEntries(rows, true)
+	if err != nil || len(es) < limit {
+		return orderByTime(es, limit), err
+	}
+	// The page ends inside a millisecond: read all of it, so that the cut
+	// falls where (createdAt, cid) order puts it.
+	last := es[len(es)-1].CreatedAt
+	if rows, err = s.pool.Query(ctx, cols+` WHERE o.created_at = $1 ORDER BY o.seq`, last.UnixMilli()); err != nil {
+		return nil, err
+	}
+	tie, err := scanPgEntries(rows, true)
+	if err != nil {
+		return nil, err
+	}
+	es = slices.DeleteFunc(es, func(e Entry) bool { return e.CreatedAt.Equal(last) })
+	return orderByTime(append(es, tie...), limit), nil
 }
 
 func scanPgEntries(rows pgx.Rows, withNullified bool) ([]Entry, error) {

@@ -8,10 +8,13 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
+
+	"github.com/plcdir/plc/validate"
 )
 
 // SQLiteStore is the embedded Store: one SQLite file in WAL mode with
@@ -141,7 +144,7 @@ func (s *SQLiteStore) appendTx(ctx context.Context, source string, dids []string
 }
 
 func (s *SQLiteStore) insertWrites(ctx context.Context, tx *sql.Tx, writes []Write) error {
-	insOp, err := tx.PrepareContext(ctx, `INSERT INTO operations (seq, did, cid, created_at, op, type, signer) VALUES (?, ?, ?, ?, ?, ?, ?)`)
+	insOp, err := tx.PrepareContext(ctx, `INSERT INTO operations (seq, did, created_at, op, signer) VALUES (?, ?, ?, ?, ?)`)
 	if err != nil {
 		return err
 	}
@@ -149,27 +152,23 @@ func (s *SQLiteStore) insertWrites(ctx context.Context, tx *sql.Tx, writes []Wri
 	if err != nil {
 		return err
 	}
-	upsert, err := tx.PrepareContext(ctx, `INSERT INTO dids (did, head_seq, state, doc, data) VALUES (?, ?, ?, ?, ?)
-		ON CONFLICT (did) DO UPDATE SET head_seq = excluded.head_seq, state = excluded.state, doc = excluded.doc, data = excluded.data`)
-	if err != nil {
-		return err
-	}
-	for _, w := range lastRecordOnly(writes) {
+	for i := range writes {
+		w := &writes[i]
 		e := &w.Entry
-		if w.op {
-			if _, err := insOp.ExecContext(ctx, e.Seq, e.DID, e.CID, e.CreatedAt.UnixMilli(), e.Op, int(w.Type), w.Signer); err != nil {
-				return fmt.Errorf("insert op %d: %w", e.Seq, err)
-			}
-			for _, n := range w.Nullifies {
-				if _, err := insNull.ExecContext(ctx, n, e.Seq); err != nil {
-					return fmt.Errorf("insert nullification of %d: %w", n, err)
-				}
-			}
+		did, err := didKey(e.DID)
+		if err != nil {
+			return err
 		}
-		if w.record {
-			r := &w.Record
-			if _, err := upsert.ExecContext(ctx, r.DID, r.HeadSeq, encodeState(r.State, r.Seqs), r.Doc, r.Data); err != nil {
-				return fmt.Errorf("write state of %s: %w", r.DID, err)
+		op, err := storedOp(e)
+		if err != nil {
+			return err
+		}
+		if _, err := insOp.ExecContext(ctx, e.Seq, did, e.CreatedAt.UnixMilli(), op, w.Signer); err != nil {
+			return fmt.Errorf("insert op %d: %w", e.Seq, err)
+		}
+		for _, n := range w.Nullifies {
+			if _, err := insNull.ExecContext(ctx, n, e.Seq); err != nil {
+				return fmt.Errorf("insert nullification of %d: %w", n, err)
 			}
 		}
 	}
@@ -247,7 +246,7 @@ func (s *SQLiteStore) Rejections(ctx context.Context, source string, after int64
 
 // scanRejections reads rows of (id, source, line, did, cid, raw, reason,
 // created_at). The caller closes rows.
-func scanRejections(rows entryRows) ([]Rejection, error) {
+func scanRejections(rows opRows) ([]Rejection, error) {
 	var out []Rejection
 	for rows.Next() {
 		var r Rejection
@@ -265,79 +264,65 @@ func scanRejections(rows entryRows) ([]Rejection, error) {
 // allows 32766 parameters).
 const recordsPerQuery = 500
 
+// recordsSQL selects the non-nullified ops of the DIDs in a list, in (did,
+// seq) order: the rows a DID's record is rebuilt from.
+const recordsSQL = `SELECT o.did, o.seq, o.created_at, o.op, o.signer FROM operations o
+	WHERE o.did IN (?%s) AND NOT EXISTS (SELECT 1 FROM nullified n WHERE n.seq = o.seq)
+	ORDER BY o.did, o.seq`
+
+type sqlQuerier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
 // readRecords reads the records of dids that exist into recs, a few
 // hundred per query.
-func readRecords(ctx context.Context, tx *sql.Tx, dids []string, recs map[string]*DIDRecord) error {
-	uniq := make([]any, 0, len(dids))
-	seen := make(map[string]bool, len(dids))
-	for _, d := range dids {
-		if !seen[d] {
-			seen[d] = true
-			uniq = append(uniq, d)
-		}
-	}
-	for len(uniq) > 0 {
-		n := min(len(uniq), recordsPerQuery)
-		q := `SELECT did, head_seq, state, doc, data FROM dids WHERE did IN (?` + strings.Repeat(", ?", n-1) + `)`
-		if err := readRecordRows(ctx, tx, q, uniq[:n], recs); err != nil {
-			return err
-		}
-		uniq = uniq[n:]
-	}
-	return nil
-}
-
-func readRecordRows(ctx context.Context, tx *sql.Tx, q string, args []any, recs map[string]*DIDRecord) error {
-	rows, err := tx.QueryContext(ctx, q, args...)
+func readRecords(ctx context.Context, q sqlQuerier, dids []string, recs map[string]*DIDRecord) error {
+	keys, err := didKeys(dids)
 	if err != nil {
-		return fmt.Errorf("read DID states: %w", err)
+		return err
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var (
-			rec   = &DIDRecord{}
-			state []byte
-		)
-		if err := rows.Scan(&rec.DID, &rec.HeadSeq, &state, &rec.Doc, &rec.Data); err != nil {
+	for len(keys) > 0 {
+		n := min(len(keys), recordsPerQuery)
+		args := make([]any, n)
+		for i := range args {
+			args[i] = keys[i]
+		}
+		rows, err := q.QueryContext(ctx, fmt.Sprintf(recordsSQL, strings.Repeat(", ?", n-1)), args...)
+		if err != nil {
 			return fmt.Errorf("read DID states: %w", err)
 		}
-		if rec.State, rec.Seqs, err = decodeState(rec.DID, state); err != nil {
-			return fmt.Errorf("state of %s: %w", rec.DID, err)
+		err = scanRecords(rows, recs)
+		rows.Close()
+		if err != nil {
+			return fmt.Errorf("read DID states: %w", err)
 		}
-		recs[rec.DID] = rec
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("read DID states: %w", err)
+		keys = keys[n:]
 	}
 	return nil
-}
-
-type rowScanner interface{ Scan(dest ...any) error }
-
-func scanRecord(did string, row rowScanner) (*DIDRecord, error) {
-	rec := &DIDRecord{DID: did}
-	var state []byte
-	if err := row.Scan(&rec.HeadSeq, &state, &rec.Doc, &rec.Data); err != nil {
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil, ErrNotFound
-		}
-		return nil, fmt.Errorf("read state of %s: %w", did, err)
-	}
-	st, seqs, err := decodeState(did, state)
-	if err != nil {
-		return nil, fmt.Errorf("state of %s: %w", did, err)
-	}
-	rec.State, rec.Seqs = st, seqs
-	return rec, nil
 }
 
 func (s *SQLiteStore) Record(ctx context.Context, did string) (*DIDRecord, error) {
-	return scanRecord(did, s.db.QueryRowContext(ctx, `SELECT head_seq, state, doc, data FROM dids WHERE did = ?`, did))
+	if !validate.ValidDID(did) {
+		return nil, ErrNotFound
+	}
+	recs := map[string]*DIDRecord{}
+	if err := readRecords(ctx, s.db, []string{did}, recs); err != nil {
+		return nil, err
+	}
+	rec := recs[did]
+	if rec == nil {
+		return nil, ErrNotFound
+	}
+	return rec, nil
 }
 
 func (s *SQLiteStore) Ops(ctx context.Context, did string) ([]Entry, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT o.seq, o.did, o.cid, o.created_at, o.op, n.seq IS NOT NULL
-		FROM operations o LEFT JOIN nullified n ON n.seq = o.seq WHERE o.did = ? ORDER BY o.seq`, did)
+	key, err := didKey(did)
+	if err != nil {
+		return nil, nil
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT o.seq, o.did, o.created_at, o.op, n.seq IS NOT NULL
+		FROM operations o LEFT JOIN nullified n ON n.seq = o.seq WHERE o.did = ? ORDER BY o.seq`, key)
 	if err != nil {
 		return nil, err
 	}
@@ -345,7 +330,7 @@ func (s *SQLiteStore) Ops(ctx context.Context, did string) ([]Entry, error) {
 }
 
 func (s *SQLiteStore) Op(ctx context.Context, seq int64) (Entry, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT seq, did, cid, created_at, op FROM operations WHERE seq = ?`, seq)
+	rows, err := s.db.QueryContext(ctx, `SELECT seq, did, created_at, op FROM operations WHERE seq = ?`, seq)
 	if err != nil {
 		return Entry{}, err
 	}
@@ -360,7 +345,7 @@ func (s *SQLiteStore) Op(ctx context.Context, seq int64) (Entry, error) {
 }
 
 func (s *SQLiteStore) Export(ctx context.Context, after int64, limit int) ([]Entry, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT seq, did, cid, created_at, op FROM operations WHERE seq > ? ORDER BY seq LIMIT ?`, after, limit)
+	rows, err := s.db.QueryContext(ctx, `SELECT seq, did, created_at, op FROM operations WHERE seq > ? ORDER BY seq LIMIT ?`, after, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -368,40 +353,28 @@ func (s *SQLiteStore) Export(ctx context.Context, after int64, limit int) ([]Ent
 }
 
 func (s *SQLiteStore) ExportByTime(ctx context.Context, after time.Time, limit int) ([]Entry, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT o.seq, o.did, o.cid, o.created_at, o.op, n.seq IS NOT NULL
-		FROM operations o LEFT JOIN nullified n ON n.seq = o.seq
-		WHERE o.created_at > ? ORDER BY o.created_at, o.cid LIMIT ?`, after.UnixMilli(), limit)
+	const cols = `SELECT o.seq, o.did, o.created_at, o.op, n.seq IS NOT NULL FROM operations o LEFT JOIN nullified n ON n.seq = o.seq`
+	rows, err := s.db.QueryContext(ctx, cols+` WHERE o.created_at > ? ORDER BY o.created_at, o.seq LIMIT ?`, after.UnixMilli(), limit)
 	if err != nil {
 		return nil, err
 	}
-	return scanSQLEntries(rows, true)
-}
-
-// entryRows is what scanning needs of *sql.Rows and pgx.Rows.
-type entryRows interface {
-	Next() bool
-	Scan(dest ...any) error
-	Err() error
-}
-
-// scanEntries reads rows of (seq, did, cid, created_at, op[, nullified]).
-// The caller closes rows.
-func scanEntries(rows entryRows, withNullified bool) ([]Entry, error) {
-	var out []Entry
-	for rows.Next() {
-		var e Entry
-		var ms int64
-		dest := []any{&e.Seq, &e.DID, &e.CID, &ms, &e.Op}
-		if withNullified {
-			dest = append(dest, &e.Nullified)
-		}
-		if err := rows.Scan(dest...); err != nil {
-			return nil, err
-		}
-		e.CreatedAt = time.UnixMilli(ms).UTC()
-		out = append(out, e)
+	es, err := scanSQLEntries(rows, true)
+	if err != nil || len(es) < limit {
+		return orderByTime(es, limit), err
 	}
-	return out, rows.Err()
+	// The page ends inside a millisecond: read all of it, so that the cut
+	// falls where (createdAt, cid) order puts it.
+	last := es[len(es)-1].CreatedAt
+	rows, err = s.db.QueryContext(ctx, cols+` WHERE o.created_at = ? ORDER BY o.seq`, last.UnixMilli())
+	if err != nil {
+		return nil, err
+	}
+	tie, err := scanSQLEntries(rows, true)
+	if err != nil {
+		return nil, err
+	}
+	es = slices.DeleteFunc(es, func(e Entry) bool { return e.CreatedAt.Equal(last) })
+	return orderByTime(append(es, tie...), limit), nil
 }
 
 func scanSQLEntries(rows *sql.Rows, withNullified bool) ([]Entry, error) {

@@ -49,6 +49,9 @@ type Entry struct {
 	CID       string
 	CreatedAt time.Time
 	Op        []byte // the exact signed DAG-CBOR bytes
+	// Decoded is the parsed op, when the reader or writer has it (stores
+	// set it on every read).
+	Decoded *validate.Op
 	// Nullified is filled by reads that report it (Ops, ExportByTime); it
 	// is derived state, as of the read.
 	Nullified bool
@@ -61,9 +64,9 @@ type DIDRecord struct {
 	// State is the chain state; Seqs[i] is the seq of State.Ops[i].
 	State validate.State
 	Seqs  []int64
-	// Doc and Data are the rendered DID document and /data JSON of the
-	// head op; nil when the DID is tombstoned.
-	Doc, Data []byte
+	// Head is the latest non-nullified op (the one at HeadSeq): the source
+	// of the DID document (none when it is a tombstone).
+	Head *validate.Op
 }
 
 // Tombstoned reports whether the DID is deactivated.

@@ -16,25 +16,6 @@ func checkWrites(last int64, writes []Write) error {
 	return nil
 }
 
-// plannedWrite is a Write with what to do for it: insert its op always;
-// write its DID record only if no later write of the batch replaces it.
-type plannedWrite struct {
-	Write
-	op, record bool
-}
-
-func lastRecordOnly(writes []Write) []plannedWrite {
-	last := make(map[string]int, len(writes))
-	for i, w := range writes {
-		last[w.Entry.DID] = i
-	}
-	out := make([]plannedWrite, len(writes))
-	for i, w := range writes {
-		out[i] = plannedWrite{Write: w, op: true, record: last[w.Entry.DID] == i}
-	}
-	return out
-}
-
 // checkIngest enforces, inside Ingest, what decide may ask of a source's
 // cursor and rejections, and reports whether the batch changes anything.
 func checkIngest(source string, view Cursor, b *IngestBatch) (changed bool, err error) {

@@ -2,12 +2,13 @@
 // migrations, one folder per backend, embedded into the binary.
 //
 // The schema is the same logically on both backends:
-//   - operations: the append-only log (seq, did, cid, created_at in unix
-//     milliseconds, the exact signed DAG-CBOR bytes, op type, signer index).
-//     The database refuses UPDATE, DELETE (and, on PostgreSQL, TRUNCATE).
+//   - operations: the append-only log (seq, the DID as 15 bytes, created_at
+//     in unix milliseconds, the op in a lossless compact form that
+//     reproduces its exact signed DAG-CBOR, signer index). The database
+//     refuses UPDATE, DELETE (and, on PostgreSQL, TRUNCATE).
 //   - nullified: which op nullified which; insert-only, derived from the log.
-//   - dids: the current state of each DID (chain state, rendered document),
-//     updated in the same transaction as the op that changes it.
+//     A DID's chain state and document are rebuilt from its non-nullified
+//     ops; no mutable per-DID table exists.
 //   - cursors: how far each source of replayed history (an imported export,
 //     an upstream) has been ingested; written in the same transaction as the
 //     ops it covers, and never moved back or deleted.

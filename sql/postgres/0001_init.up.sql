@@ -1,26 +1,20 @@
+-- The operation log. did is the 15 bytes a DID's 24 base32 characters
+-- encode; op is the op's compact form (validate.AppendCompact), which
+-- reproduces the exact signed DAG-CBOR, and so the CID, on read. A DID's
+-- chain state and document are rebuilt from its non-nullified ops.
 CREATE TABLE operations (
     seq        BIGINT   PRIMARY KEY,
-    did        TEXT     NOT NULL,
-    cid        TEXT     NOT NULL,
+    did        BYTEA    NOT NULL,
     created_at BIGINT   NOT NULL, -- unix milliseconds
-    op         BYTEA    NOT NULL, -- exact signed DAG-CBOR
-    type       SMALLINT NOT NULL, -- 1 plc_operation, 2 plc_tombstone, 3 create
+    op         BYTEA    NOT NULL,
     signer     SMALLINT NOT NULL  -- index of the signing rotation key
 );
 CREATE INDEX operations_did_seq ON operations (did, seq);
-CREATE INDEX operations_created_at_cid ON operations (created_at, cid);
+CREATE INDEX operations_created_at ON operations (created_at);
 
 CREATE TABLE nullified (
     seq    BIGINT PRIMARY KEY REFERENCES operations (seq),
     by_seq BIGINT NOT NULL REFERENCES operations (seq)
-);
-
-CREATE TABLE dids (
-    did      TEXT   PRIMARY KEY,
-    head_seq BIGINT NOT NULL,
-    state    BYTEA  NOT NULL,
-    doc      BYTEA,           -- NULL when tombstoned
-    data     BYTEA
 );
 
 CREATE FUNCTION plc_append_only() RETURNS trigger LANGUAGE plpgsql AS $$

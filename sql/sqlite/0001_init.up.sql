@@ -1,27 +1,21 @@
+-- The operation log. did is the 15 bytes a DID's 24 base32 characters
+-- encode; op is the op's compact form (validate.AppendCompact), which
+-- reproduces the exact signed DAG-CBOR, and so the CID, on read. A DID's
+-- chain state and document are rebuilt from its non-nullified ops.
 CREATE TABLE operations (
     seq        INTEGER PRIMARY KEY,
-    did        TEXT    NOT NULL,
-    cid        TEXT    NOT NULL,
+    did        BLOB    NOT NULL,
     created_at INTEGER NOT NULL, -- unix milliseconds
-    op         BLOB    NOT NULL, -- exact signed DAG-CBOR
-    type       INTEGER NOT NULL, -- 1 plc_operation, 2 plc_tombstone, 3 create
+    op         BLOB    NOT NULL,
     signer     INTEGER NOT NULL  -- index of the signing rotation key
 );
 CREATE INDEX operations_did_seq ON operations (did, seq);
-CREATE INDEX operations_created_at_cid ON operations (created_at, cid);
+CREATE INDEX operations_created_at ON operations (created_at);
 
 CREATE TABLE nullified (
     seq    INTEGER PRIMARY KEY REFERENCES operations (seq),
     by_seq INTEGER NOT NULL REFERENCES operations (seq)
 );
-
-CREATE TABLE dids (
-    did      TEXT    PRIMARY KEY,
-    head_seq INTEGER NOT NULL,
-    state    BLOB    NOT NULL,
-    doc      BLOB,             -- NULL when tombstoned
-    data     BLOB
-) WITHOUT ROWID;
 
 CREATE TRIGGER operations_no_update BEFORE UPDATE ON operations
 BEGIN SELECT RAISE(ABORT, 'table operations is append-only: UPDATE refused'); END;
