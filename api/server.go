@@ -385,35 +385,32 @@ func (s *Server) exportStream(c *gin.Context) {
 	s.stream.ServeHTTP(c.Writer, c.Request)
 }
 
-// record returns the record of a DID for the read routes: 404 for a DID
-// that is not registered (or not a did:plc at all).
-func (s *Server) record(c *gin.Context, did string) (*oplog.DIDRecord, error) {
+// head returns the latest non-nullified op of a DID for the read routes:
+// 404 for a DID that is not registered (or not a did:plc at all).
+func (s *Server) head(c *gin.Context, did string) (*validate.Op, error) {
 	if !validate.ValidDID(did) {
 		return nil, notRegistered(did)
 	}
-	rec, err := s.store.Record(c.Request.Context(), did)
+	e, err := s.store.Head(c.Request.Context(), did)
 	if errors.Is(err, oplog.ErrNotFound) {
 		return nil, notRegistered(did)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read record of %s: %w", did, err)
+		return nil, fmt.Errorf("read head of %s: %w", did, err)
 	}
-	return rec, nil
+	return e.Decoded, nil
 }
 
 // current returns the rendered document or data of an active DID.
 func (s *Server) current(c *gin.Context, doc bool) ([]byte, error) {
 	did := didParam(c)
-	rec, err := s.record(c, did)
+	head, err := s.head(c, did)
 	if err != nil {
 		return nil, err
 	}
-	if rec.Tombstoned() {
-		return nil, &httpError{http.StatusNotFound, "DID not available: " + did}
-	}
-	data, ok := rec.Head.Data()
+	data, ok := head.Data()
 	if !ok {
-		return nil, fmt.Errorf("record of %s (head %d) has no document", did, rec.HeadSeq)
+		return nil, &httpError{http.StatusNotFound, "DID not available: " + did}
 	}
 	if doc {
 		return validate.AppendDocumentJSON(nil, did, data), nil
@@ -502,12 +499,11 @@ func (s *Server) auditLog(c *gin.Context) error {
 
 // GET /:did/log/last
 func (s *Server) lastOp(c *gin.Context) error {
-	did := didParam(c)
-	rec, err := s.record(c, did)
+	head, err := s.head(c, didParam(c))
 	if err != nil {
 		return err
 	}
-	c.Data(http.StatusOK, contentJSON, rec.Head.AppendJSON(nil))
+	c.Data(http.StatusOK, contentJSON, head.AppendJSON(nil))
 	return nil
 }
 

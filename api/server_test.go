@@ -736,7 +736,7 @@ func TestHealth(t *testing.T) {
 		// Reads fail with a 500 whose details are logged, not sent.
 		env.get("/"+g.GenesisDID()).expectMessage(t, http.StatusInternalServerError, "Internal Server Error")
 		logs := env.logs.String()
-		if !strings.Contains(logs, "health check failed") || !strings.Contains(logs, "read record of "+g.GenesisDID()) {
+		if !strings.Contains(logs, "health check failed") || !strings.Contains(logs, "read head of "+g.GenesisDID()) {
 			t.Errorf("internal errors not logged:\n%s", logs)
 		}
 	})

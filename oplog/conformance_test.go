@@ -617,6 +617,13 @@ func testLog(t *testing.T, migrated func(t *testing.T) (oplog.Store, string)) {
 		if rec.HeadSeq != 3 || !slices.Equal(rec.Seqs, []int64{1, 3}) || rec.Head.CID() != f.CID() {
 			t.Fatalf("record: head %d seqs %v head op %v", rec.HeadSeq, rec.Seqs, rec.Head)
 		}
+		// Head skips the nullified op 2: the fork at seq 3 is the head.
+		if h, err := s.Head(ctx, did); err != nil || h.Seq != 3 || h.CID != f.CID() || h.Decoded == nil {
+			t.Fatalf("head: seq %d cid %s, %v", h.Seq, h.CID, err)
+		}
+		if _, err := s.Head(ctx, "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa"); !errors.Is(err, oplog.ErrNotFound) {
+			t.Fatalf("head of an unknown DID: %v", err)
+		}
 		ops, err := s.Ops(ctx, did)
 		if err != nil {
 			t.Fatal(err)

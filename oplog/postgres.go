@@ -334,6 +334,18 @@ func (s *PostgresStore) Record(ctx context.Context, did string) (*DIDRecord, err
 	return nil, ErrNotFound
 }
 
+func (s *PostgresStore) Head(ctx context.Context, did string) (Entry, error) {
+	key, err := didKey(did)
+	if err != nil {
+		return Entry{}, ErrNotFound
+	}
+	rows, err := s.pool.Query(ctx, fmt.Sprintf(headSQL, "$1"), key)
+	if err != nil {
+		return Entry{}, err
+	}
+	return firstEntry(scanPgEntries(rows, false))
+}
+
 func (s *PostgresStore) Ops(ctx context.Context, did string) ([]Entry, error) {
 	key, err := didKey(did)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
@@ -22,7 +23,32 @@ import (
 // lock is SQLite's write lock (BEGIN IMMEDIATE), which also holds across
 // processes sharing the file.
 type SQLiteStore struct {
-	db *sql.DB
+	db    *sql.DB
+	stmts sync.Map // query → *sql.Stmt, prepared on first use
+}
+
+// query runs a read through a statement prepared once per store: SQLite
+// would otherwise parse the SQL again on every call.
+func (s *SQLiteStore) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	st, ok := s.stmts.Load(q)
+	if !ok {
+		p, err := s.db.PrepareContext(ctx, q)
+		if err != nil {
+			return nil, err
+		}
+		if prev, loaded := s.stmts.LoadOrStore(q, p); loaded {
+			p.Close()
+			st = prev
+		} else {
+			st = p
+		}
+	}
+	return st.(*sql.Stmt).QueryContext(ctx, args...)
+}
+
+// QueryContext lets the store's reads share readRecords with transactions.
+func (s *SQLiteStore) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	return s.query(ctx, q, args...)
 }
 
 // SQLiteDSN returns the driver DSN for the database file at path.
@@ -61,7 +87,10 @@ func OpenSQLite(path string) (*SQLiteStore, error) {
 // DB returns the underlying handle (for migrations and tests).
 func (s *SQLiteStore) DB() *sql.DB { return s.db }
 
-func (s *SQLiteStore) Close() error { return s.db.Close() }
+func (s *SQLiteStore) Close() error {
+	s.stmts.Range(func(_, v any) bool { v.(*sql.Stmt).Close(); return true })
+	return s.db.Close()
+}
 
 func (s *SQLiteStore) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
 
@@ -306,7 +335,7 @@ func (s *SQLiteStore) Record(ctx context.Context, did string) (*DIDRecord, error
 		return nil, ErrNotFound
 	}
 	recs := map[string]*DIDRecord{}
-	if err := readRecords(ctx, s.db, []string{did}, recs); err != nil {
+	if err := readRecords(ctx, s, []string{did}, recs); err != nil {
 		return nil, err
 	}
 	rec := recs[did]
@@ -316,12 +345,40 @@ func (s *SQLiteStore) Record(ctx context.Context, did string) (*DIDRecord, error
 	return rec, nil
 }
 
+// headSQL selects a DID's latest non-nullified op.
+const headSQL = `SELECT o.seq, o.did, o.created_at, o.op FROM operations o
+	WHERE o.did = %s AND NOT EXISTS (SELECT 1 FROM nullified n WHERE n.seq = o.seq)
+	ORDER BY o.seq DESC LIMIT 1`
+
+func (s *SQLiteStore) Head(ctx context.Context, did string) (Entry, error) {
+	key, err := didKey(did)
+	if err != nil {
+		return Entry{}, ErrNotFound
+	}
+	rows, err := s.query(ctx, fmt.Sprintf(headSQL, "?"), key)
+	if err != nil {
+		return Entry{}, err
+	}
+	return firstEntry(scanSQLEntries(rows, false))
+}
+
+// firstEntry returns the only entry of a one-row read, or ErrNotFound.
+func firstEntry(es []Entry, err error) (Entry, error) {
+	if err != nil {
+		return Entry{}, err
+	}
+	if len(es) == 0 {
+		return Entry{}, ErrNotFound
+	}
+	return es[0], nil
+}
+
 func (s *SQLiteStore) Ops(ctx context.Context, did string) ([]Entry, error) {
 	key, err := didKey(did)
 	if err != nil {
 		return nil, nil
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT o.seq, o.did, o.created_at, o.op, n.seq IS NOT NULL
+	rows, err := s.query(ctx, `SELECT o.seq, o.did, o.created_at, o.op, n.seq IS NOT NULL
 		FROM operations o LEFT JOIN nullified n ON n.seq = o.seq WHERE o.did = ? ORDER BY o.seq`, key)
 	if err != nil {
 		return nil, err
@@ -330,7 +387,7 @@ func (s *SQLiteStore) Ops(ctx context.Context, did string) ([]Entry, error) {
 }
 
 func (s *SQLiteStore) Op(ctx context.Context, seq int64) (Entry, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT seq, did, created_at, op FROM operations WHERE seq = ?`, seq)
+	rows, err := s.query(ctx, `SELECT seq, did, created_at, op FROM operations WHERE seq = ?`, seq)
 	if err != nil {
 		return Entry{}, err
 	}
@@ -345,7 +402,7 @@ func (s *SQLiteStore) Op(ctx context.Context, seq int64) (Entry, error) {
 }
 
 func (s *SQLiteStore) Export(ctx context.Context, after int64, limit int) ([]Entry, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT seq, did, created_at, op FROM operations WHERE seq > ? ORDER BY seq LIMIT ?`, after, limit)
+	rows, err := s.query(ctx, `SELECT seq, did, created_at, op FROM operations WHERE seq > ? ORDER BY seq LIMIT ?`, after, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -354,7 +411,7 @@ func (s *SQLiteStore) Export(ctx context.Context, after int64, limit int) ([]Ent
 
 func (s *SQLiteStore) ExportByTime(ctx context.Context, after time.Time, limit int) ([]Entry, error) {
 	const cols = `SELECT o.seq, o.did, o.created_at, o.op, n.seq IS NOT NULL FROM operations o LEFT JOIN nullified n ON n.seq = o.seq`
-	rows, err := s.db.QueryContext(ctx, cols+` WHERE o.created_at > ? ORDER BY o.created_at, o.seq LIMIT ?`, after.UnixMilli(), limit)
+	rows, err := s.query(ctx, cols+` WHERE o.created_at > ? ORDER BY o.created_at, o.seq LIMIT ?`, after.UnixMilli(), limit)
 	if err != nil {
 		return nil, err
 	}
@@ -365,7 +422,7 @@ func (s *SQLiteStore) ExportByTime(ctx context.Context, after time.Time, limit i
 	// The page ends inside a millisecond: read all of it, so that the cut
 	// falls where (createdAt, cid) order puts it.
 	last := es[len(es)-1].CreatedAt
-	rows, err = s.db.QueryContext(ctx, cols+` WHERE o.created_at = ? ORDER BY o.seq`, last.UnixMilli())
+	rows, err = s.query(ctx, cols+` WHERE o.created_at = ? ORDER BY o.seq`, last.UnixMilli())
 	if err != nil {
 		return nil, err
 	}

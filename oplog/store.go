@@ -175,6 +175,9 @@ type Store interface {
 	Rejections(ctx context.Context, source string, after int64, limit int) ([]Rejection, error)
 	// Record returns the current record of did, or ErrNotFound.
 	Record(ctx context.Context, did string) (*DIDRecord, error)
+	// Head returns the latest non-nullified op of did (what resolution
+	// needs: one op, not the whole record), or ErrNotFound.
+	Head(ctx context.Context, did string) (Entry, error)
 	// Ops returns every op of did in log order, with Nullified set.
 	Ops(ctx context.Context, did string) ([]Entry, error)
 	// Op returns the op with the given seq, or ErrNotFound.

@@ -69,12 +69,32 @@ for c in psql curl go awk; do
 	command -v "$c" >/dev/null 2>&1 || die "$c not found on PATH"
 done
 
+# pg_url NAME: PLC_TEST_POSTGRES with its database name replaced by NAME.
+pg_url() {
+	local url=$PLC_TEST_POSTGRES base query=""
+	base=${url%%\?*}
+	if [[ $url == *\?* ]]; then
+		query="?${url#*\?}"
+	fi
+	local rest=${base#*://}
+	[[ $rest == */* ]] || die "PLC_TEST_POSTGRES ($url) names no database"
+	echo "${base%/*}/$1$query"
+}
+
+pg_url postgres >/dev/null # dies here if the URL names no database
+
 work=$(mktemp -d /tmp/plcscale.XXXXXX)
 server_pid=""
+child=""
 created_dbs=()
 partial_corpus=""
 cleanup() {
 	local rc=$?
+	if [ -n "$child" ]; then
+		pkill -TERM -P "$child" 2>/dev/null || true # plc under /usr/bin/time
+		kill "$child" 2>/dev/null || true
+		wait "$child" 2>/dev/null || true
+	fi
 	if [ -n "$server_pid" ]; then
 		kill "$server_pid" 2>/dev/null || true
 		wait "$server_pid" 2>/dev/null || true
@@ -93,16 +113,15 @@ trap 'exit 129' HUP
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# pg_url NAME: PLC_TEST_POSTGRES with its database name replaced by NAME.
-pg_url() {
-	local url=$PLC_TEST_POSTGRES base query=""
-	base=${url%%\?*}
-	if [[ $url == *\?* ]]; then
-		query="?${url#*\?}"
-	fi
-	local rest=${base#*://}
-	[[ $rest == */* ]] || die "PLC_TEST_POSTGRES ($url) names no database"
-	echo "${base%/*}/$1$query"
+# run CMD...: runs CMD in the background and waits for it, so that a signal
+# to this script is handled at once (and the trap stops CMD).
+run() {
+	local rc=0
+	"$@" &
+	child=$!
+	wait "$child" || rc=$?
+	child=""
+	return "$rc"
 }
 
 psql_q() { # URL SQL...: each SQL sent on its own (VACUUM cannot share a transaction)
@@ -111,7 +130,7 @@ psql_q() { # URL SQL...: each SQL sent on its own (VACUUM cannot share a transac
 	for s in "$@"; do
 		args+=(-c "$s")
 	done
-	psql -X -q -At -v ON_ERROR_STOP=1 -d "$url" "${args[@]}"
+	PGOPTIONS="-c client_min_messages=warning" psql -X -q -At -v ON_ERROR_STOP=1 -d "$url" "${args[@]}"
 }
 
 fresh_db() { # NAME: drop and create a database on the cluster
@@ -151,6 +170,7 @@ plc=$work/plc
 cp bin/plc "$plc"
 go build -o "$work/refsize" ./scripts/refsize || die "go build ./scripts/refsize failed"
 version=$("$plc" version 2>/dev/null || echo unknown)
+psql_q "$(pg_url postgres)" "SELECT 1" >/dev/null || die "cannot reach PostgreSQL at $(pg_url postgres)"
 
 # start_server DB NAME: runs plc serve on a free port; sets server_pid and server_url.
 start_server() {
@@ -189,7 +209,7 @@ resolve() {
 	local key=$1 db=$2 name=$3 out=$work/resolve-$3.out rc=0
 	start_server "$db" "$name"
 	log "$name: bench resolve ($REQUESTS requests, $CONCURRENCY connections)"
-	"$plc" bench resolve --url "$server_url" --requests "$REQUESTS" --concurrency "$CONCURRENCY" >"$out" 2>"$work/resolve-$name.err" || rc=$?
+	run "$plc" bench resolve --url "$server_url" --requests "$REQUESTS" --concurrency "$CONCURRENCY" >"$out" 2>"$work/resolve-$name.err" || rc=$?
 	stop_server
 	cat "$out" >&2
 	R[$key/rps]=$(awk '/^throughput/ { print $2 }' "$out")
@@ -209,7 +229,7 @@ do_import() {
 	local key=$1 db=$2 name=$3 corpus=$4 n=$5 rc=0
 	local out=$work/import-$name.out err=$work/import-$name.err tv=$work/import-$name.time
 	log "$name: plc import"
-	/usr/bin/time -v -o "$tv" "$plc" import --db "$db" "$corpus" >"$out" 2>"$err" || rc=$?
+	run /usr/bin/time -v -o "$tv" "$plc" import --db "$db" "$corpus" >"$out" 2>"$err" || rc=$?
 	[ "$rc" = 0 ] || fail "plc import into $name failed (exit $rc)" "$err" "$out"
 	cat "$out" >&2
 	local rate imported rejected
@@ -236,7 +256,7 @@ for n in "${sizes[@]}"; do
 	if [ ! -s "$corpus" ]; then
 		log "generating $corpus"
 		partial_corpus=$corpus.partial.$$
-		"$plc" bench gen --ops "$n" --seed 1 --out "$partial_corpus" 2>"$work/gen.err" ||
+		run "$plc" bench gen --ops "$n" --seed 1 --out "$partial_corpus" 2>"$work/gen.err" ||
 			fail "plc bench gen --ops $n failed" "$work/gen.err"
 		mv "$partial_corpus" "$corpus"
 		partial_corpus=""
@@ -245,7 +265,7 @@ for n in "${sizes[@]}"; do
 	# The validator and its bound.
 	log "$n: plc bench verify $corpus"
 	out=$work/verify-$n.out
-	"$plc" bench verify "$corpus" >"$out" 2>"$work/verify-$n.err" || fail "plc bench verify $corpus failed" "$work/verify-$n.err" "$out"
+	run "$plc" bench verify "$corpus" >"$out" 2>"$work/verify-$n.err" || fail "plc bench verify $corpus failed" "$work/verify-$n.err" "$out"
 	cat "$out" >&2
 	R[$n/validator]=$(awk '/^validator/ { print $2 }' "$out")
 	R[$n/bound]=$(awk '/^signature bound/ { print $3 }' "$out")
@@ -280,7 +300,7 @@ for n in "${sizes[@]}"; do
 		"SELECT COALESCE(sum(pg_total_relation_size(relid)), 0)::bigint FROM pg_catalog.pg_statio_user_tables") ||
 		die "could not measure the size of database $ours"
 	log "$name: scripts/refsize (the corpus in the reference's schema)"
-	"$work/refsize" -ref "$(pg_url "$ref")" -ours "$(pg_url "$ours")" "$corpus" >"$work/refsize-$n.out" 2>"$work/refsize-$n.err" ||
+	run "$work/refsize" -ref "$(pg_url "$ref")" -ours "$(pg_url "$ours")" "$corpus" >"$work/refsize-$n.out" 2>"$work/refsize-$n.err" ||
 		fail "scripts/refsize failed" "$work/refsize-$n.err" "$work/refsize-$n.out"
 	cat "$work/refsize-$n.out" >&2
 	R[$n/refbytes]=$(awk '/^reference schema/ { print $3 }' "$work/refsize-$n.out")

@@ -133,9 +133,12 @@ the figure that counts.`, e)
 	wg.Wait()
 	validatorRate := float64(len(lines)) / time.Since(start).Seconds()
 
-	// The bound: bare signature checks of genesis ops on one core.
+	// The bound: bare signature checks of genesis ops on one core, each
+	// from the signing did:key as the op states it (decoding the key is
+	// part of checking a signature against a key never seen before, as
+	// most keys in a directory are) over a precomputed digest.
 	type check struct {
-		key  *validate.PublicKey
+		key  string
 		hash [32]byte
 		sig  validate.Signature
 	}
@@ -151,10 +154,7 @@ the figure that counts.`, e)
 		if err != nil {
 			continue
 		}
-		key, err := validate.ParseDIDKey(next.Ops[0].RotationKeys[applied.Signer])
-		if err != nil {
-			continue
-		}
+		key := next.Ops[0].RotationKeys[applied.Signer]
 		sig, _ := validate.DecodeSignature(op.Operation().Sig)
 		checks = append(checks, check{key, sha256.Sum256(op.UnsignedCBOR()), sig})
 	}
@@ -166,7 +166,8 @@ the figure that counts.`, e)
 	start = time.Now()
 	for time.Since(start) < 2*time.Second || n < len(checks) {
 		c := &checks[n%len(checks)]
-		if !c.key.Verify(&c.hash, &c.sig) {
+		key, err := validate.ParseDIDKeyUncached(c.key)
+		if err != nil || !key.Verify(&c.hash, &c.sig) {
 			fmt.Fprintln(e.stderr, "plc bench verify: a bare check failed")
 			return exitFailure
 		}

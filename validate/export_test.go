@@ -1,5 +1,0 @@
-package validate
-
-// ParseDIDKeyUncached parses like ParseDIDKey without the cache (for
-// benchmarks).
-var ParseDIDKeyUncached = parseDIDKey
