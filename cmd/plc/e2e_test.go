@@ -456,7 +456,7 @@ func TestBenchScenariosAgainstRealServer(t *testing.T) {
 		t.Fatalf("the server holds %d ops after bench write --ops 60", got)
 	}
 	out = runCLI("bench", "resolve", "--url", s.url, "--requests", "200", "--concurrency", "4")
-	if !strings.Contains(out, "DIDs         60\n") || !strings.Contains(out, "requests     200 (0 failed)") {
+	if !strings.Contains(out, "DIDs         60\n") || !strings.Contains(out, "requests     200 (0 failed, 0 tombstoned)") {
 		t.Fatalf("bench resolve:\n%s", out)
 	}
 	out = runCLI("bench", "export", "--url", s.url)
