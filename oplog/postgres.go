@@ -137,22 +137,13 @@ func (s *PostgresStore) appendTx(ctx context.Context, source string, dids []stri
 			return err
 		}
 	}
-	batch, err := decide(view)
+	batch, changed, err := decideBatch(view, source, decide)
 	if err != nil {
 		return err
 	}
 	writes := batch.Writes
-	changed := len(writes) > 0
-	if source != "" {
-		if changed, err = checkIngest(source, view.Cursor, &batch); err != nil {
-			return err
-		}
-	}
 	if !changed {
 		return tx.Rollback(ctx)
-	}
-	if err := checkWrites(view.LastSeq, writes); err != nil {
-		return err
 	}
 	if err := insertWrites(ctx, tx, writes, source != "", &batch); err != nil {
 		return err

@@ -139,22 +139,13 @@ func (s *SQLiteStore) appendTx(ctx context.Context, source string, dids []string
 			return err
 		}
 	}
-	batch, err := decide(view)
+	batch, changed, err := decideBatch(view, source, decide)
 	if err != nil {
 		return err
 	}
 	writes := batch.Writes
-	changed := len(writes) > 0
-	if source != "" {
-		if changed, err = checkIngest(source, view.Cursor, &batch); err != nil {
-			return err
-		}
-	}
 	if !changed {
 		return tx.Rollback()
-	}
-	if err := checkWrites(view.LastSeq, writes); err != nil {
-		return err
 	}
 	if len(writes) > 0 {
 		if err := s.insertWrites(ctx, tx, writes); err != nil {

@@ -41,3 +41,25 @@ func appendOnly(decide DecideFunc) IngestFunc {
 		return IngestBatch{Writes: ws}, err
 	}
 }
+
+// decideBatch runs decide on the view and checks what it returns: seq
+// density, and for an ingest (source set) its cursor and rejections. It
+// reports whether the batch writes anything.
+func decideBatch(view IngestView, source string, decide IngestFunc) (IngestBatch, bool, error) {
+	batch, err := decide(view)
+	if err != nil {
+		return batch, false, err
+	}
+	changed := len(batch.Writes) > 0
+	if source != "" {
+		if changed, err = checkIngest(source, view.Cursor, &batch); err != nil {
+			return batch, false, err
+		}
+	}
+	if changed {
+		if err := checkWrites(view.LastSeq, batch.Writes); err != nil {
+			return batch, false, err
+		}
+	}
+	return batch, changed, nil
+}
