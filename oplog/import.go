@@ -56,8 +56,8 @@ type ImportOptions struct {
 	// (default DefaultImportBatch).
 	BatchSize int
 	// Workers is the number of goroutines that parse lines and check
-	// signatures (default GOMAXPROCS-1, at least 1: the sequential apply
-	// and commit, the bottleneck, keeps a core of its own).
+	// signatures (default GOMAXPROCS: the sequential apply and commit
+	// waits on the database often enough to share the cores).
 	Workers int
 	// Progress, if set, is called after each batch with the totals so far.
 	Progress func(ImportStats)
@@ -90,7 +90,7 @@ func Import(ctx context.Context, l *Log, r io.Reader, opts ImportOptions) (Impor
 		opts.BatchSize = DefaultImportBatch
 	}
 	if opts.Workers <= 0 {
-		opts.Workers = max(1, runtime.GOMAXPROCS(0)-1)
+		opts.Workers = runtime.GOMAXPROCS(0)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

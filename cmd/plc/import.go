@@ -74,7 +74,7 @@ on a database error or an interruption, 2 on usage or input errors.`, e)
 	dbFlag(f, &c.DB)
 	f.str(&c.Source, "source", "PLC_IMPORT_SOURCE", "", "name of the input, for resuming (default: named after its first line)")
 	f.int(&c.Batch, "batch", "PLC_IMPORT_BATCH", oplog.DefaultImportBatch, "lines per transaction")
-	f.int(&c.Workers, "workers", "PLC_WORKERS", max(1, runtime.GOMAXPROCS(0)-1), "goroutines parsing lines and checking signatures (the commit keeps a core of its own)")
+	f.int(&c.Workers, "workers", "PLC_WORKERS", runtime.GOMAXPROCS(0), "goroutines parsing lines and checking signatures")
 	if f.err != nil {
 		fmt.Fprintf(e.stderr, "plc import: %v\n", f.err)
 		return exitUsage
