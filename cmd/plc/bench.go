@@ -31,6 +31,7 @@ func runBench(ctx context.Context, e env, args []string) int {
 		{"resolve", "GET /:did throughput and latency over the directory's DIDs", runBenchResolve},
 		{"verify", "the validator over a corpus, beside the bare signature-check bound", runBenchVerify},
 		{"export", "/export paging and /export/stream backfill rates", runBenchExport},
+		{"import", "plc import of a corpus: ops/s, ratio to the signature bound, peak RSS, bytes per op", runBenchImport},
 		{"gen", "generate a signed synthetic export corpus", runBenchGen},
 	}, args)
 }

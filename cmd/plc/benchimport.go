@@ -1,0 +1,167 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/plcdir/plc/oplog"
+)
+
+func runBenchImport(ctx context.Context, e env, args []string) int {
+	var db string
+	fs := newFlagSet("bench import", "plc bench import [--db DB] [--append FILE] CORPUS",
+		`Imports a corpus (plc bench gen) into a fresh database through plc
+import's pipeline and reports ops/s end to end, the ratio to the signature
+bound measured in the same run (plc bench verify's), the process's peak
+RSS, and the database's bytes on disk per op. --append adds the result as
+a row to a markdown file (BENCHMARKS.md).`, e)
+	f := &flagSource{fs: fs, e: e}
+	dbFlag(f, &db)
+	appendTo := fs.String("append", "", "append the result as a markdown row to this file")
+	if code, done := parseFlags(fs, args); done {
+		return code
+	}
+	if fs.NArg() != 1 {
+		fmt.Fprintln(e.stderr, "Usage: plc bench import [--db DB] [--append FILE] CORPUS")
+		return exitUsage
+	}
+	corpus := fs.Arg(0)
+	sample, err := readSample(corpus, 20000)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "plc bench import: %v\n", err)
+		return exitUsage
+	}
+	workers := runtime.GOMAXPROCS(0)
+	bound, err := signatureBound(sample, workers)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "plc bench import: %v\n", err)
+		return exitFailure
+	}
+
+	store, _, err := openStore(ctx, db)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "plc bench import: %v\n", err)
+		return exitFailure
+	}
+	defer store.Close()
+	if seq, err := store.LatestSeq(ctx); err != nil || seq != 0 {
+		fmt.Fprintf(e.stderr, "plc bench import: %s must be an empty database (latest seq %d, %v)\n", redactDB(db), seq, err)
+		return exitUsage
+	}
+	in, err := os.Open(corpus)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "plc bench import: %v\n", err)
+		return exitUsage
+	}
+	defer in.Close()
+	log := oplog.NewLog(store, oplog.Options{NoRateLimit: true})
+	start := time.Now()
+	st, err := oplog.Import(ctx, log, in, oplog.ImportOptions{})
+	elapsed := time.Since(start)
+	log.Close()
+	if err != nil {
+		fmt.Fprintf(e.stderr, "plc bench import: %v\n", err)
+		return exitFailure
+	}
+	store.Close() // SQLite checkpoints its WAL into the file on the last close
+	size, err := dbBytes(ctx, db)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "plc bench import: database size: %v\n", err)
+		return exitFailure
+	}
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	backend := "sqlite"
+	if oplog.IsPostgres(db) {
+		backend = "postgres"
+	}
+	rate := float64(st.Imported) / elapsed.Seconds()
+	perOp := float64(size) / float64(max(st.Imported, 1))
+	fmt.Fprintf(e.stdout, "scenario         import\nbackend          %s\nops              %d imported, %d rejected\nelapsed          %s\nimport           %.0f ops/s\nsignature bound  %.0f ops/s\nratio            %.2f\npeak RSS         %d MB\non disk          %.0f bytes/op\n",
+		backend, st.Imported, st.Rejected, elapsed.Round(time.Millisecond), rate, bound, rate/bound, ru.Maxrss/1024, perOp)
+	if *appendTo != "" {
+		row := fmt.Sprintf("| %s | import | %s | %d | %.0f ops/s | %.2f | %d MB | %.0f B/op |\n",
+			time.Now().UTC().Format("2006-01-02"), backend, st.Imported, rate, rate/bound, ru.Maxrss/1024, perOp)
+		if err := appendRow(*appendTo, row); err != nil {
+			fmt.Fprintf(e.stderr, "plc bench import: %v\n", err)
+			return exitFailure
+		}
+	}
+	return exitOK
+}
+
+// readSample reads up to n lines of a corpus.
+func readSample(path string, n int) ([]exportLine, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var b strings.Builder
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for i := 0; i < n && sc.Scan(); i++ {
+		b.Write(sc.Bytes())
+		b.WriteByte('\n')
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	return readExportLines(strings.NewReader(b.String()))
+}
+
+// dbBytes is a database's size on disk: an SQLite file with its WAL and
+// shared-memory files, or the total size of a PostgreSQL database's user
+// tables (heap, TOAST and indexes).
+func dbBytes(ctx context.Context, db string) (int64, error) {
+	if !oplog.IsPostgres(db) {
+		var n int64
+		for _, p := range []string{db, db + "-wal", db + "-shm"} {
+			if fi, err := os.Stat(p); err == nil {
+				n += fi.Size()
+			}
+		}
+		return n, nil
+	}
+	c, err := pgx.Connect(ctx, db)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close(ctx)
+	var n int64
+	err = c.QueryRow(ctx, `SELECT COALESCE(sum(pg_total_relation_size(relid)), 0)::bigint FROM pg_catalog.pg_statio_user_tables`).Scan(&n)
+	return n, err
+}
+
+// benchRowsHeader starts the table that --append adds rows to.
+const benchRowsHeader = "\n## Rows appended by plc bench\n\n| date | scenario | backend | ops | rate | ÷ bound | peak RSS | on disk |\n|---|---|---|---|---|---|---|---|\n"
+
+// appendRow appends a markdown row to path, starting the table if the
+// file does not have it yet.
+func appendRow(path, row string) error {
+	b, err := os.ReadFile(path)
+	if err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if !strings.Contains(string(b), strings.TrimSpace(strings.SplitN(benchRowsHeader, "\n\n", 3)[1])) {
+		if _, err := io.WriteString(f, benchRowsHeader); err != nil {
+			return err
+		}
+	}
+	_, err = io.WriteString(f, row)
+	return err
+}
