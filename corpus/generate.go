@@ -490,19 +490,8 @@ func newKeys(src *rand.ChaCha8, p256 bool, n int) ([]*key, error) {
 	return keys, nil
 }
 
-// appendLine appends a seq-mode export line, byte for byte as GET /export
-// and /export/stream render it (api.appendSequencedEntry):
-// {"type":"sequenced_op","did":…,"operation":…,"cid":…,"createdAt":…,"seq":N}.
+// appendLine appends a seq-mode export line, as GET /export and
+// /export/stream render it.
 func appendLine(dst []byte, did string, op *validate.Op, createdAt int64, seq int64) []byte {
-	dst = append(dst, `{"type":"sequenced_op","did":`...)
-	dst = validate.AppendJSONString(dst, did)
-	dst = append(dst, `,"operation":`...)
-	dst = op.AppendJSON(dst)
-	dst = append(dst, `,"cid":`...)
-	dst = validate.AppendJSONString(dst, op.CID())
-	dst = append(dst, `,"createdAt":"`...)
-	dst = validate.AppendTimestamp(dst, time.UnixMilli(createdAt).UTC())
-	dst = append(dst, `","seq":`...)
-	dst = strconv.AppendInt(dst, seq, 10)
-	return append(dst, '}')
+	return validate.AppendSequencedJSON(dst, did, op, time.UnixMilli(createdAt).UTC(), seq)
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -355,14 +354,7 @@ func (s *PostgresStore) Op(ctx context.Context, seq int64) (Entry, error) {
 	if err != nil {
 		return Entry{}, err
 	}
-	es, err := scanPgEntries(rows, false)
-	if err != nil {
-		return Entry{}, err
-	}
-	if len(es) == 0 {
-		return Entry{}, ErrNotFound
-	}
-	return es[0], nil
+	return firstEntry(scanPgEntries(rows, false))
 }
 
 func (s *PostgresStore) Export(ctx context.Context, after int64, limit int) ([]Entry, error) {
@@ -375,26 +367,19 @@ func (s *PostgresStore) Export(ctx context.Context, after int64, limit int) ([]E
 
 func (s *PostgresStore) ExportByTime(ctx context.Context, after time.Time, limit int) ([]Entry, error) {
 	const cols = `SELECT o.seq, o.did, o.created_at, o.op, n.seq IS NOT NULL FROM operations o LEFT JOIN nullified n ON n.seq = o.seq`
-	rows, err := s.pool.Query(ctx, cols+` WHERE o.created_at > $1 ORDER BY o.created_at, o.seq LIMIT $2`, after.UnixMilli(), limit)
-	if err != nil {
-		return nil, err
-	}
-	es, err := scanPgEntries(rows, true)
-	if err != nil || len(es) < limit {
-		return orderByTime(es, limit), err
-	}
-	// The page ends inside a millisecond: read all of it, so that the cut
-	// falls where (createdAt, cid) order puts it.
-	last := es[len(es)-1].CreatedAt
-	if rows, err = s.pool.Query(ctx, cols+` WHERE o.created_at = $1 ORDER BY o.seq`, last.UnixMilli()); err != nil {
-		return nil, err
-	}
-	tie, err := scanPgEntries(rows, true)
-	if err != nil {
-		return nil, err
-	}
-	es = slices.DeleteFunc(es, func(e Entry) bool { return e.CreatedAt.Equal(last) })
-	return orderByTime(append(es, tie...), limit), nil
+	return exportByTime(limit, func() ([]Entry, error) {
+		rows, err := s.pool.Query(ctx, cols+` WHERE o.created_at > $1 ORDER BY o.created_at, o.seq LIMIT $2`, after.UnixMilli(), limit)
+		if err != nil {
+			return nil, err
+		}
+		return scanPgEntries(rows, true)
+	}, func(ms int64) ([]Entry, error) {
+		rows, err := s.pool.Query(ctx, cols+` WHERE o.created_at = $1 ORDER BY o.seq`, ms)
+		if err != nil {
+			return nil, err
+		}
+		return scanPgEntries(rows, true)
+	})
 }
 
 func scanPgEntries(rows pgx.Rows, withNullified bool) ([]Entry, error) {

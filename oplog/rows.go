@@ -140,9 +140,27 @@ func scanRecords(rows opRows, recs map[string]*DIDRecord) error {
 	return rows.Err()
 }
 
+// exportByTime is ExportByTime over a store's two reads: page, up to limit
+// entries with createdAt > after in (createdAt, seq) order, and tie, every
+// entry of one millisecond. When the page ends inside a millisecond, all
+// of it is read, so that the cut falls where (createdAt, cid) order — the
+// legacy export's — puts it.
+func exportByTime(limit int, page func() ([]Entry, error), tie func(ms int64) ([]Entry, error)) ([]Entry, error) {
+	es, err := page()
+	if err != nil || len(es) < limit {
+		return orderByTime(es, limit), err
+	}
+	last := es[len(es)-1].CreatedAt
+	same, err := tie(last.UnixMilli())
+	if err != nil {
+		return nil, err
+	}
+	es = slices.DeleteFunc(es, func(e Entry) bool { return e.CreatedAt.Equal(last) })
+	return orderByTime(append(es, same...), limit), nil
+}
+
 // orderByTime puts entries in the legacy export's order, (createdAt, cid),
-// and keeps the first limit. The stores read every entry of the boundary
-// millisecond so that the cut is made in this order.
+// and keeps the first limit.
 func orderByTime(es []Entry, limit int) []Entry {
 	slices.SortStableFunc(es, func(a, b Entry) int {
 		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {

@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -382,14 +381,7 @@ func (s *SQLiteStore) Op(ctx context.Context, seq int64) (Entry, error) {
 	if err != nil {
 		return Entry{}, err
 	}
-	es, err := scanSQLEntries(rows, false)
-	if err != nil {
-		return Entry{}, err
-	}
-	if len(es) == 0 {
-		return Entry{}, ErrNotFound
-	}
-	return es[0], nil
+	return firstEntry(scanSQLEntries(rows, false))
 }
 
 func (s *SQLiteStore) Export(ctx context.Context, after int64, limit int) ([]Entry, error) {
@@ -402,27 +394,19 @@ func (s *SQLiteStore) Export(ctx context.Context, after int64, limit int) ([]Ent
 
 func (s *SQLiteStore) ExportByTime(ctx context.Context, after time.Time, limit int) ([]Entry, error) {
 	const cols = `SELECT o.seq, o.did, o.created_at, o.op, n.seq IS NOT NULL FROM operations o LEFT JOIN nullified n ON n.seq = o.seq`
-	rows, err := s.query(ctx, cols+` WHERE o.created_at > ? ORDER BY o.created_at, o.seq LIMIT ?`, after.UnixMilli(), limit)
-	if err != nil {
-		return nil, err
-	}
-	es, err := scanSQLEntries(rows, true)
-	if err != nil || len(es) < limit {
-		return orderByTime(es, limit), err
-	}
-	// The page ends inside a millisecond: read all of it, so that the cut
-	// falls where (createdAt, cid) order puts it.
-	last := es[len(es)-1].CreatedAt
-	rows, err = s.query(ctx, cols+` WHERE o.created_at = ? ORDER BY o.seq`, last.UnixMilli())
-	if err != nil {
-		return nil, err
-	}
-	tie, err := scanSQLEntries(rows, true)
-	if err != nil {
-		return nil, err
-	}
-	es = slices.DeleteFunc(es, func(e Entry) bool { return e.CreatedAt.Equal(last) })
-	return orderByTime(append(es, tie...), limit), nil
+	return exportByTime(limit, func() ([]Entry, error) {
+		rows, err := s.query(ctx, cols+` WHERE o.created_at > ? ORDER BY o.created_at, o.seq LIMIT ?`, after.UnixMilli(), limit)
+		if err != nil {
+			return nil, err
+		}
+		return scanSQLEntries(rows, true)
+	}, func(ms int64) ([]Entry, error) {
+		rows, err := s.query(ctx, cols+` WHERE o.created_at = ? ORDER BY o.seq`, ms)
+		if err != nil {
+			return nil, err
+		}
+		return scanSQLEntries(rows, true)
+	})
 }
 
 func scanSQLEntries(rows *sql.Rows, withNullified bool) ([]Entry, error) {

@@ -292,3 +292,37 @@ func AppendDataJSON(dst []byte, did string, d Data) []byte {
 	dst = appendServicesJSON(dst, d.Services)
 	return append(dst, '}')
 }
+
+// AppendAuditEntryJSON appends {did, operation, cid, nullified, createdAt}:
+// an element of /:did/log/audit and a line of the legacy /export.
+func AppendAuditEntryJSON(dst []byte, did string, op *Op, nullified bool, createdAt time.Time) []byte {
+	dst = appendEntryStart(dst, `{`, did, op)
+	dst = append(dst, `,"nullified":`...)
+	dst = strconv.AppendBool(dst, nullified)
+	dst = append(dst, `,"createdAt":"`...)
+	dst = AppendTimestamp(dst, createdAt)
+	return append(dst, `"}`...)
+}
+
+// AppendSequencedJSON appends a seq-mode /export line and /export/stream
+// event: {type: "sequenced_op", did, operation, cid, createdAt, seq}.
+func AppendSequencedJSON(dst []byte, did string, op *Op, createdAt time.Time, seq int64) []byte {
+	dst = appendEntryStart(dst, `{"type":"sequenced_op",`, did, op)
+	dst = append(dst, `,"createdAt":"`...)
+	dst = AppendTimestamp(dst, createdAt)
+	dst = append(dst, `","seq":`...)
+	dst = strconv.AppendInt(dst, seq, 10)
+	return append(dst, '}')
+}
+
+// appendEntryStart appends open, then "did":…,"operation":…,"cid":…: what
+// the two log-entry renderings share.
+func appendEntryStart(dst []byte, open, did string, op *Op) []byte {
+	dst = append(dst, open...)
+	dst = append(dst, `"did":`...)
+	dst = AppendJSONString(dst, did)
+	dst = append(dst, `,"operation":`...)
+	dst = op.AppendJSON(dst)
+	dst = append(dst, `,"cid":`...)
+	return AppendJSONString(dst, op.CID())
+}
