@@ -586,6 +586,60 @@ func testLog(t *testing.T, migrated func(t *testing.T) (oplog.Store, string)) {
 		return e
 	}
 
+	t.Run("TwoLogsOnOneStoreSeeEachOthersWrites", func(t *testing.T) {
+		// Two processes sharing a database: each Log keeps the records it
+		// read and wrote between transactions, and must not trust them
+		// once the other has appended.
+		s, _ := migrated(t)
+		c := newClock(at(time.Second))
+		a, b := newLog(t, s, c), newLog(t, s, c)
+		g := genesis(t, "a.test", k[0], k[1])
+		did := g.GenesisDID()
+		submit(t, a, did, g)
+		u1 := update(t, g, k[0], "b.test", k[0], k[1])
+		c.Set(at(2 * time.Second))
+		submit(t, b, did, u1)
+		// a's own view of did is g; the store's is u1.
+		u2 := update(t, u1, k[0], "c.test", k[0], k[1])
+		c.Set(at(3 * time.Second))
+		e := submit(t, a, did, u2)
+		if e.Seq != 3 {
+			t.Fatalf("seq %d, want 3", e.Seq)
+		}
+		// And through Ingest: b last saw seq 2.
+		u3 := update(t, u2, k[1], "d.test", k[0], k[1])
+		res, err := b.Ingest(ctx, "export:two-logs", []oplog.IngestItem{ingestItem(1, 0, did, u3, at(4*time.Second))})
+		if err != nil || len(res.Entries) != 1 || len(res.Rejected) != 0 {
+			t.Fatalf("Ingest after the other log's write: %+v, %v", res, err)
+		}
+		rec, err := s.Record(ctx, did)
+		if err != nil || rec.HeadSeq != 4 || rec.Head.CID() != u3.CID() || len(rec.State.Ops) != 4 {
+			t.Fatalf("record %+v, %v", rec, err)
+		}
+	})
+
+	t.Run("AppendViewLoadReadsMoreRecords", func(t *testing.T) {
+		s, _ := migrated(t)
+		ga, gb := genesis(t, "a.test", k[0]), genesis(t, "b.test", k[1])
+		appendOps(t, s, gen(ga, at(time.Second)), gen(gb, at(time.Second)))
+		err := s.Append(ctx, []string{ga.GenesisDID()}, func(v oplog.AppendView) ([]oplog.Write, error) {
+			if len(v.Records) != 1 || v.Records[ga.GenesisDID()] == nil {
+				t.Errorf("view records %v", v.Records)
+			}
+			if err := v.Load([]string{gb.GenesisDID(), "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa"}); err != nil {
+				return nil, err
+			}
+			r := v.Records[gb.GenesisDID()]
+			if len(v.Records) != 2 || r == nil || r.HeadSeq != 2 || r.State.Ops[0].CID != gb.CID() {
+				t.Errorf("after Load: %v", v.Records)
+			}
+			return nil, nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
+
 	t.Run("LogRegisterUpdateRecoveryFork", func(t *testing.T) {
 		s, _ := migrated(t)
 		c := newClock(at(time.Second))

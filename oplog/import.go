@@ -6,12 +6,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"runtime"
-	"strconv"
 	"sync"
 	"sync/atomic"
 
@@ -32,7 +30,7 @@ const (
 	// MaxLineBytes bytes are kept.
 	MaxLineBytes = 64 << 10
 	// DefaultImportBatch is the default number of lines per transaction.
-	DefaultImportBatch = 1000
+	DefaultImportBatch = 4000
 )
 
 var (
@@ -336,23 +334,35 @@ func (im *importer) start(ctx context.Context, first []byte) error {
 // here and the chain rules decide.
 func (im *importer) warm(ctx context.Context, it *IngestItem) {
 	op := it.Op
+	op.Compact() // the stored form, made here rather than under the append lock
 	var keys []string
 	if prev := op.Prev(); prev == "" {
 		keys = rotationKeys(op)
 	} else if k, ok := im.windowKeys(prev); ok {
 		keys = k
+	} else if k, ok := keysOf(im.log.cache.lookup(it.DID), prev); ok {
+		keys = k
 	} else if rec, err := im.log.store.Record(ctx, it.DID); err == nil {
-		for _, c := range rec.State.Ops {
-			if c.CID == prev {
-				keys = c.RotationKeys
-			}
-		}
+		keys, _ = keysOf(rec, prev)
 	}
 	for _, k := range keys {
 		if validate.VerifySignature(op, k) {
 			return
 		}
 	}
+}
+
+// keysOf returns the rotation keys of the op cid of rec's chain state.
+func keysOf(rec *DIDRecord, cid string) ([]string, bool) {
+	if rec == nil {
+		return nil, false
+	}
+	for _, c := range rec.State.Ops {
+		if c.CID == cid {
+			return c.RotationKeys, true
+		}
+	}
+	return nil, false
 }
 
 func (im *importer) windowKeys(cid string) ([]string, bool) {
@@ -394,150 +404,4 @@ func (im *importer) parallel(n int, f func(i int)) {
 func rotationKeys(op *validate.Op) []string {
 	d, _ := op.Data()
 	return d.RotationKeys
-}
-
-// Fields of an export line, as bits.
-const (
-	fieldDID = 1 << iota
-	fieldOperation
-	fieldCID
-	fieldCreatedAt
-	fieldType
-	fieldSeq
-	fieldNullified
-)
-
-var exportFields = map[string]int{
-	"did": fieldDID, "operation": fieldOperation, "cid": fieldCID, "createdAt": fieldCreatedAt,
-	"type": fieldType, "seq": fieldSeq, "nullified": fieldNullified,
-}
-
-// parseExportLine reads one export line. Whatever is wrong with it is the
-// item's Err (an ErrBadLine); looksLikeExport reports whether it is at
-// least a JSON object with a did and an operation.
-func parseExportLine(l rawLine) (it IngestItem, looksLikeExport bool) {
-	it = IngestItem{Line: l.n, Raw: l.b}
-	if l.tooLong {
-		it.Err = badLine("line longer than %d bytes", MaxLineBytes)
-		return it, false
-	}
-	dec := json.NewDecoder(bytes.NewReader(l.b))
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
-		it.Err = badLine("not a JSON object")
-		return it, false
-	}
-	var (
-		seen           int
-		first          error // the first problem with a field
-		op, seq, null  json.RawMessage
-		createdAt, typ string
-		invalidJSON    = func(err error) (IngestItem, bool) { it.Err = badLine("invalid JSON: %v", err); return it, false }
-		str            = func(v json.RawMessage, name string, dst *string) {
-			if len(v) == 0 || v[0] != '"' || json.Unmarshal(v, dst) != nil {
-				if first == nil {
-					first = badLine("%s is not a string", name)
-				}
-			}
-		}
-	)
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return invalidJSON(err)
-		}
-		key, _ := tok.(string)
-		var v json.RawMessage
-		if err := dec.Decode(&v); err != nil {
-			return invalidJSON(err)
-		}
-		f, known := exportFields[key]
-		switch {
-		case !known:
-			if first == nil {
-				first = badLine("unknown field %q", key)
-			}
-			continue
-		case seen&f != 0:
-			if first == nil {
-				first = badLine("duplicate field %q", key)
-			}
-			continue
-		}
-		seen |= f
-		switch f {
-		case fieldDID:
-			str(v, key, &it.DID)
-		case fieldCID:
-			str(v, key, &it.CID)
-		case fieldCreatedAt:
-			str(v, key, &createdAt)
-		case fieldType:
-			str(v, key, &typ)
-		case fieldOperation:
-			op = v
-		case fieldSeq:
-			seq = v
-		case fieldNullified:
-			null = v
-		}
-	}
-	if _, err := dec.Token(); err != nil {
-		return invalidJSON(err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		it.Err = badLine("data after the JSON object")
-		return it, false
-	}
-	looksLikeExport = seen&fieldDID != 0 && seen&fieldOperation != 0
-	if seen&fieldSeq != 0 {
-		n, err := strconv.ParseInt(string(seq), 10, 64)
-		if err != nil || n <= 0 {
-			if first == nil {
-				first = badLine("seq %s is not a positive integer", seq)
-			}
-		} else {
-			it.Seq = n
-		}
-	}
-	switch {
-	case first != nil:
-	case seen&fieldDID == 0:
-		first = badLine("no did")
-	case !validate.ValidDID(it.DID):
-		first = badLine("invalid DID %q", it.DID)
-	case seen&fieldOperation == 0:
-		first = badLine("no operation")
-	case seen&fieldCID == 0:
-		first = badLine("no cid")
-	case seen&fieldCreatedAt == 0:
-		first = badLine("no createdAt")
-	case seen&fieldType != 0 && typ != "sequenced_op":
-		first = badLine("type %q is not sequenced_op", typ)
-	case seen&fieldType != 0 && seen&fieldSeq == 0:
-		first = badLine("a sequenced_op without seq")
-	case seen&fieldSeq != 0 && seen&fieldNullified != 0:
-		first = badLine("both seq and nullified: neither a seq-mode nor a legacy export line")
-	case seen&fieldNullified != 0 && string(null) != "true" && string(null) != "false":
-		first = badLine("nullified is not a boolean")
-	}
-	if first == nil {
-		t, err := validate.ParseTimestamp(createdAt)
-		if err != nil {
-			first = badLine("createdAt %q is not a timestamp", createdAt)
-		}
-		it.CreatedAt = t
-	}
-	if first == nil {
-		parsed, err := validate.ParseJSON(op)
-		switch {
-		case err != nil:
-			first = &lineError{msg: "operation: " + RejectionReason(err), err: err}
-		case parsed.CID() != it.CID:
-			first = badLine("cid %s does not match the operation's CID %s", it.CID, parsed.CID())
-		default:
-			it.Op = parsed
-		}
-	}
-	it.Err = first
-	return it, looksLikeExport
 }

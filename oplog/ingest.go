@@ -123,8 +123,17 @@ func (l *Log) Ingest(ctx context.Context, source string, items []IngestItem) (In
 		res  IngestResult
 		errs []error // the rejections' errors, for metrics
 	)
-	err := l.store.Ingest(ctx, source, dids, func(view IngestView) (IngestBatch, error) {
+	var (
+		seen   AppendView
+		writes []Write
+	)
+	requested := l.cache.missing(dids)
+	err := l.store.Ingest(ctx, source, requested, func(view IngestView) (IngestBatch, error) {
 		res, errs = IngestResult{}, errs[:0]
+		if err := l.cache.complete(&view.AppendView, dids, requested); err != nil {
+			return IngestBatch{}, err
+		}
+		seen = view.AppendView
 		now := l.opts.Now().UTC().Truncate(time.Millisecond)
 		c := newChain(view.AppendView)
 		b := IngestBatch{Cursor: view.Cursor}
@@ -155,10 +164,12 @@ func (l *Log) Ingest(ctx context.Context, source string, items []IngestItem) (In
 			b.Cursor.UpdatedAt = now
 		}
 		b.Writes = c.writes
+		writes = c.writes
 		res.Rejected = b.Rejections
 		res.Cursor = b.Cursor
 		return b, nil
 	})
+	l.settle(seen, writes, err)
 	if err != nil {
 		return IngestResult{}, fmt.Errorf("ingest: %w", err)
 	}

@@ -43,6 +43,9 @@ type Options struct {
 	NoRateLimit bool
 	// Metrics, if set, receives the log's measurements.
 	Metrics *Metrics
+	// RecordCache is how many DID records the log keeps between append
+	// transactions (default DefaultRecordCache; negative: none).
+	RecordCache int
 }
 
 // Log is the single write path: every op is checked, sequenced and
@@ -52,6 +55,7 @@ type Options struct {
 type Log struct {
 	store   Store
 	opts    Options
+	cache   *recordCache // nil: none
 	queue   chan *request
 	mu      sync.RWMutex // guards closed against sends on queue
 	closed  bool
@@ -91,6 +95,12 @@ func NewLog(store Store, opts Options) *Log {
 		opts:  opts,
 		queue: make(chan *request, opts.QueueSize),
 		done:  make(chan struct{}),
+	}
+	if opts.RecordCache == 0 {
+		opts.RecordCache = DefaultRecordCache
+	}
+	if opts.RecordCache > 0 {
+		l.cache = newRecordCache(opts.RecordCache)
 	}
 	l.changed.ch = make(chan struct{})
 	go l.sequence()
@@ -243,7 +253,16 @@ func (l *Log) commit(batch []*request) {
 		dids[i] = r.did
 	}
 	results := make([]result, len(batch))
-	err := l.store.Append(context.Background(), dids, func(view AppendView) ([]Write, error) {
+	var (
+		seen   AppendView
+		writes []Write
+	)
+	requested := l.cache.missing(dids)
+	err := l.store.Append(context.Background(), requested, func(view AppendView) ([]Write, error) {
+		if err := l.cache.complete(&view, dids, requested); err != nil {
+			return nil, err
+		}
+		seen = view
 		now := l.acceptanceTime(view.LastCreatedAt)
 		c := newChain(view)
 		for i, r := range batch {
@@ -259,8 +278,10 @@ func (l *Log) commit(batch []*request) {
 			}
 			results[i].entry = entry
 		}
+		writes = c.writes
 		return c.writes, nil
 	})
+	l.settle(seen, writes, err)
 	written := 0
 	for i, r := range batch {
 		res := results[i]
@@ -275,6 +296,21 @@ func (l *Log) commit(batch []*request) {
 	if err == nil && written > 0 {
 		l.opts.Metrics.committed(written, time.Since(start), results[len(results)-1].entry.Seq)
 		l.notify()
+	}
+}
+
+// settle tells the record cache how an append transaction that read view
+// and chose writes ended.
+func (l *Log) settle(view AppendView, writes []Write, err error) {
+	switch {
+	case l.cache == nil || view.Records == nil:
+		// decide did not run: the cache is as it was.
+	case err != nil:
+		l.cache.mu.Lock()
+		l.cache.reset()
+		l.cache.mu.Unlock()
+	default:
+		l.cache.committed(view, writes)
 	}
 }
 

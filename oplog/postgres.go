@@ -195,22 +195,25 @@ func (s *PostgresStore) readView(ctx context.Context, tx pgx.Tx, dids []string) 
 	default:
 		view.LastCreatedAt = time.UnixMilli(lastMs).UTC()
 	}
+	view.Load = func(more []string) error { return pgReadRecords(ctx, tx, more, view.Records) }
+	return view, view.Load(dids)
+}
+
+// pgReadRecords reads the records of dids that exist into recs.
+func pgReadRecords(ctx context.Context, tx pgx.Tx, dids []string, recs map[string]*DIDRecord) error {
 	keys, err := didKeys(dids)
-	if err != nil {
-		return view, err
-	}
-	if len(keys) == 0 {
-		return view, nil
+	if err != nil || len(keys) == 0 {
+		return err
 	}
 	rows, err := tx.Query(ctx, pgRecordsSQL, keys)
 	if err != nil {
-		return view, fmt.Errorf("read DID states: %w", err)
+		return fmt.Errorf("read DID states: %w", err)
 	}
 	defer rows.Close()
-	if err := scanRecords(rows, view.Records); err != nil {
-		return view, fmt.Errorf("read DID states: %w", err)
+	if err := scanRecords(rows, recs); err != nil {
+		return fmt.Errorf("read DID states: %w", err)
 	}
-	return view, nil
+	return nil
 }
 
 // insertWrites writes the ops, nullifications and records of a batch, and

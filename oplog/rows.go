@@ -59,7 +59,7 @@ func storedOp(e *Entry) ([]byte, error) {
 			return nil, fmt.Errorf("oplog: op %d is not a valid op: %w", e.Seq, err)
 		}
 	}
-	return validate.AppendCompact(nil, op), nil
+	return op.Compact(), nil
 }
 
 // decodeEntry turns a stored row into an Entry.

@@ -133,6 +133,7 @@ func (s *SQLiteStore) appendTx(ctx context.Context, source string, dids []string
 	if err := readRecords(ctx, tx, dids, view.Records); err != nil {
 		return err
 	}
+	view.Load = func(more []string) error { return readRecords(ctx, tx, more, view.Records) }
 	if source != "" {
 		if view.Cursor, err = readCursor(ctx, tx, source, `SELECT line, seq, updated_at FROM cursors WHERE source = ?`); err != nil {
 			return err
@@ -163,36 +164,69 @@ func (s *SQLiteStore) appendTx(ctx context.Context, source string, dids []string
 }
 
 func (s *SQLiteStore) insertWrites(ctx context.Context, tx *sql.Tx, writes []Write) error {
-	insOp, err := tx.PrepareContext(ctx, `INSERT INTO operations (seq, did, created_at, op, signer) VALUES (?, ?, ?, ?, ?)`)
-	if err != nil {
-		return err
+	// Ops go in statements of opsPerInsert rows (one prepared statement
+	// for full ones, one for the rest): a statement costs more than a row.
+	prepared := map[int]*sql.Stmt{}
+	stmt := func(n int) (*sql.Stmt, error) {
+		if st := prepared[n]; st != nil {
+			return st, nil
+		}
+		q := `INSERT INTO operations (seq, did, created_at, op, signer) VALUES (?, ?, ?, ?, ?)` + strings.Repeat(", (?, ?, ?, ?, ?)", n-1)
+		st, err := tx.PrepareContext(ctx, q)
+		prepared[n] = st
+		return st, err
 	}
-	insNull, err := tx.PrepareContext(ctx, `INSERT INTO nullified (seq, by_seq) VALUES (?, ?)`)
-	if err != nil {
-		return err
-	}
-	for i := range writes {
-		w := &writes[i]
-		e := &w.Entry
-		did, err := didKey(e.DID)
+	args := make([]any, 0, 5*opsPerInsert)
+	var nulls []any
+	for start := 0; start < len(writes); start += opsPerInsert {
+		part := writes[start:min(len(writes), start+opsPerInsert)]
+		args = args[:0]
+		for i := range part {
+			w := &part[i]
+			e := &w.Entry
+			did, err := didKey(e.DID)
+			if err != nil {
+				return err
+			}
+			op, err := storedOp(e)
+			if err != nil {
+				return err
+			}
+			args = append(args, e.Seq, did, e.CreatedAt.UnixMilli(), op, w.Signer)
+			for _, n := range w.Nullifies {
+				nulls = append(nulls, n, e.Seq)
+			}
+		}
+		n := len(part)
+		if n < opsPerInsert {
+			n = 1 // the rest, row by row: one more prepared statement, not one per size
+		}
+		st, err := stmt(n)
 		if err != nil {
 			return err
 		}
-		op, err := storedOp(e)
+		for off := 0; off < len(args); off += 5 * n {
+			if _, err := st.ExecContext(ctx, args[off:off+5*n]...); err != nil {
+				return fmt.Errorf("insert ops %d…%d: %w", part[0].Entry.Seq, part[len(part)-1].Entry.Seq, err)
+			}
+		}
+	}
+	if len(nulls) > 0 {
+		insNull, err := tx.PrepareContext(ctx, `INSERT INTO nullified (seq, by_seq) VALUES (?, ?)`)
 		if err != nil {
 			return err
 		}
-		if _, err := insOp.ExecContext(ctx, e.Seq, did, e.CreatedAt.UnixMilli(), op, w.Signer); err != nil {
-			return fmt.Errorf("insert op %d: %w", e.Seq, err)
-		}
-		for _, n := range w.Nullifies {
-			if _, err := insNull.ExecContext(ctx, n, e.Seq); err != nil {
-				return fmt.Errorf("insert nullification of %d: %w", n, err)
+		for i := 0; i < len(nulls); i += 2 {
+			if _, err := insNull.ExecContext(ctx, nulls[i], nulls[i+1]); err != nil {
+				return fmt.Errorf("insert nullification of %d: %w", nulls[i], err)
 			}
 		}
 	}
 	return nil
 }
+
+// opsPerInsert is the number of ops an INSERT statement writes.
+const opsPerInsert = 64
 
 // insertIngest writes an ingest's rejections and its new cursor.
 func (s *SQLiteStore) insertIngest(ctx context.Context, tx *sql.Tx, b *IngestBatch) error {

@@ -80,6 +80,9 @@ type AppendView struct {
 	LastCreatedAt time.Time
 	// Records holds the current record of each requested DID that exists.
 	Records map[string]*DIDRecord
+	// Load reads, inside the transaction, the current records of more DIDs
+	// into Records (those that exist). Set by the store.
+	Load func(dids []string) error
 }
 
 // Write is one op to append. Seq must be LastSeq+1 for the first Write of

@@ -50,11 +50,21 @@ var errCompact = errors.New("malformed compact op")
 func AppendCompact(dst []byte, op *Op) []byte {
 	start := len(dst)
 	dst = appendCompactV1(dst, &op.op)
-	if back, err := ParseCompact(dst[start:]); err == nil && bytes.Equal(back.signed, op.signed) {
+	// The compact form is kept only if it decodes to the same signed bytes
+	// (and so the same op and CID: the checks NewOp would make on read pass
+	// for the same content).
+	if back, err := decodeCompactV1(dst[start:]); err == nil && bytes.Equal(signedCBOR(&back), op.signed) {
 		return dst
 	}
 	dst = append(dst[:start], compactRaw)
 	return append(dst, op.signed...)
+}
+
+// Compact returns op's compact encoding (AppendCompact), computed once and
+// shared: the caller must not modify it. Safe for concurrent use.
+func (op *Op) Compact() []byte {
+	op.compactOnce.Do(func() { op.compact = AppendCompact(nil, op) })
+	return op.compact
 }
 
 func appendCompactV1(dst []byte, o *Operation) []byte {
@@ -200,14 +210,21 @@ func (r *compactReader) field() string {
 
 // ParseCompact decodes a compact op (see AppendCompact).
 func ParseCompact(b []byte) (*Op, error) {
-	if len(b) < 1 {
-		return nil, errCompact
-	}
-	if b[0] == compactRaw {
+	if len(b) >= 1 && b[0] == compactRaw {
 		return ParseCBOR(b[1:])
 	}
-	if b[0] != compactV1 || len(b) < 2 {
-		return nil, errCompact
+	o, err := decodeCompactV1(b)
+	if err != nil {
+		return nil, err
+	}
+	return NewOp(o)
+}
+
+// decodeCompactV1 decodes a compactV1 encoding into the op's content,
+// unchecked.
+func decodeCompactV1(b []byte) (Operation, error) {
+	if len(b) < 2 || b[0] != compactV1 {
+		return Operation{}, errCompact
 	}
 	r := compactReader{b: b[2:]}
 	o := Operation{Type: Type(b[1])}
@@ -238,10 +255,21 @@ func ParseCompact(b []byte) (*Op, error) {
 		o.Service = r.field()
 	case TypeTombstone:
 	default:
-		return nil, errCompact
+		return Operation{}, errCompact
 	}
 	if r.err != nil || len(r.b) != 0 {
-		return nil, errCompact
+		return Operation{}, errCompact
 	}
-	return NewOp(o)
+	return o, nil
+}
+
+// signedCBOR is the canonical DAG-CBOR encoding of o with its sig, as
+// NewOp makes it.
+func signedCBOR(o *Operation) []byte {
+	body, n := encodeBody(make([]byte, 0, 512), o)
+	signed := make([]byte, 0, len(body)+len(o.Sig)+10)
+	signed = appendHead(signed, majorMap, uint64(n+1))
+	signed = appendText(signed, "sig")
+	signed = appendText(signed, o.Sig)
+	return append(signed, body...)
 }

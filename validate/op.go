@@ -100,6 +100,9 @@ type Op struct {
 	memoMu sync.Mutex
 	memo   [4]verdict
 	memoN  int
+	// compact is the op's compact encoding, made once (see Compact).
+	compactOnce sync.Once
+	compact     []byte
 }
 
 type verdict struct {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -27,6 +28,8 @@ a row to a markdown file (BENCHMARKS.md).`, e)
 	f := &flagSource{fs: fs, e: e}
 	dbFlag(f, &db)
 	appendTo := fs.String("append", "", "append the result as a markdown row to this file")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the import to this file")
+	memProfile := fs.String("memprofile", "", "write a heap profile at the end of the import to this file")
 	if code, done := parseFlags(fs, args); done {
 		return code
 	}
@@ -64,9 +67,30 @@ a row to a markdown file (BENCHMARKS.md).`, e)
 	}
 	defer in.Close()
 	log := oplog.NewLog(store, oplog.Options{NoRateLimit: true})
+	if *cpuProfile != "" {
+		pf, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintf(e.stderr, "plc bench import: %v\n", err)
+			return exitUsage
+		}
+		defer pf.Close()
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			fmt.Fprintf(e.stderr, "plc bench import: %v\n", err)
+			return exitFailure
+		}
+	}
 	start := time.Now()
 	st, err := oplog.Import(ctx, log, in, oplog.ImportOptions{})
 	elapsed := time.Since(start)
+	if *cpuProfile != "" {
+		pprof.StopCPUProfile()
+	}
+	if *memProfile != "" {
+		if err := writeHeapProfile(*memProfile); err != nil {
+			fmt.Fprintf(e.stderr, "plc bench import: %v\n", err)
+			return exitFailure
+		}
+	}
 	log.Close()
 	if err != nil {
 		fmt.Fprintf(e.stderr, "plc bench import: %v\n", err)
@@ -164,4 +188,18 @@ func appendRow(path, row string) error {
 	}
 	_, err = io.WriteString(f, row)
 	return err
+}
+
+// writeHeapProfile writes a profile of the live heap to path.
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	runtime.GC()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

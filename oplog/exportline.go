@@ -1,0 +1,310 @@
+package oplog
+
+import (
+	"encoding/json"
+	"strconv"
+	"unicode/utf8"
+
+	"github.com/plcdir/plc/validate"
+)
+
+// Fields of an export line, as bits.
+const (
+	fieldDID = 1 << iota
+	fieldOperation
+	fieldCID
+	fieldCreatedAt
+	fieldType
+	fieldSeq
+	fieldNullified
+)
+
+var exportFields = map[string]int{
+	"did": fieldDID, "operation": fieldOperation, "cid": fieldCID, "createdAt": fieldCreatedAt,
+	"type": fieldType, "seq": fieldSeq, "nullified": fieldNullified,
+}
+
+// parseExportLine reads one export line. Whatever is wrong with it is the
+// item's Err (an ErrBadLine); looksLikeExport reports whether it is at
+// least a JSON object with a did and an operation.
+func parseExportLine(l rawLine) (it IngestItem, looksLikeExport bool) {
+	it = IngestItem{Line: l.n, Raw: l.b}
+	if l.tooLong {
+		it.Err = badLine("line longer than %d bytes", MaxLineBytes)
+		return it, false
+	}
+	var (
+		seen           int
+		first          error // the first problem with a field
+		op, seq, null  []byte
+		createdAt, typ string
+		str            = func(v []byte, name string, dst *string) {
+			s, ok := jsonString(v)
+			if !ok && first == nil {
+				first = badLine("%s is not a string", name)
+			}
+			*dst = s
+		}
+	)
+	err := scanObject(l.b, func(key string, v []byte) {
+		f, known := exportFields[key]
+		switch {
+		case !known:
+			if first == nil {
+				first = badLine("unknown field %q", key)
+			}
+			return
+		case seen&f != 0:
+			if first == nil {
+				first = badLine("duplicate field %q", key)
+			}
+			return
+		}
+		seen |= f
+		switch f {
+		case fieldDID:
+			str(v, key, &it.DID)
+		case fieldCID:
+			str(v, key, &it.CID)
+		case fieldCreatedAt:
+			str(v, key, &createdAt)
+		case fieldType:
+			str(v, key, &typ)
+		case fieldOperation:
+			op = v
+		case fieldSeq:
+			seq = v
+		case fieldNullified:
+			null = v
+		}
+	})
+	if err != nil {
+		it.Err = err
+		return it, false
+	}
+	looksLikeExport = seen&fieldDID != 0 && seen&fieldOperation != 0
+	if seen&fieldSeq != 0 {
+		n, ok := positiveInt(seq)
+		if !ok {
+			if first == nil {
+				first = badLine("seq %s is not a positive integer", seq)
+			}
+		} else {
+			it.Seq = n
+		}
+	}
+	switch {
+	case first != nil:
+	case seen&fieldDID == 0:
+		first = badLine("no did")
+	case !validate.ValidDID(it.DID):
+		first = badLine("invalid DID %q", it.DID)
+	case seen&fieldOperation == 0:
+		first = badLine("no operation")
+	case seen&fieldCID == 0:
+		first = badLine("no cid")
+	case seen&fieldCreatedAt == 0:
+		first = badLine("no createdAt")
+	case seen&fieldType != 0 && typ != "sequenced_op":
+		first = badLine("type %q is not sequenced_op", typ)
+	case seen&fieldType != 0 && seen&fieldSeq == 0:
+		first = badLine("a sequenced_op without seq")
+	case seen&fieldSeq != 0 && seen&fieldNullified != 0:
+		first = badLine("both seq and nullified: neither a seq-mode nor a legacy export line")
+	case seen&fieldNullified != 0 && string(null) != "true" && string(null) != "false":
+		first = badLine("nullified is not a boolean")
+	}
+	if first == nil {
+		t, err := validate.ParseTimestamp(createdAt)
+		if err != nil {
+			first = badLine("createdAt %q is not a timestamp", createdAt)
+		}
+		it.CreatedAt = t
+	}
+	if first == nil {
+		parsed, err := validate.ParseJSON(op)
+		switch {
+		case err != nil:
+			first = &lineError{msg: "operation: " + RejectionReason(err), err: err}
+		case parsed.CID() != it.CID:
+			first = badLine("cid %s does not match the operation's CID %s", it.CID, parsed.CID())
+		default:
+			it.Op = parsed
+		}
+	}
+	it.Err = first
+	return it, looksLikeExport
+}
+
+// The envelope of an export line is read by hand: encoding/json's
+// tokenizer cost twice as much as parsing the op itself. Values are not
+// decoded here, only delimited: the fields that are used are then decoded
+// strictly (strings by jsonString, the op by validate.ParseJSON, seq and
+// nullified by their exact forms) and any other value is checked with
+// json.Valid, so that every line that is not valid JSON is rejected.
+
+var errNotObject = &lineError{msg: "not a JSON object"}
+
+func invalidJSON(msg string) error { return &lineError{msg: "invalid JSON: " + msg} }
+
+// scanObject reads b as one JSON object and calls visit with each member's
+// key (decoded) and raw value, in order.
+func scanObject(b []byte, visit func(key string, v []byte)) error {
+	i := skipSpace(b, 0)
+	if i >= len(b) || b[i] != '{' {
+		return errNotObject
+	}
+	i = skipSpace(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		i++
+	} else {
+		for {
+			if i >= len(b) || b[i] != '"' {
+				return invalidJSON("expected a member name")
+			}
+			end, ok := skipString(b, i)
+			if !ok {
+				return invalidJSON("unterminated string")
+			}
+			key, ok := jsonString(b[i:end])
+			if !ok {
+				return invalidJSON("bad member name")
+			}
+			i = skipSpace(b, end)
+			if i >= len(b) || b[i] != ':' {
+				return invalidJSON("expected ':' after a member name")
+			}
+			i = skipSpace(b, i+1)
+			end, err := skipValue(b, i)
+			if err != nil {
+				return err
+			}
+			v := b[i:end]
+			if _, known := exportFields[key]; !known && !json.Valid(v) {
+				return invalidJSON("bad value of " + strconv.Quote(key))
+			}
+			visit(key, v)
+			i = skipSpace(b, end)
+			if i < len(b) && b[i] == ',' {
+				i = skipSpace(b, i+1)
+				continue
+			}
+			if i < len(b) && b[i] == '}' {
+				i++
+				break
+			}
+			return invalidJSON("expected ',' or '}' after a member")
+		}
+	}
+	if skipSpace(b, i) != len(b) {
+		return badLine("data after the JSON object")
+	}
+	return nil
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipString returns the end of the string that starts at b[i] ('"').
+func skipString(b []byte, i int) (int, bool) {
+	for j := i + 1; j < len(b); j++ {
+		switch b[j] {
+		case '\\':
+			j++
+		case '"':
+			return j + 1, true
+		}
+	}
+	return 0, false
+}
+
+// skipValue returns the end of the value that starts at b[i]: a string, an
+// object or array (delimited by counting brackets outside strings), or a
+// run of the characters of numbers and literals. A value's own syntax is
+// checked by whoever decodes it.
+func skipValue(b []byte, i int) (int, error) {
+	if i >= len(b) {
+		return 0, invalidJSON("expected a value")
+	}
+	switch c := b[i]; {
+	case c == '"':
+		end, ok := skipString(b, i)
+		if !ok {
+			return 0, invalidJSON("unterminated string")
+		}
+		return end, nil
+	case c == '{' || c == '[':
+		depth := 0
+		for j := i; j < len(b); j++ {
+			switch b[j] {
+			case '"':
+				end, ok := skipString(b, j)
+				if !ok {
+					return 0, invalidJSON("unterminated string")
+				}
+				j = end - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				if depth--; depth == 0 {
+					return j + 1, nil
+				}
+			}
+		}
+		return 0, invalidJSON("unterminated object or array")
+	default:
+		j := i
+		for j < len(b) && (b[j] == '-' || b[j] == '+' || b[j] == '.' || b[j] >= '0' && b[j] <= '9' || b[j] >= 'a' && b[j] <= 'z' || b[j] >= 'A' && b[j] <= 'Z') {
+			j++
+		}
+		if j == i {
+			return 0, invalidJSON("expected a value")
+		}
+		return j, nil
+	}
+}
+
+// jsonString decodes v, a whole JSON string with its quotes. Strings
+// without escapes, control characters or invalid UTF-8 (all of an
+// export's, in practice) are taken as they are; others go through
+// encoding/json, which also decides what is invalid.
+func jsonString(v []byte) (string, bool) {
+	if len(v) < 2 || v[0] != '"' || v[len(v)-1] != '"' {
+		return "", false
+	}
+	body := v[1 : len(v)-1]
+	plain := true
+	for _, c := range body {
+		if c == '\\' || c == '"' || c < 0x20 || c >= utf8.RuneSelf {
+			plain = false
+			break
+		}
+	}
+	if plain {
+		return string(body), true
+	}
+	var s string
+	if err := json.Unmarshal(v, &s); err != nil {
+		return "", false
+	}
+	return s, true
+}
+
+// positiveInt reads v as a JSON integer above zero, in its one canonical
+// form (no sign, no leading zero, no fraction or exponent).
+func positiveInt(v []byte) (int64, bool) {
+	if len(v) == 0 || v[0] < '1' || v[0] > '9' {
+		return 0, false
+	}
+	for _, c := range v {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+	}
+	n, err := strconv.ParseInt(string(v), 10, 64)
+	return n, err == nil
+}

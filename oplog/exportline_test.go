@@ -1,0 +1,234 @@
+package oplog
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/plcdir/plc/corpus"
+	"github.com/plcdir/plc/validate"
+)
+
+// decoderParseExportLine is parseExportLine over encoding/json's
+// tokenizer: the reference the hand-written envelope scanner is checked
+// against.
+func decoderParseExportLine(l rawLine) (it IngestItem, looksLikeExport bool) {
+	it = IngestItem{Line: l.n, Raw: l.b}
+	if l.tooLong {
+		it.Err = badLine("line longer than %d bytes", MaxLineBytes)
+		return it, false
+	}
+	dec := json.NewDecoder(bytes.NewReader(l.b))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		it.Err = badLine("not a JSON object")
+		return it, false
+	}
+	var (
+		seen           int
+		first          error // the first problem with a field
+		op, seq, null  json.RawMessage
+		createdAt, typ string
+		invalidJSON    = func(err error) (IngestItem, bool) { it.Err = badLine("invalid JSON: %v", err); return it, false }
+		str            = func(v json.RawMessage, name string, dst *string) {
+			if len(v) == 0 || v[0] != '"' || json.Unmarshal(v, dst) != nil {
+				if first == nil {
+					first = badLine("%s is not a string", name)
+				}
+			}
+		}
+	)
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return invalidJSON(err)
+		}
+		key, _ := tok.(string)
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return invalidJSON(err)
+		}
+		f, known := exportFields[key]
+		switch {
+		case !known:
+			if first == nil {
+				first = badLine("unknown field %q", key)
+			}
+			continue
+		case seen&f != 0:
+			if first == nil {
+				first = badLine("duplicate field %q", key)
+			}
+			continue
+		}
+		seen |= f
+		switch f {
+		case fieldDID:
+			str(v, key, &it.DID)
+		case fieldCID:
+			str(v, key, &it.CID)
+		case fieldCreatedAt:
+			str(v, key, &createdAt)
+		case fieldType:
+			str(v, key, &typ)
+		case fieldOperation:
+			op = v
+		case fieldSeq:
+			seq = v
+		case fieldNullified:
+			null = v
+		}
+	}
+	if _, err := dec.Token(); err != nil {
+		return invalidJSON(err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		it.Err = badLine("data after the JSON object")
+		return it, false
+	}
+	looksLikeExport = seen&fieldDID != 0 && seen&fieldOperation != 0
+	if seen&fieldSeq != 0 {
+		n, err := strconv.ParseInt(string(seq), 10, 64)
+		if err != nil || n <= 0 {
+			if first == nil {
+				first = badLine("seq %s is not a positive integer", seq)
+			}
+		} else {
+			it.Seq = n
+		}
+	}
+	switch {
+	case first != nil:
+	case seen&fieldDID == 0:
+		first = badLine("no did")
+	case !validate.ValidDID(it.DID):
+		first = badLine("invalid DID %q", it.DID)
+	case seen&fieldOperation == 0:
+		first = badLine("no operation")
+	case seen&fieldCID == 0:
+		first = badLine("no cid")
+	case seen&fieldCreatedAt == 0:
+		first = badLine("no createdAt")
+	case seen&fieldType != 0 && typ != "sequenced_op":
+		first = badLine("type %q is not sequenced_op", typ)
+	case seen&fieldType != 0 && seen&fieldSeq == 0:
+		first = badLine("a sequenced_op without seq")
+	case seen&fieldSeq != 0 && seen&fieldNullified != 0:
+		first = badLine("both seq and nullified: neither a seq-mode nor a legacy export line")
+	case seen&fieldNullified != 0 && string(null) != "true" && string(null) != "false":
+		first = badLine("nullified is not a boolean")
+	}
+	if first == nil {
+		t, err := validate.ParseTimestamp(createdAt)
+		if err != nil {
+			first = badLine("createdAt %q is not a timestamp", createdAt)
+		}
+		it.CreatedAt = t
+	}
+	if first == nil {
+		parsed, err := validate.ParseJSON(op)
+		switch {
+		case err != nil:
+			first = &lineError{msg: "operation: " + RejectionReason(err), err: err}
+		case parsed.CID() != it.CID:
+			first = badLine("cid %s does not match the operation's CID %s", it.CID, parsed.CID())
+		default:
+			it.Op = parsed
+		}
+	}
+	it.Err = first
+	return it, looksLikeExport
+}
+
+// exportLineSeeds are lines of every shape: a small generated corpus
+// with invalid lines mixed in, some of its lines in the legacy form, and
+// hand-made broken ones.
+func exportLineSeeds(tb testing.TB) [][]byte {
+	seeds := [][]byte{
+		[]byte(`{}`), []byte(`[]`), []byte(`{"did":1}`), []byte(` {"a":[1,{"b":"}"}]} `),
+		[]byte(`{"seq":01}`), []byte(`{"seq":1e3}`), []byte(`{"nullified":truex}`),
+		[]byte(`{"d\u0069d":"did:plc:x"}`), []byte(`{"did":"\ud800"}`), []byte("{\"did\":\"\xff\"}"),
+		[]byte(`{"operation":{"a":[}],"did":"x"}`), []byte(`{"x":1,}`), []byte(`{"x" 1}`), []byte(`{"x":1} x`),
+	}
+	var buf bytes.Buffer
+	if _, err := corpus.Generate(context.Background(), &buf, corpus.Config{Ops: 24, Seed: 7, InvalidRate: 0.3}); err != nil {
+		tb.Fatal(err)
+	}
+	for i, l := range bytes.Split(bytes.TrimSpace(buf.Bytes()), []byte("\n")) {
+		seeds = append(seeds, l)
+		if i%4 == 0 {
+			var m map[string]any
+			if err := json.Unmarshal(l, &m); err != nil {
+				tb.Fatal(err)
+			}
+			delete(m, "type")
+			delete(m, "seq")
+			m["nullified"] = false
+			legacy, err := json.Marshal(m)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			seeds = append(seeds, legacy)
+		}
+	}
+	return seeds
+}
+
+// sameParse fails unless both parsers agree on line: the same item when
+// the reference accepts it, a rejection when it rejects it (with the same
+// message, unless the reference's is about JSON syntax: the scanner words
+// those its own way), and the same verdict on whether it looks like an
+// export line when both read it as JSON.
+func sameParse(t *testing.T, line []byte) {
+	t.Helper()
+	got, gotLooks := parseExportLine(rawLine{n: 1, b: line})
+	want, wantLooks := decoderParseExportLine(rawLine{n: 1, b: line})
+	if (got.Err == nil) != (want.Err == nil) {
+		t.Fatalf("%q: scanner error %v, decoder error %v", line, got.Err, want.Err)
+	}
+	if want.Err == nil {
+		if got.DID != want.DID || got.CID != want.CID || got.Seq != want.Seq || !got.CreatedAt.Equal(want.CreatedAt) ||
+			!bytes.Equal(got.Op.SignedCBOR(), want.Op.SignedCBOR()) || gotLooks != wantLooks {
+			t.Fatalf("%q: scanner %+v, decoder %+v", line, got, want)
+		}
+		return
+	}
+	syntax := func(e error) bool {
+		m := e.Error()
+		return strings.HasPrefix(m, "invalid JSON") || m == "not a JSON object" || m == "data after the JSON object"
+	}
+	if !syntax(want.Err) && !syntax(got.Err) && got.Err.Error() != want.Err.Error() {
+		t.Fatalf("%q: scanner error %q, decoder error %q", line, got.Err, want.Err)
+	}
+	if !syntax(want.Err) && !syntax(got.Err) && gotLooks != wantLooks {
+		t.Fatalf("%q: looks like an export: scanner %v, decoder %v", line, gotLooks, wantLooks)
+	}
+}
+
+func TestExportLineScannerMatchesDecoder(t *testing.T) {
+	for n, l := range exportLineSeeds(t) {
+		sameParse(t, l)
+		if n%5 != 0 {
+			continue
+		}
+		// Every truncation and every single-byte change of some lines.
+		for i := range l {
+			sameParse(t, l[:i])
+			for _, c := range []byte{'"', '\\', '{', '}', ',', ':', ' ', 'x', '1', 0} {
+				m := bytes.Clone(l)
+				m[i] = c
+				sameParse(t, m)
+			}
+		}
+	}
+}
+
+func FuzzExportLine(f *testing.F) {
+	for _, l := range exportLineSeeds(f) {
+		f.Add(l)
+	}
+	f.Fuzz(func(t *testing.T, line []byte) { sameParse(t, line) })
+}
