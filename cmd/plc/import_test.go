@@ -448,7 +448,7 @@ func TestImportRejectsInvalidLinesAndKeepsThem(t *testing.T) {
 
 	lines = append(lines, []byte(`{"type":"sequenced_op","did":"`+a.DID+`","operation":{"sig":`))
 	seq++
-	reject(a.DID, "", "invalid JSON: unexpected EOF")
+	reject(a.DID, "", "invalid JSON: unterminated object or array")
 
 	afterNull := a.Update(t, stolen, 1, "afternull.test")
 	add(a.DID, afterNull, afterNull.CID())
