@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	_ "embed"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"net/http"
 	"net/netip"
 	"runtime/debug"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -85,6 +87,16 @@ type Config struct {
 	Stream http.Handler
 	// Now is the clock of the per-client limiter (default time.Now).
 	Now func() time.Time
+	// ReadOnly makes POST /:did answer 405 with a JSON message (a mirror
+	// that does not forward writes), unless Forward is set.
+	ReadOnly bool
+	// Forward, if set, handles POST /:did instead of the log (a mirror
+	// that forwards writes to its upstream).
+	Forward http.Handler
+	// Health, if set, adds its fields to GET /_health's object.
+	Health func() map[string]any
+	// Extra, if set, serves GET /_mirror/*path.
+	Extra http.Handler
 }
 
 // Server is the directory's HTTP API. It implements http.Handler; the
@@ -100,6 +112,9 @@ type Server struct {
 	metrics   *httpMetrics
 	limiter   *ipLimiter // nil: no per-client limit
 	proxy     bool
+	readOnly  bool
+	forward   http.Handler
+	health2   func() map[string]any
 }
 
 // New builds the server. It panics if cfg.Log is nil.
@@ -124,6 +139,9 @@ func New(cfg Config) *Server {
 		opMetrics: cfg.OpMetrics,
 		metrics:   newHTTPMetrics(cfg.Registry),
 		proxy:     cfg.TrustProxy,
+		readOnly:  cfg.ReadOnly,
+		forward:   cfg.Forward,
+		health2:   cfg.Health,
 	}
 	if cfg.IPRate > 0 {
 		s.limiter = newIPLimiter(cfg.IPRate, cfg.IPBurst, now)
@@ -159,6 +177,9 @@ func New(cfg Config) *Server {
 	e.GET("/:did/log/audit", s.handle(s.auditLog))
 	e.GET("/:did/log/last", s.handle(s.lastOp))
 	e.POST("/:did", s.handle(s.submit))
+	if cfg.Extra != nil {
+		e.GET("/_mirror/*path", gin.WrapH(cfg.Extra))
+	}
 	s.engine = e
 	return s
 }
@@ -370,6 +391,24 @@ func (s *Server) health(c *gin.Context) {
 	}
 	b = append(b, `,"seq":`...)
 	b = strconv.AppendInt(b, seq, 10)
+	if s.health2 != nil {
+		extra := s.health2()
+		keys := make([]string, 0, len(extra))
+		for k := range extra {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			v, err := json.Marshal(extra[k])
+			if err != nil {
+				continue
+			}
+			b = append(b, ',')
+			b = validate.AppendJSONString(b, k)
+			b = append(b, ':')
+			b = append(b, v...)
+		}
+	}
 	c.Data(http.StatusOK, contentJSON, append(b, '}'))
 }
 
@@ -516,6 +555,14 @@ func (s *Server) submit(c *gin.Context) error {
 	}
 	if !validate.ValidDID(did) {
 		return &httpError{http.StatusBadRequest, "Invalid DID: " + did}
+	}
+	if s.forward != nil {
+		s.forward.ServeHTTP(c.Writer, c.Request)
+		return nil
+	}
+	if s.readOnly {
+		c.Header("Allow", http.MethodGet)
+		return &httpError{http.StatusMethodNotAllowed, "This directory is a read-only mirror: submit operations to its upstream"}
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, maxBodyBytes))
 	if err != nil {

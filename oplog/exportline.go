@@ -24,6 +24,19 @@ var exportFields = map[string]int{
 	"type": fieldType, "seq": fieldSeq, "nullified": fieldNullified,
 }
 
+// ParseExportLine reads one line of an export (seq-mode or legacy, as
+// Import takes them) as the ingest item of line number n: an op, or an
+// Err (an ErrBadLine) saying what is wrong with the line. b is kept as
+// the item's Raw.
+func ParseExportLine(n int64, b []byte) IngestItem {
+	if len(b) > MaxLineBytes {
+		it, _ := parseExportLine(rawLine{n: n, b: b[:MaxLineBytes], tooLong: true})
+		return it
+	}
+	it, _ := parseExportLine(rawLine{n: n, b: b})
+	return it
+}
+
 // parseExportLine reads one export line. Whatever is wrong with it is the
 // item's Err (an ErrBadLine); looksLikeExport reports whether it is at
 // least a JSON object with a did and an operation.

@@ -62,6 +62,13 @@ type ImportOptions struct {
 	// Rejected, if set, is called for each rejected line once its batch
 	// has committed, in line order.
 	Rejected func(Rejection)
+	// ContinueLines numbers the input's lines after the source's cursor
+	// line instead of from 1: for a source that is read in parts, each from
+	// where the last one stopped (an upstream's export pages), rather than
+	// re-read from its start. It also takes a first line that is not an
+	// export line as a rejected line, not as ErrNotExport. Source must be
+	// set.
+	ContinueLines bool
 }
 
 // ImportStats are the totals of an Import.
@@ -86,6 +93,9 @@ type ImportStats struct {
 func Import(ctx context.Context, l *Log, r io.Reader, opts ImportOptions) (ImportStats, error) {
 	if opts.BatchSize <= 0 {
 		opts.BatchSize = DefaultImportBatch
+	}
+	if opts.ContinueLines && opts.Source == "" {
+		return ImportStats{}, errors.New("oplog: Import with ContinueLines needs a Source")
 	}
 	if opts.Workers <= 0 {
 		opts.Workers = runtime.GOMAXPROCS(0)
@@ -265,7 +275,7 @@ func (im *importer) prepare(ctx context.Context, in <-chan *importChunk, out cha
 		looks := make([]bool, len(ch.lines))
 		im.parallel(len(items), func(i int) { items[i], looks[i] = parseExportLine(ch.lines[i]) })
 		if !im.started && len(items) > 0 {
-			if !looks[0] {
+			if !looks[0] && !im.opts.ContinueLines {
 				return fmt.Errorf("%w: line %d: %v", ErrNotExport, items[0].Line, items[0].Err)
 			}
 			if err := im.start(ctx, ch.lines[0].b); err != nil {
@@ -273,6 +283,11 @@ func (im *importer) prepare(ctx context.Context, in <-chan *importChunk, out cha
 			}
 		}
 		ch.source = im.source
+		if im.opts.ContinueLines {
+			for i := range items {
+				items[i].Line += im.cursor.Line
+			}
+		}
 		keys := make(map[string][]string, len(items))
 		take := items[:0]
 		for _, it := range items {

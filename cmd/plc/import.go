@@ -267,6 +267,7 @@ type importProgress struct {
 	size        int64         // the input's size in bytes (0: unknown)
 	read        *atomic.Int64 // bytes of the input read so far
 	shown       bool          // a progress bar is on the terminal's line
+	cmd         string        // the log lines' prefix (default "plc import")
 }
 
 func (p *importProgress) interval() time.Duration {
@@ -287,7 +288,11 @@ func (p *importProgress) batch(st oplog.ImportStats) {
 		p.shown = true
 		return
 	}
-	fmt.Fprintf(p.w, "plc import: %s\n", p.status(st, t))
+	cmd := p.cmd
+	if cmd == "" {
+		cmd = "plc import"
+	}
+	fmt.Fprintf(p.w, "%s: %s\n", cmd, p.status(st, t))
 }
 
 func (p *importProgress) status(st oplog.ImportStats, t time.Time) string {

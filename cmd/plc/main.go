@@ -49,6 +49,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"serve", "run the directory (HTTP API over the operation log)", runServe},
+		{"mirror", "replicate and verify another directory, and serve it", runMirror},
 		{"import", "import an export file (verified, resumable)", runImport},
 		{"migrate", "manage the database schema (up, version)", runMigrate},
 		{"audit", "independent verification (plc audit help)", runAudit},

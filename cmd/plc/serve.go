@@ -230,6 +230,16 @@ func openStore(ctx context.Context, db string) (oplog.Store, oplog.SchemaStatus,
 // order: stop intake and drain requests, close streams, drain the
 // sequencer, close the database.
 func serve(ctx context.Context, c serveConfig, logger *slog.Logger) error {
+	return serveWith(ctx, c, logger, nil)
+}
+
+// directoryHook adds a role to the directory serveWith runs (the mirror):
+// it may change the API's configuration, and returns what to run beside
+// the server until ctx ends (before the log closes).
+type directoryHook func(log *oplog.Log, reg *prometheus.Registry, cfg *api.Config) (run func(ctx context.Context), err error)
+
+// serveWith is serve, with hook's role added when it is set.
+func serveWith(ctx context.Context, c serveConfig, logger *slog.Logger, hook directoryHook) error {
 	store, schema, err := openStore(ctx, c.DB)
 	if err != nil {
 		return err
@@ -242,7 +252,7 @@ func serve(ctx context.Context, c serveConfig, logger *slog.Logger) error {
 	opMetrics := oplog.NewMetrics(reg)
 	log := oplog.NewLog(store, oplog.Options{NoRateLimit: c.NoDIDRateLimit, Metrics: opMetrics})
 	streamer := api.NewStreamer(log, api.StreamOptions{Logger: logger})
-	handler := api.New(api.Config{
+	apiCfg := api.Config{
 		Log:        log,
 		OpMetrics:  opMetrics,
 		TrustProxy: c.TrustProxy,
@@ -252,7 +262,16 @@ func serve(ctx context.Context, c serveConfig, logger *slog.Logger) error {
 		IPRate:     c.IPRate,
 		IPBurst:    c.IPBurst,
 		Stream:     streamer,
-	})
+	}
+	var run func(ctx context.Context)
+	if hook != nil {
+		if run, err = hook(log, reg, &apiCfg); err != nil {
+			streamer.Close()
+			log.Close()
+			return err
+		}
+	}
+	handler := api.New(apiCfg)
 
 	srv := &http.Server{
 		Addr:              c.Listen,
@@ -291,6 +310,15 @@ func serve(ctx context.Context, c serveConfig, logger *slog.Logger) error {
 		logger.Info("metrics listening", "addr", mln.Addr().String())
 	}
 
+	roleCtx, stopRole := context.WithCancel(context.Background())
+	roleDone := make(chan struct{})
+	go func() {
+		defer close(roleDone)
+		if run != nil {
+			run(roleCtx)
+		}
+	}()
+
 	var runErr error
 	select {
 	case <-ctx.Done():
@@ -303,6 +331,8 @@ func serve(ctx context.Context, c serveConfig, logger *slog.Logger) error {
 	if err := srv.Shutdown(sctx); err != nil {
 		logger.Warn("HTTP shutdown incomplete", "err", err)
 	}
+	stopRole()
+	<-roleDone
 	streamer.Close()
 	log.Close()
 	if msrv != nil {

@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/plcdir/plc/api"
+	"github.com/plcdir/plc/mirror"
+	"github.com/plcdir/plc/oplog"
+)
+
+func runMirror(ctx context.Context, e env, args []string) int {
+	var (
+		c        serveConfig
+		upstream string
+		forward  bool
+		audit    time.Duration
+		page     int
+		once     bool
+	)
+	fs := newFlagSet("mirror", "plc mirror --upstream URL [flags]",
+		`Replicates another directory: pages through its export, then follows
+its /export/stream, verifying every op with the chain rules; serves the
+same read API (including /export and /export/stream, so mirrors can
+chain); records what the upstream serves that the rules reject, or that
+contradicts what it served before, at GET /_mirror/divergences. POST /:did
+answers 405 unless --forward-writes. --db and --listen are plc serve's,
+with the same defaults.`, e)
+	f := &flagSource{fs: fs, e: e}
+	f.str(&upstream, "upstream", "PLC_UPSTREAM", "", "base URL of the directory to mirror (required)")
+	dbFlag(f, &c.DB)
+	f.str(&c.Listen, "listen", "PLC_LISTEN", ":2582", "API listen address")
+	f.str(&c.MetricsListen, "metrics-listen", "PLC_METRICS_LISTEN", "", "Prometheus /metrics listen address (empty: off)")
+	f.float(&c.IPRate, "ip-rate", "PLC_IP_RATE", 0, "per-client-IP request rate limit, requests/second (0: off)")
+	f.int(&c.IPBurst, "ip-burst", "PLC_IP_BURST", 50, "per-client-IP burst")
+	f.bool(&c.TrustProxy, "trust-proxy", "PLC_TRUST_PROXY", "take client IPs from X-Forwarded-For (behind a proxy)")
+	f.bool(&forward, "forward-writes", "PLC_FORWARD_WRITES", "proxy POST /:did to the upstream instead of answering 405")
+	f.duration(&audit, "audit-interval", "PLC_AUDIT_INTERVAL", time.Minute, "how often a sample of DIDs is checked against the upstream's audit logs (0: never)")
+	f.bool(&once, "once", "PLC_MIRROR_ONCE", "backfill up to the upstream's head, then exit (no live stream)")
+	f.int(&page, "page-size", "PLC_PAGE_SIZE", 1000, "ops asked for per export page")
+	f.duration(&c.ShutdownTimeout, "shutdown-timeout", "PLC_SHUTDOWN_TIMEOUT", 15*time.Second, "graceful shutdown deadline")
+	logFlags(f, &c.LogFormat, &c.LogLevel)
+	if f.err != nil {
+		fmt.Fprintf(e.stderr, "plc mirror: %v\n", f.err)
+		return exitUsage
+	}
+	if code, done := parseFlags(fs, args); done {
+		return code
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(e.stderr, "plc mirror: unexpected argument %q\n", fs.Arg(0))
+		return exitUsage
+	}
+	if upstream == "" {
+		fmt.Fprintln(e.stderr, "plc mirror: --upstream is required")
+		return exitUsage
+	}
+	up, err := url.Parse(strings.TrimRight(upstream, "/"))
+	if err != nil || (up.Scheme != "http" && up.Scheme != "https") || up.Host == "" {
+		fmt.Fprintf(e.stderr, "plc mirror: --upstream %q: want an http:// or https:// URL\n", upstream)
+		return exitUsage
+	}
+	if page < 1 || page > 1000 {
+		fmt.Fprintln(e.stderr, "plc mirror: --page-size must be 1 to 1000")
+		return exitUsage
+	}
+	if audit < 0 {
+		fmt.Fprintln(e.stderr, "plc mirror: --audit-interval must not be negative")
+		return exitUsage
+	}
+	if err := c.validate(); err != nil {
+		fmt.Fprintf(e.stderr, "plc mirror: %v\n", err)
+		return exitUsage
+	}
+	logger, _ := newLogger(c.LogFormat, c.LogLevel, e.stderr)
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var syncErr error
+	c.NoDIDRateLimit = true // ops come from the upstream, judged by the chain rules only
+	if audit == 0 {
+		audit = -1
+	}
+	hook := func(log *oplog.Log, reg *prometheus.Registry, cfg *api.Config) (func(context.Context), error) {
+		p := &importProgress{w: e.stderr, tty: isTerminal(e.stderr), now: time.Now, cmd: "plc mirror: backfill"}
+		p.start = time.Now()
+		p.last = p.start
+		m, err := mirror.New(mirror.Config{
+			Upstream:      upstream,
+			Log:           log,
+			PageSize:      page,
+			AuditInterval: audit,
+			Logger:        logger,
+			Registry:      reg,
+			Progress:      p.batch,
+		})
+		if err != nil {
+			return nil, err
+		}
+		cfg.ReadOnly = true
+		if forward {
+			proxy := httputil.NewSingleHostReverseProxy(up)
+			proxy.ErrorHandler = func(w http.ResponseWriter, r *http.Request, err error) {
+				logger.Warn("mirror: forwarding a write failed", "err", err)
+				w.Header().Set("Content-Type", "application/json; charset=utf-8")
+				w.WriteHeader(http.StatusBadGateway)
+				w.Write([]byte(`{"message":"The upstream directory could not be reached"}`))
+			}
+			cfg.Forward = proxy
+		}
+		cfg.Health = func() map[string]any {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			return m.Health(ctx)
+		}
+		cfg.Extra = m.Handler()
+		logger.Info("mirroring", "upstream", redactDB(upstream), "source", m.Source())
+		return func(ctx context.Context) {
+			defer p.clear()
+			if !once {
+				m.Run(ctx)
+				return
+			}
+			syncErr = m.Sync(ctx)
+			if syncErr == nil {
+				st := m.Status(ctx)
+				fmt.Fprintf(e.stdout, "caught up with %s: cursor %d\n", redactDB(upstream), st.Cursor)
+			}
+			stop()
+		}, nil
+	}
+	if err := serveWith(ctx, c, logger, hook); err != nil {
+		logger.Error("plc mirror stopped", "err", err)
+		fmt.Fprintf(e.stderr, "plc mirror: %v\n", err)
+		return exitFailure
+	}
+	if syncErr != nil {
+		fmt.Fprintf(e.stderr, "plc mirror: %v; run it again to go on from the committed cursor\n", syncErr)
+		return exitFailure
+	}
+	return exitOK
+}

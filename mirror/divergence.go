@@ -1,0 +1,201 @@
+package mirror
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/plcdir/plc/oplog"
+	"github.com/plcdir/plc/validate"
+)
+
+// Kind is a divergence's kind.
+type Kind string
+
+const (
+	// KindInvalidOp: an op the rules reject (bad signature, CID or DID
+	// mismatch, chain-rule violation) or a line that is not one.
+	KindInvalidOp Kind = "invalid_op"
+	// KindReordered: ops served out of order, or served again.
+	KindReordered Kind = "reordered"
+	// KindHistoryRewrite: an op the mirror holds is gone from the
+	// upstream's audit log, or its createdAt there changed.
+	KindHistoryRewrite Kind = "history_rewrite"
+	// KindNullification: the upstream's audit log and the mirror disagree
+	// on whether an op is nullified.
+	KindNullification Kind = "nullification_mismatch"
+	// KindBadResponse: an answer that could not be used (bad status, cut
+	// off, oversized).
+	KindBadResponse Kind = "bad_response"
+)
+
+// Divergence is a record of the upstream serving something the rules
+// reject or that contradicts what it served before.
+type Divergence struct {
+	Kind     Kind
+	DID, CID string
+	// Detail says what was found.
+	Detail string
+	// Evidence is what the upstream sent, as it sent it.
+	Evidence []byte
+}
+
+// Divergences are stored as the rejections of the mirror's source: the
+// ops and lines Import rejected are there already, with their reasons;
+// the others are written with a reason that starts with their kind.
+
+func (d Divergence) reason() string { return string(d.Kind) + ": " + d.Detail }
+
+// kindOf is the kind of a stored rejection of the mirror's source.
+func kindOf(reason string) Kind {
+	for _, k := range []Kind{KindReordered, KindHistoryRewrite, KindNullification, KindBadResponse, KindInvalidOp} {
+		if strings.HasPrefix(reason, string(k)+": ") {
+			return k
+		}
+	}
+	if strings.Contains(reason, "out of order") {
+		return KindReordered
+	}
+	return KindInvalidOp
+}
+
+// record stores d (once per process for the same kind, DID, CID and
+// detail) and counts it.
+func (m *Mirror) record(ctx context.Context, d Divergence) {
+	key := d.reason() + "\x00" + d.DID + "\x00" + d.CID
+	m.mu.Lock()
+	if m.recorded[key] {
+		m.mu.Unlock()
+		return
+	}
+	if len(m.recorded) > 100_000 {
+		m.recorded = map[string]bool{}
+	}
+	m.recorded[key] = true
+	m.mu.Unlock()
+	now := m.cfg.Now().UTC().Truncate(time.Millisecond)
+	raw := d.Evidence
+	if raw == nil {
+		raw = []byte{}
+	}
+	if len(raw) > 1<<20 {
+		raw = raw[:1<<20]
+	}
+	err := m.store.Ingest(ctx, m.source, nil, func(v oplog.IngestView) (oplog.IngestBatch, error) {
+		return oplog.IngestBatch{Cursor: v.Cursor, Rejections: []oplog.Rejection{{
+			Source: m.source, DID: d.DID, CID: d.CID, Raw: raw, Reason: d.reason(), CreatedAt: now,
+		}}}, nil
+	})
+	if err != nil {
+		m.logger.Warn("mirror: could not record a divergence", "kind", d.Kind, "err", err)
+		return
+	}
+	m.metrics.divergences.WithLabelValues(string(d.Kind)).Inc()
+	m.logger.Warn("mirror: divergence", "kind", d.Kind, "did", d.DID, "cid", d.CID, "detail", d.Detail)
+}
+
+// Handler serves GET /_mirror/divergences?after=ID&limit=N: the records in
+// ID order, as JSON.
+func (m *Mirror) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fail := func(status int, msg string) {
+			w.Header().Set("Content-Type", "application/json; charset=utf-8")
+			w.WriteHeader(status)
+			b, _ := json.Marshal(map[string]string{"message": msg})
+			w.Write(b)
+		}
+		if r.URL.Path != "/_mirror/divergences" {
+			fail(http.StatusNotFound, "Not Found")
+			return
+		}
+		after, limit := int64(0), 100
+		q := r.URL.Query()
+		if v := q.Get("after"); v != "" {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n < 0 {
+				fail(http.StatusBadRequest, "Invalid after parameter: want a record id")
+				return
+			}
+			after = n
+		}
+		if v := q.Get("limit"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > 1000 {
+				fail(http.StatusBadRequest, "Invalid limit parameter: want 1 to 1000")
+				return
+			}
+			limit = n
+		}
+		rs, err := m.store.Rejections(r.Context(), m.source, after, limit)
+		if err != nil {
+			m.logger.Error("mirror: reading divergences", "err", err)
+			fail(http.StatusServiceUnavailable, "Service Unavailable")
+			return
+		}
+		type item struct {
+			ID               int64  `json:"id"`
+			Kind             Kind   `json:"kind"`
+			DID              string `json:"did,omitempty"`
+			CID              string `json:"cid,omitempty"`
+			Reason           string `json:"reason"`
+			Evidence         string `json:"evidence"`
+			EvidenceEncoding string `json:"evidenceEncoding,omitempty"`
+			CreatedAt        string `json:"createdAt"`
+		}
+		out := struct {
+			Divergences []item `json:"divergences"`
+			Cursor      int64  `json:"cursor"`
+		}{Divergences: []item{}, Cursor: after}
+		for _, rj := range rs {
+			it := item{ID: rj.ID, Kind: kindOf(rj.Reason), DID: rj.DID, CID: rj.CID, Reason: rj.Reason,
+				CreatedAt: string(validate.AppendTimestamp(nil, rj.CreatedAt))}
+			if utf8.Valid(rj.Raw) {
+				it.Evidence = string(rj.Raw)
+			} else {
+				it.Evidence, it.EvidenceEncoding = base64.StdEncoding.EncodeToString(rj.Raw), "base64"
+			}
+			out.Divergences = append(out.Divergences, it)
+			out.Cursor = rj.ID
+		}
+		b, err := json.Marshal(out)
+		if err != nil {
+			fail(http.StatusInternalServerError, "Internal Server Error")
+			return
+		}
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		w.Write(b)
+	})
+}
+
+type metrics struct {
+	divergences    *prometheus.CounterVec
+	ops            prometheus.Counter
+	upstreamErrors prometheus.Counter
+	cursor, lag    prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		divergences: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "plc_mirror_divergences_total",
+			Help: "Divergences found in the upstream, by kind."}, []string{"kind"}),
+		ops: prometheus.NewCounter(prometheus.CounterOpts{Name: "plc_mirror_ops_total",
+			Help: "Upstream ops applied."}),
+		upstreamErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "plc_mirror_upstream_errors_total",
+			Help: "Rounds that ended with an upstream failure."}),
+		cursor: prometheus.NewGauge(prometheus.GaugeOpts{Name: "plc_mirror_cursor_seq",
+			Help: "The last upstream seq applied."}),
+		lag: prometheus.NewGauge(prometheus.GaugeOpts{Name: "plc_mirror_lag_seconds",
+			Help: "How far the mirror's latest op is behind the clock while backfilling."}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.divergences, m.ops, m.upstreamErrors, m.cursor, m.lag)
+	}
+	return m
+}

@@ -1,0 +1,200 @@
+package mirror
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/plcdir/plc/oplog"
+)
+
+// follow applies the upstream's live /export/stream from the committed
+// cursor until the stream ends. It returns nil when the stream ended in a
+// way that calls for paging again (OutdatedCursor, ConsumerTooSlow, a
+// normal close), else the error.
+func (m *Mirror) follow(ctx context.Context) error {
+	c, err := m.store.Cursor(ctx, m.source)
+	if err != nil {
+		return err
+	}
+	u := *m.up.base
+	switch u.Scheme {
+	case "https":
+		u.Scheme = "wss"
+	default:
+		u.Scheme = "ws"
+	}
+	u.Path += "/export/stream"
+	u.RawQuery = url.Values{"cursor": {strconv.FormatInt(c.Seq, 10)}}.Encode()
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	conn, _, err := websocket.Dial(sctx, u.String(), &websocket.DialOptions{HTTPClient: m.streamClient()})
+	if err != nil {
+		return fmt.Errorf("connect to the stream: %w", err)
+	}
+	defer conn.CloseNow()
+	conn.SetReadLimit(oplog.MaxLineBytes)
+	m.setState("stream")
+	m.logger.Info("mirror: following the upstream's stream", "cursor", c.Seq)
+
+	msgs := make(chan []byte, 1024)
+	errc := make(chan error, 1)
+	go func() {
+		for {
+			_, b, err := conn.Read(sctx)
+			if err != nil {
+				errc <- err
+				close(msgs)
+				return
+			}
+			select {
+			case msgs <- b:
+			case <-sctx.Done():
+				errc <- sctx.Err()
+				close(msgs)
+				return
+			}
+		}
+	}()
+
+	line, last := c.Line, c.Seq
+	for {
+		b, ok := <-msgs
+		if !ok {
+			break
+		}
+		batch := [][]byte{b}
+	drain:
+		for len(batch) < 1000 {
+			select {
+			case b, ok := <-msgs:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, b)
+			default:
+				break drain
+			}
+		}
+		items := make([]oplog.IngestItem, len(batch))
+		for i, b := range batch {
+			line++
+			it := oplog.ParseExportLine(line, b)
+			if it.Err == nil && it.Seq == 0 {
+				it.Err, it.Op = errors.New("a stream event without seq"), nil
+			}
+			if it.Seq > 0 && it.Seq <= last {
+				it.Err = fmt.Errorf("reordered: seq %d is not after seq %d: out of order", it.Seq, last)
+				it.Op, it.Seq = nil, 0
+			}
+			last = max(last, it.Seq)
+			items[i] = it
+		}
+		res, err := m.log.Ingest(ctx, m.source, items)
+		if err != nil {
+			return err
+		}
+		m.sawUpstreamSeq(last)
+		m.metrics.ops.Add(float64(len(res.Entries)))
+		m.metrics.cursor.Set(float64(res.Cursor.Seq))
+		for _, rj := range res.Rejected {
+			m.metrics.divergences.WithLabelValues(string(kindOf(rj.Reason))).Inc()
+		}
+	}
+	err = <-errc
+	if ctx.Err() != nil {
+		return nil
+	}
+	switch websocket.CloseStatus(err) {
+	case websocket.StatusNormalClosure, websocket.StatusGoingAway:
+		return nil
+	}
+	return fmt.Errorf("stream: %w", err)
+}
+
+// streamClient is the upstream client without its overall timeout, which
+// would cut a long-lived stream.
+func (m *Mirror) streamClient() *http.Client {
+	c := *m.up.client
+	c.Timeout = 0
+	return &c
+}
+
+// auditEntry is one entry of an upstream's /:did/log/audit.
+type auditEntry struct {
+	DID       string          `json:"did"`
+	Operation json.RawMessage `json:"operation"`
+	CID       string          `json:"cid"`
+	Nullified bool            `json:"nullified"`
+	CreatedAt string          `json:"createdAt"`
+}
+
+// CheckDID compares the log's ops of did with the upstream's audit log of
+// it, and records what disagrees: an op held here that the upstream no
+// longer has, or has at another createdAt (history_rewrite), ops in
+// another order (reordered), another nullified flag (nullification
+// mismatch). Ops the upstream has and the mirror does not yet are not
+// divergences (the mirror may be behind).
+func (m *Mirror) CheckDID(ctx context.Context, did string) error {
+	ours, err := m.store.Ops(ctx, did)
+	if err != nil || len(ours) == 0 {
+		if errors.Is(err, oplog.ErrNotFound) {
+			return nil
+		}
+		return err
+	}
+	body, err := m.up.get(ctx, "/"+did+"/log/audit", nil)
+	if err != nil {
+		var re *responseError
+		if errors.As(err, &re) && bytes.Contains([]byte(re.msg), []byte("status 404")) {
+			m.record(ctx, Divergence{Kind: KindHistoryRewrite, DID: did, Evidence: body,
+				Detail: fmt.Sprintf("the upstream no longer knows %s, of which this mirror holds %d ops", did, len(ours))})
+			return nil
+		}
+		m.noteResponse(ctx, err)
+		return err
+	}
+	var theirs []auditEntry
+	if err := json.Unmarshal(body, &theirs); err != nil {
+		m.record(ctx, Divergence{Kind: KindBadResponse, DID: did, Evidence: body, Detail: "the audit log of " + did + " is not a JSON array of entries"})
+		return nil
+	}
+	pos := make(map[string]int, len(theirs))
+	for i, e := range theirs {
+		pos[e.CID] = i
+	}
+	var order []int
+	for _, o := range ours {
+		i, ok := pos[o.CID]
+		if !ok {
+			m.record(ctx, Divergence{Kind: KindHistoryRewrite, DID: did, CID: o.CID, Evidence: body,
+				Detail: "op " + o.CID + " of " + did + ", served before, is gone from the upstream's audit log"})
+			continue
+		}
+		e := theirs[i]
+		at, err := time.Parse(time.RFC3339Nano, e.CreatedAt)
+		if err != nil || !at.Equal(o.CreatedAt) {
+			m.record(ctx, Divergence{Kind: KindHistoryRewrite, DID: did, CID: o.CID, Evidence: body,
+				Detail: fmt.Sprintf("op %s of %s was served with createdAt %s, its audit log now says %q", o.CID, did, o.CreatedAt.Format(time.RFC3339Nano), e.CreatedAt)})
+		}
+		if e.Nullified != o.Nullified {
+			m.record(ctx, Divergence{Kind: KindNullification, DID: did, CID: o.CID, Evidence: body,
+				Detail: fmt.Sprintf("op %s of %s: nullified is %v here, %v upstream", o.CID, did, o.Nullified, e.Nullified)})
+		}
+		order = append(order, i)
+	}
+	if !slices.IsSorted(order) {
+		m.record(ctx, Divergence{Kind: KindReordered, DID: did, Evidence: body,
+			Detail: "the upstream's audit log of " + did + " has its ops in another order"})
+	}
+	return nil
+}

@@ -1,0 +1,441 @@
+// Package mirror replicates another PLC directory (the upstream) into a
+// local log, verifying every op independently: pages of the upstream's
+// export go through oplog.Import's pipeline (the chain rules only, the
+// upstream's createdAt as acceptance time, the cursor committed with the
+// ops), then the live /export/stream. Whatever the upstream serves that the
+// rules reject, or that contradicts what it served before, is kept as a
+// divergence record with the upstream's bytes as evidence.
+package mirror
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/plcdir/plc/oplog"
+)
+
+// Config configures a Mirror. Upstream and Log are required.
+type Config struct {
+	// Upstream is the base URL of the directory to mirror.
+	Upstream string
+	// Log is the local log the upstream's ops are ingested into.
+	Log *oplog.Log
+	// Client makes the upstream requests (default: a client with a 60 s
+	// timeout).
+	Client *http.Client
+	// PageSize is the count asked of each export page (default 1000, the
+	// reference's maximum).
+	PageSize int
+	// MaxBody bounds an upstream response (default 32 MiB).
+	MaxBody int64
+	// MinBackoff and MaxBackoff bound the wait after a failure (defaults
+	// 1 s and 1 min); the wait doubles with each failure in a row.
+	MinBackoff, MaxBackoff time.Duration
+	// PollInterval is the wait between polls of a legacy upstream once
+	// caught up (default 5 s).
+	PollInterval time.Duration
+	// AuditInterval is how often a sample of DIDs is checked against the
+	// upstream's audit logs (default 1 min; negative: never).
+	AuditInterval time.Duration
+	// AuditSample is the number of DIDs checked each time (default 20).
+	AuditSample int
+	// Progress, if set, is called as Import's Progress during backfills.
+	Progress func(oplog.ImportStats)
+	// Logger receives the mirror's log (default: discard).
+	Logger *slog.Logger
+	// Registry receives the mirror's metrics (default: none).
+	Registry prometheus.Registerer
+	// Now is the clock (default time.Now); Wait waits d or until ctx ends
+	// (default: a timer).
+	Now  func() time.Time
+	Wait func(ctx context.Context, d time.Duration) error
+}
+
+// Mode is how the upstream's export is read.
+type Mode string
+
+const (
+	ModeUnknown Mode = ""
+	ModeSeq     Mode = "seq"    // /export?after=<seq>, then /export/stream
+	ModeLegacy  Mode = "legacy" // /export?after=<createdAt>
+)
+
+// Mirror replicates one upstream into a log.
+type Mirror struct {
+	cfg     Config
+	up      *upstream
+	log     *oplog.Log
+	store   oplog.Store
+	source  string
+	logger  *slog.Logger
+	metrics *metrics
+
+	mu          sync.Mutex
+	mode        Mode
+	state       string
+	upstreamSeq int64 // the latest upstream seq seen (0: none)
+	recorded    map[string]bool
+}
+
+// New checks cfg and builds the mirror.
+func New(cfg Config) (*Mirror, error) {
+	if cfg.Log == nil {
+		return nil, errors.New("mirror: Config.Log is nil")
+	}
+	if cfg.Client == nil {
+		cfg.Client = &http.Client{Timeout: time.Minute}
+	}
+	if cfg.PageSize <= 0 {
+		cfg.PageSize = 1000
+	}
+	if cfg.MaxBody <= 0 {
+		cfg.MaxBody = 32 << 20
+	}
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = time.Second
+	}
+	if cfg.MaxBackoff < cfg.MinBackoff {
+		cfg.MaxBackoff = max(time.Minute, cfg.MinBackoff)
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = 5 * time.Second
+	}
+	if cfg.AuditInterval == 0 {
+		cfg.AuditInterval = time.Minute
+	}
+	if cfg.AuditSample <= 0 {
+		cfg.AuditSample = 20
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Wait == nil {
+		cfg.Wait = wait
+	}
+	up, err := newUpstream(cfg.Upstream, cfg.Client, cfg.MaxBody)
+	if err != nil {
+		return nil, err
+	}
+	m := &Mirror{
+		cfg: cfg, up: up, log: cfg.Log, store: cfg.Log.Store(),
+		source:   "upstream:" + up.base.String(),
+		logger:   cfg.Logger,
+		metrics:  newMetrics(cfg.Registry),
+		state:    "starting",
+		recorded: map[string]bool{},
+	}
+	return m, nil
+}
+
+func wait(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Source is the name of the mirror's cursor and records in the store.
+func (m *Mirror) Source() string { return m.source }
+
+// Run mirrors until ctx ends: backfill, then follow, and after a failure
+// wait (backing off) and go on from the committed cursor. It returns nil
+// when ctx ends.
+func (m *Mirror) Run(ctx context.Context) error {
+	if m.cfg.AuditInterval > 0 {
+		go m.auditLoop(ctx)
+	}
+	backoff := m.cfg.MinBackoff
+	for ctx.Err() == nil {
+		err := m.Step(ctx)
+		if ctx.Err() != nil {
+			break
+		}
+		if err == nil {
+			backoff = m.cfg.MinBackoff
+			continue
+		}
+		if errors.Is(err, errCaughtUp) {
+			backoff = m.cfg.MinBackoff
+			m.setState("poll")
+			_ = m.cfg.Wait(ctx, m.cfg.PollInterval)
+			continue
+		}
+		m.metrics.upstreamErrors.Inc()
+		m.logger.Warn("mirror: upstream failed, backing off", "err", err, "wait", backoff)
+		m.setState("backoff")
+		_ = m.cfg.Wait(ctx, backoff)
+		backoff = min(2*backoff, m.cfg.MaxBackoff)
+	}
+	return nil
+}
+
+// errCaughtUp: a legacy upstream (or an empty one) has nothing more for
+// now; Run polls again after PollInterval.
+var errCaughtUp = errors.New("caught up")
+
+// Sync detects the upstream's mode if not known and backfills up to the
+// upstream's head once (no live stream): a bootstrap, or a catch-up run
+// from cron.
+func (m *Mirror) Sync(ctx context.Context) error {
+	if err := m.detect(ctx); err != nil {
+		if errors.Is(err, errCaughtUp) {
+			return nil
+		}
+		return err
+	}
+	err := m.Backfill(ctx)
+	m.noteResponse(ctx, err)
+	return err
+}
+
+// detect learns the upstream's mode unless it is known; errCaughtUp when
+// the upstream's export is empty.
+func (m *Mirror) detect(ctx context.Context) error {
+	if m.Mode() != ModeUnknown {
+		return nil
+	}
+	seqMode, ok, err := m.up.detect(ctx)
+	if err != nil {
+		m.noteResponse(ctx, err)
+		return err
+	}
+	if !ok {
+		return errCaughtUp
+	}
+	mode := ModeLegacy
+	if seqMode {
+		mode = ModeSeq
+	}
+	m.mu.Lock()
+	m.mode = mode
+	m.mu.Unlock()
+	m.logger.Info("mirror: upstream export mode", "upstream", m.up.base.String(), "mode", mode)
+	return nil
+}
+
+// Step does one round: detect the upstream's mode if not known, backfill
+// by pages up to the upstream's head, then (seq mode) follow the live
+// stream until it ends. It returns errCaughtUp when a poll found the
+// upstream's end, and the error that ended the round otherwise (nil when
+// the stream ended in a way that calls for paging again).
+func (m *Mirror) Step(ctx context.Context) error {
+	if err := m.detect(ctx); err != nil {
+		return err
+	}
+	mode := m.Mode()
+	if err := m.Backfill(ctx); err != nil {
+		m.noteResponse(ctx, err)
+		return err
+	}
+	if mode == ModeLegacy {
+		return errCaughtUp
+	}
+	err := m.follow(ctx)
+	m.noteResponse(ctx, err)
+	return err
+}
+
+// Mode returns the upstream's export mode (ModeUnknown until detected).
+func (m *Mirror) Mode() Mode {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.mode
+}
+
+func (m *Mirror) setState(s string) {
+	m.mu.Lock()
+	m.state = s
+	m.mu.Unlock()
+}
+
+func (m *Mirror) sawUpstreamSeq(seq int64) {
+	m.mu.Lock()
+	m.upstreamSeq = max(m.upstreamSeq, seq)
+	m.mu.Unlock()
+}
+
+// Backfill pages through the upstream's export from the committed cursor
+// to its end, through oplog.Import.
+func (m *Mirror) Backfill(ctx context.Context) error {
+	m.setState("backfill")
+	var r io.Reader
+	switch m.Mode() {
+	case ModeSeq:
+		c, err := m.store.Cursor(ctx, m.source)
+		if err != nil {
+			return err
+		}
+		r = &seqReader{ctx: ctx, m: m, after: c.Seq, count: m.cfg.PageSize}
+	case ModeLegacy:
+		after, boundary, err := m.legacyStart(ctx)
+		if err != nil {
+			return err
+		}
+		r = &legacyReader{ctx: ctx, m: m, after: after, boundary: boundary, count: m.cfg.PageSize}
+	default:
+		return errors.New("mirror: the upstream's mode is not known")
+	}
+	st, err := oplog.Import(ctx, m.log, r, oplog.ImportOptions{
+		Source: m.source, ContinueLines: true, Progress: m.cfg.Progress,
+		Rejected: func(rj oplog.Rejection) { m.metrics.divergences.WithLabelValues(string(kindOf(rj.Reason))).Inc() },
+	})
+	m.metrics.ops.Add(float64(st.Imported))
+	m.updateCursorMetrics(ctx)
+	if err != nil {
+		return fmt.Errorf("backfill: %w", err)
+	}
+	return nil
+}
+
+// legacyStart is where a legacy backfill starts: the createdAt of the
+// log's latest op, and the CIDs of the ops at that millisecond.
+func (m *Mirror) legacyStart(ctx context.Context) (time.Time, map[string]bool, error) {
+	boundary := map[string]bool{}
+	seq, err := m.store.LatestSeq(ctx)
+	if err != nil || seq == 0 {
+		return time.Time{}, boundary, err
+	}
+	last, err := m.store.Op(ctx, seq)
+	if err != nil {
+		return time.Time{}, nil, err
+	}
+	at := last.CreatedAt
+	for after := at.Add(-time.Millisecond); ; {
+		es, err := m.store.ExportByTime(ctx, after, 1000)
+		if err != nil {
+			return time.Time{}, nil, err
+		}
+		for _, e := range es {
+			if e.CreatedAt.Equal(at) {
+				boundary[e.CID] = true
+			}
+		}
+		if len(es) < 1000 {
+			break
+		}
+		after = es[len(es)-1].CreatedAt
+		if after.After(at) {
+			break
+		}
+	}
+	return at, boundary, nil
+}
+
+// noteResponse records a bad upstream response as a divergence.
+func (m *Mirror) noteResponse(ctx context.Context, err error) {
+	var re *responseError
+	if errors.As(err, &re) {
+		m.record(ctx, Divergence{Kind: KindBadResponse, Detail: re.msg})
+	}
+}
+
+func (m *Mirror) updateCursorMetrics(ctx context.Context) {
+	c, err := m.store.Cursor(ctx, m.source)
+	if err == nil {
+		m.metrics.cursor.Set(float64(c.Seq))
+	}
+}
+
+// Status is what /_health tells of the mirror.
+type Status struct {
+	Upstream string
+	Mode     Mode
+	State    string
+	// Cursor is the last upstream seq applied (seq mode).
+	Cursor int64
+	// LagSeconds is how far the log's latest op is behind the clock while
+	// backfilling (0 when following the live stream).
+	LagSeconds float64
+	// LagOps is how many upstream seqs seen are not applied yet (-1: not
+	// known).
+	LagOps int64
+}
+
+// Status reports the mirror's state.
+func (m *Mirror) Status(ctx context.Context) Status {
+	m.mu.Lock()
+	st := Status{Upstream: m.up.base.String(), Mode: m.mode, State: m.state, LagOps: -1}
+	upSeq := m.upstreamSeq
+	m.mu.Unlock()
+	if c, err := m.store.Cursor(ctx, m.source); err == nil {
+		st.Cursor = c.Seq
+		if upSeq > 0 {
+			st.LagOps = max(0, upSeq-c.Seq)
+		}
+	}
+	if st.State != "stream" && st.State != "poll" {
+		if seq, err := m.store.LatestSeq(ctx); err == nil && seq > 0 {
+			if e, err := m.store.Op(ctx, seq); err == nil {
+				st.LagSeconds = max(0, m.cfg.Now().Sub(e.CreatedAt).Seconds())
+			}
+		}
+	}
+	m.metrics.lag.Set(st.LagSeconds)
+	return st
+}
+
+// Health is Status as /_health's extra fields.
+func (m *Mirror) Health(ctx context.Context) map[string]any {
+	st := m.Status(ctx)
+	h := map[string]any{
+		"upstream":   st.Upstream,
+		"mode":       string(st.Mode),
+		"state":      st.State,
+		"cursor":     st.Cursor,
+		"lagSeconds": st.LagSeconds,
+	}
+	if st.LagOps >= 0 {
+		h["lagOps"] = st.LagOps
+	}
+	return h
+}
+
+// auditLoop checks a sample of DIDs against the upstream's audit logs
+// every AuditInterval.
+func (m *Mirror) auditLoop(ctx context.Context) {
+	for m.cfg.Wait(ctx, m.cfg.AuditInterval) == nil {
+		if err := m.AuditSample(ctx, m.cfg.AuditSample); err != nil && ctx.Err() == nil {
+			m.logger.Warn("mirror: audit sample failed", "err", err)
+		}
+	}
+}
+
+// AuditSample checks n DIDs, chosen at random among the log's ops, against
+// the upstream's audit logs (see CheckDID).
+func (m *Mirror) AuditSample(ctx context.Context, n int) error {
+	latest, err := m.store.LatestSeq(ctx)
+	if err != nil || latest == 0 {
+		return err
+	}
+	seen := map[string]bool{}
+	for range n {
+		e, err := m.store.Op(ctx, 1+rand.Int64N(latest))
+		if err != nil {
+			return err
+		}
+		if seen[e.DID] {
+			continue
+		}
+		seen[e.DID] = true
+		if err := m.CheckDID(ctx, e.DID); err != nil {
+			return err
+		}
+	}
+	return nil
+}

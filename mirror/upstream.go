@@ -1,0 +1,157 @@
+package mirror
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// errResponse: the upstream answered, but not with something usable (a
+// bad status, an oversized or cut-off body). Such answers are bad_response
+// divergences; the page is not used and is asked for again later.
+var errResponse = errors.New("bad upstream response")
+
+type responseError struct{ msg string }
+
+func (e *responseError) Error() string { return e.msg }
+func (e *responseError) Is(t error) bool {
+	return t == errResponse
+}
+
+func badResponse(format string, args ...any) error {
+	return &responseError{msg: fmt.Sprintf(format, args...)}
+}
+
+// upstream is the HTTP client of the directory being mirrored. Every
+// response is bounded: its size (maxBody), its duration (the client's
+// timeout).
+type upstream struct {
+	base    *url.URL
+	client  *http.Client
+	maxBody int64
+}
+
+func newUpstream(raw string, client *http.Client, maxBody int64) (*upstream, error) {
+	u, err := url.Parse(strings.TrimRight(raw, "/"))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("upstream %q: want an http:// or https:// URL", raw)
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("upstream %q: want a URL without query or fragment", raw)
+	}
+	return &upstream{base: u, client: client, maxBody: maxBody}, nil
+}
+
+func (u *upstream) url(path string, q url.Values) string {
+	v := *u.base
+	v.Path += path
+	v.RawPath = ""
+	v.RawQuery = q.Encode()
+	return v.String()
+}
+
+// get fetches path and returns the whole body of a 200 answer. A body over
+// maxBody, one shorter than its Content-Length, or another status is an
+// errResponse; a failure to connect is returned as it is.
+func (u *upstream) get(ctx context.Context, path string, q url.Values) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.url(path, q), nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := u.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, u.maxBody+1))
+	if err != nil {
+		return nil, badResponse("GET %s: body cut off: %v", path, err)
+	}
+	if int64(len(body)) > u.maxBody {
+		return nil, badResponse("GET %s: body over %d bytes", path, u.maxBody)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return body, badResponse("GET %s: status %d", path, resp.StatusCode)
+	}
+	return body, nil
+}
+
+// exportPage is one page of the upstream's /export: its lines, and what
+// the mirror needs to ask for the next page.
+type exportPage struct {
+	lines [][]byte
+	// seq-mode: the last line's seq. legacy: the last line's createdAt.
+	lastSeq int64
+	lastAt  time.Time
+}
+
+// pageLine is the part of an export line the pager reads.
+type pageLine struct {
+	Seq       *int64 `json:"seq"`
+	CID       string `json:"cid"`
+	CreatedAt string `json:"createdAt"`
+}
+
+// splitLines returns body's non-blank lines. A body that does not end
+// with a newline after its last line is cut off: its last line is not
+// trusted unless it parses as JSON.
+func splitLines(body []byte) [][]byte {
+	var out [][]byte
+	for len(body) > 0 {
+		i := bytes.IndexByte(body, '\n')
+		var l []byte
+		if i < 0 {
+			l, body = body, nil
+		} else {
+			l, body = body[:i], body[i+1:]
+		}
+		if len(bytes.TrimSpace(l)) > 0 {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// seqPage fetches the seq-mode export page after seq.
+func (u *upstream) seqPage(ctx context.Context, after int64, count int) (exportPage, error) {
+	q := url.Values{"after": {strconv.FormatInt(after, 10)}, "count": {strconv.Itoa(count)}}
+	body, err := u.get(ctx, "/export", q)
+	if err != nil {
+		return exportPage{}, err
+	}
+	p := exportPage{lines: splitLines(body), lastSeq: after}
+	if n := len(p.lines); n > 0 {
+		var pl pageLine
+		if err := json.Unmarshal(p.lines[n-1], &pl); err != nil || pl.Seq == nil {
+			return exportPage{}, badResponse("GET /export?after=%d: the last line is not a seq-mode export line (cut off?)", after)
+		}
+		p.lastSeq = *pl.Seq
+	}
+	return p, nil
+}
+
+// detect asks for the first op of the upstream's export and reports
+// whether it speaks seq mode. An empty export says nothing (ok false).
+func (u *upstream) detect(ctx context.Context) (seqMode, ok bool, err error) {
+	body, err := u.get(ctx, "/export", url.Values{"after": {"0"}, "count": {"1"}})
+	if err != nil {
+		return false, false, err
+	}
+	lines := splitLines(body)
+	if len(lines) == 0 {
+		return false, false, nil
+	}
+	var pl pageLine
+	if err := json.Unmarshal(lines[0], &pl); err != nil {
+		return false, false, badResponse("GET /export: the first line is not JSON")
+	}
+	return pl.Seq != nil, true, nil
+}
