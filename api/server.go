@@ -95,7 +95,7 @@ type Config struct {
 	Forward http.Handler
 	// Health, if set, adds its fields to GET /_health's object.
 	Health func() map[string]any
-	// Extra, if set, serves GET /_mirror/*path.
+	// Extra, if set, serves GET /_mirror/divergences (else 404).
 	Extra http.Handler
 }
 
@@ -177,9 +177,14 @@ func New(cfg Config) *Server {
 	e.GET("/:did/log/audit", s.handle(s.auditLog))
 	e.GET("/:did/log/last", s.handle(s.lastOp))
 	e.POST("/:did", s.handle(s.submit))
-	if cfg.Extra != nil {
-		e.GET("/_mirror/*path", gin.WrapH(cfg.Extra))
-	}
+	extra := cfg.Extra
+	e.GET("/_mirror/divergences", func(c *gin.Context) {
+		if extra == nil {
+			writeMessage(c, http.StatusNotFound, "Not Found: this directory is not a mirror")
+			return
+		}
+		extra.ServeHTTP(c.Writer, c.Request)
+	})
 	s.engine = e
 	return s
 }
@@ -187,7 +192,7 @@ func New(cfg Config) *Server {
 // staticPaths are the routes without a parameter. A concrete path wins
 // over /:did (as OpenAPI path matching has it), so only GET is allowed on
 // them.
-var staticPaths = map[string]bool{"/_health": true, "/openapi.yaml": true, "/export": true, routeStream: true}
+var staticPaths = map[string]bool{"/_health": true, "/openapi.yaml": true, "/export": true, routeStream: true, "/_mirror/divergences": true}
 
 // ServeHTTP answers HEAD as GET (net/http drops the body) and ignores one
 // trailing slash, as the reference's express router does.

@@ -1156,3 +1156,45 @@ func TestMangledOpsAreAlways400(t *testing.T) {
 		t.Errorf("no malformed rejections counted")
 	}
 }
+
+// A mirror's server: POST answers 405 (or goes to Forward), /_health
+// carries the mirror's fields, /_mirror/divergences goes to Extra; a
+// directory that is not a mirror answers 404 there.
+func TestMirrorRoles(t *testing.T) {
+	k := keys(t, 1)
+	op := genesisOp(t, "mirror.test", k[0], k[0])
+	g := struct {
+		did string
+		op  *validate.Op
+	}{op.GenesisDID(), op}
+	plain := newAPIEnv(t, backends[0], envOptions{})
+	plain.get("/_mirror/divergences").expectMessage(t, http.StatusNotFound, "Not Found: this directory is not a mirror")
+
+	extra := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		w.Write([]byte(`{"divergences":[],"cursor":0}`))
+	})
+	ro := newAPIEnv(t, backends[0], envOptions{config: func(c *Config) {
+		c.ReadOnly = true
+		c.Extra = extra
+		c.Health = func() map[string]any { return map[string]any{"upstream": "http://up.test", "cursor": 7, "mode": "seq"} }
+	}})
+	ro.submit(g.did, g.op).expectMessage(t, http.StatusMethodNotAllowed, "This directory is a read-only mirror: submit operations to its upstream")
+	ro.get("/" + g.did).expectMessage(t, http.StatusNotFound, "DID not registered: "+g.did)
+	ro.get("/_health").expect(t, http.StatusOK, contentJSON, `{"version":"test-version","seq":0,"cursor":7,"mode":"seq","upstream":"http://up.test"}`)
+	ro.get("/_mirror/divergences").expect(t, http.StatusOK, "application/json; charset=utf-8", `{"divergences":[],"cursor":0}`)
+
+	var forwarded []string
+	fw := newAPIEnv(t, backends[0], envOptions{config: func(c *Config) {
+		c.ReadOnly = true
+		c.Forward = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			forwarded = append(forwarded, r.Method+" "+r.URL.Path)
+			w.Write([]byte("OK"))
+		})
+	}})
+	fw.submit(g.did, g.op).expect(t, http.StatusOK, "text/plain; charset=utf-8", "OK")
+	if want := []string{"POST /" + g.did}; !slices.Equal(forwarded, want) {
+		t.Fatalf("forwarded %q, want %q", forwarded, want)
+	}
+	fw.get("/" + g.did).expectMessage(t, http.StatusNotFound, "DID not registered: "+g.did)
+}
