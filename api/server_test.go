@@ -1180,7 +1180,7 @@ func TestMirrorRoles(t *testing.T) {
 		c.Health = func() map[string]any { return map[string]any{"upstream": "http://up.test", "cursor": 7, "mode": "seq"} }
 	}})
 	ro.submit(g.did, g.op).expectMessage(t, http.StatusMethodNotAllowed, "This directory is a read-only mirror: submit operations to its upstream")
-	ro.get("/" + g.did).expectMessage(t, http.StatusNotFound, "DID not registered: "+g.did)
+	ro.get("/"+g.did).expectMessage(t, http.StatusNotFound, "DID not registered: "+g.did)
 	ro.get("/_health").expect(t, http.StatusOK, contentJSON, `{"version":"test-version","seq":0,"cursor":7,"mode":"seq","upstream":"http://up.test"}`)
 	ro.get("/_mirror/divergences").expect(t, http.StatusOK, "application/json; charset=utf-8", `{"divergences":[],"cursor":0}`)
 
@@ -1196,5 +1196,5 @@ func TestMirrorRoles(t *testing.T) {
 	if want := []string{"POST /" + g.did}; !slices.Equal(forwarded, want) {
 		t.Fatalf("forwarded %q, want %q", forwarded, want)
 	}
-	fw.get("/" + g.did).expectMessage(t, http.StatusNotFound, "DID not registered: "+g.did)
+	fw.get("/"+g.did).expectMessage(t, http.StatusNotFound, "DID not registered: "+g.did)
 }
