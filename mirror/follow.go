@@ -143,7 +143,8 @@ type auditEntry struct {
 // longer has, or has at another createdAt (history_rewrite), ops in
 // another order (reordered), another nullified flag (nullification
 // mismatch). Ops the upstream has and the mirror does not yet are not
-// divergences (the mirror may be behind).
+// divergences (the mirror may be behind), nor are ops nullified upstream
+// but not here while the upstream has ops of the DID the mirror does not.
 func (m *Mirror) CheckDID(ctx context.Context, did string) error {
 	ours, err := m.store.Ops(ctx, did)
 	if err != nil || len(ours) == 0 {
@@ -172,6 +173,14 @@ func (m *Mirror) CheckDID(ctx context.Context, did string) error {
 	for i, e := range theirs {
 		pos[e.CID] = i
 	}
+	// An op nullified upstream but not here may be nullified by an op the
+	// upstream has and the mirror does not yet: that is lag, not a
+	// divergence, while the mirror is behind on this DID.
+	held := make(map[string]bool, len(ours))
+	for _, o := range ours {
+		held[o.CID] = true
+	}
+	behind := slices.ContainsFunc(theirs, func(e auditEntry) bool { return !held[e.CID] })
 	var order []int
 	for _, o := range ours {
 		i, ok := pos[o.CID]
@@ -186,7 +195,7 @@ func (m *Mirror) CheckDID(ctx context.Context, did string) error {
 			m.record(ctx, Divergence{Kind: KindHistoryRewrite, DID: did, CID: o.CID, Evidence: body,
 				Detail: fmt.Sprintf("op %s of %s was served with createdAt %s, its audit log now says %q", o.CID, did, o.CreatedAt.Format(time.RFC3339Nano), e.CreatedAt)})
 		}
-		if e.Nullified != o.Nullified {
+		if e.Nullified != o.Nullified && !(e.Nullified && behind) {
 			m.record(ctx, Divergence{Kind: KindNullification, DID: did, CID: o.CID, Evidence: body,
 				Detail: fmt.Sprintf("op %s of %s: nullified is %v here, %v upstream", o.CID, did, o.Nullified, e.Nullified)})
 		}

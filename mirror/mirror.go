@@ -158,13 +158,26 @@ func (m *Mirror) Source() string { return m.source }
 // when ctx ends.
 func (m *Mirror) Run(ctx context.Context) error {
 	if m.cfg.AuditInterval > 0 {
-		go m.auditLoop(ctx)
+		actx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			m.auditLoop(actx)
+		}()
+		defer func() { stop(); <-done }() // no store access after Run returns
 	}
 	backoff := m.cfg.MinBackoff
 	for ctx.Err() == nil {
+		before := m.committedSeq(ctx)
 		err := m.Step(ctx)
 		if ctx.Err() != nil {
 			break
+		}
+		if err == nil && m.committedSeq(ctx) == before {
+			// The stream ended at once, without applying anything (a
+			// cursor ahead of the upstream's head, a hostile upstream):
+			// not asked again at once, or this would spin.
+			err = errors.New("the stream ended without applying anything")
 		}
 		if err == nil {
 			backoff = m.cfg.MinBackoff
@@ -183,6 +196,16 @@ func (m *Mirror) Run(ctx context.Context) error {
 		backoff = min(2*backoff, m.cfg.MaxBackoff)
 	}
 	return nil
+}
+
+// committedSeq is the source's committed cursor seq (-1 when it cannot be
+// read).
+func (m *Mirror) committedSeq(ctx context.Context) int64 {
+	c, err := m.store.Cursor(ctx, m.source)
+	if err != nil {
+		return -1
+	}
+	return c.Seq
 }
 
 // errCaughtUp: a legacy upstream (or an empty one) has nothing more for
@@ -341,7 +364,7 @@ func (m *Mirror) legacyStart(ctx context.Context) (time.Time, map[string]bool, e
 func (m *Mirror) noteResponse(ctx context.Context, err error) {
 	var re *responseError
 	if errors.As(err, &re) {
-		m.record(ctx, Divergence{Kind: KindBadResponse, Detail: re.msg})
+		m.record(ctx, Divergence{Kind: KindBadResponse, Detail: re.msg, Evidence: re.body})
 	}
 }
 

@@ -37,7 +37,7 @@ func (r *seqReader) Read(p []byte) (int, error) {
 		}
 		lines := page.lines
 		if len(lines) > 0 && page.lastSeq <= r.after {
-			return 0, badResponse("GET /export?after=%d: the page ends at seq %d", r.after, page.lastSeq)
+			return 0, badResponse(joinLines(lines), "GET /export?after=%d: the page ends at seq %d", r.after, page.lastSeq)
 		}
 		// Lines at or before after were asked not to be sent: the upstream
 		// serves them again, so its order is not what it was.
@@ -111,7 +111,7 @@ func (r *legacyReader) Read(p []byte) (int, error) {
 			if err := json.Unmarshal(l, &pl); err != nil {
 				if i == len(lines)-1 {
 					// The last line does not parse: a cut-off body.
-					return 0, badResponse("GET /export: the last line is not JSON (cut off?)")
+					return 0, badResponse(body, "GET /export: the last line is not JSON (cut off?)")
 				}
 				kept = append(kept, l) // Import rejects it
 				continue
@@ -141,7 +141,7 @@ func (r *legacyReader) Read(p []byte) (int, error) {
 			// A whole page inside one millisecond, all taken: the rest of
 			// that millisecond cannot be asked for.
 			r.m.record(r.ctx, Divergence{Kind: KindBadResponse,
-				Detail: "more than " + strconv.Itoa(r.count) + " ops at " + string(validate.AppendTimestamp(nil, after)) + ": the rest of that millisecond is skipped"})
+				Detail: "at least " + strconv.Itoa(r.count) + " ops at " + string(validate.AppendTimestamp(nil, after)) + ": the rest of that millisecond is skipped"})
 			after, boundary = after.Add(time.Millisecond), map[string]bool{}
 		}
 		r.after, r.boundary = after, boundary

@@ -19,15 +19,18 @@ import (
 // divergences; the page is not used and is asked for again later.
 var errResponse = errors.New("bad upstream response")
 
-type responseError struct{ msg string }
+type responseError struct {
+	msg  string
+	body []byte // what the upstream sent (of it, what was read), as evidence
+}
 
 func (e *responseError) Error() string { return e.msg }
 func (e *responseError) Is(t error) bool {
 	return t == errResponse
 }
 
-func badResponse(format string, args ...any) error {
-	return &responseError{msg: fmt.Sprintf(format, args...)}
+func badResponse(body []byte, format string, args ...any) error {
+	return &responseError{msg: fmt.Sprintf(format, args...), body: body}
 }
 
 // upstream is the HTTP client of the directory being mirrored. Every
@@ -73,13 +76,13 @@ func (u *upstream) get(ctx context.Context, path string, q url.Values) ([]byte, 
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, u.maxBody+1))
 	if err != nil {
-		return nil, badResponse("GET %s: body cut off: %v", path, err)
+		return nil, badResponse(body, "GET %s: body cut off: %v", path, err)
 	}
 	if int64(len(body)) > u.maxBody {
-		return nil, badResponse("GET %s: body over %d bytes", path, u.maxBody)
+		return nil, badResponse(body, "GET %s: body over %d bytes", path, u.maxBody)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return body, badResponse("GET %s: status %d", path, resp.StatusCode)
+		return body, badResponse(body, "GET %s: status %d", path, resp.StatusCode)
 	}
 	return body, nil
 }
@@ -131,7 +134,7 @@ func (u *upstream) seqPage(ctx context.Context, after int64, count int) (exportP
 	if n := len(p.lines); n > 0 {
 		var pl pageLine
 		if err := json.Unmarshal(p.lines[n-1], &pl); err != nil || pl.Seq == nil {
-			return exportPage{}, badResponse("GET /export?after=%d: the last line is not a seq-mode export line (cut off?)", after)
+			return exportPage{}, badResponse(body, "GET /export?after=%d: the last line is not a seq-mode export line (cut off?)", after)
 		}
 		p.lastSeq = *pl.Seq
 	}
@@ -151,7 +154,7 @@ func (u *upstream) detect(ctx context.Context) (seqMode, ok bool, err error) {
 	}
 	var pl pageLine
 	if err := json.Unmarshal(lines[0], &pl); err != nil {
-		return false, false, badResponse("GET /export: the first line is not JSON")
+		return false, false, badResponse(body, "GET /export: the first line is not JSON")
 	}
 	return pl.Seq != nil, true, nil
 }
