@@ -248,7 +248,7 @@ func (m *Mirror) detect(ctx context.Context) error {
 	m.mu.Lock()
 	m.mode = mode
 	m.mu.Unlock()
-	m.logger.Info("mirror: upstream export mode", "upstream", m.up.base.String(), "mode", mode)
+	m.logger.Info("mirror: upstream export mode", "upstream", m.up.base.Redacted(), "mode", mode)
 	return nil
 }
 
@@ -393,7 +393,7 @@ type Status struct {
 // Status reports the mirror's state.
 func (m *Mirror) Status(ctx context.Context) Status {
 	m.mu.Lock()
-	st := Status{Upstream: m.up.base.String(), Mode: m.mode, State: m.state, LagOps: -1}
+	st := Status{Upstream: m.up.base.Redacted(), Mode: m.mode, State: m.state, LagOps: -1}
 	upSeq := m.upstreamSeq
 	m.mu.Unlock()
 	if c, err := m.store.Cursor(ctx, m.source); err == nil {

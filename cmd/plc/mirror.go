@@ -67,6 +67,10 @@ with the same defaults.`, e)
 		fmt.Fprintf(e.stderr, "plc mirror: --upstream %q: want an http:// or https:// URL\n", upstream)
 		return exitUsage
 	}
+	if up.RawQuery != "" || up.Fragment != "" {
+		fmt.Fprintf(e.stderr, "plc mirror: --upstream %q: want a URL without query or fragment\n", upstream)
+		return exitUsage
+	}
 	if page < 1 || page > 1000 {
 		fmt.Fprintln(e.stderr, "plc mirror: --page-size must be 1 to 1000")
 		return exitUsage
@@ -120,7 +124,7 @@ with the same defaults.`, e)
 			return m.Health(ctx)
 		}
 		cfg.Extra = m.Handler()
-		logger.Info("mirroring", "upstream", redactDB(upstream), "source", m.Source())
+		logger.Info("mirroring", "upstream", up.Redacted())
 		return func(ctx context.Context) {
 			defer p.clear()
 			if !once {
@@ -130,7 +134,7 @@ with the same defaults.`, e)
 			syncErr = m.Sync(ctx)
 			if syncErr == nil {
 				st := m.Status(ctx)
-				fmt.Fprintf(e.stdout, "caught up with %s: cursor %d\n", redactDB(upstream), st.Cursor)
+				fmt.Fprintf(e.stdout, "caught up with %s: cursor %d\n", up.Redacted(), st.Cursor)
 			}
 			stop()
 		}, nil
