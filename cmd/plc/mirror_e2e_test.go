@@ -528,7 +528,7 @@ func TestMirrorFollowsServeWhileWritesContinue(t *testing.T) {
 			onceDB := newDB("once")
 			code, stdout, stderr := runPLC(t, context.Background(), nil, "mirror", "--once", "--upstream", up.url+"/",
 				"--db", onceDB, "--listen", "127.0.0.1:0", "--log-format", "json", "--page-size", "1000")
-			if want := fmt.Sprintf("caught up with %s/: cursor %d\n", up.url, len(want)); code != exitOK || stdout != want {
+			if want := fmt.Sprintf("caught up with %s: cursor %d\n", up.url, len(want)); code != exitOK || stdout != want {
 				t.Fatalf("mirror --once: exit %d, stdout %q, want %q\n%s", code, stdout, want, stderr)
 			}
 			checkSameState(t, openDB(t, onceDB), openDB(t, upDB))
