@@ -41,6 +41,14 @@ func (c *recordCache) reset() {
 	c.cur, c.old = map[string]*DIDRecord{}, nil
 }
 
+// drop forgets every record: after a transaction whose outcome is not
+// known.
+func (c *recordCache) drop() {
+	c.mu.Lock()
+	c.reset()
+	c.mu.Unlock()
+}
+
 // lookup returns did's cached record, fresh or not (nil when absent).
 func (c *recordCache) lookup(did string) *DIDRecord {
 	if c == nil {

@@ -306,9 +306,7 @@ func (l *Log) settle(view AppendView, writes []Write, err error) {
 	case l.cache == nil || view.Records == nil:
 		// decide did not run: the cache is as it was.
 	case err != nil:
-		l.cache.mu.Lock()
-		l.cache.reset()
-		l.cache.mu.Unlock()
+		l.cache.drop()
 	default:
 		l.cache.committed(view, writes)
 	}

@@ -267,9 +267,16 @@ func decodeCompactV1(b []byte) (Operation, error) {
 // NewOp makes it.
 func signedCBOR(o *Operation) []byte {
 	body, n := encodeBody(make([]byte, 0, 512), o)
-	signed := make([]byte, 0, len(body)+len(o.Sig)+10)
+	return appendSigned(body, n, o.Sig)
+}
+
+// appendSigned is the signed encoding of an op from its unsigned body (the
+// encoded map entries without "sig", n of them): "sig", the shortest key,
+// comes first.
+func appendSigned(body []byte, n int, sig string) []byte {
+	signed := make([]byte, 0, len(body)+len(sig)+10)
 	signed = appendHead(signed, majorMap, uint64(n+1))
 	signed = appendText(signed, "sig")
-	signed = appendText(signed, o.Sig)
+	signed = appendText(signed, sig)
 	return append(signed, body...)
 }

@@ -149,13 +149,8 @@ func NewOp(o Operation) (*Op, error) {
 	h.Write(body)
 	h.Sum(op.unsignedHash[:0])
 
-	signed := make([]byte, 0, len(body)+len(o.Sig)+10)
-	signed = appendHead(signed, majorMap, uint64(n+1))
-	signed = appendText(signed, "sig")
-	signed = appendText(signed, o.Sig)
-	signed = append(signed, body...)
-	op.signed = signed
-	op.cid = cidOf(signed)
+	op.signed = appendSigned(body, n, o.Sig)
+	op.cid = cidOf(op.signed)
 	return op, nil
 }
 

@@ -35,18 +35,11 @@ answers 405 unless --forward-writes. --db and --listen are plc serve's,
 with the same defaults.`, e)
 	f := &flagSource{fs: fs, e: e}
 	f.str(&upstream, "upstream", "PLC_UPSTREAM", "", "base URL of the directory to mirror (required)")
-	dbFlag(f, &c.DB)
-	f.str(&c.Listen, "listen", "PLC_LISTEN", ":2582", "API listen address")
-	f.str(&c.MetricsListen, "metrics-listen", "PLC_METRICS_LISTEN", "", "Prometheus /metrics listen address (empty: off)")
-	f.float(&c.IPRate, "ip-rate", "PLC_IP_RATE", 0, "per-client-IP request rate limit, requests/second (0: off)")
-	f.int(&c.IPBurst, "ip-burst", "PLC_IP_BURST", 50, "per-client-IP burst")
-	f.bool(&c.TrustProxy, "trust-proxy", "PLC_TRUST_PROXY", "take client IPs from X-Forwarded-For (behind a proxy)")
+	serverFlags(f, &c)
 	f.bool(&forward, "forward-writes", "PLC_FORWARD_WRITES", "proxy POST /:did to the upstream instead of answering 405")
 	f.duration(&audit, "audit-interval", "PLC_AUDIT_INTERVAL", time.Minute, "how often a sample of DIDs is checked against the upstream's audit logs (0: never)")
 	f.bool(&once, "once", "PLC_MIRROR_ONCE", "backfill up to the upstream's head, then exit (no live stream)")
 	f.int(&page, "page-size", "PLC_PAGE_SIZE", 1000, "ops asked for per export page")
-	f.duration(&c.ShutdownTimeout, "shutdown-timeout", "PLC_SHUTDOWN_TIMEOUT", 15*time.Second, "graceful shutdown deadline")
-	logFlags(f, &c.LogFormat, &c.LogLevel)
 	if f.err != nil {
 		fmt.Fprintf(e.stderr, "plc mirror: %v\n", f.err)
 		return exitUsage

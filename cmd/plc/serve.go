@@ -116,6 +116,19 @@ func dbFlag(f *flagSource, p *string) {
 	f.str(p, "db", "PLC_DB", defaultDB, "database: a postgres:// URL or an SQLite file path")
 }
 
+// serverFlags binds the flags plc serve and plc mirror share: the
+// database, the listeners, the per-client limit, shutdown and logging.
+func serverFlags(f *flagSource, c *serveConfig) {
+	dbFlag(f, &c.DB)
+	f.str(&c.Listen, "listen", "PLC_LISTEN", ":2582", "API listen address")
+	f.str(&c.MetricsListen, "metrics-listen", "PLC_METRICS_LISTEN", "", "Prometheus /metrics listen address (empty: off)")
+	f.float(&c.IPRate, "ip-rate", "PLC_IP_RATE", 0, "per-client-IP request rate limit, requests/second (0: off)")
+	f.int(&c.IPBurst, "ip-burst", "PLC_IP_BURST", 50, "per-client-IP burst")
+	f.bool(&c.TrustProxy, "trust-proxy", "PLC_TRUST_PROXY", "take client IPs from X-Forwarded-For (behind a proxy)")
+	f.duration(&c.ShutdownTimeout, "shutdown-timeout", "PLC_SHUTDOWN_TIMEOUT", 15*time.Second, "graceful shutdown deadline")
+	logFlags(f, &c.LogFormat, &c.LogLevel)
+}
+
 func logFlags(f *flagSource, format, level *string) {
 	f.str(format, "log-format", "PLC_LOG_FORMAT", "auto", "log format: json, text, or auto (text on a terminal)")
 	f.str(level, "log-level", "PLC_LOG_LEVEL", "info", "log level: debug, info, warn, error")
@@ -178,15 +191,8 @@ log, and serves the plc.directory HTTP API. With no flags it uses the
 built-in defaults: an SQLite database at `+defaultDB+` (created on first
 start) and the API on :2582.`, e)
 	f := &flagSource{fs: fs, e: e}
-	dbFlag(f, &c.DB)
-	f.str(&c.Listen, "listen", "PLC_LISTEN", ":2582", "API listen address")
-	f.str(&c.MetricsListen, "metrics-listen", "PLC_METRICS_LISTEN", "", "Prometheus /metrics listen address (empty: off)")
-	f.float(&c.IPRate, "ip-rate", "PLC_IP_RATE", 0, "per-client-IP request rate limit, requests/second (0: off)")
-	f.int(&c.IPBurst, "ip-burst", "PLC_IP_BURST", 50, "per-client-IP burst")
-	f.bool(&c.TrustProxy, "trust-proxy", "PLC_TRUST_PROXY", "take client IPs from X-Forwarded-For (behind a proxy)")
+	serverFlags(f, &c)
 	f.bool(&c.NoDIDRateLimit, "no-did-rate-limit", "PLC_NO_DID_RATE_LIMIT", "turn off the per-DID operation rate limit")
-	f.duration(&c.ShutdownTimeout, "shutdown-timeout", "PLC_SHUTDOWN_TIMEOUT", 15*time.Second, "graceful shutdown deadline")
-	logFlags(f, &c.LogFormat, &c.LogLevel)
 	if f.err != nil {
 		fmt.Fprintf(e.stderr, "plc serve: %v\n", f.err)
 		return exitUsage
