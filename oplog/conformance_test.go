@@ -514,6 +514,7 @@ func testStore(t *testing.T, open func(t *testing.T) (oplog.Store, string)) {
 	}
 
 	testLog(t, migrated)
+	testTree(t, migrated)
 	testIngest(t, migrated)
 }
 

@@ -23,6 +23,7 @@ const appendLockKey int64 = 0x706c632d61707064
 // setting makes them, and OpenPostgres refuses a server where it is off.
 type PostgresStore struct {
 	pool *pgxpool.Pool
+	tree *treeCache
 }
 
 // OpenPostgres connects to the PostgreSQL database at url (a postgres:// URL
@@ -43,7 +44,7 @@ func OpenPostgres(ctx context.Context, url string) (*PostgresStore, error) {
 		pool.Close()
 		return nil, fmt.Errorf("open postgres %s: %w", RedactURL(url), err)
 	}
-	return &PostgresStore{pool: pool}, nil
+	return &PostgresStore{pool: pool, tree: newTreeCache()}, nil
 }
 
 // checkDurable fails unless a commit on pool is durable when it returns.
@@ -144,12 +145,20 @@ func (s *PostgresStore) appendTx(ctx context.Context, source string, dids []stri
 	if !changed {
 		return tx.Rollback(ctx)
 	}
-	if err := insertWrites(ctx, tx, writes, source != "", &batch); err != nil {
+	var ext *treeExtension
+	if len(writes) > 0 {
+		if ext, err = s.tree.extend(ctx, pgTree{tx}, view.LastSeq, writeEntries(writes)); err != nil {
+			return err
+		}
+	}
+	if err := insertWrites(ctx, tx, writes, source != "", &batch, ext); err != nil {
 		return err
 	}
 	if err := tx.Commit(ctx); err != nil {
+		s.tree.failed()
 		return fmt.Errorf("commit: %w", err)
 	}
+	s.tree.committed(ext)
 	return nil
 }
 
@@ -219,7 +228,7 @@ func pgReadRecords(ctx context.Context, tx pgx.Tx, dids []string, recs map[strin
 // insertWrites writes the ops, nullifications and records of a batch, and
 // for an ingest its rejections and cursor, with one statement per table,
 // sent together in one round trip.
-func insertWrites(ctx context.Context, tx pgx.Tx, writes []Write, ingest bool, ib *IngestBatch) error {
+func insertWrites(ctx context.Context, tx pgx.Tx, writes []Write, ingest bool, ib *IngestBatch, ext *treeExtension) error {
 	var (
 		seqs, createdAt      []int64
 		opDIDs, ops          [][]byte
@@ -260,6 +269,9 @@ func insertWrites(ctx context.Context, tx pgx.Tx, writes []Write, ingest bool, i
 		queue("insert ops", `INSERT INTO operations (seq, did, created_at, op, signer)
 		SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::bigint[], $4::bytea[], $5::smallint[])`,
 			seqs, opDIDs, createdAt, ops, signers)
+	}
+	if ext != nil {
+		queue("insert tree hashes", `INSERT INTO tree_hashes (first_seq, last_seq, hashes) VALUES ($1, $2, $3)`, ext.chunk.first, ext.chunk.last, ext.chunk.hashes)
 	}
 	if len(nullSeqs) > 0 {
 		queue("insert nullifications", `INSERT INTO nullified (seq, by_seq) SELECT * FROM unnest($1::bigint[], $2::bigint[])`, nullSeqs, nullBySeqs)

@@ -24,6 +24,7 @@ import (
 type SQLiteStore struct {
 	db    *sql.DB
 	stmts sync.Map // query → *sql.Stmt, prepared on first use
+	tree  *treeCache
 }
 
 // query runs a read through a statement prepared once per store: SQLite
@@ -80,7 +81,7 @@ func OpenSQLite(path string) (*SQLiteStore, error) {
 		db.Close()
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 	}
-	return &SQLiteStore{db: db}, nil
+	return &SQLiteStore{db: db, tree: newTreeCache()}, nil
 }
 
 // DB returns the underlying handle (for migrations and tests).
@@ -147,8 +148,15 @@ func (s *SQLiteStore) appendTx(ctx context.Context, source string, dids []string
 	if !changed {
 		return tx.Rollback()
 	}
+	var ext *treeExtension
 	if len(writes) > 0 {
+		if ext, err = s.tree.extend(ctx, sqlTree{tx}, view.LastSeq, writeEntries(writes)); err != nil {
+			return err
+		}
 		if err := s.insertWrites(ctx, tx, writes); err != nil {
+			return err
+		}
+		if err := (sqlTree{tx}).insertChunk(ctx, ext.chunk); err != nil {
 			return err
 		}
 	}
@@ -158,8 +166,10 @@ func (s *SQLiteStore) appendTx(ctx context.Context, source string, dids []string
 		}
 	}
 	if err := tx.Commit(); err != nil {
+		s.tree.failed()
 		return fmt.Errorf("commit: %w", err)
 	}
+	s.tree.committed(ext)
 	return nil
 }
 

@@ -36,6 +36,8 @@ import (
 	"errors"
 	"time"
 
+	"golang.org/x/mod/sumdb/tlog"
+
 	"github.com/plcdir/plc/validate"
 )
 
@@ -192,6 +194,24 @@ type Store interface {
 	ExportByTime(ctx context.Context, after time.Time, limit int) ([]Entry, error)
 	// LatestSeq returns the seq of the last committed op (0 when empty).
 	LatestSeq(ctx context.Context) (int64, error)
+	// TreeSize returns the number of leaves (ops) the stored transparency
+	// log covers: LatestSeq, unless the database predates it (see
+	// CatchUpTree).
+	TreeSize(ctx context.Context) (int64, error)
+	// ReadHashes returns the transparency log's stored hashes with the
+	// given indexes (golang.org/x/mod/sumdb/tlog's numbering).
+	ReadHashes(ctx context.Context, idx []int64) ([]tlog.Hash, error)
+	// ExtendTree computes and stores, under the append lock, the tree
+	// hashes of up to limit ops the tree does not cover yet, and returns
+	// how many it covered (0: the tree covers the log).
+	ExtendTree(ctx context.Context, limit int) (int, error)
+	// Checkpoint returns the latest signed checkpoint, or ErrNotFound.
+	Checkpoint(ctx context.Context) (Checkpoint, error)
+	// SwapCheckpoint replaces the checkpoint old (nil: none yet) with
+	// next, atomically: ErrCheckpointRace when the stored one is not old.
+	// The database refuses a smaller checkpoint, or another root for the
+	// same size.
+	SwapCheckpoint(ctx context.Context, old *Checkpoint, next Checkpoint) error
 	// Ping checks that the database answers.
 	Ping(ctx context.Context) error
 	Close() error

@@ -1,0 +1,516 @@
+package oplog
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+// The transparency log is an RFC 6962 Merkle tree over the op sequence:
+// leaf i is the op with seq i+1, and its data is LeafData. The stores keep
+// the tree's stored hashes (tlog's numbering: tlog.StoredHashes of each
+// record) in chunks, one per append transaction, written in the same
+// transaction as the ops; the package audit builds checkpoints, tiles and
+// proofs on them.
+
+// ErrTreeBehind: the op log holds ops the tree does not cover (a database
+// written before the transparency log); CatchUpTree fills the tree in.
+var ErrTreeBehind = errors.New("the transparency log does not cover every op")
+
+// LeafData returns the transparency-log leaf of e: the DAG-CBOR map
+//
+//	{"op": <signed op bytes>, "cid": <CID>, "did": <DID>, "seq": <seq>, "createdAt": <time>}
+//
+// with keys in DAG-CBOR's canonical order, the op's exact signed DAG-CBOR
+// bytes as a byte string, and createdAt as the API renders it
+// (2006-01-02T15:04:05.000Z). Nullification is derived state and not part
+// of the leaf.
+func LeafData(e *Entry) []byte {
+	createdAt := e.CreatedAt.UTC().Format("2006-01-02T15:04:05.000Z")
+	b := make([]byte, 0, len(e.Op)+len(e.CID)+len(e.DID)+len(createdAt)+40)
+	b = append(b, 0xa5) // map of 5
+	b = cborText(b, "op")
+	b = cborHead(b, 2, uint64(len(e.Op)))
+	b = append(b, e.Op...)
+	b = cborText(b, "cid")
+	b = cborText(b, e.CID)
+	b = cborText(b, "did")
+	b = cborText(b, e.DID)
+	b = cborText(b, "seq")
+	b = cborHead(b, 0, uint64(e.Seq))
+	b = cborText(b, "createdAt")
+	b = cborText(b, createdAt)
+	return b
+}
+
+func cborHead(b []byte, major byte, n uint64) []byte {
+	m := major << 5
+	switch {
+	case n < 24:
+		return append(b, m|byte(n))
+	case n <= 0xff:
+		return append(b, m|24, byte(n))
+	case n <= 0xffff:
+		return append(b, m|25, byte(n>>8), byte(n))
+	case n <= 0xffffffff:
+		return append(b, m|26, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+	}
+	return append(b, m|27, byte(n>>56), byte(n>>48), byte(n>>40), byte(n>>32), byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+}
+
+func cborText(b []byte, s string) []byte {
+	return append(cborHead(b, 3, uint64(len(s))), s...)
+}
+
+// LeafHash returns the tree's hash of e's leaf.
+func LeafHash(e *Entry) tlog.Hash { return tlog.RecordHash(LeafData(e)) }
+
+// treeChunk is one row of tree_hashes: the stored hashes of the records
+// (seq-1) of first…last.
+type treeChunk struct {
+	first, last int64
+	hashes      []byte
+}
+
+// start is the stored-hash index of the chunk's first hash.
+func (c *treeChunk) start() int64 { return tlog.StoredHashIndex(0, c.first-1) }
+
+// hash returns the stored hash with index i, which the chunk must hold.
+func (c *treeChunk) hash(i int64) (tlog.Hash, error) {
+	off := (i - c.start()) * tlog.HashSize
+	var h tlog.Hash
+	if off < 0 || off+tlog.HashSize > int64(len(c.hashes)) {
+		return h, fmt.Errorf("oplog: tree chunk %d…%d does not hold stored hash %d", c.first, c.last, i)
+	}
+	copy(h[:], c.hashes[off:])
+	return h, nil
+}
+
+// check verifies that the chunk's length matches its records.
+func (c *treeChunk) check() error {
+	want := (tlog.StoredHashIndex(0, c.last) - c.start()) * tlog.HashSize
+	if c.first < 1 || c.last < c.first || int64(len(c.hashes)) != want {
+		return fmt.Errorf("oplog: tree chunk %d…%d holds %d bytes, want %d", c.first, c.last, len(c.hashes), want)
+	}
+	return nil
+}
+
+// recordOf returns the seq of the op whose record stores hash index i.
+func recordOf(i int64) int64 {
+	level, n := tlog.SplitStoredHashIndex(i)
+	return (n+1)<<uint(level) - 1 + 1
+}
+
+// treeTx is what the tree needs of a backend: reads (inside an append
+// transaction or not) and, inside one, the insert of a chunk.
+type treeTx interface {
+	// treeEnd returns the last seq the tree covers (0: none).
+	treeEnd(ctx context.Context) (int64, error)
+	// chunkAt returns the chunk holding seq (found false when none does).
+	chunkAt(ctx context.Context, seq int64) (c treeChunk, found bool, err error)
+	// chunksIn returns the chunks holding any of from…to, in order.
+	chunksIn(ctx context.Context, from, to int64) ([]treeChunk, error)
+	insertChunk(ctx context.Context, c treeChunk) error
+}
+
+// readHashes reads the stored hashes with the given indexes.
+func readHashes(ctx context.Context, tx treeTx, idx []int64) ([]tlog.Hash, error) {
+	out := make([]tlog.Hash, len(idx))
+	if len(idx) == 0 {
+		return out, nil
+	}
+	seqs := make([]int64, len(idx))
+	lo, hi := recordOf(idx[0]), recordOf(idx[0])
+	for i, x := range idx {
+		if x < 0 {
+			return nil, fmt.Errorf("oplog: stored hash index %d", x)
+		}
+		seqs[i] = recordOf(x)
+		lo, hi = min(lo, seqs[i]), max(hi, seqs[i])
+	}
+	var chunks []treeChunk
+	if hi-lo <= 4096 {
+		// One range read: a tile of leaves, a proof's nearby nodes.
+		var err error
+		if chunks, err = tx.chunksIn(ctx, lo, hi); err != nil {
+			return nil, err
+		}
+	} else {
+		order := slices.Clone(seqs)
+		slices.Sort(order)
+		for _, s := range slices.Compact(order) {
+			if n := len(chunks); n > 0 && chunks[n-1].last >= s {
+				continue
+			}
+			c, found, err := tx.chunkAt(ctx, s)
+			if err != nil {
+				return nil, err
+			}
+			if found {
+				chunks = append(chunks, c)
+			}
+		}
+	}
+	for i, x := range idx {
+		j, found := slices.BinarySearchFunc(chunks, seqs[i], func(c treeChunk, s int64) int {
+			switch {
+			case c.last < s:
+				return -1
+			case c.first > s:
+				return 1
+			}
+			return 0
+		})
+		if !found {
+			return nil, fmt.Errorf("%w: no tree hashes for seq %d", ErrTreeBehind, seqs[i])
+		}
+		h, err := chunks[j].hash(x)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = h
+	}
+	return out, nil
+}
+
+// frontier returns the stored-hash indexes of the complete subtrees of a
+// tree of size n: what appending record n and computing the tree hash of
+// size n read.
+func frontier(n int64) []int64 {
+	var idx []int64
+	for level := 0; n>>uint(level) > 0; level++ {
+		if (n>>uint(level))&1 == 1 {
+			idx = append(idx, tlog.StoredHashIndex(level, n>>uint(level)-1))
+		}
+	}
+	return idx
+}
+
+// treeCache keeps the frontier of the tree as of the last append this
+// process committed, so appends need not read it back. Like the record
+// cache, it is used only while the log's last seq is the one it was left
+// at: another process's append invalidates it.
+type treeCache struct {
+	mu       sync.Mutex
+	size     int64 // -1: none
+	frontier map[int64]tlog.Hash
+}
+
+func newTreeCache() *treeCache { return &treeCache{size: -1} }
+
+// treeExtension is the tree hashes of a batch, and the frontier after it,
+// to be kept once the transaction commits.
+type treeExtension struct {
+	chunk    treeChunk
+	size     int64
+	frontier map[int64]tlog.Hash
+}
+
+// extend computes the stored hashes of entries, the next ops after a log
+// (and tree) of size last, reading the frontier with tx when the cache
+// does not hold it.
+func (t *treeCache) extend(ctx context.Context, tx treeTx, last int64, entries []*Entry) (*treeExtension, error) {
+	if len(entries) == 0 {
+		return nil, nil
+	}
+	t.mu.Lock()
+	known := t.frontier
+	if t.size != last {
+		known = nil
+	}
+	t.mu.Unlock()
+	if known == nil {
+		end, err := tx.treeEnd(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("read the tree's end: %w", err)
+		}
+		if end != last {
+			return nil, fmt.Errorf("%w: it ends at seq %d, the log at %d", ErrTreeBehind, end, last)
+		}
+		idx := frontier(last)
+		hs, err := readHashes(ctx, tx, idx)
+		if err != nil {
+			return nil, fmt.Errorf("read the tree's frontier: %w", err)
+		}
+		known = make(map[int64]tlog.Hash, len(idx))
+		for i, x := range idx {
+			known[x] = hs[i]
+		}
+	}
+	ext := &treeExtension{frontier: make(map[int64]tlog.Hash, len(known)+4)}
+	for k, v := range known {
+		ext.frontier[k] = v
+	}
+	reader := mapReader(ext.frontier)
+	buf := make([]byte, 0, len(entries)*2*tlog.HashSize)
+	for i, e := range entries {
+		n := last + int64(i)
+		if e.Seq != n+1 {
+			return nil, fmt.Errorf("oplog: tree record for seq %d given as record %d", e.Seq, n)
+		}
+		hs, err := tlog.StoredHashes(n, LeafData(e), reader)
+		if err != nil {
+			return nil, fmt.Errorf("tree hashes of seq %d: %w", e.Seq, err)
+		}
+		base := tlog.StoredHashIndex(0, n)
+		for k, h := range hs {
+			buf = append(buf, h[:]...)
+			ext.frontier[base+int64(k)] = h
+		}
+		keep := frontier(n + 1)
+		if len(ext.frontier) > 2*len(keep)+8 {
+			prune(ext.frontier, keep)
+		}
+	}
+	size := last + int64(len(entries))
+	prune(ext.frontier, frontier(size))
+	ext.size = size
+	ext.chunk = treeChunk{first: last + 1, last: size, hashes: buf}
+	return ext, nil
+}
+
+func prune(m map[int64]tlog.Hash, keep []int64) {
+	for k := range m {
+		if !slices.Contains(keep, k) {
+			delete(m, k)
+		}
+	}
+}
+
+// committed records that ext's transaction committed; failed, that an
+// append transaction did not (the frontier may then be anything).
+func (t *treeCache) committed(ext *treeExtension) {
+	if ext == nil {
+		return
+	}
+	t.mu.Lock()
+	t.size, t.frontier = ext.size, ext.frontier
+	t.mu.Unlock()
+}
+
+func (t *treeCache) failed() {
+	t.mu.Lock()
+	t.size, t.frontier = -1, nil
+	t.mu.Unlock()
+}
+
+type mapReader map[int64]tlog.Hash
+
+func (m mapReader) ReadHashes(idx []int64) ([]tlog.Hash, error) {
+	out := make([]tlog.Hash, len(idx))
+	for i, x := range idx {
+		h, ok := m[x]
+		if !ok {
+			return nil, fmt.Errorf("oplog: stored hash %d is not in the frontier", x)
+		}
+		out[i] = h
+	}
+	return out, nil
+}
+
+// writeEntries returns pointers to the entries of writes.
+func writeEntries(writes []Write) []*Entry {
+	es := make([]*Entry, len(writes))
+	for i := range writes {
+		es[i] = &writes[i].Entry
+	}
+	return es
+}
+
+// TreeReader reads a store's transparency log.
+type TreeReader interface {
+	// TreeSize returns the number of leaves the stored tree covers.
+	TreeSize(ctx context.Context) (int64, error)
+	// ReadHashes returns the stored hashes with the given indexes (tlog's
+	// numbering); it fails for hashes the tree does not hold yet.
+	ReadHashes(ctx context.Context, idx []int64) ([]tlog.Hash, error)
+}
+
+// HashReader adapts a store to tlog.HashReader with ctx.
+func HashReader(ctx context.Context, s TreeReader) tlog.HashReader {
+	return tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) { return s.ReadHashes(ctx, idx) })
+}
+
+// TreeMismatch is a stored tree hash that is not what the ops recompute
+// to (or a gap in the log): VerifyTree's finding.
+type TreeMismatch struct {
+	Seq    int64
+	Reason string
+}
+
+func (m *TreeMismatch) Error() string {
+	return fmt.Sprintf("transparency log does not match the op log at seq %d: %s", m.Seq, m.Reason)
+}
+
+// VerifyTree recomputes the whole tree from the ops of store, checks every
+// stored hash against it and returns the tree hash of each requested size
+// (as recomputed; sizes beyond the tree are ignored). progress, when set,
+// is called with the seq reached after each page.
+func VerifyTree(ctx context.Context, store Store, sizes []int64, progress func(seq int64)) (map[int64]tlog.Hash, error) {
+	const page = 8192
+	end, err := store.TreeSize(ctx)
+	if err != nil {
+		return nil, err
+	}
+	last, err := store.LatestSeq(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if end != last {
+		return nil, fmt.Errorf("%w: it ends at seq %d, the log at %d", ErrTreeBehind, end, last)
+	}
+	roots := map[int64]tlog.Hash{}
+	want := map[int64]bool{}
+	for _, s := range sizes {
+		want[s] = true
+	}
+	known := map[int64]tlog.Hash{}
+	reader := mapReader(known)
+	if want[0] {
+		roots[0], _ = tlog.TreeHash(0, reader)
+	}
+	var n int64
+	for n < end {
+		es, err := store.Export(ctx, n, int(min(page, end-n)))
+		if err != nil {
+			return nil, fmt.Errorf("read ops after %d: %w", n, err)
+		}
+		if len(es) == 0 {
+			return nil, &TreeMismatch{Seq: n + 1, Reason: "the op is missing"}
+		}
+		first := n + 1
+		idx := make([]int64, 0, 2*len(es))
+		for i := range es {
+			if es[i].Seq != first+int64(i) {
+				return nil, &TreeMismatch{Seq: first + int64(i), Reason: fmt.Sprintf("the op is missing (the next op has seq %d)", es[i].Seq)}
+			}
+			r := es[i].Seq - 1
+			for k := tlog.StoredHashIndex(0, r); k < tlog.StoredHashIndex(0, r+1); k++ {
+				idx = append(idx, k)
+			}
+		}
+		stored, err := store.ReadHashes(ctx, idx)
+		if err != nil {
+			return nil, err
+		}
+		at := 0
+		for i := range es {
+			r := es[i].Seq - 1
+			hs, err := tlog.StoredHashes(r, LeafData(&es[i]), reader)
+			if err != nil {
+				return nil, err
+			}
+			for k, h := range hs {
+				if h != stored[at] {
+					reason := "a stored interior hash differs"
+					if k == 0 {
+						reason = "the op's leaf hash differs from the stored one (the op or its seq was changed)"
+					}
+					return nil, &TreeMismatch{Seq: es[i].Seq, Reason: reason}
+				}
+				known[tlog.StoredHashIndex(0, r)+int64(k)] = h
+				at++
+			}
+			size := r + 1
+			if want[size] {
+				if roots[size], err = tlog.TreeHash(size, reader); err != nil {
+					return nil, err
+				}
+			}
+			if len(known) > 4096 {
+				prune(known, frontier(size))
+			}
+		}
+		n = es[len(es)-1].Seq
+		if progress != nil {
+			progress(n)
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return roots, nil
+}
+
+// CatchUpTree fills in the tree hashes of ops written before the
+// transparency log existed (a database migrated from an earlier version),
+// batch ops per transaction. It returns how many ops it covered.
+func CatchUpTree(ctx context.Context, store Store, batch int) (int64, error) {
+	if batch <= 0 {
+		batch = 8192
+	}
+	var total int64
+	for {
+		n, err := store.ExtendTree(ctx, batch)
+		total += int64(n)
+		if err != nil || n == 0 {
+			return total, err
+		}
+	}
+}
+
+// extendTree is the backends' ExtendTree: under the append lock, with tx
+// and ops reading inside the transaction.
+func extendTree(ctx context.Context, tx treeTx, cache *treeCache, last int64, limit int, ops func(after int64, limit int) ([]Entry, error)) (*treeExtension, error) {
+	end, err := tx.treeEnd(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if end >= last {
+		return nil, nil
+	}
+	es, err := ops(end, int(min(int64(limit), last-end)))
+	if err != nil {
+		return nil, err
+	}
+	ptrs := make([]*Entry, len(es))
+	for i := range es {
+		if es[i].Seq != end+1+int64(i) {
+			return nil, &TreeMismatch{Seq: end + 1 + int64(i), Reason: "the op is missing"}
+		}
+		ptrs[i] = &es[i]
+	}
+	cache.failed() // the frontier of size end is read from the database
+	c := &treeCache{size: -1}
+	ext, err := c.extend(ctx, &endAt{tx, end}, end, ptrs)
+	if err != nil {
+		return nil, err
+	}
+	if err := tx.insertChunk(ctx, ext.chunk); err != nil {
+		return nil, err
+	}
+	return ext, nil
+}
+
+// endAt is a treeTx whose tree ends at end (during a catch-up, the log
+// runs ahead of the tree).
+type endAt struct {
+	treeTx
+	end int64
+}
+
+func (e *endAt) treeEnd(context.Context) (int64, error) { return e.end, nil }
+
+// chunkBytes checks a chunk read from the database.
+func chunkBytes(first, last int64, hashes []byte) (treeChunk, error) {
+	c := treeChunk{first: first, last: last, hashes: bytes.Clone(hashes)}
+	return c, c.check()
+}
+
+// Checkpoint is the latest signed checkpoint a store holds.
+type Checkpoint struct {
+	Size     int64
+	Root     tlog.Hash
+	Note     []byte // the signed note, with any cosignatures
+	SignedAt time.Time
+}
+
+// ErrCheckpointRace: SwapCheckpoint found another checkpoint than the one
+// it was to replace.
+var ErrCheckpointRace = errors.New("the checkpoint was replaced concurrently")
