@@ -22,6 +22,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
+	"golang.org/x/mod/sumdb/tlog"
+
 	"github.com/plcdir/plc/oplog"
 	"github.com/plcdir/plc/validate"
 )
@@ -97,6 +99,17 @@ type Config struct {
 	Health func() map[string]any
 	// Extra, if set, serves GET /_mirror/divergences (else 404).
 	Extra http.Handler
+	// TLog, if set, is the directory's transparency log: it serves GET
+	// /tlog/… and the inclusion proofs of GET /:did/log/audit?proof=true.
+	TLog TLog
+}
+
+// TLog is what the API needs of the transparency log (audit.TLog).
+type TLog interface {
+	http.Handler
+	// InclusionProofs returns the latest checkpoint and the inclusion
+	// proofs against it of the ops with seqs (none for ops newer than it).
+	InclusionProofs(ctx context.Context, seqs []int64) (oplog.Checkpoint, map[int64][]tlog.Hash, error)
 }
 
 // Server is the directory's HTTP API. It implements http.Handler; the
@@ -115,6 +128,7 @@ type Server struct {
 	readOnly  bool
 	forward   http.Handler
 	health2   func() map[string]any
+	tlog      TLog
 }
 
 // New builds the server. It panics if cfg.Log is nil.
@@ -142,6 +156,7 @@ func New(cfg Config) *Server {
 		readOnly:  cfg.ReadOnly,
 		forward:   cfg.Forward,
 		health2:   cfg.Health,
+		tlog:      cfg.TLog,
 	}
 	if cfg.IPRate > 0 {
 		s.limiter = newIPLimiter(cfg.IPRate, cfg.IPBurst, now)
@@ -184,6 +199,13 @@ func New(cfg Config) *Server {
 			return
 		}
 		extra.ServeHTTP(c.Writer, c.Request)
+	})
+	e.GET("/tlog/*path", func(c *gin.Context) {
+		if s.tlog == nil {
+			writeMessage(c, http.StatusNotFound, "Not Found: this directory keeps no transparency log")
+			return
+		}
+		s.tlog.ServeHTTP(c.Writer, c.Request)
 	})
 	s.engine = e
 	return s
@@ -522,11 +544,35 @@ func (s *Server) opLog(c *gin.Context) error {
 	return nil
 }
 
-// GET /:did/log/audit
+// GET /:did/log/audit[?proof=true]
 func (s *Server) auditLog(c *gin.Context) error {
+	withProof := false
+	switch p := c.Query("proof"); p {
+	case "", "false":
+	case "true":
+		if s.tlog == nil {
+			return &httpError{http.StatusBadRequest, "this directory keeps no transparency log: proof=true is not available"}
+		}
+		withProof = true
+	default:
+		return &httpError{http.StatusBadRequest, "proof must be true or false"}
+	}
 	ops, err := s.ops(c)
 	if err != nil {
 		return err
+	}
+	var (
+		cp     oplog.Checkpoint
+		proofs map[int64][]tlog.Hash
+	)
+	if withProof {
+		seqs := make([]int64, len(ops))
+		for i := range ops {
+			seqs[i] = ops[i].Seq
+		}
+		if cp, proofs, err = s.tlog.InclusionProofs(c.Request.Context(), seqs); err != nil {
+			return fmt.Errorf("inclusion proofs: %w", err)
+		}
 	}
 	b := []byte{'['}
 	for i := range ops {
@@ -535,6 +581,9 @@ func (s *Server) auditLog(c *gin.Context) error {
 		}
 		if b, err = appendAuditEntry(b, &ops[i]); err != nil {
 			return err
+		}
+		if withProof {
+			b = appendProof(b[:len(b)-1], ops[i].Seq, &cp, proofs[ops[i].Seq])
 		}
 	}
 	c.Data(http.StatusOK, contentJSON, append(b, ']'))

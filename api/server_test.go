@@ -988,6 +988,12 @@ func TestRouterAndSpecAgree(t *testing.T) {
 	env := newAPIEnv(t, backends[0], envOptions{})
 	var routes, spec []string
 	for _, r := range env.srv.engine.Routes() {
+		if r.Path == "/tlog/*path" {
+			// One route serves the transparency log's documented paths.
+			routes = append(routes, "GET /tlog/checkpoint", "GET /tlog/tile/{level}/{index}",
+				"GET /tlog/tile/entries/{index}", "GET /tlog/proof/consistency")
+			continue
+		}
 		routes = append(routes, r.Method+" "+strings.ReplaceAll(r.Path, ":did", "{did}"))
 	}
 	for p, item := range doc.Paths.Map() {

@@ -32,6 +32,17 @@ type LogEntry struct {
 	CID       string          `json:"cid"`
 	Nullified bool            `json:"nullified"`
 	CreatedAt string          `json:"createdAt"`
+	// Seq and Proof are present in GET /:did/log/audit?proof=true.
+	Seq   int64      `json:"seq,omitempty"`
+	Proof *LogProof `json:"proof,omitempty"`
+}
+
+// LogProof is an entry's inclusion proof in the transparency log.
+type LogProof struct {
+	TreeSize   int64    `json:"treeSize"`
+	LeafIndex  int64    `json:"leafIndex"`
+	Hashes     []string `json:"hashes"`
+	Checkpoint string   `json:"checkpoint"`
 }
 
 // ReadLog decodes an audit log: a JSON array of entries. The envelope is

@@ -8,6 +8,8 @@ import (
 	"runtime"
 	"sync"
 
+	"golang.org/x/mod/sumdb/note"
+
 	"github.com/plcdir/plc/audit"
 	"github.com/plcdir/plc/validate"
 )
@@ -15,6 +17,8 @@ import (
 func runAudit(ctx context.Context, e env, args []string) int {
 	return runGroup(ctx, e, "audit", "command", []command{
 		{"verify-log", "verify audit logs (the /:did/log/audit format)", runVerifyLog},
+		{"verify-export", "replay a whole export (file or directory) through the validator", runVerifyExport},
+		{"compare", "compare two directories' audit logs and documents, DID by DID", runAuditCompare},
 	}, args)
 }
 
@@ -28,8 +32,14 @@ nullified flags. Prints one line per file:
   ok <did> <n> ops (<m> nullified)
   invalid <did>: op <index> <cid>: <reason>
 
+With --proof, each entry must also carry an inclusion proof (GET
+/:did/log/audit?proof=true) that verifies against a checkpoint signed by
+--vkey.
+
 Exit status: 0 when every log is valid, 1 when any is invalid, 2 on usage
 or read errors.`, e)
+	withProof := fs.Bool("proof", false, "also check each entry's inclusion proof (logs fetched with ?proof=true) against a checkpoint signed by --vkey")
+	vkey := fs.String("vkey", e.getenv("PLC_VKEY"), "the directory's checkpoint verifier key, for --proof (env PLC_VKEY)")
 	workers, err := intFlag(fs, e, "workers", "PLC_WORKERS", runtime.GOMAXPROCS(0), "files verified in parallel")
 	if err != nil {
 		fmt.Fprintf(e.stderr, "plc audit verify-log: %v\n", err)
@@ -46,6 +56,13 @@ or read errors.`, e)
 	if *workers < 1 {
 		fmt.Fprintf(e.stderr, "plc audit verify-log: --workers must be at least 1\n")
 		return exitUsage
+	}
+	var verifier note.Verifier
+	if *withProof {
+		if verifier, err = note.NewVerifier(*vkey); err != nil {
+			fmt.Fprintf(e.stderr, "plc audit verify-log: --proof needs the directory's verifier key: --vkey %q: %v\n", *vkey, err)
+			return exitUsage
+		}
 	}
 
 	type outcome struct {
@@ -71,6 +88,12 @@ or read errors.`, e)
 				return
 			}
 			res := audit.VerifyLog(entries)
+			if res.Failure == nil && verifier != nil {
+				if at, err := audit.VerifyProofs(entries, verifier); err != nil {
+					results[i] = outcome{fmt.Sprintf("invalid %s: op %d %s: %v", res.DID, at, entries[at].CID, err), exitFailure, false}
+					return
+				}
+			}
 			if res.Failure == nil {
 				results[i] = outcome{fmt.Sprintf("ok %s %d ops (%d nullified)", res.DID, res.Ops, res.Nullified), exitOK, false}
 				return

@@ -82,6 +82,7 @@ func startServer(t *testing.T, db string, extra ...string) *server {
 	t.Helper()
 	args := append([]string{"serve", "--db", db, "--listen", "127.0.0.1:0", "--log-format", "json"}, extra...)
 	cmd := exec.Command(plcBinary(t), args...)
+	cmd.Dir = filepath.Dir(plcBinary(t)) // a PostgreSQL log's default key goes to ./plc-data
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -53,6 +53,7 @@ func commands() []command {
 		{"import", "import an export file (verified, resumable)", runImport},
 		{"migrate", "manage the database schema (up, version)", runMigrate},
 		{"audit", "independent verification (plc audit help)", runAudit},
+		{"keygen", "create a transparency-log checkpoint key", runKeygen},
 		{"bench", "load a running directory (plc bench help)", runBench},
 		{"version", "print the version", runVersion},
 		{"help", "show help for a command", nil},

@@ -63,6 +63,7 @@ type proc struct {
 func startProc(t *testing.T, args ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(plcBinary(t), args...)
+	cmd.Dir = filepath.Dir(plcBinary(t)) // a PostgreSQL log's default key goes to ./plc-data
 	p := &proc{cmd: cmd, done: make(chan struct{}), msgs: map[string][]map[string]any{}, waiters: map[string]chan struct{}{}}
 	cmd.Stdout = &p.stdout
 	stderr, err := cmd.StderrPipe()
@@ -526,8 +527,12 @@ func TestMirrorFollowsServeWhileWritesContinue(t *testing.T) {
 			// --once, in this process (under -race, the mirror's code is
 			// checked too), into a fresh database.
 			onceDB := newDB("once")
+			keyFile := filepath.Join(t.TempDir(), "checkpoint.key")
+			if code, _, stderr := runPLC(t, context.Background(), nil, "keygen", "--out", keyFile, "--origin", "once.test"); code != exitOK {
+				t.Fatalf("keygen: %s", stderr)
+			}
 			code, stdout, stderr := runPLC(t, context.Background(), nil, "mirror", "--once", "--upstream", up.url+"/",
-				"--db", onceDB, "--listen", "127.0.0.1:0", "--log-format", "json", "--page-size", "1000")
+				"--db", onceDB, "--listen", "127.0.0.1:0", "--log-format", "json", "--page-size", "1000", "--checkpoint-key", keyFile)
 			if want := fmt.Sprintf("caught up with %s: cursor %d\n", up.url, len(want)); code != exitOK || stdout != want {
 				t.Fatalf("mirror --once: exit %d, stdout %q, want %q\n%s", code, stdout, want, stderr)
 			}
@@ -799,7 +804,9 @@ func TestMirrorBackfillSurvivesSIGKILL(t *testing.T) {
 		{"bench", "gen", "--ops", strconv.Itoa(ops), "--seed", strconv.FormatUint(seed, 10), "--out", corpus},
 		{"import", "--db", upDB, corpus},
 	} {
-		if out, err := exec.Command(bin, args...).CombinedOutput(); err != nil {
+		c := exec.Command(bin, args...)
+		c.Dir = filepath.Dir(bin)
+		if out, err := c.CombinedOutput(); err != nil {
 			t.Fatalf("plc %v: %v\n%s", args, err, out)
 		}
 	}
@@ -876,6 +883,7 @@ func TestMirrorBackfillSurvivesSIGKILL(t *testing.T) {
 	}
 
 	cmd := exec.Command(bin, "mirror", "--once", "--upstream", up.url, "--db", mirrorDB, "--listen", "127.0.0.1:0", "--log-format", "json", "--audit-interval", "0")
+	cmd.Dir = filepath.Dir(bin)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {

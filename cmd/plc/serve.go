@@ -51,6 +51,8 @@ type serveConfig struct {
 	LogFormat string
 	// LogLevel is debug, info, warn or error.
 	LogLevel string
+	// TLog configures the transparency log.
+	TLog tlogConfig
 }
 
 // flagSource binds flags to their environment fallbacks.
@@ -126,6 +128,7 @@ func serverFlags(f *flagSource, c *serveConfig) {
 	f.int(&c.IPBurst, "ip-burst", "PLC_IP_BURST", 50, "per-client-IP burst")
 	f.bool(&c.TrustProxy, "trust-proxy", "PLC_TRUST_PROXY", "take client IPs from X-Forwarded-For (behind a proxy)")
 	f.duration(&c.ShutdownTimeout, "shutdown-timeout", "PLC_SHUTDOWN_TIMEOUT", 15*time.Second, "graceful shutdown deadline")
+	tlogFlags(f, &c.TLog)
 	logFlags(f, &c.LogFormat, &c.LogLevel)
 }
 
@@ -163,7 +166,7 @@ func (c *serveConfig) validate() error {
 	if _, err := newLogger(c.LogFormat, c.LogLevel, nil); err != nil {
 		return err
 	}
-	return nil
+	return c.TLog.validate()
 }
 
 // redactDB returns db fit for logs: a URL's password is replaced.
@@ -252,6 +255,14 @@ func serveWith(ctx context.Context, c serveConfig, logger *slog.Logger, hook dir
 	}
 	defer store.Close()
 	logger.Info("database ready", "db", redactDB(c.DB), "schema_version", schema.Version)
+	tl, err := openTLog(ctx, &c, store, logger)
+	if err != nil {
+		if ctx.Err() != nil {
+			logger.Info("stopped before serving")
+			return nil
+		}
+		return err
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -268,6 +279,7 @@ func serveWith(ctx context.Context, c serveConfig, logger *slog.Logger, hook dir
 		IPRate:     c.IPRate,
 		IPBurst:    c.IPBurst,
 		Stream:     streamer,
+		TLog:       tl,
 	}
 	var run func(ctx context.Context)
 	if hook != nil {
@@ -320,9 +332,15 @@ func serveWith(ctx context.Context, c serveConfig, logger *slog.Logger, hook dir
 	roleDone := make(chan struct{})
 	go func() {
 		defer close(roleDone)
+		tlDone := make(chan struct{})
+		go func() {
+			defer close(tlDone)
+			tl.Run(roleCtx, log.Changed)
+		}()
 		if run != nil {
 			run(roleCtx)
 		}
+		<-tlDone
 	}()
 
 	var runErr error

@@ -1,0 +1,122 @@
+package audit
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/mod/sumdb/note"
+)
+
+// Key is a transparency log's checkpoint key: an Ed25519 signed-note key
+// whose name is the log's origin.
+type Key struct {
+	Signer   note.Signer
+	Verifier note.Verifier
+	// VKey is the verifier key in the signed-note text form
+	// (<origin>+<hash>+<base64>): what monitors, witnesses and plc audit
+	// are given.
+	VKey string
+}
+
+// Origin returns the log's origin: the key's name.
+func (k *Key) Origin() string { return k.Signer.Name() }
+
+// GenerateKey returns a new checkpoint key for origin, as the signed-note
+// private and verifier key strings.
+func GenerateKey(origin string) (skey, vkey string, err error) {
+	if err := checkOrigin(origin); err != nil {
+		return "", "", err
+	}
+	return note.GenerateKey(rand.Reader, origin)
+}
+
+// checkOrigin refuses a name the signed-note format cannot carry.
+func checkOrigin(origin string) error {
+	if origin == "" || strings.ContainsAny(origin, "+ \t\n\r") || !isPrint(origin) {
+		return fmt.Errorf("origin %q: want a non-empty name without spaces or '+' (e.g. plc.example.com)", origin)
+	}
+	return nil
+}
+
+func isPrint(s string) bool {
+	for _, r := range s {
+		if r < 0x21 || r == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// ParseKey reads a private key in signed-note form.
+func ParseKey(skey string) (*Key, error) {
+	skey = strings.TrimSpace(skey)
+	signer, err := note.NewSigner(skey)
+	if err != nil {
+		return nil, errors.New("not a signed-note private key (PRIVATE+KEY+<origin>+<hash>+<key>)")
+	}
+	// PRIVATE+KEY+<name>+<hash>+<base64(alg || seed)>
+	// (the base64 may itself hold '+').
+	parts := strings.SplitN(skey, "+", 5)
+	raw, err := base64.StdEncoding.DecodeString(parts[4])
+	if err != nil || len(raw) != 1+ed25519.SeedSize || raw[0] != 1 {
+		return nil, errors.New("not an Ed25519 signed-note private key")
+	}
+	pub := ed25519.NewKeyFromSeed(raw[1:]).Public().(ed25519.PublicKey)
+	vkey, err := note.NewEd25519VerifierKey(signer.Name(), pub)
+	if err != nil {
+		return nil, err
+	}
+	verifier, err := note.NewVerifier(vkey)
+	if err != nil {
+		return nil, err
+	}
+	if verifier.KeyHash() != signer.KeyHash() {
+		return nil, errors.New("private key's hash does not match its public key")
+	}
+	return &Key{Signer: signer, Verifier: verifier, VKey: vkey}, nil
+}
+
+// LoadKey reads the key file at path.
+func LoadKey(path string) (*Key, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	k, err := ParseKey(string(b))
+	if err != nil {
+		return nil, fmt.Errorf("key file %s: %w", path, err)
+	}
+	return k, nil
+}
+
+// WriteKeyFile writes skey to a new file at path (mode 0600, its
+// directory created), refusing to overwrite an existing one.
+func WriteKeyFile(path, skey string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("%s exists: refusing to overwrite a key: %w", path, err)
+		}
+		return err
+	}
+	if _, err := f.WriteString(skey + "\n"); err != nil {
+		f.Close()
+		os.Remove(path)
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}

@@ -1,0 +1,389 @@
+package audit
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/plcdir/plc/oplog"
+)
+
+// CheckpointBody is a parsed C2SP tlog-checkpoint body.
+type CheckpointBody struct {
+	Origin string
+	Size   int64
+	Root   tlog.Hash
+}
+
+// Format renders the body: origin, size and base64 root hash, one per line.
+func (c CheckpointBody) Format() string {
+	return fmt.Sprintf("%s\n%d\n%s\n", c.Origin, c.Size, base64.StdEncoding.EncodeToString(c.Root[:]))
+}
+
+// ParseCheckpointBody parses a checkpoint note's text (extension lines
+// after the third are allowed and ignored).
+func ParseCheckpointBody(text string) (CheckpointBody, error) {
+	var c CheckpointBody
+	lines := strings.SplitN(text, "\n", 4)
+	if len(lines) < 4 || !strings.HasSuffix(text, "\n") {
+		return c, errors.New("checkpoint: want origin, size and root hash lines")
+	}
+	c.Origin = lines[0]
+	size, err := strconv.ParseInt(lines[1], 10, 64)
+	if err != nil || size < 0 || strconv.FormatInt(size, 10) != lines[1] {
+		return c, fmt.Errorf("checkpoint: bad tree size %q", lines[1])
+	}
+	c.Size = size
+	root, err := base64.StdEncoding.DecodeString(lines[2])
+	if err != nil || len(root) != tlog.HashSize {
+		return c, fmt.Errorf("checkpoint: bad root hash %q", lines[2])
+	}
+	copy(c.Root[:], root)
+	if c.Origin == "" {
+		return c, errors.New("checkpoint: empty origin")
+	}
+	return c, nil
+}
+
+// OpenCheckpoint verifies a signed checkpoint note with the log's verifier
+// key (other signatures, such as witnesses' cosignatures, are ignored) and
+// parses its body, which must name the key's origin.
+func OpenCheckpoint(msg []byte, v note.Verifier) (CheckpointBody, *note.Note, error) {
+	n, err := note.Open(msg, note.VerifierList(v))
+	if err != nil {
+		return CheckpointBody{}, nil, fmt.Errorf("checkpoint signature: %w", err)
+	}
+	body, err := ParseCheckpointBody(n.Text)
+	if err != nil {
+		return body, n, err
+	}
+	if body.Origin != v.Name() {
+		return body, n, fmt.Errorf("checkpoint origin %q is not the key's %q", body.Origin, v.Name())
+	}
+	return body, n, nil
+}
+
+// Options configure a TLog.
+type Options struct {
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+	// Logger receives the log's messages (default slog.Default()).
+	Logger *slog.Logger
+	// Interval is the least time between two checkpoints (default 1s),
+	// across every process signing for the log (by their signing times).
+	Interval time.Duration
+	// Wait sleeps for d or until ctx ends (default: a timer); tests
+	// inject their own.
+	Wait func(ctx context.Context, d time.Duration) error
+	// Witnesses are asked to cosign each new checkpoint.
+	Witnesses []*Witness
+}
+
+// TLog is a directory's transparency log: it signs checkpoints over the
+// tree the store keeps, serves tiles and proofs, and checks the stored
+// tree at startup.
+type TLog struct {
+	store oplog.Store
+	key   *Key
+	opts  Options
+
+	mu     sync.Mutex
+	latest *oplog.Checkpoint // nil: not read yet
+	tiles  *tileCache
+}
+
+// New returns the transparency log of store, signing with key.
+func New(store oplog.Store, key *Key, opts Options) *TLog {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Interval <= 0 {
+		opts.Interval = time.Second
+	}
+	if opts.Wait == nil {
+		opts.Wait = func(ctx context.Context, d time.Duration) error {
+			t := time.NewTimer(d)
+			defer t.Stop()
+			select {
+			case <-t.C:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
+	return &TLog{store: store, key: key, opts: opts, tiles: newTileCache(4096)}
+}
+
+// Key returns the log's checkpoint key.
+func (t *TLog) Key() *Key { return t.key }
+
+// StartupError is why a transparency log refuses to run.
+type StartupError struct{ Reason string }
+
+func (e *StartupError) Error() string { return e.Reason }
+
+// Check is the startup check: it fills in the tree of ops written before
+// the transparency log existed, recomputes the whole tree from the ops and
+// compares it with every stored hash and with the latest signed
+// checkpoint, whose signature must be the key's. Any disagreement is a
+// *StartupError (or an *oplog.TreeMismatch): the database was changed
+// behind the log's back, or the key is not the log's.
+func (t *TLog) Check(ctx context.Context, progress func(seq int64)) error {
+	cp, err := t.store.Checkpoint(ctx)
+	hasCheckpoint := err == nil
+	if err != nil && !errors.Is(err, oplog.ErrNotFound) {
+		return err
+	}
+	if hasCheckpoint {
+		body, _, err := OpenCheckpoint(cp.Note, t.key.Verifier)
+		if err != nil {
+			return &StartupError{fmt.Sprintf("the latest checkpoint (tree size %d) does not verify with the checkpoint key %s (%v): "+
+				"the key is not the one this log was signed with; restore the log's key file", cp.Size, t.key.VKey, err)}
+		}
+		if body.Size != cp.Size || body.Root != cp.Root {
+			return &StartupError{fmt.Sprintf("the stored checkpoint row (size %d) does not match its signed note (size %d)", cp.Size, body.Size)}
+		}
+	}
+	n, err := oplog.CatchUpTree(ctx, t.store, 0)
+	if err != nil {
+		return fmt.Errorf("fill in the transparency log: %w", err)
+	}
+	if n > 0 {
+		t.opts.Logger.Info("transparency log filled in for ops written before it existed", "ops", n)
+	}
+	var sizes []int64
+	if hasCheckpoint {
+		sizes = []int64{cp.Size}
+	}
+	roots, err := oplog.VerifyTree(ctx, t.store, sizes, progress)
+	if err != nil {
+		var m *oplog.TreeMismatch
+		if errors.As(err, &m) {
+			return &StartupError{fmt.Sprintf("the database does not match its transparency log: %v", m)}
+		}
+		return err
+	}
+	if hasCheckpoint {
+		root, ok := roots[cp.Size]
+		if !ok {
+			return &StartupError{fmt.Sprintf("the latest signed checkpoint covers %d ops but the log holds fewer: ops were deleted", cp.Size)}
+		}
+		if root != cp.Root {
+			return &StartupError{fmt.Sprintf("the ops recompute to another tree than the latest signed checkpoint (size %d): history was rewritten", cp.Size)}
+		}
+	}
+	t.mu.Lock()
+	if hasCheckpoint {
+		t.latest = &cp
+	}
+	t.mu.Unlock()
+	return nil
+}
+
+// Latest returns the latest signed checkpoint (oplog.ErrNotFound before
+// the first).
+func (t *TLog) Latest(ctx context.Context) (oplog.Checkpoint, error) {
+	cp, err := t.store.Checkpoint(ctx)
+	if err != nil {
+		return cp, err
+	}
+	t.mu.Lock()
+	if t.latest == nil || cp.Size >= t.latest.Size {
+		t.latest = &cp
+	}
+	t.mu.Unlock()
+	return cp, nil
+}
+
+// Sign signs a checkpoint of the current tree if it grew past the latest
+// one (or none exists), and stores it by compare-and-swap: when another
+// process signed first, its checkpoint stands. It returns the checkpoint
+// now latest and whether this call signed it.
+func (t *TLog) Sign(ctx context.Context) (oplog.Checkpoint, bool, error) {
+	prev, err := t.store.Checkpoint(ctx)
+	var old *oplog.Checkpoint
+	switch {
+	case err == nil:
+		old = &prev
+	case !errors.Is(err, oplog.ErrNotFound):
+		return prev, false, err
+	}
+	size, err := t.store.TreeSize(ctx)
+	if err != nil {
+		return prev, false, err
+	}
+	if old != nil && (size <= old.Size || t.opts.Now().Sub(old.SignedAt) < t.opts.Interval) {
+		return prev, false, nil // nothing new, or signed less than Interval ago
+	}
+	root, err := tlog.TreeHash(size, oplog.HashReader(ctx, t.store))
+	if err != nil {
+		return prev, false, fmt.Errorf("tree hash of size %d: %w", size, err)
+	}
+	if old != nil {
+		// The new tree must extend the old one: prove it before signing.
+		if err := t.checkExtends(ctx, old, size, root); err != nil {
+			return prev, false, err
+		}
+	}
+	body := CheckpointBody{Origin: t.key.Origin(), Size: size, Root: root}
+	msg, err := note.Sign(&note.Note{Text: body.Format()}, t.key.Signer)
+	if err != nil {
+		return prev, false, err
+	}
+	next := oplog.Checkpoint{Size: size, Root: root, Note: msg, SignedAt: t.opts.Now().UTC()}
+	if err := t.store.SwapCheckpoint(ctx, old, next); err != nil {
+		if errors.Is(err, oplog.ErrCheckpointRace) {
+			cp, err := t.Latest(ctx)
+			return cp, false, err
+		}
+		return prev, false, err
+	}
+	t.mu.Lock()
+	t.latest = &next
+	t.mu.Unlock()
+	return next, true, nil
+}
+
+// checkExtends verifies, from the stored hashes, that the tree of size
+// (with root) is consistent with the checkpoint old.
+func (t *TLog) checkExtends(ctx context.Context, old *oplog.Checkpoint, size int64, root tlog.Hash) error {
+	if old.Size == 0 {
+		return nil
+	}
+	r := oplog.HashReader(ctx, t.store)
+	p, err := tlog.ProveTree(size, old.Size, r)
+	if err != nil {
+		return err
+	}
+	if err := tlog.CheckTree(p, size, root, old.Size, old.Root); err != nil {
+		return &StartupError{fmt.Sprintf("the stored tree of size %d is not consistent with the signed checkpoint of size %d: refusing to sign", size, old.Size)}
+	}
+	return nil
+}
+
+// Run signs a checkpoint whenever the log grew, at most once per
+// Interval, until ctx ends. changed returns a channel closed at the next
+// commit (oplog.Log.Changed); nil polls every Interval instead.
+func (t *TLog) Run(ctx context.Context, changed func() <-chan struct{}) {
+	for {
+		var ch <-chan struct{}
+		if changed != nil {
+			ch = changed()
+		}
+		cp, signed, err := t.Sign(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			t.opts.Logger.Error("signing a checkpoint failed", "err", err)
+		case signed:
+			t.opts.Logger.Debug("checkpoint signed", "size", cp.Size)
+			t.cosign(ctx, cp)
+		}
+		if err := t.opts.Wait(ctx, t.opts.Interval); err != nil {
+			return
+		}
+		if size, err := t.store.TreeSize(ctx); err == nil && cp.Size < size {
+			continue // grew while waiting: sign now
+		}
+		if ch != nil {
+			select {
+			case <-ch:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
+}
+
+// CheckpointNote returns the latest checkpoint's note (with cosignatures),
+// signing the first one if none exists yet.
+func (t *TLog) CheckpointNote(ctx context.Context) (oplog.Checkpoint, error) {
+	cp, err := t.Latest(ctx)
+	if errors.Is(err, oplog.ErrNotFound) {
+		cp, _, err = t.Sign(ctx)
+	}
+	return cp, err
+}
+
+// InclusionProof is the proof that the op with Seq is leaf Seq-1 of the
+// tree of the checkpoint.
+type InclusionProof struct {
+	Seq        int64
+	Checkpoint oplog.Checkpoint
+	Hashes     []tlog.Hash
+}
+
+// InclusionProofs returns proofs for the ops with seqs against the latest
+// checkpoint; ops newer than it get none (they will be in the next).
+func (t *TLog) InclusionProofs(ctx context.Context, seqs []int64) (oplog.Checkpoint, map[int64][]tlog.Hash, error) {
+	cp, err := t.CheckpointNote(ctx)
+	if err != nil {
+		return cp, nil, err
+	}
+	if slices.Max(append(seqs, 0)) > cp.Size {
+		// An op newer than the checkpoint: wait for the next one (at most
+		// Interval away) rather than answer without its proof.
+		if wait := t.opts.Interval - t.opts.Now().Sub(cp.SignedAt); wait > 0 {
+			if err := t.opts.Wait(ctx, wait); err != nil {
+				return cp, nil, err
+			}
+		}
+		if cp, _, err = t.Sign(ctx); err != nil {
+			return cp, nil, err
+		}
+	}
+	out := make(map[int64][]tlog.Hash, len(seqs))
+	r := oplog.HashReader(ctx, t.store)
+	for _, s := range seqs {
+		if s < 1 || s > cp.Size {
+			continue
+		}
+		p, err := tlog.ProveRecord(cp.Size, s-1, r)
+		if err != nil {
+			return cp, nil, fmt.Errorf("inclusion proof of seq %d: %w", s, err)
+		}
+		out[s] = p
+	}
+	return cp, out, nil
+}
+
+// ConsistencyProof returns the proof that the tree of size old is a prefix
+// of the tree of size new (both at most the stored tree's size).
+func (t *TLog) ConsistencyProof(ctx context.Context, oldSize, newSize int64) (tlog.TreeProof, error) {
+	if oldSize == 0 && newSize >= 0 {
+		return tlog.TreeProof{}, nil // every tree extends the empty one
+	}
+	return tlog.ProveTree(newSize, oldSize, oplog.HashReader(ctx, t.store))
+}
+
+// leafBundle renders the entries of ops first…first+n-1 as a C2SP entry
+// bundle: each leaf's data prefixed with its length (2 bytes, big-endian).
+func leafBundle(es []oplog.Entry) ([]byte, error) {
+	var b bytes.Buffer
+	for i := range es {
+		d := oplog.LeafData(&es[i])
+		if len(d) > 0xffff {
+			return nil, fmt.Errorf("leaf %d is %d bytes: too long for an entry bundle", es[i].Seq, len(d))
+		}
+		b.WriteByte(byte(len(d) >> 8))
+		b.WriteByte(byte(len(d)))
+		b.Write(d)
+	}
+	return b.Bytes(), nil
+}

@@ -1,0 +1,452 @@
+package audit
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/plcdir/plc/oplog"
+)
+
+// Witnesses (C2SP tlog-witness): after signing a checkpoint the log POSTs
+// it to each witness's add-checkpoint endpoint with a consistency proof
+// from the size the witness last cosigned; a witness that verified the
+// log's signature and the proof answers with a timestamped cosignature
+// (C2SP tlog-cosignature, cosignature/v1), which the log checks with the
+// witness's key and adds to the stored checkpoint note. A witness that is
+// down, slow or wrong only costs its cosignature: the checkpoint stands.
+
+const (
+	// WitnessTimeout bounds one add-checkpoint request.
+	WitnessTimeout = 10 * time.Second
+	// maxWitnessResponse bounds a witness's answer (a few signature lines).
+	maxWitnessResponse = 64 << 10
+	// maxProofLines is the most consistency proof lines tlog-witness allows.
+	maxProofLines = 63
+	// cosignatureType is the signed-note signature type of Ed25519
+	// cosignature/v1 keys.
+	cosignatureType = 0x04
+)
+
+// Witness is a C2SP tlog-witness the log asks to cosign its checkpoints.
+// Build it with ParseWitness; a Witness built by hand is checked when it
+// is first used.
+type Witness struct {
+	// URL is the witness's submission prefix (add-checkpoint is POSTed
+	// under it).
+	URL string
+	// VKey is the witness's verifier key: a C2SP tlog-cosignature
+	// (cosignature/v1, signature type 0x04) key,
+	// <name>+<hash>+<base64(0x04 || Ed25519 public key)>.
+	VKey string
+	// Client sends the requests (nil: http.DefaultClient; each request is
+	// bounded by WitnessTimeout anyway).
+	Client *http.Client
+
+	once     sync.Once
+	verifier note.Verifier
+	endpoint string
+	initErr  error
+
+	mu   sync.Mutex
+	size int64 // the tree size the witness last cosigned, as far as the log knows
+}
+
+// ParseWitness parses the flag form of a witness, URL=VKEY: an http(s)
+// URL (without query or fragment) and the witness's cosignature/v1
+// verifier key.
+func ParseWitness(s string) (*Witness, error) {
+	u, vkey, ok := strings.Cut(strings.TrimSpace(s), "=")
+	if !ok || u == "" || vkey == "" {
+		return nil, errors.New("want URL=VKEY: the witness's URL and its verifier key")
+	}
+	w := &Witness{URL: u, VKey: vkey}
+	if err := w.init(); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// init checks the URL and parses the key, once.
+func (w *Witness) init() error {
+	w.once.Do(func() {
+		w.endpoint, w.initErr = witnessEndpoint(w.URL)
+		if w.initErr == nil {
+			w.verifier, w.initErr = NewCosignatureVerifier(w.VKey)
+		}
+	})
+	return w.initErr
+}
+
+// witnessEndpoint returns the add-checkpoint URL under prefix.
+func witnessEndpoint(prefix string) (string, error) {
+	u, err := url.Parse(prefix)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return "", fmt.Errorf("witness URL %q: want an http:// or https:// URL", redactedURL(prefix))
+	}
+	if u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
+		return "", fmt.Errorf("witness URL %q: want a URL without query or fragment", u.Redacted())
+	}
+	u.Path = strings.TrimRight(u.Path, "/") + "/add-checkpoint"
+	u.RawPath = ""
+	return u.String(), nil
+}
+
+// redactedURL hides the password of a URL that may not parse.
+func redactedURL(s string) string {
+	if u, err := url.Parse(s); err == nil {
+		return u.Redacted()
+	}
+	if i := strings.Index(s, "@"); i >= 0 {
+		return "…" + s[i:]
+	}
+	return s
+}
+
+// String names the witness in messages: its key name and URL (without
+// any password).
+func (w *Witness) String() string {
+	name, _, _ := strings.Cut(w.VKey, "+")
+	return name + " at " + redactedURL(w.URL)
+}
+
+// cosigned returns the size the witness is known to have cosigned last.
+func (w *Witness) cosigned() int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.size
+}
+
+func (w *Witness) setCosigned(n int64) {
+	w.mu.Lock()
+	w.size = n
+	w.mu.Unlock()
+}
+
+// NewCosignatureVerifier returns the note.Verifier of a C2SP
+// tlog-cosignature Ed25519 key (signature type 0x04): it checks
+// cosignature/v1 signatures, a timestamp and an Ed25519 signature of
+//
+//	"cosignature/v1\ntime <timestamp>\n" || the checkpoint text
+//
+// (golang.org/x/mod/sumdb/note's own verifiers know type 0x01 only).
+// tlog-witness requires witnesses to answer with cosignatures, so plain
+// Ed25519 note keys (type 0x01) are refused with an explanation.
+func NewCosignatureVerifier(vkey string) (note.Verifier, error) {
+	vkey = strings.TrimSpace(vkey)
+	parts := strings.Split(vkey, "+")
+	if len(parts) != 3 {
+		return nil, fmt.Errorf("verifier key %q: want <name>+<hash>+<key>", vkey)
+	}
+	name, hash16, key64 := parts[0], parts[1], parts[2]
+	if !validKeyName(name) {
+		return nil, fmt.Errorf("verifier key %q: bad key name %q", vkey, name)
+	}
+	h, err := hex.DecodeString(hash16)
+	if err != nil || len(h) != 4 {
+		return nil, fmt.Errorf("verifier key %q: the key hash %q is not 8 hex digits", vkey, hash16)
+	}
+	key, err := base64.StdEncoding.DecodeString(key64)
+	if err != nil || len(key) == 0 {
+		return nil, fmt.Errorf("verifier key %q: the key is not base64", vkey)
+	}
+	switch {
+	case key[0] == 0x01:
+		return nil, fmt.Errorf("verifier key %q is a plain Ed25519 signed-note key (type 0x01): a witness cosigns with a C2SP tlog-cosignature key (cosignature/v1, type 0x04)", vkey)
+	case key[0] != cosignatureType:
+		return nil, fmt.Errorf("verifier key %q has signature type 0x%02x: want a C2SP tlog-cosignature Ed25519 key (type 0x04)", vkey, key[0])
+	case len(key) != 1+ed25519.PublicKeySize:
+		return nil, fmt.Errorf("verifier key %q: want a 32-byte Ed25519 public key", vkey)
+	}
+	hash := keyID(name, key)
+	if hash != binary.BigEndian.Uint32(h) {
+		return nil, fmt.Errorf("verifier key %q: the key hash does not match the key (want %08x)", vkey, hash)
+	}
+	return &cosignatureVerifier{name: name, hash: hash, pub: ed25519.PublicKey(key[1:])}, nil
+}
+
+// keyID is the signed-note key ID: SHA-256(name || "\n" || type || key)[:4].
+func keyID(name string, typedKey []byte) uint32 {
+	h := sha256.New()
+	h.Write([]byte(name))
+	h.Write([]byte("\n"))
+	h.Write(typedKey)
+	return binary.BigEndian.Uint32(h.Sum(nil))
+}
+
+// validKeyName is signed-note's rule: non-empty UTF-8 without spaces or '+'.
+func validKeyName(name string) bool {
+	return name != "" && utf8.ValidString(name) && strings.IndexFunc(name, unicode.IsSpace) < 0 && !strings.Contains(name, "+")
+}
+
+type cosignatureVerifier struct {
+	name string
+	hash uint32
+	pub  ed25519.PublicKey
+}
+
+func (v *cosignatureVerifier) Name() string    { return v.name }
+func (v *cosignatureVerifier) KeyHash() uint32 { return v.hash }
+
+// Verify checks a timestamped_signature (8-byte big-endian timestamp ||
+// Ed25519 signature) over the cosignature/v1 message of msg.
+func (v *cosignatureVerifier) Verify(msg, sig []byte) bool {
+	if len(sig) != 8+ed25519.SignatureSize {
+		return false
+	}
+	ts := binary.BigEndian.Uint64(sig[:8])
+	if ts > math.MaxInt64 {
+		return false
+	}
+	return ed25519.Verify(v.pub, CosignatureMessage(ts, msg), sig[8:])
+}
+
+// CosignatureMessage is what a cosignature/v1 signature at POSIX time ts
+// signs over the checkpoint text.
+func CosignatureMessage(ts uint64, text []byte) []byte {
+	m := make([]byte, 0, 40+len(text))
+	m = append(m, "cosignature/v1\ntime "...)
+	m = strconv.AppendUint(m, ts, 10)
+	m = append(m, '\n')
+	return append(m, text...)
+}
+
+// cosign sends cp to the log's witnesses and publishes what they sign.
+func (t *TLog) cosign(ctx context.Context, cp oplog.Checkpoint) {
+	ws := t.opts.Witnesses
+	if len(ws) == 0 {
+		return
+	}
+	_, n, err := OpenCheckpoint(cp.Note, t.key.Verifier)
+	if err != nil {
+		t.opts.Logger.Error("cosigning: the checkpoint does not open with the log's key", "size", cp.Size, "err", err)
+		return
+	}
+	text := n.Text
+	sigs := make([][]string, len(ws))
+	var wg sync.WaitGroup
+	for i, w := range ws {
+		wg.Go(func() {
+			lines, err := t.askWitness(ctx, w, cp, text)
+			if err != nil {
+				if ctx.Err() == nil {
+					t.opts.Logger.Error("a witness did not cosign the checkpoint", "witness", w.String(), "size", cp.Size, "err", err)
+				}
+				return
+			}
+			sigs[i] = lines
+		})
+	}
+	wg.Wait()
+	next := cp
+	next.Note = addSignatures(cp.Note, sigs)
+	if bytes.Equal(next.Note, cp.Note) {
+		return
+	}
+	switch err := t.store.SwapCheckpoint(ctx, &cp, next); {
+	case errors.Is(err, oplog.ErrCheckpointRace):
+		// A newer checkpoint (or another process's cosignatures) stands.
+		t.opts.Logger.Debug("cosignatures dropped: the checkpoint was replaced meanwhile", "size", cp.Size)
+		return
+	case err != nil:
+		t.opts.Logger.Error("storing the cosigned checkpoint failed", "size", cp.Size, "err", err)
+		return
+	}
+	t.mu.Lock()
+	if t.latest == nil || t.latest.Size <= next.Size {
+		t.latest = &next
+	}
+	t.mu.Unlock()
+	t.opts.Logger.Debug("checkpoint cosigned", "size", cp.Size, "cosignatures", bytes.Count(next.Note, []byte("\n— "))-bytes.Count(cp.Note, []byte("\n— ")))
+}
+
+// addSignatures appends signature lines to a signed note, skipping those
+// whose key (name and hash) already signed it.
+func addSignatures(msg []byte, lines [][]string) []byte {
+	split := bytes.LastIndex(msg, []byte("\n\n"))
+	if split < 0 {
+		return msg
+	}
+	have := map[string]bool{}
+	for _, l := range strings.Split(strings.TrimSuffix(string(msg[split+2:]), "\n"), "\n") {
+		have[sigKey(l)] = true
+	}
+	out := bytes.Clone(msg)
+	for _, ls := range lines {
+		for _, l := range ls {
+			if k := sigKey(l); !have[k] {
+				have[k] = true
+				out = append(out, l...)
+				out = append(out, '\n')
+			}
+		}
+	}
+	return out
+}
+
+// sigKey returns the name and key ID of a signature line.
+func sigKey(line string) string {
+	name, b64, _ := strings.Cut(strings.TrimPrefix(line, "— "), " ")
+	sig, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil || len(sig) < 4 {
+		return line
+	}
+	return name + "+" + hex.EncodeToString(sig[:4])
+}
+
+// witnessConflict is a witness's 409 answer: the size it last cosigned.
+type witnessConflict struct{ size int64 }
+
+func (c *witnessConflict) Error() string {
+	return fmt.Sprintf("409 Conflict: the witness last cosigned tree size %d", c.size)
+}
+
+// askWitness runs add-checkpoint for cp with w and returns the verified
+// cosignature lines. A 409 Conflict (the witness cosigned another size
+// than the log remembered) is retried once from the witness's size.
+func (t *TLog) askWitness(ctx context.Context, w *Witness, cp oplog.Checkpoint, text string) ([]string, error) {
+	if err := w.init(); err != nil {
+		return nil, err
+	}
+	old := w.cosigned()
+	for attempt := 0; ; attempt++ {
+		if old > cp.Size {
+			return nil, fmt.Errorf("the witness already cosigned a larger tree (size %d) than this checkpoint's", old)
+		}
+		lines, err := t.addCheckpoint(ctx, w, old, cp, text)
+		var c *witnessConflict
+		switch {
+		case err == nil:
+			w.setCosigned(cp.Size)
+			return lines, nil
+		case !errors.As(err, &c):
+			return nil, err
+		}
+		w.setCosigned(c.size)
+		switch {
+		case c.size == old && old == cp.Size:
+			return nil, fmt.Errorf("%w, the size of this checkpoint, with another root hash: the witness saw a fork of this log", err)
+		case c.size == old:
+			return nil, fmt.Errorf("%w, the old size sent", err)
+		case attempt > 0:
+			return nil, err
+		}
+		t.opts.Logger.Info("a witness holds another size than the log remembered: retrying from it", "witness", w.String(), "old", old, "witness_size", c.size)
+		old = c.size
+	}
+}
+
+// addCheckpoint POSTs one add-checkpoint request.
+func (t *TLog) addCheckpoint(ctx context.Context, w *Witness, old int64, cp oplog.Checkpoint, text string) ([]string, error) {
+	var proof tlog.TreeProof
+	if old > 0 && old < cp.Size {
+		p, err := t.ConsistencyProof(ctx, old, cp.Size)
+		if err != nil {
+			return nil, fmt.Errorf("consistency proof %d → %d: %w", old, cp.Size, err)
+		}
+		proof = p
+	}
+	if len(proof) > maxProofLines {
+		return nil, fmt.Errorf("the consistency proof %d → %d has %d hashes, more than tlog-witness allows", old, cp.Size, len(proof))
+	}
+	var body bytes.Buffer
+	fmt.Fprintf(&body, "old %d\n", old)
+	for _, h := range proof {
+		body.WriteString(base64.StdEncoding.EncodeToString(h[:]))
+		body.WriteByte('\n')
+	}
+	body.WriteByte('\n')
+	body.Write(cp.Note)
+
+	ctx, cancel := context.WithTimeout(ctx, WitnessTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.endpoint, &body)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "text/plain; charset=utf-8")
+	client := w.Client
+	if client == nil {
+		client = http.DefaultClient
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxWitnessResponse+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading the answer: %w", err)
+	}
+	if len(b) > maxWitnessResponse {
+		return nil, fmt.Errorf("the answer (%d) is longer than %d bytes", resp.StatusCode, maxWitnessResponse)
+	}
+	switch resp.StatusCode {
+	case http.StatusOK:
+		return verifyCosignatures(w.verifier, text, b)
+	case http.StatusConflict:
+		s := strings.TrimSuffix(string(b), "\n")
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n < 0 || strconv.FormatInt(n, 10) != s {
+			return nil, fmt.Errorf("409 Conflict without a tree size: %q", snippet(b))
+		}
+		return nil, &witnessConflict{n}
+	}
+	return nil, fmt.Errorf("%s: %q", resp.Status, snippet(b))
+}
+
+// verifyCosignatures checks a witness's answer: signature lines, of which
+// those by the witness's key must verify (at least one), others being
+// ignored. It returns the witness's lines.
+func verifyCosignatures(v note.Verifier, text string, answer []byte) ([]string, error) {
+	s := string(answer)
+	if s == "" || !strings.HasSuffix(s, "\n") {
+		return nil, fmt.Errorf("the answer is not signature lines: %q", snippet(answer))
+	}
+	var out []string
+	for _, line := range strings.Split(strings.TrimSuffix(s, "\n"), "\n") {
+		if !strings.HasPrefix(line, "— ") {
+			return nil, fmt.Errorf("the answer is not signature lines: %q", snippet(answer))
+		}
+		_, err := note.Open([]byte(text+"\n"+line+"\n"), note.VerifierList(v))
+		var unknown *note.UnverifiedNoteError
+		switch {
+		case errors.As(err, &unknown):
+			continue // another key's: ignored
+		case err != nil:
+			return nil, fmt.Errorf("the cosignature does not verify with the witness's key %s: %w", v.Name(), err)
+		}
+		out = append(out, line)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("the answer holds no cosignature by the witness's key %s", v.Name())
+	}
+	return out, nil
+}
+
+func snippet(b []byte) string {
+	const n = 200
+	if len(b) > n {
+		return string(b[:n]) + "…"
+	}
+	return string(b)
+}

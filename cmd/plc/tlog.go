@@ -1,0 +1,193 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/plcdir/plc/audit"
+	"github.com/plcdir/plc/oplog"
+)
+
+// tlogConfig is the transparency log's part of serveConfig.
+type tlogConfig struct {
+	// CheckpointKey is the checkpoint key file; empty: checkpoint.key in
+	// the data directory, created when the log is new.
+	CheckpointKey string
+	// Origin names a key created in the data directory (default: the
+	// host name).
+	Origin string
+	// Witnesses are URL=VKEY pairs.
+	Witnesses []string
+}
+
+func tlogFlags(f *flagSource, c *tlogConfig) {
+	f.str(&c.CheckpointKey, "checkpoint-key", "PLC_CHECKPOINT_KEY", "", "transparency-log checkpoint key file (plc keygen); default: checkpoint.key in the data directory, created for a new log")
+	f.str(&c.Origin, "origin", "PLC_ORIGIN", "", "origin (key name) of a checkpoint key created in the data directory (default: the host name)")
+	if v := f.e.getenv("PLC_WITNESSES"); v != "" {
+		c.Witnesses = strings.Fields(v)
+	}
+	f.fs.Func("witness", "a witness to cosign checkpoints, as URL=VKEY (repeatable; env PLC_WITNESSES, space-separated)", func(s string) error {
+		if _, err := parseWitness(s); err != nil {
+			return err
+		}
+		c.Witnesses = append(c.Witnesses, s)
+		return nil
+	})
+}
+
+func (c *tlogConfig) validate() error {
+	for _, w := range c.Witnesses {
+		if _, err := parseWitness(w); err != nil {
+			return fmt.Errorf("--witness %q: %v", w, err)
+		}
+	}
+	if c.Origin != "" {
+		if _, _, err := audit.GenerateKey(c.Origin); err != nil {
+			return fmt.Errorf("--origin: %v", err)
+		}
+	}
+	return nil
+}
+
+// dataDir is where the embedded default keeps its files: the SQLite
+// database's folder, or ./plc-data beside a PostgreSQL database.
+func dataDir(db string) string {
+	if oplog.IsPostgres(db) {
+		return filepath.Dir(defaultDB)
+	}
+	return filepath.Dir(db)
+}
+
+// defaultOrigin is the origin of a key created without --origin.
+func defaultOrigin() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "plc.local"
+	}
+	return strings.Map(func(r rune) rune {
+		if r <= ' ' || r == '+' || r == 0x7f {
+			return '-'
+		}
+		return r
+	}, h)
+}
+
+// openTLog loads (or, for a new log, creates) the checkpoint key and runs
+// the transparency log's startup check.
+func openTLog(ctx context.Context, c *serveConfig, store oplog.Store, logger *slog.Logger) (*audit.TLog, error) {
+	key, err := checkpointKey(ctx, c, store, logger)
+	if err != nil {
+		return nil, err
+	}
+	var witnesses []*audit.Witness
+	for _, s := range c.TLog.Witnesses {
+		w, err := parseWitness(s)
+		if err != nil {
+			return nil, err
+		}
+		witnesses = append(witnesses, w)
+	}
+	tl := audit.New(store, key, audit.Options{Logger: logger, Witnesses: witnesses})
+	start := time.Now()
+	last := start
+	err = tl.Check(ctx, func(seq int64) {
+		if time.Since(last) >= 10*time.Second {
+			last = time.Now()
+			logger.Info("checking the transparency log", "seq", seq)
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("transparency log: %w", err)
+	}
+	logger.Info("transparency log verified", "origin", key.Origin(), "vkey", key.VKey, "took", time.Since(start).Round(time.Millisecond).String())
+	return tl, nil
+}
+
+func checkpointKey(ctx context.Context, c *serveConfig, store oplog.Store, logger *slog.Logger) (*audit.Key, error) {
+	if c.TLog.CheckpointKey != "" {
+		k, err := audit.LoadKey(c.TLog.CheckpointKey)
+		if err != nil {
+			return nil, fmt.Errorf("--checkpoint-key: %w", err)
+		}
+		return k, nil
+	}
+	path := filepath.Join(dataDir(c.DB), "checkpoint.key")
+	k, err := audit.LoadKey(path)
+	if err == nil {
+		return k, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	switch _, err := store.Checkpoint(ctx); {
+	case err == nil:
+		return nil, fmt.Errorf("the log has signed checkpoints but its key file %s is missing: restore it, or pass --checkpoint-key", path)
+	case !errors.Is(err, oplog.ErrNotFound):
+		return nil, err
+	}
+	origin := c.TLog.Origin
+	if origin == "" {
+		origin = defaultOrigin()
+	}
+	skey, vkey, err := audit.GenerateKey(origin)
+	if err != nil {
+		return nil, err
+	}
+	if err := audit.WriteKeyFile(path, skey); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			// Another process sharing the data directory created it first.
+			return audit.LoadKey(path)
+		}
+		return nil, fmt.Errorf("create the checkpoint key: %w", err)
+	}
+	// The verifier key is printed (logged) once, here; it is logged again
+	// at every start.
+	logger.Warn("created a checkpoint key for the new transparency log: keep the file safe and publish the verifier key",
+		"file", path, "vkey", vkey)
+	return audit.ParseKey(skey)
+}
+
+func runKeygen(ctx context.Context, e env, args []string) int {
+	fs := newFlagSet("keygen", "plc keygen --out FILE [--origin NAME]",
+		`Writes a new Ed25519 transparency-log checkpoint key to FILE (mode 0600;
+an existing file is never overwritten) and prints its verifier key, which
+monitors, witnesses and plc audit use to check the log's checkpoints. The
+origin names the log in its checkpoints: use the directory's host name.
+Pass the file to plc serve or plc mirror with --checkpoint-key.`, e)
+	out := fs.String("out", "", "key file to create (required)")
+	origin := fs.String("origin", defaultOrigin(), "the log's origin (the key's name)")
+	if code, done := parseFlags(fs, args); done {
+		return code
+	}
+	if *out == "" || fs.NArg() > 0 {
+		fmt.Fprintf(e.stderr, "plc keygen: want --out FILE and no arguments\nUsage: plc keygen --out FILE [--origin NAME]\n")
+		return exitUsage
+	}
+	skey, vkey, err := audit.GenerateKey(*origin)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "plc keygen: %v\n", err)
+		return exitUsage
+	}
+	if err := audit.WriteKeyFile(*out, skey); err != nil {
+		fmt.Fprintf(e.stderr, "plc keygen: %v\n", err)
+		return exitUsage
+	}
+	fmt.Fprintln(e.stdout, vkey)
+	return exitOK
+}
+
+// parseWitness parses a --witness value.
+func parseWitness(s string) (*audit.Witness, error) {
+	u, vkey, ok := strings.Cut(s, "=")
+	if !ok || u == "" || vkey == "" {
+		return nil, errors.New("want URL=VKEY")
+	}
+	return &audit.Witness{URL: u, VKey: vkey}, nil
+}
