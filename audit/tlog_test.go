@@ -387,12 +387,12 @@ func TestTilesServeTheTree(t *testing.T) {
 		path string
 		code int
 	}{
-		{"/tlog/tile/0/003", 404},              // not full yet
-		{"/tlog/tile/0/002.p/189", 404},        // beyond the tree
-		{"/tlog/tile/1/000", 404},              // needs 65536 leaves
-		{"/tlog/tile/1/000.p/2", 200},          // 512 leaves
-		{"/tlog/tile/0/x001", 400},             // malformed
-		{"/tlog/tile/data/000", 400},           // the Go sumdb form is not ours
+		{"/tlog/tile/0/003", 404},       // not full yet
+		{"/tlog/tile/0/002.p/189", 404}, // beyond the tree
+		{"/tlog/tile/1/000", 404},       // needs 65536 leaves
+		{"/tlog/tile/1/000.p/2", 200},   // 512 leaves
+		{"/tlog/tile/0/x001", 400},      // malformed
+		{"/tlog/tile/data/000", 400},    // the Go sumdb form is not ours
 		{"/tlog/proof/consistency?old=5&new=4", 400},
 		{"/tlog/proof/consistency?old=5&new=701", 404},
 		{"/tlog/proof/consistency?old=5&new=700", 200},

@@ -33,7 +33,7 @@ type LogEntry struct {
 	Nullified bool            `json:"nullified"`
 	CreatedAt string          `json:"createdAt"`
 	// Seq and Proof are present in GET /:did/log/audit?proof=true.
-	Seq   int64      `json:"seq,omitempty"`
+	Seq   int64     `json:"seq,omitempty"`
 	Proof *LogProof `json:"proof,omitempty"`
 }
 
