@@ -21,6 +21,7 @@ import (
 
 	"github.com/plcdir/plc/audit"
 	"github.com/plcdir/plc/corpus"
+	"github.com/plcdir/plc/internal/tamper"
 	"github.com/plcdir/plc/oplog"
 )
 
@@ -265,7 +266,7 @@ func TestSignAndCheck(t *testing.T) {
 				if tc.name == "RewrittenWithHashes" {
 					stmts = append(stmts, `DELETE FROM tree_hashes WHERE last_seq > 100`, `DELETE FROM nullified WHERE seq > 100 OR by_seq > 100`)
 				}
-				tamper(t, path, stmts...)
+				tamper.Exec(t, path, stmts...)
 				s2, err := oplog.OpenSQLite(path)
 				if err != nil {
 					t.Fatal(err)
@@ -285,36 +286,6 @@ func TestSignAndCheck(t *testing.T) {
 			})
 		}
 	})
-}
-
-// tamper runs statements on the SQLite database at path with its guards
-// (triggers, foreign keys) dropped, as its owner could.
-func tamper(t *testing.T, path string, stmts ...string) {
-	t.Helper()
-	db, err := oplog.OpenSQLite(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	raw := db.DB()
-	raw.SetMaxOpenConns(1)
-	ctx := context.Background()
-	rows, err := raw.QueryContext(ctx, `SELECT name FROM sqlite_master WHERE type = 'trigger'`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var drops []string
-	for rows.Next() {
-		var name string
-		rows.Scan(&name)
-		drops = append(drops, `DROP TRIGGER `+name)
-	}
-	rows.Close()
-	for _, q := range append(append([]string{`PRAGMA foreign_keys = OFF`}, drops...), stmts...) {
-		if _, err := raw.ExecContext(ctx, q); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-	}
 }
 
 func TestTilesServeTheTree(t *testing.T) {

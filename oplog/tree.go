@@ -263,9 +263,8 @@ func (t *treeCache) extend(ctx context.Context, tx treeTx, last int64, entries [
 			buf = append(buf, h[:]...)
 			ext.frontier[base+int64(k)] = h
 		}
-		keep := frontier(n + 1)
-		if len(ext.frontier) > 2*len(keep)+8 {
-			prune(ext.frontier, keep)
+		if len(ext.frontier) > 2*64 { // a frontier has at most 64 hashes
+			prune(ext.frontier, frontier(n+1))
 		}
 	}
 	size := last + int64(len(entries))

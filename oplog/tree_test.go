@@ -13,6 +13,7 @@ import (
 	"github.com/transparency-dev/merkle/rfc6962"
 	"golang.org/x/mod/sumdb/tlog"
 
+	"github.com/plcdir/plc/internal/tamper"
 	"github.com/plcdir/plc/oplog"
 )
 
@@ -157,13 +158,13 @@ func testTree(t *testing.T, migrated func(t *testing.T) (oplog.Store, string)) {
 			seq    int64
 		}{
 			{"OpChanged", func(t *testing.T, dsn string) {
-				superExec(t, dsn, `UPDATE operations SET op = (SELECT op FROM operations WHERE seq = 5) WHERE seq = 3`)
+				tamper.Exec(t, dsn, `UPDATE operations SET op = (SELECT op FROM operations WHERE seq = 5) WHERE seq = 3`)
 			}, 3},
 			{"OpDeleted", func(t *testing.T, dsn string) {
-				superExec(t, dsn, `DELETE FROM operations WHERE seq = 4`)
+				tamper.Exec(t, dsn, `DELETE FROM operations WHERE seq = 4`)
 			}, 4},
 			{"OpsReordered", func(t *testing.T, dsn string) {
-				superExec(t, dsn, `UPDATE operations SET seq = -1 WHERE seq = 2`,
+				tamper.Exec(t, dsn, `UPDATE operations SET seq = -1 WHERE seq = 2`,
 					`UPDATE operations SET seq = 2 WHERE seq = 6`,
 					`UPDATE operations SET seq = 6 WHERE seq = -1`)
 			}, 2},
@@ -194,7 +195,7 @@ func testTree(t *testing.T, migrated func(t *testing.T) (oplog.Store, string)) {
 			t.Fatal(err)
 		}
 		// A database written before the transparency log: ops, no hashes.
-		superExec(t, dsn, `DELETE FROM tree_hashes`)
+		tamper.Exec(t, dsn, `DELETE FROM tree_hashes`)
 		behind := reopen(t, dsn)
 		if n, err := behind.TreeSize(ctx); err != nil || n != 0 {
 			t.Fatalf("TreeSize after the delete = %d, %v", n, err)
@@ -256,42 +257,4 @@ func testTree(t *testing.T, migrated func(t *testing.T) (oplog.Store, string)) {
 			t.Fatalf("Checkpoint = %+v, %v", got, err)
 		}
 	})
-}
-
-// superExec runs statements on dsn as the database owner would, with the
-// append-only guards (triggers, foreign keys) off: the tampering the
-// transparency log exists to expose.
-func superExec(t *testing.T, dsn string, stmts ...string) {
-	t.Helper()
-	db := rawDB(t, dsn)
-	db.SetMaxOpenConns(1)
-	ctx := context.Background()
-	var pre, post []string
-	if oplog.IsPostgres(dsn) {
-		for _, tbl := range []string{"operations", "nullified", "tree_hashes"} {
-			pre = append(pre, `ALTER TABLE `+tbl+` DISABLE TRIGGER ALL`)
-			post = append(post, `ALTER TABLE `+tbl+` ENABLE TRIGGER ALL`)
-		}
-	} else {
-		pre = []string{`PRAGMA foreign_keys = OFF`}
-		rows, err := db.QueryContext(ctx, `SELECT name, sql FROM sqlite_master WHERE type = 'trigger'`)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for rows.Next() {
-			var name, q string
-			if err := rows.Scan(&name, &q); err != nil {
-				t.Fatal(err)
-			}
-			pre = append(pre, `DROP TRIGGER `+name)
-			post = append(post, q)
-		}
-		rows.Close()
-		post = append(post, `PRAGMA foreign_keys = ON`)
-	}
-	for _, q := range append(append(pre, stmts...), post...) {
-		if _, err := db.ExecContext(ctx, q); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-	}
 }

@@ -9,11 +9,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/plcdir/plc/audit"
 	"github.com/plcdir/plc/internal/pgtest"
-	"github.com/plcdir/plc/oplog"
+	"github.com/plcdir/plc/internal/tamper"
 )
 
 // TestTransparencyLogEndToEnd: a new log gets a key in its data directory;
@@ -83,7 +81,7 @@ func TestTransparencyLogEndToEnd(t *testing.T) {
 	}
 	os.Rename(keyFile+".bak", keyFile)
 	// An op changed behind the log's back: refused.
-	tamperSQLite(t, db, `UPDATE operations SET created_at = created_at + 1 WHERE seq = 7`)
+	tamper.Exec(t, db, `UPDATE operations SET created_at = created_at + 1 WHERE seq = 7`)
 	if p := startProcExpectExit(t, "serve", "--db", db, "--listen", "127.0.0.1:0"); !strings.Contains(p, "does not match its transparency log") || !strings.Contains(p, "seq 7") {
 		t.Fatalf("serve on a tampered database: %s", p)
 	}
@@ -96,20 +94,7 @@ func TestTransparencyLogPostgresTamperRefused(t *testing.T) {
 	srv := startServer(t, url)
 	writeHistory(t, srv.url, 100, 6, 2)
 	srv.kill()
-	conn, err := pgx.Connect(context.Background(), url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	for _, q := range []string{
-		`ALTER TABLE operations DISABLE TRIGGER ALL`,
-		`UPDATE operations SET op = (SELECT op FROM operations WHERE seq = 2) WHERE seq = 3`,
-		`ALTER TABLE operations ENABLE TRIGGER ALL`,
-	} {
-		if _, err := conn.Exec(context.Background(), q); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-	}
+	tamper.Exec(t, url, `UPDATE operations SET op = (SELECT op FROM operations WHERE seq = 2) WHERE seq = 3`)
 	if p := startProcExpectExit(t, "serve", "--db", url, "--listen", "127.0.0.1:0"); !strings.Contains(p, "does not match its transparency log") {
 		t.Fatalf("serve on a tampered database: %s", p)
 	}
@@ -135,36 +120,6 @@ func startProcExpectExit(t *testing.T, args ...string) string {
 		t.Fatalf("%v exited 0: %s", args, out)
 	}
 	return string(out)
-}
-
-func tamperSQLite(t *testing.T, path string, stmts ...string) {
-	t.Helper()
-	s, err := oplog.OpenSQLite(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	db := s.DB()
-	db.SetMaxOpenConns(1)
-	rows, err := db.Query(`SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'operations'`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for rows.Next() {
-		var n string
-		rows.Scan(&n)
-		names = append(names, n)
-	}
-	rows.Close()
-	for _, n := range names {
-		stmts = append([]string{`DROP TRIGGER ` + n}, stmts...)
-	}
-	for _, q := range stmts {
-		if _, err := db.Exec(q); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-	}
 }
 
 // flipFirstHash changes one character of the first proof hash of an audit
