@@ -115,16 +115,7 @@ func New(store oplog.Store, key *Key, opts Options) *TLog {
 		opts.Interval = time.Second
 	}
 	if opts.Wait == nil {
-		opts.Wait = func(ctx context.Context, d time.Duration) error {
-			t := time.NewTimer(d)
-			defer t.Stop()
-			select {
-			case <-t.C:
-				return nil
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}
+		opts.Wait = sleep
 	}
 	return &TLog{store: store, key: key, opts: opts, tiles: newTileCache(4096)}
 }
@@ -386,4 +377,16 @@ func leafBundle(es []oplog.Entry) ([]byte, error) {
 		b.Write(d)
 	}
 	return b.Bytes(), nil
+}
+
+// sleep waits for d or until ctx is done: the default Wait.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

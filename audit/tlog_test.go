@@ -42,7 +42,7 @@ func corpusLines(t *testing.T, ops int) []byte {
 }
 
 // newStore returns a migrated SQLite store at a fresh path.
-func newStore(t *testing.T) (oplog.Store, string) {
+func newStore(t testing.TB) (*oplog.SQLiteStore, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "plc.sqlite")
 	if _, err := oplog.MigrateUp(path); err != nil {

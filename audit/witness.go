@@ -153,11 +153,12 @@ func (w *Witness) setCosigned(n int64) {
 // Ed25519 note keys (type 0x01) are refused with an explanation.
 func NewCosignatureVerifier(vkey string) (note.Verifier, error) {
 	vkey = strings.TrimSpace(vkey)
-	parts := strings.Split(vkey, "+")
-	if len(parts) != 3 {
+	// The name has no '+'; the base64 key may.
+	name, rest, ok1 := strings.Cut(vkey, "+")
+	hash16, key64, ok2 := strings.Cut(rest, "+")
+	if !ok1 || !ok2 {
 		return nil, fmt.Errorf("verifier key %q: want <name>+<hash>+<key>", vkey)
 	}
-	name, hash16, key64 := parts[0], parts[1], parts[2]
 	if !validKeyName(name) {
 		return nil, fmt.Errorf("verifier key %q: bad key name %q", vkey, name)
 	}

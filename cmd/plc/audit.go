@@ -17,6 +17,9 @@ import (
 func runAudit(ctx context.Context, e env, args []string) int {
 	return runGroup(ctx, e, "audit", "command", []command{
 		{"verify-log", "verify audit logs (the /:did/log/audit format)", runVerifyLog},
+		{"verify-export", "replay a whole export (file or directory) through the validator", runVerifyExport},
+		{"compare", "compare two directories' audit logs and documents, DID by DID", runAuditCompare},
+		{"monitor", "follow a directory's transparency log and verify every checkpoint and entry", runAuditMonitor},
 	}, args)
 }
 

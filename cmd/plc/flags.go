@@ -40,6 +40,26 @@ func parseFlags(fs *flag.FlagSet, args []string) (code int, done bool) {
 	}
 }
 
+// parseInterspersed parses args with flags before, between or after the
+// positional arguments ("plc audit compare A B --json"), and returns the
+// positional ones. After "--" everything is positional.
+func parseInterspersed(fs *flag.FlagSet, args []string) (pos []string, code int, done bool) {
+	for {
+		if code, done := parseFlags(fs, args); done {
+			return nil, code, true
+		}
+		rest := fs.Args()
+		if consumed := len(args) - len(rest); consumed > 0 && args[consumed-1] == "--" {
+			return append(pos, rest...), 0, false
+		}
+		if len(rest) == 0 {
+			return pos, 0, false
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
 // intFlag defines an int flag whose default comes from the environment
 // variable envName when that is set.
 func intFlag(fs *flag.FlagSet, e env, name, envName string, def int, help string) (*int, error) {

@@ -34,7 +34,7 @@ func tlogFlags(f *flagSource, c *tlogConfig) {
 		c.Witnesses = strings.Fields(v)
 	}
 	f.fs.Func("witness", "a witness to cosign checkpoints, as URL=VKEY (repeatable; env PLC_WITNESSES, space-separated)", func(s string) error {
-		if _, err := parseWitness(s); err != nil {
+		if _, err := audit.ParseWitness(s); err != nil {
 			return err
 		}
 		c.Witnesses = append(c.Witnesses, s)
@@ -44,7 +44,7 @@ func tlogFlags(f *flagSource, c *tlogConfig) {
 
 func (c *tlogConfig) validate() error {
 	for _, w := range c.Witnesses {
-		if _, err := parseWitness(w); err != nil {
+		if _, err := audit.ParseWitness(w); err != nil {
 			return fmt.Errorf("--witness %q: %v", w, err)
 		}
 	}
@@ -88,7 +88,7 @@ func openTLog(ctx context.Context, c *serveConfig, store oplog.Store, logger *sl
 	}
 	var witnesses []*audit.Witness
 	for _, s := range c.TLog.Witnesses {
-		w, err := parseWitness(s)
+		w, err := audit.ParseWitness(s)
 		if err != nil {
 			return nil, err
 		}
@@ -181,13 +181,4 @@ Pass the file to plc serve or plc mirror with --checkpoint-key.`, e)
 	}
 	fmt.Fprintln(e.stdout, vkey)
 	return exitOK
-}
-
-// parseWitness parses a --witness value.
-func parseWitness(s string) (*audit.Witness, error) {
-	u, vkey, ok := strings.Cut(s, "=")
-	if !ok || u == "" || vkey == "" {
-		return nil, errors.New("want URL=VKEY")
-	}
-	return &audit.Witness{URL: u, VKey: vkey}, nil
 }

@@ -1,0 +1,127 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/plcdir/plc/audit"
+)
+
+const monitorUsage = "plc audit monitor URL --state DIR --vkey VKEY [--once] [--interval D]"
+
+func runAuditMonitor(ctx context.Context, e env, args []string) int {
+	fs := newFlagSet("monitor", monitorUsage,
+		`Follows the transparency log of the directory at URL, trusting only its
+checkpoint verifier key (--vkey, as plc serve logs it). Each round fetches
+the signed checkpoint (/tlog/checkpoint) and checks:
+
+  - its signature;
+  - that it is consistent with the last checkpoint verified (kept in
+    DIR/checkpoint): a consistency proof computed from hash tiles, which
+    are checked against the signed root; the same size with another root
+    is a fork;
+  - every new entry (entry bundles): it hashes to its leaf in the tiles,
+    its seq is its index + 1, and the did:plc rules accept its op after
+    every entry before it (the monitor replays the log into its own
+    database, DIR/monitor.sqlite);
+  - that the tree of the replayed entries has the checkpoint's root.
+
+On any inconsistency it writes an evidence file in DIR (JSON: the kind,
+the reason, the previous and new checkpoints, the failing proof, tiles or
+entry) and exits 1, naming the file. Progress goes to standard error.
+
+With --once, one round, then exit (for cron). Otherwise a round every
+--interval; a round that fails on the network is retried at the next.
+
+Exit status: 0 ok, 1 inconsistency found, 2 usage, network or local
+errors.`, e)
+	f := &flagSource{fs: fs, e: e}
+	var (
+		state, vkey string
+		once        bool
+		interval    time.Duration
+		timeout     time.Duration
+	)
+	f.str(&state, "state", "PLC_MONITOR_STATE", "", "state directory: the last verified checkpoint, the replayed log, evidence files (required)")
+	f.str(&vkey, "vkey", "PLC_MONITOR_VKEY", "", "the log's checkpoint verifier key (required)")
+	f.bool(&once, "once", "PLC_MONITOR_ONCE", "run one round and exit")
+	f.duration(&interval, "interval", "PLC_MONITOR_INTERVAL", 10*time.Second, "time between rounds")
+	f.duration(&timeout, "timeout", "PLC_MONITOR_TIMEOUT", audit.MonitorTimeout, "timeout of each HTTP request")
+	pos, code, done := parseInterspersed(fs, args)
+	if done {
+		return code
+	}
+	fail := func(format string, a ...any) int {
+		fmt.Fprintf(e.stderr, "plc audit monitor: "+format+"\nUsage: %s\n", append(a, monitorUsage)...)
+		return exitUsage
+	}
+	switch {
+	case f.err != nil:
+		return fail("%v", f.err)
+	case len(pos) != 1:
+		return fail("want one directory URL")
+	case state == "":
+		return fail("--state DIR is required")
+	case vkey == "":
+		return fail("--vkey is required (the log's verifier key)")
+	case interval <= 0:
+		return fail("--interval must be positive")
+	case timeout <= 0:
+		return fail("--timeout must be positive")
+	}
+	m, err := audit.OpenMonitor(audit.MonitorOptions{
+		URL:      pos[0],
+		Dir:      state,
+		VKey:     vkey,
+		Client:   &http.Client{Timeout: timeout},
+		Progress: prefixWriter{e, "plc audit monitor: "},
+	})
+	if err != nil {
+		if errors.Is(err, audit.ErrMonitorUsage) {
+			return fail("%v", err)
+		}
+		fmt.Fprintf(e.stderr, "plc audit monitor: %v\n", err)
+		return exitUsage
+	}
+	defer m.Close()
+	if once {
+		res, err := m.Round(ctx)
+		if err != nil {
+			return monitorFailed(e, err)
+		}
+		fmt.Fprintf(e.stderr, "plc audit monitor: %s\n", res)
+		return exitOK
+	}
+	err = m.Run(ctx, interval)
+	if ctx.Err() != nil {
+		return exitOK // interrupted
+	}
+	return monitorFailed(e, err)
+}
+
+// monitorFailed reports a failed round: an inconsistency (exit 1) or any
+// other error (exit 2).
+func monitorFailed(e env, err error) int {
+	if inc, ok := errors.AsType[*audit.Inconsistency](err); ok {
+		fmt.Fprintf(e.stderr, "plc audit monitor: INCONSISTENCY (%s): %s\nplc audit monitor: evidence written to %s\n", inc.Kind, inc.Reason, inc.Evidence)
+		return exitFailure
+	}
+	fmt.Fprintf(e.stderr, "plc audit monitor: %v\n", err)
+	return exitUsage
+}
+
+// prefixWriter writes each progress line to stderr with a prefix.
+type prefixWriter struct {
+	e      env
+	prefix string
+}
+
+func (w prefixWriter) Write(p []byte) (int, error) {
+	if _, err := fmt.Fprintf(w.e.stderr, "%s%s", w.prefix, p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
