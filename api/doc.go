@@ -4,5 +4,7 @@
 //
 // Every error is a JSON body {"message": "..."}; nothing a client sends
 // can cause a 500. Request bodies are capped, and every response carries
-// Access-Control-Allow-Origin: *.
+// Access-Control-Allow-Origin: *. The web UI (Config.UI, package web),
+// when set, answers its own paths only — GET /, /ui and /ui/… — with HTML;
+// no API route ever does.
 package api

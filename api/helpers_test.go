@@ -419,6 +419,11 @@ func specPath(escaped string) string {
 	switch escaped {
 	case "/_health", "/openapi.yaml", "/export", "/export/stream":
 		return escaped
+	case "/", "/ui":
+		return "" // the web UI's, when Config.UI is set: not in the API contract
+	}
+	if strings.HasPrefix(escaped, "/ui/") {
+		return ""
 	}
 	segs := strings.Split(strings.TrimPrefix(escaped, "/"), "/")
 	if segs[0] == "" {

@@ -102,6 +102,11 @@ type Config struct {
 	// TLog, if set, is the directory's transparency log: it serves GET
 	// /tlog/… and the inclusion proofs of GET /:did/log/audit?proof=true.
 	TLog TLog
+	// UI, if set, serves the web pages for people (package web): GET /,
+	// GET /ui and GET /ui/…. Nil: / answers 404 as before. No API route
+	// ever answers HTML: GET /:did stays the JSON document whatever the
+	// Accept header says.
+	UI http.Handler
 }
 
 // TLog is what the API needs of the transparency log (audit.TLog).
@@ -200,6 +205,12 @@ func New(cfg Config) *Server {
 		}
 		extra.ServeHTTP(c.Writer, c.Request)
 	})
+	if ui := cfg.UI; ui != nil {
+		serveUI := func(c *gin.Context) { ui.ServeHTTP(c.Writer, c.Request) }
+		e.GET("/", serveUI)
+		e.GET("/ui", serveUI)
+		e.GET("/ui/*path", serveUI)
+	}
 	e.GET("/tlog/*path", func(c *gin.Context) {
 		if s.tlog == nil {
 			writeMessage(c, http.StatusNotFound, "Not Found: this directory keeps no transparency log")

@@ -31,11 +31,20 @@ import (
 // the store itself; events it already sent are skipped. So the cut-over
 // from backfill to live has neither a gap nor a duplicate.
 //
+// A live stream whose buffer overflows (a commit of more ops at once than
+// SendBuffer, such as an ingest batch of a mirror or an import, to a client
+// that is still writing out the ones before) is let go by the pump, not
+// closed: it reads the ops it missed from the store, as a stream that joins
+// behind does, and goes live again. Only a client that is truly stuck is
+// dropped: one more than MaxLag ops behind the latest op, or one that takes
+// longer than streamWriteTimeout to accept one event.
+//
 // Streams end with a close frame: 1000 FutureCursor (cursor beyond the
 // latest seq), 1000 OutdatedCursor (the first backfill op is older than the
-// backfill window), 1000 ConsumerTooSlow (more than SendBuffer live events
-// waiting for the client), 1001 on server shutdown, 1011 when the store
-// fails or holds an op that no longer renders.
+// backfill window), 1000 ConsumerTooSlow (more than MaxLag ops behind the
+// latest), 1001 on server shutdown, 1011 when the store fails or holds an op
+// that no longer renders. A client whose write times out is disconnected
+// without one: its connection accepts nothing more.
 
 // Close reasons sent with status 1000, as the reference names them.
 const (
@@ -51,6 +60,9 @@ const (
 	// streamWriteTimeout bounds one message write: a client that takes
 	// longer to accept one event is dropped.
 	streamWriteTimeout = 30 * time.Second
+	// defaultStreamMaxLag is StreamOptions.MaxLag's default: 25 ingest
+	// batches of 4000 ops; at the real directory's write rate, days.
+	defaultStreamMaxLag = 100_000
 	// streamReadTimeout bounds one store read.
 	streamReadTimeout = 30 * time.Second
 	// streamReadLimit caps a client message. Clients have nothing to say;
@@ -65,10 +77,14 @@ type StreamOptions struct {
 	// BackfillWindow: a stream whose first backfill op is older than
 	// Now()-BackfillWindow is closed with OutdatedCursor (default 7 days).
 	BackfillWindow time.Duration
-	// SendBuffer bounds the live events waiting for one client; a client
-	// that falls further behind is closed with ConsumerTooSlow (default
-	// 500).
+	// SendBuffer bounds the live events waiting for one client (default
+	// 500). A client that falls further behind reads the ops it missed
+	// from the store, then goes live again.
 	SendBuffer int
+	// MaxLag bounds how far behind the latest op a live stream may fall: a
+	// stream more than MaxLag ops behind is closed with ConsumerTooSlow
+	// (default 100 000).
+	MaxLag int64
 	// PollInterval is how often the store is checked for commits made by
 	// other processes sharing the database (default 250ms). Commits of this
 	// process are seen at once.
@@ -118,15 +134,16 @@ type streamHooks struct {
 	live         func()           // live and caught up, before the first live event
 	send         func(seq int64)  // before a live event is written
 	pumpRead     func()           // before each store read of the pump
-	dropped      func()           // the pump dropped a slow stream
+	overflow     func()           // the pump let a stream go (its buffer overflowed)
+	catchUp      func(last int64) // after each store page of a stream catching up
 	done         func()           // a stream's handler has cleaned up
 }
 
 // streamSub is a live stream as the pump sees it.
 type streamSub struct {
-	from    int64            // the stream had sent up to here when it went live
-	events  chan streamEvent // bounded by SendBuffer
-	tooSlow chan struct{}    // closed by the pump when events overflowed
+	from   int64            // the stream had sent up to here when it went live
+	events chan streamEvent // bounded by SendBuffer
+	behind chan struct{}    // closed by the pump when events overflowed
 }
 
 // deliver queues events without blocking; false when the buffer is full.
@@ -164,6 +181,9 @@ func newStreamer(log *oplog.Log, opts StreamOptions, hooks streamHooks) *Streame
 	}
 	if opts.SendBuffer <= 0 {
 		opts.SendBuffer = 500
+	}
+	if opts.MaxLag <= 0 {
+		opts.MaxLag = defaultStreamMaxLag
 	}
 	if opts.PollInterval <= 0 {
 		opts.PollInterval = 250 * time.Millisecond
@@ -378,7 +398,7 @@ func (s *Streamer) pumpOnce() {
 				s.logger.Error("export stream: rendering op", "seq", e.Seq, "err", events[i].err)
 			}
 		}
-		var dropped int
+		var behind int
 		s.mu.Lock()
 		s.pumpErr = false
 		// A stream that went live after the read may have moved head
@@ -386,17 +406,18 @@ func (s *Streamer) pumpOnce() {
 		if s.head == from && len(events) > 0 {
 			for sub := range s.subs {
 				if !sub.deliver(events) {
+					// Let it go: it catches up from the store.
 					delete(s.subs, sub)
-					close(sub.tooSlow)
-					dropped++
+					close(sub.behind)
+					behind++
 				}
 			}
 			s.head = events[len(events)-1].seq
 		}
 		s.mu.Unlock()
-		for range dropped {
-			if s.hooks.dropped != nil {
-				s.hooks.dropped()
+		for range behind {
+			if s.hooks.overflow != nil {
+				s.hooks.overflow()
 			}
 		}
 		if len(entries) < s.pageSize {
@@ -451,18 +472,33 @@ func (st *stream) run(cursor int64, hasCursor bool) *streamEnd {
 	if s.hooks.beforeLive != nil {
 		s.hooks.beforeLive()
 	}
+	for {
+		if end := st.live(); end != nil {
+			return end
+		}
+		// The client fell behind its send buffer, and the pump let it go.
+		if end := st.catchUp(); end != nil {
+			return end
+		}
+	}
+}
 
+// live makes the stream live and sends the pump's events until the stream
+// ends (its end), or until it falls behind its send buffer (nil).
+func (st *stream) live() *streamEnd {
+	s := st.s
 	sub := &streamSub{
-		from:    st.lastSent,
-		events:  make(chan streamEvent, s.opts.SendBuffer),
-		tooSlow: make(chan struct{}),
+		from:   st.lastSent,
+		events: make(chan streamEvent, s.opts.SendBuffer),
+		behind: make(chan struct{}),
 	}
 	pumpHead, ok := s.subscribe(sub, st.lastSent)
 	if !ok {
 		return streamShutdown
 	}
 	defer s.unsubscribe(sub)
-	// Ops committed since the backfill that the pump has already passed.
+	// Ops committed since the backfill (or the catch-up) that the pump
+	// has already passed.
 	if end := st.sendFromStore(pumpHead); end != nil {
 		return end
 	}
@@ -471,15 +507,12 @@ func (st *stream) run(cursor int64, hasCursor bool) *streamEnd {
 	}
 
 	for {
-		if st.isTooSlow(sub) {
-			return streamTooSlow
-		}
 		var ev streamEvent
 		select {
 		case <-st.ctx.Done():
 			return streamGone
-		case <-sub.tooSlow:
-			continue
+		case <-sub.behind:
+			return nil
 		case ev = <-sub.events:
 		}
 		if ev.seq <= st.lastSent {
@@ -487,9 +520,6 @@ func (st *stream) run(cursor int64, hasCursor bool) *streamEnd {
 		}
 		if s.hooks.send != nil {
 			s.hooks.send(ev.seq)
-		}
-		if st.isTooSlow(sub) {
-			return streamTooSlow
 		}
 		// Not expected (the pump reads densely from its head, which this
 		// stream had reached when it went live), but never leave a gap.
@@ -506,14 +536,37 @@ func (st *stream) run(cursor int64, hasCursor bool) *streamEnd {
 	}
 }
 
-func (st *stream) isTooSlow(sub *streamSub) bool {
-	select {
-	case <-sub.tooSlow:
-		st.s.logger.Info("export stream: client too slow, closing",
-			"lastSent", st.lastSent, "sendBuffer", st.s.opts.SendBuffer)
-		return true
-	default:
-		return false
+// catchUp sends, from the store, the ops the stream missed while it was
+// behind its send buffer, up to the latest: then it can go live again. A
+// stream more than MaxLag ops behind the latest op is closed with
+// ConsumerTooSlow.
+func (st *stream) catchUp() *streamEnd {
+	s := st.s
+	for {
+		latest, err := st.latestSeq()
+		if err != nil {
+			return st.failed("reading the latest seq", err)
+		}
+		if latest-st.lastSent > s.opts.MaxLag {
+			s.logger.Info("export stream: client too slow, closing",
+				"lastSent", st.lastSent, "latest", latest, "maxLag", s.opts.MaxLag)
+			return streamTooSlow
+		}
+		entries, err := st.export(st.lastSent)
+		if err != nil {
+			return st.failed("reading missed ops", err)
+		}
+		for i := range entries {
+			if end := st.sendEntry(&entries[i]); end != nil {
+				return end
+			}
+		}
+		if s.hooks.catchUp != nil {
+			s.hooks.catchUp(st.lastSent)
+		}
+		if len(entries) < s.pageSize {
+			return nil
+		}
 	}
 }
 

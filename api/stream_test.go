@@ -447,48 +447,159 @@ func TestStreamOutdatedCursorIsClosed(t *testing.T) {
 	env.recv(c, 4, 4)
 }
 
-func TestStreamConsumerTooSlowIsClosed(t *testing.T) {
-	live, liveCh := streamSignal()
-	dropped, droppedCh := streamSignal()
-	done, doneCh := streamSignal()
-	sending := make(chan int64, 1)
-	release := make(chan struct{})
+// commitBatch commits n new ops in one transaction, as a mirror's or an
+// import's ingest batch does, and returns the last seq.
+func (env *streamEnv) commitBatch(n int) int64 {
+	env.t.Helper()
+	items := make([]oplog.IngestItem, n)
+	for i := range items {
+		op, err := env.streamGenesis()
+		if err != nil {
+			env.t.Fatalf("genesis: %v", err)
+		}
+		items[i] = oplog.IngestItem{Line: int64(i + 1), DID: op.GenesisDID(), CID: op.CID(), Op: op, CreatedAt: env.clock.Now()}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), streamTimeout)
+	defer cancel()
+	res, err := env.log.Ingest(ctx, fmt.Sprintf("batch:%d", env.ops.Load()), items)
+	if err != nil || len(res.Entries) != n {
+		env.t.Fatalf("ingest of a batch of %d: %d entries, rejected %v, %v", n, len(res.Entries), res.Rejected, err)
+	}
+	return res.Entries[n-1].Seq
+}
+
+// holdFirstSend returns a send hook that holds the writer on the first live
+// event (as a client busy reading would, for a while) until release is
+// closed, and reports that event's seq on the returned channel.
+func holdFirstSend() (hook func(int64), sending chan int64, release chan struct{}) {
+	sending, release = make(chan int64, 1), make(chan struct{})
 	var once sync.Once
+	hook = func(seq int64) {
+		once.Do(func() {
+			sending <- seq
+			<-release
+		})
+	}
+	return hook, sending, release
+}
+
+func streamWaitSeq(t *testing.T, ch <-chan int64, what string) int64 {
+	t.Helper()
+	select {
+	case seq := <-ch:
+		return seq
+	case <-time.After(streamTimeout):
+		t.Fatalf("timed out waiting for %s", what)
+		return 0
+	}
+}
+
+// A commit of more ops at once than the send buffer holds, to a client that
+// keeps up but is still writing out the event before: the pump lets the
+// stream go, and the stream sends what it missed from the store and goes
+// live again. The client receives every op once, in order, and is not
+// closed.
+func TestStreamBatchLargerThanSendBufferIsCaughtUp(t *testing.T) {
+	var env *streamEnv
+	live, liveCh := streamSignal()
+	overflow, overflowCh := streamSignal()
+	send, sending, release := holdFirstSend()
+	var pages []int64
+	var grew sync.Once
 	hooks := streamHooks{
-		live:    live,
-		dropped: dropped,
-		done:    done,
-		// The writer is stuck on the first live event, as it would be
-		// on a client that does not read.
-		send: func(seq int64) {
-			once.Do(func() {
-				sending <- seq
-				<-release
-			})
+		pageSize: 7, // the catch-up reads several pages
+		live:     live,
+		overflow: overflow,
+		send:     send,
+		catchUp: func(last int64) {
+			pages = append(pages, last)
+			// The log grows while the stream catches up: the catch-up
+			// goes on to the new latest op.
+			grew.Do(func() { env.commitInHook(3) })
 		},
 	}
-	env := newStreamEnv(t, StreamOptions{SendBuffer: 2}, hooks, nil)
+	env = newStreamEnv(t, StreamOptions{SendBuffer: 4}, hooks, nil)
 	c := env.dial("")
 	streamWait(t, liveCh, "the stream to go live")
 
 	env.commit(1)
-	select {
-	case seq := <-sending:
-		if seq != 1 {
-			t.Fatalf("first live event %d, want 1", seq)
-		}
-	case <-time.After(streamTimeout):
-		t.Fatal("timed out waiting for the first write")
+	if seq := streamWaitSeq(t, sending, "the first live event"); seq != 1 {
+		t.Fatalf("first live event %d, want 1", seq)
 	}
-	// 2 and 3 fill the buffer; 4 overflows it.
-	env.commit(3)
-	streamWait(t, droppedCh, "the pump to drop the stream")
+	// One transaction of 40 ops while the writer is busy with op 1.
+	if last := env.commitBatch(40); last != 41 {
+		t.Fatalf("the batch ends at seq %d, want 41", last)
+	}
+	streamWait(t, overflowCh, "the send buffer to overflow")
+	close(release)
+
+	env.recv(c, 1, 44) // op 1, the batch, the 3 ops committed while catching up
+	streamWait(t, liveCh, "the stream to go live again")
+	if len(pages) < 2 {
+		t.Fatalf("the catch-up read %d store pages (%v), want several", len(pages), pages)
+	}
+	if open, live := env.streamer.streamCounts(); open != 1 || live != 1 {
+		t.Fatalf("after catching up: %d open, %d live streams; want 1, 1", open, live)
+	}
+	// Live again, from where it was: nothing missed, nothing twice.
+	env.commit(2)
+	env.recv(c, 45, 46)
+	env.commitBatch(9) // over the buffer again: caught up again, if need be
+	env.recv(c, 47, 55)
+	env.commit(1)
+	env.recv(c, 56, 56)
+}
+
+// A client that does not keep up at all falls further and further behind:
+// once it is more than MaxLag ops behind the latest, it is closed with
+// ConsumerTooSlow, after the events it was sent, which are in order.
+func TestStreamStalledConsumerIsClosed(t *testing.T) {
+	live, liveCh := streamSignal()
+	overflow, overflowCh := streamSignal()
+	done, doneCh := streamSignal()
+	send, sending, release := holdFirstSend()
+	hooks := streamHooks{live: live, overflow: overflow, done: done, send: send}
+	env := newStreamEnv(t, StreamOptions{SendBuffer: 2, MaxLag: 5}, hooks, nil)
+	c := env.dial("")
+	streamWait(t, liveCh, "the stream to go live")
+
+	env.commit(1)
+	if seq := streamWaitSeq(t, sending, "the first live event"); seq != 1 {
+		t.Fatalf("first live event %d, want 1", seq)
+	}
+	// The client is stuck on op 1 while 10 more are committed: more than
+	// MaxLag behind.
+	env.commitBatch(10)
+	streamWait(t, overflowCh, "the send buffer to overflow")
 	if _, live := env.streamer.streamCounts(); live != 0 {
-		t.Fatalf("%d live streams after the drop, want 0", live)
+		t.Fatalf("%d live streams after the overflow, want 0", live)
 	}
 	close(release)
 
-	streamExpectClose(t, c, websocket.StatusNormalClosure, "ConsumerTooSlow")
+	// Op 1 (held), perhaps ops 2 and 3 (buffered), then the close.
+	var want int64 = 1
+	ctx, cancel := context.WithTimeout(context.Background(), streamTimeout)
+	defer cancel()
+	for {
+		_, msg, err := c.Read(ctx)
+		if err != nil {
+			var ce websocket.CloseError
+			if !errors.As(err, &ce) || ce.Code != websocket.StatusNormalClosure || ce.Reason != "ConsumerTooSlow" {
+				t.Fatalf("stream ended with %v, want close 1000 ConsumerTooSlow", err)
+			}
+			break
+		}
+		var ev struct {
+			Seq int64 `json:"seq"`
+		}
+		if err := json.Unmarshal(msg, &ev); err != nil || ev.Seq != want {
+			t.Fatalf("received %s, want seq %d", msg, want)
+		}
+		want++
+	}
+	if want < 2 || want > 4 {
+		t.Fatalf("received seqs 1..%d before the close, want 1 to 3 at most", want-1)
+	}
 	streamWait(t, doneCh, "the handler to return")
 	if open, _ := env.streamer.streamCounts(); open != 0 {
 		t.Fatalf("%d open streams, want 0", open)

@@ -2,7 +2,9 @@ package mirror
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"net/http"
 	"strconv"
@@ -66,39 +68,73 @@ func kindOf(reason string) Kind {
 	return KindInvalidOp
 }
 
-// record stores d (once per process for the same kind, DID, CID and
-// detail) and counts it.
+// maxEvidence bounds the evidence kept with a divergence.
+const maxEvidence = 1 << 20
+
+// record stores d and counts it, unless the same record — the same kind,
+// DID, CID, detail and evidence — is stored already, by this process or an
+// earlier one: an upstream that sends the same bad answer on every retry
+// is recorded once, and a different answer again. Records made in this
+// process are remembered (by a hash of the record); the others are looked
+// up in the store.
 func (m *Mirror) record(ctx context.Context, d Divergence) {
-	key := d.reason() + "\x00" + d.DID + "\x00" + d.CID
+	raw := d.Evidence
+	if raw == nil {
+		raw = []byte{}
+	}
+	if len(raw) > maxEvidence {
+		raw = raw[:maxEvidence]
+	}
+	rj := oplog.Rejection{Source: m.source, DID: d.DID, CID: d.CID, Raw: raw, Reason: d.reason()}
+	key := recordKey(rj)
 	m.mu.Lock()
 	if m.recorded[key] {
 		m.mu.Unlock()
 		return
 	}
 	if len(m.recorded) > 100_000 {
-		m.recorded = map[string]bool{}
+		m.recorded = map[[sha256.Size]byte]bool{}
 	}
-	m.recorded[key] = true
+	m.recorded[key] = true // a concurrent record of the same returns at once
 	m.mu.Unlock()
-	now := m.cfg.Now().UTC().Truncate(time.Millisecond)
-	raw := d.Evidence
-	if raw == nil {
-		raw = []byte{}
+	forget := func() {
+		m.mu.Lock()
+		delete(m.recorded, key)
+		m.mu.Unlock()
 	}
-	if len(raw) > 1<<20 {
-		raw = raw[:1<<20]
+	found, err := m.store.HasRejection(ctx, rj)
+	if err != nil {
+		forget() // looked up again next time
+		m.logger.Warn("mirror: could not look up a divergence", "kind", d.Kind, "err", err)
+		return
 	}
-	err := m.store.Ingest(ctx, m.source, nil, func(v oplog.IngestView) (oplog.IngestBatch, error) {
-		return oplog.IngestBatch{Cursor: v.Cursor, Rejections: []oplog.Rejection{{
-			Source: m.source, DID: d.DID, CID: d.CID, Raw: raw, Reason: d.reason(), CreatedAt: now,
-		}}}, nil
+	if found {
+		return // recorded by an earlier run
+	}
+	rj.CreatedAt = m.cfg.Now().UTC().Truncate(time.Millisecond)
+	err = m.store.Ingest(ctx, m.source, nil, func(v oplog.IngestView) (oplog.IngestBatch, error) {
+		return oplog.IngestBatch{Cursor: v.Cursor, Rejections: []oplog.Rejection{rj}}, nil
 	})
 	if err != nil {
+		forget()
 		m.logger.Warn("mirror: could not record a divergence", "kind", d.Kind, "err", err)
 		return
 	}
 	m.metrics.divergences.WithLabelValues(string(d.Kind)).Inc()
 	m.logger.Warn("mirror: divergence", "kind", d.Kind, "did", d.DID, "cid", d.CID, "detail", d.Detail)
+}
+
+// recordKey identifies a record by its content: a hash of its DID, CID,
+// reason (kind and detail) and evidence, each length-prefixed.
+func recordKey(rj oplog.Rejection) [sha256.Size]byte {
+	h := sha256.New()
+	for _, f := range [][]byte{[]byte(rj.DID), []byte(rj.CID), []byte(rj.Reason), rj.Raw} {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(f)))
+		h.Write(n[:])
+		h.Write(f)
+	}
+	return [sha256.Size]byte(h.Sum(nil))
 }
 
 // Handler serves GET /_mirror/divergences?after=ID&limit=N: the records in

@@ -9,6 +9,7 @@ package mirror
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -40,8 +41,9 @@ type Config struct {
 	// MinBackoff and MaxBackoff bound the wait after a failure (defaults
 	// 1 s and 1 min); the wait doubles with each failure in a row.
 	MinBackoff, MaxBackoff time.Duration
-	// PollInterval is the wait between polls of a legacy upstream once
-	// caught up (default 5 s).
+	// PollInterval is the wait between polls of an upstream that has
+	// nothing new (a legacy upstream once caught up, an empty one), and the
+	// least time between two head checks (see checkHead) (default 5 s).
 	PollInterval time.Duration
 	// AuditInterval is how often a sample of DIDs is checked against the
 	// upstream's audit logs (default 1 min; negative: never).
@@ -83,7 +85,8 @@ type Mirror struct {
 	mode        Mode
 	state       string
 	upstreamSeq int64 // the latest upstream seq seen (0: none)
-	recorded    map[string]bool
+	recorded    map[[sha256.Size]byte]bool
+	headChecked time.Time // the last head check (see checkHead)
 }
 
 // New checks cfg and builds the mirror.
@@ -134,7 +137,7 @@ func New(cfg Config) (*Mirror, error) {
 		logger:   cfg.Logger,
 		metrics:  newMetrics(cfg.Registry),
 		state:    "starting",
-		recorded: map[string]bool{},
+		recorded: map[[sha256.Size]byte]bool{},
 	}
 	return m, nil
 }
@@ -294,17 +297,25 @@ func (m *Mirror) sawUpstreamSeq(seq int64) {
 }
 
 // Backfill pages through the upstream's export from the committed cursor
-// to its end, through oplog.Import.
+// to its end, through oplog.Import. In seq mode, when the upstream has
+// nothing after the cursor, it checks (at most once per PollInterval) that
+// the upstream still serves the op at the cursor (see checkHead).
 func (m *Mirror) Backfill(ctx context.Context) error {
 	m.setState("backfill")
-	var r io.Reader
+	var (
+		r  io.Reader
+		sr *seqReader
+	)
 	switch m.Mode() {
 	case ModeSeq:
 		c, err := m.store.Cursor(ctx, m.source)
 		if err != nil {
 			return err
 		}
-		r = &seqReader{ctx: ctx, m: m, after: c.Seq, count: m.cfg.PageSize}
+		fctx, stop := context.WithCancel(ctx)
+		sr = newSeqReader(fctx, m, c.Seq, m.cfg.PageSize)
+		defer func() { stop(); <-sr.done }() // no upstream or store access after Backfill returns
+		r = sr
 	case ModeLegacy:
 		after, boundary, err := m.legacyStart(ctx)
 		if err != nil {
@@ -322,6 +333,14 @@ func (m *Mirror) Backfill(ctx context.Context) error {
 	m.updateCursorMetrics(ctx)
 	if err != nil {
 		return fmt.Errorf("backfill: %w", err)
+	}
+	if sr != nil {
+		<-sr.done // Import read to the end: the fetcher has returned
+		if sr.lastEmpty {
+			if err := m.checkHead(ctx); err != nil {
+				return fmt.Errorf("checking the upstream's head: %w", err)
+			}
+		}
 	}
 	return nil
 }

@@ -13,54 +13,142 @@ import (
 )
 
 // seqReader is the upstream's seq-mode export after a seq, as one stream
-// of lines for oplog.Import: it asks for the next page when the last one
-// has been read, and ends (io.EOF) after a short page. A page that cannot
-// be used is an error: nothing of it is read, and Import stops after
+// of lines for oplog.Import, ending (io.EOF) after a short page. A
+// goroutine (the fetcher) asks for each page as soon as the one before it
+// has arrived — the next after= is the last seq of that page, read from its
+// last line — so that the upstream serves page k+1 while page k is being
+// ingested. It runs at most prefetchPages pages ahead of the reader, so
+// memory stays bounded by MaxBody a page. Pages reach the reader whole and
+// in order. A page that cannot be used is an error: nothing of it is read,
+// the reader returns it after the pages before it, and Import stops after
 // committing what came before.
+//
+// Ready tells oplog.Import whether the next page is there: when it is not,
+// Import commits the lines it has rather than wait for the network.
 type seqReader struct {
-	ctx   context.Context
 	m     *Mirror
-	after int64
+	after int64 // the fetcher's position: the last seq asked past
 	count int
-	buf   []byte
-	done  bool
+
+	pages chan []byte   // joined lines of the pages fetched, in order
+	done  chan struct{} // closed when the fetcher has returned
+	// Written by the fetcher before it closes pages (and done):
+	end       error // what ended the pages: nil (a short page), a bad page, ctx's end
+	lastEmpty bool  // the last page fetched held no line
+
+	// The reader's side (Read and Ready, one goroutine):
+	buf    []byte
+	closed bool // pages is closed and drained
+}
+
+// prefetchPages bounds the pages fetched but not yet read: one waiting in
+// the channel, one waiting to be put there.
+const prefetchPages = 2
+
+// newSeqReader starts a reader of the pages after seq after; its fetcher
+// runs until the last page, a bad page, or ctx's end. Wait for it
+// (<-r.done) before reading r.end or r.lastEmpty.
+func newSeqReader(ctx context.Context, m *Mirror, after int64, count int) *seqReader {
+	r := &seqReader{m: m, after: after, count: count,
+		pages: make(chan []byte, prefetchPages-1), done: make(chan struct{})}
+	go r.fetch(ctx)
+	return r
+}
+
+// fetch asks for pages until a short one (or an error), and hands them to
+// the reader in order.
+func (r *seqReader) fetch(ctx context.Context) {
+	defer close(r.done)
+	defer close(r.pages)
+	for {
+		b, last, err := r.fetchPage(ctx)
+		if err != nil {
+			r.end = err
+			return
+		}
+		if len(b) > 0 {
+			select {
+			case r.pages <- b:
+			case <-ctx.Done():
+				r.end = ctx.Err()
+				return
+			}
+		}
+		if last {
+			return
+		}
+	}
+}
+
+// fetchPage fetches the page after r.after and returns its lines to
+// ingest (joined), and whether it is the last page.
+func (r *seqReader) fetchPage(ctx context.Context) ([]byte, bool, error) {
+	page, err := r.m.up.seqPage(ctx, r.after, r.count)
+	if err != nil {
+		return nil, false, err
+	}
+	lines := page.lines
+	if len(lines) > 0 && page.lastSeq <= r.after {
+		return nil, false, badResponse(joinLines(lines), "GET /export?after=%d: the page ends at seq %d", r.after, page.lastSeq)
+	}
+	// Lines at or before after were asked not to be sent: the upstream
+	// serves them again, so its order is not what it was.
+	kept := lines[:0]
+	for _, l := range lines {
+		var pl pageLine
+		if json.Unmarshal(l, &pl) == nil && pl.Seq != nil && *pl.Seq <= r.after {
+			r.m.record(ctx, Divergence{Kind: KindReordered, Evidence: l,
+				Detail: "the upstream served seq " + strconv.FormatInt(*pl.Seq, 10) + " again after seq " + strconv.FormatInt(r.after, 10)})
+			continue
+		}
+		kept = append(kept, l)
+	}
+	r.m.sawUpstreamSeq(page.lastSeq)
+	r.lastEmpty = len(lines) == 0
+	if len(lines) > 0 {
+		r.after = page.lastSeq
+	}
+	return joinLines(kept), len(lines) < r.count, nil
 }
 
 func (r *seqReader) Read(p []byte) (int, error) {
 	for len(r.buf) == 0 {
-		if r.done {
+		if r.closed {
+			if r.end != nil {
+				return 0, r.end
+			}
 			return 0, io.EOF
 		}
-		page, err := r.m.up.seqPage(r.ctx, r.after, r.count)
-		if err != nil {
-			return 0, err
-		}
-		lines := page.lines
-		if len(lines) > 0 && page.lastSeq <= r.after {
-			return 0, badResponse(joinLines(lines), "GET /export?after=%d: the page ends at seq %d", r.after, page.lastSeq)
-		}
-		// Lines at or before after were asked not to be sent: the upstream
-		// serves them again, so its order is not what it was.
-		kept := lines[:0]
-		for _, l := range lines {
-			var pl pageLine
-			if json.Unmarshal(l, &pl) == nil && pl.Seq != nil && *pl.Seq <= r.after {
-				r.m.record(r.ctx, Divergence{Kind: KindReordered, Evidence: l,
-					Detail: "the upstream served seq " + strconv.FormatInt(*pl.Seq, 10) + " again after seq " + strconv.FormatInt(r.after, 10)})
-				continue
-			}
-			kept = append(kept, l)
-		}
-		r.m.sawUpstreamSeq(page.lastSeq)
-		r.done = len(lines) < r.count
-		if len(lines) > 0 {
-			r.after = page.lastSeq
-		}
-		r.buf = joinLines(kept)
+		r.take(<-r.pages)
 	}
 	n := copy(p, r.buf)
 	r.buf = r.buf[n:]
 	return n, nil
+}
+
+// take makes b, received from pages, the reader's buffer (nil when pages
+// is closed).
+func (r *seqReader) take(b []byte) {
+	if b == nil {
+		r.closed = true
+		return
+	}
+	r.buf = b
+}
+
+// Ready reports whether Read would return without waiting for the
+// upstream: a page (or the end) has arrived.
+func (r *seqReader) Ready() bool {
+	if len(r.buf) > 0 || r.closed {
+		return true
+	}
+	select {
+	case b := <-r.pages:
+		r.take(b)
+		return true
+	default:
+		return false
+	}
 }
 
 func joinLines(lines [][]byte) []byte {

@@ -51,7 +51,8 @@ type ImportOptions struct {
 	// where a shorter one stopped.
 	Source string
 	// BatchSize is the number of (non-blank) lines per transaction
-	// (default DefaultImportBatch).
+	// (default DefaultImportBatch); fewer when the input is a PartReader
+	// whose next part has not arrived.
 	BatchSize int
 	// Workers is the number of goroutines that parse lines and check
 	// signatures (default GOMAXPROCS: the sequential apply and commit
@@ -69,6 +70,18 @@ type ImportOptions struct {
 	// export line as a rejected line, not as ErrNotExport. Source must be
 	// set.
 	ContinueLines bool
+}
+
+// A PartReader is an input that arrives in parts (an upstream's export
+// pages) and can tell whether the next part is there. Import ends a batch
+// early, at a line boundary, when the next Read would wait for the next
+// part: the lines that have arrived are committed while the rest is on its
+// way, rather than after it.
+type PartReader interface {
+	io.Reader
+	// Ready reports whether the next Read returns without waiting for a
+	// part (or the end of the input) that has not arrived.
+	Ready() bool
 }
 
 // ImportStats are the totals of an Import.
@@ -185,11 +198,13 @@ type rawLine struct {
 }
 
 // readChunks splits r into lines (numbered from 1, bounded by
-// MaxLineBytes) and sends them in chunks of size non-blank lines; the last
-// chunk carries the read error, if any.
+// MaxLineBytes) and sends them in chunks of size non-blank lines (or fewer,
+// when r is a PartReader whose next part has not arrived); the last chunk
+// carries the read error, if any.
 func readChunks(ctx context.Context, r io.Reader, size int, out chan<- *importChunk) {
 	defer close(out)
 	br := bufio.NewReaderSize(r, MaxLineBytes+1)
+	parts, _ := r.(PartReader)
 	ch := &importChunk{}
 	send := func() bool {
 		select {
@@ -201,6 +216,9 @@ func readChunks(ctx context.Context, r io.Reader, size int, out chan<- *importCh
 		}
 	}
 	for {
+		if parts != nil && len(ch.lines) > 0 && br.Buffered() == 0 && !parts.Ready() && !send() {
+			return
+		}
 		b, err := br.ReadSlice('\n')
 		var (
 			line    []byte

@@ -219,6 +219,8 @@ func testIngest(t *testing.T, migrated func(t *testing.T) (oplog.Store, string))
 	})
 
 	testLogIngest(t, migrated)
+	testRejectionLookups(t, migrated)
+	testImportParts(t, migrated)
 }
 
 func testLogIngest(t *testing.T, migrated func(t *testing.T) (oplog.Store, string)) {

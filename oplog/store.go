@@ -178,6 +178,11 @@ type Store interface {
 	// Rejections returns up to limit rejections with ID > after, in ID
 	// order: every source's when source is empty, else that source's.
 	Rejections(ctx context.Context, source string, after int64, limit int) ([]Rejection, error)
+	// RejectionsAt returns the rejections of source at line, in ID order.
+	RejectionsAt(ctx context.Context, source string, line int64) ([]Rejection, error)
+	// HasRejection reports whether a rejection with r's Source, Line, DID,
+	// CID, Raw and Reason is stored (whatever its ID and CreatedAt).
+	HasRejection(ctx context.Context, r Rejection) (bool, error)
 	// Record returns the current record of did, or ErrNotFound.
 	Record(ctx context.Context, did string) (*DIDRecord, error)
 	// Head returns the latest non-nullified op of did (what resolution

@@ -7,6 +7,9 @@
 # production), one database. The server is stopped and the directory
 # removed on exit, whatever happens; the script exits with CMD's status.
 # Tests create their own databases on the cluster (internal/pgtest).
+# PLC_PG_SHARED_BUFFERS sets the server's shared_buffers (default 32MB,
+# plenty for tests; benchmarks at scale give it what a production server
+# would have).
 #
 # If PLC_TEST_POSTGRES is already set (a CI service, say), CMD runs with it
 # as is. If no PostgreSQL binaries are found, CMD runs without it: tests
@@ -84,7 +87,7 @@ port = $port
 fsync = on
 synchronous_commit = on
 max_connections = 400
-shared_buffers = 32MB
+shared_buffers = ${PLC_PG_SHARED_BUFFERS:-32MB}
 CONF
 
 started=1

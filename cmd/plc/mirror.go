@@ -22,6 +22,7 @@ func runMirror(ctx context.Context, e env, args []string) int {
 		upstream string
 		forward  bool
 		audit    time.Duration
+		poll     time.Duration
 		page     int
 		once     bool
 	)
@@ -38,6 +39,7 @@ with the same defaults.`, e)
 	serverFlags(f, &c)
 	f.bool(&forward, "forward-writes", "PLC_FORWARD_WRITES", "proxy POST /:did to the upstream instead of answering 405")
 	f.duration(&audit, "audit-interval", "PLC_AUDIT_INTERVAL", time.Minute, "how often a sample of DIDs is checked against the upstream's audit logs (0: never)")
+	f.duration(&poll, "poll-interval", "PLC_MIRROR_POLL_INTERVAL", 5*time.Second, "wait between polls of an upstream that has nothing new, and between checks that it still serves the mirror's latest op")
 	f.bool(&once, "once", "PLC_MIRROR_ONCE", "backfill up to the upstream's head, then exit (no live stream)")
 	f.int(&page, "page-size", "PLC_PAGE_SIZE", 1000, "ops asked for per export page")
 	if f.err != nil {
@@ -72,6 +74,10 @@ with the same defaults.`, e)
 		fmt.Fprintln(e.stderr, "plc mirror: --audit-interval must not be negative")
 		return exitUsage
 	}
+	if poll <= 0 {
+		fmt.Fprintf(e.stderr, "plc mirror: --poll-interval %v: want a positive duration (5s, 1m)\n", poll)
+		return exitUsage
+	}
 	if err := c.validate(); err != nil {
 		fmt.Fprintf(e.stderr, "plc mirror: %v\n", err)
 		return exitUsage
@@ -93,6 +99,7 @@ with the same defaults.`, e)
 			Log:           log,
 			PageSize:      page,
 			AuditInterval: audit,
+			PollInterval:  poll,
 			Logger:        logger,
 			Registry:      reg,
 			Progress:      p.batch,
@@ -117,7 +124,8 @@ with the same defaults.`, e)
 			return m.Health(ctx)
 		}
 		cfg.Extra = m.Handler()
-		logger.Info("mirroring", "upstream", up.Redacted())
+		cfg.UI = webUI(c, log, cfg, logger, m)
+		logger.Info("mirroring", "upstream", up.Redacted(), "pollInterval", poll.String())
 		return func(ctx context.Context) {
 			defer p.clear()
 			if !once {

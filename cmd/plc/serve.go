@@ -53,6 +53,8 @@ type serveConfig struct {
 	LogLevel string
 	// TLog configures the transparency log.
 	TLog tlogConfig
+	// NoUI turns the web UI (GET / and /ui/…) off.
+	NoUI bool
 }
 
 // flagSource binds flags to their environment fallbacks.
@@ -129,6 +131,7 @@ func serverFlags(f *flagSource, c *serveConfig) {
 	f.bool(&c.TrustProxy, "trust-proxy", "PLC_TRUST_PROXY", "take client IPs from X-Forwarded-For (behind a proxy)")
 	f.duration(&c.ShutdownTimeout, "shutdown-timeout", "PLC_SHUTDOWN_TIMEOUT", 15*time.Second, "graceful shutdown deadline")
 	tlogFlags(f, &c.TLog)
+	f.bool(&c.NoUI, "no-ui", "PLC_NO_UI", "serve the API only: no web UI at / and /ui/")
 	logFlags(f, &c.LogFormat, &c.LogLevel)
 }
 
@@ -288,6 +291,9 @@ func serveWith(ctx context.Context, c serveConfig, logger *slog.Logger, hook dir
 			log.Close()
 			return err
 		}
+	}
+	if apiCfg.UI == nil {
+		apiCfg.UI = webUI(c, log, &apiCfg, logger, nil)
 	}
 	handler := api.New(apiCfg)
 

@@ -1,0 +1,68 @@
+package oplog
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// Stats are the counts a directory's status page shows. Both stores
+// implement it with queries that an index answers (operations_created_at,
+// rejected_source_line, both in the first two migrations): no count scans
+// the log.
+type Stats interface {
+	// CountOpsAfter returns the number of ops whose createdAt is after t
+	// (as ExportByTime compares: by whole milliseconds, the stored
+	// precision).
+	CountOpsAfter(ctx context.Context, t time.Time) (int64, error)
+	// CountRejections returns the number of rejections of source (see
+	// Rejections).
+	CountRejections(ctx context.Context, source string) (int64, error)
+}
+
+var (
+	_ Stats = (*SQLiteStore)(nil)
+	_ Stats = (*PostgresStore)(nil)
+)
+
+// The queries (%s: the backend's placeholder), shared with the test that
+// checks their plans.
+const (
+	countOpsAfterSQL   = `SELECT COUNT(*) FROM operations WHERE created_at > %s`
+	countRejectionsSQL = `SELECT COUNT(*) FROM rejected WHERE source = %s`
+)
+
+func (s *SQLiteStore) CountOpsAfter(ctx context.Context, t time.Time) (int64, error) {
+	return s.count(ctx, countOpsAfterSQL, t.UnixMilli())
+}
+
+func (s *SQLiteStore) CountRejections(ctx context.Context, source string) (int64, error) {
+	return s.count(ctx, countRejectionsSQL, source)
+}
+
+func (s *SQLiteStore) count(ctx context.Context, q string, arg any) (int64, error) {
+	rows, err := s.query(ctx, fmt.Sprintf(q, "?"), arg)
+	if err != nil {
+		return 0, err
+	}
+	defer rows.Close()
+	var n int64
+	if rows.Next() {
+		if err := rows.Scan(&n); err != nil {
+			return 0, err
+		}
+	}
+	return n, rows.Err()
+}
+
+func (s *PostgresStore) CountOpsAfter(ctx context.Context, t time.Time) (int64, error) {
+	var n int64
+	err := s.pool.QueryRow(ctx, fmt.Sprintf(countOpsAfterSQL, "$1"), t.UnixMilli()).Scan(&n)
+	return n, err
+}
+
+func (s *PostgresStore) CountRejections(ctx context.Context, source string) (int64, error) {
+	var n int64
+	err := s.pool.QueryRow(ctx, fmt.Sprintf(countRejectionsSQL, "$1"), source).Scan(&n)
+	return n, err
+}

@@ -1,0 +1,97 @@
+package oplog
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/plcdir/plc/internal/pgtest"
+)
+
+// TestStatsCountsUseAnIndex: a status page is served to anyone, so its
+// counts must never scan the whole log. The query plans name the indexes
+// of the existing migrations.
+func TestStatsCountsUseAnIndex(t *testing.T) {
+	queries := map[string]string{
+		countOpsAfterSQL:   "operations_created_at",
+		countRejectionsSQL: "rejected_source_line",
+	}
+	t.Run("sqlite", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "plc.db")
+		if _, err := MigrateUp(path); err != nil {
+			t.Fatal(err)
+		}
+		s, err := OpenSQLite(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		for q, index := range queries {
+			var plan []string
+			rows, err := s.db.Query(`EXPLAIN QUERY PLAN `+fmt.Sprintf(q, "?"), 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for rows.Next() {
+				var id, parent, unused int
+				var detail string
+				if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+					t.Fatal(err)
+				}
+				plan = append(plan, detail)
+			}
+			rows.Close()
+			if p := strings.Join(plan, "; "); !strings.Contains(p, "INDEX "+index) || strings.Contains(p, "SCAN") {
+				t.Errorf("%s: plan %q does not search index %s", q, p, index)
+			}
+		}
+	})
+	t.Run("postgres", func(t *testing.T) {
+		url := pgtest.URL(t)
+		if _, err := MigrateUp(url); err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		s, err := OpenPostgres(ctx, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		conn, err := s.pool.Acquire(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Release()
+		// On an empty table the planner would rightly pick a sequential
+		// scan; with it priced out, the plan shows whether the index can
+		// answer the query at all.
+		if _, err := conn.Exec(ctx, `SET enable_seqscan = off`); err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Exec(ctx, `RESET enable_seqscan`)
+		for q, index := range queries {
+			arg := any(int64(0))
+			if strings.Contains(q, "source") {
+				arg = "upstream:x"
+			}
+			rows, err := conn.Query(ctx, `EXPLAIN `+fmt.Sprintf(q, "$1"), arg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var plan []string
+			for rows.Next() {
+				var line string
+				if err := rows.Scan(&line); err != nil {
+					t.Fatal(err)
+				}
+				plan = append(plan, line)
+			}
+			rows.Close()
+			if p := strings.Join(plan, "; "); !strings.Contains(p, index) || strings.Contains(p, "Seq Scan") {
+				t.Errorf("%s: plan %q does not use index %s", q, p, index)
+			}
+		}
+	})
+}
