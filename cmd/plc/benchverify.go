@@ -44,7 +44,7 @@ func readExportLines(r io.Reader) ([]exportLine, error) {
 }
 
 func runBenchVerify(ctx context.Context, e env, args []string) int {
-	fs := newFlagSet("bench verify", "plc bench verify [--workers N] [--cpuprofile FILE] CORPUS",
+	fs := newFlagSet("bench verify", "plc bench verify [--workers N] [--cpuprofile FILE] [--memprofile FILE] CORPUS",
 		`Replays an export corpus through the validator on all cores, with the
 engine of plc audit verify-export (lines read and parsed in parallel,
 DIDs spread over the workers, each DID's ops in order, each at its
@@ -55,11 +55,12 @@ digests), times the number of workers. The ratio of the two is the figure
 that counts.`, e)
 	workers := fs.Int("workers", runtime.GOMAXPROCS(0), "parallel workers")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the replay to this file")
+	memProfile := fs.String("memprofile", "", "write a heap profile (with the replay's allocations) to this file")
 	if code, done := parseFlags(fs, args); done {
 		return code
 	}
 	if fs.NArg() != 1 || *workers < 1 {
-		fmt.Fprintln(e.stderr, "Usage: plc bench verify [--workers N] [--cpuprofile FILE] CORPUS")
+		fmt.Fprintln(e.stderr, "Usage: plc bench verify [--workers N] [--cpuprofile FILE] [--memprofile FILE] CORPUS")
 		return exitUsage
 	}
 	path := fs.Arg(0)
@@ -98,6 +99,12 @@ that counts.`, e)
 	if err != nil {
 		fmt.Fprintf(e.stderr, "plc bench verify: %s: %v\n", path, err)
 		return exitUsage
+	}
+	if *memProfile != "" {
+		if err := writeHeapProfile(*memProfile); err != nil {
+			fmt.Fprintf(e.stderr, "plc bench verify: %v\n", err)
+			return exitFailure
+		}
 	}
 	runtime.GC() // the replay's garbage is not the bound's
 	bound, err := signatureBound(sample, *workers)
