@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/plcdir/plc/internal/pgtest"
+	"github.com/plcdir/plc/internal/testclock"
 	"github.com/plcdir/plc/oplog"
 	"github.com/plcdir/plc/validate"
 )
@@ -32,24 +33,6 @@ import (
 
 // t0 is the time the fake clock starts at.
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-
-// fakeClock is a settable clock shared by the log and the server.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // Keys.
 
@@ -239,7 +222,7 @@ func openPostgresStore(t *testing.T) oplog.Store {
 // server in front of it.
 type apiEnv struct {
 	t     *testing.T
-	clock *fakeClock
+	clock *testclock.Clock
 	store oplog.Store // the store as opened (unwrapped)
 	log   *oplog.Log
 	srv   *Server
@@ -261,7 +244,7 @@ func newAPIEnv(t *testing.T, b backend, o envOptions) *apiEnv {
 	t.Helper()
 	env := &apiEnv{
 		t:     t,
-		clock: &fakeClock{t: t0},
+		clock: testclock.New(t0),
 		store: b.open(t),
 		reg:   prometheus.NewRegistry(),
 		logs:  &lockedBuffer{},

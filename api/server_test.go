@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/plcdir/plc/internal/testclock"
 	"github.com/plcdir/plc/oplog"
 	"github.com/plcdir/plc/validate"
 )
@@ -841,7 +842,7 @@ func TestPerClientRateLimitIgnoresForwardedForUnlessTrusted(t *testing.T) {
 }
 
 func TestIPLimiterMemoryIsBounded(t *testing.T) {
-	clock := &fakeClock{t: t0}
+	clock := testclock.New(t0)
 	l := newIPLimiter(10, 10, clock.Now)
 	l.maxClients = 100
 	addr := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}) }

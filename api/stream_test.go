@@ -17,6 +17,7 @@ import (
 	"github.com/bluesky-social/indigo/atproto/atcrypto"
 	"github.com/coder/websocket"
 
+	"github.com/plcdir/plc/internal/testclock"
 	"github.com/plcdir/plc/oplog"
 	"github.com/plcdir/plc/validate"
 )
@@ -29,30 +30,12 @@ import (
 // instead of hanging it.
 const streamTimeout = 20 * time.Second
 
-// streamClock is a settable clock shared by the log and the Streamer.
-type streamClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *streamClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *streamClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 // streamEnv is a log over a fresh SQLite file, a Streamer over it and an
 // HTTP server serving the Streamer.
 type streamEnv struct {
 	t        *testing.T
 	path     string
-	clock    *streamClock
+	clock    *testclock.Clock
 	store    oplog.Store
 	log      *oplog.Log
 	streamer *Streamer
@@ -69,7 +52,7 @@ func newStreamEnv(t *testing.T, opts StreamOptions, hooks streamHooks, wrap func
 	env := &streamEnv{
 		t:     t,
 		path:  filepath.Join(t.TempDir(), "plc.db"),
-		clock: &streamClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)},
+		clock: testclock.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)),
 	}
 	if _, err := oplog.MigrateUp(env.path); err != nil {
 		t.Fatalf("migrate: %v", err)

@@ -3,30 +3,12 @@ package mirror_test
 import (
 	"bytes"
 	"net/http"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/plcdir/plc/internal/testclock"
 	"github.com/plcdir/plc/mirror"
 )
-
-// settableClock is a mirror clock the test moves.
-type settableClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *settableClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *settableClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // headChecks counts the requests of the head check of a mirror whose
 // cursor is at seq: GET /export?after=<seq-1>.
@@ -49,7 +31,7 @@ func TestUpstreamTruncatedAfterServing(t *testing.T) {
 	lines := numbered(f.ops)
 	s := &script{lines: lines, ops: f.ops}
 	url := newScript(t, s)
-	clock := &settableClock{t: hostileNow}
+	clock := testclock.New(hostileNow)
 	const poll = time.Minute
 	dsn := sqliteBackend.dsn(t)
 	start := func() *mirror.Mirror {
@@ -152,7 +134,7 @@ func TestHeadCheckOfARejectedLastLine(t *testing.T) {
 	lines := numbered(append(append([]rec{}, f.ops...), forged)) // pages of 4, 4, 1
 	s := &script{lines: lines, ops: f.ops}
 	url := newScript(t, s)
-	clock := &settableClock{t: hostileNow}
+	clock := testclock.New(hostileNow)
 	l := newSQLiteLog(t)
 	m := newMirror(t, url, l, mirror.Config{PageSize: hostilePage, PollInterval: time.Minute, Now: clock.Now})
 	syncAgain := func() {

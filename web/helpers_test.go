@@ -18,6 +18,7 @@ import (
 	"github.com/plcdir/plc/api"
 	"github.com/plcdir/plc/audit"
 	"github.com/plcdir/plc/internal/optest"
+	"github.com/plcdir/plc/internal/testclock"
 	"github.com/plcdir/plc/oplog"
 	"github.com/plcdir/plc/validate"
 	"github.com/plcdir/plc/web"
@@ -31,27 +32,10 @@ import (
 // t0 is the clock's start.
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 // directory is a running directory with the UI.
 type directory struct {
 	t     *testing.T
-	clock *clock
+	clock *testclock.Clock
 	store *oplog.SQLiteStore
 	log   *oplog.Log
 	tlog  *audit.TLog
@@ -79,7 +63,7 @@ func newDirectory(t *testing.T, o dirOptions) *directory {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	d := &directory{t: t, clock: &clock{t: t0}, store: store, logs: &bytes.Buffer{}, logMu: &sync.Mutex{}}
+	d := &directory{t: t, clock: testclock.New(t0), store: store, logs: &bytes.Buffer{}, logMu: &sync.Mutex{}}
 	logger := slog.New(slog.NewTextHandler(lockedWriter{d.logMu, d.logs}, nil))
 	d.log = oplog.NewLog(store, oplog.Options{Now: d.clock.Now, NoRateLimit: true})
 	t.Cleanup(d.log.Close)
