@@ -516,6 +516,7 @@ func testStore(t *testing.T, open func(t *testing.T) (oplog.Store, string)) {
 	testLog(t, migrated)
 	testTree(t, migrated)
 	testIngest(t, migrated)
+	testHandles(t, migrated)
 }
 
 // checkEmpty fails unless the log holds nothing of did.

@@ -14,6 +14,11 @@
 //     ops it covers, and never moved back or deleted.
 //   - rejected: the lines of replayed history that were not applied, with
 //     their exact bytes and the reason; insert-only.
+//   - handles: which DIDs' ops have listed a handle in alsoKnownAs, for the
+//     web UI's search; derived from the log, which it follows behind
+//     (not written by the append transactions), only ever added to (so it
+//     holds stale pairs: readers check the current document), and
+//     rebuildable. handles_backfill records the last seq it covers.
 package sql
 
 import "embed"

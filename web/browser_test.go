@@ -16,6 +16,7 @@ import (
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 
+	"github.com/plcdir/plc/internal/optest"
 	"github.com/plcdir/plc/oplog"
 	"github.com/plcdir/plc/web"
 )
@@ -114,6 +115,10 @@ func TestBrowserSearchHistoryForkAndRawLog(t *testing.T) {
 	d := newDirectory(t, dirOptions{mirror: m})
 	id, ops := forkedDID(t, d)
 	hostile, _ := hostileDID(t, d)
+	twins := []*optest.Identity{optest.NewIdentity(t, "twin.test", 1), optest.NewIdentity(t, "Twin.Test", 1)}
+	for _, tw := range twins {
+		d.submit(tw.DID, tw.Head)
+	}
 	recordDivergences(t, d, source)
 	d.sign()
 
@@ -187,7 +192,7 @@ func TestBrowserSearchHistoryForkAndRawLog(t *testing.T) {
 	if got := eval(`document.activeElement.getAttribute("href") || ""`); got != "#main" {
 		t.Errorf("the first Tab focuses %q, want the skip link", got)
 	}
-	if got := eval(`document.querySelector("label[for=q]").textContent`); got != "DID" {
+	if got := eval(`document.querySelector("label[for=q]").textContent`); got != "DID or handle" {
 		t.Errorf("search label %q", got)
 	}
 
@@ -266,6 +271,26 @@ func TestBrowserSearchHistoryForkAndRawLog(t *testing.T) {
 		t.Errorf("links with schemes %q in the hostile DID's page", got)
 	}
 	screenshot("did-hostile.png")
+
+	// Search a handle, typed in capitals: the one DID that claims it.
+	run("search for a handle",
+		chromedp.Navigate(d.srv.URL+"/"), chromedp.WaitVisible(chromedp.CSS("#q")),
+		chromedp.Focus(chromedp.CSS("#q")),
+		chromedp.SendKeys(chromedp.CSS("#q"), "Alice.Example.Org\n"),
+		chromedp.WaitVisible(chromedp.CSS("svg.timeline")))
+	if loc, err := chromedp.Run(bctx, chromedp.Location()); err != nil || loc != d.srv.URL+"/ui/"+id.DID {
+		t.Errorf("after the handle search the browser is at %q (%v), want /ui/%s", loc, err, id.DID)
+	}
+	// A handle two DIDs claim: a list of both.
+	run("search for a handle two DIDs claim",
+		chromedp.Navigate(d.srv.URL+"/"), chromedp.WaitVisible(chromedp.CSS("#q")),
+		chromedp.Focus(chromedp.CSS("#q")),
+		chromedp.SendKeys(chromedp.CSS("#q"), "twin.test\n"),
+		chromedp.WaitVisible(chromedp.CSS("ul.claims")))
+	if got := eval(`[...document.querySelectorAll("ul.claims a")].map(a => a.getAttribute("href")).sort().join(" ")`); got != "/ui/"+min(twins[0].DID, twins[1].DID)+" /ui/"+max(twins[0].DID, twins[1].DID) {
+		t.Errorf("the list of claimants links %q", got)
+	}
+	screenshot("handle-claims.png")
 
 	// The divergences page of the mirror.
 	run("open the divergences", chromedp.Navigate(d.srv.URL+"/"), chromedp.Click(chromedp.CSS(`header nav a[href="/ui/divergences"]`)),

@@ -8,8 +8,11 @@
 //   - GET /ui/{did}: a DID's current document and its audit history, as a
 //     graph drawn in SVG on the server (nullified forks on branches, the
 //     72-hour recovery window, tombstones) and as a table.
-//   - GET /ui/search?q=: redirects a DID to its page. Handles are not
-//     looked up: the store has no index of alsoKnownAs.
+//   - GET /ui/search?q=: redirects a DID to its page. A handle is looked
+//     up in the store's handle index (oplog.HandleIndex), and only the
+//     DIDs whose current document (not nullified, not tombstoned) lists
+//     at://<handle> count: one is redirected to, several are listed, none
+//     is a 404 page. Without an index, handles are not looked up.
 //   - GET /ui/divergences: a mirror's divergence records.
 //
 // The contract:
@@ -23,7 +26,7 @@
 //     ⟨U+XXXX⟩.
 //   - Bad input and unknown DIDs get HTML 400 and 404 pages; failures of
 //     the store a 500 or 503 page whose details go to the log only.
-//   - Every read is bounded: one DID's ops, one page of records, and
-//     counts answered by an index (oplog.Stats), at most once per
-//     statusTTL.
+//   - Every read is bounded: one DID's ops, one page of records, at most
+//     oplog.MaxHandleDIDs heads per handle search, and counts answered by
+//     an index (oplog.Stats), at most once per statusTTL.
 package web

@@ -19,6 +19,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/bluesky-social/indigo/atproto/syntax"
+
 	"github.com/plcdir/plc/audit"
 	"github.com/plcdir/plc/oplog"
 	"github.com/plcdir/plc/validate"
@@ -85,6 +87,14 @@ type MirrorStatus struct {
 type Config struct {
 	// Store is the directory's log: every page reads it.
 	Store oplog.Store
+	// Handles, if set, looks handles up for the search box. Nil: Store's,
+	// if it has one (both oplog stores do); else the search takes DIDs
+	// only.
+	Handles oplog.HandleIndex
+	// HandleCatchUp: a search first brings the handle index up to the log
+	// when it is at most this many ops behind (default 20,000; negative:
+	// never).
+	HandleCatchUp int64
 	// Stats counts recent ops and divergences for the status page. Nil:
 	// Store's, if it has them (both oplog stores do); else the counts are
 	// not shown.
@@ -123,6 +133,12 @@ func New(cfg Config) *UI {
 	}
 	if cfg.Stats == nil {
 		cfg.Stats, _ = cfg.Store.(oplog.Stats)
+	}
+	if cfg.Handles == nil {
+		cfg.Handles, _ = cfg.Store.(oplog.HandleIndex)
+	}
+	if cfg.HandleCatchUp == 0 {
+		cfg.HandleCatchUp = 20000
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -172,7 +188,7 @@ func parsePages() map[string]*template.Template {
 	}
 	base := template.Must(template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html"))
 	pages := map[string]*template.Template{}
-	for _, name := range []string{"home", "did", "divergences", "error"} {
+	for _, name := range []string{"home", "did", "divergences", "error", "handle"} {
 		t := template.Must(base.Clone())
 		pages[name] = template.Must(t.ParseFS(templateFS, "templates/"+name+".html"))
 	}
@@ -197,10 +213,12 @@ type page struct {
 	// than in the header.
 	HeroSearch bool
 	Query      string
-	CSS        string
-	Mirror     bool
-	Version    string
-	Body       any
+	// Handles says the search box takes handles too.
+	Handles bool
+	CSS     string
+	Mirror  bool
+	Version string
+	Body    any
 }
 
 // render executes a page template into a buffer first, so a failure
@@ -208,6 +226,7 @@ type page struct {
 func (u *UI) render(w http.ResponseWriter, r *http.Request, status int, name string, p page) {
 	p.CSS = "/ui/static/style.css?v=" + u.cssTag
 	p.Mirror = u.cfg.Mirror != nil
+	p.Handles = u.cfg.Handles != nil
 	p.Version = u.cfg.Version
 	var b bytes.Buffer
 	if err := u.pages[name].ExecuteTemplate(&b, "layout.html", p); err != nil {
@@ -273,25 +292,43 @@ func (u *UI) style(w http.ResponseWriter, r *http.Request) {
 
 // Search.
 
-// parseQuery reads what a person typed into the search box as a DID: with
-// surrounding space, an at:// or did: URL form, or upper-case letters.
-// ok is false for anything that cannot be a did:plc; handle is true when
-// it looks like a handle instead.
-func parseQuery(q string) (did string, handle, ok bool) {
+// queryKind is what a search is for.
+type queryKind int
+
+const (
+	queryBad queryKind = iota
+	queryDID
+	queryHandle
+)
+
+// parseQuery reads what a person typed into the search box: a DID (with
+// surrounding space, an at:// or did: URL form, or upper-case letters) or
+// a handle (the atproto syntax; also as at://handle or @handle, in any
+// case). value is the DID, or the handle lower-cased; anything else is
+// queryBad.
+func parseQuery(q string) (kind queryKind, value string) {
 	s := strings.TrimSpace(q)
 	s = strings.TrimPrefix(s, "at://")
 	s = strings.TrimRight(s, "/")
-	if lower := strings.ToLower(s); strings.HasPrefix(lower, "did:plc:") {
+	lower := strings.ToLower(s)
+	if strings.HasPrefix(lower, "did:plc:") {
 		if validate.ValidDID(lower) {
-			return lower, false, true
+			return queryDID, lower
 		}
-		return "", false, false
+		return queryBad, ""
 	}
-	if !strings.HasPrefix(s, "did:") && strings.Contains(s, ".") && !strings.ContainsAny(s, " /:@") {
-		return "", true, false
+	if strings.HasPrefix(lower, "did:") {
+		return queryBad, ""
 	}
-	return "", false, false
+	h, err := syntax.ParseHandle(strings.TrimPrefix(s, "@"))
+	if err != nil {
+		return queryBad, ""
+	}
+	return queryHandle, string(h.Normalize())
 }
+
+// resolveHelp says how to find a handle's DID without this directory.
+const resolveHelp = "Resolve the handle to its DID first (the _atproto DNS TXT record of the handle, or https://<handle>/.well-known/atproto-did), then search for the DID."
 
 func (u *UI) search(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query().Get("q")
@@ -299,18 +336,109 @@ func (u *UI) search(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/", http.StatusSeeOther)
 		return
 	}
-	did, handle, ok := parseQuery(q)
-	switch {
-	case ok:
-		http.Redirect(w, r, "/ui/"+did, http.StatusSeeOther)
-	case handle:
+	switch kind, v := parseQuery(q); {
+	case kind == queryDID:
+		http.Redirect(w, r, "/ui/"+v, http.StatusSeeOther)
+	case kind == queryHandle && u.cfg.Handles == nil:
 		u.errorPageQ(w, r, http.StatusBadRequest, "Handles are not indexed",
-			"This directory looks DIDs up, not handles: it keeps no index of alsoKnownAs. Resolve the handle to its DID first (the _atproto DNS TXT record of the handle, or https://<handle>/.well-known/atproto-did), then search for the DID.",
-			q, true)
+			"This directory looks DIDs up, not handles: it keeps no index of alsoKnownAs. "+resolveHelp, q, true)
+	case kind == queryHandle:
+		u.searchHandle(w, r, q, v)
 	default:
-		u.errorPageQ(w, r, http.StatusBadRequest, "Not a did:plc",
-			"Search for a DID of the form did:plc: followed by 24 characters (a–z, 2–7).", q, true)
+		u.errorPageQ(w, r, http.StatusBadRequest, "Not a did:plc or a handle",
+			"Search for a DID of the form did:plc: followed by 24 characters (a–z, 2–7), or for a handle such as alice.example.com.", q, true)
 	}
+}
+
+// handleView is the page of a handle several DIDs claim.
+type handleView struct {
+	Handle string
+	DIDs   []handleClaim
+	// More is set when the index holds more candidates than were checked.
+	More bool
+}
+
+type handleClaim struct {
+	DID      string
+	LastOpAt time.Time
+}
+
+// searchHandle looks handle (normalised) up in the index and keeps the
+// DIDs whose current document lists it: one is shown, several listed,
+// none a 404.
+func (u *UI) searchHandle(w http.ResponseWriter, r *http.Request, q, handle string) {
+	ctx, cancel := context.WithTimeout(r.Context(), pageTimeout)
+	defer cancel()
+	// The index follows the log behind it: bring it up to date first when
+	// that is a few batches' work (the directory's own indexer does the
+	// rest, such as a whole upgraded database).
+	if behind, err := u.cfg.Handles.HandlesBehind(ctx); err == nil && behind > 0 && behind <= u.cfg.HandleCatchUp {
+		if _, err := oplog.CatchUpHandles(ctx, u.cfg.Handles, 0, nil); err != nil {
+			u.cfg.Logger.Warn("indexing handles before a search failed", "err", err)
+		}
+	}
+	cands, err := u.cfg.Handles.DIDsForHandle(ctx, handle)
+	if errors.Is(err, oplog.ErrBadHandle) {
+		u.errorPageQ(w, r, http.StatusBadRequest, "Not a did:plc or a handle", "This is not a handle.", q, true)
+		return
+	}
+	if err != nil {
+		u.failed(w, r, fmt.Errorf("look up handle %s: %w", handle, err))
+		return
+	}
+	v := handleView{Handle: handle, More: len(cands) >= oplog.MaxHandleDIDs}
+	for _, did := range cands {
+		e, err := u.cfg.Store.Head(ctx, did)
+		if errors.Is(err, oplog.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			u.failed(w, r, fmt.Errorf("read the head of %s: %w", did, err))
+			return
+		}
+		ok, err := claims(&e, handle)
+		if err != nil {
+			u.failed(w, r, err)
+			return
+		}
+		if ok {
+			v.DIDs = append(v.DIDs, handleClaim{DID: did, LastOpAt: e.CreatedAt})
+		}
+	}
+	switch {
+	case len(v.DIDs) == 1 && !v.More:
+		http.Redirect(w, r, "/ui/"+v.DIDs[0].DID, http.StatusSeeOther)
+	case len(v.DIDs) == 0:
+		msg := "No DID in this directory lists at://" + handle + " in its current document's alsoKnownAs."
+		if behind, err := u.cfg.Handles.HandlesBehind(ctx); err == nil && behind > 0 {
+			msg += fmt.Sprintf(" The handle index does not cover all of this directory's ops yet (%d to go): try again later.", behind)
+		}
+		u.errorPageQ(w, r, http.StatusNotFound, "Handle not known here", msg+" "+resolveHelp, q, true)
+	default:
+		u.render(w, r, http.StatusOK, "handle", page{Title: "Handle " + handle, Query: q, Body: v})
+	}
+}
+
+// claims reports whether e, a DID's head, lists handle (normalised) in
+// its alsoKnownAs: a tombstone lists none.
+func claims(e *oplog.Entry, handle string) (bool, error) {
+	op := e.Decoded
+	if op == nil {
+		var err error
+		if op, err = validate.ParseCBOR(e.Op); err != nil {
+			return false, fmt.Errorf("op %d: %w", e.Seq, err)
+		}
+	}
+	d, ok := op.Data()
+	if !ok {
+		return false, nil
+	}
+	for _, aka := range d.AlsoKnownAs {
+		if h, ok := oplog.HandleOf(aka); ok && h == handle {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // The status page.

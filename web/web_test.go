@@ -130,16 +130,20 @@ func TestSearch(t *testing.T) {
 		t.Errorf("empty search: %d to %q", r.status, r.header.Get("Location"))
 	}
 	for q, want := range map[string]string{
-		"alice.bsky.social":                    "Handles are not indexed",
-		"at://alice.bsky.social":               "Handles are not indexed",
+		"alice.bsky.social":                    "Handle not known here",
+		"at://alice.bsky.social":               "Handle not known here",
 		"did:plc:tooshort":                     "Not a did:plc",
 		"did:web:example.com":                  "Not a did:plc",
 		"<script>alert(1)</script>":            "Not a did:plc",
 		"did:plc:" + strings.Repeat("a", 5000): "Not a did:plc",
 	} {
 		r := d.get("/ui/search?q=" + url.QueryEscape(q))
-		if r.status != http.StatusBadRequest || !bytes.Contains(r.body, []byte(want)) {
-			t.Errorf("search %.40q: %d, want 400 saying %q", q, r.status, want)
+		status := http.StatusBadRequest
+		if strings.Contains(q, "bsky") {
+			status = http.StatusNotFound
+		}
+		if r.status != status || !bytes.Contains(r.body, []byte(want)) {
+			t.Errorf("search %.40q: %d, want %d saying %q", q, r.status, status, want)
 		}
 		checkUIHeaders(t, "search", r)
 		page := doc(t, r.body)

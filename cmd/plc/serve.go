@@ -343,10 +343,16 @@ func serveWith(ctx context.Context, c serveConfig, logger *slog.Logger, hook dir
 			defer close(tlDone)
 			tl.Run(roleCtx, log.Changed)
 		}()
+		hDone := make(chan struct{})
+		go func() {
+			defer close(hDone)
+			indexHandles(roleCtx, store, logger)
+		}()
 		if run != nil {
 			run(roleCtx)
 		}
 		<-tlDone
+		<-hDone
 	}()
 
 	var runErr error

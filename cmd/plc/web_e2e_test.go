@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/plcdir/plc/internal/optest"
+	"github.com/plcdir/plc/internal/tamper"
 	"github.com/plcdir/plc/web"
 )
 
@@ -70,6 +71,11 @@ func TestServeAndMirrorServeTheWebUI(t *testing.T) {
 	checkPage(t, m.url+"/", http.StatusOK, "Mirror", a.url, "/ui/divergences")
 	checkPage(t, m.url+"/ui/divergences", http.StatusOK, "No divergence recorded")
 	checkPage(t, m.url+"/ui/"+id.DID, http.StatusOK, id.DID, "at://web.test")
+	// The mirror indexed the handle as it ingested the op: the search
+	// redirects to the DID's page.
+	checkPage(t, a.url+"/ui/search?q=WEB.test", http.StatusOK, id.DID, "at://web.test")
+	checkPage(t, m.url+"/ui/search?q=web.test", http.StatusOK, id.DID, "at://web.test")
+	checkPage(t, m.url+"/ui/search?q=nobody.test", http.StatusNotFound, "Handle not known here")
 
 	off := startServer(t, filepath.Join(dir, "off.sqlite"), "--no-ui")
 	for _, p := range []string{"/", "/ui/" + id.DID} {
@@ -78,4 +84,33 @@ func TestServeAndMirrorServeTheWebUI(t *testing.T) {
 			t.Errorf("--no-ui: GET %s: %d %q %s", p, resp.StatusCode, resp.Header.Get("Content-Type"), body)
 		}
 	}
+}
+
+// TestServeFillsInTheHandleIndexOfAnOlderDatabase: a database written
+// before the handle index (its ops, no handles) gets its index filled in
+// beside the running directory, after which the search finds the handle.
+func TestServeFillsInTheHandleIndexOfAnOlderDatabase(t *testing.T) {
+	backends(t, func(t *testing.T, db string) {
+		first := startProc(t, "serve", "--db", db, "--listen", "127.0.0.1:0", "--log-format", "json")
+		handles := []string{"early.test", "Second.test", "third.test"}
+		var ids []*optest.Identity
+		for _, h := range handles {
+			id := optest.NewIdentity(t, h, 1)
+			if code, body, err := post(first.url, id.Head, id.DID); err != nil || code != 200 {
+				t.Fatalf("genesis: %d %s %v", code, body, err)
+			}
+			ids = append(ids, id)
+		}
+		first.kill()
+		// The database as migration 4 leaves one an earlier plc wrote: ops,
+		// no handles, all of them to index.
+		tamper.Exec(t, db, `DELETE FROM handles`, `UPDATE handles_backfill SET done = 0`)
+		p := startProc(t, "serve", "--db", db, "--listen", "127.0.0.1:0", "--log-format", "json")
+		if line := p.await(t, "handle index filled in"); line["ops"] != float64(len(ids)) {
+			t.Errorf("the catch-up indexed %v ops, want %d", line["ops"], len(ids))
+		}
+		for i, id := range ids {
+			checkPage(t, p.url+"/ui/search?q="+handles[i], http.StatusOK, id.DID)
+		}
+	})
 }

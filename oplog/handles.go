@@ -1,0 +1,355 @@
+package oplog
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/bluesky-social/indigo/atproto/syntax"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/plcdir/plc/validate"
+)
+
+// The handle index maps a handle to the DIDs whose ops have listed it in
+// alsoKnownAs (as at://<handle>). It follows the log behind it, outside
+// the append transactions (so that writes do not pay for an index only the
+// web UI's search reads): CatchUpHandles indexes the ops after the last
+// one it covers, run in the background by plc serve and plc mirror and by
+// the search before it reads. It is derived state, like nullified, but
+// weaker: pairs are only ever added, so it also holds handles a DID no
+// longer claims. It answers "which DIDs may claim this handle"; whether one
+// does is its current document's say (HandleOf over its alsoKnownAs).
+//
+// alsoKnownAs is what a DID's controller asserts, not a proof: a handle is
+// verified only by its own DNS or /.well-known/atproto-did record, which
+// the directory does not check.
+
+// HandleIndex is the handle index of a store. Both stores implement it.
+type HandleIndex interface {
+	// DIDsForHandle returns the DIDs (at most MaxHandleDIDs, sorted) whose
+	// ops have listed handle (any case; with or without at://) in
+	// alsoKnownAs, among the ops the index covers: candidates, some of
+	// which may no longer claim it. A string that is not a handle is an
+	// ErrBadHandle, before any query.
+	DIDsForHandle(ctx context.Context, handle string) ([]string, error)
+	// ExtendHandles indexes up to limit of the ops the index does not cover
+	// yet, in one transaction, and returns how many (0: the index covers
+	// the log).
+	ExtendHandles(ctx context.Context, limit int) (int, error)
+	// HandlesBehind returns how many ops the index does not cover yet.
+	HandlesBehind(ctx context.Context) (int64, error)
+}
+
+var (
+	_ HandleIndex = (*SQLiteStore)(nil)
+	_ HandleIndex = (*PostgresStore)(nil)
+)
+
+// MaxHandleDIDs bounds the DIDs DIDsForHandle returns: anyone may list any
+// handle in a DID's alsoKnownAs, so a handle may have many claimants.
+const MaxHandleDIDs = 100
+
+// ErrBadHandle: the string is not a handle (atproto handle syntax).
+var ErrBadHandle = errors.New("not a handle")
+
+// NormalizeHandle returns handle (with or without an at:// prefix) in the
+// index's form, lower-case without at://, or ErrBadHandle.
+func NormalizeHandle(handle string) (string, error) {
+	h := strings.TrimPrefix(handle, "at://")
+	parsed, err := syntax.ParseHandle(h)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrBadHandle, err)
+	}
+	return string(parsed.Normalize()), nil
+}
+
+// HandleOf returns the handle an alsoKnownAs entry names, in the index's
+// form: the entry must be at:// followed by a handle. ok is false for any
+// other entry (another URI, an at://did:…, a path).
+func HandleOf(aka string) (handle string, ok bool) {
+	rest, found := strings.CutPrefix(aka, "at://")
+	if !found {
+		return "", false
+	}
+	if _, err := syntax.ParseHandle(rest); err != nil {
+		return "", false
+	}
+	return strings.ToLower(rest), true
+}
+
+// handlePair is one row of handles.
+type handlePair struct {
+	handle string
+	did    []byte
+}
+
+// handlePairs returns the rows of handles that entries add, each once, in
+// (handle, did) order (so that concurrent inserts take their row locks in
+// one order).
+func handlePairs(entries []*Entry) ([]handlePair, error) {
+	var out []handlePair
+	for _, e := range entries {
+		op := e.Decoded
+		if op == nil {
+			var err error
+			if op, err = validate.ParseCBOR(e.Op); err != nil {
+				return nil, fmt.Errorf("oplog: op %d is not a valid op: %w", e.Seq, err)
+			}
+		}
+		d, ok := op.Data()
+		if !ok {
+			continue // a tombstone
+		}
+		var key []byte
+		for _, aka := range d.AlsoKnownAs {
+			h, ok := HandleOf(aka)
+			if !ok {
+				continue
+			}
+			if key == nil {
+				var err error
+				if key, err = didKey(e.DID); err != nil {
+					return nil, err
+				}
+			}
+			out = append(out, handlePair{h, key})
+		}
+	}
+	cmpPair := func(a, b handlePair) int {
+		return cmp.Or(strings.Compare(a.handle, b.handle), strings.Compare(string(a.did), string(b.did)))
+	}
+	slices.SortFunc(out, cmpPair)
+	return slices.CompactFunc(out, func(a, b handlePair) bool { return cmpPair(a, b) == 0 }), nil
+}
+
+func entryPtrs(es []Entry) []*Entry {
+	out := make([]*Entry, len(es))
+	for i := range es {
+		out[i] = &es[i]
+	}
+	return out
+}
+
+// CatchUpHandles indexes the handles of the ops the index does not cover
+// yet (the latest ones, or a whole database migrated from an earlier
+// version), batch ops per transaction (0: a default), calling progress (if
+// set) after each. It returns how many ops it indexed; it can be stopped
+// at any time and resumed, and several may run at once.
+func CatchUpHandles(ctx context.Context, idx HandleIndex, batch int, progress func(indexed int64)) (int64, error) {
+	if batch <= 0 {
+		batch = 4096
+	}
+	var total int64
+	for {
+		n, err := idx.ExtendHandles(ctx, batch)
+		total += int64(n)
+		if err != nil || n == 0 {
+			return total, err
+		}
+		if progress != nil {
+			progress(total)
+		}
+	}
+}
+
+// handlesPerInsert bounds the rows of one SQLite INSERT into handles (two
+// parameters each; SQLite allows 32766).
+const handlesPerInsert = 500
+
+// SQLite.
+
+// insertHandles writes the handles of entries, one statement per
+// handlesPerInsert pairs.
+func (s *SQLiteStore) insertHandles(ctx context.Context, tx *sql.Tx, entries []*Entry) error {
+	pairs, err := handlePairs(entries)
+	if err != nil {
+		return err
+	}
+	for len(pairs) > 0 {
+		part := pairs[:min(len(pairs), handlesPerInsert)]
+		pairs = pairs[len(part):]
+		args := make([]any, 0, 2*len(part))
+		for _, p := range part {
+			args = append(args, p.handle, p.did)
+		}
+		q := `INSERT OR IGNORE INTO handles (handle, did) VALUES (?, ?)` + strings.Repeat(", (?, ?)", len(part)-1)
+		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+			return fmt.Errorf("index handles: %w", err)
+		}
+	}
+	return nil
+}
+
+func (s *SQLiteStore) DIDsForHandle(ctx context.Context, handle string) ([]string, error) {
+	h, err := NormalizeHandle(handle)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.query(ctx, `SELECT did FROM handles WHERE handle = ? ORDER BY did LIMIT ?`, h, MaxHandleDIDs)
+	if err != nil {
+		return nil, fmt.Errorf("look up handle: %w", err)
+	}
+	defer rows.Close()
+	return scanHandleDIDs(rows)
+}
+
+func scanHandleDIDs(rows opRows) ([]string, error) {
+	var out []string
+	for rows.Next() {
+		var key []byte
+		if err := rows.Scan(&key); err != nil {
+			return nil, fmt.Errorf("look up handle: %w", err)
+		}
+		out = append(out, didFromKey(key))
+	}
+	// The stored bytes order otherwise than the DIDs' text.
+	slices.Sort(out)
+	return out, rows.Err()
+}
+
+func (s *SQLiteStore) HandlesBehind(ctx context.Context) (int64, error) {
+	var n int64
+	err := s.db.QueryRowContext(ctx, `SELECT COALESCE((SELECT MAX((SELECT COALESCE(MAX(seq), 0) FROM operations) - done, 0) FROM handles_backfill), 0)`).Scan(&n)
+	return n, err
+}
+
+func (s *SQLiteStore) ExtendHandles(ctx context.Context, limit int) (n int, err error) {
+	tx, err := s.db.BeginTx(ctx, nil) // BEGIN IMMEDIATE: one catch-up at a time
+	if err != nil {
+		return 0, fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback()
+	var done int64
+	switch err := tx.QueryRowContext(ctx, `SELECT done FROM handles_backfill WHERE id = 1`).Scan(&done); {
+	case errors.Is(err, sql.ErrNoRows):
+		return 0, nil
+	case err != nil:
+		return 0, fmt.Errorf("read the handle index's backfill: %w", err)
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT seq, did, created_at, op FROM operations WHERE seq > ? ORDER BY seq LIMIT ?`, done, limit)
+	if err != nil {
+		return 0, err
+	}
+	es, err := scanSQLEntries(rows, false)
+	if err != nil || len(es) == 0 {
+		return 0, err
+	}
+	last, err := backfillEnd(es, done)
+	if err != nil {
+		return 0, err
+	}
+	if err := s.insertHandles(ctx, tx, entryPtrs(es)); err != nil {
+		return 0, err
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE handles_backfill SET done = ? WHERE id = 1`, last); err != nil {
+		return 0, err
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("commit: %w", err)
+	}
+	return len(es), nil
+}
+
+// backfillEnd checks that es (at least one) are the ops after done,
+// without a gap, and returns the last one's seq.
+func backfillEnd(es []Entry, done int64) (int64, error) {
+	if len(es) == 0 {
+		return 0, fmt.Errorf("oplog: the handle index's backfill expects op %d, which is missing", done+1)
+	}
+	for i := range es {
+		if es[i].Seq != done+1+int64(i) {
+			return 0, fmt.Errorf("oplog: the handle index's backfill expects op %d, which is missing", done+1+int64(i))
+		}
+	}
+	return es[len(es)-1].Seq, nil
+}
+
+// PostgreSQL.
+
+// pgHandlesSQL inserts the pairs of two parallel arrays.
+const pgHandlesSQL = `INSERT INTO handles (handle, did) SELECT * FROM unnest($1::text[], $2::bytea[]) ON CONFLICT DO NOTHING`
+
+// pgHandleArgs returns the arguments of pgHandlesSQL for entries (ok false
+// when they list no handle).
+func pgHandleArgs(entries []*Entry) (args []any, ok bool, err error) {
+	pairs, err := handlePairs(entries)
+	if err != nil || len(pairs) == 0 {
+		return nil, false, err
+	}
+	handles := make([]string, len(pairs))
+	dids := make([][]byte, len(pairs))
+	for i, p := range pairs {
+		handles[i], dids[i] = p.handle, p.did
+	}
+	return []any{handles, dids}, true, nil
+}
+
+func (s *PostgresStore) DIDsForHandle(ctx context.Context, handle string) ([]string, error) {
+	h, err := NormalizeHandle(handle)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.pool.Query(ctx, `SELECT did FROM handles WHERE handle = $1 ORDER BY did LIMIT $2`, h, MaxHandleDIDs)
+	if err != nil {
+		return nil, fmt.Errorf("look up handle: %w", err)
+	}
+	defer rows.Close()
+	return scanHandleDIDs(rows)
+}
+
+func (s *PostgresStore) HandlesBehind(ctx context.Context) (int64, error) {
+	var n int64
+	err := s.pool.QueryRow(ctx, `SELECT COALESCE(MAX(GREATEST((SELECT COALESCE(MAX(seq), 0) FROM operations) - done, 0)), 0) FROM handles_backfill`).Scan(&n)
+	return n, err
+}
+
+func (s *PostgresStore) ExtendHandles(ctx context.Context, limit int) (n int, err error) {
+	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{})
+	if err != nil {
+		return 0, fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	// The row lock makes concurrent catch-ups take turns. Seqs become
+	// visible in order (they are given and committed under the append
+	// lock), so the ops after done have no gap.
+	var done int64
+	switch err := tx.QueryRow(ctx, `SELECT done FROM handles_backfill WHERE id = 1 FOR UPDATE`).Scan(&done); {
+	case errors.Is(err, pgx.ErrNoRows):
+		return 0, nil
+	case err != nil:
+		return 0, fmt.Errorf("read the handle index's backfill: %w", err)
+	}
+	rows, err := tx.Query(ctx, `SELECT seq, did, created_at, op FROM operations WHERE seq > $1 ORDER BY seq LIMIT $2`, done, limit)
+	if err != nil {
+		return 0, err
+	}
+	es, err := scanPgEntries(rows, false)
+	if err != nil || len(es) == 0 {
+		return 0, err
+	}
+	last, err := backfillEnd(es, done)
+	if err != nil {
+		return 0, err
+	}
+	args, ok, err := pgHandleArgs(entryPtrs(es))
+	if err != nil {
+		return 0, err
+	}
+	if ok {
+		if _, err := tx.Exec(ctx, pgHandlesSQL, args...); err != nil {
+			return 0, fmt.Errorf("index handles: %w", err)
+		}
+	}
+	if _, err := tx.Exec(ctx, `UPDATE handles_backfill SET done = $1 WHERE id = 1`, last); err != nil {
+		return 0, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return 0, fmt.Errorf("commit: %w", err)
+	}
+	return len(es), nil
+}
