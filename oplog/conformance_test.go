@@ -2,7 +2,6 @@ package oplog_test
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"maps"
@@ -14,6 +13,8 @@ import (
 	"time"
 
 	"github.com/plcdir/plc/internal/pgtest"
+	"github.com/plcdir/plc/internal/tamper"
+	"github.com/plcdir/plc/internal/testclock"
 	"github.com/plcdir/plc/oplog"
 	"github.com/plcdir/plc/validate"
 )
@@ -64,26 +65,6 @@ func reopen(t *testing.T, dsn string) oplog.Store {
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
-}
-
-// rawDB opens dsn with database/sql, bypassing the store: the access an
-// attacker with the database credentials, or a buggy tool, would have.
-func rawDB(t *testing.T, dsn string) *sql.DB {
-	t.Helper()
-	var (
-		db  *sql.DB
-		err error
-	)
-	if oplog.IsPostgres(dsn) {
-		db, err = sql.Open("pgx", dsn)
-	} else {
-		db, err = sql.Open("sqlite", oplog.SQLiteDSN(dsn))
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	return db
 }
 
 // testStore runs the conformance suite. open returns a store on a fresh,
@@ -394,7 +375,7 @@ func testStore(t *testing.T, open func(t *testing.T) (oplog.Store, string)) {
 
 	t.Run("HistoryRewriteRefusedByDatabase", func(t *testing.T) {
 		s, dsn := migrated(t)
-		db := rawDB(t, dsn)
+		db := tamper.Open(t, dsn)
 		g, u, f := recoveryChain(t)
 		did := g.GenesisDID()
 		appendOps(t, s, gen(g, at(time.Second)), next(did, u, at(2*time.Second)))
@@ -435,7 +416,7 @@ func testStore(t *testing.T, open func(t *testing.T) (oplog.Store, string)) {
 
 	t.Run("NullificationRewriteRefusedByDatabase", func(t *testing.T) {
 		s, dsn := migrated(t)
-		db := rawDB(t, dsn)
+		db := tamper.Open(t, dsn)
 		g, u, f := recoveryChain(t)
 		did := g.GenesisDID()
 		appendOps(t, s, gen(g, at(time.Second)), next(did, u, at(2*time.Second)))
@@ -501,7 +482,7 @@ func testStore(t *testing.T, open func(t *testing.T) (oplog.Store, string)) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, dsn := migrated(t)
-			if _, err := rawDB(t, dsn).ExecContext(ctx, tc.sql); err != nil {
+			if _, err := tamper.Open(t, dsn).ExecContext(ctx, tc.sql); err != nil {
 				t.Fatal(err)
 			}
 			if st, err := oplog.Prepare(dsn); !errors.Is(err, oplog.ErrSchema) {
@@ -574,7 +555,7 @@ func checkRecord(t *testing.T, got, want *oplog.DIDRecord) {
 func testLog(t *testing.T, migrated func(t *testing.T) (oplog.Store, string)) {
 	ctx := context.Background()
 	k := keys(t, 2)
-	newLog := func(t *testing.T, s oplog.Store, c *clock) *oplog.Log {
+	newLog := func(t *testing.T, s oplog.Store, c *testclock.Clock) *oplog.Log {
 		l := oplog.NewLog(s, oplog.Options{Now: c.Now})
 		t.Cleanup(l.Close)
 		return l
@@ -593,7 +574,7 @@ func testLog(t *testing.T, migrated func(t *testing.T) (oplog.Store, string)) {
 		// read and wrote between transactions, and must not trust them
 		// once the other has appended.
 		s, _ := migrated(t)
-		c := newClock(at(time.Second))
+		c := testclock.New(at(time.Second))
 		a, b := newLog(t, s, c), newLog(t, s, c)
 		g := genesis(t, "a.test", k[0], k[1])
 		did := g.GenesisDID()
@@ -644,7 +625,7 @@ func testLog(t *testing.T, migrated func(t *testing.T) (oplog.Store, string)) {
 
 	t.Run("LogRegisterUpdateRecoveryFork", func(t *testing.T) {
 		s, _ := migrated(t)
-		c := newClock(at(time.Second))
+		c := testclock.New(at(time.Second))
 		l := newLog(t, s, c)
 		g := genesis(t, "a.test", k[0], k[1])
 		did := g.GenesisDID()
@@ -696,7 +677,7 @@ func testLog(t *testing.T, migrated func(t *testing.T) (oplog.Store, string)) {
 
 	t.Run("ForkRaceHasOneWinner", func(t *testing.T) {
 		s, _ := migrated(t)
-		l := newLog(t, s, newClock(at(time.Second)))
+		l := newLog(t, s, testclock.New(at(time.Second)))
 		g := genesis(t, "a.test", k[0], k[1])
 		did := g.GenesisDID()
 		submit(t, l, did, g)
@@ -717,7 +698,7 @@ func testLog(t *testing.T, migrated func(t *testing.T) (oplog.Store, string)) {
 
 	t.Run("ConcurrentCreatesAllCommitDensely", func(t *testing.T) {
 		s, _ := migrated(t)
-		l := newLog(t, s, newClock(at(time.Second)))
+		l := newLog(t, s, testclock.New(at(time.Second)))
 		ops := make([]*validate.Op, 200)
 		for i := range ops {
 			ops[i] = genesis(t, fmt.Sprintf("u%d.test", i), k[i%2])
@@ -731,7 +712,7 @@ func testLog(t *testing.T, migrated func(t *testing.T) (oplog.Store, string)) {
 	t.Run("TwoProcessesShareOneLog", func(t *testing.T) {
 		s1, dsn := migrated(t)
 		s2 := reopen(t, dsn)
-		c := newClock(at(time.Second))
+		c := testclock.New(at(time.Second))
 		logs := []*oplog.Log{newLog(t, s1, c), newLog(t, s2, c)}
 		g := genesis(t, "a.test", k[0], k[1])
 		did := g.GenesisDID()
@@ -771,8 +752,8 @@ func testLog(t *testing.T, migrated func(t *testing.T) (oplog.Store, string)) {
 		// paging the timestamp export past them would never see it.
 		s1, dsn := migrated(t)
 		s2 := reopen(t, dsn)
-		ahead := newLog(t, s1, newClock(at(10*time.Second)))
-		behind := newLog(t, s2, newClock(at(0)))
+		ahead := newLog(t, s1, testclock.New(at(10*time.Second)))
+		behind := newLog(t, s2, testclock.New(at(0)))
 		gA, gB := genesis(t, "a.test", k[0], k[1]), genesis(t, "b.test", k[1])
 		eA := submit(t, ahead, gA.GenesisDID(), gA)
 		eB := submit(t, behind, gB.GenesisDID(), gB)
@@ -796,7 +777,7 @@ func testLog(t *testing.T, migrated func(t *testing.T) (oplog.Store, string)) {
 
 	t.Run("RateLimitAtBoundary", func(t *testing.T) {
 		s, _ := migrated(t)
-		c := newClock(at(0))
+		c := testclock.New(at(0))
 		l := newLog(t, s, c)
 		g := genesis(t, "a.test", k[0], k[1])
 		did := g.GenesisDID()

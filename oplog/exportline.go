@@ -46,61 +46,78 @@ func parseExportLine(l rawLine) (it IngestItem, looksLikeExport bool) {
 		it.Err = badLine("line longer than %d bytes", MaxLineBytes)
 		return it, false
 	}
-	var (
-		seen           int
-		first          error // the first problem with a field
-		op, seq, null  []byte
-		createdAt, typ string
-		str            = func(v []byte, name string, dst *string) {
-			s, ok := jsonString(v)
-			if !ok && first == nil {
-				first = badLine("%s is not a string", name)
-			}
-			*dst = s
-		}
-	)
-	err := scanObject(l.b, func(key string, v []byte) {
-		f, known := exportFields[key]
-		switch {
-		case !known:
-			if first == nil {
-				first = badLine("unknown field %q", key)
-			}
-			return
-		case seen&f != 0:
-			if first == nil {
-				first = badLine("duplicate field %q", key)
-			}
-			return
-		}
-		seen |= f
-		switch f {
-		case fieldDID:
-			str(v, key, &it.DID)
-		case fieldCID:
-			str(v, key, &it.CID)
-		case fieldCreatedAt:
-			str(v, key, &createdAt)
-		case fieldType:
-			str(v, key, &typ)
-		case fieldOperation:
-			op = v
-		case fieldSeq:
-			seq = v
-		case fieldNullified:
-			null = v
-		}
-	})
+	var env envelope
+	err := scanObject(l.b, func(key string, v []byte) { env.field(&it, key, v, jsonString) })
 	if err != nil {
 		it.Err = err
 		return it, false
 	}
+	return it, env.finish(&it, positiveInt)
+}
+
+// envelope is what a scan of an export line's object found, field by
+// field: the scanners (this file's, and the tests' reference over
+// encoding/json) differ in how they delimit and decode values, not in the
+// rules.
+type envelope struct {
+	seen           int
+	first          error // the first problem with a field
+	op, seq, null  []byte
+	createdAt, typ string
+}
+
+// field records member key with raw value v; str decodes a JSON string.
+func (e *envelope) field(it *IngestItem, key string, v []byte, str func([]byte) (string, bool)) {
+	f, known := exportFields[key]
+	switch {
+	case !known:
+		if e.first == nil {
+			e.first = badLine("unknown field %q", key)
+		}
+		return
+	case e.seen&f != 0:
+		if e.first == nil {
+			e.first = badLine("duplicate field %q", key)
+		}
+		return
+	}
+	e.seen |= f
+	setStr := func(dst *string) {
+		s, ok := str(v)
+		if !ok && e.first == nil {
+			e.first = badLine("%s is not a string", key)
+		}
+		*dst = s
+	}
+	switch f {
+	case fieldDID:
+		setStr(&it.DID)
+	case fieldCID:
+		setStr(&it.CID)
+	case fieldCreatedAt:
+		setStr(&e.createdAt)
+	case fieldType:
+		setStr(&e.typ)
+	case fieldOperation:
+		e.op = v
+	case fieldSeq:
+		e.seq = v
+	case fieldNullified:
+		e.null = v
+	}
+}
+
+// finish applies the line's rules to what the scan found (positive reads
+// seq), parses the op into it, sets its Err, and reports whether the line
+// looks like an export line (a did and an operation).
+func (e *envelope) finish(it *IngestItem, positive func([]byte) (int64, bool)) (looksLikeExport bool) {
+	seen, first := e.seen, e.first
 	looksLikeExport = seen&fieldDID != 0 && seen&fieldOperation != 0
 	if seen&fieldSeq != 0 {
-		n, ok := positiveInt(seq)
+		n, ok := positive(e.seq)
 		if !ok {
 			if first == nil {
-				first = badLine("seq %s is not a positive integer", seq)
+				first = badLine("seq %s is not a positive integer", e.seq)
 			}
 		} else {
 			it.Seq = n
@@ -118,24 +135,24 @@ func parseExportLine(l rawLine) (it IngestItem, looksLikeExport bool) {
 		first = badLine("no cid")
 	case seen&fieldCreatedAt == 0:
 		first = badLine("no createdAt")
-	case seen&fieldType != 0 && typ != "sequenced_op":
-		first = badLine("type %q is not sequenced_op", typ)
+	case seen&fieldType != 0 && e.typ != "sequenced_op":
+		first = badLine("type %q is not sequenced_op", e.typ)
 	case seen&fieldType != 0 && seen&fieldSeq == 0:
 		first = badLine("a sequenced_op without seq")
 	case seen&fieldSeq != 0 && seen&fieldNullified != 0:
 		first = badLine("both seq and nullified: neither a seq-mode nor a legacy export line")
-	case seen&fieldNullified != 0 && string(null) != "true" && string(null) != "false":
+	case seen&fieldNullified != 0 && string(e.null) != "true" && string(e.null) != "false":
 		first = badLine("nullified is not a boolean")
 	}
 	if first == nil {
-		t, err := validate.ParseTimestamp(createdAt)
+		t, err := validate.ParseTimestamp(e.createdAt)
 		if err != nil {
-			first = badLine("createdAt %q is not a timestamp", createdAt)
+			first = badLine("createdAt %q is not a timestamp", e.createdAt)
 		}
 		it.CreatedAt = t
 	}
 	if first == nil {
-		parsed, err := validate.ParseJSON(op)
+		parsed, err := validate.ParseJSON(e.op)
 		switch {
 		case err != nil:
 			first = &lineError{msg: "operation: " + RejectionReason(err), err: err}
@@ -146,7 +163,7 @@ func parseExportLine(l rawLine) (it IngestItem, looksLikeExport bool) {
 		}
 	}
 	it.Err = first
-	return it, looksLikeExport
+	return looksLikeExport
 }
 
 // The envelope of an export line is read by hand: encoding/json's

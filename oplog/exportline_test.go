@@ -10,7 +10,6 @@ import (
 	"testing"
 
 	"github.com/plcdir/plc/corpus"
-	"github.com/plcdir/plc/validate"
 )
 
 // decoderParseExportLine is parseExportLine over encoding/json's
@@ -28,17 +27,14 @@ func decoderParseExportLine(l rawLine) (it IngestItem, looksLikeExport bool) {
 		return it, false
 	}
 	var (
-		seen           int
-		first          error // the first problem with a field
-		op, seq, null  json.RawMessage
-		createdAt, typ string
-		invalidJSON    = func(err error) (IngestItem, bool) { it.Err = badLine("invalid JSON: %v", err); return it, false }
-		str            = func(v json.RawMessage, name string, dst *string) {
-			if len(v) == 0 || v[0] != '"' || json.Unmarshal(v, dst) != nil {
-				if first == nil {
-					first = badLine("%s is not a string", name)
-				}
+		env         envelope
+		invalidJSON = func(err error) (IngestItem, bool) { it.Err = badLine("invalid JSON: %v", err); return it, false }
+		str         = func(v []byte) (string, bool) {
+			var s string
+			if len(v) == 0 || v[0] != '"' || json.Unmarshal(v, &s) != nil {
+				return s, false
 			}
+			return s, true
 		}
 	)
 	for dec.More() {
@@ -51,36 +47,7 @@ func decoderParseExportLine(l rawLine) (it IngestItem, looksLikeExport bool) {
 		if err := dec.Decode(&v); err != nil {
 			return invalidJSON(err)
 		}
-		f, known := exportFields[key]
-		switch {
-		case !known:
-			if first == nil {
-				first = badLine("unknown field %q", key)
-			}
-			continue
-		case seen&f != 0:
-			if first == nil {
-				first = badLine("duplicate field %q", key)
-			}
-			continue
-		}
-		seen |= f
-		switch f {
-		case fieldDID:
-			str(v, key, &it.DID)
-		case fieldCID:
-			str(v, key, &it.CID)
-		case fieldCreatedAt:
-			str(v, key, &createdAt)
-		case fieldType:
-			str(v, key, &typ)
-		case fieldOperation:
-			op = v
-		case fieldSeq:
-			seq = v
-		case fieldNullified:
-			null = v
-		}
+		env.field(&it, key, v, str)
 	}
 	if _, err := dec.Token(); err != nil {
 		return invalidJSON(err)
@@ -89,58 +56,10 @@ func decoderParseExportLine(l rawLine) (it IngestItem, looksLikeExport bool) {
 		it.Err = badLine("data after the JSON object")
 		return it, false
 	}
-	looksLikeExport = seen&fieldDID != 0 && seen&fieldOperation != 0
-	if seen&fieldSeq != 0 {
-		n, err := strconv.ParseInt(string(seq), 10, 64)
-		if err != nil || n <= 0 {
-			if first == nil {
-				first = badLine("seq %s is not a positive integer", seq)
-			}
-		} else {
-			it.Seq = n
-		}
-	}
-	switch {
-	case first != nil:
-	case seen&fieldDID == 0:
-		first = badLine("no did")
-	case !validate.ValidDID(it.DID):
-		first = badLine("invalid DID %q", it.DID)
-	case seen&fieldOperation == 0:
-		first = badLine("no operation")
-	case seen&fieldCID == 0:
-		first = badLine("no cid")
-	case seen&fieldCreatedAt == 0:
-		first = badLine("no createdAt")
-	case seen&fieldType != 0 && typ != "sequenced_op":
-		first = badLine("type %q is not sequenced_op", typ)
-	case seen&fieldType != 0 && seen&fieldSeq == 0:
-		first = badLine("a sequenced_op without seq")
-	case seen&fieldSeq != 0 && seen&fieldNullified != 0:
-		first = badLine("both seq and nullified: neither a seq-mode nor a legacy export line")
-	case seen&fieldNullified != 0 && string(null) != "true" && string(null) != "false":
-		first = badLine("nullified is not a boolean")
-	}
-	if first == nil {
-		t, err := validate.ParseTimestamp(createdAt)
-		if err != nil {
-			first = badLine("createdAt %q is not a timestamp", createdAt)
-		}
-		it.CreatedAt = t
-	}
-	if first == nil {
-		parsed, err := validate.ParseJSON(op)
-		switch {
-		case err != nil:
-			first = &lineError{msg: "operation: " + RejectionReason(err), err: err}
-		case parsed.CID() != it.CID:
-			first = badLine("cid %s does not match the operation's CID %s", it.CID, parsed.CID())
-		default:
-			it.Op = parsed
-		}
-	}
-	it.Err = first
-	return it, looksLikeExport
+	return it, env.finish(&it, func(v []byte) (int64, bool) {
+		n, err := strconv.ParseInt(string(v), 10, 64)
+		return n, err == nil && n > 0
+	})
 }
 
 // exportLineSeeds are lines of every shape: a small generated corpus

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/plcdir/plc/internal/testclock"
 	"github.com/plcdir/plc/oplog"
 	"github.com/plcdir/plc/validate"
 )
@@ -107,7 +108,7 @@ func testHandles(t *testing.T, migrated func(t *testing.T) (oplog.Store, string)
 	t.Run("IngestAndImportIndexHandles", func(t *testing.T) {
 		h := newHistory(t, k)
 		mirrored, _ := migrated(t)
-		l := oplog.NewLog(mirrored, oplog.Options{Now: newClock(at(time.Hour)).Now})
+		l := oplog.NewLog(mirrored, oplog.Options{Now: testclock.New(at(time.Hour)).Now})
 		t.Cleanup(l.Close)
 		if _, err := l.Ingest(ctx, "upstream:test", h.items()); err != nil {
 			t.Fatal(err)
@@ -115,7 +116,7 @@ func testHandles(t *testing.T, migrated func(t *testing.T) (oplog.Store, string)
 		checkHandles(t, mirrored, historyHandles(h))
 
 		imported, _ := migrated(t)
-		il := oplog.NewLog(imported, oplog.Options{Now: newClock(at(time.Hour)).Now})
+		il := oplog.NewLog(imported, oplog.Options{Now: testclock.New(at(time.Hour)).Now})
 		t.Cleanup(il.Close)
 		st, err := oplog.Import(ctx, il, strings.NewReader(h.export(t)), oplog.ImportOptions{BatchSize: 3})
 		if err != nil || st.Imported != int64(len(h.ops)) {

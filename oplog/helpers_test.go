@@ -114,26 +114,6 @@ func tombstone(tb testing.TB, prev *validate.Op, signer testKey) *validate.Op {
 	return sign(tb, validate.Operation{Type: validate.TypeTombstone, Prev: prev.CID()}, signer)
 }
 
-// clock is a settable clock for oplog.Options.Now.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock(t time.Time) *clock { return &clock{t: t} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Set(t time.Time) {
-	c.mu.Lock()
-	c.t = t
-	c.mu.Unlock()
-}
-
 // item is one op for appendOps, accepted at the given time.
 type item struct {
 	did string

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/plcdir/plc/internal/testclock"
 	"github.com/plcdir/plc/oplog"
 )
 
@@ -54,7 +55,7 @@ func (r *partReader) Ready() bool {
 func testImportParts(t *testing.T, migrated func(t *testing.T) (oplog.Store, string)) {
 	k := keys(t, 3)
 	newLog := func(t *testing.T, s oplog.Store) *oplog.Log {
-		l := oplog.NewLog(s, oplog.Options{Now: newClock(at(time.Hour)).Now})
+		l := oplog.NewLog(s, oplog.Options{Now: testclock.New(at(time.Hour)).Now})
 		t.Cleanup(l.Close)
 		return l
 	}

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/plcdir/plc/internal/tamper"
+	"github.com/plcdir/plc/internal/testclock"
 	"github.com/plcdir/plc/oplog"
 	"github.com/plcdir/plc/validate"
 )
@@ -161,7 +163,7 @@ func testIngest(t *testing.T, migrated func(t *testing.T) (oplog.Store, string))
 				t.Errorf("the cursor moved back to line %d seq %d", back[0], back[1])
 			}
 		}
-		db := rawDB(t, dsn)
+		db := tamper.Open(t, dsn)
 		attacks := []string{
 			`UPDATE cursors SET line = line - 1`,
 			`UPDATE cursors SET seq = 0`,
@@ -195,7 +197,7 @@ func testIngest(t *testing.T, migrated func(t *testing.T) (oplog.Store, string))
 		if err != nil {
 			t.Fatal(err)
 		}
-		db := rawDB(t, dsn)
+		db := tamper.Open(t, dsn)
 		attacks := []string{
 			`UPDATE rejected SET reason = 'fine'`,
 			`UPDATE rejected SET raw = raw || raw`,
@@ -228,7 +230,7 @@ func testLogIngest(t *testing.T, migrated func(t *testing.T) (oplog.Store, strin
 	k := keys(t, 3)
 	const src = "export:test"
 	newLog := func(t *testing.T, s oplog.Store, now time.Time) *oplog.Log {
-		l := oplog.NewLog(s, oplog.Options{Now: newClock(now).Now})
+		l := oplog.NewLog(s, oplog.Options{Now: testclock.New(now).Now})
 		t.Cleanup(l.Close)
 		return l
 	}
@@ -537,7 +539,7 @@ func (h *history) export(t *testing.T) string {
 
 // submitAll submits the history through a Log, op by op, each at its time.
 func (h *history) submitAll(t *testing.T, s oplog.Store) {
-	c := newClock(t0)
+	c := testclock.New(t0)
 	l := oplog.NewLog(s, oplog.Options{Now: c.Now, NoRateLimit: true})
 	defer l.Close()
 	for _, o := range h.ops {

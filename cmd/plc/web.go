@@ -85,6 +85,14 @@ func indexHandles(ctx context.Context, store oplog.Store, logger *slog.Logger) {
 			return
 		case <-t.C:
 		}
+		// A read first: an idle log costs no write transaction.
+		behind, err := idx.HandlesBehind(ctx)
+		if err != nil && ctx.Err() == nil {
+			logger.Warn("reading how far the handle index is behind failed; retrying", "err", err)
+		}
+		if behind == 0 {
+			continue
+		}
 		if _, err := oplog.CatchUpHandles(ctx, idx, 0, nil); err != nil && ctx.Err() == nil {
 			logger.Warn("indexing handles failed; retrying", "err", err)
 		}

@@ -14,11 +14,19 @@ import (
 // guarded are the tables whose triggers refuse changes.
 var guarded = []string{"operations", "nullified", "tree_hashes"}
 
-// Exec runs stmts on the database dsn (a postgres:// URL or an SQLite
-// path) with the guards off, and puts them back afterwards.
-func Exec(t testing.TB, dsn string, stmts ...string) {
+// Open opens the database dsn (a postgres:// URL or an SQLite path) with
+// database/sql, bypassing the store: the access its owner, an attacker
+// with its credentials or a buggy tool has. It is closed when the test
+// ends.
+func Open(t testing.TB, dsn string) *sql.DB {
 	t.Helper()
-	ctx := context.Background()
+	db := dial(t, dsn)
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func dial(t testing.TB, dsn string) *sql.DB {
+	t.Helper()
 	var (
 		db  *sql.DB
 		err error
@@ -31,6 +39,15 @@ func Exec(t testing.TB, dsn string, stmts ...string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return db
+}
+
+// Exec runs stmts on the database dsn (a postgres:// URL or an SQLite
+// path) with the guards off, and puts them back afterwards.
+func Exec(t testing.TB, dsn string, stmts ...string) {
+	t.Helper()
+	ctx := context.Background()
+	db := dial(t, dsn)
 	defer db.Close()
 	db.SetMaxOpenConns(1) // PRAGMAs hold per connection
 	var pre, post []string

@@ -8,7 +8,7 @@ import (
 )
 
 // Clock is a clock safe for concurrent use that stands still until
-// Advance is called.
+// Set or Advance moves it.
 type Clock struct {
 	mu sync.Mutex
 	t  time.Time
@@ -22,6 +22,13 @@ func (c *Clock) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.t
+}
+
+// Set moves the clock to t.
+func (c *Clock) Set(t time.Time) {
+	c.mu.Lock()
+	c.t = t
+	c.mu.Unlock()
 }
 
 // Advance moves the clock forward by d.
