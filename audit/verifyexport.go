@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,8 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
+	"github.com/plcdir/plc/internal/chainstore"
 	"github.com/plcdir/plc/oplog"
 	"github.com/plcdir/plc/validate"
 )
@@ -217,7 +216,7 @@ func VerifyExport(ctx context.Context, r io.Reader, opts ExportOptions) (ExportR
 		v.workers[i] = &exportWorker{
 			v:      v,
 			in:     make(chan exportBatch, exportQueue),
-			states: newChainStore(),
+			states: chainstore.New[didKey](0),
 			stated: map[int64]opRef{},
 		}
 	}
@@ -532,7 +531,7 @@ func (v *exportVerifier) merge(rep *ExportReport) {
 		w.finish()
 		rep.Valid += w.valid
 		rep.Invalid += w.invalidN
-		rep.DIDs += int64(w.states.len())
+		rep.DIDs += int64(w.states.Len())
 		rep.Nullified += w.nullified
 		rep.NullifiedMismatches += w.mismatchN
 		rep.InvalidOps = append(rep.InvalidOps, w.invalidList...)
@@ -564,7 +563,7 @@ func cmpInt64(a, b int64) int {
 type exportWorker struct {
 	v      *exportVerifier
 	in     chan exportBatch
-	states *chainStore // each DID's chain state (see encodeOp)
+	states *chainstore.Store[didKey] // each DID's chain state, its ops tagged line<<2|stated flag
 	// stated holds the valid, non-nullified ops a legacy export states are
 	// nullified, by line: each is a mismatch unless a later op nullifies
 	// it.
@@ -610,8 +609,8 @@ func (w *exportWorker) apply(it *oplog.IngestItem, stated int8) {
 	}
 	k := keyOf(it.DID)
 	st, lines := validate.State{DID: it.DID}, []int64(nil)
-	if blob, seen := w.states.get(k); seen {
-		st, lines = decodeChain(it.DID, blob)
+	if ops, tags, seen := w.states.Get(k); seen {
+		st, lines = validate.State{DID: it.DID, Ops: ops}, tags
 	}
 	next, applied, err := st.Next(it.Op, it.CreatedAt)
 	if err != nil {
@@ -631,175 +630,10 @@ func (w *exportWorker) apply(it *oplog.IngestItem, stated int8) {
 		}
 	}
 	lines = append(lines[:keep], it.Line<<2|int64(stated))
-	w.states.put(k, next.Ops, lines, keep == len(st.Ops) && keep > 0)
+	w.states.Put(k, next.Ops, lines, keep == len(st.Ops) && keep > 0)
 	if stated == stateTrue {
 		w.stated[it.Line] = opRef{it.DID, it.CID}
 	}
-}
-
-// A DID's chain state is kept between its ops as bytes in a chainStore:
-// for each non-nullified op, its CID, createdAt (Unix ms), tombstone flag,
-// signer, line<<2|stated flag and rotation keys. A million DIDs then cost
-// the collector next to nothing, and a third of the memory of
-// validate.State values.
-
-// opSize is the length of c's encoding (with its line).
-func opSize(c *validate.ChainOp, line int64) int {
-	size := uvarintLen(uint64(len(c.CID))) + len(c.CID) + varintLen(c.CreatedAt.UnixMilli()) + 1 +
-		uvarintLen(uint64(c.Signer)) + uvarintLen(uint64(line)) + uvarintLen(uint64(len(c.RotationKeys)))
-	for _, k := range c.RotationKeys {
-		size += uvarintLen(uint64(len(k))) + len(k)
-	}
-	return size
-}
-
-// encodeOp appends c's encoding (with its line) to dst.
-func encodeOp(dst []byte, c *validate.ChainOp, line int64) []byte {
-	dst = appendBytes(dst, c.CID)
-	dst = binary.AppendVarint(dst, c.CreatedAt.UnixMilli())
-	flags := byte(0)
-	if c.Tombstone {
-		flags = 1
-	}
-	dst = append(dst, flags)
-	dst = binary.AppendUvarint(dst, uint64(c.Signer))
-	dst = binary.AppendUvarint(dst, uint64(line))
-	dst = binary.AppendUvarint(dst, uint64(len(c.RotationKeys)))
-	for _, k := range c.RotationKeys {
-		dst = appendBytes(dst, k)
-	}
-	return dst
-}
-
-// A chainStore keeps the workers' DID chain states in large byte slabs
-// and a map of pointer-free references into them, so that a million DIDs
-// cost the garbage collector nothing to scan or sweep. A state's bytes are
-// never overwritten once written: decodeChain's strings alias them. An op
-// that extends a chain is appended in place when its region has room; a
-// state that changed otherwise (ops nullified) or outgrew its region is
-// written to a new region, with room to grow, and the old one is dropped.
-type chainStore struct {
-	refs  map[didKey]chainRef
-	slabs [][]byte
-	used  int // bytes handed out of the last slab
-}
-
-// chainRef is a state's region: n bytes used of size, at off in slab.
-type chainRef struct{ slab, off, n, size uint32 }
-
-// chainSlab is the size of a slab (a larger state gets a slab of its own).
-const chainSlab = 16 << 20
-
-func newChainStore() *chainStore { return &chainStore{refs: map[didKey]chainRef{}} }
-
-func (c *chainStore) len() int { return len(c.refs) }
-
-func (c *chainStore) bytes(r chainRef) []byte {
-	return c.slabs[r.slab][r.off : r.off+r.n : r.off+r.size]
-}
-
-// get returns k's state.
-func (c *chainStore) get(k didKey) ([]byte, bool) {
-	r, ok := c.refs[k]
-	if !ok {
-		return nil, false
-	}
-	return c.bytes(r), true
-}
-
-// alloc returns a new region of size bytes.
-func (c *chainStore) alloc(size int) chainRef {
-	if len(c.slabs) == 0 || c.used+size > len(c.slabs[len(c.slabs)-1]) {
-		c.slabs = append(c.slabs, make([]byte, max(chainSlab, size)))
-		c.used = 0
-	}
-	r := chainRef{slab: uint32(len(c.slabs) - 1), off: uint32(c.used), size: uint32(size)}
-	c.used += size
-	return r
-}
-
-// put stores k's state: ops and their lines. extends says the state is
-// the stored one with the last op appended.
-func (c *chainStore) put(k didKey, ops []validate.ChainOp, lines []int64, extends bool) {
-	last := len(ops) - 1
-	if r, ok := c.refs[k]; ok && extends {
-		add := opSize(&ops[last], lines[last])
-		if int(r.n)+add <= int(r.size) {
-			encodeOp(c.bytes(r), &ops[last], lines[last])
-			r.n += uint32(add)
-			c.refs[k] = r
-			return
-		}
-	}
-	size := 0
-	for i := range ops {
-		size += opSize(&ops[i], lines[i])
-	}
-	room := size
-	if len(ops) > 1 {
-		room = 2 * size // a DID with a history tends to go on
-	}
-	r := c.alloc(room)
-	b := c.slabs[r.slab][r.off : r.off : r.off+r.size]
-	for i := range ops {
-		b = encodeOp(b, &ops[i], lines[i])
-	}
-	r.n = uint32(len(b))
-	c.refs[k] = r
-}
-
-func varintLen(v int64) int { return uvarintLen(uint64(v<<1) ^ uint64(v>>63)) }
-
-func uvarintLen(v uint64) int {
-	n := 1
-	for ; v >= 0x80; v >>= 7 {
-		n++
-	}
-	return n
-}
-
-func appendBytes(dst []byte, s string) []byte {
-	return append(binary.AppendUvarint(dst, uint64(len(s))), s...)
-}
-
-// decodeChain decodes what encodeOp wrote (it trusts it: it wrote it).
-// The strings it returns alias blob, which is never overwritten.
-func decodeChain(did string, blob []byte) (validate.State, []int64) {
-	s := unsafe.String(unsafe.SliceData(blob), len(blob))
-	var (
-		ops   []validate.ChainOp
-		lines []int64
-		pos   int
-	)
-	uvarint := func() int {
-		v, n := binary.Uvarint(blob[pos:])
-		pos += n
-		return int(v)
-	}
-	str := func() string {
-		n := uvarint()
-		pos += n
-		return s[pos-n : pos]
-	}
-	for pos < len(blob) {
-		var c validate.ChainOp
-		c.CID = str()
-		ms, n := binary.Varint(blob[pos:])
-		pos += n
-		c.CreatedAt = time.UnixMilli(ms).UTC()
-		c.Tombstone = blob[pos] == 1
-		pos++
-		c.Signer = uvarint()
-		lines = append(lines, int64(uvarint()))
-		if nk := uvarint(); nk > 0 {
-			c.RotationKeys = make([]string, nk)
-			for i := range c.RotationKeys {
-				c.RotationKeys[i] = str()
-			}
-		}
-		ops = append(ops, c)
-	}
-	return validate.State{DID: did, Ops: ops}, lines
 }
 
 func (w *exportWorker) reject(it *oplog.IngestItem, err error) {

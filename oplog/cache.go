@@ -1,16 +1,15 @@
 package oplog
 
 import (
-	"slices"
-	"strings"
 	"sync"
 
-	"github.com/plcdir/plc/validate"
+	"github.com/plcdir/plc/internal/chainstore"
 )
 
-// DefaultRecordCache is the default number of DID records a Log keeps
-// between append transactions.
-const DefaultRecordCache = 100_000
+// DefaultRecordCache is the default memory, in bytes, of the DID records
+// a Log keeps between append transactions: between 100,000 and 250,000
+// DIDs of typical histories.
+const DefaultRecordCache = 64 << 20
 
 // recordCache keeps the chain records of the DIDs a Log recently read or
 // wrote, so that the next append transactions need not read and decode
@@ -18,27 +17,46 @@ const DefaultRecordCache = 100_000
 // seq at: a transaction that finds another last seq under the append lock
 // (another process appended) drops them all and reads from the store.
 //
-// Records are kept without Head (the chain rules do not need it) and are
-// never modified: the chain rules derive new states, they do not change
-// old ones. The cache holds at most max records, in two generations: a
-// lookup moves a record to the newer one, and when it is full the older
+// Records are kept as bytes (chainstore), without Head (the chain rules do
+// not need it); the records handed out are decoded from them and must not
+// be modified (the chain rules derive new states, they do not change old
+// ones). The cache holds two generations of at most max/2 bytes each: a
+// lookup moves a record to the newer one, and when that is full the older
 // one is dropped.
 type recordCache struct {
 	mu       sync.Mutex
-	max      int
+	max      int64
 	at       int64 // the log seq the records are current at; -1: none
-	cur, old map[string]*DIDRecord
+	cur, old *chainstore.Store[cacheKey]
 }
 
-func newRecordCache(max int) *recordCache {
+// cacheKey is a DID's key in the cache: the 24 characters after
+// "did:plc:".
+type cacheKey [24]byte
+
+// keyOfDID returns did's cache key; ok is false for a string that is not
+// shaped like a did:plc (no record is ever cached for it).
+func keyOfDID(did string) (k cacheKey, ok bool) {
+	if len(did) != len(didPrefix)+len(k) || did[:len(didPrefix)] != didPrefix {
+		return k, false
+	}
+	copy(k[:], did[len(didPrefix):])
+	return k, true
+}
+
+func newRecordCache(max int64) *recordCache {
 	c := &recordCache{max: max}
 	c.reset()
 	return c
 }
 
+// slab is the slab size of a generation: a quarter of it, at most
+// chainstore's default.
+func (c *recordCache) slab() int { return int(min(c.max/8, chainstore.DefaultSlab)) }
+
 func (c *recordCache) reset() {
 	c.at = -1
-	c.cur, c.old = map[string]*DIDRecord{}, nil
+	c.cur, c.old = chainstore.New[cacheKey](c.slab()), nil
 }
 
 // drop forgets every record: after a transaction whose outcome is not
@@ -60,21 +78,47 @@ func (c *recordCache) lookup(did string) *DIDRecord {
 }
 
 func (c *recordCache) getLocked(did string) *DIDRecord {
-	if r, ok := c.cur[did]; ok {
-		return r
+	k, ok := keyOfDID(did)
+	if !ok {
+		return nil
 	}
-	r, ok := c.old[did]
-	if ok {
-		c.putLocked(did, r)
+	ops, seqs, ok := c.cur.Get(k)
+	if !ok && c.old != nil {
+		if ops, seqs, ok = c.old.Get(k); ok {
+			c.room()
+			c.cur.Put(k, ops, seqs, false)
+		}
 	}
-	return r
+	if !ok || len(ops) == 0 {
+		return nil
+	}
+	rec := &DIDRecord{DID: did, HeadSeq: seqs[len(seqs)-1], Seqs: seqs}
+	rec.State.DID, rec.State.Ops = did, ops
+	return rec
 }
 
-func (c *recordCache) putLocked(did string, r *DIDRecord) {
-	if _, ok := c.cur[did]; !ok && len(c.cur) >= c.max/2 {
-		c.old, c.cur = c.cur, make(map[string]*DIDRecord, len(c.cur))
+// room makes the newer generation the older one when it is full.
+func (c *recordCache) room() {
+	if c.cur.Used() >= c.max/2 {
+		c.old, c.cur = c.cur, chainstore.New[cacheKey](c.slab())
 	}
-	c.cur[did] = r
+}
+
+// has reports whether did has a record in either generation.
+func (c *recordCache) hasLocked(did string) bool {
+	k, ok := keyOfDID(did)
+	return ok && (c.cur.Has(k) || (c.old != nil && c.old.Has(k)))
+}
+
+// putLocked stores rec in the newer generation. extends says rec is the
+// stored record with one more op.
+func (c *recordCache) putLocked(rec *DIDRecord, extends bool) {
+	k, ok := keyOfDID(rec.DID)
+	if !ok || len(rec.State.Ops) == 0 || len(rec.Seqs) != len(rec.State.Ops) {
+		return
+	}
+	c.room()
+	c.cur.Put(k, rec.State.Ops, rec.Seqs, extends)
 }
 
 // missing returns the DIDs of dids (each once) the cache has no record of:
@@ -92,13 +136,9 @@ func (c *recordCache) missing(dids []string) []string {
 			continue
 		}
 		seen[d] = true
-		if _, ok := c.cur[d]; ok {
-			continue
+		if !c.hasLocked(d) {
+			out = append(out, d)
 		}
-		if _, ok := c.old[d]; ok {
-			continue
-		}
-		out = append(out, d)
 	}
 	return out
 }
@@ -152,30 +192,19 @@ func (c *recordCache) committed(view AppendView, writes []Write) {
 		// Someone else's transaction came between: start again.
 		c.reset()
 	}
+	// A record the newer generation holds is the view's (both are the
+	// DID's record at view.LastSeq): only the others are stored.
 	for d, r := range view.Records {
-		c.putLocked(d, bare(r))
+		if k, ok := keyOfDID(d); ok && !c.cur.Has(k) {
+			c.putLocked(r, false)
+		}
 	}
 	for i := range writes {
-		c.putLocked(writes[i].Record.DID, bare(&writes[i].Record))
+		w := &writes[i]
+		k, _ := keyOfDID(w.Record.DID)
+		// With nothing nullified, the new record is the stored one (the
+		// view's or the last write's) with its op appended.
+		c.putLocked(&w.Record, len(w.Nullifies) == 0 && c.cur.Has(k))
 	}
 	c.at = view.LastSeq + int64(len(writes))
-}
-
-// bare returns a copy of r without its head op, whose strings are its own:
-// a record's CIDs and keys may be parts of a larger buffer (the op they
-// were parsed from) that the cache must not keep alive.
-func bare(r *DIDRecord) *DIDRecord {
-	b := &DIDRecord{DID: strings.Clone(r.DID), HeadSeq: r.HeadSeq, Seqs: slices.Clone(r.Seqs)}
-	b.State.DID = b.DID
-	b.State.Ops = make([]validate.ChainOp, len(r.State.Ops))
-	for i, c := range r.State.Ops {
-		c.CID = strings.Clone(c.CID)
-		keys := make([]string, len(c.RotationKeys))
-		for j, k := range c.RotationKeys {
-			keys[j] = strings.Clone(k)
-		}
-		c.RotationKeys = keys
-		b.State.Ops[i] = c
-	}
-	return b
 }

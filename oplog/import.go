@@ -33,6 +33,12 @@ const (
 	DefaultImportBatch = 4000
 )
 
+// DefaultImportWorkers is the default number of goroutines an Import
+// parses lines and checks signatures on: one per core, and one more to
+// take up the time the sequential apply and commit leaves a core idle
+// while it waits on the database.
+func DefaultImportWorkers() int { return runtime.GOMAXPROCS(0) + 1 }
+
 var (
 	// ErrNotExport: the input's first line is not an export line; nothing
 	// was imported.
@@ -55,8 +61,7 @@ type ImportOptions struct {
 	// whose next part has not arrived.
 	BatchSize int
 	// Workers is the number of goroutines that parse lines and check
-	// signatures (default GOMAXPROCS: the sequential apply and commit
-	// waits on the database often enough to share the cores).
+	// signatures (default DefaultImportWorkers).
 	Workers int
 	// Progress, if set, is called after each batch with the totals so far.
 	Progress func(ImportStats)
@@ -111,7 +116,7 @@ func Import(ctx context.Context, l *Log, r io.Reader, opts ImportOptions) (Impor
 		return ImportStats{}, errors.New("oplog: Import with ContinueLines needs a Source")
 	}
 	if opts.Workers <= 0 {
-		opts.Workers = runtime.GOMAXPROCS(0)
+		opts.Workers = DefaultImportWorkers()
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

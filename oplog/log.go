@@ -43,9 +43,10 @@ type Options struct {
 	NoRateLimit bool
 	// Metrics, if set, receives the log's measurements.
 	Metrics *Metrics
-	// RecordCache is how many DID records the log keeps between append
-	// transactions (default DefaultRecordCache; negative: none).
-	RecordCache int
+	// RecordCache is the memory, in bytes, of the DID records the log keeps
+	// between append transactions (default DefaultRecordCache; negative:
+	// none).
+	RecordCache int64
 }
 
 // Log is the single write path: every op is checked, sequenced and

@@ -36,6 +36,15 @@ func OpenPostgres(ctx context.Context, url string) (*PostgresStore, error) {
 		// pgx's parse errors redact passwords; the URL itself stays out.
 		return nil, fmt.Errorf("open postgres: %w", err)
 	}
+	// plc's reads are index lookups of a few rows. The planner's estimate
+	// for a DID read of an array parameter (an append's batch) is
+	// thousands of rows, and its prepared plan, kept for the connection,
+	// then starts parallel workers for each read: starting them costs the
+	// server far more than the read. Parallel query is off for plc's
+	// connections unless the connection string sets it.
+	if _, ok := cfg.ConnConfig.RuntimeParams[noParallel]; !ok {
+		cfg.ConnConfig.RuntimeParams[noParallel] = "0"
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("open postgres %s: %w", RedactURL(url), err)
@@ -46,6 +55,9 @@ func OpenPostgres(ctx context.Context, url string) (*PostgresStore, error) {
 	}
 	return &PostgresStore{pool: pool, tree: newTreeCache()}, nil
 }
+
+// noParallel is the setting that turns parallel query off (at 0).
+const noParallel = "max_parallel_workers_per_gather"
 
 // checkDurable fails unless a commit on pool is durable when it returns.
 func checkDurable(ctx context.Context, pool *pgxpool.Pool) error {
@@ -100,6 +112,14 @@ func (s *PostgresStore) LatestSeq(ctx context.Context) (int64, error) {
 const pgRecordsSQL = `SELECT o.did, o.seq, o.created_at, o.op, o.signer FROM operations o
 	WHERE o.did = ANY($1) AND NOT EXISTS (SELECT 1 FROM nullified n WHERE n.seq = o.seq)
 	ORDER BY o.did, o.seq`
+
+// pgRecordSQL is pgRecordsSQL for one DID ($1). It is a query of its own
+// so that its prepared plan is the one for a single DID: the plan for an
+// array of any size expects thousands of rows, and at scale takes
+// parallel workers for a lookup of a few.
+const pgRecordSQL = `SELECT o.did, o.seq, o.created_at, o.op, o.signer FROM operations o
+	WHERE o.did = $1 AND NOT EXISTS (SELECT 1 FROM nullified n WHERE n.seq = o.seq)
+	ORDER BY o.seq`
 
 func (s *PostgresStore) Append(ctx context.Context, dids []string, decide DecideFunc) error {
 	return s.appendTx(ctx, "", dids, appendOnly(decide))
@@ -324,7 +344,7 @@ func (s *PostgresStore) Record(ctx context.Context, did string) (*DIDRecord, err
 	if err != nil {
 		return nil, ErrNotFound
 	}
-	rows, err := s.pool.Query(ctx, pgRecordsSQL, [][]byte{key})
+	rows, err := s.pool.Query(ctx, pgRecordSQL, key)
 	if err != nil {
 		return nil, err
 	}

@@ -95,3 +95,56 @@ func TestStatsCountsUseAnIndex(t *testing.T) {
 		}
 	})
 }
+
+// TestDIDReadsStartNoParallelWorkers: the reads of DID records (one DID,
+// or an append's batch of thousands) are lookups of a few rows; a plan
+// that starts parallel workers for them costs the server tens of
+// milliseconds a read. With parallel plans priced as free, the plans on
+// the store's connections, generic ones as prepared statements keep,
+// still take no workers.
+func TestDIDReadsStartNoParallelWorkers(t *testing.T) {
+	url := pgtest.URL(t)
+	if _, err := MigrateUp(url); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	s, err := OpenPostgres(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	for _, set := range []string{
+		`SET parallel_setup_cost = 0`, `SET parallel_tuple_cost = 0`,
+		`SET min_parallel_table_scan_size = 0`, `SET min_parallel_index_scan_size = 0`,
+		`SET plan_cache_mode = force_generic_plan`,
+	} {
+		if _, err := conn.Exec(ctx, set); err != nil {
+			t.Fatal(err)
+		}
+	}
+	defer conn.Exec(ctx, `RESET ALL`)
+	key, _ := didKey("did:plc:aaaaaaaaaaaaaaaaaaaaaaaa")
+	for q, arg := range map[string]any{pgRecordSQL: key, pgRecordsSQL: [][]byte{key}} {
+		rows, err := conn.Query(ctx, `EXPLAIN `+q, arg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var plan []string
+		for rows.Next() {
+			var line string
+			if err := rows.Scan(&line); err != nil {
+				t.Fatal(err)
+			}
+			plan = append(plan, line)
+		}
+		rows.Close()
+		if p := strings.Join(plan, "; "); strings.Contains(p, "Gather") || strings.Contains(p, "Parallel") {
+			t.Errorf("%s: plan %q takes parallel workers", q, p)
+		}
+	}
+}

@@ -9,7 +9,8 @@
 # Tests create their own databases on the cluster (internal/pgtest).
 # PLC_PG_SHARED_BUFFERS sets the server's shared_buffers (default 32MB,
 # plenty for tests; benchmarks at scale give it what a production server
-# would have).
+# would have). PLC_PG_CONF, if set, is appended to postgresql.conf: for
+# diagnostics, e.g. shared_preload_libraries = 'pg_stat_statements'.
 #
 # If PLC_TEST_POSTGRES is already set (a CI service, say), CMD runs with it
 # as is. If no PostgreSQL binaries are found, CMD runs without it: tests
@@ -88,6 +89,7 @@ fsync = on
 synchronous_commit = on
 max_connections = 400
 shared_buffers = ${PLC_PG_SHARED_BUFFERS:-32MB}
+${PLC_PG_CONF:-}
 CONF
 
 started=1

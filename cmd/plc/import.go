@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -74,7 +73,7 @@ on a database error or an interruption, 2 on usage or input errors.`, e)
 	dbFlag(f, &c.DB)
 	f.str(&c.Source, "source", "PLC_IMPORT_SOURCE", "", "name of the input, for resuming (default: named after its first line)")
 	f.int(&c.Batch, "batch", "PLC_IMPORT_BATCH", oplog.DefaultImportBatch, "lines per transaction")
-	f.int(&c.Workers, "workers", "PLC_WORKERS", runtime.GOMAXPROCS(0), "goroutines parsing lines and checking signatures")
+	f.int(&c.Workers, "workers", "PLC_WORKERS", oplog.DefaultImportWorkers(), "goroutines parsing lines and checking signatures (default: one per core, and one more)")
 	if f.err != nil {
 		fmt.Fprintf(e.stderr, "plc import: %v\n", f.err)
 		return exitUsage
