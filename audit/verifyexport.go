@@ -216,7 +216,7 @@ func VerifyExport(ctx context.Context, r io.Reader, opts ExportOptions) (ExportR
 		v.workers[i] = &exportWorker{
 			v:      v,
 			in:     make(chan exportBatch, exportQueue),
-			states: chainstore.New[didKey](0),
+			states: chainstore.New[chainstore.DIDKey](0),
 			stated: map[int64]opRef{},
 		}
 	}
@@ -563,7 +563,7 @@ func cmpInt64(a, b int64) int {
 type exportWorker struct {
 	v      *exportVerifier
 	in     chan exportBatch
-	states *chainstore.Store[didKey] // each DID's chain state, its ops tagged line<<2|stated flag
+	states *chainstore.Store[chainstore.DIDKey] // each DID's chain state, its ops tagged line<<2|stated flag
 	// stated holds the valid, non-nullified ops a legacy export states are
 	// nullified, by line: each is a mismatch unless a later op nullifies
 	// it.
@@ -576,15 +576,6 @@ type exportWorker struct {
 }
 
 type opRef struct{ did, cid string }
-
-// didKey is a DID's map key: the 24 characters after "did:plc:" (every
-// op that reaches a worker has a valid DID).
-type didKey [24]byte
-
-func keyOf(did string) (k didKey) {
-	copy(k[:], did[len("did:plc:"):])
-	return k
-}
 
 func (w *exportWorker) run() {
 	for b := range w.in {
@@ -607,7 +598,7 @@ func (w *exportWorker) apply(it *oplog.IngestItem, stated int8) {
 		w.reject(it, it.Err)
 		return
 	}
-	k := keyOf(it.DID)
+	k, _ := chainstore.KeyOf(it.DID) // every op that reaches a worker has a valid DID
 	st, lines := validate.State{DID: it.DID}, []int64(nil)
 	if ops, tags, seen := w.states.Get(k); seen {
 		st, lines = validate.State{DID: it.DID, Ops: ops}, tags

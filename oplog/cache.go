@@ -27,21 +27,7 @@ type recordCache struct {
 	mu       sync.Mutex
 	max      int64
 	at       int64 // the log seq the records are current at; -1: none
-	cur, old *chainstore.Store[cacheKey]
-}
-
-// cacheKey is a DID's key in the cache: the 24 characters after
-// "did:plc:".
-type cacheKey [24]byte
-
-// keyOfDID returns did's cache key; ok is false for a string that is not
-// shaped like a did:plc (no record is ever cached for it).
-func keyOfDID(did string) (k cacheKey, ok bool) {
-	if len(did) != len(didPrefix)+len(k) || did[:len(didPrefix)] != didPrefix {
-		return k, false
-	}
-	copy(k[:], did[len(didPrefix):])
-	return k, true
+	cur, old *chainstore.Store[chainstore.DIDKey]
 }
 
 func newRecordCache(max int64) *recordCache {
@@ -56,7 +42,7 @@ func (c *recordCache) slab() int { return int(min(c.max/8, chainstore.DefaultSla
 
 func (c *recordCache) reset() {
 	c.at = -1
-	c.cur, c.old = chainstore.New[cacheKey](c.slab()), nil
+	c.cur, c.old = chainstore.New[chainstore.DIDKey](c.slab()), nil
 }
 
 // drop forgets every record: after a transaction whose outcome is not
@@ -78,7 +64,7 @@ func (c *recordCache) lookup(did string) *DIDRecord {
 }
 
 func (c *recordCache) getLocked(did string) *DIDRecord {
-	k, ok := keyOfDID(did)
+	k, ok := chainstore.KeyOf(did)
 	if !ok {
 		return nil
 	}
@@ -100,20 +86,20 @@ func (c *recordCache) getLocked(did string) *DIDRecord {
 // room makes the newer generation the older one when it is full.
 func (c *recordCache) room() {
 	if c.cur.Used() >= c.max/2 {
-		c.old, c.cur = c.cur, chainstore.New[cacheKey](c.slab())
+		c.old, c.cur = c.cur, chainstore.New[chainstore.DIDKey](c.slab())
 	}
 }
 
-// has reports whether did has a record in either generation.
+// hasLocked reports whether did has a record in either generation.
 func (c *recordCache) hasLocked(did string) bool {
-	k, ok := keyOfDID(did)
+	k, ok := chainstore.KeyOf(did)
 	return ok && (c.cur.Has(k) || (c.old != nil && c.old.Has(k)))
 }
 
 // putLocked stores rec in the newer generation. extends says rec is the
 // stored record with one more op.
 func (c *recordCache) putLocked(rec *DIDRecord, extends bool) {
-	k, ok := keyOfDID(rec.DID)
+	k, ok := chainstore.KeyOf(rec.DID)
 	if !ok || len(rec.State.Ops) == 0 || len(rec.Seqs) != len(rec.State.Ops) {
 		return
 	}
@@ -195,13 +181,13 @@ func (c *recordCache) committed(view AppendView, writes []Write) {
 	// A record the newer generation holds is the view's (both are the
 	// DID's record at view.LastSeq): only the others are stored.
 	for d, r := range view.Records {
-		if k, ok := keyOfDID(d); ok && !c.cur.Has(k) {
+		if k, ok := chainstore.KeyOf(d); ok && !c.cur.Has(k) {
 			c.putLocked(r, false)
 		}
 	}
 	for i := range writes {
 		w := &writes[i]
-		k, _ := keyOfDID(w.Record.DID)
+		k, _ := chainstore.KeyOf(w.Record.DID)
 		// With nothing nullified, the new record is the stored one (the
 		// view's or the last write's) with its op appended.
 		c.putLocked(&w.Record, len(w.Nullifies) == 0 && c.cur.Has(k))

@@ -7,6 +7,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/plcdir/plc/internal/pgtest"
 )
 
@@ -49,60 +52,27 @@ func TestStatsCountsUseAnIndex(t *testing.T) {
 		}
 	})
 	t.Run("postgres", func(t *testing.T) {
-		url := pgtest.URL(t)
-		if _, err := MigrateUp(url); err != nil {
-			t.Fatal(err)
-		}
-		ctx := context.Background()
-		s, err := OpenPostgres(ctx, url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
-		conn, err := s.pool.Acquire(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Release()
-		// On an empty table the planner would rightly pick a sequential
-		// scan; with it priced out, the plan shows whether the index can
-		// answer the query at all.
-		if _, err := conn.Exec(ctx, `SET enable_seqscan = off`); err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Exec(ctx, `RESET enable_seqscan`)
+		conn := pgPlanConn(t,
+			// On an empty table the planner would rightly pick a
+			// sequential scan; with it priced out, the plan shows whether
+			// the index can answer the query at all.
+			`SET enable_seqscan = off`)
 		for q, index := range queries {
 			arg := any(int64(0))
 			if strings.Contains(q, "source") {
 				arg = "upstream:x"
 			}
-			rows, err := conn.Query(ctx, `EXPLAIN `+fmt.Sprintf(q, "$1"), arg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var plan []string
-			for rows.Next() {
-				var line string
-				if err := rows.Scan(&line); err != nil {
-					t.Fatal(err)
-				}
-				plan = append(plan, line)
-			}
-			rows.Close()
-			if p := strings.Join(plan, "; "); !strings.Contains(p, index) || strings.Contains(p, "Seq Scan") {
+			if p := pgPlan(t, conn, fmt.Sprintf(q, "$1"), arg); !strings.Contains(p, index) || strings.Contains(p, "Seq Scan") {
 				t.Errorf("%s: plan %q does not use index %s", q, p, index)
 			}
 		}
 	})
 }
 
-// TestDIDReadsStartNoParallelWorkers: the reads of DID records (one DID,
-// or an append's batch of thousands) are lookups of a few rows; a plan
-// that starts parallel workers for them costs the server tens of
-// milliseconds a read. With parallel plans priced as free, the plans on
-// the store's connections, generic ones as prepared statements keep,
-// still take no workers.
-func TestDIDReadsStartNoParallelWorkers(t *testing.T) {
+// pgPlanConn returns a connection of a PostgreSQL store on a migrated
+// database, with settings applied to it.
+func pgPlanConn(t *testing.T, settings ...string) *pgxpool.Conn {
+	t.Helper()
 	url := pgtest.URL(t)
 	if _, err := MigrateUp(url); err != nil {
 		t.Fatal(err)
@@ -112,38 +82,48 @@ func TestDIDReadsStartNoParallelWorkers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	t.Cleanup(func() { s.Close() })
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Release()
-	for _, set := range []string{
-		`SET parallel_setup_cost = 0`, `SET parallel_tuple_cost = 0`,
-		`SET min_parallel_table_scan_size = 0`, `SET min_parallel_index_scan_size = 0`,
-		`SET plan_cache_mode = force_generic_plan`,
-	} {
+	t.Cleanup(conn.Release)
+	for _, set := range settings {
 		if _, err := conn.Exec(ctx, set); err != nil {
 			t.Fatal(err)
 		}
 	}
-	defer conn.Exec(ctx, `RESET ALL`)
+	return conn
+}
+
+// pgPlan returns the plan of q on conn, its lines joined by "; ".
+func pgPlan(t *testing.T, conn *pgxpool.Conn, q string, args ...any) string {
+	t.Helper()
+	rows, err := conn.Query(context.Background(), `EXPLAIN `+q, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Join(plan, "; ")
+}
+
+// TestDIDReadsStartNoParallelWorkers: the reads of DID records (one DID,
+// or an append's batch of thousands) are lookups of a few rows; a plan
+// that starts parallel workers for them costs the server tens of
+// milliseconds a read. With parallel plans priced as free, the plans on
+// the store's connections, generic ones as prepared statements keep,
+// still take no workers.
+func TestDIDReadsStartNoParallelWorkers(t *testing.T) {
+	conn := pgPlanConn(t,
+		`SET parallel_setup_cost = 0`, `SET parallel_tuple_cost = 0`,
+		`SET min_parallel_table_scan_size = 0`, `SET min_parallel_index_scan_size = 0`,
+		`SET plan_cache_mode = force_generic_plan`)
 	key, _ := didKey("did:plc:aaaaaaaaaaaaaaaaaaaaaaaa")
 	for q, arg := range map[string]any{pgRecordSQL: key, pgRecordsSQL: [][]byte{key}} {
-		rows, err := conn.Query(ctx, `EXPLAIN `+q, arg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var plan []string
-		for rows.Next() {
-			var line string
-			if err := rows.Scan(&line); err != nil {
-				t.Fatal(err)
-			}
-			plan = append(plan, line)
-		}
-		rows.Close()
-		if p := strings.Join(plan, "; "); strings.Contains(p, "Gather") || strings.Contains(p, "Parallel") {
+		if p := pgPlan(t, conn, q, arg); strings.Contains(p, "Gather") || strings.Contains(p, "Parallel") {
 			t.Errorf("%s: plan %q takes parallel workers", q, p)
 		}
 	}

@@ -23,6 +23,21 @@ import (
 	"github.com/plcdir/plc/validate"
 )
 
+// DIDKey is a did:plc's key in a Store: the 24 characters after
+// "did:plc:".
+type DIDKey [24]byte
+
+// KeyOf returns did's key; ok is false for a string not shaped like a
+// did:plc.
+func KeyOf(did string) (k DIDKey, ok bool) {
+	const prefix = "did:plc:"
+	if len(did) != len(prefix)+len(k) || did[:len(prefix)] != prefix {
+		return k, false
+	}
+	copy(k[:], did[len(prefix):])
+	return k, true
+}
+
 // DefaultSlab is the default size of a slab.
 const DefaultSlab = 16 << 20
 
