@@ -115,6 +115,8 @@ if ! as_pg "$psql" -X -q -h "$dir" -p "$port" -U postgres -d postgres -v ON_ERRO
 fi
 
 export PLC_TEST_POSTGRES="postgres://postgres@/$db?host=$dir&port=$port"
+# For tests that stop and start the server (scripts/attack dbkill).
+export PLC_TEST_PGDATA="$dir/data" PLC_TEST_PGBIN="$bindir"
 rc=0
 "$@" || rc=$?
 exit "$rc"
