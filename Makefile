@@ -2,7 +2,7 @@ GO       ?= go
 FUZZTIME ?= 10s
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: build test check unit fuzz bench clean
+.PHONY: build test check unit fuzz bench attack clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o bin/plc ./cmd/plc
@@ -30,6 +30,10 @@ fuzz:
 
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem -count=6 ./validate
+
+# The attack suite against the real binary (README, "The attack suite").
+attack:
+	bash scripts/with-postgres.sh $(GO) run ./scripts/attack $(ATTACKFLAGS)
 
 clean:
 	rm -rf bin
