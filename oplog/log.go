@@ -186,6 +186,9 @@ func (l *Log) Submit(ctx context.Context, did string, op *validate.Op) (Entry, e
 	select {
 	case l.queue <- req:
 		l.mu.RUnlock()
+		if testHookQueued != nil {
+			testHookQueued()
+		}
 	default:
 		l.mu.RUnlock()
 		return Entry{}, ErrOverloaded
@@ -225,6 +228,10 @@ func (l *Log) notBefore(now, floor time.Time) (time.Time, error) {
 	}
 	return floor, nil
 }
+
+// testHookQueued, when set (by tests), is called after Submit has queued
+// an op.
+var testHookQueued func()
 
 // check applies the chain rules and the rate limit to op at now.
 func (l *Log) check(st *validate.State, op *validate.Op, now time.Time) error {
