@@ -245,6 +245,24 @@ func testTimeAndFailures(t *testing.T, migrated func(t *testing.T) (oplog.Store,
 		}
 	})
 
+	t.Run("SubmitAfterTheDatabaseIsGoneIsStorageFailure", func(t *testing.T) {
+		// A real failure, not a wrapper's: the store's connections are
+		// closed under the log.
+		_, dsn := migrated(t)
+		gone := reopen(t, dsn)
+		l := oplog.NewLog(gone, oplog.Options{Now: testclock.New(at(time.Second)).Now})
+		t.Cleanup(l.Close)
+		g := genesis(t, "a.test", k[0])
+		if _, err := l.Submit(ctx, g.GenesisDID(), g); err != nil {
+			t.Fatal(err)
+		}
+		gone.Close()
+		u := update(t, g, k[0], "a2.test", k[0])
+		if _, err := l.Submit(ctx, g.GenesisDID(), u); !errors.Is(err, oplog.ErrStorage) {
+			t.Fatalf("Submit on a closed database: %v (%T), want ErrStorage", err, err)
+		}
+	})
+
 	t.Run("FailedBatchTellsEveryOpTheStorageFailure", func(t *testing.T) {
 		// Twenty ops wait in one batch: ten updates on the same prev (all
 		// but one would lose with a conflict) and ten creates. The
