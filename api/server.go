@@ -273,6 +273,7 @@ func response(err error) (status int, message string, retryAfter time.Duration, 
 		tooLarge *http.MaxBytesError
 		conflict *oplog.ConflictError
 		verdict  *validate.Error
+		behind   *oplog.ClockBehindError
 	)
 	switch {
 	case errors.As(err, &he):
@@ -284,6 +285,12 @@ func response(err error) (status int, message string, retryAfter time.Duration, 
 		return http.StatusConflict, conflict.Error(), 0, false
 	case errors.As(err, &verdict):
 		return http.StatusBadRequest, verdict.Message, 0, false
+	case errors.Is(err, oplog.ErrStorage):
+		// Logged by the log at a bounded rate, not once per request.
+		const retryStorage = 5 * time.Second
+		return http.StatusServiceUnavailable, "Database unavailable, retry later", retryStorage, false
+	case errors.As(err, &behind):
+		return http.StatusServiceUnavailable, "Server clock is behind the log, retry later", behind.RetryAfter(), false
 	case errors.Is(err, oplog.ErrOverloaded):
 		return http.StatusServiceUnavailable, "Too many operations queued, retry later", retryOverloaded, false
 	case errors.Is(err, oplog.ErrClosed):

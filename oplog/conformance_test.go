@@ -340,7 +340,7 @@ func testStore(t *testing.T, open func(t *testing.T) (oplog.Store, string)) {
 		u := update(t, g, k[1], "a2.test", k[1], k[0])
 		tomb := tombstone(t, u, k[0])
 		// Two ops of one DID in one batch: the record is the last one's.
-		appendOps(t, s, gen(g, at(time.Second)), next(did, u, at(time.Second)))
+		appendOps(t, s, gen(g, at(time.Second)), next(did, u, at(time.Second+time.Millisecond)))
 		rec, err := s.Record(ctx, did)
 		if err != nil {
 			t.Fatal(err)
@@ -349,7 +349,7 @@ func testStore(t *testing.T, open func(t *testing.T) (oplog.Store, string)) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want, err = buildWrite(did, 2, at(time.Second), u, &want.Record)
+		want, err = buildWrite(did, 2, at(time.Second+time.Millisecond), u, &want.Record)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -497,6 +497,7 @@ func testStore(t *testing.T, open func(t *testing.T) (oplog.Store, string)) {
 	testLog(t, migrated)
 	testTree(t, migrated)
 	testIngest(t, migrated)
+	testTimeAndFailures(t, migrated)
 	testHandles(t, migrated)
 }
 

@@ -14,6 +14,11 @@ import (
 // does not match the op). Such lines are rejected, never applied.
 var ErrBadLine = errors.New("bad export line")
 
+// ErrFutureOp: a replayed op is dated more than Options.MaxClockSkew after
+// this process's clock. It is rejected, as an op dated before its prev is
+// by the chain rules: a log must not hold times that have not come yet.
+var ErrFutureOp = errors.New("op dated in the future")
+
 // lineError is an ErrBadLine with the message operators see.
 type lineError struct {
 	msg string
@@ -145,6 +150,9 @@ func (l *Log) Ingest(ctx context.Context, source string, items []IngestItem) (In
 			}
 			err := it.Err
 			if err == nil {
+				err = l.checkReplayedTime(it.CreatedAt, now)
+			}
+			if err == nil {
 				var e Entry
 				if e, _, err = c.apply(it.DID, it.Op, it.CreatedAt, nil); err == nil {
 					res.Entries = append(res.Entries, e)
@@ -169,10 +177,13 @@ func (l *Log) Ingest(ctx context.Context, source string, items []IngestItem) (In
 		res.Cursor = b.Cursor
 		return b, nil
 	})
+	err = storageError(ctx, err)
 	l.settle(seen, writes, err)
 	if err != nil {
+		l.failed.failed("ingest", err)
 		return IngestResult{}, fmt.Errorf("ingest: %w", err)
 	}
+	l.failed.succeeded()
 	for range res.Entries {
 		l.opts.Metrics.accepted()
 	}
@@ -184,6 +195,16 @@ func (l *Log) Ingest(ctx context.Context, source string, items []IngestItem) (In
 		l.notify()
 	}
 	return res, nil
+}
+
+// checkReplayedTime rejects a replayed op dated more than MaxClockSkew
+// after now, the clock.
+func (l *Log) checkReplayedTime(createdAt, now time.Time) error {
+	if ahead := createdAt.Sub(now); ahead > l.opts.MaxClockSkew {
+		return fmt.Errorf("%w: createdAt %s is %s after this directory's clock (%s; at most %s allowed)",
+			ErrFutureOp, validate.AppendTimestamp(nil, createdAt), ahead, validate.AppendTimestamp(nil, now), l.opts.MaxClockSkew)
+	}
+	return nil
 }
 
 // RejectionReason is the reason recorded for a rejected line: a chain-rule

@@ -3,7 +3,7 @@ package oplog
 import (
 	"context"
 	"errors"
-	"fmt"
+	"log/slog"
 	"maps"
 	"sync"
 	"time"
@@ -47,6 +47,20 @@ type Options struct {
 	// between append transactions (default DefaultRecordCache; negative:
 	// none).
 	RecordCache int64
+	// MaxClockSkew bounds how far ahead of the clock an acceptance time
+	// may be (default DefaultMaxClockSkew). Every commit is dated at least
+	// 1 ms after the log's latest op, so while the clock is behind that op
+	// (a clock stepped back, another process's clock ahead) new ops are
+	// dated from the log's time instead; when that would be more than
+	// MaxClockSkew ahead of the clock, Submit fails with a
+	// *ClockBehindError. Replayed ops (Ingest) dated more than MaxClockSkew
+	// after the clock are rejected (ErrFutureOp).
+	MaxClockSkew time.Duration
+	// Logger, if set, receives storage failures, at most one line per
+	// FailureLogInterval (default DefaultFailureLogInterval) while they
+	// last; the metrics count every one.
+	Logger             *slog.Logger
+	FailureLogInterval time.Duration
 }
 
 // Log is the single write path: every op is checked, sequenced and
@@ -62,6 +76,7 @@ type Log struct {
 	closed  bool
 	done    chan struct{}
 	last    time.Time // latest acceptance time handed out (sequencer only)
+	failed  failureLog
 	changed struct {
 		sync.Mutex
 		ch chan struct{}
@@ -91,11 +106,20 @@ func NewLog(store Store, opts Options) *Log {
 	if opts.QueueSize <= 0 {
 		opts.QueueSize = 4096
 	}
+	if opts.MaxClockSkew <= 0 {
+		opts.MaxClockSkew = DefaultMaxClockSkew
+	}
+	if opts.FailureLogInterval <= 0 {
+		opts.FailureLogInterval = DefaultFailureLogInterval
+	}
 	l := &Log{
 		store: store,
 		opts:  opts,
 		queue: make(chan *request, opts.QueueSize),
 		done:  make(chan struct{}),
+		failed: failureLog{
+			logger: opts.Logger, metrics: opts.Metrics, now: opts.Now, interval: opts.FailureLogInterval,
+		},
 	}
 	if opts.RecordCache == 0 {
 		opts.RecordCache = DefaultRecordCache
@@ -130,18 +154,25 @@ func (l *Log) notify() {
 // limit are applied here, first against the current state (so invalid ops
 // are turned away without queueing, and signatures are checked in the
 // caller's goroutine), then again under the append lock. It returns the
-// committed entry once it is durable.
+// committed entry once it is durable. A failure of the database is an
+// ErrStorage (*StorageError) for every op it concerns, whatever else was
+// wrong with the op.
 func (l *Log) Submit(ctx context.Context, did string, op *validate.Op) (Entry, error) {
 	rec, err := l.store.Record(ctx, did)
 	if err != nil && !errors.Is(err, ErrNotFound) {
+		err = storageError(ctx, err)
+		l.failed.failed("read", err)
 		return Entry{}, err
 	}
 	st, head := validate.State{DID: did}, int64(0)
 	if rec != nil {
 		st, head = rec.State, rec.HeadSeq
 	}
-	now := l.opts.Now().UTC().Truncate(time.Millisecond)
-	if err := l.check(&st, op, now); err != nil {
+	now, err := l.submitTime(&st)
+	if err == nil {
+		err = l.check(&st, op, now)
+	}
+	if err != nil {
 		l.opts.Metrics.rejected(err)
 		return Entry{}, err
 	}
@@ -155,6 +186,9 @@ func (l *Log) Submit(ctx context.Context, did string, op *validate.Op) (Entry, e
 	select {
 	case l.queue <- req:
 		l.mu.RUnlock()
+		if testHookQueued != nil {
+			testHookQueued()
+		}
 	default:
 		l.mu.RUnlock()
 		return Entry{}, ErrOverloaded
@@ -171,6 +205,33 @@ func (l *Log) Submit(ctx context.Context, did string, op *validate.Op) (Entry, e
 		return Entry{}, ctx.Err()
 	}
 }
+
+// submitTime is the time a submission is checked at before it is queued:
+// the clock, or just after the DID's latest op while the clock is behind
+// it (the sequencer dates the op the same way, see acceptanceTime).
+func (l *Log) submitTime(st *validate.State) (time.Time, error) {
+	now := l.opts.Now().UTC().Truncate(time.Millisecond)
+	if h, ok := st.Head(); ok {
+		return l.notBefore(now, h.CreatedAt.Add(time.Millisecond))
+	}
+	return now, nil
+}
+
+// notBefore returns now, or floor when now is before it and floor is at
+// most MaxClockSkew ahead of now; else a *ClockBehindError.
+func (l *Log) notBefore(now, floor time.Time) (time.Time, error) {
+	if !now.Before(floor) {
+		return now, nil
+	}
+	if ahead := floor.Sub(now); ahead > l.opts.MaxClockSkew {
+		return time.Time{}, &ClockBehindError{Ahead: ahead, Skew: l.opts.MaxClockSkew}
+	}
+	return floor, nil
+}
+
+// testHookQueued, when set (by tests), is called after Submit has queued
+// an op.
+var testHookQueued func()
 
 // check applies the chain rules and the rate limit to op at now.
 func (l *Log) check(st *validate.State, op *validate.Op, now time.Time) error {
@@ -230,21 +291,34 @@ func (l *Log) sequence() {
 }
 
 // acceptanceTime is the batch's createdAt: the clock, in milliseconds,
-// never earlier than a time already handed out nor than the createdAt of
-// the last committed op (lastCommitted, read under the append lock), which
-// another process with a clock ahead of ours may have written. So
-// createdAt never decreases along seq, and an op is never older than its
-// prev: the timestamp export and the per-DID order stay consistent.
-func (l *Log) acceptanceTime(lastCommitted time.Time) time.Time {
+// never earlier than a time already handed out, and at least 1 ms after
+// the createdAt of the last committed op (lastCommitted, read under the
+// append lock), which another process with a clock ahead of ours, or a
+// clock stepped back, may have left ahead of the clock. So createdAt
+// never decreases along seq and never stands still from one commit to the
+// next (a millisecond holds at most one batch: a timestamp export page can
+// always move past it). When the clock is more than MaxClockSkew behind,
+// it is a *ClockBehindError. An op of a DID whose latest op is in the same
+// batch is dated after it (commit moves the time on for it).
+func (l *Log) acceptanceTime(lastCommitted time.Time) (time.Time, error) {
 	now := l.opts.Now().UTC().Truncate(time.Millisecond)
-	if now.Before(l.last) {
-		now = l.last
+	floor := l.last
+	if !lastCommitted.IsZero() {
+		floor = later(floor, lastCommitted.Add(time.Millisecond))
 	}
-	if now.Before(lastCommitted) {
-		now = lastCommitted
+	now, err := l.notBefore(now, floor)
+	if err != nil {
+		return time.Time{}, err
 	}
 	l.last = now
-	return now
+	return now, nil
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 func (l *Log) commit(batch []*request) {
@@ -264,10 +338,24 @@ func (l *Log) commit(batch []*request) {
 			return nil, err
 		}
 		seen = view
-		now := l.acceptanceTime(view.LastCreatedAt)
+		now, clockErr := l.acceptanceTime(view.LastCreatedAt)
 		c := newChain(view)
 		for i, r := range batch {
 			results[i] = result{}
+			if clockErr != nil {
+				results[i].err = clockErr
+				continue
+			}
+			if t, ok := c.latest(r.did); ok && !now.After(t) {
+				// The DID's latest op is earlier in this batch (or, from
+				// replayed history, dated after the log's last op).
+				bumped, err := l.notBefore(l.opts.Now().UTC().Truncate(time.Millisecond), t.Add(time.Millisecond))
+				if err != nil {
+					results[i].err = err
+					continue
+				}
+				now, l.last = bumped, bumped
+			}
 			entry, head, err := c.apply(r.did, r.op, now, l.rateLimit(now))
 			if err != nil {
 				var ve *validate.Error
@@ -282,12 +370,22 @@ func (l *Log) commit(batch []*request) {
 		writes = c.writes
 		return c.writes, nil
 	})
+	err = storageError(context.Background(), err)
 	l.settle(seen, writes, err)
+	if err != nil {
+		l.failed.failed("append", err)
+	} else {
+		l.failed.succeeded()
+	}
 	written := 0
 	for i, r := range batch {
 		res := results[i]
-		if err != nil && res.err == nil {
-			res = result{err: fmt.Errorf("commit: %w", err)}
+		if err != nil {
+			// Nothing of the batch was written: every op is told so,
+			// including those decide had turned away, whose verdicts (a
+			// conflict with an op of the batch, say) were against a
+			// state that never came to be.
+			res = result{err: err}
 		}
 		if res.err == nil {
 			written++
@@ -324,6 +422,16 @@ type chain struct {
 
 func newChain(view AppendView) *chain {
 	return &chain{records: maps.Clone(view.Records), seq: view.LastSeq}
+}
+
+// latest returns the createdAt of did's latest op as the chain sees it.
+func (c *chain) latest(did string) (time.Time, bool) {
+	if rec := c.records[did]; rec != nil {
+		if h, ok := rec.State.Head(); ok {
+			return h.CreatedAt, true
+		}
+	}
+	return time.Time{}, false
 }
 
 // apply judges op as the next op of did, accepted at createdAt, against

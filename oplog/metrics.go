@@ -16,6 +16,7 @@ type Metrics struct {
 	batchSize   prometheus.Histogram
 	commitTime  prometheus.Histogram
 	latestSeq   prometheus.Gauge
+	storage     *prometheus.CounterVec
 }
 
 // NewMetrics creates the log's metrics and registers them with reg.
@@ -38,8 +39,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		latestSeq: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "plc_log_seq", Help: "Seq of the latest op committed by this process.",
 		}),
+		storage: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "plc_storage_failures_total", Help: "Failed reads and append transactions of the log's database, by kind (full, unavailable).",
+		}, []string{"kind"}),
 	}
-	reg.MustRegister(m.acceptedOps, m.rejectedOps, m.batchSize, m.commitTime, m.latestSeq)
+	reg.MustRegister(m.acceptedOps, m.rejectedOps, m.batchSize, m.commitTime, m.latestSeq, m.storage)
 	return m
 }
 
@@ -57,6 +61,8 @@ func RejectReason(err error) string {
 		return "conflict"
 	case errors.Is(err, ErrBadLine):
 		return "bad_line"
+	case errors.Is(err, ErrFutureOp):
+		return "future"
 	case errors.Is(err, validate.ErrMalformed):
 		return "malformed"
 	case errors.Is(err, validate.ErrInvalidKey):
@@ -77,6 +83,10 @@ func RejectReason(err error) string {
 		return "overloaded"
 	case errors.Is(err, ErrClosed):
 		return "closed"
+	case errors.Is(err, ErrStorage):
+		return "storage"
+	case errors.As(err, new(*ClockBehindError)):
+		return "clock_behind"
 	}
 	return "error"
 }
@@ -96,5 +106,11 @@ func (m *Metrics) committed(n int, d time.Duration, seq int64) {
 		m.batchSize.Observe(float64(n))
 		m.commitTime.Observe(d.Seconds())
 		m.latestSeq.Set(float64(seq))
+	}
+}
+
+func (m *Metrics) storageFailed(kind string) {
+	if m != nil {
+		m.storage.WithLabelValues(kind).Inc()
 	}
 }

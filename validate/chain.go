@@ -88,8 +88,9 @@ func (s *State) Next(op *Op, createdAt time.Time) (State, Applied, error) {
 		return State{}, Applied{}, errMisordered
 	}
 	prev := &s.Ops[idx]
+	fork := idx < len(s.Ops)-1
 	var applied Applied
-	if idx == len(s.Ops)-1 {
+	if !fork {
 		applied.Signer = firstSigner(prev.RotationKeys, op, &sig)
 		if applied.Signer < 0 {
 			return State{}, Applied{}, invalidSignature(op, "no rotation key of the previous op verifies it")
@@ -104,9 +105,15 @@ func (s *State) Next(op *Op, createdAt time.Time) (State, Applied, error) {
 			return State{}, Applied{}, invalidSignature(op, fmt.Sprintf(
 				"fork: no rotation key of higher priority than key %d (the signer of %s) verifies it", n0.Signer, n0.CID))
 		}
-		if latest := s.Ops[len(s.Ops)-1].CreatedAt; !createdAt.After(latest) {
-			return State{}, Applied{}, &Error{Class: ErrMisordered, Message: "Operations not correctly ordered"}
-		}
+	}
+	// Time moves forward along a chain: an op is accepted strictly after
+	// the DID's latest op (its prev, or for a fork the head it replaces),
+	// which is also the latest op the DID ever had, nullified or not.
+	if latest := &s.Ops[len(s.Ops)-1]; !createdAt.After(latest.CreatedAt) {
+		return State{}, Applied{}, notAfter(createdAt, latest, fork)
+	}
+	if fork {
+		n0 := &s.Ops[idx+1]
 		if lapsed := createdAt.Sub(n0.CreatedAt); lapsed > RecoveryWindow {
 			return State{}, Applied{}, newErr(ErrLateRecovery,
 				"Recovery operation occurred outside of the allowed 72 hr recovery window. Time lapsed: %d", lapsed.Milliseconds())
@@ -120,6 +127,21 @@ func (s *State) Next(op *Op, createdAt time.Time) (State, Applied, error) {
 	copy(next.Ops, s.Ops[:idx+1])
 	next.Ops = append(next.Ops, chainOp(op, createdAt, applied.Signer))
 	return next, applied, nil
+}
+
+// notAfter is the verdict against an op accepted at createdAt, not
+// strictly after latest, the DID's latest op.
+func notAfter(createdAt time.Time, latest *ChainOp, fork bool) *Error {
+	which := "its prev"
+	if fork {
+		which = "the latest op"
+	}
+	return &Error{
+		Class:   ErrMisordered,
+		Message: errMisordered.Message,
+		Reason: fmt.Sprintf("invalid operation timestamp order: createdAt %s is not after %s (%s, at %s)",
+			AppendTimestamp(nil, createdAt), which, latest.CID, AppendTimestamp(nil, latest.CreatedAt)),
+	}
 }
 
 func (s *State) genesis(op *Op, sig *Signature, createdAt time.Time) (State, Applied, error) {

@@ -20,8 +20,9 @@ var (
 	// none of the allowed keys.
 	ErrInvalidSignature = errors.New("invalid signature")
 	// ErrMisordered: prev names no usable op (missing, nullified, a
-	// tombstone), a genesis op arrives for an existing DID, or a fork is not
-	// later than the DID's latest op.
+	// tombstone), a genesis op arrives for an existing DID, or the op is not
+	// strictly later than the DID's latest op (its prev, or for a fork the
+	// head it replaces).
 	ErrMisordered = errors.New("operations not correctly ordered")
 	// ErrLateRecovery: a fork outside the 72-hour recovery window.
 	ErrLateRecovery = errors.New("late recovery")

@@ -33,6 +33,8 @@ type importConfig struct {
 	Batch int
 	// Workers is the number of goroutines parsing and verifying.
 	Workers int
+	// MaxClockSkew: see oplog.Options.MaxClockSkew.
+	MaxClockSkew time.Duration
 
 	// For tests: the clock (default time.Now) and a hook called after each
 	// batch has committed.
@@ -50,7 +52,7 @@ func (c *importConfig) validate() error {
 	if c.Workers < 1 {
 		return errors.New("--workers must be at least 1")
 	}
-	return nil
+	return validateClockSkew(c.MaxClockSkew)
 }
 
 func runImport(ctx context.Context, e env, args []string) int {
@@ -74,6 +76,7 @@ on a database error or an interruption, 2 on usage or input errors.`, e)
 	f.str(&c.Source, "source", "PLC_IMPORT_SOURCE", "", "name of the input, for resuming (default: named after its first line)")
 	f.int(&c.Batch, "batch", "PLC_IMPORT_BATCH", oplog.DefaultImportBatch, "lines per transaction")
 	f.int(&c.Workers, "workers", "PLC_WORKERS", oplog.DefaultImportWorkers(), "goroutines parsing lines and checking signatures (default: one per core, and one more)")
+	clockSkewFlag(f, &c.MaxClockSkew)
 	if f.err != nil {
 		fmt.Fprintf(e.stderr, "plc import: %v\n", f.err)
 		return exitUsage
@@ -121,7 +124,7 @@ func importExport(ctx context.Context, c importConfig, e env) int {
 		return exitFailure
 	}
 	defer store.Close()
-	log := oplog.NewLog(store, oplog.Options{NoRateLimit: true, Now: c.now})
+	log := oplog.NewLog(store, oplog.Options{NoRateLimit: true, Now: c.now, MaxClockSkew: c.MaxClockSkew})
 	defer log.Close()
 
 	p := &importProgress{w: e.stderr, tty: isTerminal(e.stderr), now: c.now, size: size, read: &in.n}

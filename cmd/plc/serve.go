@@ -47,6 +47,8 @@ type serveConfig struct {
 	NoDIDRateLimit bool
 	// ShutdownTimeout bounds the graceful shutdown.
 	ShutdownTimeout time.Duration
+	// MaxClockSkew: see oplog.Options.MaxClockSkew.
+	MaxClockSkew time.Duration
 	// LogFormat is "json", "text" or "auto" (text on a terminal).
 	LogFormat string
 	// LogLevel is debug, info, warn or error.
@@ -130,6 +132,7 @@ func serverFlags(f *flagSource, c *serveConfig) {
 	f.int(&c.IPBurst, "ip-burst", "PLC_IP_BURST", 50, "per-client-IP burst")
 	f.bool(&c.TrustProxy, "trust-proxy", "PLC_TRUST_PROXY", "take client IPs from X-Forwarded-For (behind a proxy)")
 	f.duration(&c.ShutdownTimeout, "shutdown-timeout", "PLC_SHUTDOWN_TIMEOUT", 15*time.Second, "graceful shutdown deadline")
+	clockSkewFlag(f, &c.MaxClockSkew)
 	tlogFlags(f, &c.TLog)
 	f.bool(&c.NoUI, "no-ui", "PLC_NO_UI", "serve the API only: no web UI at / and /ui/")
 	logFlags(f, &c.LogFormat, &c.LogLevel)
@@ -165,6 +168,9 @@ func (c *serveConfig) validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		return errors.New("--shutdown-timeout must be positive")
+	}
+	if err := validateClockSkew(c.MaxClockSkew); err != nil {
+		return err
 	}
 	if _, err := newLogger(c.LogFormat, c.LogLevel, nil); err != nil {
 		return err
@@ -270,7 +276,7 @@ func serveWith(ctx context.Context, c serveConfig, logger *slog.Logger, hook dir
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	opMetrics := oplog.NewMetrics(reg)
-	log := oplog.NewLog(store, oplog.Options{NoRateLimit: c.NoDIDRateLimit, Metrics: opMetrics})
+	log := oplog.NewLog(store, oplog.Options{NoRateLimit: c.NoDIDRateLimit, Metrics: opMetrics, MaxClockSkew: c.MaxClockSkew, Logger: logger})
 	streamer := api.NewStreamer(log, api.StreamOptions{Logger: logger})
 	apiCfg := api.Config{
 		Log:        log,

@@ -1,0 +1,5 @@
+package oplog
+
+// SetQueuedHook sets a function Submit calls after it has queued an op
+// (nil: none), so tests can fill one batch deterministically.
+func SetQueuedHook(f func()) { testHookQueued = f }
