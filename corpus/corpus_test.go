@@ -302,6 +302,20 @@ func TestInvalidLinesAreRejectedAndHarmless(t *testing.T) {
 	}
 }
 
+// TestLongChainShapeIsOneValidDID: --shape longchain is one DID whose
+// every op replays, in order, on the one before it.
+func TestLongChainShapeIsOneValidDID(t *testing.T) {
+	const n = 300
+	data, st, invalid := generate(t, corpus.Config{Ops: n, Seed: 2, Shape: corpus.ShapeLongChain})
+	if st.DIDs != 1 || st.Ops != n || st.Lines != n || st.MaxOpsPerDID != n || st.Nullified != 0 {
+		t.Fatalf("stats %+v, want one DID of %d ops", st, n)
+	}
+	r := replay(t, data, invalid)
+	if len(r.dids) != 1 || r.valid != n || r.opsPerDID[r.dids[0]] != n {
+		t.Fatalf("replayed %d DIDs, %d valid ops; want one DID of %d", len(r.dids), r.valid, n)
+	}
+}
+
 func TestConfigErrors(t *testing.T) {
 	for _, cfg := range []corpus.Config{
 		{},
@@ -310,6 +324,8 @@ func TestConfigErrors(t *testing.T) {
 		{Ops: 10, InvalidRate: 1.5},
 		{Ops: 10, InvalidRate: -0.1},
 		{Ops: 10, Workers: -1},
+		{DIDs: 3, Shape: corpus.ShapeLongChain},
+		{Ops: 10, Shape: "wide"},
 	} {
 		if _, err := corpus.Generate(context.Background(), &bytes.Buffer{}, cfg); err == nil {
 			t.Errorf("Generate(%+v) succeeded", cfg)

@@ -33,8 +33,10 @@
 //
 // # Shape
 //
-// The numbers are the package's constants; Stats reports what a given
-// corpus holds.
+// The default shape, ShapeDirectory, is the real directory's, below; the
+// numbers are the package's constants; Stats reports what a given corpus
+// holds. ShapeLongChain makes one DID of Config.Ops ops instead (a chain
+// of updates, no recovery or tombstone).
 //
 //   - Ops per DID: P(n) ∝ n^-2.5 capped at 60 (about 75% one op, 13% two,
 //     5% three; the tail reaches dozens).

@@ -38,7 +38,24 @@ type Config struct {
 	// OnInvalid, when set, is called for every invalid line, in log order,
 	// from the goroutine that writes.
 	OnInvalid func(seq int64, kind InvalidKind)
+	// Shape is the corpus's shape (default ShapeDirectory).
+	Shape Shape
 }
+
+// Shape names a corpus shape.
+type Shape string
+
+const (
+	// ShapeDirectory: DIDs shaped like the real directory's (see the
+	// package doc).
+	ShapeDirectory Shape = "directory"
+	// ShapeLongChain: one DID whose Ops valid ops are a genesis and a long
+	// chain of updates (handle, PDS, key and rotation-key changes, no
+	// recovery or tombstone), at strictly increasing times a second or
+	// more apart: the history that costs the most per op to replay. It
+	// takes Ops, not DIDs.
+	ShapeLongChain Shape = "longchain"
+)
 
 func (c *Config) check() error {
 	if (c.DIDs > 0) == (c.Ops > 0) || c.DIDs < 0 || c.Ops < 0 {
@@ -49,6 +66,15 @@ func (c *Config) check() error {
 	}
 	if !(c.InvalidRate >= 0 && c.InvalidRate <= 1) {
 		return fmt.Errorf("invalid rate %v is not in [0, 1]", c.InvalidRate)
+	}
+	switch c.Shape {
+	case "", ShapeDirectory:
+	case ShapeLongChain:
+		if c.Ops <= 0 {
+			return errors.New("the longchain shape takes a number of ops, not of DIDs")
+		}
+	default:
+		return fmt.Errorf("unknown shape %q (want %s or %s)", c.Shape, ShapeDirectory, ShapeLongChain)
 	}
 	if c.Workers < 0 {
 		return errors.New("workers must not be negative")

@@ -137,7 +137,10 @@ func newPlanner(cfg Config) *planner {
 // plan draws the whole corpus: DIDs until cfg.DIDs of them or cfg.Ops valid
 // ops, then every line in createdAt order with strictly increasing times.
 func (p *planner) plan() []planOp {
-	for did := uint32(0); ; did++ {
+	if p.cfg.Shape == ShapeLongChain {
+		p.commit(0, p.drawDID(p.cfg.Ops))
+	}
+	for did := uint32(0); p.cfg.Shape != ShapeLongChain; did++ {
 		if p.cfg.DIDs > 0 && p.stats.DIDs == p.cfg.DIDs {
 			break
 		}

@@ -4,6 +4,7 @@ import (
 	"sync"
 
 	"github.com/plcdir/plc/internal/chainstore"
+	"github.com/plcdir/plc/validate"
 )
 
 // DefaultRecordCache is the default memory, in bytes, of the DID records
@@ -185,12 +186,42 @@ func (c *recordCache) committed(view AppendView, writes []Write) {
 			c.putLocked(r, false)
 		}
 	}
+	// Then each written DID's record after the batch: its last write's.
+	type tally struct {
+		last, n   int  // the DID's last write, and its number of writes
+		nullifies bool // some write nullified ops
+	}
+	dids := map[string]*tally{}
+	var order []string
 	for i := range writes {
 		w := &writes[i]
-		k, _ := chainstore.KeyOf(w.Record.DID)
-		// With nothing nullified, the new record is the stored one (the
-		// view's or the last write's) with its op appended.
-		c.putLocked(&w.Record, len(w.Nullifies) == 0 && c.cur.Has(k))
+		t := dids[w.Entry.DID]
+		if t == nil {
+			t = &tally{}
+			dids[w.Entry.DID] = t
+			order = append(order, w.Entry.DID)
+		}
+		t.last, t.n = i, t.n+1
+		t.nullifies = t.nullifies || len(w.Nullifies) > 0
+	}
+	for _, d := range order {
+		t := dids[d]
+		rec := writes[t.last].Record
+		if rec == nil {
+			continue
+		}
+		k, _ := chainstore.KeyOf(d)
+		base := len(rec.State.Ops) - t.n
+		if t.nullifies || base < 1 || !c.cur.Has(k) || len(rec.Seqs) != len(rec.State.Ops) {
+			c.putLocked(rec, false)
+			continue
+		}
+		// With nothing nullified, the record is the stored one (the view's)
+		// with the batch's ops appended: one after the other, each in place
+		// when there is room.
+		for m := base + 1; m <= len(rec.State.Ops); m++ {
+			c.putLocked(&DIDRecord{DID: d, State: validate.State{DID: d, Ops: rec.State.Ops[:m]}, Seqs: rec.Seqs[:m]}, true)
+		}
 	}
 	c.at = view.LastSeq + int64(len(writes))
 }

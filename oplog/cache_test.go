@@ -62,7 +62,7 @@ func (m *cacheModel) appendOps(dids []string, nullify bool) {
 	for _, d := range dids {
 		prev := view.Records[d]
 		if w, ok := latest[d]; ok {
-			prev = &writes[w].Record
+			prev = writes[w].Record
 		}
 		if r, want := prev, m.truth[d]; (r == nil) != (want == nil) || r != nil && !recordsEqual(r, want) {
 			m.t.Fatalf("DID %s: the transaction saw %v, want %v", d, r, want)
@@ -80,7 +80,7 @@ func (m *cacheModel) appendOps(dids []string, nullify bool) {
 		ops, seqs = append(ops, cacheOp(m.seq)), append(seqs, m.seq)
 		rec := DIDRecord{DID: d, HeadSeq: m.seq, State: validate.State{DID: d, Ops: ops}, Seqs: seqs}
 		latest[d] = len(writes)
-		writes = append(writes, Write{Nullifies: nullifies, Record: rec})
+		writes = append(writes, Write{Entry: Entry{Seq: m.seq, DID: d}, Nullifies: nullifies, Record: &rec})
 		m.truth[d] = &rec
 	}
 	m.c.committed(view, writes)

@@ -349,11 +349,11 @@ func testStore(t *testing.T, open func(t *testing.T) (oplog.Store, string)) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want, err = buildWrite(did, 2, at(time.Second+time.Millisecond), u, &want.Record)
+		want, err = buildWrite(did, 2, at(time.Second+time.Millisecond), u, want.Record)
 		if err != nil {
 			t.Fatal(err)
 		}
-		checkRecord(t, rec, &want.Record)
+		checkRecord(t, rec, want.Record)
 		if rec.Tombstoned() || rec.Head == nil || rec.Head.Type() != validate.TypeOperation {
 			t.Fatalf("live DID: tombstoned %v, head %v", rec.Tombstoned(), rec.Head)
 		}
@@ -363,11 +363,11 @@ func testStore(t *testing.T, open func(t *testing.T) (oplog.Store, string)) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want, err = buildWrite(did, 3, at(2*time.Second), tomb, &want.Record)
+		want, err = buildWrite(did, 3, at(2*time.Second), tomb, want.Record)
 		if err != nil {
 			t.Fatal(err)
 		}
-		checkRecord(t, rec, &want.Record)
+		checkRecord(t, rec, want.Record)
 		if !rec.Tombstoned() || rec.Head == nil || rec.Head.Type() != validate.TypeTombstone {
 			t.Fatalf("tombstoned DID: tombstoned %v, head %v", rec.Tombstoned(), rec.Head)
 		}

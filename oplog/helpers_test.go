@@ -144,7 +144,7 @@ func buildWrite(did string, seq int64, t time.Time, op *validate.Op, rec *oplog.
 		Type:      op.Type(),
 		Signer:    applied.Signer,
 		Nullifies: slices.Clone(prevSeqs[kept:]),
-		Record:    r,
+		Record:    &r,
 	}, nil
 }
 
@@ -166,7 +166,7 @@ func appendOps(tb testing.TB, s oplog.Store, items ...item) []oplog.Entry {
 			if err != nil {
 				return nil, err
 			}
-			recs[it.did] = &w.Record
+			recs[it.did] = w.Record
 			ws = append(ws, w)
 			out = append(out, w.Entry)
 		}

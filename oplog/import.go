@@ -333,9 +333,10 @@ func (im *importer) prepare(ctx context.Context, in <-chan *importChunk, out cha
 		}
 		im.window[im.next%importWindow] = keys
 		im.next++
+		committed := im.committed(ctx, take)
 		im.parallel(len(take), func(i int) {
 			if take[i].Op != nil {
-				im.warm(ctx, &take[i])
+				im.warm(&take[i], committed)
 			}
 		})
 		ch.items, ch.lines = take, nil
@@ -367,10 +368,10 @@ func (im *importer) start(ctx context.Context, first []byte) error {
 // warm checks the signature of it's op against the keys its prev allows,
 // in order, up to the first that verifies: the checks the chain rules will
 // make under the append lock, which then find them memoised. Keys come
-// from the op itself (genesis), the window, or the DID's committed state;
-// when they are not found (prev unknown or nullified), nothing is checked
-// here and the chain rules decide.
-func (im *importer) warm(ctx context.Context, it *IngestItem) {
+// from the op itself (genesis), the window, or the DID's committed state
+// (committed); when they are not found (prev unknown or nullified),
+// nothing is checked here and the chain rules decide.
+func (im *importer) warm(it *IngestItem, committed map[string]*chainIndex) {
 	op := it.Op
 	op.Compact() // the stored form, made here rather than under the append lock
 	var keys []string
@@ -378,10 +379,8 @@ func (im *importer) warm(ctx context.Context, it *IngestItem) {
 		keys = rotationKeys(op)
 	} else if k, ok := im.windowKeys(prev); ok {
 		keys = k
-	} else if k, ok := keysOf(im.log.cache.lookup(it.DID), prev); ok {
-		keys = k
-	} else if rec, err := im.log.store.Record(ctx, it.DID); err == nil {
-		keys, _ = keysOf(rec, prev)
+	} else {
+		keys = committed[it.DID].keys(prev)
 	}
 	for _, k := range keys {
 		if validate.VerifySignature(op, k) {
@@ -390,17 +389,79 @@ func (im *importer) warm(ctx context.Context, it *IngestItem) {
 	}
 }
 
-// keysOf returns the rotation keys of the op cid of rec's chain state.
-func keysOf(rec *DIDRecord, cid string) ([]string, bool) {
-	if rec == nil {
-		return nil, false
+// committed reads, once per DID, the committed chain state of the DIDs of
+// items whose prev is not in the window (from the record cache, else the
+// store), indexed by CID: however many of a chunk's ops name a prev that
+// is not in the window, each DID's history is read and indexed once.
+func (im *importer) committed(ctx context.Context, items []IngestItem) map[string]*chainIndex {
+	var dids []string
+	seen := map[string]bool{}
+	for i := range items {
+		it := &items[i]
+		if it.Op == nil || seen[it.DID] {
+			continue
+		}
+		if prev := it.Op.Prev(); prev == "" {
+			continue
+		} else if _, ok := im.windowKeys(prev); ok {
+			continue
+		}
+		seen[it.DID] = true
+		dids = append(dids, it.DID)
 	}
-	for _, c := range rec.State.Ops {
-		if c.CID == cid {
-			return c.RotationKeys, true
+	idx := make([]*chainIndex, len(dids))
+	im.parallel(len(dids), func(i int) {
+		rec := im.log.cache.lookup(dids[i])
+		if rec == nil {
+			rec, _ = im.log.store.Record(ctx, dids[i])
+		}
+		idx[i] = newChainIndex(rec)
+	})
+	out := make(map[string]*chainIndex, len(dids))
+	for i, d := range dids {
+		out[d] = idx[i]
+	}
+	return out
+}
+
+// chainIndex finds the ops of a DID's chain state by CID.
+type chainIndex struct {
+	ops   []validate.ChainOp
+	byCID map[string]int // for a long state; nil: scan
+}
+
+func newChainIndex(rec *DIDRecord) *chainIndex {
+	if rec == nil {
+		return nil
+	}
+	x := &chainIndex{ops: rec.State.Ops}
+	if len(x.ops) > 16 {
+		x.byCID = make(map[string]int, len(x.ops))
+		for i, c := range x.ops {
+			x.byCID[c.CID] = i
 		}
 	}
-	return nil, false
+	return x
+}
+
+// keys returns the rotation keys of the op cid (none when the state has
+// no such op).
+func (x *chainIndex) keys(cid string) []string {
+	if x == nil {
+		return nil
+	}
+	if x.byCID != nil {
+		if i, ok := x.byCID[cid]; ok {
+			return x.ops[i].RotationKeys
+		}
+		return nil
+	}
+	for _, c := range x.ops {
+		if c.CID == cid {
+			return c.RotationKeys
+		}
+	}
+	return nil
 }
 
 func (im *importer) windowKeys(cid string) ([]string, bool) {

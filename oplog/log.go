@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -239,24 +239,20 @@ func (l *Log) check(st *validate.State, op *validate.Op, now time.Time) error {
 	if err != nil {
 		return err
 	}
-	if limit := l.rateLimit(now); limit != nil {
-		return limit(st, applied)
+	if limit := l.rateLimit(now); limit != nil && len(applied.Nullified) == 0 {
+		return limit(st)
 	}
 	return nil
 }
 
 // rateLimit returns the per-DID rate limit for a submission at now (nil
-// when it is off): recovery ops that nullify something are exempt.
-func (l *Log) rateLimit(now time.Time) func(*validate.State, validate.Applied) error {
+// when it is off), given the DID's state before the op. It applies to ops
+// that nullify nothing: recovery ops that nullify something are exempt.
+func (l *Log) rateLimit(now time.Time) func(before *validate.State) error {
 	if l.opts.NoRateLimit {
 		return nil
 	}
-	return func(st *validate.State, applied validate.Applied) error {
-		if len(applied.Nullified) > 0 {
-			return nil
-		}
-		return validate.CheckRateLimit(st, now)
-	}
+	return func(st *validate.State) error { return validate.CheckRateLimit(st, now) }
 }
 
 // Close stops intake, commits what is queued, and stops the sequencer.
@@ -414,19 +410,46 @@ func (l *Log) settle(view AppendView, writes []Write, err error) {
 // chain is the one place where the chain rules decide what is appended:
 // every op of an append transaction, submitted or replayed, goes through
 // apply, in order, against the DIDs' records as the transaction sees them.
+//
+// The memory of a transaction is its ops and one record per DID: the
+// first op of a DID copies the view's record, and the DID's later ops in
+// the transaction change that copy in place (validate.State.Apply). So a
+// batch of n ops of one DID with a history of h ops costs O(n + h), not
+// O(n·h), in time and memory; the view's records are never changed.
 type chain struct {
-	records map[string]*DIDRecord // the view's, replaced as ops apply
-	seq     int64                 // the seq of the last write
-	writes  []Write
+	view   map[string]*DIDRecord // the view's records
+	own    map[string]*DIDRecord // the chain's copies, changed as ops apply
+	seq    int64                 // the seq of the last write
+	writes []Write
 }
 
 func newChain(view AppendView) *chain {
-	return &chain{records: maps.Clone(view.Records), seq: view.LastSeq}
+	return &chain{view: view.Records, own: map[string]*DIDRecord{}, seq: view.LastSeq}
+}
+
+// record returns the chain's record of did, copying the view's (or
+// starting an empty one) the first time.
+func (c *chain) record(did string) *DIDRecord {
+	if rec := c.own[did]; rec != nil {
+		return rec
+	}
+	rec := &DIDRecord{DID: did, State: validate.State{DID: did}}
+	if v := c.view[did]; v != nil {
+		rec.HeadSeq, rec.Head = v.HeadSeq, v.Head
+		rec.State.Ops = slices.Clone(v.State.Ops)
+		rec.Seqs = slices.Clone(v.Seqs)
+	}
+	c.own[did] = rec
+	return rec
 }
 
 // latest returns the createdAt of did's latest op as the chain sees it.
 func (c *chain) latest(did string) (time.Time, bool) {
-	if rec := c.records[did]; rec != nil {
+	rec := c.own[did]
+	if rec == nil {
+		rec = c.view[did]
+	}
+	if rec != nil {
 		if h, ok := rec.State.Head(); ok {
 			return h.CreatedAt, true
 		}
@@ -436,43 +459,38 @@ func (c *chain) latest(did string) (time.Time, bool) {
 
 // apply judges op as the next op of did, accepted at createdAt, against
 // the DID's current record (the view's, or the one an earlier op of the
-// transaction left). If the chain rules, and then check when it is set,
-// accept it, the op's Write is queued with the next seq and its entry
-// returned. head is the DID's head seq before op (0 for a new DID).
-func (c *chain) apply(did string, op *validate.Op, createdAt time.Time, check func(*validate.State, validate.Applied) error) (entry Entry, head int64, err error) {
-	rec := c.records[did]
-	st, seqs := validate.State{DID: did}, []int64(nil)
-	if rec != nil {
-		st, head, seqs = rec.State, rec.HeadSeq, rec.Seqs
-	}
-	next, applied, err := st.Next(op, createdAt)
-	if err == nil && check != nil {
-		err = check(&st, applied)
-	}
+// transaction left). If the chain rules accept it, and then check (when
+// set) accepts the DID's state before op for an op that nullifies nothing,
+// the op's Write is queued with the next seq and its entry returned. head
+// is the DID's head seq before op (0 for a new DID).
+func (c *chain) apply(did string, op *validate.Op, createdAt time.Time, check func(before *validate.State) error) (entry Entry, head int64, err error) {
+	rec := c.record(did)
+	head = rec.HeadSeq
+	n := len(rec.State.Ops)
+	applied, err := rec.State.Apply(op, createdAt)
 	if err != nil {
 		return Entry{}, head, err
 	}
+	if check != nil && len(applied.Nullified) == 0 {
+		// op was appended: the state before it is intact.
+		before := validate.State{DID: did, Ops: rec.State.Ops[:n]}
+		if err := check(&before); err != nil {
+			rec.State.Ops = before.Ops
+			return Entry{}, head, err
+		}
+	}
 	c.seq++
-	w := newWrite(did, c.seq, createdAt, op, next, applied, seqs)
-	c.writes = append(c.writes, w)
-	c.records[did] = &w.Record
-	return w.Entry, head, nil
-}
-
-// newWrite builds the Write for op accepted as seq, given the DID's new
-// chain state and the seqs of its previous state's ops.
-func newWrite(did string, seq int64, at time.Time, op *validate.Op, next validate.State, applied validate.Applied, prevSeqs []int64) Write {
-	kept := len(next.Ops) - 1
-	seqs := make([]int64, 0, len(next.Ops))
-	seqs = append(seqs, prevSeqs[:kept]...)
-	seqs = append(seqs, seq)
-	nullifies := append([]int64(nil), prevSeqs[kept:]...)
-	rec := DIDRecord{DID: did, HeadSeq: seq, State: next, Seqs: seqs, Head: op}
-	return Write{
-		Entry:     Entry{Seq: seq, DID: did, CID: op.CID(), CreatedAt: at, Op: op.SignedCBOR(), Decoded: op},
+	kept := len(rec.State.Ops) - 1
+	nullifies := append([]int64(nil), rec.Seqs[kept:]...)
+	rec.Seqs = append(rec.Seqs[:kept], c.seq)
+	rec.HeadSeq, rec.Head = c.seq, op
+	w := Write{
+		Entry:     Entry{Seq: c.seq, DID: did, CID: op.CID(), CreatedAt: createdAt, Op: op.SignedCBOR(), Decoded: op},
 		Type:      op.Type(),
 		Signer:    applied.Signer,
 		Nullifies: nullifies,
 		Record:    rec,
 	}
+	c.writes = append(c.writes, w)
+	return w.Entry, head, nil
 }

@@ -96,8 +96,12 @@ type Write struct {
 	Signer int
 	// Nullifies lists the seqs of the ops this op nullifies.
 	Nullifies []int64
-	// Record is the DID's record after this op.
-	Record DIDRecord
+	// Record is the DID's record after the batch's writes: the Log's
+	// writes of one DID in one batch share it (a record per op would make a
+	// batch of one DID's ops cost the square of its history). Stores do not
+	// read it; the Log's record cache keeps the one of each DID's last
+	// write.
+	Record *DIDRecord
 }
 
 // DecideFunc chooses the ops to append given the current state. It runs

@@ -9,7 +9,7 @@ func checkWrites(last int64, writes []Write) error {
 		if want := last + 1 + int64(i); w.Entry.Seq != want {
 			return fmt.Errorf("oplog: write %d has seq %d, want %d", i, w.Entry.Seq, want)
 		}
-		if w.Record.DID != w.Entry.DID {
+		if w.Record != nil && w.Record.DID != w.Entry.DID {
 			return fmt.Errorf("oplog: write %d: record of %s for an op of %s", i, w.Record.DID, w.Entry.DID)
 		}
 	}

@@ -14,7 +14,9 @@
 #      set (run under scripts/with-postgres.sh) and BACKEND=postgres.
 #
 # The corpus is $CORPUS_DIR/corpus-N.jsonl (default /tmp), generated with
-# `plc bench gen --ops N --seed 1` when it does not exist. The upstream and
+# `plc bench gen --ops N --seed 1` when it does not exist; with
+# SHAPE=longchain it is $CORPUS_DIR/corpus-longchain-N.jsonl, one DID of N
+# ops (`--shape longchain`). The upstream and
 # the mirror share the machine's cores: the figure includes serving the
 # pages.
 set -euo pipefail
@@ -24,6 +26,7 @@ n=${1:-1000000}
 CORPUS_DIR=${CORPUS_DIR:-/tmp}
 BACKEND=${BACKEND:-sqlite}
 PORT=${PORT:-25821}
+SHAPE=${SHAPE:-directory}
 [[ $n =~ ^[1-9][0-9]*$ ]] || { echo "bench-mirror: OPS must be a positive integer" >&2; exit 2; }
 [ -x /usr/bin/time ] || { echo "bench-mirror: /usr/bin/time not found (apt-get install time)" >&2; exit 1; }
 
@@ -43,9 +46,10 @@ trap cleanup EXIT
 go build -o "$work/plc" ./cmd/plc
 plc=$work/plc
 corpus=$CORPUS_DIR/corpus-$n.jsonl
+[ "$SHAPE" = directory ] || corpus=$CORPUS_DIR/corpus-$SHAPE-$n.jsonl
 if [ ! -s "$corpus" ]; then
 	echo "bench-mirror: generating $corpus" >&2
-	"$plc" bench gen --ops "$n" --seed 1 --out "$corpus.partial"
+	"$plc" bench gen --ops "$n" --seed 1 --shape "$SHAPE" --out "$corpus.partial"
 	mv "$corpus.partial" "$corpus"
 fi
 

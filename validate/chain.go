@@ -62,6 +62,25 @@ type Applied struct {
 // are those of the did:plc chain (PLC-REFERENCE §2); submission limits are
 // separate (CheckSubmission).
 func (s *State) Next(op *Op, createdAt time.Time) (State, Applied, error) {
+	return s.next(op, createdAt, false)
+}
+
+// Apply is Next for the owner of s.Ops's array, who keeps no other state
+// that shares it: on success s becomes the new state, built in that array
+// (appended to, or overwritten from the first op a fork nullifies) rather
+// than in a copy, so that replaying a chain of n ops costs O(n), not
+// O(n²). On error s is unchanged. An op that nullifies nothing only
+// appends: the state before it is s.Ops[:len(s.Ops)-1].
+func (s *State) Apply(op *Op, createdAt time.Time) (Applied, error) {
+	next, applied, err := s.next(op, createdAt, true)
+	if err == nil {
+		*s = next
+	}
+	return applied, err
+}
+
+// next is Next, or Apply when inPlace.
+func (s *State) next(op *Op, createdAt time.Time, inPlace bool) (State, Applied, error) {
 	createdAt = createdAt.UTC().Truncate(time.Millisecond)
 	if err := checkKeys(op); err != nil {
 		return State{}, Applied{}, err
@@ -123,8 +142,11 @@ func (s *State) Next(op *Op, createdAt time.Time) (State, Applied, error) {
 			applied.Nullified = append(applied.Nullified, n.CID)
 		}
 	}
-	next := State{DID: s.DID, Ops: make([]ChainOp, idx+1, idx+2)}
-	copy(next.Ops, s.Ops[:idx+1])
+	next := State{DID: s.DID, Ops: s.Ops[:idx+1]}
+	if !inPlace {
+		next.Ops = make([]ChainOp, idx+1, idx+2)
+		copy(next.Ops, s.Ops[:idx+1])
+	}
 	next.Ops = append(next.Ops, chainOp(op, createdAt, applied.Signer))
 	return next, applied, nil
 }

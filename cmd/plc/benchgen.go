@@ -12,20 +12,23 @@ import (
 
 func runBenchGen(ctx context.Context, e env, args []string) int {
 	fs := newFlagSet("bench gen",
-		"plc bench gen (--dids N | --ops N) [--seed S] [--out FILE|-] [--invalid-rate P] [--workers W]",
+		"plc bench gen (--dids N | --ops N) [--shape directory|longchain] [--seed S] [--out FILE|-] [--invalid-rate P] [--workers W]",
 		`Writes a signed synthetic corpus in the seq-mode export format (the lines
 GET /export?after= returns, joined by "\n", no newline after the last):
 DIDs shaped like the real directory's, with hostile updates and recoveries,
 tombstones, legacy create ops and P-256 keys. The same flags give the same
 bytes whatever --workers is. --invalid-rate mixes in invalid lines (forged
 and high-S signatures, wrong prev, late recoveries) on top of the valid
-ops. A summary goes to stderr.`, e)
+ops. --shape longchain makes one DID of --ops N ops instead: a genesis
+and a chain of updates, the history that costs the most to replay. A
+summary goes to stderr.`, e)
 	dids := fs.Int("dids", 0, "number of DIDs to generate")
 	ops := fs.Int("ops", 0, "number of valid ops to generate")
 	seed := fs.Uint64("seed", 1, "seed: selects the corpus")
 	out := fs.String("out", "-", "output file, - for stdout")
 	rate := fs.Float64("invalid-rate", 0, "probability of an invalid line after each valid op, 0..1")
 	workers := fs.Int("workers", runtime.GOMAXPROCS(0), "signing goroutines")
+	shape := fs.String("shape", string(corpus.ShapeDirectory), "corpus shape: directory, or longchain (one DID of --ops N ops)")
 	if code, done := parseFlags(fs, args); done {
 		return code
 	}
@@ -37,7 +40,18 @@ ops. A summary goes to stderr.`, e)
 		fmt.Fprintln(e.stderr, "plc bench gen: --invalid-rate must be in [0, 1] and --workers at least 1")
 		return exitUsage
 	}
-	cfg := corpus.Config{DIDs: *dids, Ops: *ops, Seed: *seed, InvalidRate: *rate, Workers: *workers}
+	cfg := corpus.Config{DIDs: *dids, Ops: *ops, Seed: *seed, InvalidRate: *rate, Workers: *workers, Shape: corpus.Shape(*shape)}
+	switch cfg.Shape {
+	case corpus.ShapeDirectory:
+	case corpus.ShapeLongChain:
+		if *ops <= 0 {
+			fmt.Fprintln(e.stderr, "plc bench gen: --shape longchain takes --ops N (the length of the chain), not --dids")
+			return exitUsage
+		}
+	default:
+		fmt.Fprintf(e.stderr, "plc bench gen: unknown --shape %q (want directory or longchain)\n", *shape)
+		return exitUsage
+	}
 
 	var w io.Writer = e.stdout
 	var f *os.File
