@@ -264,6 +264,24 @@ func notRegistered(did string) error {
 	return &httpError{http.StatusNotFound, "DID not registered: " + did}
 }
 
+// nonPLCMessage is the reference's answer to a read of anything that is not
+// a did:plc.
+const nonPLCMessage = "Resolution of non-PLC DIDs not supported"
+
+// readableDID decides, before any query, whether the read routes look a DID
+// up: anything not of the did:plc method (another method, or not a DID at
+// all) is a 400, as in the reference; a did:plc that is malformed can never
+// be registered, so it is a 404 without a query.
+func readableDID(did string) error {
+	if !strings.HasPrefix(did, "did:plc:") {
+		return &httpError{http.StatusBadRequest, nonPLCMessage}
+	}
+	if !validate.ValidDID(did) {
+		return notRegistered(did)
+	}
+	return nil
+}
+
 // response maps an error to what the client is told: the one place where
 // errors become statuses. internal reports a failure of ours, whose details
 // are logged and not sent.
@@ -463,10 +481,10 @@ func (s *Server) exportStream(c *gin.Context) {
 }
 
 // head returns the latest non-nullified op of a DID for the read routes:
-// 404 for a DID that is not registered (or not a did:plc at all).
+// 404 for a DID that is not registered, 400 for one that is not a did:plc.
 func (s *Server) head(c *gin.Context, did string) (*validate.Op, error) {
-	if !validate.ValidDID(did) {
-		return nil, notRegistered(did)
+	if err := readableDID(did); err != nil {
+		return nil, err
 	}
 	e, err := s.store.Head(c.Request.Context(), did)
 	if errors.Is(err, oplog.ErrNotFound) {
@@ -518,8 +536,8 @@ func (s *Server) data(c *gin.Context) error {
 // ops returns every op of the DID in the path, nullified ones included.
 func (s *Server) ops(c *gin.Context) ([]oplog.Entry, error) {
 	did := didParam(c)
-	if !validate.ValidDID(did) {
-		return nil, notRegistered(did)
+	if err := readableDID(did); err != nil {
+		return nil, err
 	}
 	ops, err := s.store.Ops(c.Request.Context(), did)
 	if err != nil {
