@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	_ "embed"
 	"encoding/json"
@@ -176,7 +177,7 @@ func New(cfg Config) *Server {
 	// its segment, as in express; parameters are then unescaped.
 	e.UseRawPath = true
 	e.UnescapePathValues = true
-	e.Use(s.observe, cors, s.recover, s.limit)
+	e.Use(s.observe, cors, s.recover, bodyLimit, s.limit)
 	e.NoRoute(func(c *gin.Context) { writeMessage(c, http.StatusNotFound, "Not Found") })
 	e.NoMethod(func(c *gin.Context) {
 		if staticPaths[c.Request.URL.EscapedPath()] {
@@ -411,6 +412,25 @@ func (s *Server) observe(c *gin.Context) {
 	}
 }
 
+// bodyLimit caps every request body at maxBodyBytes, on every route and
+// before any handler reads it. A body declared larger (Content-Length) is
+// refused at once with 413, without reading it, so the client is not asked
+// to send it (no 100 Continue) and is not left waiting for a read timeout;
+// the connection is closed rather than drained. A body that is not
+// declared (chunked) is cut at the cap as it is read: the reader fails
+// with *http.MaxBytesError, which answers 413 too.
+func bodyLimit(c *gin.Context) {
+	r := c.Request
+	if r.ContentLength > maxBodyBytes {
+		c.Header("Connection", "close")
+		writeMessage(c, http.StatusRequestEntityTooLarge, "request entity too large")
+		return
+	}
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = http.MaxBytesReader(c.Writer, r.Body, maxBodyBytes)
+	}
+}
+
 // limit applies the per-client rate limit.
 func (s *Server) limit(c *gin.Context) {
 	if s.limiter == nil || c.FullPath() == "/_health" {
@@ -639,15 +659,13 @@ func (s *Server) submit(c *gin.Context) error {
 	if !validate.ValidDID(did) {
 		return &httpError{http.StatusBadRequest, "Invalid DID: " + did}
 	}
-	if s.forward != nil {
-		s.forward.ServeHTTP(c.Writer, c.Request)
-		return nil
-	}
-	if s.readOnly {
+	if s.readOnly && s.forward == nil {
 		c.Header("Allow", http.MethodGet)
 		return &httpError{http.StatusMethodNotAllowed, "This directory is a read-only mirror: submit operations to its upstream"}
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, maxBodyBytes))
+	// Read whole (bodyLimit caps it) before anything else, forwarding
+	// included: the upstream is sent only a body within the limit.
+	body, err := io.ReadAll(c.Request.Body)
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
@@ -655,6 +673,15 @@ func (s *Server) submit(c *gin.Context) error {
 			return err
 		}
 		return &httpError{http.StatusBadRequest, "Could not read the request body"}
+	}
+	if s.forward != nil {
+		r := c.Request
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.ContentLength = int64(len(body))
+		r.TransferEncoding = nil
+		r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+		s.forward.ServeHTTP(c.Writer, r)
+		return nil
 	}
 	op, err := validate.ParseJSON(body)
 	if err == nil {
