@@ -221,8 +221,8 @@ func (l *ConnLimiter) admit(c net.Conn) *limitedConn {
 // refuse closes a connection that was not admitted, with a reset rather
 // than a FIN, so that no TIME_WAIT state is left behind for it.
 func refuse(c net.Conn) {
-	if tc, ok := c.(*net.TCPConn); ok {
-		tc.SetLinger(0)
+	if lc, ok := c.(interface{ SetLinger(int) error }); ok {
+		lc.SetLinger(0)
 	}
 	c.Close()
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -130,5 +131,102 @@ func TestForwardedWritesAreHeldToTheBodyLimit(t *testing.T) {
 	defer mu.Unlock()
 	if len(forwarded) != 2 || !bytes.Equal(forwarded[0], ok) || !bytes.Equal(forwarded[1], ok) {
 		t.Fatalf("forwarded %d bodies, want the 2 within the limit, byte for byte", len(forwarded))
+	}
+}
+
+// A WebSocket handshake the library would refuse (a missing or bad
+// Sec-WebSocket-Key, a version other than 13, HTTP/1.0) is answered with
+// the API's JSON error, not the library's plain text.
+func TestFailedWebSocketUpgradesAnswerJSON(t *testing.T) {
+	env := newAPIEnv(t, backends[0], envOptions{})
+	streamer := NewStreamer(env.log, StreamOptions{})
+	t.Cleanup(streamer.Close)
+	env = newAPIEnv(t, backends[0], envOptions{config: func(c *Config) { c.Stream = streamer }})
+	const key = "dGhlIHNhbXBsZSBub25jZQ=="
+	for _, tc := range []struct {
+		name    string
+		headers []string
+		msg     string
+	}{
+		{"no version", []string{"Sec-WebSocket-Key", key}, "unsupported WebSocket version: only 13 is"},
+		{"version 8", []string{"Sec-WebSocket-Version", "8", "Sec-WebSocket-Key", key}, "unsupported WebSocket version: only 13 is"},
+		{"no key", []string{"Sec-WebSocket-Version", "13"}, "a WebSocket handshake needs exactly one Sec-WebSocket-Key"},
+		{"short key", []string{"Sec-WebSocket-Version", "13", "Sec-WebSocket-Key", "YWJj"}, "Sec-WebSocket-Key must be 16 bytes in base64"},
+		{"bad key", []string{"Sec-WebSocket-Version", "13", "Sec-WebSocket-Key", "not base64!"}, "Sec-WebSocket-Key must be 16 bytes in base64"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := append([]string{"Connection", "Upgrade", "Upgrade", "websocket"}, tc.headers...)
+			r := env.do(http.MethodGet, "/export/stream", nil, h...)
+			r.expectMessage(t, http.StatusBadRequest, tc.msg)
+		})
+	}
+	resp, body := rawExchange(t, env, "GET /export/stream HTTP/1.0\r\nHost: plc.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: "+key+"\r\n\r\n")
+	if resp.StatusCode != http.StatusUpgradeRequired || resp.Header.Get("Content-Type") != contentJSON ||
+		string(body) != messageJSON("WebSocket upgrade needs HTTP/1.1") {
+		t.Fatalf("HTTP/1.0 upgrade: %d %q %q", resp.StatusCode, resp.Header.Get("Content-Type"), body)
+	}
+}
+
+// What net/http answers itself before any handler — a malformed request
+// (400), headers over the limit (431), an unknown transfer coding (501), an
+// HTTP version other than 1.x (505) — is sent as the API's JSON error too.
+func TestTransportErrorsAnswerJSON(t *testing.T) {
+	env := newAPIEnv(t, backends[0], envOptions{})
+	srv := httptest.NewUnstartedServer(env.srv)
+	srv.Listener = TransportErrorsAsJSON(srv.Listener)
+	srv.Config.MaxHeaderBytes = 1024
+	srv.Start()
+	t.Cleanup(srv.Close)
+	exchange := func(req string) (*http.Response, []byte) {
+		t.Helper()
+		conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(conn, req); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatalf("%.40q: %v", req, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, b
+	}
+	for _, tc := range []struct {
+		name, req string
+		status    int
+		msg       string
+	}{
+		{"no host", "GET /_health HTTP/1.1\r\n\r\n", 400, "Bad Request: missing required Host header"},
+		{"bad header name", "GET /_health HTTP/1.1\r\nHost: plc.test\r\nBad Header: x\r\n\r\n", 400, "Bad Request: invalid header name"},
+		{"bad request line", "GET\r\n\r\n", 400, "Bad Request"},
+		{"header too large", "GET /_health HTTP/1.1\r\nHost: plc.test\r\nX-Big: " + strings.Repeat("a", 16<<10) + "\r\n\r\n", 431, "Request Header Fields Too Large"},
+		{"transfer coding", "POST /did:plc:aaaaaaaaaaaaaaaaaaaaaaaa HTTP/1.1\r\nHost: plc.test\r\nTransfer-Encoding: gzip\r\n\r\n", 501, "Unsupported transfer encoding"},
+		{"http version", "GET /_health HTTP/2.5\r\nHost: plc.test\r\n\r\n", 505, "HTTP Version Not Supported: unsupported protocol version"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, body := exchange(tc.req)
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status %d %q, want %d", resp.StatusCode, body, tc.status)
+			}
+			if got := resp.Header.Get("Content-Type"); got != contentJSON {
+				t.Errorf("content-type %q, want JSON", got)
+			}
+			if got := resp.Header.Get("Access-Control-Allow-Origin"); got != "*" {
+				t.Errorf("Access-Control-Allow-Origin %q", got)
+			}
+			if string(body) != messageJSON(tc.msg) {
+				t.Errorf("body %q, want %q", body, messageJSON(tc.msg))
+			}
+		})
+	}
+	// Handlers' answers are untouched, a plain-text 200 included.
+	resp, body := exchange("GET /_health HTTP/1.1\r\nHost: plc.test\r\nConnection: close\r\n\r\n")
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"version":"test-version"`) {
+		t.Fatalf("/_health through the wrapper: %d %q", resp.StatusCode, body)
 	}
 }

@@ -497,6 +497,13 @@ func (s *Server) exportStream(c *gin.Context) {
 		writeMessage(c, http.StatusNotImplemented, "The event stream is not enabled on this server")
 		return
 	}
+	if status, msg := badUpgrade(c.Request); status != 0 {
+		if status == http.StatusBadRequest {
+			c.Header("Sec-WebSocket-Version", "13")
+		}
+		writeMessage(c, status, msg)
+		return
+	}
 	s.stream.ServeHTTP(c.Writer, c.Request)
 }
 

@@ -360,7 +360,7 @@ func serveWith(ctx context.Context, c serveConfig, logger *slog.Logger, hook dir
 		return fmt.Errorf("listen %s: %w", c.Listen, err)
 	}
 	errc := make(chan error, 2)
-	go func() { errc <- srv.Serve(conns.Listener(ln)) }()
+	go func() { errc <- srv.Serve(conns.Listener(api.TransportErrorsAsJSON(ln))) }()
 	logger.Info("plc serve listening", "addr", ln.Addr().String(), "version", version)
 
 	var msrv *http.Server
