@@ -152,6 +152,28 @@ func (c *limitedConn) Close() error {
 	return err
 }
 
+// CloseWrite half-closes the connection when the one it wraps can (net/http
+// sends a FIN this way before closing a connection it answered with
+// Connection: close).
+func (c *limitedConn) CloseWrite() error { return closeWrite(c.Conn) }
+
+// SetLinger passes through to a TCP connection.
+func (c *limitedConn) SetLinger(sec int) error { return setLinger(c.Conn, sec) }
+
+func closeWrite(c net.Conn) error {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+func setLinger(c net.Conn, sec int) error {
+	if l, ok := c.(interface{ SetLinger(int) error }); ok {
+		return l.SetLinger(sec)
+	}
+	return nil
+}
+
 // connKey is the client address a connection counts against: the peer's
 // IP, an IPv6 one reduced to its /64.
 func connKey(a net.Addr) netip.Addr {
@@ -221,9 +243,7 @@ func (l *ConnLimiter) admit(c net.Conn) *limitedConn {
 // refuse closes a connection that was not admitted, with a reset rather
 // than a FIN, so that no TIME_WAIT state is left behind for it.
 func refuse(c net.Conn) {
-	if lc, ok := c.(interface{ SetLinger(int) error }); ok {
-		lc.SetLinger(0)
-	}
+	setLinger(c, 0)
 	c.Close()
 }
 

@@ -687,6 +687,7 @@ func (s *Server) submit(c *gin.Context) error {
 		r.ContentLength = int64(len(body))
 		r.TransferEncoding = nil
 		r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+		r.Header.Del("Expect") // the body is here: nothing to wait for upstream
 		s.forward.ServeHTTP(c.Writer, r)
 		return nil
 	}

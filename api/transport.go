@@ -46,13 +46,9 @@ func (ln *jsonErrListener) Accept() (net.Conn, error) {
 
 type jsonErrConn struct{ net.Conn }
 
-// SetLinger passes through to a TCP connection.
-func (c *jsonErrConn) SetLinger(sec int) error {
-	if tc, ok := c.Conn.(*net.TCPConn); ok {
-		return tc.SetLinger(sec)
-	}
-	return nil
-}
+// SetLinger and CloseWrite pass through to a TCP connection.
+func (c *jsonErrConn) SetLinger(sec int) error { return setLinger(c.Conn, sec) }
+func (c *jsonErrConn) CloseWrite() error       { return closeWrite(c.Conn) }
 
 // Write sends net/http's own error responses as JSON, anything else as is.
 func (c *jsonErrConn) Write(p []byte) (int, error) {
