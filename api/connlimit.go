@@ -61,6 +61,9 @@ type ConnLimiter struct {
 	// refusals since the last warning, and when it was logged.
 	unlogged int
 	lastLog  time.Time
+	// released, if set, is called (under mu) when a connection gives its
+	// place back: a test hook.
+	released func()
 }
 
 // clientConns are the open connections of one client address.
@@ -269,6 +272,9 @@ func (l *ConnLimiter) releaseLocked(c *limitedConn) {
 	c.released = true
 	l.unidleLocked(c)
 	l.open--
+	if l.released != nil {
+		l.released()
+	}
 	if cl := l.clients[c.key]; cl != nil {
 		if cl.open--; cl.open <= 0 {
 			delete(l.clients, c.key)

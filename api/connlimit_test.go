@@ -2,6 +2,7 @@ package api
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -11,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 )
 
 // limitedServer serves h on 127.0.0.1 through a ConnLimiter. idle receives
@@ -249,4 +252,58 @@ func TestHealthAnswersThroughAnIdleConnectionFlood(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), `"version":"test-version"`) {
 		t.Fatalf("/_health through the flood: %d %s", resp.StatusCode, b)
 	}
+}
+
+// A connection handed over to the event stream (hijacked: net/http no
+// longer reports its state) stays counted while the stream is open and
+// gives its place back when it closes; a leak here would end with every
+// new connection refused.
+func TestStreamConnectionsAreCountedUntilClosed(t *testing.T) {
+	env := newAPIEnv(t, backends[0], envOptions{})
+	streamer := NewStreamer(env.log, StreamOptions{})
+	t.Cleanup(streamer.Close)
+	env = newAPIEnv(t, backends[0], envOptions{config: func(c *Config) { c.Stream = streamer }})
+	released := make(chan struct{}, 16)
+	lim := NewConnLimiter(ConnLimits{MaxConns: 4, MaxPerIP: 2})
+	lim.released = func() { released <- struct{}{} }
+	srv := httptest.NewUnstartedServer(env.srv)
+	srv.Listener = lim.Listener(srv.Listener)
+	srv.Config.ConnState = lim.ConnState
+	srv.Start()
+	t.Cleanup(srv.Close)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	u := "ws" + strings.TrimPrefix(srv.URL, "http") + "/export/stream"
+	var streams []*websocket.Conn
+	for range 2 {
+		c, _, err := websocket.Dial(ctx, u, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		streams = append(streams, c)
+	}
+	if open, idle := lim.counts(); open != 2 || idle != 0 {
+		t.Fatalf("two open streams: %d open, %d idle; want 2 and 0", open, idle)
+	}
+	// Busy streams are not reclaimed: a third connection from the same
+	// client is refused.
+	if c, _, err := websocket.Dial(ctx, u, nil); err == nil {
+		c.CloseNow()
+		t.Fatal("a third stream from one client was let in over the per-IP bound of 2")
+	}
+	for _, c := range streams {
+		c.Close(websocket.StatusNormalClosure, "")
+	}
+	for range 2 {
+		<-released
+	}
+	if open, _ := lim.counts(); open != 0 {
+		t.Fatalf("%d connections counted after every stream closed", open)
+	}
+	c, _, err := websocket.Dial(ctx, u, nil)
+	if err != nil {
+		t.Fatalf("a stream after the others closed: %v", err)
+	}
+	c.CloseNow()
 }
