@@ -169,7 +169,8 @@ func TestFailedWebSocketUpgradesAnswerJSON(t *testing.T) {
 
 // What net/http answers itself before any handler — a malformed request
 // (400), headers over the limit (431), an unknown transfer coding (501), an
-// HTTP version other than 1.x (505) — is sent as the API's JSON error too.
+// HTTP version other than 1.x (505), an Expect other than 100-continue
+// (417, with an empty body) — is sent as the API's JSON error too.
 func TestTransportErrorsAnswerJSON(t *testing.T) {
 	env := newAPIEnv(t, backends[0], envOptions{})
 	srv := httptest.NewUnstartedServer(env.srv)
@@ -207,6 +208,7 @@ func TestTransportErrorsAnswerJSON(t *testing.T) {
 		{"header too large", "GET /_health HTTP/1.1\r\nHost: plc.test\r\nX-Big: " + strings.Repeat("a", 16<<10) + "\r\n\r\n", 431, "Request Header Fields Too Large"},
 		{"transfer coding", "POST /did:plc:aaaaaaaaaaaaaaaaaaaaaaaa HTTP/1.1\r\nHost: plc.test\r\nTransfer-Encoding: gzip\r\n\r\n", 501, "Unsupported transfer encoding"},
 		{"http version", "GET /_health HTTP/2.5\r\nHost: plc.test\r\n\r\n", 505, "HTTP Version Not Supported: unsupported protocol version"},
+		{"expectation", "GET /_health HTTP/1.1\r\nHost: plc.test\r\nExpect: the-unexpected\r\n\r\n", 417, "Expectation Failed: only 100-continue is supported"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			resp, body := exchange(tc.req)

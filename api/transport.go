@@ -27,9 +27,10 @@ import (
 // connection writes is touched: a handler's response always has a Date
 // header and a length or chunked framing, so it never has that shape.
 //
-// What stays outside: 417 for an Expect header other than 100-continue
-// (net/http answers it with an empty body), and connections closed without
-// an answer (a read timeout, a TLS handshake to the plain-text port).
+// net/http's 417 for an Expect header other than 100-continue, which it
+// sends with an empty body, gets a JSON message too. What stays outside:
+// connections closed without an answer (a read timeout, a TLS handshake to
+// the plain-text port).
 func TransportErrorsAsJSON(ln net.Listener) net.Listener {
 	return &jsonErrListener{ln}
 }
@@ -69,6 +70,10 @@ var transportErrorCodes = map[string]bool{"400": true, "431": true, "501": true,
 // transportErrorJSON returns the JSON form of one of net/http's own error
 // responses, or false if p is not one.
 func transportErrorJSON(p []byte) ([]byte, bool) {
+	if bytes.HasPrefix(p, []byte(expectationFailed)) && bytes.HasSuffix(p, []byte("\r\nContent-Length: 0\r\n\r\n")) &&
+		bytes.Count(p, []byte("\r\n\r\n")) == 1 {
+		return jsonError("417 Expectation Failed", "Expectation Failed: only 100-continue is supported"), true
+	}
 	rest, ok := bytes.CutPrefix(p, []byte("HTTP/1.1 "))
 	if !ok || len(rest) < 4 || !transportErrorCodes[string(rest[:3])] || rest[3] != ' ' {
 		return nil, false
@@ -79,7 +84,18 @@ func transportErrorJSON(p []byte) ([]byte, bool) {
 		return nil, false
 	}
 	msg := bytes.TrimPrefix(text, []byte(code+" "))
-	body := append([]byte(`{"message":`), validate.AppendJSONString(nil, string(bytes.ToValidUTF8(msg, []byte("\uFFFD"))))...)
+	return jsonError(string(status), string(bytes.ToValidUTF8(msg, []byte("\uFFFD")))), true
+}
+
+// expectationFailed starts net/http's answer to an Expect header other
+// than 100-continue, which it sends with an empty body (and our handlers
+// never send a 417).
+const expectationFailed = "HTTP/1.1 417 Expectation Failed\r\nConnection: close\r\n"
+
+// jsonError is a whole response closing the connection: status ("400 Bad
+// Request: …", its reason phrase as net/http wrote it) and {"message": msg}.
+func jsonError(status, msg string) []byte {
+	body := append([]byte(`{"message":`), validate.AppendJSONString(nil, msg)...)
 	body = append(body, '}')
 	out := make([]byte, 0, len(status)+len(body)+160)
 	out = append(out, "HTTP/1.1 "...)
@@ -89,7 +105,7 @@ func transportErrorJSON(p []byte) ([]byte, bool) {
 	out = append(out, "\r\nDate: "...)
 	out = time.Now().UTC().AppendFormat(out, "Mon, 02 Jan 2006 15:04:05 GMT")
 	out = append(out, "\r\n\r\n"...)
-	return append(out, body...), true
+	return append(out, body...)
 }
 
 // badUpgrade checks the parts of a WebSocket handshake (RFC 6455) that the
