@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	_ "embed"
 	"encoding/json"
@@ -176,7 +177,7 @@ func New(cfg Config) *Server {
 	// its segment, as in express; parameters are then unescaped.
 	e.UseRawPath = true
 	e.UnescapePathValues = true
-	e.Use(s.observe, cors, s.recover, s.limit)
+	e.Use(s.observe, cors, s.recover, bodyLimit, s.limit)
 	e.NoRoute(func(c *gin.Context) { writeMessage(c, http.StatusNotFound, "Not Found") })
 	e.NoMethod(func(c *gin.Context) {
 		if staticPaths[c.Request.URL.EscapedPath()] {
@@ -262,6 +263,24 @@ func (e *httpError) Error() string { return fmt.Sprintf("%d %s", e.status, e.mes
 
 func notRegistered(did string) error {
 	return &httpError{http.StatusNotFound, "DID not registered: " + did}
+}
+
+// nonPLCMessage is the reference's answer to a read of anything that is not
+// a did:plc.
+const nonPLCMessage = "Resolution of non-PLC DIDs not supported"
+
+// readableDID decides, before any query, whether the read routes look a DID
+// up: anything not of the did:plc method (another method, or not a DID at
+// all) is a 400, as in the reference; a did:plc that is malformed can never
+// be registered, so it is a 404 without a query.
+func readableDID(did string) error {
+	if !strings.HasPrefix(did, "did:plc:") {
+		return &httpError{http.StatusBadRequest, nonPLCMessage}
+	}
+	if !validate.ValidDID(did) {
+		return notRegistered(did)
+	}
+	return nil
 }
 
 // response maps an error to what the client is told: the one place where
@@ -400,6 +419,25 @@ func (s *Server) observe(c *gin.Context) {
 	}
 }
 
+// bodyLimit caps every request body at maxBodyBytes, on every route and
+// before any handler reads it. A body declared larger (Content-Length) is
+// refused at once with 413, without reading it, so the client is not asked
+// to send it (no 100 Continue) and is not left waiting for a read timeout;
+// the connection is closed rather than drained. A body that is not
+// declared (chunked) is cut at the cap as it is read: the reader fails
+// with *http.MaxBytesError, which answers 413 too.
+func bodyLimit(c *gin.Context) {
+	r := c.Request
+	if r.ContentLength > maxBodyBytes {
+		c.Header("Connection", "close")
+		writeMessage(c, http.StatusRequestEntityTooLarge, "request entity too large")
+		return
+	}
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = http.MaxBytesReader(c.Writer, r.Body, maxBodyBytes)
+	}
+}
+
 // limit applies the per-client rate limit.
 func (s *Server) limit(c *gin.Context) {
 	if s.limiter == nil || c.FullPath() == "/_health" {
@@ -466,14 +504,21 @@ func (s *Server) exportStream(c *gin.Context) {
 		writeMessage(c, http.StatusNotImplemented, "The event stream is not enabled on this server")
 		return
 	}
+	if status, msg := badUpgrade(c.Request); status != 0 {
+		if status == http.StatusBadRequest {
+			c.Header("Sec-WebSocket-Version", "13")
+		}
+		writeMessage(c, status, msg)
+		return
+	}
 	s.stream.ServeHTTP(c.Writer, c.Request)
 }
 
 // head returns the latest non-nullified op of a DID for the read routes:
-// 404 for a DID that is not registered (or not a did:plc at all).
+// 404 for a DID that is not registered, 400 for one that is not a did:plc.
 func (s *Server) head(c *gin.Context, did string) (*validate.Op, error) {
-	if !validate.ValidDID(did) {
-		return nil, notRegistered(did)
+	if err := readableDID(did); err != nil {
+		return nil, err
 	}
 	e, err := s.store.Head(c.Request.Context(), did)
 	if errors.Is(err, oplog.ErrNotFound) {
@@ -525,8 +570,8 @@ func (s *Server) data(c *gin.Context) error {
 // ops returns every op of the DID in the path, nullified ones included.
 func (s *Server) ops(c *gin.Context) ([]oplog.Entry, error) {
 	did := didParam(c)
-	if !validate.ValidDID(did) {
-		return nil, notRegistered(did)
+	if err := readableDID(did); err != nil {
+		return nil, err
 	}
 	ops, err := s.store.Ops(c.Request.Context(), did)
 	if err != nil {
@@ -628,15 +673,13 @@ func (s *Server) submit(c *gin.Context) error {
 	if !validate.ValidDID(did) {
 		return &httpError{http.StatusBadRequest, "Invalid DID: " + did}
 	}
-	if s.forward != nil {
-		s.forward.ServeHTTP(c.Writer, c.Request)
-		return nil
-	}
-	if s.readOnly {
+	if s.readOnly && s.forward == nil {
 		c.Header("Allow", http.MethodGet)
 		return &httpError{http.StatusMethodNotAllowed, "This directory is a read-only mirror: submit operations to its upstream"}
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, maxBodyBytes))
+	// Read whole (bodyLimit caps it) before anything else, forwarding
+	// included: the upstream is sent only a body within the limit.
+	body, err := io.ReadAll(c.Request.Body)
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
@@ -644,6 +687,16 @@ func (s *Server) submit(c *gin.Context) error {
 			return err
 		}
 		return &httpError{http.StatusBadRequest, "Could not read the request body"}
+	}
+	if s.forward != nil {
+		r := c.Request
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.ContentLength = int64(len(body))
+		r.TransferEncoding = nil
+		r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+		r.Header.Del("Expect") // the body is here: nothing to wait for upstream
+		s.forward.ServeHTTP(c.Writer, r)
+		return nil
 	}
 	op, err := validate.ParseJSON(body)
 	if err == nil {

@@ -643,35 +643,70 @@ func TestConcurrentUpdateWithSamePrevLosesWith409(t *testing.T) {
 	})
 }
 
-func TestInvalidDIDsInReadPathsAre404(t *testing.T) {
+// countingStore counts the reads of a DID's ops that reach the store.
+type countingStore struct {
+	oplog.Store
+	reads atomic.Int64
+}
+
+func (s *countingStore) Head(ctx context.Context, did string) (oplog.Entry, error) {
+	s.reads.Add(1)
+	return s.Store.Head(ctx, did)
+}
+
+func (s *countingStore) Ops(ctx context.Context, did string) ([]oplog.Entry, error) {
+	s.reads.Add(1)
+	return s.Store.Ops(ctx, did)
+}
+
+// A read of anything that is not a did:plc (another DID method, or not a
+// DID at all) is answered 400, as the reference answers it, and never
+// reaches the database; a malformed did:plc is a 404 without a query.
+func TestNonPLCDIDReadsAre400BeforeTheDatabase(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
-		env := newAPIEnv(t, b, envOptions{})
-		for _, tc := range []struct {
-			path, did string
-			subroutes bool // also try /data, /log, … after path
-		}{
-			{"/foo", "foo", true},
-			{"/did:plc:ABCDEFGHIJKLMNOPQRSTUVWX", "did:plc:ABCDEFGHIJKLMNOPQRSTUVWX", true},
-			{"/did:plc:short", "did:plc:short", true},
-			{"/did%3Aplc%3Aabcdefghijklmnopqrstuvw1", "did:plc:abcdefghijklmnopqrstuvw1", true},
-			{"/did:plc:aaaaaaaaaaaaaaaaaaaaaaaa%2Flog", "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa/log", true},
-			{"/did:plc:aaaaaaaaaaaaaaaaaaaaaaaa%2F", "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa/", true},
-			{"/did%22quoted%5C", `did"quoted\`, true},
-			{"/%FF%FE", "\uFFFD", true}, // a run of invalid bytes: one replacement character
-			{"/%00", "\x00", true},
-			{"/" + strings.Repeat("x", 5000), strings.Repeat("x", 5000), true},
-			{"/export/data", "export", false},
-			{"/export/log/last", "export", false},
-			{"/openapi.yaml/log", "openapi.yaml", false},
-			{"/_health/log/audit", "_health", false},
+		cs := &countingStore{}
+		env := newAPIEnv(t, b, envOptions{wrap: func(s oplog.Store) oplog.Store { cs.Store = s; return cs }})
+		suffixes := []string{"", "/data", "/log", "/log/audit", "/log/last"}
+		for _, path := range []string{
+			"/did:web:example.com",
+			"/did:key:zQ3shokFTS3brHcDQrn82RUDfCZESWL1ZdCEJwekUDPQiYBme",
+			"/did%3Aweb%3Aexample.com",
+			"/DID:PLC:aaaaaaaaaaaaaaaaaaaaaaaa",
+			"/foo",
+			"/did",
+			"/did%22quoted%5C",
+			"/%FF%FE",
+			"/%00",
+			"/" + strings.Repeat("x", 5000),
 		} {
-			suffixes := []string{""}
-			if tc.subroutes {
-				suffixes = []string{"", "/data", "/log", "/log/audit", "/log/last"}
+			for _, suffix := range suffixes {
+				env.get(path+suffix).expectMessage(t, http.StatusBadRequest, "Resolution of non-PLC DIDs not supported")
 			}
+		}
+		for _, path := range []string{"/export/data", "/export/log/last", "/openapi.yaml/log", "/_health/log/audit"} {
+			env.get(path).expectMessage(t, http.StatusBadRequest, "Resolution of non-PLC DIDs not supported")
+		}
+		for _, tc := range []struct{ path, did string }{
+			{"/did:plc:ABCDEFGHIJKLMNOPQRSTUVWX", "did:plc:ABCDEFGHIJKLMNOPQRSTUVWX"},
+			{"/did:plc:short", "did:plc:short"},
+			{"/did%3Aplc%3Aabcdefghijklmnopqrstuvw1", "did:plc:abcdefghijklmnopqrstuvw1"},
+			{"/did:plc:aaaaaaaaaaaaaaaaaaaaaaaa%2Flog", "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa/log"},
+			{"/did:plc:aaaaaaaaaaaaaaaaaaaaaaaa%2F", "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa/"},
+		} {
 			for _, suffix := range suffixes {
 				env.get(tc.path+suffix).expectMessage(t, http.StatusNotFound, "DID not registered: "+tc.did)
 			}
+		}
+		if n := cs.reads.Load(); n != 0 {
+			t.Fatalf("%d reads reached the store for DIDs that cannot be registered", n)
+		}
+		// A well-formed did:plc that is not registered is looked up: 404.
+		unknown := "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa"
+		for _, suffix := range suffixes {
+			env.get("/"+unknown+suffix).expectMessage(t, http.StatusNotFound, "DID not registered: "+unknown)
+		}
+		if n := cs.reads.Load(); n != int64(len(suffixes)) {
+			t.Fatalf("%d store reads for %d lookups of a well-formed did:plc", n, len(suffixes))
 		}
 	})
 }

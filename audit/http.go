@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -66,21 +67,118 @@ func (t *TLog) serveCheckpoint(w http.ResponseWriter, r *http.Request) {
 	w.Write(cp.Note)
 }
 
-// parseTile parses the part of a C2SP tile path after "tile/".
+// maxTileLevel is the largest level a C2SP tile path may name.
+const maxTileLevel = 63
+
+// errTileBeyondTree reports a well-formed tile path that no tree of at most
+// 2^63-1 entries can hold: an index that overflows int64, or a level whose
+// tiles span more entries than that.
+var errTileBeyondTree = errors.New("tile beyond any tree")
+
+// parseTile parses the part of a C2SP tile path after "tile/", strictly:
+// <L>/<N>[.p/<W>] or entries/<N>[.p/<W>], where L is 0 to 63 without
+// leading zeros, N is groups of exactly three digits, all but the last
+// prefixed with "x", with no leading "x000" group, and W is 1 to 255
+// without leading zeros. Signs, spaces and any other spelling are
+// malformed, so that every tile has one path (full tiles are cached and
+// served as immutable under it). A well-formed path no tree can hold is
+// errTileBeyondTree.
 func parseTile(p string) (tlog.Tile, error) {
-	goPath := "tile/" + strconv.Itoa(TileHeight) + "/" + p
-	if rest, ok := strings.CutPrefix(p, "entries/"); ok {
-		goPath = "tile/" + strconv.Itoa(TileHeight) + "/data/" + rest
+	malformed := errors.New("malformed tile path")
+	tile := tlog.Tile{H: TileHeight, W: tileWidth}
+	level, rest, ok := strings.Cut(p, "/")
+	if !ok {
+		return tile, malformed
 	}
-	tile, err := tlog.ParseTilePath(goPath)
-	if err != nil || strings.HasPrefix(p, "data/") {
-		return tile, errors.New("malformed tile path")
+	if level == "entries" {
+		tile.L = -1
+	} else {
+		l, ok := parseDecimal(level, maxTileLevel)
+		if !ok {
+			return tile, malformed
+		}
+		tile.L = int(l)
+	}
+	if idx, w, ok := strings.Cut(rest, ".p/"); ok {
+		width, ok := parseDecimal(w, tileWidth-1)
+		if !ok || width == 0 {
+			return tile, malformed
+		}
+		tile.W = int(width)
+		rest = idx
+	}
+	groups := strings.Split(rest, "/")
+	overflow := false
+	for i, g := range groups {
+		last := i == len(groups)-1
+		if !last {
+			if !strings.HasPrefix(g, "x") || (i == 0 && g == "x000") {
+				return tile, malformed
+			}
+			g = g[1:]
+		}
+		if len(g) != 3 || !allDigits(g) {
+			return tile, malformed
+		}
+		d := int64(g[0]-'0')*100 + int64(g[1]-'0')*10 + int64(g[2]-'0')
+		if tile.N > (math.MaxInt64-d)/1000 {
+			overflow = true
+		} else {
+			tile.N = tile.N*1000 + d
+		}
+	}
+	// A level-L tile starts at entry N·256^(L+1): past level 7 (2^64
+	// entries a tile) only a tree larger than int64 could hold one.
+	if overflow || tile.L > 7 {
+		return tile, errTileBeyondTree
 	}
 	return tile, nil
 }
 
+// parseDecimal parses a canonical decimal number up to max: ASCII digits
+// only, no sign, no leading zero (but "0"), no overflow.
+func parseDecimal(s string, max int64) (int64, bool) {
+	if s == "" || len(s) > 19 || !allDigits(s) || (len(s) > 1 && s[0] == '0') {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n > max {
+		return 0, false
+	}
+	return n, true
+}
+
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// tileInTree reports whether the tree of size entries holds every hash
+// (or, for an entry bundle, every entry) of tile, without overflowing: a
+// level-L tile needs hashes N·256 … N·256+W-1 of level L, of which the tree
+// has size>>(8L).
+func tileInTree(tile tlog.Tile, size int64) bool {
+	level := max(tile.L, 0)
+	if tile.N < 0 || level > 7 || size <= 0 {
+		return false
+	}
+	have := size >> (uint(level) * TileHeight)
+	if have < int64(tile.W) {
+		return false
+	}
+	return tile.N <= (have-int64(tile.W))/tileWidth
+}
+
 func (t *TLog) serveTile(w http.ResponseWriter, r *http.Request, p string) {
 	tile, err := parseTile(p)
+	if errors.Is(err, errTileBeyondTree) {
+		writeError(w, http.StatusNotFound, "tile not found: no tree holds it")
+		return
+	}
 	if err != nil {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("%s: want /tlog/tile/<L>/<N>[.p/<W>] or /tlog/tile/entries/<N>[.p/<W>]", err))
 		return
@@ -100,8 +198,7 @@ func (t *TLog) serveTile(w http.ResponseWriter, r *http.Request, p string) {
 		writeError(w, http.StatusServiceUnavailable, "the tree is not available")
 		return
 	}
-	level := max(tile.L, 0)
-	if need := (tile.N*tileWidth + int64(tile.W)) << (uint(level) * TileHeight); need > size || need <= 0 {
+	if !tileInTree(tile, size) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("tile not found: the tree holds %d entries", size))
 		return
 	}
@@ -152,9 +249,15 @@ type ConsistencyResponse struct {
 
 func (t *TLog) serveConsistency(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	oldSize, err1 := strconv.ParseInt(q.Get("old"), 10, 64)
-	newSize, err2 := strconv.ParseInt(q.Get("new"), 10, 64)
-	if err1 != nil || err2 != nil || oldSize < 0 || newSize < oldSize {
+	param := func(name string) (int64, bool) {
+		if len(q[name]) != 1 {
+			return 0, false
+		}
+		return parseDecimal(q[name][0], math.MaxInt64)
+	}
+	oldSize, ok1 := param("old")
+	newSize, ok2 := param("new")
+	if !ok1 || !ok2 || newSize < oldSize {
 		writeError(w, http.StatusBadRequest, "want old and new tree sizes with 0 <= old <= new")
 		return
 	}
@@ -202,12 +305,19 @@ func DecodeHashes(ss []string) ([]tlog.Hash, error) {
 	return out, nil
 }
 
-// tileCache keeps full tiles, which never change, LRU-bounded.
+// Bounds of the cache of full tiles: a hash tile is 8 KiB, an entry bundle
+// up to about a megabyte (256 ops of up to 4000 bytes and their envelope).
+const tileCacheMaxBytes = 64 << 20
+
+// tileCache keeps full tiles, which never change, LRU-bounded by count and
+// by bytes. A tile larger than the byte bound is not kept.
 type tileCache struct {
-	mu    sync.Mutex
-	max   int
-	ll    *list.List
-	items map[string]*list.Element
+	mu       sync.Mutex
+	maxItems int
+	maxBytes int64
+	bytes    int64
+	ll       *list.List
+	items    map[string]*list.Element
 }
 
 type tileItem struct {
@@ -215,8 +325,12 @@ type tileItem struct {
 	b   []byte
 }
 
-func newTileCache(n int) *tileCache {
-	return &tileCache{max: n, ll: list.New(), items: map[string]*list.Element{}}
+// tileItemOverhead is what the cache spends on a tile besides its bytes
+// (the key, the list element, the map entry), counted against maxBytes.
+const tileItemOverhead = 128
+
+func newTileCache(maxItems int) *tileCache {
+	return &tileCache{maxItems: maxItems, maxBytes: tileCacheMaxBytes, ll: list.New(), items: map[string]*list.Element{}}
 }
 
 func (c *tileCache) get(k string) ([]byte, bool) {
@@ -229,16 +343,29 @@ func (c *tileCache) get(k string) ([]byte, bool) {
 	return nil, false
 }
 
+func itemCost(it *tileItem) int64 { return int64(len(it.b)+len(it.key)) + tileItemOverhead }
+
 func (c *tileCache) put(k string, b []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, ok := c.items[k]; ok {
+	it := &tileItem{k, b}
+	if _, ok := c.items[k]; ok || itemCost(it) > c.maxBytes {
 		return
 	}
-	c.items[k] = c.ll.PushFront(&tileItem{k, b})
-	for c.ll.Len() > c.max {
+	c.items[k] = c.ll.PushFront(it)
+	c.bytes += itemCost(it)
+	for c.ll.Len() > c.maxItems || c.bytes > c.maxBytes {
 		e := c.ll.Back()
 		c.ll.Remove(e)
-		delete(c.items, e.Value.(*tileItem).key)
+		old := e.Value.(*tileItem)
+		delete(c.items, old.key)
+		c.bytes -= itemCost(old)
 	}
+}
+
+// size returns the number of tiles and the bytes the cache holds.
+func (c *tileCache) size() (int, int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ll.Len(), c.bytes
 }

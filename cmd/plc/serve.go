@@ -57,6 +57,12 @@ type serveConfig struct {
 	TLog tlogConfig
 	// NoUI turns the web UI (GET / and /ui/…) off.
 	NoUI bool
+	// MaxConns bounds the API's open connections (0: no bound);
+	// MaxConnsPerIP those of one client address (0: no bound, -1: the
+	// default, 256, or no bound with TrustProxy, where every connection
+	// comes from the proxy).
+	MaxConns      int
+	MaxConnsPerIP int
 }
 
 // flagSource binds flags to their environment fallbacks.
@@ -131,6 +137,8 @@ func serverFlags(f *flagSource, c *serveConfig) {
 	f.float(&c.IPRate, "ip-rate", "PLC_IP_RATE", 0, "per-client-IP request rate limit, requests/second (0: off)")
 	f.int(&c.IPBurst, "ip-burst", "PLC_IP_BURST", 50, "per-client-IP burst")
 	f.bool(&c.TrustProxy, "trust-proxy", "PLC_TRUST_PROXY", "take client IPs from X-Forwarded-For (behind a proxy)")
+	f.int(&c.MaxConns, "max-conns", "PLC_MAX_CONNS", defaultMaxConns, "most API connections open at once; over it a new one replaces the oldest idle one or is closed (0: no bound)")
+	f.int(&c.MaxConnsPerIP, "max-conns-per-ip", "PLC_MAX_CONNS_PER_IP", -1, fmt.Sprintf("most API connections of one client IP (IPv6: /64); -1: %d, or no bound with --trust-proxy; 0: no bound", defaultMaxConnsPerIP))
 	f.duration(&c.ShutdownTimeout, "shutdown-timeout", "PLC_SHUTDOWN_TIMEOUT", 15*time.Second, "graceful shutdown deadline")
 	clockSkewFlag(f, &c.MaxClockSkew)
 	tlogFlags(f, &c.TLog)
@@ -166,6 +174,9 @@ func (c *serveConfig) validate() error {
 	if c.IPRate > 0 && c.IPBurst < 1 {
 		return errors.New("--ip-burst must be at least 1 when --ip-rate is set")
 	}
+	if c.MaxConns < 0 || c.MaxConnsPerIP < -1 {
+		return errors.New("--max-conns must not be negative, --max-conns-per-ip not below -1")
+	}
 	if c.ShutdownTimeout <= 0 {
 		return errors.New("--shutdown-timeout must be positive")
 	}
@@ -176,6 +187,39 @@ func (c *serveConfig) validate() error {
 		return err
 	}
 	return c.TLog.validate()
+}
+
+// Connection bounds of the API listener.
+const (
+	defaultMaxConns      = 8192
+	defaultMaxConnsPerIP = 256
+	// fdReserve is what the process keeps of its file descriptor limit for
+	// everything but API connections: the database, the metrics listener,
+	// files.
+	fdReserve = 256
+)
+
+// fileLimit returns the process's limit on open files (a hook for tests).
+var fileLimit = systemFileLimit
+
+// connLimits resolves the connection bounds: the per-IP default, and a
+// total that fits in the process's file descriptor limit.
+func (c *serveConfig) connLimits(logger *slog.Logger) (total, perIP int) {
+	total, perIP = c.MaxConns, c.MaxConnsPerIP
+	if perIP < 0 {
+		perIP = defaultMaxConnsPerIP
+		if c.TrustProxy {
+			perIP = 0
+		}
+	}
+	if fds, ok := fileLimit(); ok && fds > 2*fdReserve {
+		if room := int(min(fds-fdReserve, 1<<30)); total == 0 || total > room {
+			logger.Warn("the API connection bound is lowered to fit the file descriptor limit",
+				"max_conns", c.MaxConns, "fd_limit", fds, "bound", room)
+			total = room
+		}
+	}
+	return total, perIP
 }
 
 // redactDB returns db fit for logs: a URL's password is replaced.
@@ -313,13 +357,16 @@ func serveWith(ctx context.Context, c serveConfig, logger *slog.Logger, hook dir
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
+	maxConns, maxPerIP := c.connLimits(logger)
+	conns := api.NewConnLimiter(api.ConnLimits{MaxConns: maxConns, MaxPerIP: maxPerIP, Registry: reg, Logger: logger})
+	srv.ConnState = conns.ConnState
 	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {
 		log.Close()
 		return fmt.Errorf("listen %s: %w", c.Listen, err)
 	}
 	errc := make(chan error, 2)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- srv.Serve(conns.Listener(api.TransportErrorsAsJSON(ln))) }()
 	logger.Info("plc serve listening", "addr", ln.Addr().String(), "version", version)
 
 	var msrv *http.Server

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -64,5 +65,34 @@ func TestServeMigratesEmptyDatabase(t *testing.T) {
 	st, err := oplog.Status(db)
 	if err != nil || st.Version != st.Latest || st.Latest == 0 {
 		t.Fatalf("schema after first start: %+v, %v", st, err)
+	}
+}
+
+// The API's connection bounds: per client IP 256 by default, none behind a
+// trusted proxy (every connection is the proxy's), and a total that always
+// fits in the file descriptor limit (21,000 idle connections once took
+// them all).
+func TestServeConnectionBoundsFitTheFileLimit(t *testing.T) {
+	defer func(f func() (uint64, bool)) { fileLimit = f }(fileLimit)
+	logger := slog.New(slog.DiscardHandler)
+	for _, tc := range []struct {
+		name             string
+		c                serveConfig
+		fds              uint64
+		total, perClient int
+	}{
+		{"defaults", serveConfig{MaxConns: defaultMaxConns, MaxConnsPerIP: -1}, 1 << 20, defaultMaxConns, defaultMaxConnsPerIP},
+		{"behind a proxy", serveConfig{MaxConns: defaultMaxConns, MaxConnsPerIP: -1, TrustProxy: true}, 1 << 20, defaultMaxConns, 0},
+		{"explicit", serveConfig{MaxConns: 100, MaxConnsPerIP: 7, TrustProxy: true}, 1 << 20, 100, 7},
+		{"over the file limit", serveConfig{MaxConns: defaultMaxConns, MaxConnsPerIP: -1}, 4096, 4096 - fdReserve, defaultMaxConnsPerIP},
+		{"unbounded within a file limit", serveConfig{MaxConns: 0, MaxConnsPerIP: 0}, 20000, 20000 - fdReserve, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fileLimit = func() (uint64, bool) { return tc.fds, true }
+			total, perIP := tc.c.connLimits(logger)
+			if total != tc.total || perIP != tc.perClient {
+				t.Fatalf("bounds %d total, %d per IP; want %d, %d", total, perIP, tc.total, tc.perClient)
+			}
+		})
 	}
 }
