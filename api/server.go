@@ -49,6 +49,7 @@ const (
 	routeStream     = "/export/stream"
 	retryOverloaded = time.Second
 	retryClosed     = 5 * time.Second
+	retryStorage    = 5 * time.Second
 )
 
 // Config configures a Server. Log is required; every other field has a
@@ -306,7 +307,6 @@ func response(err error) (status int, message string, retryAfter time.Duration, 
 		return http.StatusBadRequest, verdict.Message, 0, false
 	case errors.Is(err, oplog.ErrStorage):
 		// Logged by the log at a bounded rate, not once per request.
-		const retryStorage = 5 * time.Second
 		return http.StatusServiceUnavailable, "Database unavailable, retry later", retryStorage, false
 	case errors.As(err, &behind):
 		return http.StatusServiceUnavailable, "Server clock is behind the log, retry later", behind.RetryAfter(), false
@@ -316,6 +316,9 @@ func response(err error) (status int, message string, retryAfter time.Duration, 
 		return http.StatusServiceUnavailable, "Service Unavailable", retryClosed, false
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return http.StatusServiceUnavailable, "Service Unavailable", retryOverloaded, false
+	case oplog.Unavailable(err):
+		// A read while the database is down (which /_health reports).
+		return http.StatusServiceUnavailable, "Database unavailable, retry later", retryStorage, false
 	}
 	return http.StatusInternalServerError, "Internal Server Error", 0, true
 }

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -159,3 +161,76 @@ func TestSubmitWhileClockIsFarBehindTheLogIs503(t *testing.T) {
 		env.mustSubmit(n.GenesisDID(), n)
 	})
 }
+
+// readOutageStore also fails the reads the GET routes make.
+type readOutageStore struct{ outageStore }
+
+func (s *readOutageStore) Head(ctx context.Context, did string) (oplog.Entry, error) {
+	if err := s.failing(); err != nil {
+		return oplog.Entry{}, err
+	}
+	return s.Store.Head(ctx, did)
+}
+
+func (s *readOutageStore) Ops(ctx context.Context, did string) ([]oplog.Entry, error) {
+	if err := s.failing(); err != nil {
+		return nil, err
+	}
+	return s.Store.Ops(ctx, did)
+}
+
+func (s *readOutageStore) Export(ctx context.Context, after int64, limit int) ([]oplog.Entry, error) {
+	if err := s.failing(); err != nil {
+		return nil, err
+	}
+	return s.Store.Export(ctx, after, limit)
+}
+
+// TestReadsDuringDatabaseOutageAre503: while the database cannot be
+// reached, the read routes answer 503 with Retry-After, not a 500 (an
+// error of the data itself still is one).
+func TestReadsDuringDatabaseOutageAre503(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		down := &readOutageStore{}
+		env := newAPIEnv(t, b, envOptions{wrap: func(s oplog.Store) oplog.Store { down.Store = s; return down }})
+		k := keys(t, 1)
+		g := genesisOp(t, "alice.test", k[0], k[0])
+		did := g.GenesisDID()
+		env.mustSubmit(did, g)
+		paths := []string{"/" + did, "/" + did + "/data", "/" + did + "/log", "/" + did + "/log/last", "/" + did + "/log/audit", "/export?after=0"}
+		for _, tc := range []struct {
+			name string
+			err  error
+		}{
+			{"ConnectionRefused", fmt.Errorf("acquire: %w", &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED})},
+			{"PostgresShutdown", fmt.Errorf("query: %w", &pgconn.PgError{Code: "57P01", Message: "terminating connection due to administrator command"})},
+			{"PostgresConnectionLost", fmt.Errorf("query: %w", &pgconn.PgError{Code: "08006", Message: "connection failure"})},
+			{"SQLiteIOError", sqliteCode(10)},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				down.fail(tc.err)
+				defer down.fail(nil)
+				for _, p := range paths {
+					r := env.get(p)
+					r.expectMessage(t, http.StatusServiceUnavailable, "Database unavailable, retry later")
+					if r.header.Get("Retry-After") == "" {
+						t.Errorf("GET %s: no Retry-After", p)
+					}
+				}
+			})
+		}
+		down.fail(errors.New("decoding a stored op: unexpected tag"))
+		if r := env.get("/" + did); r.status != http.StatusInternalServerError {
+			t.Errorf("an error of the data itself: status %d, want 500", r.status)
+		}
+		down.fail(nil)
+		if r := env.get("/" + did); r.status != http.StatusOK {
+			t.Errorf("after the outage: status %d, want 200", r.status)
+		}
+	})
+}
+
+type sqliteCode int
+
+func (c sqliteCode) Error() string { return fmt.Sprintf("sqlite error %d", int(c)) }
+func (c sqliteCode) Code() int     { return int(c) }

@@ -2,12 +2,18 @@ package oplog
 
 import (
 	"context"
+	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // ErrStorage: the database failed to read or commit (unreachable, out of
@@ -160,4 +166,43 @@ func (f *failureLog) succeeded() {
 	if was {
 		f.logger.Info("storage works again", "failures", n)
 	}
+}
+
+// Unavailable reports whether err says that the database could not be
+// reached or ran out of resources, rather than that a query or its data
+// was wrong: a *StorageError, a network or connection error, a PostgreSQL
+// error of class 08 (connection exception), 53 (insufficient resources)
+// or 57 (operator intervention, such as a shutdown), a connection the
+// driver gave up, or an SQLite result of busy, locked, I/O error, full or
+// cannot open. Reads use it to answer 503 rather than 500 while the
+// database is down; the write path classifies its failures itself
+// (StorageError).
+func Unavailable(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, ErrStorage) || errors.Is(err, driver.ErrBadConn) || errors.Is(err, sql.ErrConnDone) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ENOSPC) {
+		return true
+	}
+	var (
+		netErr  net.Error
+		connErr *pgconn.ConnectError
+		pgErr   *pgconn.PgError
+		coded   interface{ Code() int }
+	)
+	switch {
+	case errors.As(err, &connErr), errors.As(err, &netErr):
+		return true
+	case errors.As(err, &pgErr):
+		class := pgErr.Code[:min(2, len(pgErr.Code))]
+		return class == "08" || class == "53" || class == "57"
+	case errors.As(err, &coded):
+		switch coded.Code() & 0xff {
+		case 5, 6, 10, 13, 14: // SQLITE_BUSY, LOCKED, IOERR, FULL, CANTOPEN
+			return true
+		}
+	}
+	return pgconn.SafeToRetry(err) || pgconn.Timeout(err)
 }
