@@ -2,7 +2,6 @@ package api
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -766,22 +765,28 @@ func (st *stream) page(what string, upTo int64, first func(*oplog.Entry) *stream
 			return len(entries), asked, end
 		}
 	}
+	// The page's messages share one allocation, freed once all are sent.
+	arena := make([]byte, 0, int64(len(entries))*st.eventSize()*5/4)
+	var msgs [][]byte
 	for i := range entries {
 		e := &entries[i]
 		if upTo >= 0 && e.Seq > upTo {
 			break
 		}
-		st.buf, err = appendSequencedEntry(st.buf[:0], e)
+		start := len(arena)
+		arena, err = appendSequencedEntry(arena, e)
 		if err != nil {
+			st.pushAll(msgs)
 			return len(entries), asked, st.failed("rendering an op", err)
 		}
-		msg := bytes.Clone(st.buf)
+		msg := arena[start:len(arena):len(arena)]
 		st.msgs++
 		st.msgBytes += int64(len(msg))
 		st.hold(int64(len(msg)))
-		st.push(msg)
+		msgs = append(msgs, msg)
 		st.lastSent = e.Seq
 	}
+	st.pushAll(msgs)
 	return len(entries), asked, nil
 }
 
@@ -837,6 +842,20 @@ func (st *stream) taken(n int64) {
 func (st *stream) push(msg []byte) {
 	st.mu.Lock()
 	st.queue = append(st.queue, msg)
+	st.mu.Unlock()
+	select {
+	case st.ready <- struct{}{}:
+	default:
+	}
+}
+
+// pushAll queues msgs (already counted by hold) for the writer.
+func (st *stream) pushAll(msgs [][]byte) {
+	if len(msgs) == 0 {
+		return
+	}
+	st.mu.Lock()
+	st.queue = append(st.queue, msgs...)
 	st.mu.Unlock()
 	select {
 	case st.ready <- struct{}{}:
