@@ -2,6 +2,7 @@ package api
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -539,7 +540,7 @@ type stream struct {
 	ctx      context.Context    // cancelled when the client goes, on Close, or when a write fails
 	cancel   context.CancelFunc // ends the stream
 	lastSent int64              // the last seq queued for the client
-	buf      []byte
+	scratch  []byte             // where an op is rendered before it is queued
 
 	// Rendered messages, for the size of the next page.
 	msgs, msgBytes int64
@@ -765,21 +766,20 @@ func (st *stream) page(what string, upTo int64, first func(*oplog.Entry) *stream
 			return len(entries), asked, end
 		}
 	}
-	// The page's messages share one allocation, freed once all are sent.
-	arena := make([]byte, 0, int64(len(entries))*st.eventSize()*5/4)
+	// A copy of each message, of its size: what the connection has taken
+	// is freed at once, so the stream's memory is what it counts unsent.
 	var msgs [][]byte
 	for i := range entries {
 		e := &entries[i]
 		if upTo >= 0 && e.Seq > upTo {
 			break
 		}
-		start := len(arena)
-		arena, err = appendSequencedEntry(arena, e)
+		st.scratch, err = appendSequencedEntry(st.scratch[:0], e)
 		if err != nil {
 			st.pushAll(msgs)
 			return len(entries), asked, st.failed("rendering an op", err)
 		}
-		msg := arena[start:len(arena):len(arena)]
+		msg := bytes.Clone(st.scratch)
 		st.msgs++
 		st.msgBytes += int64(len(msg))
 		st.hold(int64(len(msg)))
