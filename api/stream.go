@@ -88,6 +88,9 @@ const (
 	// streamReadLimit caps a client message. Clients have nothing to say;
 	// their messages are read and dropped.
 	streamReadLimit = 1024
+	// streamCloseGrace is how long a stream that is cancelled (on Close)
+	// lets the write in progress complete before it abandons it.
+	streamCloseGrace = time.Second
 	// streamRetryAfter is the Retry-After of a 503 (seconds).
 	streamRetryAfter = "5"
 	// defaultStreamMaxUnsent is StreamOptions.MaxUnsent's default, the
@@ -321,12 +324,17 @@ func (s *Streamer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	ctx, cancel := context.WithCancel(s.stopCtx)
 	defer cancel()
+	// Writes are cut short when the client goes, not at once on Close
+	// (see awaitWriter).
+	wctx, wcancel := context.WithCancel(context.Background())
+	defer wcancel()
 	gone := make(chan struct{})
 	go func() {
 		// Read and drop client messages, so that pings and close frames
 		// are answered; a read error means the client has gone.
 		defer close(gone)
 		defer cancel()
+		defer wcancel()
 		for {
 			_, rd, err := conn.Reader(context.Background())
 			if err != nil {
@@ -342,7 +350,7 @@ func (s *Streamer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		<-gone
 	}()
 
-	st := &stream{s: s, conn: conn, ctx: ctx, cancel: cancel,
+	st := &stream{s: s, conn: conn, ctx: ctx, cancel: cancel, wctx: wctx,
 		room: make(chan struct{}, 1), ready: make(chan struct{}, 1)}
 	written := make(chan struct{})
 	go func() {
@@ -356,12 +364,12 @@ func (s *Streamer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	} else {
 		cancel()
 	}
-	<-written
+	st.awaitWriter(written, wcancel)
 	st.drop()
 	if s.stopCtx.Err() != nil {
 		end = streamShutdown
 	}
-	if end.code != 0 {
+	if end.code != 0 && !st.broken.Load() {
 		conn.Close(end.code, end.reason)
 	}
 }
@@ -539,6 +547,7 @@ type stream struct {
 	conn     *websocket.Conn
 	ctx      context.Context    // cancelled when the client goes, on Close, or when a write fails
 	cancel   context.CancelFunc // ends the stream
+	wctx     context.Context    // the writes': cancelled when the client goes, or to abandon a write
 	lastSent int64              // the last seq queued for the client
 	scratch  []byte             // where an op is rendered before it is queued
 
@@ -548,6 +557,8 @@ type stream struct {
 	unsent atomic.Int64  // bytes queued (or held in the pump's buffer) and not yet taken by the connection
 	room   chan struct{} // 1-buffered: unsent fell to half of MaxUnsent
 	ready  chan struct{} // 1-buffered: wakes the writer
+
+	broken atomic.Bool // a write failed or was abandoned: the connection is closed
 
 	mu    sync.Mutex
 	queue [][]byte // messages for the writer, in order
@@ -914,9 +925,36 @@ func (st *stream) writeLoop() {
 		err := st.write(msg)
 		st.taken(int64(len(msg)))
 		if err != nil {
+			st.broken.Store(true)
 			st.cancel()
 			return
 		}
+	}
+}
+
+// awaitWriter waits for the writer to end: once it has written what was
+// queued, when the stream was finished; at once otherwise. When the stream
+// is cancelled (Close, or the stream ended without a close frame), the
+// writer takes no more from its queue and has streamCloseGrace to finish
+// the write in progress: then it is abandoned, which closes the
+// connection. So Close neither cuts a write that is about to complete (the
+// client then gets its close frame) nor waits on a client that does not
+// read.
+func (st *stream) awaitWriter(written <-chan struct{}, abandon context.CancelFunc) {
+	select {
+	case <-written:
+		return
+	case <-st.ctx.Done():
+	case <-st.s.stopCtx.Done():
+		st.cancel()
+	}
+	t := time.NewTimer(streamCloseGrace)
+	defer t.Stop()
+	select {
+	case <-written:
+	case <-t.C:
+		abandon()
+		<-written
 	}
 }
 
@@ -933,7 +971,7 @@ func (st *stream) drop() {
 }
 
 func (st *stream) write(msg []byte) error {
-	ctx, cancel := context.WithTimeout(st.ctx, streamWriteTimeout)
+	ctx, cancel := context.WithTimeout(st.wctx, streamWriteTimeout)
 	defer cancel()
 	return st.conn.Write(ctx, websocket.MessageText, msg)
 }

@@ -276,7 +276,8 @@ func TestStreamStuckLiveClientHoldsAtMostMaxUnsent(t *testing.T) {
 	streamWait(t, liveCh, "the stream to go live again")
 	env.commit(1)
 	env.recv(c, 102, 102)
-	env.streamer.Close()
+	c.CloseNow()
+	env.streamer.Close() // waits for the handler
 	if n := env.streamer.unsent.Load(); n != 0 {
 		t.Fatalf("%d bytes still counted unsent after the stream ended", n)
 	}
