@@ -190,10 +190,10 @@ func TestStreamBackfillsDoNotStarveHealthOfConnections(t *testing.T) {
 	const (
 		clients = 50
 		pool    = 4
-		reads   = 2
+		reads   = 2 // StoreReads's default
 	)
 	var ps *poolStore
-	env := newStreamEnv(t, StreamOptions{StoreReads: reads}, streamHooks{}, func(s oplog.Store) oplog.Store {
+	env := newStreamEnv(t, StreamOptions{}, streamHooks{}, func(s oplog.Store) oplog.Store {
 		ps = &poolStore{Store: s, slots: make(chan struct{}, pool), gate: make(chan struct{}), holding: make(chan struct{}, clients)}
 		return ps
 	})
