@@ -136,6 +136,9 @@ func (ln *limitListener) Accept() (net.Conn, error) {
 
 // limitedConn is an admitted connection. Its fields but Conn, l and key
 // are guarded by l.mu.
+// NetConn returns the connection c wraps.
+func (c *limitedConn) NetConn() net.Conn { return c.Conn }
+
 type limitedConn struct {
 	net.Conn
 	l   *ConnLimiter

@@ -47,6 +47,9 @@ func (ln *jsonErrListener) Accept() (net.Conn, error) {
 
 type jsonErrConn struct{ net.Conn }
 
+// NetConn returns the connection c wraps.
+func (c *jsonErrConn) NetConn() net.Conn { return c.Conn }
+
 // SetLinger and CloseWrite pass through to a TCP connection.
 func (c *jsonErrConn) SetLinger(sec int) error { return setLinger(c.Conn, sec) }
 func (c *jsonErrConn) CloseWrite() error       { return closeWrite(c.Conn) }
