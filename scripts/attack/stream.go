@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/plcdir/plc/scripts/attack/redate"
 )
 
 // corpus writes a generated corpus of n ops (or returns the one already
@@ -33,6 +36,24 @@ func importInto(ctx context.Context, c *config, db, file string) error {
 	return nil
 }
 
+// recent writes a copy of the corpus file dated from an hour ago on.
+func recent(file string) (string, error) {
+	in, err := os.Open(file)
+	if err != nil {
+		return "", err
+	}
+	defer in.Close()
+	out, err := os.Create(strings.TrimSuffix(file, ".jsonl") + "-recent.jsonl")
+	if err != nil {
+		return "", err
+	}
+	defer out.Close()
+	if err := redate.Lines(in, out, time.Now().Add(-time.Hour).UTC().Truncate(time.Millisecond)); err != nil {
+		return "", err
+	}
+	return out.Name(), out.Close()
+}
+
 // runStream opens many /export/stream clients asking for the whole log
 // that never read, and checks the server's memory and health.
 func runStream(ctx context.Context, c *config, r *modeReport) error {
@@ -42,6 +63,11 @@ func runStream(ctx context.Context, c *config, r *modeReport) error {
 	}
 	file, err := corpus(ctx, c, ops)
 	if err != nil {
+		return err
+	}
+	// Inside the stream's backfill window, or every stream from cursor 0
+	// would be closed at once as outdated.
+	if file, err = recent(file); err != nil {
 		return err
 	}
 	db := filepath.Join(c.work, "stream.db")
@@ -88,6 +114,22 @@ func runStream(ctx context.Context, c *config, r *modeReport) error {
 		}
 	}()
 	r.figure("clients", "%d never-reading stream clients connected, %d refused", len(conns), fails)
+
+	// A client that does read is still served, from the start of the log.
+	rctx, rcancel := context.WithTimeout(ctx, 20*time.Second)
+	reader, _, err := websocket.Dial(rctx, wsURL, nil)
+	read := 0
+	if err == nil {
+		for read < 100 {
+			if _, _, err := reader.Read(rctx); err != nil {
+				break
+			}
+			read++
+		}
+		reader.CloseNow()
+	}
+	rcancel()
+	r.check(read == 100, "reader served", "a reading client got %d of the first 100 events", read)
 
 	// Let the server fill what it will: sample health and memory for a while.
 	healthy, samples := 0, 0

@@ -32,8 +32,6 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -47,6 +45,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	redatepkg "github.com/plcdir/plc/scripts/attack/redate"
 )
 
 func main() {
@@ -87,32 +87,7 @@ func redate(args []string, in io.Reader, out io.Writer) error {
 			return fmt.Errorf("-start: %w", err)
 		}
 	}
-	key := []byte(`"createdAt":"`)
-	sc := bufio.NewScanner(in)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	w := bufio.NewWriter(out)
-	for n := 0; sc.Scan(); n++ {
-		line := sc.Bytes()
-		i := bytes.Index(line, key)
-		if i < 0 {
-			return fmt.Errorf("line %d: no createdAt", n+1)
-		}
-		v := i + len(key)
-		j := bytes.IndexByte(line[v:], '"')
-		if j < 0 {
-			return fmt.Errorf("line %d: unterminated createdAt", n+1)
-		}
-		if n > 0 {
-			w.WriteByte('\n')
-		}
-		w.Write(line[:v])
-		w.WriteString(t.Add(time.Duration(n) * time.Millisecond).UTC().Format("2006-01-02T15:04:05.000Z"))
-		w.Write(line[v+j:])
-	}
-	if err := sc.Err(); err != nil {
-		return err
-	}
-	return w.Flush()
+	return redatepkg.Lines(in, out, t)
 }
 
 // flood opens never-reading streams and watches the server.
