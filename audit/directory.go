@@ -12,12 +12,17 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/plcdir/plc/internal/origin"
 )
 
 // DirectoryClient reads the public API of a did:plc directory (plc serve,
 // plc mirror, the reference). Every response is bounded in size (the
 // limits below) and in time (the http.Client's timeout), and an answer
-// other than the one a route documents is a *StatusError.
+// other than the one a route documents is a *StatusError. It follows no
+// redirect off the directory's origin, and none at all for export pages
+// (see package origin): a redirect not followed is a *StatusError with the
+// redirect's status.
 type DirectoryClient struct {
 	base   *url.URL
 	client *http.Client
@@ -54,7 +59,7 @@ func NewDirectoryClient(base string, client *http.Client) (*DirectoryClient, err
 	if client == nil {
 		client = &http.Client{Timeout: DefaultTimeout}
 	}
-	return &DirectoryClient{base: u, client: client}, nil
+	return &DirectoryClient{base: u, client: origin.Client(client, u)}, nil
 }
 
 // redactURL hides the password of a URL that may not parse.
@@ -124,6 +129,9 @@ func (d *DirectoryClient) get(ctx context.Context, path string, q url.Values, li
 	if resp.StatusCode == http.StatusOK || containsInt(also, resp.StatusCode) {
 		return resp.StatusCode, body, nil
 	}
+	if origin.IsRedirect(resp.StatusCode) {
+		return 0, nil, &StatusError{URL: u.Redacted(), Status: resp.StatusCode, Message: origin.Describe(resp) + ", not followed"}
+	}
 	return 0, nil, &StatusError{URL: u.Redacted(), Status: resp.StatusCode, Message: errorMessage(body)}
 }
 
@@ -171,7 +179,7 @@ func quoteIfNeeded(s string, n int) string {
 // seq mode.
 func (d *DirectoryClient) ExportPage(ctx context.Context, after int64, count int) (lines [][]byte, last int64, err error) {
 	q := url.Values{"after": {strconv.FormatInt(after, 10)}, "count": {strconv.Itoa(count)}}
-	_, body, err := d.get(ctx, "/export", q, MaxExportPageBytes)
+	_, body, err := d.get(origin.NoRedirects(ctx), "/export", q, MaxExportPageBytes)
 	if err != nil {
 		return nil, 0, err
 	}

@@ -50,7 +50,7 @@ func (m *Mirror) checkHead(ctx context.Context) error {
 		return err
 	}
 	after := c.Seq - 1
-	body, err := m.up.get(ctx, "/export", url.Values{"after": {strconv.FormatInt(after, 10)}, "count": {"1"}})
+	body, err := m.up.export(ctx, url.Values{"after": {strconv.FormatInt(after, 10)}, "count": {"1"}})
 	if err != nil {
 		return err
 	}

@@ -184,7 +184,7 @@ func (r *legacyReader) Read(p []byte) (int, error) {
 		if !r.after.IsZero() {
 			q.Set("after", string(validate.AppendTimestamp(nil, r.after.Add(-time.Millisecond))))
 		}
-		body, err := r.m.up.get(r.ctx, "/export", q)
+		body, err := r.m.up.export(r.ctx, q)
 		if err != nil {
 			return 0, err
 		}

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/plcdir/plc/internal/origin"
 )
 
 // errResponse: the upstream answered, but not with something usable (a
@@ -35,7 +37,9 @@ func badResponse(body []byte, format string, args ...any) error {
 
 // upstream is the HTTP client of the directory being mirrored. Every
 // response is bounded: its size (maxBody), its duration (the client's
-// timeout).
+// timeout). Its client follows no redirect off the upstream's origin, and
+// none at all for export pages (see package origin): what it returns, and
+// what becomes evidence, is only ever what the upstream itself sent.
 type upstream struct {
 	base    *url.URL
 	client  *http.Client
@@ -50,7 +54,7 @@ func newUpstream(raw string, client *http.Client, maxBody int64) (*upstream, err
 	if u.RawQuery != "" || u.Fragment != "" {
 		return nil, fmt.Errorf("upstream %q: want a URL without query or fragment", raw)
 	}
-	return &upstream{base: u, client: client, maxBody: maxBody}, nil
+	return &upstream{base: u, client: origin.Client(client, u), maxBody: maxBody}, nil
 }
 
 func (u *upstream) url(path string, q url.Values) string {
@@ -61,9 +65,17 @@ func (u *upstream) url(path string, q url.Values) string {
 	return v.String()
 }
 
+// export fetches a page of the upstream's /export: as get, following no
+// redirect, even on the upstream's origin.
+func (u *upstream) export(ctx context.Context, q url.Values) ([]byte, error) {
+	return u.get(origin.NoRedirects(ctx), "/export", q)
+}
+
 // get fetches path and returns the whole body of a 200 answer. A body over
 // maxBody, one shorter than its Content-Length, or another status is an
-// errResponse; a failure to connect is returned as it is.
+// errResponse; a failure to connect is returned as it is. A redirect that
+// is not followed is an errResponse whose evidence is the redirect answer
+// itself: its status line, headers and body.
 func (u *upstream) get(ctx context.Context, path string, q url.Values) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.url(path, q), nil)
 	if err != nil {
@@ -81,10 +93,24 @@ func (u *upstream) get(ctx context.Context, path string, q url.Values) ([]byte, 
 	if int64(len(body)) > u.maxBody {
 		return nil, badResponse(body, "GET %s: body over %d bytes", path, u.maxBody)
 	}
+	if origin.IsRedirect(resp.StatusCode) {
+		return nil, badResponse(redirectEvidence(resp, body), "GET %s: status %d, %s, not followed", path, resp.StatusCode, origin.Describe(resp))
+	}
 	if resp.StatusCode != http.StatusOK {
 		return body, badResponse(body, "GET %s: status %d", path, resp.StatusCode)
 	}
 	return body, nil
+}
+
+// redirectEvidence is a redirect answer as the upstream sent it: its
+// status line, its headers and its body.
+func redirectEvidence(resp *http.Response, body []byte) []byte {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "HTTP/%d.%d %s\r\n", resp.ProtoMajor, resp.ProtoMinor, resp.Status)
+	resp.Header.Write(&b)
+	b.WriteString("\r\n")
+	b.Write(body)
+	return b.Bytes()
 }
 
 // exportPage is one page of the upstream's /export: its lines, and what
@@ -126,7 +152,7 @@ func splitLines(body []byte) [][]byte {
 // seqPage fetches the seq-mode export page after seq.
 func (u *upstream) seqPage(ctx context.Context, after int64, count int) (exportPage, error) {
 	q := url.Values{"after": {strconv.FormatInt(after, 10)}, "count": {strconv.Itoa(count)}}
-	body, err := u.get(ctx, "/export", q)
+	body, err := u.export(ctx, q)
 	if err != nil {
 		return exportPage{}, err
 	}
@@ -144,7 +170,7 @@ func (u *upstream) seqPage(ctx context.Context, after int64, count int) (exportP
 // detect asks for the first op of the upstream's export and reports
 // whether it speaks seq mode. An empty export says nothing (ok false).
 func (u *upstream) detect(ctx context.Context) (seqMode, ok bool, err error) {
-	body, err := u.get(ctx, "/export", url.Values{"after": {"0"}, "count": {"1"}})
+	body, err := u.export(ctx, url.Values{"after": {"0"}, "count": {"1"}})
 	if err != nil {
 		return false, false, err
 	}
