@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/plcdir/plc/internal/origin"
+	"github.com/plcdir/plc/oplog"
 )
 
 // DirectoryClient reads the public API of a did:plc directory (plc serve,
@@ -175,8 +176,9 @@ func quoteIfNeeded(s string, n int) string {
 // ExportPage returns the lines of the seq-mode export page after seq
 // after (GET /export?after=<after>&count=<count>), and the seq of its last
 // line (after for an empty page). A page whose last line is not a
-// seq-mode line is a *StatusError: a cut-off body or a directory without
-// seq mode.
+// seq-mode line (as oplog.ReadLineHead reads it), or whose last seq is not
+// its highest, is a *StatusError: a cut-off body, a directory without seq
+// mode, or one that repeats a seq.
 func (d *DirectoryClient) ExportPage(ctx context.Context, after int64, count int) (lines [][]byte, last int64, err error) {
 	q := url.Values{"after": {strconv.FormatInt(after, 10)}, "count": {strconv.Itoa(count)}}
 	_, body, err := d.get(origin.NoRedirects(ctx), "/export", q, MaxExportPageBytes)
@@ -191,14 +193,20 @@ func (d *DirectoryClient) ExportPage(ctx context.Context, after int64, count int
 	if len(lines) == 0 {
 		return nil, after, nil
 	}
-	var pl struct {
-		Seq *int64 `json:"seq"`
-	}
-	if err := json.Unmarshal(lines[len(lines)-1], &pl); err != nil || pl.Seq == nil {
+	// The seq the next page starts after is read by the ingest's own rules,
+	// and must be the page's highest.
+	h, err := oplog.ReadLineHead(lines[len(lines)-1])
+	if err != nil || h.Seq == 0 {
 		return nil, 0, &StatusError{URL: d.url("/export", q).Redacted(),
 			Message: "the last line is not a seq-mode export line (a cut-off body, or a directory without seq mode)"}
 	}
-	return lines, *pl.Seq, nil
+	for _, l := range lines[:len(lines)-1] {
+		if o, err := oplog.ReadLineHead(l); err == nil && o.Seq >= h.Seq {
+			return nil, 0, &StatusError{URL: d.url("/export", q).Redacted(),
+				Message: fmt.Sprintf("the last line's seq %d is not above the page's seq %d", h.Seq, o.Seq)}
+		}
+	}
+	return lines, h.Seq, nil
 }
 
 // ExportPageSize is the page size ExportReader asks for: the largest the

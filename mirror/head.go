@@ -3,7 +3,6 @@ package mirror
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/url"
 	"strconv"
@@ -59,15 +58,15 @@ func (m *Mirror) checkHead(ctx context.Context) error {
 	if len(lines) == 0 {
 		answer = "nothing"
 	} else {
-		var pl pageLine
-		if err := json.Unmarshal(lines[0], &pl); err != nil {
-			return badResponse(body, "GET /export?after=%d&count=1: the first line is not JSON", after)
+		pl, err := oplog.ReadLineHead(lines[0])
+		if err != nil {
+			return badResponse(body, "GET /export?after=%d&count=1: the first line is not an export line: %v", after, err)
 		}
 		switch {
-		case pl.Seq == nil:
+		case pl.Seq == 0:
 			return badResponse(body, "GET /export?after=%d&count=1: the first line has no seq", after)
-		case *pl.Seq != c.Seq:
-			answer = "seq " + strconv.FormatInt(*pl.Seq, 10)
+		case pl.Seq != c.Seq:
+			answer = "seq " + strconv.FormatInt(pl.Seq, 10)
 		case sameExportLine(lines[0], held.line):
 			return nil
 		default:

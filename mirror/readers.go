@@ -3,12 +3,12 @@ package mirror
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"io"
 	"net/url"
 	"strconv"
 	"time"
 
+	"github.com/plcdir/plc/oplog"
 	"github.com/plcdir/plc/validate"
 )
 
@@ -94,11 +94,10 @@ func (r *seqReader) fetchPage(ctx context.Context) ([]byte, bool, error) {
 	// Lines at or before after were asked not to be sent: the upstream
 	// serves them again, so its order is not what it was.
 	kept := lines[:0]
-	for _, l := range lines {
-		var pl pageLine
-		if json.Unmarshal(l, &pl) == nil && pl.Seq != nil && *pl.Seq <= r.after {
+	for i, l := range lines {
+		if seq := page.seqs[i]; seq > 0 && seq <= r.after {
 			r.m.record(ctx, Divergence{Kind: KindReordered, Evidence: l,
-				Detail: "the upstream served seq " + strconv.FormatInt(*pl.Seq, 10) + " again after seq " + strconv.FormatInt(r.after, 10)})
+				Detail: "the upstream served seq " + strconv.FormatInt(seq, 10) + " again after seq " + strconv.FormatInt(r.after, 10)})
 			continue
 		}
 		kept = append(kept, l)
@@ -195,11 +194,11 @@ func (r *legacyReader) Read(p []byte) (int, error) {
 			boundary = r.boundary
 		)
 		for i, l := range lines {
-			var pl pageLine
-			if err := json.Unmarshal(l, &pl); err != nil {
+			pl, err := oplog.ReadLineHead(l)
+			if err != nil {
 				if i == len(lines)-1 {
-					// The last line does not parse: a cut-off body.
-					return 0, badResponse(body, "GET /export: the last line is not JSON (cut off?)")
+					// The last line cannot be read: a cut-off body.
+					return 0, badResponse(body, "GET /export: the last line is not an export line (cut off?): %v", err)
 				}
 				kept = append(kept, l) // Import rejects it
 				continue

@@ -3,7 +3,6 @@ package mirror
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,9 +10,9 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/plcdir/plc/internal/origin"
+	"github.com/plcdir/plc/oplog"
 )
 
 // errResponse: the upstream answered, but not with something usable (a
@@ -117,16 +116,10 @@ func redirectEvidence(resp *http.Response, body []byte) []byte {
 // the mirror needs to ask for the next page.
 type exportPage struct {
 	lines [][]byte
-	// seq-mode: the last line's seq. legacy: the last line's createdAt.
+	// seq-mode: the seq of each line, as oplog.ReadLineHead reads it (0:
+	// none, or the line cannot be read), and the last line's.
+	seqs    []int64
 	lastSeq int64
-	lastAt  time.Time
-}
-
-// pageLine is the part of an export line the pager reads.
-type pageLine struct {
-	Seq       *int64 `json:"seq"`
-	CID       string `json:"cid"`
-	CreatedAt string `json:"createdAt"`
 }
 
 // splitLines returns body's non-blank lines. A body that does not end
@@ -149,7 +142,10 @@ func splitLines(body []byte) [][]byte {
 	return out
 }
 
-// seqPage fetches the seq-mode export page after seq.
+// seqPage fetches the seq-mode export page after seq after. Each line's
+// seq is read by the ingest's own rules (oplog.ReadLineHead); the last
+// line's must be readable and above every other seq of the page, for it
+// is where the next page starts: else the page is a bad response.
 func (u *upstream) seqPage(ctx context.Context, after int64, count int) (exportPage, error) {
 	q := url.Values{"after": {strconv.FormatInt(after, 10)}, "count": {strconv.Itoa(count)}}
 	body, err := u.export(ctx, q)
@@ -157,12 +153,26 @@ func (u *upstream) seqPage(ctx context.Context, after int64, count int) (exportP
 		return exportPage{}, err
 	}
 	p := exportPage{lines: splitLines(body), lastSeq: after}
-	if n := len(p.lines); n > 0 {
-		var pl pageLine
-		if err := json.Unmarshal(p.lines[n-1], &pl); err != nil || pl.Seq == nil {
-			return exportPage{}, badResponse(body, "GET /export?after=%d: the last line is not a seq-mode export line (cut off?)", after)
+	n := len(p.lines)
+	if n == 0 {
+		return p, nil
+	}
+	p.seqs = make([]int64, n)
+	for i, l := range p.lines {
+		if h, err := oplog.ReadLineHead(l); err == nil {
+			p.seqs[i] = h.Seq
+		} else if i == n-1 {
+			return exportPage{}, badResponse(body, "GET /export?after=%d: the last line is not a seq-mode export line (cut off?): %v", after, err)
 		}
-		p.lastSeq = *pl.Seq
+	}
+	p.lastSeq = p.seqs[n-1]
+	if p.lastSeq == 0 {
+		return exportPage{}, badResponse(body, "GET /export?after=%d: the last line is not a seq-mode export line: it has no seq", after)
+	}
+	for _, s := range p.seqs[:n-1] {
+		if s >= p.lastSeq {
+			return exportPage{}, badResponse(body, "GET /export?after=%d: the last line's seq %d is not above the page's seq %d", after, p.lastSeq, s)
+		}
 	}
 	return p, nil
 }
@@ -178,9 +188,9 @@ func (u *upstream) detect(ctx context.Context) (seqMode, ok bool, err error) {
 	if len(lines) == 0 {
 		return false, false, nil
 	}
-	var pl pageLine
-	if err := json.Unmarshal(lines[0], &pl); err != nil {
-		return false, false, badResponse(body, "GET /export: the first line is not JSON")
+	h, err := oplog.ReadLineHead(lines[0])
+	if err != nil {
+		return false, false, badResponse(body, "GET /export: the first line is not an export line: %v", err)
 	}
-	return pl.Seq != nil, true, nil
+	return h.Seq != 0, true, nil
 }
