@@ -52,6 +52,10 @@ type Config struct {
 	AuditSample int
 	// Progress, if set, is called as Import's Progress during backfills.
 	Progress func(oplog.ImportStats)
+	// DivergencesResponseBytes bounds an answer of GET
+	// /_mirror/divergences (default DefaultDivergencesResponseBytes); see
+	// Handler.
+	DivergencesResponseBytes int
 	// Logger receives the mirror's log (default: discard).
 	Logger *slog.Logger
 	// Registry receives the mirror's metrics (default: none).
@@ -87,6 +91,8 @@ type Mirror struct {
 	upstreamSeq int64 // the latest upstream seq seen (0: none)
 	recorded    map[[sha256.Size]byte]bool
 	headChecked time.Time // the last head check (see checkHead)
+
+	listing chan struct{} // a slot per divergence listing being written
 }
 
 // New checks cfg and builds the mirror.
@@ -118,6 +124,9 @@ func New(cfg Config) (*Mirror, error) {
 	if cfg.AuditSample <= 0 {
 		cfg.AuditSample = 20
 	}
+	if cfg.DivergencesResponseBytes <= 0 {
+		cfg.DivergencesResponseBytes = DefaultDivergencesResponseBytes
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -138,6 +147,7 @@ func New(cfg Config) (*Mirror, error) {
 		metrics:  newMetrics(cfg.Registry),
 		state:    "starting",
 		recorded: map[[sha256.Size]byte]bool{},
+		listing:  make(chan struct{}, divergencesConcurrency),
 	}
 	return m, nil
 }
