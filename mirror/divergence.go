@@ -114,9 +114,24 @@ func (m *Mirror) record(ctx context.Context, d Divergence) {
 		return // recorded by an earlier run
 	}
 	rj.CreatedAt = m.cfg.Now().UTC().Truncate(time.Millisecond)
-	err = m.store.Ingest(ctx, m.source, nil, func(v oplog.IngestView) (oplog.IngestBatch, error) {
-		return oplog.IngestBatch{Cursor: v.Cursor, Rejections: []oplog.Rejection{rj}}, nil
-	})
+	m.ev.mu.Lock()
+	room, err := m.roomLocked(ctx)
+	if err == nil && (room.Rows < 1 || oplog.RejectionBytes(rj) > room.Bytes) {
+		// Past the cap: counted (once, as a stored one would be), not stored.
+		m.countedLocked(nil, []oplog.Rejection{rj})
+		m.ev.mu.Unlock()
+		m.metrics.divergences.WithLabelValues(string(d.Kind)).Inc()
+		return
+	}
+	if err == nil {
+		err = m.store.Ingest(ctx, m.source, nil, func(v oplog.IngestView) (oplog.IngestBatch, error) {
+			return oplog.IngestBatch{Cursor: v.Cursor, Rejections: []oplog.Rejection{rj}}, nil
+		})
+		if err == nil {
+			m.countedLocked([]oplog.Rejection{rj}, nil)
+		}
+	}
+	m.ev.mu.Unlock()
 	if err != nil {
 		forget()
 		m.logger.Warn("mirror: could not record a divergence", "kind", d.Kind, "err", err)
@@ -291,10 +306,12 @@ func (m *Mirror) Handler() http.Handler {
 }
 
 type metrics struct {
-	divergences    *prometheus.CounterVec
-	ops            prometheus.Counter
-	upstreamErrors prometheus.Counter
-	cursor, lag    prometheus.Gauge
+	divergences                 *prometheus.CounterVec
+	ops                         prometheus.Counter
+	upstreamErrors              prometheus.Counter
+	cursor, lag                 prometheus.Gauge
+	evidenceRows, evidenceBytes prometheus.Gauge
+	evidenceDropped             prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -309,9 +326,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "The last upstream seq applied."}),
 		lag: prometheus.NewGauge(prometheus.GaugeOpts{Name: "plc_mirror_lag_seconds",
 			Help: "How far the mirror's latest op is behind the clock while backfilling."}),
+		evidenceRows: prometheus.NewGauge(prometheus.GaugeOpts{Name: "plc_mirror_evidence_rows",
+			Help: "Divergence records stored."}),
+		evidenceBytes: prometheus.NewGauge(prometheus.GaugeOpts{Name: "plc_mirror_evidence_bytes",
+			Help: "Bytes of the divergence records stored (evidence, reason, DID, CID)."}),
+		evidenceDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "plc_mirror_evidence_dropped_total",
+			Help: "Divergences counted but not stored: the cap of stored records was reached."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.divergences, m.ops, m.upstreamErrors, m.cursor, m.lag)
+		reg.MustRegister(m.divergences, m.ops, m.upstreamErrors, m.cursor, m.lag, m.evidenceRows, m.evidenceBytes, m.evidenceDropped)
 	}
 	return m
 }

@@ -99,16 +99,10 @@ func (m *Mirror) follow(ctx context.Context) error {
 			last = max(last, it.Seq)
 			items[i] = it
 		}
-		res, err := m.log.Ingest(ctx, m.source, items)
-		if err != nil {
+		if _, err := m.ingest(ctx, m.source, items); err != nil {
 			return err
 		}
 		m.sawUpstreamSeq(last)
-		m.metrics.ops.Add(float64(len(res.Entries)))
-		m.metrics.cursor.Set(float64(res.Cursor.Seq))
-		for _, rj := range res.Rejected {
-			m.metrics.divergences.WithLabelValues(string(kindOf(rj.Reason))).Inc()
-		}
 	}
 	err = <-errc
 	if ctx.Err() != nil {

@@ -100,7 +100,9 @@ func (m *Mirror) heldAt(ctx context.Context, c oplog.Cursor) (heldLine, bool, er
 			return heldLine{line: r.Raw, did: r.DID, cid: r.CID}, true, nil
 		}
 	}
-	if len(rs) > 0 {
+	if len(rs) > 0 || m.droppedAt(c.Line) {
+		// Rejected: the op at c.Seq came earlier. Or rejected past the
+		// evidence cap, not stored: not known.
 		return heldLine{}, false, nil
 	}
 	seq, err := m.store.LatestSeq(ctx)

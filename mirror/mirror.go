@@ -52,6 +52,11 @@ type Config struct {
 	AuditSample int
 	// Progress, if set, is called as Import's Progress during backfills.
 	Progress func(oplog.ImportStats)
+	// MaxEvidenceRows and MaxEvidenceBytes cap the divergence records
+	// stored, in rows and in bytes (defaults DefaultMaxEvidenceRows and
+	// DefaultMaxEvidenceBytes); past the cap, divergences are counted, not
+	// stored (see evidence.go).
+	MaxEvidenceRows, MaxEvidenceBytes int64
 	// DivergencesResponseBytes bounds an answer of GET
 	// /_mirror/divergences (default DefaultDivergencesResponseBytes); see
 	// Handler.
@@ -93,6 +98,7 @@ type Mirror struct {
 	headChecked time.Time // the last head check (see checkHead)
 
 	listing chan struct{} // a slot per divergence listing being written
+	ev      evidence
 }
 
 // New checks cfg and builds the mirror.
@@ -123,6 +129,12 @@ func New(cfg Config) (*Mirror, error) {
 	}
 	if cfg.AuditSample <= 0 {
 		cfg.AuditSample = 20
+	}
+	if cfg.MaxEvidenceRows <= 0 {
+		cfg.MaxEvidenceRows = DefaultMaxEvidenceRows
+	}
+	if cfg.MaxEvidenceBytes <= 0 {
+		cfg.MaxEvidenceBytes = DefaultMaxEvidenceBytes
 	}
 	if cfg.DivergencesResponseBytes <= 0 {
 		cfg.DivergencesResponseBytes = DefaultDivergencesResponseBytes
@@ -170,6 +182,7 @@ func (m *Mirror) Source() string { return m.source }
 // wait (backing off) and go on from the committed cursor. It returns nil
 // when ctx ends.
 func (m *Mirror) Run(ctx context.Context) error {
+	m.startEvidence(ctx)
 	if m.cfg.AuditInterval > 0 {
 		actx, stop := context.WithCancel(ctx)
 		done := make(chan struct{})
@@ -229,6 +242,7 @@ var errCaughtUp = errors.New("caught up")
 // upstream's head once (no live stream): a bootstrap, or a catch-up run
 // from cron.
 func (m *Mirror) Sync(ctx context.Context) error {
+	m.startEvidence(ctx)
 	if err := m.detect(ctx); err != nil {
 		if errors.Is(err, errCaughtUp) {
 			return nil
@@ -335,11 +349,10 @@ func (m *Mirror) Backfill(ctx context.Context) error {
 	default:
 		return errors.New("mirror: the upstream's mode is not known")
 	}
-	st, err := oplog.Import(ctx, m.log, r, oplog.ImportOptions{
+	_, err := oplog.Import(ctx, m.log, r, oplog.ImportOptions{
 		Source: m.source, ContinueLines: true, Progress: m.cfg.Progress,
-		Rejected: func(rj oplog.Rejection) { m.metrics.divergences.WithLabelValues(string(kindOf(rj.Reason))).Inc() },
+		Ingest: m.ingest, // the evidence cap, the metrics, backing off from junk
 	})
-	m.metrics.ops.Add(float64(st.Imported))
 	m.updateCursorMetrics(ctx)
 	if err != nil {
 		return fmt.Errorf("backfill: %w", err)
@@ -417,6 +430,8 @@ type Status struct {
 	// LagOps is how many upstream seqs seen are not applied yet (-1: not
 	// known).
 	LagOps int64
+	// Evidence is the state of the stored divergence records.
+	Evidence EvidenceStatus
 }
 
 // Status reports the mirror's state.
@@ -439,6 +454,7 @@ func (m *Mirror) Status(ctx context.Context) Status {
 		}
 	}
 	m.metrics.lag.Set(st.LagSeconds)
+	st.Evidence = m.evidenceStatus()
 	return st
 }
 
@@ -455,6 +471,9 @@ func (m *Mirror) Health(ctx context.Context) map[string]any {
 	if st.LagOps >= 0 {
 		h["lagOps"] = st.LagOps
 	}
+	ev := st.Evidence
+	h["evidence"] = map[string]any{"rows": ev.Rows, "bytes": ev.Bytes, "maxRows": ev.MaxRows, "maxBytes": ev.MaxBytes,
+		"dropped": ev.Dropped, "full": ev.Full}
 	return h
 }
 
