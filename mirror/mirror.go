@@ -52,6 +52,13 @@ type Config struct {
 	AuditSample int
 	// Progress, if set, is called as Import's Progress during backfills.
 	Progress func(oplog.ImportStats)
+	// StreamTimeout bounds the live stream's handshake and the answer to
+	// each ping (default 30 s).
+	StreamTimeout time.Duration
+	// StreamIdle is how long the live stream may send nothing before the
+	// mirror pings the upstream and asks its export whether it has ops
+	// the stream did not send (default 1 min): see follow.
+	StreamIdle time.Duration
 	// MaxEvidenceRows and MaxEvidenceBytes cap the divergence records
 	// stored, in rows and in bytes (defaults DefaultMaxEvidenceRows and
 	// DefaultMaxEvidenceBytes); past the cap, divergences are counted, not
@@ -69,6 +76,9 @@ type Config struct {
 	// (default: a timer).
 	Now  func() time.Time
 	Wait func(ctx context.Context, d time.Duration) error
+	// After returns a channel that receives once d has passed (default
+	// time.After): the stream's timeouts.
+	After func(d time.Duration) <-chan time.Time
 }
 
 // Mode is how the upstream's export is read.
@@ -147,6 +157,15 @@ func New(cfg Config) (*Mirror, error) {
 	}
 	if cfg.Wait == nil {
 		cfg.Wait = wait
+	}
+	if cfg.After == nil {
+		cfg.After = time.After
+	}
+	if cfg.StreamTimeout <= 0 {
+		cfg.StreamTimeout = 30 * time.Second
+	}
+	if cfg.StreamIdle <= 0 {
+		cfg.StreamIdle = time.Minute
 	}
 	up, err := newUpstream(cfg.Upstream, cfg.Client, cfg.MaxBody)
 	if err != nil {
