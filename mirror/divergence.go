@@ -114,12 +114,12 @@ func (m *Mirror) record(ctx context.Context, d Divergence) {
 		return // recorded by an earlier run
 	}
 	rj.CreatedAt = m.cfg.Now().UTC().Truncate(time.Millisecond)
-	m.ev.mu.Lock()
+	m.ev.write.Lock()
 	room, err := m.roomLocked(ctx)
 	if err == nil && (room.Rows < 1 || oplog.RejectionBytes(rj) > room.Bytes) {
 		// Past the cap: counted (once, as a stored one would be), not stored.
 		m.countedLocked(nil, []oplog.Rejection{rj})
-		m.ev.mu.Unlock()
+		m.ev.write.Unlock()
 		m.metrics.divergences.WithLabelValues(string(d.Kind)).Inc()
 		return
 	}
@@ -131,7 +131,7 @@ func (m *Mirror) record(ctx context.Context, d Divergence) {
 			m.countedLocked([]oplog.Rejection{rj}, nil)
 		}
 	}
-	m.ev.mu.Unlock()
+	m.ev.write.Unlock()
 	if err != nil {
 		forget()
 		m.logger.Warn("mirror: could not record a divergence", "kind", d.Kind, "err", err)

@@ -42,11 +42,16 @@ const mostlyRejectedMin = 16
 
 // evidence is what the mirror knows of its stored records.
 type evidence struct {
-	mu      sync.Mutex // held while records are written
-	loaded  bool       // rows and bytes were read from the store
-	rows    int64      // records stored (of the mirror's source)
-	bytes   int64      // their bytes (oplog.RejectionBytes)
-	dropped int64      // records not stored since the start: the cap was reached
+	// write is held while records are written (and while their size is
+	// first read), so that what is stored stays within the cap; mu guards
+	// the fields below, which /_health reads without waiting for a write.
+	write sync.Mutex
+	mu    sync.Mutex
+
+	loaded  bool  // rows and bytes were read from the store
+	rows    int64 // records stored (of the mirror's source)
+	bytes   int64 // their bytes (oplog.RejectionBytes)
+	dropped int64 // records not stored since the start: the cap was reached
 	// droppedLine is the last source line rejected and not stored (see
 	// heldAt).
 	droppedLine int64
@@ -76,34 +81,43 @@ func (m *Mirror) evidenceStatus() EvidenceStatus {
 // loadEvidence reads the size of the stored records once (the first
 // round does it; a failure is tried again by the next write).
 func (m *Mirror) loadEvidence(ctx context.Context) error {
-	m.ev.mu.Lock()
-	defer m.ev.mu.Unlock()
+	m.ev.write.Lock()
+	defer m.ev.write.Unlock()
 	_, err := m.roomLocked(ctx)
 	return err
 }
 
-// roomLocked is what the records may still store. m.ev.mu is held.
+// roomLocked is what the records may still store. m.ev.write is held.
 func (m *Mirror) roomLocked(ctx context.Context) (oplog.RejectionLimit, error) {
 	e := &m.ev
-	if !e.loaded {
+	e.mu.Lock()
+	loaded := e.loaded
+	e.mu.Unlock()
+	if !loaded {
+		var rows, bytes int64
 		if st, ok := m.store.(oplog.Stats); ok {
-			rows, bytes, err := st.RejectionSize(ctx, m.source)
-			if err != nil {
+			var err error
+			if rows, bytes, err = st.RejectionSize(ctx, m.source); err != nil {
 				return oplog.RejectionLimit{}, fmt.Errorf("reading the size of the stored divergences: %w", err)
 			}
-			e.rows, e.bytes = rows, bytes
 		}
-		e.loaded = true
-		m.metrics.evidenceRows.Set(float64(e.rows))
-		m.metrics.evidenceBytes.Set(float64(e.bytes))
+		e.mu.Lock()
+		e.rows, e.bytes, e.loaded = rows, bytes, true
+		e.mu.Unlock()
+		m.metrics.evidenceRows.Set(float64(rows))
+		m.metrics.evidenceBytes.Set(float64(bytes))
 	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	return oplog.RejectionLimit{Rows: max(0, m.cfg.MaxEvidenceRows-e.rows), Bytes: max(0, m.cfg.MaxEvidenceBytes-e.bytes)}, nil
 }
 
-// countedLocked accounts for records stored and records dropped. m.ev.mu
-// is held.
+// countedLocked accounts for records stored and records dropped.
+// m.ev.write is held.
 func (m *Mirror) countedLocked(stored, dropped []oplog.Rejection) {
 	e := &m.ev
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	for _, rj := range stored {
 		e.rows++
 		e.bytes += oplog.RejectionBytes(rj)
@@ -128,17 +142,17 @@ func (m *Mirror) countedLocked(stored, dropped []oplog.Rejection) {
 // events) within the evidence cap, and counts what it did. A batch that
 // is mostly rejected is committed, then reported as errMostlyRejected.
 func (m *Mirror) ingest(ctx context.Context, source string, items []oplog.IngestItem) (oplog.IngestResult, error) {
-	m.ev.mu.Lock()
+	m.ev.write.Lock()
 	room, err := m.roomLocked(ctx)
 	if err != nil {
-		m.ev.mu.Unlock()
+		m.ev.write.Unlock()
 		return oplog.IngestResult{}, err
 	}
 	res, err := m.log.IngestWithin(ctx, source, items, room)
 	if err == nil {
 		m.countedLocked(res.Rejected[:res.Stored], res.Rejected[res.Stored:])
 	}
-	m.ev.mu.Unlock()
+	m.ev.write.Unlock()
 	if err != nil {
 		return res, err
 	}
