@@ -230,19 +230,20 @@ func (m *Mirror) Handler() http.Handler {
 			limit = n
 		}
 		ctx := r.Context()
-		wait := time.NewTimer(divergencesQueueWait)
 		select {
 		case m.listing <- struct{}{}:
-			wait.Stop()
-			defer func() { <-m.listing }()
-		case <-wait.C:
-			w.Header().Set("Retry-After", "5")
-			fail(http.StatusServiceUnavailable, "Too many divergence listings at once; try again later")
-			return
-		case <-ctx.Done():
-			wait.Stop()
-			return
+		default:
+			select {
+			case m.listing <- struct{}{}:
+			case <-m.cfg.After(divergencesQueueWait):
+				w.Header().Set("Retry-After", "5")
+				fail(http.StatusServiceUnavailable, "Too many divergence listings at once; try again later")
+				return
+			case <-ctx.Done():
+				return
+			}
 		}
+		defer func() { <-m.listing }()
 		asked := min(limit, divergencesChunk)
 		rs, err := m.store.Rejections(ctx, m.source, after, asked)
 		if err != nil {

@@ -7,7 +7,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/plcdir/plc/mirror"
 	"github.com/plcdir/plc/oplog"
@@ -107,5 +109,73 @@ func TestDivergencesListingIsBoundedByBytes(t *testing.T) {
 	}
 	if len(page.Divergences) != 1 || !page.More || !bytes.Equal(page.Divergences[0].evidence(t), big[0]) {
 		t.Fatalf("%d records (more %v), want the one over the bound, alone", len(page.Divergences), page.More)
+	}
+}
+
+// blockingWriter is a ResponseWriter whose Write blocks until release is
+// closed: a client that does not read.
+type blockingWriter struct {
+	h       http.Header
+	writing chan struct{}
+	release chan struct{}
+}
+
+func (w *blockingWriter) Header() http.Header { return w.h }
+func (w *blockingWriter) WriteHeader(int)     {}
+func (w *blockingWriter) Write(b []byte) (int, error) {
+	w.writing <- struct{}{}
+	<-w.release
+	return len(b), nil
+}
+
+// TestDivergencesListingsAreLimitedAtOnce: clients that ask for listings
+// and do not read them hold at most a few answers in memory; the next
+// waits for a turn, then gets 503 with Retry-After (the wait runs on the
+// test's timer).
+func TestDivergencesListingsAreLimitedAtOnce(t *testing.T) {
+	ctx := ctxFor(t)
+	ts := newTimers()
+	l := newSQLiteLog(t)
+	m := newMirror(t, "http://upstream.invalid", l, mirror.Config{After: ts.After})
+	storeRecords(t, m, l, 3, 100)
+	release := make(chan struct{})
+	writing := make(chan struct{})
+	done := make(chan struct{})
+	const held = 4
+	for range held {
+		go func() {
+			w := &blockingWriter{h: http.Header{}, writing: writing, release: release}
+			m.Handler().ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/_mirror/divergences", nil))
+			done <- struct{}{}
+		}()
+	}
+	for range held {
+		select {
+		case <-writing:
+		case <-ctx.Done():
+			t.Fatal("the listings were not written")
+		}
+	}
+	answered := make(chan *httptest.ResponseRecorder, 1)
+	go func() {
+		rec := httptest.NewRecorder()
+		m.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/_mirror/divergences", nil))
+		answered <- rec
+	}()
+	ts.fire(ctx, t, 5*time.Second)
+	rec := <-answered
+	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") == "" || !strings.Contains(rec.Body.String(), `"message"`) {
+		t.Fatalf("a listing past the limit: %d %v %q, want 503 with Retry-After and a message", rec.Code, rec.Header(), rec.Body.String())
+	}
+	close(release)
+	for range held {
+		<-done
+	}
+	// Turns are free again.
+	var page struct {
+		Divergences []divergence `json:"divergences"`
+	}
+	if code := getJSON(t, m.Handler(), "/_mirror/divergences", &page); code != http.StatusOK || len(page.Divergences) != 3 {
+		t.Fatalf("after the held listings: %d, %d records", code, len(page.Divergences))
 	}
 }

@@ -77,7 +77,8 @@ type Config struct {
 	Now  func() time.Time
 	Wait func(ctx context.Context, d time.Duration) error
 	// After returns a channel that receives once d has passed (default
-	// time.After): the stream's timeouts.
+	// time.After): the stream's timeouts, the wait for a turn to list
+	// divergences.
 	After func(d time.Duration) <-chan time.Time
 }
 
