@@ -1,8 +1,10 @@
 package mirror_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -111,5 +113,46 @@ func TestJunkFillingUpstreamCannotExceedEvidenceCap(t *testing.T) {
 				t.Errorf("restarted: %d records of %d bytes stored, want still %d of %d", rows2, bytes2, rows, bytes)
 			}
 		})
+	}
+}
+
+// TestReplayingUpstreamBacksOff: an upstream whose pages mostly serve
+// again ops the mirror already took (each a record to look up and
+// store), with one new op at the end of each so that the export still
+// moves on. The new op is applied, and the round ends so that Run backs
+// off before the next page.
+func TestReplayingUpstreamBacksOff(t *testing.T) {
+	f := newFixture(t)
+	ctx := ctxFor(t)
+	lines := numbered(f.ops)
+	s := &script{lines: lines, ops: f.ops}
+	l := newSQLiteLog(t)
+	m := newMirror(t, newScript(t, s), l, mirror.Config{PageSize: 40, Now: func() time.Time { return hostileNow }})
+	if err := m.Sync(ctx); err != nil {
+		t.Fatalf("Sync: %v", err)
+	}
+	e := newcomer(t, "replay-e.test", f.ops[len(f.ops)-1].at.Add(time.Second))
+	fresh := seqLine(e, 9)
+	s.set(func(s *script) {
+		s.lines = append(s.lines, sline{9, fresh})
+		s.fault = func(w http.ResponseWriter, after int64, count, call int) bool {
+			if after != 8 {
+				return false
+			}
+			var page [][]byte
+			for i := range 20 {
+				page = append(page, lines[i%8].b)
+			}
+			w.Write(append(bytes.Join(append(page, fresh), []byte{'\n'}), '\n'))
+			return true
+		}
+	})
+	err := m.Sync(ctx)
+	if err == nil || !strings.Contains(err.Error(), "served again") {
+		t.Fatalf("Sync of a page mostly served again: %v, want the round ended", err)
+	}
+	checkStoreHolds(t, l.Store(), append(append([]rec{}, f.ops...), e))
+	if ds := divergences(t, m); len(ds) != 8 {
+		t.Fatalf("divergences:%s\nwant the eight lines served again, once each", describe(ds))
 	}
 }

@@ -3,6 +3,8 @@ package mirror
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net/url"
 	"strconv"
@@ -62,7 +64,7 @@ func (r *seqReader) fetch(ctx context.Context) {
 	defer close(r.pages)
 	for {
 		b, last, err := r.fetchPage(ctx)
-		if err != nil {
+		if err != nil && !errors.Is(err, errMostlyRejected) {
 			r.end = err
 			return
 		}
@@ -74,6 +76,10 @@ func (r *seqReader) fetch(ctx context.Context) {
 				return
 			}
 		}
+		if err != nil {
+			r.end = err // after the page's other lines
+			return
+		}
 		if last {
 			return
 		}
@@ -81,7 +87,9 @@ func (r *seqReader) fetch(ctx context.Context) {
 }
 
 // fetchPage fetches the page after r.after and returns its lines to
-// ingest (joined), and whether it is the last page.
+// ingest (joined), and whether it is the last page. A page that mostly
+// serves again lines at or before r.after is errMostlyRejected, with its
+// other lines: they are ingested, then the round ends and Run backs off.
 func (r *seqReader) fetchPage(ctx context.Context) ([]byte, bool, error) {
 	page, err := r.m.up.seqPage(ctx, r.after, r.count)
 	if err != nil {
@@ -102,10 +110,14 @@ func (r *seqReader) fetchPage(ctx context.Context) ([]byte, bool, error) {
 		}
 		kept = append(kept, l)
 	}
+	replayed := len(lines) - len(kept)
 	r.m.sawUpstreamSeq(page.lastSeq)
 	r.lastEmpty = len(lines) == 0
 	if len(lines) > 0 {
 		r.after = page.lastSeq
+	}
+	if r.m.mostlyRejected(replayed, len(lines)) {
+		return joinLines(kept), false, fmt.Errorf("%w: %d of the %d lines of the page up to seq %d were served again", errMostlyRejected, replayed, len(lines), page.lastSeq)
 	}
 	return joinLines(kept), len(lines) < r.count, nil
 }
