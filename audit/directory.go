@@ -12,12 +12,18 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/plcdir/plc/internal/origin"
+	"github.com/plcdir/plc/oplog"
 )
 
 // DirectoryClient reads the public API of a did:plc directory (plc serve,
 // plc mirror, the reference). Every response is bounded in size (the
 // limits below) and in time (the http.Client's timeout), and an answer
-// other than the one a route documents is a *StatusError.
+// other than the one a route documents is a *StatusError. It follows no
+// redirect off the directory's origin, and none at all for export pages
+// (see package origin): a redirect not followed is a *StatusError with the
+// redirect's status.
 type DirectoryClient struct {
 	base   *url.URL
 	client *http.Client
@@ -54,7 +60,7 @@ func NewDirectoryClient(base string, client *http.Client) (*DirectoryClient, err
 	if client == nil {
 		client = &http.Client{Timeout: DefaultTimeout}
 	}
-	return &DirectoryClient{base: u, client: client}, nil
+	return &DirectoryClient{base: u, client: origin.Client(client, u)}, nil
 }
 
 // redactURL hides the password of a URL that may not parse.
@@ -124,6 +130,9 @@ func (d *DirectoryClient) get(ctx context.Context, path string, q url.Values, li
 	if resp.StatusCode == http.StatusOK || containsInt(also, resp.StatusCode) {
 		return resp.StatusCode, body, nil
 	}
+	if origin.IsRedirect(resp.StatusCode) {
+		return 0, nil, &StatusError{URL: u.Redacted(), Status: resp.StatusCode, Message: origin.Describe(resp) + ", not followed"}
+	}
 	return 0, nil, &StatusError{URL: u.Redacted(), Status: resp.StatusCode, Message: errorMessage(body)}
 }
 
@@ -167,11 +176,12 @@ func quoteIfNeeded(s string, n int) string {
 // ExportPage returns the lines of the seq-mode export page after seq
 // after (GET /export?after=<after>&count=<count>), and the seq of its last
 // line (after for an empty page). A page whose last line is not a
-// seq-mode line is a *StatusError: a cut-off body or a directory without
-// seq mode.
+// seq-mode line (as oplog.ReadLineHead reads it), or whose last seq is not
+// its highest, is a *StatusError: a cut-off body, a directory without seq
+// mode, or one that repeats a seq.
 func (d *DirectoryClient) ExportPage(ctx context.Context, after int64, count int) (lines [][]byte, last int64, err error) {
 	q := url.Values{"after": {strconv.FormatInt(after, 10)}, "count": {strconv.Itoa(count)}}
-	_, body, err := d.get(ctx, "/export", q, MaxExportPageBytes)
+	_, body, err := d.get(origin.NoRedirects(ctx), "/export", q, MaxExportPageBytes)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -183,14 +193,20 @@ func (d *DirectoryClient) ExportPage(ctx context.Context, after int64, count int
 	if len(lines) == 0 {
 		return nil, after, nil
 	}
-	var pl struct {
-		Seq *int64 `json:"seq"`
-	}
-	if err := json.Unmarshal(lines[len(lines)-1], &pl); err != nil || pl.Seq == nil {
+	// The seq the next page starts after is read by the ingest's own rules,
+	// and must be the page's highest.
+	h, err := oplog.ReadLineHead(lines[len(lines)-1])
+	if err != nil || h.Seq == 0 {
 		return nil, 0, &StatusError{URL: d.url("/export", q).Redacted(),
 			Message: "the last line is not a seq-mode export line (a cut-off body, or a directory without seq mode)"}
 	}
-	return lines, *pl.Seq, nil
+	for _, l := range lines[:len(lines)-1] {
+		if o, err := oplog.ReadLineHead(l); err == nil && o.Seq >= h.Seq {
+			return nil, 0, &StatusError{URL: d.url("/export", q).Redacted(),
+				Message: fmt.Sprintf("the last line's seq %d is not above the page's seq %d", h.Seq, o.Seq)}
+		}
+	}
+	return lines, h.Seq, nil
 }
 
 // ExportPageSize is the page size ExportReader asks for: the largest the

@@ -22,6 +22,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 
+	"github.com/plcdir/plc/internal/origin"
 	"github.com/plcdir/plc/oplog"
 	"github.com/plcdir/plc/validate"
 )
@@ -188,6 +189,7 @@ func OpenMonitor(opts MonitorOptions) (*Monitor, error) {
 	if opts.Client == nil {
 		opts.Client = &http.Client{Timeout: MonitorTimeout}
 	}
+	opts.Client = origin.Client(opts.Client, u) // what it reads is the log's word: from the log's origin only
 	if opts.Progress == nil {
 		opts.Progress = io.Discard
 	}

@@ -1,11 +1,13 @@
 package mirror
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -112,9 +114,24 @@ func (m *Mirror) record(ctx context.Context, d Divergence) {
 		return // recorded by an earlier run
 	}
 	rj.CreatedAt = m.cfg.Now().UTC().Truncate(time.Millisecond)
-	err = m.store.Ingest(ctx, m.source, nil, func(v oplog.IngestView) (oplog.IngestBatch, error) {
-		return oplog.IngestBatch{Cursor: v.Cursor, Rejections: []oplog.Rejection{rj}}, nil
-	})
+	m.ev.write.Lock()
+	room, err := m.roomLocked(ctx)
+	if err == nil && (room.Rows < 1 || oplog.RejectionBytes(rj) > room.Bytes) {
+		// Past the cap: counted (once, as a stored one would be), not stored.
+		m.countedLocked(nil, []oplog.Rejection{rj})
+		m.ev.write.Unlock()
+		m.metrics.divergences.WithLabelValues(string(d.Kind)).Inc()
+		return
+	}
+	if err == nil {
+		err = m.store.Ingest(ctx, m.source, nil, func(v oplog.IngestView) (oplog.IngestBatch, error) {
+			return oplog.IngestBatch{Cursor: v.Cursor, Rejections: []oplog.Rejection{rj}}, nil
+		})
+		if err == nil {
+			m.countedLocked([]oplog.Rejection{rj}, nil)
+		}
+	}
+	m.ev.write.Unlock()
 	if err != nil {
 		forget()
 		m.logger.Warn("mirror: could not record a divergence", "kind", d.Kind, "err", err)
@@ -137,8 +154,51 @@ func recordKey(rj oplog.Rejection) [sha256.Size]byte {
 	return [sha256.Size]byte(h.Sum(nil))
 }
 
+// Bounds of GET /_mirror/divergences.
+const (
+	// DefaultDivergencesResponseBytes is the default of
+	// Config.DivergencesResponseBytes.
+	DefaultDivergencesResponseBytes = 2 << 20
+	// divergencesChunk is the number of records read from the store at a
+	// time: what one answer holds in memory is at most this many records
+	// (of at most maxEvidence bytes each) and one of them encoded.
+	divergencesChunk = 8
+	// divergencesConcurrency bounds the answers being written at once;
+	// more wait at most divergencesQueueWait, then get 503.
+	divergencesConcurrency = 4
+	divergencesQueueWait   = 5 * time.Second
+)
+
+// divergenceItem is one record as GET /_mirror/divergences lists it.
+type divergenceItem struct {
+	ID               int64  `json:"id"`
+	Kind             Kind   `json:"kind"`
+	DID              string `json:"did,omitempty"`
+	CID              string `json:"cid,omitempty"`
+	Reason           string `json:"reason"`
+	Evidence         string `json:"evidence"`
+	EvidenceEncoding string `json:"evidenceEncoding,omitempty"`
+	CreatedAt        string `json:"createdAt"`
+}
+
+func newDivergenceItem(rj oplog.Rejection) divergenceItem {
+	it := divergenceItem{ID: rj.ID, Kind: kindOf(rj.Reason), DID: rj.DID, CID: rj.CID, Reason: rj.Reason,
+		CreatedAt: string(validate.AppendTimestamp(nil, rj.CreatedAt))}
+	if utf8.Valid(rj.Raw) {
+		it.Evidence = string(rj.Raw)
+	} else {
+		it.Evidence, it.EvidenceEncoding = base64.StdEncoding.EncodeToString(rj.Raw), "base64"
+	}
+	return it
+}
+
 // Handler serves GET /_mirror/divergences?after=ID&limit=N: the records in
-// ID order, as JSON.
+// ID order, as JSON, written as they are read from the store (a few at a
+// time). An answer stops early, before limit records, once it holds
+// DivergencesResponseBytes (it always holds at least one record when there
+// is one): it then says "more": true, and its cursor is the after= that
+// continues it. At most a few answers are written at once; others wait
+// briefly, then get 503 with Retry-After.
 func (m *Mirror) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fail := func(status int, msg string) {
@@ -169,52 +229,90 @@ func (m *Mirror) Handler() http.Handler {
 			}
 			limit = n
 		}
-		rs, err := m.store.Rejections(r.Context(), m.source, after, limit)
+		ctx := r.Context()
+		select {
+		case m.listing <- struct{}{}:
+		default:
+			select {
+			case m.listing <- struct{}{}:
+			case <-m.cfg.After(divergencesQueueWait):
+				w.Header().Set("Retry-After", "5")
+				fail(http.StatusServiceUnavailable, "Too many divergence listings at once; try again later")
+				return
+			case <-ctx.Done():
+				return
+			}
+		}
+		defer func() { <-m.listing }()
+		asked := min(limit, divergencesChunk)
+		rs, err := m.store.Rejections(ctx, m.source, after, asked)
 		if err != nil {
 			m.logger.Error("mirror: reading divergences", "err", err)
+			w.Header().Set("Retry-After", "5")
 			fail(http.StatusServiceUnavailable, "Service Unavailable")
 			return
 		}
-		type item struct {
-			ID               int64  `json:"id"`
-			Kind             Kind   `json:"kind"`
-			DID              string `json:"did,omitempty"`
-			CID              string `json:"cid,omitempty"`
-			Reason           string `json:"reason"`
-			Evidence         string `json:"evidence"`
-			EvidenceEncoding string `json:"evidenceEncoding,omitempty"`
-			CreatedAt        string `json:"createdAt"`
-		}
-		out := struct {
-			Divergences []item `json:"divergences"`
-			Cursor      int64  `json:"cursor"`
-		}{Divergences: []item{}, Cursor: after}
-		for _, rj := range rs {
-			it := item{ID: rj.ID, Kind: kindOf(rj.Reason), DID: rj.DID, CID: rj.CID, Reason: rj.Reason,
-				CreatedAt: string(validate.AppendTimestamp(nil, rj.CreatedAt))}
-			if utf8.Valid(rj.Raw) {
-				it.Evidence = string(rj.Raw)
-			} else {
-				it.Evidence, it.EvidenceEncoding = base64.StdEncoding.EncodeToString(rj.Raw), "base64"
-			}
-			out.Divergences = append(out.Divergences, it)
-			out.Cursor = rj.ID
-		}
-		b, err := json.Marshal(out)
-		if err != nil {
-			fail(http.StatusInternalServerError, "Internal Server Error")
-			return
-		}
 		w.Header().Set("Content-Type", "application/json; charset=utf-8")
-		w.Write(b)
+		bw := bufio.NewWriterSize(w, 32<<10)
+		bw.WriteString(`{"divergences":[`)
+		var (
+			n, written int
+			more       bool
+			cursor     = after
+		)
+	list:
+		for {
+			for _, rj := range rs {
+				b, err := json.Marshal(newDivergenceItem(rj))
+				if err != nil {
+					m.logger.Error("mirror: encoding a divergence", "id", rj.ID, "err", err)
+					more = true
+					break list
+				}
+				if n > 0 && written+len(b)+1 > m.cfg.DivergencesResponseBytes {
+					more = true
+					break list
+				}
+				if n > 0 {
+					bw.WriteByte(',')
+				}
+				bw.Write(b)
+				n, written, cursor = n+1, written+len(b)+1, rj.ID
+			}
+			if n >= limit || len(rs) < asked {
+				break // as many as asked for, or all there are
+			}
+			asked = min(limit-n, divergencesChunk)
+			rs, err = m.store.Rejections(ctx, m.source, cursor, asked)
+			if err != nil {
+				// The status is sent: the answer ends here, and its cursor
+				// continues it.
+				if ctx.Err() == nil {
+					m.logger.Error("mirror: reading divergences", "err", err)
+				}
+				more = true
+				break
+			}
+			if len(rs) == 0 {
+				break
+			}
+		}
+		fmt.Fprintf(bw, `],"cursor":%d`, cursor)
+		if more {
+			bw.WriteString(`,"more":true`)
+		}
+		bw.WriteString("}")
+		bw.Flush()
 	})
 }
 
 type metrics struct {
-	divergences    *prometheus.CounterVec
-	ops            prometheus.Counter
-	upstreamErrors prometheus.Counter
-	cursor, lag    prometheus.Gauge
+	divergences                 *prometheus.CounterVec
+	ops                         prometheus.Counter
+	upstreamErrors              prometheus.Counter
+	cursor, lag                 prometheus.Gauge
+	evidenceRows, evidenceBytes prometheus.Gauge
+	evidenceDropped             prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -229,9 +327,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "The last upstream seq applied."}),
 		lag: prometheus.NewGauge(prometheus.GaugeOpts{Name: "plc_mirror_lag_seconds",
 			Help: "How far the mirror's latest op is behind the clock while backfilling."}),
+		evidenceRows: prometheus.NewGauge(prometheus.GaugeOpts{Name: "plc_mirror_evidence_rows",
+			Help: "Divergence records stored."}),
+		evidenceBytes: prometheus.NewGauge(prometheus.GaugeOpts{Name: "plc_mirror_evidence_bytes",
+			Help: "Bytes of the divergence records stored (evidence, reason, DID, CID)."}),
+		evidenceDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "plc_mirror_evidence_dropped_total",
+			Help: "Divergences counted but not stored: the cap of stored records was reached."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.divergences, m.ops, m.upstreamErrors, m.cursor, m.lag)
+		reg.MustRegister(m.divergences, m.ops, m.upstreamErrors, m.cursor, m.lag, m.evidenceRows, m.evidenceBytes, m.evidenceDropped)
 	}
 	return m
 }

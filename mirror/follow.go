@@ -17,10 +17,21 @@ import (
 	"github.com/plcdir/plc/oplog"
 )
 
+// errStreamStalled: the stream sent nothing for StreamIdle while the
+// upstream's export has ops after the mirror's cursor.
+var errStreamStalled = errors.New("the upstream's stream is stalled")
+
 // follow applies the upstream's live /export/stream from the committed
 // cursor until the stream ends. It returns nil when the stream ended in a
 // way that calls for paging again (OutdatedCursor, ConsumerTooSlow, a
 // normal close), else the error.
+//
+// A silent upstream cannot hold the mirror: the handshake must complete
+// within StreamTimeout; and when the stream has sent nothing for
+// StreamIdle, the mirror pings the upstream (no pong within StreamTimeout
+// ends the stream) and asks its export for the op after the cursor: if
+// there is one, the stream is stalled (errStreamStalled; the op's seq
+// shows in /_health's lagOps) and Run backs off, then pages.
 func (m *Mirror) follow(ctx context.Context) error {
 	c, err := m.store.Cursor(ctx, m.source)
 	if err != nil {
@@ -37,9 +48,10 @@ func (m *Mirror) follow(ctx context.Context) error {
 	u.RawQuery = url.Values{"cursor": {strconv.FormatInt(c.Seq, 10)}}.Encode()
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	conn, _, err := websocket.Dial(sctx, u.String(), &websocket.DialOptions{HTTPClient: m.streamClient()})
+	m.setState("connect")
+	conn, err := m.dial(sctx, u.String())
 	if err != nil {
-		return fmt.Errorf("connect to the stream: %w", err)
+		return err
 	}
 	defer conn.CloseNow()
 	conn.SetReadLimit(oplog.MaxLineBytes)
@@ -68,7 +80,18 @@ func (m *Mirror) follow(ctx context.Context) error {
 
 	line, last := c.Line, c.Seq
 	for {
-		b, ok := <-msgs
+		var (
+			b  []byte
+			ok bool
+		)
+		select {
+		case b, ok = <-msgs:
+		case <-m.cfg.After(m.cfg.StreamIdle):
+			if err := m.checkIdleStream(sctx, conn, last); err != nil {
+				return err
+			}
+			continue
+		}
 		if !ok {
 			break
 		}
@@ -99,16 +122,10 @@ func (m *Mirror) follow(ctx context.Context) error {
 			last = max(last, it.Seq)
 			items[i] = it
 		}
-		res, err := m.log.Ingest(ctx, m.source, items)
-		if err != nil {
+		if _, err := m.ingest(ctx, m.source, items); err != nil {
 			return err
 		}
 		m.sawUpstreamSeq(last)
-		m.metrics.ops.Add(float64(len(res.Entries)))
-		m.metrics.cursor.Set(float64(res.Cursor.Seq))
-		for _, rj := range res.Rejected {
-			m.metrics.divergences.WithLabelValues(string(kindOf(rj.Reason))).Inc()
-		}
 	}
 	err = <-errc
 	if ctx.Err() != nil {
@@ -119,6 +136,69 @@ func (m *Mirror) follow(ctx context.Context) error {
 		return nil
 	}
 	return fmt.Errorf("stream: %w", err)
+}
+
+// dial opens the stream at u: the handshake is cut after StreamTimeout.
+func (m *Mirror) dial(ctx context.Context, u string) (*websocket.Conn, error) {
+	dctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	timedOut := make(chan struct{})
+	go func() {
+		select {
+		case <-m.cfg.After(m.cfg.StreamTimeout):
+			close(timedOut)
+			cancel()
+		case <-dctx.Done():
+		}
+	}()
+	conn, _, err := websocket.Dial(dctx, u, &websocket.DialOptions{HTTPClient: m.streamClient()})
+	if err != nil {
+		select {
+		case <-timedOut:
+			return nil, fmt.Errorf("connect to the stream: no handshake within %v", m.cfg.StreamTimeout)
+		default:
+		}
+		return nil, fmt.Errorf("connect to the stream: %w", err)
+	}
+	return conn, nil
+}
+
+// checkIdleStream is what follow does when the stream has been silent for
+// StreamIdle, last being the last seq it took: a ping that must be
+// answered within StreamTimeout, then a look at the upstream's export
+// after last. nil: the upstream is alive and has nothing new.
+func (m *Mirror) checkIdleStream(ctx context.Context, conn *websocket.Conn, last int64) error {
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	timedOut := make(chan struct{})
+	go func() {
+		select {
+		case <-m.cfg.After(m.cfg.StreamTimeout):
+			close(timedOut)
+			cancel()
+		case <-pctx.Done():
+		}
+	}()
+	if err := conn.Ping(pctx); err != nil {
+		select {
+		case <-timedOut:
+			return fmt.Errorf("stream: silent for %v, and no pong within %v", m.cfg.StreamIdle, m.cfg.StreamTimeout)
+		default:
+		}
+		if ctx.Err() != nil {
+			return nil // the stream ended meanwhile: follow sees why
+		}
+		return fmt.Errorf("stream: silent for %v, then the ping failed: %w", m.cfg.StreamIdle, err)
+	}
+	p, err := m.up.seqPage(ctx, last, 1)
+	if err != nil {
+		return err
+	}
+	if len(p.lines) > 0 && p.lastSeq > last {
+		m.sawUpstreamSeq(p.lastSeq)
+		return fmt.Errorf("%w: silent for %v while the export has seq %d after seq %d", errStreamStalled, m.cfg.StreamIdle, p.lastSeq, last)
+	}
+	return nil
 }
 
 // streamClient is the upstream client without its overall timeout, which

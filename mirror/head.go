@@ -3,7 +3,6 @@ package mirror
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/url"
 	"strconv"
@@ -50,7 +49,7 @@ func (m *Mirror) checkHead(ctx context.Context) error {
 		return err
 	}
 	after := c.Seq - 1
-	body, err := m.up.get(ctx, "/export", url.Values{"after": {strconv.FormatInt(after, 10)}, "count": {"1"}})
+	body, err := m.up.export(ctx, url.Values{"after": {strconv.FormatInt(after, 10)}, "count": {"1"}})
 	if err != nil {
 		return err
 	}
@@ -59,15 +58,15 @@ func (m *Mirror) checkHead(ctx context.Context) error {
 	if len(lines) == 0 {
 		answer = "nothing"
 	} else {
-		var pl pageLine
-		if err := json.Unmarshal(lines[0], &pl); err != nil {
-			return badResponse(body, "GET /export?after=%d&count=1: the first line is not JSON", after)
+		pl, err := oplog.ReadLineHead(lines[0])
+		if err != nil {
+			return badResponse(body, "GET /export?after=%d&count=1: the first line is not an export line: %v", after, err)
 		}
 		switch {
-		case pl.Seq == nil:
+		case pl.Seq == 0:
 			return badResponse(body, "GET /export?after=%d&count=1: the first line has no seq", after)
-		case *pl.Seq != c.Seq:
-			answer = "seq " + strconv.FormatInt(*pl.Seq, 10)
+		case pl.Seq != c.Seq:
+			answer = "seq " + strconv.FormatInt(pl.Seq, 10)
 		case sameExportLine(lines[0], held.line):
 			return nil
 		default:
@@ -101,7 +100,9 @@ func (m *Mirror) heldAt(ctx context.Context, c oplog.Cursor) (heldLine, bool, er
 			return heldLine{line: r.Raw, did: r.DID, cid: r.CID}, true, nil
 		}
 	}
-	if len(rs) > 0 {
+	if len(rs) > 0 || m.droppedAt(c.Line) {
+		// Rejected: the op at c.Seq came earlier. Or rejected past the
+		// evidence cap, not stored: not known.
 		return heldLine{}, false, nil
 	}
 	seq, err := m.store.LatestSeq(ctx)

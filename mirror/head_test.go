@@ -119,7 +119,7 @@ func TestUpstreamTruncatedAfterServing(t *testing.T) {
 	if len(ds) != 3 {
 		t.Fatalf("divergences:%s\nwant three", describe(ds))
 	}
-	checkDivergence(t, ds[2], mirror.KindBadResponse, "", "", "the first line is not JSON", []byte("<html>maintenance</html>"))
+	checkDivergence(t, ds[2], mirror.KindBadResponse, "", "", "the first line is not an export line", []byte("<html>maintenance</html>"))
 }
 
 // TestHeadCheckOfARejectedLastLine: when the line at the mirror's cursor

@@ -137,7 +137,8 @@ func getJSON(t *testing.T, h http.Handler, target string, v any) int {
 }
 
 // divergences reads every divergence record of m through its HTTP
-// handler, pageSize at a time, following the cursor.
+// handler, pageSize at a time, following the cursor (and "more", set on
+// an answer cut short by its byte bound).
 func divergences(t *testing.T, m *mirror.Mirror) []divergence {
 	t.Helper()
 	const pageSize = 3
@@ -149,6 +150,7 @@ func divergences(t *testing.T, m *mirror.Mirror) []divergence {
 		var page struct {
 			Divergences []divergence `json:"divergences"`
 			Cursor      int64        `json:"cursor"`
+			More        bool         `json:"more"`
 		}
 		target := "/_mirror/divergences?" + url.Values{"after": {strconv.FormatInt(after, 10)}, "limit": {strconv.Itoa(pageSize)}}.Encode()
 		if code := getJSON(t, m.Handler(), target, &page); code != http.StatusOK {
@@ -167,7 +169,7 @@ func divergences(t *testing.T, m *mirror.Mirror) []divergence {
 			t.Fatalf("GET %s: cursor %d, want %d", target, page.Cursor, after)
 		}
 		out = append(out, page.Divergences...)
-		if len(page.Divergences) < pageSize {
+		if len(page.Divergences) < pageSize && !page.More {
 			return out
 		}
 	}

@@ -52,6 +52,22 @@ type Config struct {
 	AuditSample int
 	// Progress, if set, is called as Import's Progress during backfills.
 	Progress func(oplog.ImportStats)
+	// StreamTimeout bounds the live stream's handshake and the answer to
+	// each ping (default 30 s).
+	StreamTimeout time.Duration
+	// StreamIdle is how long the live stream may send nothing before the
+	// mirror pings the upstream and asks its export whether it has ops
+	// the stream did not send (default 1 min): see follow.
+	StreamIdle time.Duration
+	// MaxEvidenceRows and MaxEvidenceBytes cap the divergence records
+	// stored, in rows and in bytes (defaults DefaultMaxEvidenceRows and
+	// DefaultMaxEvidenceBytes); past the cap, divergences are counted, not
+	// stored (see evidence.go).
+	MaxEvidenceRows, MaxEvidenceBytes int64
+	// DivergencesResponseBytes bounds an answer of GET
+	// /_mirror/divergences (default DefaultDivergencesResponseBytes); see
+	// Handler.
+	DivergencesResponseBytes int
 	// Logger receives the mirror's log (default: discard).
 	Logger *slog.Logger
 	// Registry receives the mirror's metrics (default: none).
@@ -60,6 +76,10 @@ type Config struct {
 	// (default: a timer).
 	Now  func() time.Time
 	Wait func(ctx context.Context, d time.Duration) error
+	// After returns a channel that receives once d has passed (default
+	// time.After): the stream's timeouts, the wait for a turn to list
+	// divergences.
+	After func(d time.Duration) <-chan time.Time
 }
 
 // Mode is how the upstream's export is read.
@@ -87,6 +107,9 @@ type Mirror struct {
 	upstreamSeq int64 // the latest upstream seq seen (0: none)
 	recorded    map[[sha256.Size]byte]bool
 	headChecked time.Time // the last head check (see checkHead)
+
+	listing chan struct{} // a slot per divergence listing being written
+	ev      evidence
 }
 
 // New checks cfg and builds the mirror.
@@ -118,6 +141,15 @@ func New(cfg Config) (*Mirror, error) {
 	if cfg.AuditSample <= 0 {
 		cfg.AuditSample = 20
 	}
+	if cfg.MaxEvidenceRows <= 0 {
+		cfg.MaxEvidenceRows = DefaultMaxEvidenceRows
+	}
+	if cfg.MaxEvidenceBytes <= 0 {
+		cfg.MaxEvidenceBytes = DefaultMaxEvidenceBytes
+	}
+	if cfg.DivergencesResponseBytes <= 0 {
+		cfg.DivergencesResponseBytes = DefaultDivergencesResponseBytes
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -126,6 +158,15 @@ func New(cfg Config) (*Mirror, error) {
 	}
 	if cfg.Wait == nil {
 		cfg.Wait = wait
+	}
+	if cfg.After == nil {
+		cfg.After = time.After
+	}
+	if cfg.StreamTimeout <= 0 {
+		cfg.StreamTimeout = 30 * time.Second
+	}
+	if cfg.StreamIdle <= 0 {
+		cfg.StreamIdle = time.Minute
 	}
 	up, err := newUpstream(cfg.Upstream, cfg.Client, cfg.MaxBody)
 	if err != nil {
@@ -138,6 +179,7 @@ func New(cfg Config) (*Mirror, error) {
 		metrics:  newMetrics(cfg.Registry),
 		state:    "starting",
 		recorded: map[[sha256.Size]byte]bool{},
+		listing:  make(chan struct{}, divergencesConcurrency),
 	}
 	return m, nil
 }
@@ -160,6 +202,7 @@ func (m *Mirror) Source() string { return m.source }
 // wait (backing off) and go on from the committed cursor. It returns nil
 // when ctx ends.
 func (m *Mirror) Run(ctx context.Context) error {
+	m.startEvidence(ctx)
 	if m.cfg.AuditInterval > 0 {
 		actx, stop := context.WithCancel(ctx)
 		done := make(chan struct{})
@@ -219,6 +262,7 @@ var errCaughtUp = errors.New("caught up")
 // upstream's head once (no live stream): a bootstrap, or a catch-up run
 // from cron.
 func (m *Mirror) Sync(ctx context.Context) error {
+	m.startEvidence(ctx)
 	if err := m.detect(ctx); err != nil {
 		if errors.Is(err, errCaughtUp) {
 			return nil
@@ -325,11 +369,10 @@ func (m *Mirror) Backfill(ctx context.Context) error {
 	default:
 		return errors.New("mirror: the upstream's mode is not known")
 	}
-	st, err := oplog.Import(ctx, m.log, r, oplog.ImportOptions{
+	_, err := oplog.Import(ctx, m.log, r, oplog.ImportOptions{
 		Source: m.source, ContinueLines: true, Progress: m.cfg.Progress,
-		Rejected: func(rj oplog.Rejection) { m.metrics.divergences.WithLabelValues(string(kindOf(rj.Reason))).Inc() },
+		Ingest: m.ingest, // the evidence cap, the metrics, backing off from junk
 	})
-	m.metrics.ops.Add(float64(st.Imported))
 	m.updateCursorMetrics(ctx)
 	if err != nil {
 		return fmt.Errorf("backfill: %w", err)
@@ -407,6 +450,8 @@ type Status struct {
 	// LagOps is how many upstream seqs seen are not applied yet (-1: not
 	// known).
 	LagOps int64
+	// Evidence is the state of the stored divergence records.
+	Evidence EvidenceStatus
 }
 
 // Status reports the mirror's state.
@@ -429,6 +474,7 @@ func (m *Mirror) Status(ctx context.Context) Status {
 		}
 	}
 	m.metrics.lag.Set(st.LagSeconds)
+	st.Evidence = m.evidenceStatus()
 	return st
 }
 
@@ -445,6 +491,9 @@ func (m *Mirror) Health(ctx context.Context) map[string]any {
 	if st.LagOps >= 0 {
 		h["lagOps"] = st.LagOps
 	}
+	ev := st.Evidence
+	h["evidence"] = map[string]any{"rows": ev.Rows, "bytes": ev.Bytes, "maxRows": ev.MaxRows, "maxBytes": ev.MaxBytes,
+		"dropped": ev.Dropped, "full": ev.Full}
 	return h
 }
 

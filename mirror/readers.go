@@ -3,12 +3,14 @@ package mirror
 import (
 	"bytes"
 	"context"
-	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"net/url"
 	"strconv"
 	"time"
 
+	"github.com/plcdir/plc/oplog"
 	"github.com/plcdir/plc/validate"
 )
 
@@ -62,7 +64,7 @@ func (r *seqReader) fetch(ctx context.Context) {
 	defer close(r.pages)
 	for {
 		b, last, err := r.fetchPage(ctx)
-		if err != nil {
+		if err != nil && !errors.Is(err, errMostlyRejected) {
 			r.end = err
 			return
 		}
@@ -74,6 +76,10 @@ func (r *seqReader) fetch(ctx context.Context) {
 				return
 			}
 		}
+		if err != nil {
+			r.end = err // after the page's other lines
+			return
+		}
 		if last {
 			return
 		}
@@ -81,7 +87,9 @@ func (r *seqReader) fetch(ctx context.Context) {
 }
 
 // fetchPage fetches the page after r.after and returns its lines to
-// ingest (joined), and whether it is the last page.
+// ingest (joined), and whether it is the last page. A page that mostly
+// serves again lines at or before r.after is errMostlyRejected, with its
+// other lines: they are ingested, then the round ends and Run backs off.
 func (r *seqReader) fetchPage(ctx context.Context) ([]byte, bool, error) {
 	page, err := r.m.up.seqPage(ctx, r.after, r.count)
 	if err != nil {
@@ -94,19 +102,22 @@ func (r *seqReader) fetchPage(ctx context.Context) ([]byte, bool, error) {
 	// Lines at or before after were asked not to be sent: the upstream
 	// serves them again, so its order is not what it was.
 	kept := lines[:0]
-	for _, l := range lines {
-		var pl pageLine
-		if json.Unmarshal(l, &pl) == nil && pl.Seq != nil && *pl.Seq <= r.after {
+	for i, l := range lines {
+		if seq := page.seqs[i]; seq > 0 && seq <= r.after {
 			r.m.record(ctx, Divergence{Kind: KindReordered, Evidence: l,
-				Detail: "the upstream served seq " + strconv.FormatInt(*pl.Seq, 10) + " again after seq " + strconv.FormatInt(r.after, 10)})
+				Detail: "the upstream served seq " + strconv.FormatInt(seq, 10) + " again after seq " + strconv.FormatInt(r.after, 10)})
 			continue
 		}
 		kept = append(kept, l)
 	}
+	replayed := len(lines) - len(kept)
 	r.m.sawUpstreamSeq(page.lastSeq)
 	r.lastEmpty = len(lines) == 0
 	if len(lines) > 0 {
 		r.after = page.lastSeq
+	}
+	if r.m.mostlyRejected(replayed, len(lines)) {
+		return joinLines(kept), false, fmt.Errorf("%w: %d of the %d lines of the page up to seq %d were served again", errMostlyRejected, replayed, len(lines), page.lastSeq)
 	}
 	return joinLines(kept), len(lines) < r.count, nil
 }
@@ -184,7 +195,7 @@ func (r *legacyReader) Read(p []byte) (int, error) {
 		if !r.after.IsZero() {
 			q.Set("after", string(validate.AppendTimestamp(nil, r.after.Add(-time.Millisecond))))
 		}
-		body, err := r.m.up.get(r.ctx, "/export", q)
+		body, err := r.m.up.export(r.ctx, q)
 		if err != nil {
 			return 0, err
 		}
@@ -195,11 +206,11 @@ func (r *legacyReader) Read(p []byte) (int, error) {
 			boundary = r.boundary
 		)
 		for i, l := range lines {
-			var pl pageLine
-			if err := json.Unmarshal(l, &pl); err != nil {
+			pl, err := oplog.ReadLineHead(l)
+			if err != nil {
 				if i == len(lines)-1 {
-					// The last line does not parse: a cut-off body.
-					return 0, badResponse(body, "GET /export: the last line is not JSON (cut off?)")
+					// The last line cannot be read: a cut-off body.
+					return 0, badResponse(body, "GET /export: the last line is not an export line (cut off?): %v", err)
 				}
 				kept = append(kept, l) // Import rejects it
 				continue

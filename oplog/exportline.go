@@ -37,6 +37,45 @@ func ParseExportLine(n int64, b []byte) IngestItem {
 	return it
 }
 
+// LineHead is what an export line states of itself, besides its op.
+type LineHead struct {
+	DID, CID  string
+	CreatedAt string
+	// Seq is the line's seq (0: it has none).
+	Seq int64
+}
+
+// ReadLineHead reads what an export line states of itself without
+// parsing its op, by ParseExportLine's scanner and rules: one JSON object,
+// no unknown or duplicate field, did, cid and createdAt strings, seq a
+// positive integer in its canonical form. Where a line's place in an
+// export is read (the seq of a page's last line), it is read by these
+// rules, so that it is what the ingest of the line reads too.
+func ReadLineHead(b []byte) (LineHead, error) {
+	if len(b) > MaxLineBytes {
+		return LineHead{}, badLine("line longer than %d bytes", MaxLineBytes)
+	}
+	var (
+		env envelope
+		it  IngestItem
+	)
+	if err := scanObject(b, func(key string, v []byte) { env.field(&it, key, v, jsonString) }); err != nil {
+		return LineHead{}, err
+	}
+	if env.first != nil {
+		return LineHead{}, env.first
+	}
+	h := LineHead{DID: it.DID, CID: it.CID, CreatedAt: env.createdAt}
+	if env.seen&fieldSeq != 0 {
+		n, ok := positiveInt(env.seq)
+		if !ok {
+			return LineHead{}, badLine("seq %s is not a positive integer", env.seq)
+		}
+		h.Seq = n
+	}
+	return h, nil
+}
+
 // parseExportLine reads one export line. Whatever is wrong with it is the
 // item's Err (an ErrBadLine); looksLikeExport reports whether it is at
 // least a JSON object with a did and an operation.

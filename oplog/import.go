@@ -68,6 +68,12 @@ type ImportOptions struct {
 	// Rejected, if set, is called for each rejected line once its batch
 	// has committed, in line order.
 	Rejected func(Rejection)
+	// Ingest, if set, commits each batch instead of l.Ingest (which it
+	// must call, or IngestWithin, with the same arguments): a caller that
+	// bounds what a batch may store, or judges each batch's result. An
+	// error it returns stops the Import after the batch (as a store
+	// failure does), whether or not the batch committed.
+	Ingest func(ctx context.Context, source string, items []IngestItem) (IngestResult, error)
 	// ContinueLines numbers the input's lines after the source's cursor
 	// line instead of from 1: for a source that is read in parts, each from
 	// where the last one stopped (an upstream's export pages), rather than
@@ -146,7 +152,11 @@ func Import(ctx context.Context, l *Log, r io.Reader, opts ImportOptions) (Impor
 		st.Source = ch.source
 		st.Skipped += ch.skipped
 		if len(ch.items) > 0 {
-			res, err := l.Ingest(ctx, ch.source, ch.items)
+			ingest := l.Ingest
+			if opts.Ingest != nil {
+				ingest = opts.Ingest
+			}
+			res, err := ingest(ctx, ch.source, ch.items)
 			if err != nil {
 				return st, err
 			}

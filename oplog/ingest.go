@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/plcdir/plc/validate"
@@ -77,6 +78,28 @@ type IngestResult struct {
 	Skipped int
 	// Cursor is the source's cursor after the call.
 	Cursor Cursor
+	// Stored is how many of Rejected were stored: the first Stored (all of
+	// them, unless IngestWithin's limit stopped the rest).
+	Stored int
+}
+
+// RejectionLimit bounds the rejections one IngestWithin call stores:
+// Rows of them, of Bytes in all (as RejectionBytes counts). The first
+// rejection that would go past either, and every one after it, is not
+// stored: it is still rejected (never applied, the cursor moves past it)
+// and returned in IngestResult.Rejected.
+type RejectionLimit struct {
+	Rows, Bytes int64
+}
+
+// NoRejectionLimit stores every rejection.
+var NoRejectionLimit = RejectionLimit{Rows: math.MaxInt64, Bytes: math.MaxInt64}
+
+// RejectionBytes is what a rejection counts against a RejectionLimit: the
+// bytes of its raw line, reason, DID and CID (as Stats.RejectionSize sums
+// them).
+func RejectionBytes(r Rejection) int64 {
+	return int64(len(r.Raw) + len(r.Reason) + len(r.DID) + len(r.CID))
 }
 
 // Ingest applies replayed history from source (an export being imported,
@@ -91,6 +114,13 @@ type IngestResult struct {
 // or by callers that agree on line numbers; concurrent callers never apply
 // an item twice.
 func (l *Log) Ingest(ctx context.Context, source string, items []IngestItem) (IngestResult, error) {
+	return l.IngestWithin(ctx, source, items, NoRejectionLimit)
+}
+
+// IngestWithin is Ingest, storing at most limit's rejections (see
+// RejectionLimit): a source whose rejections are kept as evidence bounds
+// what a hostile input can make it store.
+func (l *Log) IngestWithin(ctx context.Context, source string, items []IngestItem, limit RejectionLimit) (IngestResult, error) {
 	if source == "" {
 		return IngestResult{}, errors.New("oplog: Ingest without a source")
 	}
@@ -142,6 +172,10 @@ func (l *Log) Ingest(ctx context.Context, source string, items []IngestItem) (In
 		now := l.opts.Now().UTC().Truncate(time.Millisecond)
 		c := newChain(view.AppendView)
 		b := IngestBatch{Cursor: view.Cursor}
+		var (
+			dropped    []Rejection // rejected, not stored: past the limit
+			rows, size int64
+		)
 		for i := range items {
 			it := &items[i]
 			if it.done(view.Cursor) {
@@ -160,10 +194,17 @@ func (l *Log) Ingest(ctx context.Context, source string, items []IngestItem) (In
 			}
 			if err != nil {
 				errs = append(errs, err)
-				b.Rejections = append(b.Rejections, Rejection{
+				rj := Rejection{
 					Source: source, Line: it.Line, DID: it.DID, CID: it.CID,
 					Raw: it.Raw, Reason: RejectionReason(err), CreatedAt: now,
-				})
+				}
+				n := RejectionBytes(rj)
+				if dropped != nil || rows+1 > limit.Rows || n > limit.Bytes-size {
+					dropped = append(dropped, rj)
+				} else {
+					b.Rejections = append(b.Rejections, rj)
+					rows, size = rows+1, size+n
+				}
 			}
 			b.Cursor.Line = max(b.Cursor.Line, it.Line)
 			b.Cursor.Seq = max(b.Cursor.Seq, it.Seq)
@@ -173,7 +214,8 @@ func (l *Log) Ingest(ctx context.Context, source string, items []IngestItem) (In
 		}
 		b.Writes = c.writes
 		writes = c.writes
-		res.Rejected = b.Rejections
+		res.Rejected = append(b.Rejections[:len(b.Rejections):len(b.Rejections)], dropped...)
+		res.Stored = len(b.Rejections)
 		res.Cursor = b.Cursor
 		return b, nil
 	})

@@ -223,6 +223,7 @@ func testIngest(t *testing.T, migrated func(t *testing.T) (oplog.Store, string))
 	testLogIngest(t, migrated)
 	testRejectionLookups(t, migrated)
 	testImportParts(t, migrated)
+	testIngestWithin(t, migrated)
 }
 
 func testLogIngest(t *testing.T, migrated func(t *testing.T) (oplog.Store, string)) {

@@ -18,6 +18,10 @@ type Stats interface {
 	// CountRejections returns the number of rejections of source (see
 	// Rejections).
 	CountRejections(ctx context.Context, source string) (int64, error)
+	// RejectionSize returns the number of rejections of source and their
+	// bytes, as RejectionBytes counts them (read once, at a mirror's
+	// start: it reads every rejection of source).
+	RejectionSize(ctx context.Context, source string) (rows, bytes int64, err error)
 }
 
 var (
@@ -30,7 +34,31 @@ var (
 const (
 	countOpsAfterSQL   = `SELECT COUNT(*) FROM operations WHERE created_at > %s`
 	countRejectionsSQL = `SELECT COUNT(*) FROM rejected WHERE source = %s`
+	// The bytes of a rejection, as RejectionBytes counts them.
+	sqliteRejectionSizeSQL   = `SELECT COUNT(*), COALESCE(SUM(length(raw) + length(CAST(reason AS BLOB)) + length(CAST(did AS BLOB)) + length(CAST(cid AS BLOB))), 0) FROM rejected WHERE source = ?`
+	postgresRejectionSizeSQL = `SELECT COUNT(*), COALESCE(SUM(octet_length(raw) + octet_length(reason) + octet_length(did) + octet_length(cid)), 0)::bigint FROM rejected WHERE source = $1`
 )
+
+func (s *SQLiteStore) RejectionSize(ctx context.Context, source string) (int64, int64, error) {
+	rows, err := s.query(ctx, sqliteRejectionSizeSQL, source)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer rows.Close()
+	var n, b int64
+	if rows.Next() {
+		if err := rows.Scan(&n, &b); err != nil {
+			return 0, 0, err
+		}
+	}
+	return n, b, rows.Err()
+}
+
+func (s *PostgresStore) RejectionSize(ctx context.Context, source string) (int64, int64, error) {
+	var n, b int64
+	err := s.pool.QueryRow(ctx, postgresRejectionSizeSQL, source).Scan(&n, &b)
+	return n, b, err
+}
 
 func (s *SQLiteStore) CountOpsAfter(ctx context.Context, t time.Time) (int64, error) {
 	return s.count(ctx, countOpsAfterSQL, t.UnixMilli())

@@ -114,4 +114,33 @@ func testStats(t *testing.T, open func(t *testing.T) oplog.Store) {
 			}
 		}
 	})
+
+	t.Run("RejectionSize", func(t *testing.T) {
+		s := open(t)
+		st := s.(oplog.Stats)
+		// Bytes that are not UTF-8, a reason and DID beyond ASCII, a
+		// backslash (which a text-to-bytea cast would read as an escape).
+		rs := []oplog.Rejection{
+			{Source: "upstream:a", Line: 1, DID: "did:plc:\u00e9", CID: "bafy", Raw: []byte("\\\xff\xfe\x00{"), Reason: "bad: \u00fcnicode \\x00", CreatedAt: at(0)},
+			{Source: "upstream:a", Line: 2, Raw: nil, Reason: "empty", CreatedAt: at(0)},
+			{Source: "import:b", Line: 1, Raw: []byte("other source"), Reason: "x", CreatedAt: at(0)},
+		}
+		for _, r := range rs {
+			err := s.Ingest(ctx, r.Source, nil, func(v oplog.IngestView) (oplog.IngestBatch, error) {
+				b := oplog.IngestBatch{Cursor: v.Cursor, Rejections: []oplog.Rejection{r}}
+				b.Cursor.Line = r.Line
+				return b, nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		want := oplog.RejectionBytes(rs[0]) + oplog.RejectionBytes(rs[1])
+		if n, b, err := st.RejectionSize(ctx, "upstream:a"); err != nil || n != 2 || b != want {
+			t.Errorf("RejectionSize = %d rows, %d bytes, %v; want 2 rows, %d bytes", n, b, err, want)
+		}
+		if n, b, err := st.RejectionSize(ctx, "upstream:none"); err != nil || n != 0 || b != 0 {
+			t.Errorf("RejectionSize of no rejections = %d, %d, %v", n, b, err)
+		}
+	})
 }

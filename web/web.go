@@ -628,36 +628,53 @@ func (u *UI) divergences(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), pageTimeout)
 	defer cancel()
-	rs, err := u.cfg.Store.Rejections(ctx, m.Source, after, divergencesPerPage+1)
-	if err != nil {
-		u.failed(w, r, err)
-		return
-	}
 	v := divergencesView{Upstream: m.Status(ctx).Upstream, After: after}
+	// The records are read a few at a time, and only the part of each
+	// evidence that is shown is kept: a page holds divergencesPerPage
+	// records of up to 1 MiB of evidence each.
+	for cursor := after; len(v.Records) <= divergencesPerPage; {
+		rs, err := u.cfg.Store.Rejections(ctx, m.Source, cursor, divergencesReadChunk)
+		if err != nil {
+			u.failed(w, r, err)
+			return
+		}
+		for _, rj := range rs {
+			if len(v.Records) == divergencesPerPage {
+				v.Next = cursor // there is one more
+				break
+			}
+			v.Records = append(v.Records, newDivergenceView(rj))
+			cursor = rj.ID
+		}
+		if v.Next != 0 || len(rs) < divergencesReadChunk {
+			break
+		}
+	}
 	if u.cfg.Stats != nil {
 		if n, err := u.cfg.Stats.CountRejections(ctx, m.Source); err == nil {
 			v.Total, v.HasTotal = n, true
 		}
 	}
-	if len(rs) > divergencesPerPage {
-		rs = rs[:divergencesPerPage]
-		v.Next = rs[len(rs)-1].ID
-	}
-	for _, rj := range rs {
-		d := divergenceView{ID: rj.ID, CreatedAt: rj.CreatedAt, DID: reveal(rj.DID), CID: reveal(rj.CID), DIDLink: validate.ValidDID(rj.DID),
-			Line: rj.Line, Reason: reveal(rj.Reason), RawLength: len(rj.Raw)}
-		raw := rj.Raw
-		if len(raw) > evidenceShown {
-			raw, d.Cut = raw[:evidenceShown], len(raw)-evidenceShown
-		}
-		if isText(raw) {
-			d.Evidence = reveal(strings.ToValidUTF8(string(raw), "\uFFFD"))
-		} else {
-			d.Evidence, d.Encoding = base64.StdEncoding.EncodeToString(raw), "base64"
-		}
-		v.Records = append(v.Records, d)
-	}
 	u.render(w, r, http.StatusOK, "divergences", page{Title: "Divergences", Body: v})
+}
+
+// divergencesReadChunk is the number of records the divergences page
+// reads from the store at a time.
+const divergencesReadChunk = 8
+
+func newDivergenceView(rj oplog.Rejection) divergenceView {
+	d := divergenceView{ID: rj.ID, CreatedAt: rj.CreatedAt, DID: reveal(rj.DID), CID: reveal(rj.CID), DIDLink: validate.ValidDID(rj.DID),
+		Line: rj.Line, Reason: reveal(rj.Reason), RawLength: len(rj.Raw)}
+	raw := rj.Raw
+	if len(raw) > evidenceShown {
+		raw, d.Cut = raw[:evidenceShown], len(raw)-evidenceShown
+	}
+	if isText(raw) {
+		d.Evidence = reveal(strings.ToValidUTF8(string(raw), "\uFFFD"))
+	} else {
+		d.Evidence, d.Encoding = base64.StdEncoding.EncodeToString(raw), "base64"
+	}
+	return d
 }
 
 // isText reports whether b is UTF-8 text, perhaps cut inside its last

@@ -25,6 +25,8 @@ func runMirror(ctx context.Context, e env, args []string) int {
 		poll     time.Duration
 		page     int
 		once     bool
+		evRows   int
+		evBytes  int
 	)
 	fs := newFlagSet("mirror", "plc mirror --upstream URL [flags]",
 		`Replicates another directory: pages through its export, then follows
@@ -42,6 +44,8 @@ with the same defaults.`, e)
 	f.duration(&poll, "poll-interval", "PLC_MIRROR_POLL_INTERVAL", 5*time.Second, "wait between polls of an upstream that has nothing new, and between checks that it still serves the mirror's latest op")
 	f.bool(&once, "once", "PLC_MIRROR_ONCE", "backfill up to the upstream's head, then exit (no live stream)")
 	f.int(&page, "page-size", "PLC_PAGE_SIZE", 1000, "ops asked for per export page")
+	f.int(&evRows, "max-evidence-rows", "PLC_MIRROR_MAX_EVIDENCE_ROWS", mirror.DefaultMaxEvidenceRows, "divergence records stored at most; past the cap (rows or bytes) divergences are counted, not stored")
+	f.int(&evBytes, "max-evidence-bytes", "PLC_MIRROR_MAX_EVIDENCE_BYTES", mirror.DefaultMaxEvidenceBytes, "bytes of divergence records (evidence, reason, DID, CID) stored at most")
 	if f.err != nil {
 		fmt.Fprintf(e.stderr, "plc mirror: %v\n", f.err)
 		return exitUsage
@@ -70,6 +74,10 @@ with the same defaults.`, e)
 		fmt.Fprintln(e.stderr, "plc mirror: --page-size must be 1 to 1000")
 		return exitUsage
 	}
+	if evRows < 1 || evBytes < 1 {
+		fmt.Fprintln(e.stderr, "plc mirror: --max-evidence-rows and --max-evidence-bytes must be positive")
+		return exitUsage
+	}
 	if audit < 0 {
 		fmt.Fprintln(e.stderr, "plc mirror: --audit-interval must not be negative")
 		return exitUsage
@@ -95,14 +103,16 @@ with the same defaults.`, e)
 		p.start = time.Now()
 		p.last = p.start
 		m, err := mirror.New(mirror.Config{
-			Upstream:      upstream,
-			Log:           log,
-			PageSize:      page,
-			AuditInterval: audit,
-			PollInterval:  poll,
-			Logger:        logger,
-			Registry:      reg,
-			Progress:      p.batch,
+			Upstream:         upstream,
+			Log:              log,
+			PageSize:         page,
+			AuditInterval:    audit,
+			PollInterval:     poll,
+			MaxEvidenceRows:  int64(evRows),
+			MaxEvidenceBytes: int64(evBytes),
+			Logger:           logger,
+			Registry:         reg,
+			Progress:         p.batch,
 		})
 		if err != nil {
 			return nil, err
