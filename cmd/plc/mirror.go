@@ -27,6 +27,8 @@ func runMirror(ctx context.Context, e env, args []string) int {
 		once     bool
 		evRows   int
 		evBytes  int
+		sTimeout time.Duration
+		sIdle    time.Duration
 	)
 	fs := newFlagSet("mirror", "plc mirror --upstream URL [flags]",
 		`Replicates another directory: pages through its export, then follows
@@ -44,6 +46,8 @@ with the same defaults.`, e)
 	f.duration(&poll, "poll-interval", "PLC_MIRROR_POLL_INTERVAL", 5*time.Second, "wait between polls of an upstream that has nothing new, and between checks that it still serves the mirror's latest op")
 	f.bool(&once, "once", "PLC_MIRROR_ONCE", "backfill up to the upstream's head, then exit (no live stream)")
 	f.int(&page, "page-size", "PLC_PAGE_SIZE", 1000, "ops asked for per export page")
+	f.duration(&sTimeout, "stream-timeout", "PLC_MIRROR_STREAM_TIMEOUT", 30*time.Second, "bound on the upstream stream's WebSocket handshake and on the answer to a ping")
+	f.duration(&sIdle, "stream-idle", "PLC_MIRROR_STREAM_IDLE", time.Minute, "silence on the upstream stream after which the mirror pings it and checks the export for ops it missed")
 	f.int(&evRows, "max-evidence-rows", "PLC_MIRROR_MAX_EVIDENCE_ROWS", mirror.DefaultMaxEvidenceRows, "divergence records stored at most; past the cap (rows or bytes) divergences are counted, not stored")
 	f.int(&evBytes, "max-evidence-bytes", "PLC_MIRROR_MAX_EVIDENCE_BYTES", mirror.DefaultMaxEvidenceBytes, "bytes of divergence records (evidence, reason, DID, CID) stored at most")
 	if f.err != nil {
@@ -78,6 +82,10 @@ with the same defaults.`, e)
 		fmt.Fprintln(e.stderr, "plc mirror: --max-evidence-rows and --max-evidence-bytes must be positive")
 		return exitUsage
 	}
+	if sTimeout <= 0 || sIdle <= 0 {
+		fmt.Fprintln(e.stderr, "plc mirror: --stream-timeout and --stream-idle must be positive durations (30s, 1m)")
+		return exitUsage
+	}
 	if audit < 0 {
 		fmt.Fprintln(e.stderr, "plc mirror: --audit-interval must not be negative")
 		return exitUsage
@@ -110,6 +118,8 @@ with the same defaults.`, e)
 			PollInterval:     poll,
 			MaxEvidenceRows:  int64(evRows),
 			MaxEvidenceBytes: int64(evBytes),
+			StreamTimeout:    sTimeout,
+			StreamIdle:       sIdle,
 			Logger:           logger,
 			Registry:         reg,
 			Progress:         p.batch,
