@@ -14,43 +14,39 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/plcdir/plc/internal/hostile"
 )
 
-// hostile is an upstream directory that misbehaves on purpose.
-type hostile struct {
-	srv   *http.Server
-	url   string
-	pages atomic.Int64 // export pages served
+// upstreamServer serves an upstream directory that misbehaves on purpose
+// (internal/hostile), counting what it is asked.
+type upstreamServer struct {
+	srv     *http.Server
+	url     string
+	pages   atomic.Int64 // export pages asked for
+	streams atomic.Int64 // stream connections attempted
 }
 
-func serveHostile(h http.Handler, ip net.IP) (*hostile, error) {
+func serveHostile(h http.Handler, ip net.IP) (*upstreamServer, error) {
 	l, err := net.Listen("tcp", net.JoinHostPort(ip.String(), "0"))
 	if err != nil {
 		return nil, err
 	}
-	u := &hostile{url: "http://" + l.Addr().String()}
-	u.srv = &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	u := &upstreamServer{url: "http://" + l.Addr().String()}
+	u.srv = &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/export":
+			u.pages.Add(1)
+		case "/export/stream":
+			u.streams.Add(1)
+		}
+		h.ServeHTTP(w, r)
+	})}
 	go u.srv.Serve(l)
 	return u, nil
 }
 
-func (u *hostile) close() { u.srv.Close() }
-
-// junkLine is an export line that parses but whose op the rules reject
-// (its signature is not one), padded to about size bytes.
-func junkLine(seq int64, size int) string {
-	did := fmt.Sprintf("did:plc:%024d", seq%1000000)
-	did = strings.NewReplacer("0", "a", "1", "b", "8", "c", "9", "d").Replace(did)
-	pad := strings.Repeat("x", max(0, size-400))
-	return fmt.Sprintf(`{"did":%q,"operation":{"sig":"AAAA","prev":null,"type":"plc_operation","services":{},"alsoKnownAs":["at://%s"],"rotationKeys":[],"verificationMethods":{}},"cid":"bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm","seq":%d,"type":"sequenced_op","createdAt":"2024-01-01T00:00:00.000Z"}`,
-		did, pad, seq)
-}
-
-// afterParam reads ?after= of an export request.
-func afterParam(r *http.Request) int64 {
-	n, _ := strconv.ParseInt(r.URL.Query().Get("after"), 10, 64)
-	return n
-}
+func (u *upstreamServer) close() { u.srv.Close() }
 
 func runUpstream(ctx context.Context, c *config, r *modeReport) error {
 	for _, sub := range []struct {
@@ -91,9 +87,7 @@ func upstreamRedirect(ctx context.Context, c *config, r *modeReport) error {
 		return err
 	}
 	defer internal.close()
-	up, err := serveHostile(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		http.Redirect(w, req, internal.url+"/secret"+req.URL.Path, http.StatusFound)
-	}), net.IPv4(127, 0, 0, 1))
+	up, err := serveHostile(hostile.Handler(hostile.Config{Mode: hostile.Redirect, Target: internal.url + "/secret"}), net.IPv4(127, 0, 0, 1))
 	if err != nil {
 		return err
 	}
@@ -122,22 +116,8 @@ const (
 
 // upstreamJunk: endless pages of large lines the rules reject.
 func upstreamJunk(ctx context.Context, c *config, r *modeReport) error {
-	var up *hostile
-	up, err := serveHostile(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		if req.URL.Path != "/export" {
-			http.NotFound(w, req)
-			return
-		}
-		up.pages.Add(1)
-		after := afterParam(req)
-		w.Header().Set("Content-Type", "application/jsonlines")
-		for i := int64(1); i <= 1000; i++ {
-			if i > 1 {
-				w.Write([]byte("\n"))
-			}
-			w.Write([]byte(junkLine(after+i, 3000)))
-		}
-	}), net.IPv4(127, 0, 0, 1))
+	const lineBytes = 3000
+	up, err := serveHostile(hostile.Handler(hostile.Config{Mode: hostile.Junk, LineBytes: lineBytes}), net.IPv4(127, 0, 0, 1))
 	if err != nil {
 		return err
 	}
@@ -154,7 +134,7 @@ func upstreamJunk(ctx context.Context, c *config, r *modeReport) error {
 	}
 	time.Sleep(run)
 	size := dbBytes(db)
-	offered := up.pages.Load() * 1000 * 3000
+	offered := up.pages.Load() * 1000 * lineBytes
 	r.figure("junk", "in %s the upstream served %d pages (%.0f MB of junk); the mirror's database is %.1f MB",
 		run, up.pages.Load(), float64(offered)/(1<<20), float64(size)/(1<<20))
 	// The database holds the cap's worth of evidence, the schema and the
@@ -178,17 +158,7 @@ func dbBytes(db string) int64 {
 
 // upstreamRepeatSeq: a page whose last line repeats the seq before it.
 func upstreamRepeatSeq(ctx context.Context, c *config, r *modeReport) error {
-	up, err := serveHostile(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		if req.URL.Path != "/export" {
-			http.NotFound(w, req)
-			return
-		}
-		if afterParam(req) > 0 {
-			return // nothing after the first page
-		}
-		w.Header().Set("Content-Type", "application/jsonlines")
-		fmt.Fprint(w, junkLine(1, 500)+"\n"+junkLine(2, 500)+"\n"+junkLine(2, 500))
-	}), net.IPv4(127, 0, 0, 1))
+	up, err := serveHostile(hostile.Handler(hostile.Config{Mode: hostile.RepeatedSeq}), net.IPv4(127, 0, 0, 1))
 	if err != nil {
 		return err
 	}
@@ -232,50 +202,34 @@ func largestNumber(v any) float64 {
 	return 0
 }
 
-// upstreamSilentStream: the export is empty and /export/stream accepts the
-// connection and never answers; the mirror must notice.
+// upstreamSilentStream: after one line, /export/stream accepts the
+// upgrade and then says nothing (SilentStream), or never answers the
+// handshake (StalledHandshake); the mirror must give up and try again.
 func upstreamSilentStream(ctx context.Context, c *config, r *modeReport) error {
-	var streams atomic.Int64
-	up, err := serveHostile(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		switch req.URL.Path {
-		case "/export":
-			w.Header().Set("Content-Type", "application/jsonlines")
-		case "/export/stream":
-			streams.Add(1)
-			hj, ok := w.(http.Hijacker)
-			if !ok {
-				return
-			}
-			conn, _, err := hj.Hijack()
-			if err != nil {
-				return
-			}
-			<-req.Context().Done() // never answer the handshake
-			conn.Close()
-		default:
-			http.NotFound(w, req)
+	for _, mode := range []hostile.Mode{hostile.SilentStream, hostile.StalledHandshake} {
+		release := make(chan struct{})
+		up, err := serveHostile(hostile.Handler(hostile.Config{Mode: mode, Release: release}), net.IPv4(127, 0, 0, 1))
+		if err != nil {
+			return err
 		}
-	}), net.IPv4(127, 0, 0, 1))
-	if err != nil {
-		return err
+		p, _, err := startMirror(ctx, c, string(mode), up.url, "--stream-timeout", "2s", "--stream-idle", "2s")
+		if err != nil {
+			close(release)
+			up.close()
+			return err
+		}
+		deadline := time.Now().Add(40 * time.Second)
+		for time.Now().Before(deadline) && up.streams.Load() < 2 {
+			time.Sleep(250 * time.Millisecond)
+		}
+		r.check(up.streams.Load() >= 2, string(mode),
+			"the mirror gave up on the silent stream and tried again (%d attempts in at most 40 s)", up.streams.Load())
+		p.stop()
+		close(release)
+		up.close()
 	}
-	defer up.close()
-	p, _, err := startMirror(ctx, c, "silent", up.url, silentStreamFlags...)
-	if err != nil {
-		return err
-	}
-	defer p.stop()
-	deadline := time.Now().Add(40 * time.Second)
-	for time.Now().Before(deadline) && streams.Load() < 2 {
-		time.Sleep(250 * time.Millisecond)
-	}
-	r.check(streams.Load() >= 2, "stream handshake times out",
-		"the mirror gave up on the silent handshake and tried again (%d attempts)", streams.Load())
 	return nil
 }
-
-// silentStreamFlags shorten the mirror's stream timeouts for the attack.
-var silentStreamFlags = []string{"--stream-timeout", "5s"}
 
 // upstreamLongChain: a real upstream holding one DID with a long history;
 // plc import of it and plc mirror of it must stay within memory bounds.
