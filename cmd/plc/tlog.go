@@ -25,11 +25,17 @@ type tlogConfig struct {
 	Origin string
 	// Witnesses are URL=VKEY pairs.
 	Witnesses []string
+	// StartupCheck is how the derived state (nullified, signer indexes)
+	// is checked at startup: "full" (every signature) or "quick" (the
+	// chains with the stored signer indexes, and in full the DIDs with
+	// ops after the latest checkpoint).
+	StartupCheck string
 }
 
 func tlogFlags(f *flagSource, c *tlogConfig) {
 	f.str(&c.CheckpointKey, "checkpoint-key", "PLC_CHECKPOINT_KEY", "", "transparency-log checkpoint key file (plc keygen); default: checkpoint.key in the data directory, created for a new log")
 	f.str(&c.Origin, "origin", "PLC_ORIGIN", "", "origin (key name) of a checkpoint key created in the data directory (default: the host name)")
+	f.str(&c.StartupCheck, "startup-check", "PLC_STARTUP_CHECK", "quick", "startup check of the derived state (nullified, signer indexes): quick or full (every signature again)")
 	if v := f.e.getenv("PLC_WITNESSES"); v != "" {
 		c.Witnesses = strings.Fields(v)
 	}
@@ -43,6 +49,9 @@ func tlogFlags(f *flagSource, c *tlogConfig) {
 }
 
 func (c *tlogConfig) validate() error {
+	if c.StartupCheck != "quick" && c.StartupCheck != "full" {
+		return fmt.Errorf("--startup-check %q: want quick or full", c.StartupCheck)
+	}
 	for _, w := range c.Witnesses {
 		if _, err := audit.ParseWitness(w); err != nil {
 			return fmt.Errorf("--witness %q: %v", w, err)
@@ -107,7 +116,45 @@ func openTLog(ctx context.Context, c *serveConfig, store oplog.Store, logger *sl
 		return nil, fmt.Errorf("transparency log: %w", err)
 	}
 	logger.Info("transparency log verified", "origin", key.Origin(), "vkey", key.VKey, "took", time.Since(start).Round(time.Millisecond).String())
+	if err := checkDerived(ctx, c.TLog.StartupCheck, store, tl, logger); err != nil {
+		return nil, err
+	}
 	return tl, nil
+}
+
+// checkDerived runs the startup check of the derived state (see
+// oplog.CheckDerived): in full, or quick with the DIDs of the ops after
+// the latest checkpoint in full.
+func checkDerived(ctx context.Context, mode string, store oplog.Store, tl *audit.TLog, logger *slog.Logger) error {
+	opts := oplog.DerivedOptions{Quick: mode == "quick"}
+	switch cp, err := tl.Latest(ctx); {
+	case err == nil:
+		opts.After = cp.Size
+	case !errors.Is(err, oplog.ErrNotFound):
+		return err
+	}
+	total, err := store.LatestSeq(ctx)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	last := start
+	opts.Progress = func(n int64) {
+		if time.Since(last) >= 10*time.Second {
+			last = time.Now()
+			logger.Info("checking the derived state", "mode", mode, "ops", n, "of", total)
+		}
+	}
+	if err := oplog.CheckDerived(ctx, store, opts); err != nil {
+		var de *oplog.DerivedError
+		if errors.As(err, &de) {
+			return fmt.Errorf("%w: the nullified table or the signer indexes were changed behind the log's back; "+
+				"restore the database from a backup", err)
+		}
+		return fmt.Errorf("check the derived state: %w", err)
+	}
+	logger.Info("derived state verified", "mode", mode, "ops", total, "took", time.Since(start).Round(time.Millisecond).String())
+	return nil
 }
 
 func checkpointKey(ctx context.Context, c *serveConfig, store oplog.Store, logger *slog.Logger) (*audit.Key, error) {
