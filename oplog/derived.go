@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/plcdir/plc/validate"
 )
@@ -22,6 +23,9 @@ import (
 
 // DerivedOp is an op as the derived-state check reads it: with its stored
 // signer index and the op the nullified table says nullified it.
+//
+// Entry's CID, Op and Decoded are filled by Decode: the check decodes on
+// its workers, not on the goroutine that reads.
 type DerivedOp struct {
 	Entry
 	// Signer is the stored signer index.
@@ -29,6 +33,21 @@ type DerivedOp struct {
 	// NullifiedBy is the seq of the op stored as nullifying this one (0:
 	// none).
 	NullifiedBy int64
+
+	stored []byte // the op's stored form, until Decode
+}
+
+// Decode fills in the op from its stored form.
+func (d *DerivedOp) Decode() error {
+	if d.Decoded != nil {
+		return nil
+	}
+	op, err := validate.ParseCompact(d.stored)
+	if err != nil {
+		return fmt.Errorf("oplog: stored op %d does not decode: %w", d.Seq, err)
+	}
+	d.CID, d.Op, d.Decoded, d.stored = op.CID(), op.SignedCBOR(), op, nil
+	return nil
 }
 
 // DerivedMismatch is one difference between the stored derived state and
@@ -243,6 +262,12 @@ func replayDerived(ops []DerivedOp, full bool) []DerivedMismatch {
 		out = append(out, DerivedMismatch{Seq: op.Seq, DID: op.DID, CID: op.CID, Reason: fmt.Sprintf(format, args...)})
 	}
 	did := ops[0].DID
+	for i := range ops {
+		if err := ops[i].Decode(); err != nil {
+			bad(&ops[i], "%v", err)
+			return out
+		}
+	}
 	nullifier := map[int64]int64{} // recomputed: seq → the seq that nullified it
 	var (
 		chain []validate.ChainOp // the current chain
@@ -379,11 +404,10 @@ func scanDerived(rows opRows) ([]DerivedOp, error) {
 		if err := rows.Scan(&did, &seq, &ms, &stored, &signer, &by); err != nil {
 			return nil, err
 		}
-		e, err := decodeEntry(seq, did, ms, stored, by != 0)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, DerivedOp{Entry: e, Signer: signer, NullifiedBy: by})
+		out = append(out, DerivedOp{
+			Entry:  Entry{Seq: seq, DID: didFromKey(did), CreatedAt: time.UnixMilli(ms).UTC(), Nullified: by != 0},
+			Signer: signer, NullifiedBy: by, stored: bytes.Clone(stored),
+		})
 	}
 	return out, rows.Err()
 }

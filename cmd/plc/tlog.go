@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/plcdir/plc/audit"
@@ -27,8 +28,8 @@ type tlogConfig struct {
 	Witnesses []string
 	// StartupCheck is how the derived state (nullified, signer indexes)
 	// is checked at startup: "full" (every signature) or "quick" (the
-	// chains with the stored signer indexes, and in full the DIDs with
-	// ops after the latest checkpoint).
+	// chains replayed with the stored signer indexes, and the DIDs with
+	// ops after the latest checkpoint in full).
 	StartupCheck string
 }
 
@@ -104,6 +105,24 @@ func openTLog(ctx context.Context, c *serveConfig, store oplog.Store, logger *sl
 		witnesses = append(witnesses, w)
 	}
 	tl := audit.New(store, key, audit.Options{Logger: logger, Witnesses: witnesses})
+	// The tree and the derived state are checked side by side: each reads
+	// the whole log, one in seq order, the other by DID. The first to fail
+	// stops the other.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg    sync.WaitGroup
+		once  sync.Once
+		first error
+	)
+	fail := func(err error) { once.Do(func() { first = err; cancel() }) }
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := checkDerived(ctx, c.TLog.StartupCheck, store, tl, logger); err != nil {
+			fail(err)
+		}
+	}()
 	start := time.Now()
 	last := start
 	err = tl.Check(ctx, func(seq int64) {
@@ -113,11 +132,13 @@ func openTLog(ctx context.Context, c *serveConfig, store oplog.Store, logger *sl
 		}
 	})
 	if err != nil {
-		return nil, fmt.Errorf("transparency log: %w", err)
+		fail(fmt.Errorf("transparency log: %w", err))
+	} else {
+		logger.Info("transparency log verified", "origin", key.Origin(), "vkey", key.VKey, "took", time.Since(start).Round(time.Millisecond).String())
 	}
-	logger.Info("transparency log verified", "origin", key.Origin(), "vkey", key.VKey, "took", time.Since(start).Round(time.Millisecond).String())
-	if err := checkDerived(ctx, c.TLog.StartupCheck, store, tl, logger); err != nil {
-		return nil, err
+	wg.Wait()
+	if first != nil {
+		return nil, first
 	}
 	return tl, nil
 }
@@ -126,15 +147,18 @@ func openTLog(ctx context.Context, c *serveConfig, store oplog.Store, logger *sl
 // oplog.CheckDerived): in full, or quick with the DIDs of the ops after
 // the latest checkpoint in full.
 func checkDerived(ctx context.Context, mode string, store oplog.Store, tl *audit.TLog, logger *slog.Logger) error {
-	opts := oplog.DerivedOptions{Quick: mode == "quick"}
+	total, err := store.LatestSeq(ctx)
+	if err != nil {
+		return err
+	}
+	// Quick: the DIDs with ops after the latest checkpoint in full. A log
+	// with no checkpoint yet (a new one, or one plc import wrote, which
+	// checked every signature as it went) has none.
+	opts := oplog.DerivedOptions{Quick: mode == "quick", After: total}
 	switch cp, err := tl.Latest(ctx); {
 	case err == nil:
 		opts.After = cp.Size
 	case !errors.Is(err, oplog.ErrNotFound):
-		return err
-	}
-	total, err := store.LatestSeq(ctx)
-	if err != nil {
 		return err
 	}
 	start := time.Now()
