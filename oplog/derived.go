@@ -115,6 +115,11 @@ type DerivedOptions struct {
 // checkPage is the number of ops CheckDerived reads per query.
 var checkPage = 8192
 
+// checkBatch is about the number of ops (whole DIDs) a worker of
+// CheckDerived takes at a time: what is in flight is a few batches per
+// worker.
+const checkBatch = 1024
+
 // CheckDerived replays every DID's ops in seq order, recomputes which op
 // nullified which (and, with signature checks, each op's signer index)
 // and compares the result with what store holds. It returns a
@@ -198,7 +203,7 @@ func CheckDerived(ctx context.Context, store Store, opts DerivedOptions) error {
 				if len(cur) > 0 && cur[0].DID != op.DID {
 					groups, queued = append(groups, cur), queued+len(cur)
 					cur = nil
-					if queued >= checkPage {
+					if queued >= checkBatch {
 						if err := send(); err != nil {
 							return err
 						}
