@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/plcdir/plc/audit"
@@ -106,23 +105,14 @@ func openTLog(ctx context.Context, c *serveConfig, store oplog.Store, logger *sl
 	}
 	tl := audit.New(store, key, audit.Options{Logger: logger, Witnesses: witnesses})
 	// The tree and the derived state are checked side by side: each reads
-	// the whole log, one in seq order, the other by DID. The first to fail
-	// stops the other.
-	ctx, cancel := context.WithCancel(ctx)
+	// the whole log, one in seq order, the other by DID. A failure of the
+	// tree check stops the other and is the one reported (an op changed,
+	// added or deleted is the cause; what it does to the derived state is
+	// a consequence).
+	dctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var (
-		wg    sync.WaitGroup
-		once  sync.Once
-		first error
-	)
-	fail := func(err error) { once.Do(func() { first = err; cancel() }) }
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := checkDerived(ctx, c.TLog.StartupCheck, store, tl, logger); err != nil {
-			fail(err)
-		}
-	}()
+	derived := make(chan error, 1)
+	go func() { derived <- checkDerived(dctx, c.TLog.StartupCheck, store, tl, logger) }()
 	start := time.Now()
 	last := start
 	err = tl.Check(ctx, func(seq int64) {
@@ -132,13 +122,13 @@ func openTLog(ctx context.Context, c *serveConfig, store oplog.Store, logger *sl
 		}
 	})
 	if err != nil {
-		fail(fmt.Errorf("transparency log: %w", err))
-	} else {
-		logger.Info("transparency log verified", "origin", key.Origin(), "vkey", key.VKey, "took", time.Since(start).Round(time.Millisecond).String())
+		cancel()
+		<-derived
+		return nil, fmt.Errorf("transparency log: %w", err)
 	}
-	wg.Wait()
-	if first != nil {
-		return nil, first
+	logger.Info("transparency log verified", "origin", key.Origin(), "vkey", key.VKey, "took", time.Since(start).Round(time.Millisecond).String())
+	if err := <-derived; err != nil {
+		return nil, err
 	}
 	return tl, nil
 }
