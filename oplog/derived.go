@@ -106,6 +106,14 @@ type DerivedOptions struct {
 	// After: in a quick check, the DIDs with an op after this seq (the
 	// ops since the latest signed checkpoint, say) are checked in full.
 	After int64
+	// Recent: in a quick check, the signer index of every op accepted at
+	// or after this time is recomputed from its signature too (zero:
+	// none). A stored signer index is read again only when a later op
+	// forks the chain before it, which the chain rules allow within the
+	// recovery window of it: set Recent to the recovery window before the
+	// latest op, and every signer index that can still decide anything is
+	// checked.
+	Recent time.Time
 	// Workers replay DIDs in parallel (default: one per core).
 	Workers int
 	// Progress, if set, is called now and then with the ops checked so far.
@@ -160,7 +168,7 @@ func CheckDerived(ctx context.Context, store Store, opts DerivedOptions) error {
 				n := 0
 				for _, ops := range groups {
 					full := !opts.Quick || ops[len(ops)-1].Seq > opts.After
-					if ms := replayDerived(ops, full); len(ms) > 0 {
+					if ms := replayDerived(ops, full, opts.Recent); len(ms) > 0 {
 						report(ms)
 					}
 					n += len(ops)
@@ -260,8 +268,9 @@ func cmpInt(a, b int64) int {
 // their stored derived state differs from the recomputed one: with full,
 // through the chain rules with every signature checked (as the append
 // applied them); otherwise through the chain's structure with the stored
-// signer indexes.
-func replayDerived(ops []DerivedOp, full bool) []DerivedMismatch {
+// signer indexes, except for the ops accepted at or after recent (when
+// set), whose signatures are checked.
+func replayDerived(ops []DerivedOp, full bool, recent time.Time) []DerivedMismatch {
 	var out []DerivedMismatch
 	bad := func(op *DerivedOp, format string, args ...any) {
 		out = append(out, DerivedMismatch{Seq: op.Seq, DID: op.DID, CID: op.CID, Reason: fmt.Sprintf(format, args...)})
@@ -281,7 +290,7 @@ func replayDerived(ops []DerivedOp, full bool) []DerivedMismatch {
 	for i := range ops {
 		op := &ops[i]
 		signer := op.Signer
-		if full {
+		if full || (!recent.IsZero() && !op.CreatedAt.Before(recent)) {
 			keys := validate.ChainOpOf(op.Decoded, op.CreatedAt, 0).RotationKeys // a genesis op is signed by its own keys
 			if len(chain) > 0 {
 				keys = prevKeys(chain, op.Decoded.Prev())

@@ -136,6 +136,22 @@ func testDerived(t *testing.T, migrated func(t *testing.T) (oplog.Store, string)
 		})
 	}
 
+	t.Run("SignerIndexSwappedWithinTheRecoveryWindowIsFoundQuick", func(t *testing.T) {
+		s, dsn := migrated(t)
+		history(t, s)
+		tamper.Exec(t, dsn, `UPDATE operations SET signer = 1 WHERE seq = 1`)
+		after := reopen(t, dsn)
+		// Ops accepted from at(0) on have their signatures checked.
+		err := oplog.CheckDerived(ctx, after, oplog.DerivedOptions{Quick: true, After: 1 << 40, Recent: at(0)})
+		if err == nil || !strings.Contains(err.Error(), "stored signer index is 1, but the op's signature verifies with rotation key 0") {
+			t.Fatalf("quick CheckDerived with Recent at the op: %v", err)
+		}
+		// From after it on: seq 1's index is never read again.
+		if err := oplog.CheckDerived(ctx, after, oplog.DerivedOptions{Quick: true, After: 1 << 40, Recent: at(time.Minute)}); err != nil {
+			t.Fatalf("quick CheckDerived with Recent after the op: %v", err)
+		}
+	})
+
 	t.Run("DIDsWithOpsAfterASeqAreCheckedWithSignatures", func(t *testing.T) {
 		s, dsn := migrated(t)
 		history(t, s)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/plcdir/plc/audit"
 	"github.com/plcdir/plc/oplog"
+	"github.com/plcdir/plc/validate"
 )
 
 // tlogConfig is the transparency log's part of serveConfig.
@@ -27,8 +28,9 @@ type tlogConfig struct {
 	Witnesses []string
 	// StartupCheck is how the derived state (nullified, signer indexes)
 	// is checked at startup: "full" (every signature) or "quick" (the
-	// chains replayed with the stored signer indexes, and the DIDs with
-	// ops after the latest checkpoint in full).
+	// chains replayed with the stored signer indexes; the signatures of
+	// the DIDs with ops after the latest checkpoint and of the ops of the
+	// last recovery window).
 	StartupCheck string
 }
 
@@ -141,15 +143,24 @@ func checkDerived(ctx context.Context, mode string, store oplog.Store, tl *audit
 	if err != nil {
 		return err
 	}
-	// Quick: the DIDs with ops after the latest checkpoint in full. A log
-	// with no checkpoint yet (a new one, or one plc import wrote, which
-	// checked every signature as it went) has none.
+	// Quick: the DIDs with ops after the latest checkpoint in full (a log
+	// with no checkpoint yet, a new one or one plc import wrote, which
+	// checked every signature as it went, has none), and the signatures
+	// of the ops a recovery could still nullify: those of the recovery
+	// window before the latest op.
 	opts := oplog.DerivedOptions{Quick: mode == "quick", After: total}
 	switch cp, err := tl.Latest(ctx); {
 	case err == nil:
 		opts.After = cp.Size
 	case !errors.Is(err, oplog.ErrNotFound):
 		return err
+	}
+	if total > 0 {
+		e, err := store.Op(ctx, total)
+		if err != nil {
+			return fmt.Errorf("read the latest op: %w", err)
+		}
+		opts.Recent = e.CreatedAt.Add(-validate.RecoveryWindow)
 	}
 	start := time.Now()
 	last := start
