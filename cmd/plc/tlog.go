@@ -173,8 +173,8 @@ func checkDerived(ctx context.Context, mode string, store oplog.Store, tl *audit
 	if err := oplog.CheckDerived(ctx, store, opts); err != nil {
 		var de *oplog.DerivedError
 		if errors.As(err, &de) {
-			return fmt.Errorf("%w: the nullified table or the signer indexes were changed behind the log's back; "+
-				"restore the database from a backup", err)
+			return fmt.Errorf("%w: the database was changed behind the log's back (its nullified table or signer indexes, "+
+				"or ops written before its first checkpoint); restore it from a backup", err)
 		}
 		return fmt.Errorf("check the derived state: %w", err)
 	}
