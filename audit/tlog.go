@@ -128,8 +128,11 @@ type StartupError struct{ Reason string }
 
 func (e *StartupError) Error() string { return e.Reason }
 
-// Check is the startup check: it fills in the tree of ops written before
-// the transparency log existed, recomputes the whole tree from the ops and
+// Check is the startup check: it refuses ops the log did not write (see
+// oplog.CheckUnlogged: once a checkpoint exists, an op without tree hashes
+// can only have come from outside), fills in the tree of ops written
+// before the transparency log existed, recomputes the whole tree from the
+// ops and
 // compares it with every stored hash and with the latest signed
 // checkpoint, whose signature must be the key's. Any disagreement is a
 // *StartupError (or an *oplog.TreeMismatch): the database was changed
@@ -149,6 +152,14 @@ func (t *TLog) Check(ctx context.Context, progress func(seq int64)) error {
 		if body.Size != cp.Size || body.Root != cp.Root {
 			return &StartupError{fmt.Sprintf("the stored checkpoint row (size %d) does not match its signed note (size %d)", cp.Size, body.Size)}
 		}
+	}
+	if err := oplog.CheckUnlogged(ctx, t.store, hasCheckpoint); err != nil {
+		var u *oplog.UnloggedOps
+		if errors.As(err, &u) {
+			return &StartupError{fmt.Sprintf("%v: they were added behind the log's back and are neither served nor signed; "+
+				"find out who wrote them, then restore the database from a backup or delete them", u)}
+		}
+		return err
 	}
 	n, err := oplog.CatchUpTree(ctx, t.store, 0)
 	if err != nil {

@@ -496,6 +496,7 @@ func testStore(t *testing.T, open func(t *testing.T) (oplog.Store, string)) {
 
 	testLog(t, migrated)
 	testTree(t, migrated)
+	testDerived(t, migrated)
 	testIngest(t, migrated)
 	testTimeAndFailures(t, migrated)
 	testHandles(t, migrated)

@@ -221,6 +221,13 @@ type Store interface {
 	// The database refuses a smaller checkpoint, or another root for the
 	// same size.
 	SwapCheckpoint(ctx context.Context, old *Checkpoint, next Checkpoint) error
+	// OpsByDID returns up to limit ops after the key (afterDID, afterSeq)
+	// in (did, seq) order ("" and 0: from the first), each with its stored
+	// signer index and nullifier: what CheckDerived replays.
+	OpsByDID(ctx context.Context, afterDID string, afterSeq int64, limit int) ([]DerivedOp, error)
+	// StrayNullified returns up to limit seqs, in order, that the
+	// nullified table lists but that are not ops of the log.
+	StrayNullified(ctx context.Context, limit int) ([]int64, error)
 	// Ping checks that the database answers.
 	Ping(ctx context.Context) error
 	Close() error

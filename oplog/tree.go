@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -513,3 +514,80 @@ type Checkpoint struct {
 // ErrCheckpointRace: SwapCheckpoint found another checkpoint than the one
 // it was to replace.
 var ErrCheckpointRace = errors.New("the checkpoint was replaced concurrently")
+
+// UnloggedOps is a startup finding: the log holds ops that its
+// transparency log never covered although checkpoints are being signed
+// (so they were not written by an append, which writes an op and its tree
+// hashes in one transaction), or ops outside the seq range 1, 2, 3 … the
+// tree numbers. They were added behind the log's back.
+type UnloggedOps struct {
+	// TreeEnd is the last seq the tree covers, Last the log's last seq.
+	TreeEnd, Last int64
+	// Ops are the first of the ops outside the tree (at most a few), named
+	// in the message; More says that there are others.
+	Ops  []Entry
+	More bool
+}
+
+func (u *UnloggedOps) Error() string {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "the database holds ops the log did not write (no transparency-log hashes; the tree ends at seq %d, the ops at seq %d): ", u.TreeEnd, u.Last)
+	for i := range u.Ops {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		e := &u.Ops[i]
+		fmt.Fprintf(&b, "seq %d did %s cid %s", e.Seq, e.DID, e.CID)
+	}
+	if u.More {
+		b.WriteString("; and more")
+	}
+	return b.String()
+}
+
+// unloggedShown bounds the ops an UnloggedOps names.
+const unloggedShown = 10
+
+// CheckUnlogged returns an *UnloggedOps when store holds ops outside its
+// transparency log: an op with a seq below 1 (the tree numbers ops from
+// 1, so such a row is never checked against it, yet it would be read as
+// part of its DID's history), or, when signed is set (a checkpoint
+// exists), an op after the tree's end. Appends write ops and their tree
+// hashes in one transaction, so no crash leaves an op without its hashes:
+// past the first checkpoint only a write from outside the log does. Before
+// it, ops beyond the tree are those of a database written before the
+// transparency log, which CatchUpTree fills in.
+func CheckUnlogged(ctx context.Context, store Store, signed bool) error {
+	low, err := store.Export(ctx, math.MinInt64, unloggedShown+1)
+	if err != nil {
+		return err
+	}
+	u := &UnloggedOps{}
+	for _, e := range low {
+		if e.Seq < 1 {
+			u.Ops = append(u.Ops, e)
+		}
+	}
+	if len(u.Ops) > unloggedShown {
+		u.Ops, u.More = u.Ops[:unloggedShown], true
+	}
+	if u.TreeEnd, err = store.TreeSize(ctx); err != nil {
+		return err
+	}
+	if u.Last, err = store.LatestSeq(ctx); err != nil {
+		return err
+	}
+	if signed && u.Last > u.TreeEnd {
+		beyond, err := store.Export(ctx, u.TreeEnd, unloggedShown+1)
+		if err != nil {
+			return err
+		}
+		room := unloggedShown - len(u.Ops)
+		u.More = u.More || len(beyond) > room
+		u.Ops = append(u.Ops, beyond[:min(len(beyond), room)]...)
+	}
+	if len(u.Ops) == 0 {
+		return nil
+	}
+	return u
+}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/plcdir/plc/audit"
 	"github.com/plcdir/plc/oplog"
+	"github.com/plcdir/plc/validate"
 )
 
 // tlogConfig is the transparency log's part of serveConfig.
@@ -25,11 +26,18 @@ type tlogConfig struct {
 	Origin string
 	// Witnesses are URL=VKEY pairs.
 	Witnesses []string
+	// StartupCheck is how the derived state (nullified, signer indexes)
+	// is checked at startup: "full" (every signature) or "quick" (the
+	// chains replayed with the stored signer indexes; the signatures of
+	// the DIDs with ops after the latest checkpoint and of the ops of the
+	// last recovery window).
+	StartupCheck string
 }
 
 func tlogFlags(f *flagSource, c *tlogConfig) {
 	f.str(&c.CheckpointKey, "checkpoint-key", "PLC_CHECKPOINT_KEY", "", "transparency-log checkpoint key file (plc keygen); default: checkpoint.key in the data directory, created for a new log")
 	f.str(&c.Origin, "origin", "PLC_ORIGIN", "", "origin (key name) of a checkpoint key created in the data directory (default: the host name)")
+	f.str(&c.StartupCheck, "startup-check", "PLC_STARTUP_CHECK", "quick", "startup check of the derived state (nullified, signer indexes): quick or full (every signature again)")
 	if v := f.e.getenv("PLC_WITNESSES"); v != "" {
 		c.Witnesses = strings.Fields(v)
 	}
@@ -43,6 +51,9 @@ func tlogFlags(f *flagSource, c *tlogConfig) {
 }
 
 func (c *tlogConfig) validate() error {
+	if c.StartupCheck != "quick" && c.StartupCheck != "full" {
+		return fmt.Errorf("--startup-check %q: want quick or full", c.StartupCheck)
+	}
 	for _, w := range c.Witnesses {
 		if _, err := audit.ParseWitness(w); err != nil {
 			return fmt.Errorf("--witness %q: %v", w, err)
@@ -95,6 +106,15 @@ func openTLog(ctx context.Context, c *serveConfig, store oplog.Store, logger *sl
 		witnesses = append(witnesses, w)
 	}
 	tl := audit.New(store, key, audit.Options{Logger: logger, Witnesses: witnesses})
+	// The tree and the derived state are checked side by side: each reads
+	// the whole log, one in seq order, the other by DID. A failure of the
+	// tree check stops the other and is the one reported (an op changed,
+	// added or deleted is the cause; what it does to the derived state is
+	// a consequence).
+	dctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	derived := make(chan error, 1)
+	go func() { derived <- checkDerived(dctx, c.TLog.StartupCheck, store, tl, logger) }()
 	start := time.Now()
 	last := start
 	err = tl.Check(ctx, func(seq int64) {
@@ -104,10 +124,62 @@ func openTLog(ctx context.Context, c *serveConfig, store oplog.Store, logger *sl
 		}
 	})
 	if err != nil {
+		cancel()
+		<-derived
 		return nil, fmt.Errorf("transparency log: %w", err)
 	}
 	logger.Info("transparency log verified", "origin", key.Origin(), "vkey", key.VKey, "took", time.Since(start).Round(time.Millisecond).String())
+	if err := <-derived; err != nil {
+		return nil, err
+	}
 	return tl, nil
+}
+
+// checkDerived runs the startup check of the derived state (see
+// oplog.CheckDerived): in full, or quick with the DIDs of the ops after
+// the latest checkpoint in full.
+func checkDerived(ctx context.Context, mode string, store oplog.Store, tl *audit.TLog, logger *slog.Logger) error {
+	total, err := store.LatestSeq(ctx)
+	if err != nil {
+		return err
+	}
+	// Quick: the DIDs with ops after the latest checkpoint in full (a log
+	// with no checkpoint yet, a new one or one plc import wrote, which
+	// checked every signature as it went, has none), and the signatures
+	// of the ops a recovery could still nullify: those of the recovery
+	// window before the latest op.
+	opts := oplog.DerivedOptions{Quick: mode == "quick", After: total}
+	switch cp, err := tl.Latest(ctx); {
+	case err == nil:
+		opts.After = cp.Size
+	case !errors.Is(err, oplog.ErrNotFound):
+		return err
+	}
+	if total > 0 {
+		e, err := store.Op(ctx, total)
+		if err != nil {
+			return fmt.Errorf("read the latest op: %w", err)
+		}
+		opts.Recent = e.CreatedAt.Add(-validate.RecoveryWindow)
+	}
+	start := time.Now()
+	last := start
+	opts.Progress = func(n int64) {
+		if time.Since(last) >= 10*time.Second {
+			last = time.Now()
+			logger.Info("checking the derived state", "mode", mode, "ops", n, "of", total)
+		}
+	}
+	if err := oplog.CheckDerived(ctx, store, opts); err != nil {
+		var de *oplog.DerivedError
+		if errors.As(err, &de) {
+			return fmt.Errorf("%w: the database was changed behind the log's back (its nullified table or signer indexes, "+
+				"or ops written before its first checkpoint); restore it from a backup", err)
+		}
+		return fmt.Errorf("check the derived state: %w", err)
+	}
+	logger.Info("derived state verified", "mode", mode, "ops", total, "took", time.Since(start).Round(time.Millisecond).String())
+	return nil
 }
 
 func checkpointKey(ctx context.Context, c *serveConfig, store oplog.Store, logger *slog.Logger) (*audit.Key, error) {
