@@ -1,0 +1,102 @@
+package audit_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"runtime"
+	"testing"
+
+	"github.com/plcdir/plc/audit"
+	"github.com/plcdir/plc/corpus"
+)
+
+// Tests that the verifiers replay one DID's long history in time and
+// memory linear in its length: each op of a chain is judged against the
+// DID's state as the ops before it left it, without copying or decoding
+// that whole state again.
+
+// longChain returns the lines of a generated chain of n ops of one DID
+// (a seq-mode export, line i the op with seq i+1).
+func longChain(t *testing.T, n int) [][]byte {
+	t.Helper()
+	export, st, _ := genCorpus(t, corpus.Config{Ops: n, Shape: corpus.ShapeLongChain, Seed: 14})
+	if st.DIDs != 1 || st.Ops != n {
+		t.Fatalf("the corpus has %d DIDs and %d ops, want one DID of %d", st.DIDs, st.Ops, n)
+	}
+	lines := bytes.Split(export, []byte("\n"))
+	if len(lines) != n {
+		t.Fatalf("%d lines, want %d", len(lines), n)
+	}
+	return lines
+}
+
+// allocated returns the bytes f allocates (all goroutines), f run once.
+func allocated(f func()) uint64 {
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	f()
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
+}
+
+// checkLinear fails unless replaying a chain twice as long allocated at
+// most maxRatio times as much: 2 is linear, 4 quadratic.
+func checkLinear(t *testing.T, what string, short, long uint64) {
+	t.Helper()
+	const maxRatio = 2.6
+	ratio := float64(long) / float64(short)
+	t.Logf("%s: %d bytes for %d ops, %d for %d: ×%.2f", what, short, chainShort, long, chainLong, ratio)
+	if ratio > maxRatio {
+		t.Errorf("%s of a chain of %d ops allocates %d bytes, of %d ops %d bytes: ×%.2f, more than ×%.1f (the cost of an op grows with the history before it)",
+			what, chainShort, short, chainLong, long, ratio, maxRatio)
+	}
+}
+
+const chainShort, chainLong = 1000, 2000
+
+// TestVerifyExportOfOneLongChainIsLinear: verify-export of one DID with
+// many ops allocates in proportion to the ops (it once copied, and
+// decoded from its compact store, the DID's whole state for every op: a
+// chain of 20,000 ops took 47 s).
+func TestVerifyExportOfOneLongChainIsLinear(t *testing.T) {
+	lines := longChain(t, chainLong)
+	run := func(n int) uint64 {
+		export := bytes.Join(lines[:n], []byte("\n"))
+		var rep audit.ExportReport
+		a := allocated(func() {
+			var err error
+			rep, err = audit.VerifyExport(context.Background(), bytes.NewReader(export), audit.ExportOptions{Workers: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+		})
+		if !rep.OK || rep.Valid != int64(n) || rep.DIDs != 1 {
+			t.Fatalf("chain of %d ops: ok %t, %d valid, %d DIDs", n, rep.OK, rep.Valid, rep.DIDs)
+		}
+		return a
+	}
+	checkLinear(t, "verify-export", run(chainShort), run(chainLong))
+}
+
+// TestVerifyLogOfOneLongChainIsLinear: the same for an audit log
+// (verify-log, GET /:did/log/audit).
+func TestVerifyLogOfOneLongChainIsLinear(t *testing.T) {
+	lines := longChain(t, chainLong)
+	entries := make([]audit.LogEntry, len(lines))
+	for i, l := range lines {
+		if err := json.Unmarshal(l, &entries[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run := func(n int) uint64 {
+		var res audit.LogResult
+		a := allocated(func() { res = audit.VerifyLog(entries[:n]) })
+		if res.Failure != nil || res.Ops != n {
+			t.Fatalf("chain of %d ops: %d ops, failure %v", n, res.Ops, res.Failure)
+		}
+		return a
+	}
+	checkLinear(t, "verify-log", run(chainShort), run(chainLong))
+}
