@@ -8,9 +8,13 @@ import (
 	"runtime"
 	"strconv"
 	"testing"
+	"time"
+
+	"github.com/bluesky-social/indigo/atproto/atcrypto"
 
 	"github.com/plcdir/plc/audit"
 	"github.com/plcdir/plc/corpus"
+	"github.com/plcdir/plc/validate"
 )
 
 // Tests that the verifiers replay one DID's long history in time and
@@ -116,6 +120,84 @@ func TestVerifyExportOfInterleavedLongChainsIsLinear(t *testing.T) {
 		return al
 	}
 	checkLinear(t, "verify-export of two alternating chains", run(chainShort), run(chainLong))
+}
+
+type signer struct{ atcrypto.PrivateKey }
+
+// forkingChain returns the lines of one DID of n ops (n odd) whose
+// updates, signed by its second rotation key, are each nullified by a
+// fork from its first: genesis, then update, fork of it, update, fork of
+// it, and so on, a second apart. n/2 ops are nullified, n/2+1 stay.
+func forkingChain(t *testing.T, n int) [][]byte {
+	t.Helper()
+	var keys [2]signer
+	var dids []string
+	for i := range keys {
+		priv, err := atcrypto.GeneratePrivateKeyK256()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pub, err := priv.PublicKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys[i], dids = signer{priv}, append(dids, pub.DIDKey())
+	}
+	body := func(handle, prev string) validate.Operation {
+		return validate.Operation{
+			Type:                validate.TypeOperation,
+			RotationKeys:        dids,
+			VerificationMethods: []validate.VerificationMethod{{ID: "atproto", Key: dids[0]}},
+			AlsoKnownAs:         []string{"at://" + handle},
+			Services:            []validate.Service{{ID: "atproto_pds", Type: "AtprotoPersonalDataServer", Endpoint: "https://pds.example.com"}},
+			Prev:                prev,
+		}
+	}
+	sign := func(o validate.Operation, k signer) *validate.Op {
+		op, err := validate.Sign(o, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return op
+	}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	head := sign(body("genesis.example.com", ""), keys[0])
+	did := head.GenesisDID()
+	lines := [][]byte{validate.AppendSequencedJSON(nil, did, head, t0, 1)}
+	for i := 1; len(lines) < n; i += 2 {
+		update := sign(body("u"+strconv.Itoa(i)+".example.com", head.CID()), keys[1])
+		fork := sign(body("f"+strconv.Itoa(i)+".example.com", head.CID()), keys[0])
+		lines = append(lines,
+			validate.AppendSequencedJSON(nil, did, update, t0.Add(time.Duration(i)*time.Second), int64(i+1)),
+			validate.AppendSequencedJSON(nil, did, fork, t0.Add(time.Duration(i+1)*time.Second), int64(i+2)))
+		head = fork
+	}
+	return lines[:n]
+}
+
+// TestVerifyExportOfForkingLongChainIsLinear: the same for one DID whose
+// every other op is a recovery fork, nullifying the op before it: a fork
+// rewrites the DID's state from the op it nullifies, not from the start
+// (writing the whole state again per fork was quadratic in time and in
+// memory, every rewrite taking new room in the compact store).
+func TestVerifyExportOfForkingLongChainIsLinear(t *testing.T) {
+	lines := forkingChain(t, chainLong+1)
+	run := func(n int) uint64 {
+		export := bytes.Join(lines[:n+1], []byte("\n"))
+		var rep audit.ExportReport
+		a := allocated(func() {
+			var err error
+			rep, err = audit.VerifyExport(context.Background(), bytes.NewReader(export), audit.ExportOptions{Workers: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+		})
+		if !rep.OK || rep.Valid != int64(n+1) || rep.DIDs != 1 || rep.Nullified != int64(n/2) {
+			t.Fatalf("chain of %d ops: ok %t, %d valid, %d DIDs, %d nullified (want %d)", n+1, rep.OK, rep.Valid, rep.DIDs, rep.Nullified, n/2)
+		}
+		return a
+	}
+	checkLinear(t, "verify-export of a forking chain", run(chainShort), run(chainLong))
 }
 
 // TestVerifyLogOfOneLongChainIsLinear: the same for an audit log
