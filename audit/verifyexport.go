@@ -175,7 +175,7 @@ func (r *ExportReport) finish() {
 // VerifyExport reads export lines from r (plain text: the caller
 // decompresses) and replays them through the validator. Every line's
 // envelope, operation, CID and DID are checked (oplog.ParseExportLine), and
-// every op is judged by the chain rules (validate.State.Next) at its
+// every op is judged by the chain rules (validate.State.Apply) at its
 // createdAt, the acceptance time, after the ops of its DID that come before
 // it in the export. Nothing in the export is trusted but the order of the
 // lines and their acceptance times: nullification is recomputed, and for a
@@ -190,7 +190,9 @@ func (r *ExportReport) finish() {
 // and the DIDs are spread over the workers (each DID's ops on one worker,
 // in export order). Memory is the chain state of every DID seen (its
 // non-nullified ops' CIDs, times and rotation keys) and a bounded window
-// of lines in flight.
+// of lines in flight. An op costs the same whatever the length of its
+// DID's history (amortised): a DID with a long history is kept decoded
+// and extended in place.
 //
 // The error is for what stops the replay before the end of the input: a
 // read error (wrapping ErrExportRead), ctx's end, or ErrNotExport when the
@@ -217,6 +219,7 @@ func VerifyExport(ctx context.Context, r io.Reader, opts ExportOptions) (ExportR
 			v:      v,
 			in:     make(chan exportBatch, exportQueue),
 			states: chainstore.New[chainstore.DIDKey](0),
+			long:   map[chainstore.DIDKey]*longChain{},
 			stated: map[int64]opRef{},
 		}
 	}
@@ -531,7 +534,7 @@ func (v *exportVerifier) merge(rep *ExportReport) {
 		w.finish()
 		rep.Valid += w.valid
 		rep.Invalid += w.invalidN
-		rep.DIDs += int64(w.states.Len())
+		rep.DIDs += int64(w.states.Len() + len(w.long))
 		rep.Nullified += w.nullified
 		rep.NullifiedMismatches += w.mismatchN
 		rep.InvalidOps = append(rep.InvalidOps, w.invalidList...)
@@ -560,10 +563,18 @@ func cmpInt64(a, b int64) int {
 }
 
 // exportWorker verifies the ops of its DIDs, in export order.
+//
+// A DID's chain state, its ops tagged line<<2|stated flag, is in states
+// (compact: a million DIDs cost the garbage collector next to nothing)
+// until it has longChainOps ops, then in long: decoding a state costs
+// O(its ops), so a DID with a long history is kept decoded and its next
+// ops are applied to it in place (validate.State.Apply), each in O(1)
+// amortised, however the export interleaves the DIDs.
 type exportWorker struct {
 	v      *exportVerifier
 	in     chan exportBatch
-	states *chainstore.Store[chainstore.DIDKey] // each DID's chain state, its ops tagged line<<2|stated flag
+	states *chainstore.Store[chainstore.DIDKey]
+	long   map[chainstore.DIDKey]*longChain
 	// stated holds the valid, non-nullified ops a legacy export states are
 	// nullified, by line: each is a mismatch unless a later op nullifies
 	// it.
@@ -576,6 +587,18 @@ type exportWorker struct {
 }
 
 type opRef struct{ did, cid string }
+
+// longChainOps is the number of non-nullified ops from which a DID's
+// state moves from the compact store to the decoded ones. Few DIDs of a
+// directory have that many, so the decoded states take little memory
+// beside the compact ones, and decoding a state below it costs little.
+const longChainOps = 32
+
+// longChain is a DID's state kept decoded: its ops, and their tags.
+type longChain struct {
+	st    validate.State
+	lines []int64
+}
 
 func (w *exportWorker) run() {
 	for b := range w.in {
@@ -599,17 +622,26 @@ func (w *exportWorker) apply(it *oplog.IngestItem, stated int8) {
 		return
 	}
 	k, _ := chainstore.KeyOf(it.DID) // every op that reaches a worker has a valid DID
+	// st and lines are the worker's own: a long chain's, or decoded
+	// afresh from the store.
+	lc := w.long[k]
 	st, lines := validate.State{DID: it.DID}, []int64(nil)
-	if ops, tags, seen := w.states.Get(k); seen {
-		st, lines = validate.State{DID: it.DID, Ops: ops}, tags
+	switch {
+	case lc != nil:
+		st, lines = lc.st, lc.lines
+	default:
+		if ops, tags, seen := w.states.Get(k); seen {
+			st, lines = validate.State{DID: it.DID, Ops: ops}, tags
+		}
 	}
-	next, applied, err := st.Next(it.Op, it.CreatedAt)
+	n := len(st.Ops)
+	applied, err := st.Apply(it.Op, it.CreatedAt)
 	if err != nil {
-		w.reject(it, err)
+		w.reject(it, err) // st is unchanged
 		return
 	}
 	w.valid++
-	keep := len(next.Ops) - 1 // the ops of st that stay
+	keep := len(st.Ops) - 1 // the ops that stay of the n before
 	for j, cid := range applied.Nullified {
 		w.nullified++
 		line, flag := lines[keep+j]>>2, int8(lines[keep+j]&3)
@@ -621,9 +653,28 @@ func (w *exportWorker) apply(it *oplog.IngestItem, stated int8) {
 		}
 	}
 	lines = append(lines[:keep], it.Line<<2|int64(stated))
-	w.states.Put(k, next.Ops, lines, keep == len(st.Ops) && keep > 0)
+	switch {
+	case lc != nil:
+		shareKeys(st.Ops)
+		lc.st, lc.lines = st, lines
+	case len(st.Ops) >= longChainOps:
+		shareKeys(st.Ops)
+		w.long[k] = &longChain{st: st, lines: lines}
+		w.states.Delete(k)
+	default:
+		w.states.Put(k, st.Ops, lines, keep == n && n > 0)
+	}
 	if stated == stateTrue {
 		w.stated[it.Line] = opRef{it.DID, it.CID}
+	}
+}
+
+// shareKeys makes the last of ops share the rotation keys of the op
+// before it when they are the same (as they are for most updates), so that
+// a long chain does not keep a copy of its keys per op.
+func shareKeys(ops []validate.ChainOp) {
+	if n := len(ops); n > 1 && slices.Equal(ops[n-1].RotationKeys, ops[n-2].RotationKeys) {
+		ops[n-1].RotationKeys = ops[n-2].RotationKeys
 	}
 }
 

@@ -119,7 +119,7 @@ func VerifyLog(entries []LogEntry) LogResult {
 		if op.CID() != e.CID {
 			return fail(i, fmt.Errorf("%w: operation hashes to %s", ErrCIDMismatch, op.CID()))
 		}
-		next, applied, err := st.Next(op, createdAt)
+		applied, err := st.Apply(op, createdAt) // st is ours: extended in place
 		if err != nil {
 			return fail(i, err)
 		}
@@ -127,7 +127,6 @@ func VerifyLog(entries []LogEntry) LogResult {
 			nullified[index[c]] = true
 		}
 		index[op.CID()] = i
-		st = next
 	}
 	for i, e := range entries {
 		if e.Nullified != nullified[i] {

@@ -144,11 +144,11 @@ func signatureBound(lines []exportLine, workers int) (float64, error) {
 		}
 		st := validate.State{DID: lines[i].DID}
 		at, _ := validate.ParseTimestamp(lines[i].CreatedAt)
-		next, applied, err := st.Next(op, at)
+		applied, err := st.Apply(op, at)
 		if err != nil {
 			continue
 		}
-		key := next.Ops[0].RotationKeys[applied.Signer]
+		key := st.Ops[0].RotationKeys[applied.Signer]
 		sig, _ := validate.DecodeSignature(op.Operation().Sig)
 		checks = append(checks, check{key, sha256.Sum256(op.UnsignedCBOR()), sig})
 	}

@@ -80,9 +80,12 @@ func (s *Store[K]) bytes(r ref) []byte {
 	return s.slabs[r.slab][r.off : r.off+r.n : r.off+r.size]
 }
 
-// Get returns k's state: its ops and their integers. The ops' strings
-// alias the store's slabs; ops with the same rotation keys as the op
-// before them share its slice. Nothing returned may be modified.
+// Get returns k's state: its ops and their integers, decoded afresh on
+// every call, so that it costs O(len(ops)). The two slices are the
+// caller's: it may change them (apply ops to them in place, say). The
+// ops' strings alias the store's slabs, and ops with the same rotation
+// keys as the op before them share its RotationKeys slice, which must not
+// be modified.
 func (s *Store[K]) Get(k K) (ops []validate.ChainOp, tags []int64, ok bool) {
 	r, ok := s.refs[k]
 	if !ok {
@@ -91,6 +94,10 @@ func (s *Store[K]) Get(k K) (ops []validate.ChainOp, tags []int64, ok bool) {
 	ops, tags = decode(s.bytes(r))
 	return ops, tags, true
 }
+
+// Delete forgets k's state (for a caller that keeps it in another form
+// from now on). Its bytes are not reused: what Get returned stays intact.
+func (s *Store[K]) Delete(k K) { delete(s.refs, k) }
 
 // alloc returns a new region of size bytes.
 func (s *Store[K]) alloc(size int) ref {

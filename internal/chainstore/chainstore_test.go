@@ -129,3 +129,29 @@ func chainOpEqual(a, b validate.ChainOp) bool {
 	return a.CID == b.CID && a.CreatedAt.Equal(b.CreatedAt) && a.Tombstone == b.Tombstone &&
 		a.Signer == b.Signer && slices.Equal(a.RotationKeys, b.RotationKeys)
 }
+
+// TestDeleteKeepsWhatGetReturned: a deleted state is gone from Has, Len
+// and Get, what a Get returned before stays intact, and the other states
+// are untouched.
+func TestDeleteKeepsWhatGetReturned(t *testing.T) {
+	s := New[int](0)
+	a := []validate.ChainOp{chainOp(1), chainOp(2)}
+	b := []validate.ChainOp{chainOp(3)}
+	s.Put(1, a, []int64{1, 2}, false)
+	s.Put(2, b, []int64{3}, false)
+	held, _, _ := s.Get(1)
+	s.Delete(1)
+	if s.Has(1) || s.Len() != 1 {
+		t.Fatalf("after Delete: Has %t, Len %d", s.Has(1), s.Len())
+	}
+	if _, _, ok := s.Get(1); ok {
+		t.Fatal("Get finds a deleted state")
+	}
+	s.Put(3, []validate.ChainOp{chainOp(4), chainOp(5), chainOp(6)}, []int64{4, 5, 6}, false)
+	if !slices.EqualFunc(held, a, chainOpEqual) {
+		t.Fatalf("an earlier Get changed after Delete: %v, want %v", held, a)
+	}
+	if got, _, _ := s.Get(2); !slices.EqualFunc(got, b, chainOpEqual) {
+		t.Fatalf("another state changed: %v, want %v", got, b)
+	}
+}
