@@ -144,6 +144,12 @@ func runDBKill(ctx context.Context, c *config, r *modeReport) error {
 		}
 	}()
 	checkOutage(w, r, "writes while the database is down", 10)
+	for did := range w.acked {
+		status, hdr, body, err := get(p.url+"/"+did, 10*time.Second)
+		r.check(err == nil && status == 503 && hdr.Get("Retry-After") != "" && isJSONMessage(body), "reads while the database is down",
+			"GET /%s: %d, Retry-After %q, %s %v", did, status, hdr.Get("Retry-After"), clip(string(body)), err)
+		break
+	}
 	status, hdr, _, _ := get(p.url+"/_health", 10*time.Second)
 	r.check(status == 503, "health reports the outage", "/_health %d (Retry-After %q)", status, hdr.Get("Retry-After"))
 	if out, err := pgCtl(bin, data, "-l", filepath.Join(filepath.Dir(data), "server.log"), "-w", "start"); err != nil {

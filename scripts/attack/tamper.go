@@ -107,8 +107,9 @@ func runTamper(ctx context.Context, c *config, r *modeReport) error {
 			names: "signer",
 		},
 	}
-	for _, tc := range cases {
-		dir, err := copyDir(pristine, filepath.Join(c.work, "tamper-"+strings.ReplaceAll(tc.name, " ", "-")))
+	for i, tc := range cases {
+		// A directory name that cannot satisfy the check by itself.
+		dir, err := copyDir(pristine, filepath.Join(c.work, fmt.Sprintf("tamper-%d", i)))
 		if err != nil {
 			return err
 		}
@@ -125,17 +126,17 @@ func runTamper(ctx context.Context, c *config, r *modeReport) error {
 		}
 		msg := err.Error()
 		r.check(strings.Contains(strings.ToLower(msg), strings.ToLower(tc.names)), tc.name,
-			"start refused; the message names %q: %s", tc.names, clip(firstLineWith(msg, "refus", "tamper", "mismatch", "beyond")))
+			"start refused; the message names %q: %s", tc.names, clip(firstLineWith(msg, strings.ToLower(tc.names))))
 	}
 	return nil
 }
 
-func firstLineWith(s string, words ...string) string {
+// firstLineWith returns the first line of s that contains word (in any
+// case), from the word on.
+func firstLineWith(s, word string) string {
 	for _, line := range strings.Split(s, "\n") {
-		for _, w := range words {
-			if strings.Contains(strings.ToLower(line), w) {
-				return line
-			}
+		if i := strings.Index(strings.ToLower(line), word); i >= 0 {
+			return line[max(0, i-60):]
 		}
 	}
 	return s
