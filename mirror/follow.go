@@ -140,27 +140,40 @@ func (m *Mirror) follow(ctx context.Context) error {
 
 // dial opens the stream at u: the handshake is cut after StreamTimeout.
 func (m *Mirror) dial(ctx context.Context, u string) (*websocket.Conn, error) {
-	dctx, cancel := context.WithCancel(ctx)
+	dctx, cancel, timedOut := m.withStreamTimeout(ctx)
 	defer cancel()
-	timedOut := make(chan struct{})
-	go func() {
-		select {
-		case <-m.cfg.After(m.cfg.StreamTimeout):
-			close(timedOut)
-			cancel()
-		case <-dctx.Done():
-		}
-	}()
 	conn, _, err := websocket.Dial(dctx, u, &websocket.DialOptions{HTTPClient: m.streamClient()})
 	if err != nil {
-		select {
-		case <-timedOut:
+		if timedOut() {
 			return nil, fmt.Errorf("connect to the stream: no handshake within %v", m.cfg.StreamTimeout)
-		default:
 		}
 		return nil, fmt.Errorf("connect to the stream: %w", err)
 	}
 	return conn, nil
+}
+
+// withStreamTimeout returns a context that ends with ctx or after
+// StreamTimeout by the mirror's clock (Config.After), and a function that
+// tells whether the timeout ended it.
+func (m *Mirror) withStreamTimeout(ctx context.Context) (context.Context, context.CancelFunc, func() bool) {
+	tctx, cancel := context.WithCancel(ctx)
+	fired := make(chan struct{})
+	go func() {
+		select {
+		case <-m.cfg.After(m.cfg.StreamTimeout):
+			close(fired)
+			cancel()
+		case <-tctx.Done():
+		}
+	}()
+	return tctx, cancel, func() bool {
+		select {
+		case <-fired:
+			return true
+		default:
+			return false
+		}
+	}
 }
 
 // checkIdleStream is what follow does when the stream has been silent for
@@ -168,22 +181,11 @@ func (m *Mirror) dial(ctx context.Context, u string) (*websocket.Conn, error) {
 // answered within StreamTimeout, then a look at the upstream's export
 // after last. nil: the upstream is alive and has nothing new.
 func (m *Mirror) checkIdleStream(ctx context.Context, conn *websocket.Conn, last int64) error {
-	pctx, cancel := context.WithCancel(ctx)
+	pctx, cancel, timedOut := m.withStreamTimeout(ctx)
 	defer cancel()
-	timedOut := make(chan struct{})
-	go func() {
-		select {
-		case <-m.cfg.After(m.cfg.StreamTimeout):
-			close(timedOut)
-			cancel()
-		case <-pctx.Done():
-		}
-	}()
 	if err := conn.Ping(pctx); err != nil {
-		select {
-		case <-timedOut:
+		if timedOut() {
 			return fmt.Errorf("stream: silent for %v, and no pong within %v", m.cfg.StreamIdle, m.cfg.StreamTimeout)
-		default:
 		}
 		if ctx.Err() != nil {
 			return nil // the stream ended meanwhile: follow sees why

@@ -155,21 +155,12 @@ func clip(s string) string {
 
 func runMalformed(ctx context.Context, c *config, r *modeReport) error {
 	db := filepath.Join(c.work, "malformed.db")
-	p, err := start(ctx, c, nil, "serve", "--db", db)
+	// A few ops, so that tiles and DIDs exist.
+	p, _, err := serveWritten(ctx, c, db, 3, 9)
 	if err != nil {
 		return err
 	}
 	defer p.stop()
-	// A few ops, so that tiles and DIDs exist.
-	w, err := newWriter(p.url, 3)
-	if err != nil {
-		return err
-	}
-	for range 9 {
-		if o := w.post(); o.status != 200 {
-			return fmt.Errorf("write before the attack: %d %v", o.status, o.err)
-		}
-	}
 	if status, _, body, err := get(p.url+"/tlog/checkpoint", 10*time.Second); err != nil || status != 200 {
 		return fmt.Errorf("GET /tlog/checkpoint: %d %s %v", status, body, err)
 	}

@@ -33,6 +33,27 @@ func newWriter(base string, dids int) (*writer, error) {
 	return w, nil
 }
 
+// serveWritten starts plc serve on db and writes ops ops over dids DIDs
+// through it, all acknowledged.
+func serveWritten(ctx context.Context, c *config, db string, dids, ops int) (*proc, *writer, error) {
+	p, err := start(ctx, c, nil, "serve", "--db", db)
+	if err != nil {
+		return nil, nil, err
+	}
+	w, err := newWriter(p.url, dids)
+	if err != nil {
+		p.stop()
+		return nil, nil, err
+	}
+	for range ops {
+		if o := w.post(); o.status != 200 {
+			p.stop()
+			return nil, nil, fmt.Errorf("a write before the attack: %d %v", o.status, o.err)
+		}
+	}
+	return p, w, nil
+}
+
 // outcome is what one POST got.
 type outcome struct {
 	status     int
@@ -120,20 +141,11 @@ func runDBKill(ctx context.Context, c *config, r *modeReport) error {
 	if err != nil {
 		return err
 	}
-	p, err := start(ctx, c, nil, "serve", "--db", url)
+	p, w, err := serveWritten(ctx, c, url, 4, 12)
 	if err != nil {
 		return err
 	}
 	defer p.stop()
-	w, err := newWriter(p.url, 4)
-	if err != nil {
-		return err
-	}
-	for range 12 {
-		if o := w.post(); o.status != 200 {
-			return fmt.Errorf("write before the outage: %d %v", o.status, o.err)
-		}
-	}
 	if out, err := pgCtl(bin, data, "-m", "immediate", "-w", "stop"); err != nil {
 		return fmt.Errorf("pg_ctl stop: %v %s", err, out)
 	}
@@ -209,20 +221,11 @@ func runDiskFull(ctx context.Context, c *config, r *modeReport) error {
 		return nil
 	}
 	defer exec.Command("umount", "-l", dir).Run()
-	p, err := start(ctx, c, nil, "serve", "--db", filepath.Join(dir, "plc.sqlite"))
+	p, w, err := serveWritten(ctx, c, filepath.Join(dir, "plc.sqlite"), 4, 12)
 	if err != nil {
 		return err
 	}
 	defer p.stop()
-	w, err := newWriter(p.url, 4)
-	if err != nil {
-		return err
-	}
-	for range 12 {
-		if o := w.post(); o.status != 200 {
-			return fmt.Errorf("write before the disk filled: %d %v", o.status, o.err)
-		}
-	}
 	filler := filepath.Join(dir, "filler")
 	if err := fill(filler); err != nil {
 		return err
