@@ -399,7 +399,9 @@ func serveWith(ctx context.Context, c serveConfig, logger *slog.Logger, hook dir
 		hDone := make(chan struct{})
 		go func() {
 			defer close(hDone)
-			indexHandles(roleCtx, store, logger)
+			if idx, ok := store.(oplog.HandleIndex); ok {
+				oplog.IndexHandles(roleCtx, idx, oplog.HandleIndexInterval, logger)
+			}
 		}()
 		if run != nil {
 			run(roleCtx)
