@@ -40,10 +40,12 @@ With --proof, each entry must also carry an inclusion proof (GET
 Exit status: 0 when every log is valid, 1 when any is invalid, 2 on usage
 or read errors.`, e)
 	withProof := fs.Bool("proof", false, "also check each entry's inclusion proof (logs fetched with ?proof=true) against a checkpoint signed by --vkey")
-	vkey := fs.String("vkey", e.getenv("PLC_VKEY"), "the directory's checkpoint verifier key, for --proof (env PLC_VKEY)")
-	workers, err := intFlag(fs, e, "workers", "PLC_WORKERS", runtime.GOMAXPROCS(0), "files verified in parallel")
-	if err != nil {
-		fmt.Fprintf(e.stderr, "plc audit verify-log: %v\n", err)
+	vkey, workers := new(string), new(int)
+	f := &flagSource{fs: fs, e: e}
+	f.str(vkey, "vkey", "PLC_VKEY", "", "the directory's checkpoint verifier key, for --proof")
+	f.int(workers, "workers", "PLC_WORKERS", runtime.GOMAXPROCS(0), "files verified in parallel")
+	if f.err != nil {
+		fmt.Fprintf(e.stderr, "plc audit verify-log: %v\n", f.err)
 		return exitUsage
 	}
 	if code, done := parseFlags(fs, args); done {
@@ -60,6 +62,7 @@ or read errors.`, e)
 	}
 	var verifier note.Verifier
 	if *withProof {
+		var err error
 		if verifier, err = note.NewVerifier(*vkey); err != nil {
 			fmt.Fprintf(e.stderr, "plc audit verify-log: --proof needs the directory's verifier key: --vkey %q: %v\n", *vkey, err)
 			return exitUsage

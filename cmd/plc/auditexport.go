@@ -38,9 +38,11 @@ a summary; with --json, one JSON object instead.
 
 Exit status: 0 when every op is valid (and no seq or nullified problem), 1
 when any is not, 2 on usage or read errors.`, e)
-	workers, err := intFlag(fs, e, "workers", "PLC_WORKERS", runtime.GOMAXPROCS(0), "goroutines parsing and verifying")
-	if err != nil {
-		fmt.Fprintf(e.stderr, "plc audit verify-export: %v\n", err)
+	workers := new(int)
+	f := &flagSource{fs: fs, e: e}
+	f.int(workers, "workers", "PLC_WORKERS", runtime.GOMAXPROCS(0), "goroutines parsing and verifying")
+	if f.err != nil {
+		fmt.Fprintf(e.stderr, "plc audit verify-export: %v\n", f.err)
 		return exitUsage
 	}
 	jsonOut := fs.Bool("json", false, "print one JSON report object")

@@ -5,6 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"strconv"
+	"strings"
+	"time"
 )
 
 // newFlagSet returns a flag set that prints a command's usage line, its
@@ -60,15 +62,80 @@ func parseInterspersed(fs *flag.FlagSet, args []string) (pos []string, code int,
 	}
 }
 
-// intFlag defines an int flag whose default comes from the environment
-// variable envName when that is set.
-func intFlag(fs *flag.FlagSet, e env, name, envName string, def int, help string) (*int, error) {
-	if v := e.getenv(envName); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			return nil, fmt.Errorf("%s=%q: not an integer", envName, v)
+// flagSource binds flags to their environment fallbacks: the one way a
+// command gives a flag an environment variable. A variable that is set
+// becomes the flag's default (a flag on the command line wins), and the
+// flag's help names it. The first variable that does not parse is kept in
+// err, for the command to report before it parses its arguments.
+type flagSource struct {
+	fs  *flag.FlagSet
+	e   env
+	err error
+}
+
+func (f *flagSource) str(p *string, name, envName, def, help string) {
+	if v := f.e.getenv(envName); v != "" {
+		def = v
+	}
+	f.fs.StringVar(p, name, def, fmt.Sprintf("%s (env %s)", help, envName))
+}
+
+func (f *flagSource) float(p *float64, name, envName string, def float64, help string) {
+	if v := f.e.getenv(envName); v != "" {
+		n, err := strconv.ParseFloat(v, 64)
+		if err != nil && f.err == nil {
+			f.err = fmt.Errorf("%s=%q: not a number", envName, v)
 		}
 		def = n
 	}
-	return fs.Int(name, def, fmt.Sprintf("%s (env %s)", help, envName)), nil
+	f.fs.Float64Var(p, name, def, fmt.Sprintf("%s (env %s)", help, envName))
+}
+
+func (f *flagSource) int(p *int, name, envName string, def int, help string) {
+	if v := f.e.getenv(envName); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil && f.err == nil {
+			f.err = fmt.Errorf("%s=%q: not an integer", envName, v)
+		}
+		def = n
+	}
+	f.fs.IntVar(p, name, def, fmt.Sprintf("%s (env %s)", help, envName))
+}
+
+func (f *flagSource) bool(p *bool, name, envName string, help string) {
+	def := false
+	if v := f.e.getenv(envName); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil && f.err == nil {
+			f.err = fmt.Errorf("%s=%q: not a boolean", envName, v)
+		}
+		def = b
+	}
+	f.fs.BoolVar(p, name, def, fmt.Sprintf("%s (env %s)", help, envName))
+}
+
+func (f *flagSource) duration(p *time.Duration, name, envName string, def time.Duration, help string) {
+	if v := f.e.getenv(envName); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil && f.err == nil {
+			f.err = fmt.Errorf("%s=%q: not a duration", envName, v)
+		}
+		def = d
+	}
+	f.fs.DurationVar(p, name, def, fmt.Sprintf("%s (env %s)", help, envName))
+}
+
+// list binds a repeatable flag; the environment variable holds
+// space-separated values. check vets each value given on the command line.
+func (f *flagSource) list(p *[]string, name, envName, help string, check func(string) error) {
+	if v := f.e.getenv(envName); v != "" {
+		*p = strings.Fields(v)
+	}
+	f.fs.Func(name, fmt.Sprintf("%s (repeatable; env %s, space-separated)", help, envName), func(s string) error {
+		if err := check(s); err != nil {
+			return err
+		}
+		*p = append(*p, s)
+		return nil
+	})
 }

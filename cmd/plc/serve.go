@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,7 +11,6 @@ import (
 	"net/http/pprof"
 	"net/url"
 	"os"
-	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -63,65 +61,6 @@ type serveConfig struct {
 	// comes from the proxy).
 	MaxConns      int
 	MaxConnsPerIP int
-}
-
-// flagSource binds flags to their environment fallbacks.
-type flagSource struct {
-	fs  *flag.FlagSet
-	e   env
-	err error
-}
-
-func (f *flagSource) str(p *string, name, envName, def, help string) {
-	if v := f.e.getenv(envName); v != "" {
-		def = v
-	}
-	f.fs.StringVar(p, name, def, fmt.Sprintf("%s (env %s)", help, envName))
-}
-
-func (f *flagSource) float(p *float64, name, envName string, def float64, help string) {
-	if v := f.e.getenv(envName); v != "" {
-		n, err := strconv.ParseFloat(v, 64)
-		if err != nil && f.err == nil {
-			f.err = fmt.Errorf("%s=%q: not a number", envName, v)
-		}
-		def = n
-	}
-	f.fs.Float64Var(p, name, def, fmt.Sprintf("%s (env %s)", help, envName))
-}
-
-func (f *flagSource) int(p *int, name, envName string, def int, help string) {
-	if v := f.e.getenv(envName); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil && f.err == nil {
-			f.err = fmt.Errorf("%s=%q: not an integer", envName, v)
-		}
-		def = n
-	}
-	f.fs.IntVar(p, name, def, fmt.Sprintf("%s (env %s)", help, envName))
-}
-
-func (f *flagSource) bool(p *bool, name, envName string, help string) {
-	def := false
-	if v := f.e.getenv(envName); v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil && f.err == nil {
-			f.err = fmt.Errorf("%s=%q: not a boolean", envName, v)
-		}
-		def = b
-	}
-	f.fs.BoolVar(p, name, def, fmt.Sprintf("%s (env %s)", help, envName))
-}
-
-func (f *flagSource) duration(p *time.Duration, name, envName string, def time.Duration, help string) {
-	if v := f.e.getenv(envName); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil && f.err == nil {
-			f.err = fmt.Errorf("%s=%q: not a duration", envName, v)
-		}
-		def = d
-	}
-	f.fs.DurationVar(p, name, def, fmt.Sprintf("%s (env %s)", help, envName))
 }
 
 func dbFlag(f *flagSource, p *string) {

@@ -38,15 +38,9 @@ func tlogFlags(f *flagSource, c *tlogConfig) {
 	f.str(&c.CheckpointKey, "checkpoint-key", "PLC_CHECKPOINT_KEY", "", "transparency-log checkpoint key file (plc keygen); default: checkpoint.key in the data directory, created for a new log")
 	f.str(&c.Origin, "origin", "PLC_ORIGIN", "", "origin (key name) of a checkpoint key created in the data directory (default: the host name)")
 	f.str(&c.StartupCheck, "startup-check", "PLC_STARTUP_CHECK", "quick", "startup check of the derived state (nullified, signer indexes): quick or full (every signature again)")
-	if v := f.e.getenv("PLC_WITNESSES"); v != "" {
-		c.Witnesses = strings.Fields(v)
-	}
-	f.fs.Func("witness", "a witness to cosign checkpoints, as URL=VKEY (repeatable; env PLC_WITNESSES, space-separated)", func(s string) error {
-		if _, err := audit.ParseWitness(s); err != nil {
-			return err
-		}
-		c.Witnesses = append(c.Witnesses, s)
-		return nil
+	f.list(&c.Witnesses, "witness", "PLC_WITNESSES", "a witness to cosign checkpoints, as URL=VKEY", func(s string) error {
+		_, err := audit.ParseWitness(s)
+		return err
 	})
 }
 
