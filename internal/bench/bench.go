@@ -24,8 +24,8 @@ import (
 )
 
 // Run is `plc bench`: it runs the scenario args names.
-func Run(ctx context.Context, e env, args []string) int {
-	return cli.RunGroup(ctx, e, "bench", "scenario", []command{
+func Run(ctx context.Context, e cli.Env, args []string) int {
+	return cli.RunGroup(ctx, e, "bench", "scenario", []cli.Command{
 		{Name: "write", Summary: "POST throughput: new DIDs with C requests in flight", Run: runBenchWrite},
 		{Name: "resolve", Summary: "GET /:did throughput and latency over the directory's DIDs", Run: runBenchResolve},
 		{Name: "verify", Summary: "the validator over a corpus, beside the bare signature-check bound", Run: runBenchVerify},
@@ -60,7 +60,7 @@ func benchClient(conns int) *http.Client {
 	}
 }
 
-func runBenchWrite(ctx context.Context, e env, args []string) int {
+func runBenchWrite(ctx context.Context, e cli.Env, args []string) int {
 	fs := cli.NewFlagSet("bench write", "plc bench write --url URL [--ops N] [--concurrency C]",
 		`Signs N genesis ops for new DIDs (before the clock starts, on all cores),
 then POSTs them with C requests in flight and reports accepted ops/s and
@@ -73,13 +73,13 @@ latency percentiles.`, e)
 	}
 	if *ops < 1 || *conc < 1 {
 		fmt.Fprintln(e.Stderr, "plc bench write: --ops and --concurrency must be at least 1")
-		return exitUsage
+		return cli.ExitUsage
 	}
 	fmt.Fprintf(e.Stderr, "signing %d ops...\n", *ops)
 	bodies, dids, err := signGenesisOps(*ops)
 	if err != nil {
 		fmt.Fprintf(e.Stderr, "plc bench write: %v\n", err)
-		return exitFailure
+		return cli.ExitFailure
 	}
 	client := benchClient(*conc)
 	base := strings.TrimRight(*url, "/")
@@ -125,9 +125,9 @@ latency percentiles.`, e)
 		lat.quantile(0.5).Round(time.Microsecond), lat.quantile(0.99).Round(time.Microsecond), lat.quantile(0.999).Round(time.Microsecond))
 	if msg := firstErr.Load(); msg != nil {
 		fmt.Fprintf(e.Stderr, "first failure: %s\n", msg)
-		return exitFailure
+		return cli.ExitFailure
 	}
-	return exitOK
+	return cli.ExitOK
 }
 
 // signGenesisOps signs n genesis ops of fresh DIDs, shaped like a typical
@@ -190,7 +190,7 @@ func benchGenesis(i int) (*validate.Op, error) {
 	}, rot)
 }
 
-func runBenchResolve(ctx context.Context, e env, args []string) int {
+func runBenchResolve(ctx context.Context, e cli.Env, args []string) int {
 	fs := cli.NewFlagSet("bench resolve", "plc bench resolve --url URL [--requests N] [--concurrency C]",
 		`Lists the directory's DIDs from its /export, then GETs /:did for DIDs
 drawn at random with C connections, and reports requests/s and latency
@@ -204,18 +204,18 @@ percentiles.`, e)
 	}
 	if *reqs < 1 || *conc < 1 {
 		fmt.Fprintln(e.Stderr, "plc bench resolve: --requests and --concurrency must be at least 1")
-		return exitUsage
+		return cli.ExitUsage
 	}
 	base := strings.TrimRight(*url, "/")
 	client := benchClient(*conc)
 	dids, err := exportDIDs(ctx, client, base)
 	if err != nil {
 		fmt.Fprintf(e.Stderr, "plc bench resolve: %v\n", err)
-		return exitFailure
+		return cli.ExitFailure
 	}
 	if len(dids) == 0 {
 		fmt.Fprintln(e.Stderr, "plc bench resolve: the directory has no DIDs (run plc bench write first)")
-		return exitFailure
+		return cli.ExitFailure
 	}
 	var (
 		next   atomic.Int64
@@ -262,9 +262,9 @@ percentiles.`, e)
 		len(dids), *reqs, failed.Load(), gone.Load(), *conc, elapsed.Round(time.Millisecond), float64(*reqs)/elapsed.Seconds(),
 		lat.quantile(0.5).Round(time.Microsecond), lat.quantile(0.99).Round(time.Microsecond), lat.quantile(0.999).Round(time.Microsecond))
 	if failed.Load() > 0 {
-		return exitFailure
+		return cli.ExitFailure
 	}
-	return exitOK
+	return cli.ExitOK
 }
 
 // exportDIDs pages through the seq-mode export and returns each DID once.

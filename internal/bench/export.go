@@ -13,7 +13,7 @@ import (
 	"github.com/plcdir/plc/internal/cli"
 )
 
-func runBenchExport(ctx context.Context, e env, args []string) int {
+func runBenchExport(ctx context.Context, e cli.Env, args []string) int {
 	fs := cli.NewFlagSet("bench export", "plc bench export --url URL",
 		`Reads a running directory's whole log twice: paging through the seq-mode
 /export (count=1000), then as a backfill of the /export/stream WebSocket
@@ -28,17 +28,17 @@ from cursor 0 up to the seq the paging ended at; reports ops/s for each.`, e)
 	start := time.Now()
 	if _, err := exportDIDs(ctx, client, base); err != nil {
 		fmt.Fprintf(e.Stderr, "plc bench export: %v\n", err)
-		return exitFailure
+		return cli.ExitFailure
 	}
 	pageTime := time.Since(start)
 	latest, err := latestSeq(ctx, client, base)
 	if err != nil {
 		fmt.Fprintf(e.Stderr, "plc bench export: %v\n", err)
-		return exitFailure
+		return cli.ExitFailure
 	}
 	if latest == 0 {
 		fmt.Fprintln(e.Stderr, "plc bench export: the directory is empty")
-		return exitFailure
+		return cli.ExitFailure
 	}
 
 	wsURL := "ws" + strings.TrimPrefix(base, "http") + "/export/stream?cursor=0"
@@ -46,7 +46,7 @@ from cursor 0 up to the seq the paging ended at; reports ops/s for each.`, e)
 	conn, _, err := websocket.Dial(ctx, wsURL, &websocket.DialOptions{HTTPClient: client})
 	if err != nil {
 		fmt.Fprintf(e.Stderr, "plc bench export: stream: %v\n", err)
-		return exitFailure
+		return cli.ExitFailure
 	}
 	conn.SetReadLimit(1 << 20)
 	var seq int64
@@ -54,14 +54,14 @@ from cursor 0 up to the seq the paging ended at; reports ops/s for each.`, e)
 		_, msg, err := conn.Read(ctx)
 		if err != nil {
 			fmt.Fprintf(e.Stderr, "plc bench export: stream ended at seq %d of %d: %v\n", seq, latest, err)
-			return exitFailure
+			return cli.ExitFailure
 		}
 		var ev struct {
 			Seq int64 `json:"seq"`
 		}
 		if err := json.Unmarshal(msg, &ev); err != nil || ev.Seq != seq+1 {
 			fmt.Fprintf(e.Stderr, "plc bench export: stream event after seq %d: %v (seq %d)\n", seq, err, ev.Seq)
-			return exitFailure
+			return cli.ExitFailure
 		}
 		seq = ev.Seq
 	}
@@ -71,7 +71,7 @@ from cursor 0 up to the seq the paging ended at; reports ops/s for each.`, e)
 	fmt.Fprintf(e.Stdout, "scenario         export\nops              %d\n/export paging   %.0f ops/s (%s)\nstream backfill  %.0f ops/s (%s)\n",
 		latest, float64(latest)/pageTime.Seconds(), pageTime.Round(time.Millisecond),
 		float64(latest)/streamTime.Seconds(), streamTime.Round(time.Millisecond))
-	return exitOK
+	return cli.ExitOK
 }
 
 // latestSeq reads the directory's latest seq from /_health.

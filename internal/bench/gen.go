@@ -11,7 +11,7 @@ import (
 	"github.com/plcdir/plc/internal/cli"
 )
 
-func runBenchGen(ctx context.Context, e env, args []string) int {
+func runBenchGen(ctx context.Context, e cli.Env, args []string) int {
 	fs := cli.NewFlagSet("bench gen",
 		"plc bench gen (--dids N | --ops N) [--shape directory|longchain] [--seed S] [--out FILE|-] [--invalid-rate P] [--workers W]",
 		`Writes a signed synthetic corpus in the seq-mode export format (the lines
@@ -35,11 +35,11 @@ summary goes to stderr.`, e)
 	}
 	if fs.NArg() != 0 || (*dids > 0) == (*ops > 0) || *dids < 0 || *ops < 0 {
 		fmt.Fprintln(e.Stderr, "plc bench gen: give exactly one of --dids N and --ops N (N ≥ 1)")
-		return exitUsage
+		return cli.ExitUsage
 	}
 	if !(*rate >= 0 && *rate <= 1) || *workers < 1 {
 		fmt.Fprintln(e.Stderr, "plc bench gen: --invalid-rate must be in [0, 1] and --workers at least 1")
-		return exitUsage
+		return cli.ExitUsage
 	}
 	cfg := corpus.Config{DIDs: *dids, Ops: *ops, Seed: *seed, InvalidRate: *rate, Workers: *workers, Shape: corpus.Shape(*shape)}
 	switch cfg.Shape {
@@ -47,11 +47,11 @@ summary goes to stderr.`, e)
 	case corpus.ShapeLongChain:
 		if *ops <= 0 {
 			fmt.Fprintln(e.Stderr, "plc bench gen: --shape longchain takes --ops N (the length of the chain), not --dids")
-			return exitUsage
+			return cli.ExitUsage
 		}
 	default:
 		fmt.Fprintf(e.Stderr, "plc bench gen: unknown --shape %q (want directory or longchain)\n", *shape)
-		return exitUsage
+		return cli.ExitUsage
 	}
 
 	var w io.Writer = e.Stdout
@@ -60,7 +60,7 @@ summary goes to stderr.`, e)
 		var err error
 		if f, err = os.Create(*out); err != nil {
 			fmt.Fprintf(e.Stderr, "plc bench gen: %v\n", err)
-			return exitUsage
+			return cli.ExitUsage
 		}
 		w = f
 	}
@@ -75,10 +75,10 @@ summary goes to stderr.`, e)
 		if f != nil {
 			os.Remove(*out) // a partial corpus is not a corpus
 		}
-		return exitUsage
+		return cli.ExitUsage
 	}
 	printGenStats(e.Stderr, &st)
-	return exitOK
+	return cli.ExitOK
 }
 
 func printGenStats(w io.Writer, st *corpus.Stats) {

@@ -18,7 +18,7 @@ import (
 	"github.com/plcdir/plc/oplog"
 )
 
-func runBenchImport(ctx context.Context, e env, args []string) int {
+func runBenchImport(ctx context.Context, e cli.Env, args []string) int {
 	var db string
 	fs := cli.NewFlagSet("bench import", "plc bench import [--db DB] [--append FILE] CORPUS",
 		`Imports a corpus (plc bench gen) into a fresh database through plc
@@ -36,35 +36,35 @@ a row to a markdown file (BENCHMARKS.md).`, e)
 	}
 	if fs.NArg() != 1 {
 		fmt.Fprintln(e.Stderr, "Usage: plc bench import [--db DB] [--append FILE] CORPUS")
-		return exitUsage
+		return cli.ExitUsage
 	}
 	corpus := fs.Arg(0)
 	sample, err := readSample(corpus, 20000)
 	if err != nil {
 		fmt.Fprintf(e.Stderr, "plc bench import: %v\n", err)
-		return exitUsage
+		return cli.ExitUsage
 	}
 	workers := runtime.GOMAXPROCS(0)
 	bound, err := signatureBound(sample, workers)
 	if err != nil {
 		fmt.Fprintf(e.Stderr, "plc bench import: %v\n", err)
-		return exitFailure
+		return cli.ExitFailure
 	}
 
 	store, _, err := oplog.Open(ctx, db)
 	if err != nil {
 		fmt.Fprintf(e.Stderr, "plc bench import: %v\n", err)
-		return exitFailure
+		return cli.ExitFailure
 	}
 	defer store.Close()
 	if seq, err := store.LatestSeq(ctx); err != nil || seq != 0 {
 		fmt.Fprintf(e.Stderr, "plc bench import: %s must be an empty database (latest seq %d, %v)\n", oplog.RedactDB(db), seq, err)
-		return exitUsage
+		return cli.ExitUsage
 	}
 	in, err := os.Open(corpus)
 	if err != nil {
 		fmt.Fprintf(e.Stderr, "plc bench import: %v\n", err)
-		return exitUsage
+		return cli.ExitUsage
 	}
 	defer in.Close()
 	log := oplog.NewLog(store, oplog.Options{NoRateLimit: true})
@@ -72,12 +72,12 @@ a row to a markdown file (BENCHMARKS.md).`, e)
 		pf, err := os.Create(*cpuProfile)
 		if err != nil {
 			fmt.Fprintf(e.Stderr, "plc bench import: %v\n", err)
-			return exitUsage
+			return cli.ExitUsage
 		}
 		defer pf.Close()
 		if err := pprof.StartCPUProfile(pf); err != nil {
 			fmt.Fprintf(e.Stderr, "plc bench import: %v\n", err)
-			return exitFailure
+			return cli.ExitFailure
 		}
 	}
 	start := time.Now()
@@ -89,19 +89,19 @@ a row to a markdown file (BENCHMARKS.md).`, e)
 	if *memProfile != "" {
 		if err := writeHeapProfile(*memProfile); err != nil {
 			fmt.Fprintf(e.Stderr, "plc bench import: %v\n", err)
-			return exitFailure
+			return cli.ExitFailure
 		}
 	}
 	log.Close()
 	if err != nil {
 		fmt.Fprintf(e.Stderr, "plc bench import: %v\n", err)
-		return exitFailure
+		return cli.ExitFailure
 	}
 	store.Close() // SQLite checkpoints its WAL into the file on the last close
 	size, err := dbBytes(ctx, db)
 	if err != nil {
 		fmt.Fprintf(e.Stderr, "plc bench import: database size: %v\n", err)
-		return exitFailure
+		return cli.ExitFailure
 	}
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
@@ -118,10 +118,10 @@ a row to a markdown file (BENCHMARKS.md).`, e)
 			time.Now().UTC().Format("2006-01-02"), backend, st.Imported, rate, rate/bound, ru.Maxrss/1024, perOp)
 		if err := appendRow(*appendTo, row); err != nil {
 			fmt.Fprintf(e.Stderr, "plc bench import: %v\n", err)
-			return exitFailure
+			return cli.ExitFailure
 		}
 	}
-	return exitOK
+	return cli.ExitOK
 }
 
 // readSample reads up to n lines of a corpus.

@@ -44,7 +44,7 @@ func readExportLines(r io.Reader) ([]exportLine, error) {
 	return lines, sc.Err()
 }
 
-func runBenchVerify(ctx context.Context, e env, args []string) int {
+func runBenchVerify(ctx context.Context, e cli.Env, args []string) int {
 	fs := cli.NewFlagSet("bench verify", "plc bench verify [--workers N] [--cpuprofile FILE] [--memprofile FILE] CORPUS",
 		`Replays an export corpus through the validator on all cores, with the
 engine of plc audit verify-export (lines read and parsed in parallel,
@@ -62,35 +62,35 @@ that counts.`, e)
 	}
 	if fs.NArg() != 1 || *workers < 1 {
 		fmt.Fprintln(e.Stderr, "Usage: plc bench verify [--workers N] [--cpuprofile FILE] [--memprofile FILE] CORPUS")
-		return exitUsage
+		return cli.ExitUsage
 	}
 	path := fs.Arg(0)
 	sample, err := readSample(path, 20000)
 	if err != nil {
 		fmt.Fprintf(e.Stderr, "plc bench verify: %v\n", err)
-		return exitUsage
+		return cli.ExitUsage
 	}
 	f, err := os.Open(path)
 	if err != nil {
 		fmt.Fprintf(e.Stderr, "plc bench verify: %v\n", err)
-		return exitUsage
+		return cli.ExitUsage
 	}
 	defer f.Close()
 	r, err := cli.Decompress(f)
 	if err != nil {
 		fmt.Fprintf(e.Stderr, "plc bench verify: %s: %v\n", path, err)
-		return exitUsage
+		return cli.ExitUsage
 	}
 	if *cpuProfile != "" {
 		pf, err := os.Create(*cpuProfile)
 		if err != nil {
 			fmt.Fprintf(e.Stderr, "plc bench verify: %v\n", err)
-			return exitUsage
+			return cli.ExitUsage
 		}
 		defer pf.Close()
 		if err := pprof.StartCPUProfile(pf); err != nil {
 			fmt.Fprintf(e.Stderr, "plc bench verify: %v\n", err)
-			return exitFailure
+			return cli.ExitFailure
 		}
 	}
 	rep, err := audit.VerifyExport(ctx, r, audit.ExportOptions{Workers: *workers})
@@ -99,19 +99,19 @@ that counts.`, e)
 	}
 	if err != nil {
 		fmt.Fprintf(e.Stderr, "plc bench verify: %s: %v\n", path, err)
-		return exitUsage
+		return cli.ExitUsage
 	}
 	if *memProfile != "" {
 		if err := writeHeapProfile(*memProfile); err != nil {
 			fmt.Fprintf(e.Stderr, "plc bench verify: %v\n", err)
-			return exitFailure
+			return cli.ExitFailure
 		}
 	}
 	runtime.GC() // the replay's garbage is not the bound's
 	bound, err := signatureBound(sample, *workers)
 	if err != nil {
 		fmt.Fprintf(e.Stderr, "plc bench verify: %v\n", err)
-		return exitFailure
+		return cli.ExitFailure
 	}
 
 	fmt.Fprintf(e.Stdout, "scenario         verify\nops              %d (%d rejected)\nworkers          %d\nvalidator        %.0f ops/s\nsignature bound  %.0f ops/s (%d workers × one core)\nratio            %.2f\n",
@@ -120,7 +120,7 @@ that counts.`, e)
 		first := rep.InvalidOps[0]
 		fmt.Fprintf(e.Stderr, "first rejection: line %d %s: %s\n", first.Line, cli.Printable(first.DID), cli.Printable(first.Reason))
 	}
-	return exitOK
+	return cli.ExitOK
 }
 
 // signatureBound is the rate workers cores verify signatures at: one

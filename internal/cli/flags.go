@@ -24,71 +24,49 @@ func NewFlags(fs *flag.FlagSet, e Env) *Flags {
 	return &Flags{fs: fs, e: e}
 }
 
-func (f *Flags) fail(format string, args ...any) {
-	if f.Err == nil {
-		f.Err = fmt.Errorf(format, args...)
-	}
-}
-
 func withEnv(help, envName string) string {
 	return fmt.Sprintf("%s (env %s)", help, envName)
 }
 
+// fromEnv returns the value of the variable envName, parsed, or def when
+// it is not set. A value that does not parse is kept in Err (as "not
+// what") and gives parse's result.
+func fromEnv[T any](f *Flags, envName string, def T, parse func(string) (T, error), what string) T {
+	v := f.e.Getenv(envName)
+	if v == "" {
+		return def
+	}
+	x, err := parse(v)
+	if err != nil && f.Err == nil {
+		f.Err = fmt.Errorf("%s=%q: not %s", envName, v, what)
+	}
+	return x
+}
+
 // Str binds a string flag.
 func (f *Flags) Str(p *string, name, envName, def, help string) {
-	if v := f.e.Getenv(envName); v != "" {
-		def = v
-	}
-	f.fs.StringVar(p, name, def, withEnv(help, envName))
+	f.fs.StringVar(p, name, fromEnv(f, envName, def, func(s string) (string, error) { return s, nil }, ""), withEnv(help, envName))
 }
 
 // Float binds a float64 flag.
 func (f *Flags) Float(p *float64, name, envName string, def float64, help string) {
-	if v := f.e.Getenv(envName); v != "" {
-		n, err := strconv.ParseFloat(v, 64)
-		if err != nil {
-			f.fail("%s=%q: not a number", envName, v)
-		}
-		def = n
-	}
-	f.fs.Float64Var(p, name, def, withEnv(help, envName))
+	parse := func(s string) (float64, error) { return strconv.ParseFloat(s, 64) }
+	f.fs.Float64Var(p, name, fromEnv(f, envName, def, parse, "a number"), withEnv(help, envName))
 }
 
 // Int binds an int flag.
 func (f *Flags) Int(p *int, name, envName string, def int, help string) {
-	if v := f.e.Getenv(envName); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			f.fail("%s=%q: not an integer", envName, v)
-		}
-		def = n
-	}
-	f.fs.IntVar(p, name, def, withEnv(help, envName))
+	f.fs.IntVar(p, name, fromEnv(f, envName, def, strconv.Atoi, "an integer"), withEnv(help, envName))
 }
 
 // Bool binds a bool flag, false unless its variable says otherwise.
 func (f *Flags) Bool(p *bool, name, envName string, help string) {
-	def := false
-	if v := f.e.Getenv(envName); v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			f.fail("%s=%q: not a boolean", envName, v)
-		}
-		def = b
-	}
-	f.fs.BoolVar(p, name, def, withEnv(help, envName))
+	f.fs.BoolVar(p, name, fromEnv(f, envName, false, strconv.ParseBool, "a boolean"), withEnv(help, envName))
 }
 
 // Duration binds a time.Duration flag.
 func (f *Flags) Duration(p *time.Duration, name, envName string, def time.Duration, help string) {
-	if v := f.e.Getenv(envName); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			f.fail("%s=%q: not a duration", envName, v)
-		}
-		def = d
-	}
-	f.fs.DurationVar(p, name, def, withEnv(help, envName))
+	f.fs.DurationVar(p, name, fromEnv(f, envName, def, time.ParseDuration, "a duration"), withEnv(help, envName))
 }
 
 // List binds a repeatable flag; the environment variable holds
