@@ -6,8 +6,10 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/bluesky-social/indigo/atproto/syntax"
 	"github.com/jackc/pgx/v5"
@@ -153,6 +155,64 @@ func CatchUpHandles(ctx context.Context, idx HandleIndex, batch int, progress fu
 		}
 		if progress != nil {
 			progress(total)
+		}
+	}
+}
+
+// HandleIndexInterval is how often IndexHandles brings the index up to
+// the log beside a running directory.
+const HandleIndexInterval = 5 * time.Second
+
+// IndexHandles keeps idx up with the log beside a running directory until
+// ctx ends, bringing it up every interval: a derived index only the UI's
+// search reads, written outside the append transactions so that writes do
+// not pay for it. A database upgraded from an earlier plc is filled in
+// first while the directory serves; stopped with ctx, the work goes on at
+// the next start from where it stopped. Failures are logged and retried at
+// the next interval.
+func IndexHandles(ctx context.Context, idx HandleIndex, interval time.Duration, logger *slog.Logger) {
+	behind, err := idx.HandlesBehind(ctx)
+	if err != nil {
+		logger.Warn("reading how far the handle index is behind failed", "err", err)
+	}
+	if behind > 0 {
+		logger.Info("filling in the handle index", "ops", behind)
+		start := time.Now()
+		last := start
+		n, err := CatchUpHandles(ctx, idx, 0, func(done int64) {
+			if time.Since(last) >= 10*time.Second {
+				last = time.Now()
+				logger.Info("filling in the handle index", "ops", done, "of", behind)
+			}
+		})
+		switch {
+		case ctx.Err() != nil:
+			logger.Info("handle index catch-up stopped; it goes on at the next start", "ops", n)
+			return
+		case err != nil:
+			logger.Error("filling in the handle index failed; handle search may miss DIDs", "ops", n, "err", err)
+		default:
+			logger.Info("handle index filled in", "ops", n, "took", time.Since(start).Round(time.Millisecond).String())
+		}
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		// A read first: an idle log costs no write transaction.
+		behind, err := idx.HandlesBehind(ctx)
+		if err != nil && ctx.Err() == nil {
+			logger.Warn("reading how far the handle index is behind failed; retrying", "err", err)
+		}
+		if behind == 0 {
+			continue
+		}
+		if _, err := CatchUpHandles(ctx, idx, 0, nil); err != nil && ctx.Err() == nil {
+			logger.Warn("indexing handles failed; retrying", "err", err)
 		}
 	}
 }

@@ -11,20 +11,21 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/plcdir/plc/audit"
+	"github.com/plcdir/plc/internal/cli"
 	"github.com/plcdir/plc/validate"
 )
 
 func runAudit(ctx context.Context, e env, args []string) int {
-	return runGroup(ctx, e, "audit", "command", []command{
-		{"verify-log", "verify audit logs (the /:did/log/audit format)", runVerifyLog},
-		{"verify-export", "replay a whole export (file or directory) through the validator", runVerifyExport},
-		{"compare", "compare two directories' audit logs and documents, DID by DID", runAuditCompare},
-		{"monitor", "follow a directory's transparency log and verify every checkpoint and entry", runAuditMonitor},
+	return cli.RunGroup(ctx, e, "audit", "command", []command{
+		{Name: "verify-log", Summary: "verify audit logs (the /:did/log/audit format)", Run: runVerifyLog},
+		{Name: "verify-export", Summary: "replay a whole export (file or directory) through the validator", Run: runVerifyExport},
+		{Name: "compare", Summary: "compare two directories' audit logs and documents, DID by DID", Run: runAuditCompare},
+		{Name: "monitor", Summary: "follow a directory's transparency log and verify every checkpoint and entry", Run: runAuditMonitor},
 	}, args)
 }
 
 func runVerifyLog(ctx context.Context, e env, args []string) int {
-	fs := newFlagSet("verify-log", "plc audit verify-log [flags] FILE...",
+	fs := cli.NewFlagSet("verify-log", "plc audit verify-log [flags] FILE...",
 		`Replays each audit log (a JSON array of {did, operation, cid, nullified,
 createdAt}, as GET /:did/log/audit returns) with its createdAt times, and
 checks every CID, the DID, every signature, the chain rules and the
@@ -40,28 +41,31 @@ With --proof, each entry must also carry an inclusion proof (GET
 Exit status: 0 when every log is valid, 1 when any is invalid, 2 on usage
 or read errors.`, e)
 	withProof := fs.Bool("proof", false, "also check each entry's inclusion proof (logs fetched with ?proof=true) against a checkpoint signed by --vkey")
-	vkey := fs.String("vkey", e.getenv("PLC_VKEY"), "the directory's checkpoint verifier key, for --proof (env PLC_VKEY)")
-	workers, err := intFlag(fs, e, "workers", "PLC_WORKERS", runtime.GOMAXPROCS(0), "files verified in parallel")
-	if err != nil {
-		fmt.Fprintf(e.stderr, "plc audit verify-log: %v\n", err)
+	vkey, workers := new(string), new(int)
+	f := cli.NewFlags(fs, e)
+	f.Str(vkey, "vkey", "PLC_VKEY", "", "the directory's checkpoint verifier key, for --proof")
+	f.Int(workers, "workers", "PLC_WORKERS", runtime.GOMAXPROCS(0), "files verified in parallel")
+	if f.Err != nil {
+		fmt.Fprintf(e.Stderr, "plc audit verify-log: %v\n", f.Err)
 		return exitUsage
 	}
-	if code, done := parseFlags(fs, args); done {
+	if code, done := cli.ParseFlags(fs, args); done {
 		return code
 	}
 	files := fs.Args()
 	if len(files) == 0 {
-		fmt.Fprintf(e.stderr, "plc audit verify-log: no files given\nUsage: plc audit verify-log [flags] FILE...\n")
+		fmt.Fprintf(e.Stderr, "plc audit verify-log: no files given\nUsage: plc audit verify-log [flags] FILE...\n")
 		return exitUsage
 	}
 	if *workers < 1 {
-		fmt.Fprintf(e.stderr, "plc audit verify-log: --workers must be at least 1\n")
+		fmt.Fprintf(e.Stderr, "plc audit verify-log: --workers must be at least 1\n")
 		return exitUsage
 	}
 	var verifier note.Verifier
 	if *withProof {
+		var err error
 		if verifier, err = note.NewVerifier(*vkey); err != nil {
-			fmt.Fprintf(e.stderr, "plc audit verify-log: --proof needs the directory's verifier key: --vkey %q: %v\n", *vkey, err)
+			fmt.Fprintf(e.Stderr, "plc audit verify-log: --proof needs the directory's verifier key: --vkey %q: %v\n", *vkey, err)
 			return exitUsage
 		}
 	}
@@ -106,9 +110,9 @@ or read errors.`, e)
 	code := exitOK
 	for _, r := range results {
 		if r.stderr {
-			fmt.Fprintln(e.stderr, r.line)
+			fmt.Fprintln(e.Stderr, r.line)
 		} else {
-			fmt.Fprintln(e.stdout, r.line)
+			fmt.Fprintln(e.Stdout, r.line)
 		}
 		code = max(code, r.code)
 	}

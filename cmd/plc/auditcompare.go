@@ -16,11 +16,12 @@ import (
 	"time"
 
 	"github.com/plcdir/plc/audit"
+	"github.com/plcdir/plc/internal/cli"
 )
 
 func runAuditCompare(ctx context.Context, e env, args []string) int {
 	const usageLine = "plc audit compare [--dids FILE | --sample N] [--json] A B"
-	fs := newFlagSet("compare", usageLine,
+	fs := cli.NewFlagSet("compare", usageLine,
 		`Compares two directories (A and B: base URLs) DID by DID: each DID's
 audit log (GET /:did/log/audit) and document (GET /:did). Reported per
 DID, taking A as the reference: ops missing from B, ops extra in B, ops
@@ -45,14 +46,14 @@ document).`, e)
 	jsonOut := fs.Bool("json", false, "print one JSON report object")
 	workers := fs.Int("workers", 4, "DIDs compared at once")
 	timeout := fs.Duration("timeout", 30*time.Second, "timeout of each HTTP request")
-	pos, code, done := parseInterspersed(fs, args)
+	pos, code, done := cli.ParseInterspersed(fs, args)
 	if done {
 		return code
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	fail := func(format string, a ...any) int {
-		fmt.Fprintf(e.stderr, "plc audit compare: "+format+"\nUsage: %s\n", append(a, usageLine)...)
+		fmt.Fprintf(e.Stderr, "plc audit compare: "+format+"\nUsage: %s\n", append(a, usageLine)...)
 		return exitUsage
 	}
 	switch {
@@ -84,11 +85,11 @@ document).`, e)
 		sampled bool
 	)
 	if set["dids"] {
-		var in io.Reader = e.stdin
+		var in io.Reader = e.Stdin
 		if *didsFile != "-" {
 			f, err := os.Open(*didsFile)
 			if err != nil {
-				fmt.Fprintf(e.stderr, "plc audit compare: %v\n", err)
+				fmt.Fprintf(e.Stderr, "plc audit compare: %v\n", err)
 				return exitUsage
 			}
 			defer f.Close()
@@ -96,11 +97,11 @@ document).`, e)
 		}
 		dids, err = audit.ReadDIDList(io.LimitReader(in, 1<<30))
 		if err != nil {
-			fmt.Fprintf(e.stderr, "plc audit compare: %s: %v\n", *didsFile, err)
+			fmt.Fprintf(e.Stderr, "plc audit compare: %s: %v\n", *didsFile, err)
 			return exitUsage
 		}
 		if len(dids) == 0 {
-			fmt.Fprintf(e.stderr, "plc audit compare: %s lists no DID\n", *didsFile)
+			fmt.Fprintf(e.Stderr, "plc audit compare: %s lists no DID\n", *didsFile)
 			return exitUsage
 		}
 	} else {
@@ -115,11 +116,11 @@ document).`, e)
 		}
 		dids, err = audit.SampleDIDs(ctx, a, n, rand.New(rand.NewPCG(*seed, 0)))
 		if err != nil {
-			fmt.Fprintf(e.stderr, "plc audit compare: sampling DIDs from A's export: %v\n", err)
+			fmt.Fprintf(e.Stderr, "plc audit compare: sampling DIDs from A's export: %v\n", err)
 			return exitUsage
 		}
 		if len(dids) == 0 {
-			fmt.Fprintf(e.stderr, "plc audit compare: A's export is empty: no DID to compare\n")
+			fmt.Fprintf(e.Stderr, "plc audit compare: A's export is empty: no DID to compare\n")
 			return exitUsage
 		}
 		sampled = true
@@ -127,22 +128,22 @@ document).`, e)
 
 	opts := audit.CompareOptions{Workers: *workers}
 	shown := false
-	if isTerminal(e.stderr) {
+	if isTerminal(e.Stderr) {
 		last := time.Time{}
 		opts.Progress = func(done int) {
 			if t := time.Now(); t.Sub(last) >= 250*time.Millisecond || done == len(dids) {
 				last = t
-				fmt.Fprintf(e.stderr, "\r\033[Kcompared %d of %d DIDs", done, len(dids))
+				fmt.Fprintf(e.Stderr, "\r\033[Kcompared %d of %d DIDs", done, len(dids))
 				shown = true
 			}
 		}
 	}
 	rep, err := audit.Compare(ctx, a, b, dids, opts)
 	if shown {
-		fmt.Fprint(e.stderr, "\r\033[K")
+		fmt.Fprint(e.Stderr, "\r\033[K")
 	}
 	if err != nil {
-		fmt.Fprintf(e.stderr, "plc audit compare: %v\n", err)
+		fmt.Fprintf(e.Stderr, "plc audit compare: %v\n", err)
 		return exitUsage
 	}
 	if sampled {
@@ -151,12 +152,12 @@ document).`, e)
 	if *jsonOut {
 		out, err := json.MarshalIndent(rep, "", "  ")
 		if err != nil {
-			fmt.Fprintf(e.stderr, "plc audit compare: %v\n", err)
+			fmt.Fprintf(e.Stderr, "plc audit compare: %v\n", err)
 			return exitUsage
 		}
-		fmt.Fprintf(e.stdout, "%s\n", out)
+		fmt.Fprintf(e.Stdout, "%s\n", out)
 	} else {
-		printCompareReport(e.stdout, &rep)
+		printCompareReport(e.Stdout, &rep)
 	}
 	if !rep.OK {
 		return exitFailure
@@ -178,7 +179,7 @@ func printCompareReport(w io.Writer, r *audit.CompareReport) {
 		}
 		fmt.Fprintf(w, "%s: %d difference%s (A %d ops, B %d ops)\n", c.DID, n, plural, c.OpsA, c.OpsB)
 		for _, d := range c.Differences {
-			fmt.Fprintf(w, "  %s\n", printable(d.String()))
+			fmt.Fprintf(w, "  %s\n", cli.Printable(d.String()))
 		}
 	}
 	how := ""

@@ -13,11 +13,12 @@ import (
 	"time"
 
 	"github.com/plcdir/plc/audit"
+	"github.com/plcdir/plc/internal/cli"
 )
 
 func runVerifyExport(ctx context.Context, e env, args []string) int {
 	const usageLine = "plc audit verify-export [flags] FILE|-|URL"
-	fs := newFlagSet("verify-export", usageLine,
+	fs := cli.NewFlagSet("verify-export", usageLine,
 		`Replays a whole export through the validator on all cores and reports
 its ops, its DIDs, every invalid op (line, did, cid, reason) and the
 nullification recomputed from the chain rules. Every CID, DID, signature
@@ -38,23 +39,25 @@ a summary; with --json, one JSON object instead.
 
 Exit status: 0 when every op is valid (and no seq or nullified problem), 1
 when any is not, 2 on usage or read errors.`, e)
-	workers, err := intFlag(fs, e, "workers", "PLC_WORKERS", runtime.GOMAXPROCS(0), "goroutines parsing and verifying")
-	if err != nil {
-		fmt.Fprintf(e.stderr, "plc audit verify-export: %v\n", err)
+	workers := new(int)
+	f := cli.NewFlags(fs, e)
+	f.Int(workers, "workers", "PLC_WORKERS", runtime.GOMAXPROCS(0), "goroutines parsing and verifying")
+	if f.Err != nil {
+		fmt.Fprintf(e.Stderr, "plc audit verify-export: %v\n", f.Err)
 		return exitUsage
 	}
 	jsonOut := fs.Bool("json", false, "print one JSON report object")
 	maxListed := fs.Int("max-listed", audit.DefaultMaxListed, "problems of each kind listed (the counts are exact)")
-	pos, code, done := parseInterspersed(fs, args)
+	pos, code, done := cli.ParseInterspersed(fs, args)
 	if done {
 		return code
 	}
 	if len(pos) != 1 {
-		fmt.Fprintf(e.stderr, "plc audit verify-export: want exactly one FILE, - (standard input) or URL\nUsage: %s\n", usageLine)
+		fmt.Fprintf(e.Stderr, "plc audit verify-export: want exactly one FILE, - (standard input) or URL\nUsage: %s\n", usageLine)
 		return exitUsage
 	}
 	if *workers < 1 || *maxListed < 1 {
-		fmt.Fprintf(e.stderr, "plc audit verify-export: --workers and --max-listed must be at least 1\n")
+		fmt.Fprintf(e.Stderr, "plc audit verify-export: --workers and --max-listed must be at least 1\n")
 		return exitUsage
 	}
 	opts := audit.ExportOptions{Workers: *workers, MaxListed: *maxListed}
@@ -70,7 +73,7 @@ when any is not, 2 on usage or read errors.`, e)
 	if isDirectoryURL(src) {
 		d, err := audit.NewDirectoryClient(src, &http.Client{Timeout: audit.DefaultTimeout})
 		if err != nil {
-			fmt.Fprintf(e.stderr, "plc audit verify-export: %v\n", err)
+			fmt.Fprintf(e.Stderr, "plc audit verify-export: %v\n", err)
 			return exitUsage
 		}
 		name = d.String()
@@ -82,15 +85,15 @@ when any is not, 2 on usage or read errors.`, e)
 		if src == "-" {
 			name = "standard input"
 		}
-		in, n, err := openInput(src, e.stdin)
+		in, n, err := openInput(src, e.Stdin)
 		if err != nil {
-			fmt.Fprintf(e.stderr, "plc audit verify-export: %v\n", err)
+			fmt.Fprintf(e.Stderr, "plc audit verify-export: %v\n", err)
 			return exitUsage
 		}
-		dr, err := decompress(in)
+		dr, err := cli.Decompress(in)
 		if err != nil {
 			in.Close()
-			fmt.Fprintf(e.stderr, "plc audit verify-export: %s: %v\n", name, err)
+			fmt.Fprintf(e.Stderr, "plc audit verify-export: %s: %v\n", name, err)
 			return exitUsage
 		}
 		r, size, read = dr, n, &in.n
@@ -98,7 +101,7 @@ when any is not, 2 on usage or read errors.`, e)
 	}
 	defer closer()
 
-	p := &verifyProgress{w: e.stderr, tty: isTerminal(e.stderr), now: time.Now, size: size, read: read}
+	p := &verifyProgress{w: e.Stderr, tty: isTerminal(e.Stderr), now: time.Now, size: size, read: read}
 	p.start = p.now()
 	if p.tty {
 		opts.Progress = p.update
@@ -110,24 +113,24 @@ when any is not, 2 on usage or read errors.`, e)
 		rep.Error = err.Error()
 	}
 	if errors.Is(err, audit.ErrNotExport) {
-		fmt.Fprintf(e.stderr, "plc audit verify-export: %s: %v\n", name, err)
+		fmt.Fprintf(e.Stderr, "plc audit verify-export: %s: %v\n", name, err)
 		return exitUsage
 	}
 	if *jsonOut {
 		b, jerr := json.MarshalIndent(rep, "", "  ")
 		if jerr != nil {
-			fmt.Fprintf(e.stderr, "plc audit verify-export: %v\n", jerr)
+			fmt.Fprintf(e.Stderr, "plc audit verify-export: %v\n", jerr)
 			return exitUsage
 		}
-		fmt.Fprintf(e.stdout, "%s\n", b)
+		fmt.Fprintf(e.Stdout, "%s\n", b)
 	} else {
-		printExportReport(e.stdout, &rep)
+		printExportReport(e.Stdout, &rep)
 	}
 	if err != nil {
 		if ctx.Err() != nil {
-			fmt.Fprintf(e.stderr, "plc audit verify-export: interrupted after line %d\n", rep.Lines)
+			fmt.Fprintf(e.Stderr, "plc audit verify-export: interrupted after line %d\n", rep.Lines)
 		} else {
-			fmt.Fprintf(e.stderr, "plc audit verify-export: %s: %v\n", name, err)
+			fmt.Fprintf(e.Stderr, "plc audit verify-export: %s: %v\n", name, err)
 		}
 		return exitUsage
 	}
@@ -150,7 +153,7 @@ func printExportReport(w io.Writer, r *audit.ExportReport) {
 		if p.Seq > 0 {
 			seq = fmt.Sprintf(" (seq %d)", p.Seq)
 		}
-		fmt.Fprintf(w, "invalid line %d%s %s %s: %s\n", p.Line, seq, printable(p.DID), printable(p.CID), printable(p.Reason))
+		fmt.Fprintf(w, "invalid line %d%s %s %s: %s\n", p.Line, seq, cli.Printable(p.DID), cli.Printable(p.CID), cli.Printable(p.Reason))
 	}
 	for _, p := range r.SeqProblems {
 		switch p.Kind {
@@ -161,7 +164,7 @@ func printExportReport(w io.Writer, r *audit.ExportReport) {
 		}
 	}
 	for _, p := range r.NullifiedErrors {
-		fmt.Fprintf(w, "nullified flag at line %d %s %s: stated %t, recomputed %t\n", p.Line, printable(p.DID), printable(p.CID), p.Stated, p.Recomputed)
+		fmt.Fprintf(w, "nullified flag at line %d %s %s: stated %t, recomputed %t\n", p.Line, cli.Printable(p.DID), cli.Printable(p.CID), p.Stated, p.Recomputed)
 	}
 	if r.Truncated {
 		fmt.Fprintf(w, "(lists cut short: the problems on the first lines are shown; the counts below are exact)\n")
@@ -172,7 +175,7 @@ func printExportReport(w io.Writer, r *audit.ExportReport) {
 	} else {
 		mode += " mode"
 	}
-	fmt.Fprintf(w, "source      %s (%s)\n", printable(r.Source), mode)
+	fmt.Fprintf(w, "source      %s (%s)\n", cli.Printable(r.Source), mode)
 	fmt.Fprintf(w, "lines       %d\n", r.Lines)
 	fmt.Fprintf(w, "ops         %d replayed: %d valid, %d invalid\n", r.Ops, r.Valid, r.Invalid)
 	fmt.Fprintf(w, "DIDs        %d\n", r.DIDs)

@@ -8,12 +8,13 @@ import (
 	"time"
 
 	"github.com/plcdir/plc/audit"
+	"github.com/plcdir/plc/internal/cli"
 )
 
 const monitorUsage = "plc audit monitor URL --state DIR --vkey VKEY [--once] [--interval D]"
 
 func runAuditMonitor(ctx context.Context, e env, args []string) int {
-	fs := newFlagSet("monitor", monitorUsage,
+	fs := cli.NewFlagSet("monitor", monitorUsage,
 		`Follows the transparency log of the directory at URL, trusting only its
 checkpoint verifier key (--vkey, as plc serve logs it). Each round fetches
 the signed checkpoint (/tlog/checkpoint) and checks:
@@ -38,29 +39,29 @@ With --once, one round, then exit (for cron). Otherwise a round every
 
 Exit status: 0 ok, 1 inconsistency found, 2 usage, network or local
 errors.`, e)
-	f := &flagSource{fs: fs, e: e}
+	f := cli.NewFlags(fs, e)
 	var (
 		state, vkey string
 		once        bool
 		interval    time.Duration
 		timeout     time.Duration
 	)
-	f.str(&state, "state", "PLC_MONITOR_STATE", "", "state directory: the last verified checkpoint, the replayed log, evidence files (required)")
-	f.str(&vkey, "vkey", "PLC_MONITOR_VKEY", "", "the log's checkpoint verifier key (required)")
-	f.bool(&once, "once", "PLC_MONITOR_ONCE", "run one round and exit")
-	f.duration(&interval, "interval", "PLC_MONITOR_INTERVAL", 10*time.Second, "time between rounds")
-	f.duration(&timeout, "timeout", "PLC_MONITOR_TIMEOUT", audit.MonitorTimeout, "timeout of each HTTP request")
-	pos, code, done := parseInterspersed(fs, args)
+	f.Str(&state, "state", "PLC_MONITOR_STATE", "", "state directory: the last verified checkpoint, the replayed log, evidence files (required)")
+	f.Str(&vkey, "vkey", "PLC_MONITOR_VKEY", "", "the log's checkpoint verifier key (required)")
+	f.Bool(&once, "once", "PLC_MONITOR_ONCE", "run one round and exit")
+	f.Duration(&interval, "interval", "PLC_MONITOR_INTERVAL", 10*time.Second, "time between rounds")
+	f.Duration(&timeout, "timeout", "PLC_MONITOR_TIMEOUT", audit.MonitorTimeout, "timeout of each HTTP request")
+	pos, code, done := cli.ParseInterspersed(fs, args)
 	if done {
 		return code
 	}
 	fail := func(format string, a ...any) int {
-		fmt.Fprintf(e.stderr, "plc audit monitor: "+format+"\nUsage: %s\n", append(a, monitorUsage)...)
+		fmt.Fprintf(e.Stderr, "plc audit monitor: "+format+"\nUsage: %s\n", append(a, monitorUsage)...)
 		return exitUsage
 	}
 	switch {
-	case f.err != nil:
-		return fail("%v", f.err)
+	case f.Err != nil:
+		return fail("%v", f.Err)
 	case len(pos) != 1:
 		return fail("want one directory URL")
 	case state == "":
@@ -83,7 +84,7 @@ errors.`, e)
 		if errors.Is(err, audit.ErrMonitorUsage) {
 			return fail("%v", err)
 		}
-		fmt.Fprintf(e.stderr, "plc audit monitor: %v\n", err)
+		fmt.Fprintf(e.Stderr, "plc audit monitor: %v\n", err)
 		return exitUsage
 	}
 	defer m.Close()
@@ -92,7 +93,7 @@ errors.`, e)
 		if err != nil {
 			return monitorFailed(e, err)
 		}
-		fmt.Fprintf(e.stderr, "plc audit monitor: %s\n", res)
+		fmt.Fprintf(e.Stderr, "plc audit monitor: %s\n", res)
 		return exitOK
 	}
 	err = m.Run(ctx, interval)
@@ -106,10 +107,10 @@ errors.`, e)
 // other error (exit 2).
 func monitorFailed(e env, err error) int {
 	if inc, ok := errors.AsType[*audit.Inconsistency](err); ok {
-		fmt.Fprintf(e.stderr, "plc audit monitor: INCONSISTENCY (%s): %s\nplc audit monitor: evidence written to %s\n", inc.Kind, inc.Reason, inc.Evidence)
+		fmt.Fprintf(e.Stderr, "plc audit monitor: INCONSISTENCY (%s): %s\nplc audit monitor: evidence written to %s\n", inc.Kind, inc.Reason, inc.Evidence)
 		return exitFailure
 	}
-	fmt.Fprintf(e.stderr, "plc audit monitor: %v\n", err)
+	fmt.Fprintf(e.Stderr, "plc audit monitor: %v\n", err)
 	return exitUsage
 }
 
@@ -120,7 +121,7 @@ type prefixWriter struct {
 }
 
 func (w prefixWriter) Write(p []byte) (int, error) {
-	if _, err := fmt.Fprintf(w.e.stderr, "%s%s", w.prefix, p); err != nil {
+	if _, err := fmt.Fprintf(w.e.Stderr, "%s%s", w.prefix, p); err != nil {
 		return 0, err
 	}
 	return len(p), nil

@@ -444,7 +444,7 @@ func TestBenchScenariosAgainstRealServer(t *testing.T) {
 	runCLI := func(args ...string) string {
 		t.Helper()
 		var stdout, stderr bytes.Buffer
-		if code := run(t.Context(), args, env{strings.NewReader(""), &stdout, &stderr, func(string) string { return "" }}); code != 0 {
+		if code := run(t.Context(), args, env{Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: &stderr, Getenv: func(string) string { return "" }}); code != 0 {
 			t.Fatalf("%v: exit %d\n%s%s", args, code, stdout.String(), stderr.String())
 		}
 		return stdout.String()

@@ -1,9 +1,6 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
-	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -13,10 +10,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
-	"unicode"
 
-	"github.com/klauspost/compress/zstd"
-
+	"github.com/plcdir/plc/internal/cli"
 	"github.com/plcdir/plc/oplog"
 )
 
@@ -57,7 +52,7 @@ func (c *importConfig) validate() error {
 
 func runImport(ctx context.Context, e env, args []string) int {
 	var c importConfig
-	fs := newFlagSet("import", "plc import [flags] FILE|-",
+	fs := cli.NewFlagSet("import", "plc import [flags] FILE|-",
 		`Imports an export into the log: the lines of a seq-mode export
 ({"type":"sequenced_op", did, operation, cid, createdAt, seq}) or of a
 legacy export ({did, operation, cid, nullified, createdAt}), from FILE or
@@ -71,26 +66,26 @@ run the same command again to resume; nothing is applied twice.
 
 Exit status: 0 when the whole input is done (even with rejected lines), 1
 on a database error or an interruption, 2 on usage or input errors.`, e)
-	f := &flagSource{fs: fs, e: e}
-	dbFlag(f, &c.DB)
-	f.str(&c.Source, "source", "PLC_IMPORT_SOURCE", "", "name of the input, for resuming (default: named after its first line)")
-	f.int(&c.Batch, "batch", "PLC_IMPORT_BATCH", oplog.DefaultImportBatch, "lines per transaction")
-	f.int(&c.Workers, "workers", "PLC_WORKERS", oplog.DefaultImportWorkers(), "goroutines parsing lines and checking signatures (default: one per core, and one more)")
+	f := cli.NewFlags(fs, e)
+	f.DB(&c.DB)
+	f.Str(&c.Source, "source", "PLC_IMPORT_SOURCE", "", "name of the input, for resuming (default: named after its first line)")
+	f.Int(&c.Batch, "batch", "PLC_IMPORT_BATCH", oplog.DefaultImportBatch, "lines per transaction")
+	f.Int(&c.Workers, "workers", "PLC_WORKERS", oplog.DefaultImportWorkers(), "goroutines parsing lines and checking signatures (default: one per core, and one more)")
 	clockSkewFlag(f, &c.MaxClockSkew)
-	if f.err != nil {
-		fmt.Fprintf(e.stderr, "plc import: %v\n", f.err)
+	if f.Err != nil {
+		fmt.Fprintf(e.Stderr, "plc import: %v\n", f.Err)
 		return exitUsage
 	}
-	if code, done := parseFlags(fs, args); done {
+	if code, done := cli.ParseFlags(fs, args); done {
 		return code
 	}
 	if fs.NArg() != 1 {
-		fmt.Fprintf(e.stderr, "plc import: want exactly one FILE (or - for standard input)\nUsage: plc import [flags] FILE|-\n")
+		fmt.Fprintf(e.Stderr, "plc import: want exactly one FILE (or - for standard input)\nUsage: plc import [flags] FILE|-\n")
 		return exitUsage
 	}
 	c.Input = fs.Arg(0)
 	if err := c.validate(); err != nil {
-		fmt.Fprintf(e.stderr, "plc import: %v\n", err)
+		fmt.Fprintf(e.Stderr, "plc import: %v\n", err)
 		return exitUsage
 	}
 	return importExport(ctx, c, e)
@@ -105,29 +100,29 @@ func importExport(ctx context.Context, c importConfig, e env) int {
 	if name == "-" {
 		name = "standard input"
 	}
-	in, size, err := openInput(c.Input, e.stdin)
+	in, size, err := openInput(c.Input, e.Stdin)
 	if err != nil {
-		fmt.Fprintf(e.stderr, "plc import: %v\n", err)
+		fmt.Fprintf(e.Stderr, "plc import: %v\n", err)
 		return exitUsage
 	}
 	defer in.Close()
-	r, err := decompress(in)
+	r, err := cli.Decompress(in)
 	if err != nil {
-		fmt.Fprintf(e.stderr, "plc import: %s: %v\n", name, err)
+		fmt.Fprintf(e.Stderr, "plc import: %s: %v\n", name, err)
 		return exitUsage
 	}
 	defer r.Close()
 
-	store, _, err := openStore(ctx, c.DB)
+	store, _, err := oplog.Open(ctx, c.DB)
 	if err != nil {
-		fmt.Fprintf(e.stderr, "plc import: %v\n", err)
+		fmt.Fprintf(e.Stderr, "plc import: %v\n", err)
 		return exitFailure
 	}
 	defer store.Close()
 	log := oplog.NewLog(store, oplog.Options{NoRateLimit: true, Now: c.now, MaxClockSkew: c.MaxClockSkew})
 	defer log.Close()
 
-	p := &importProgress{w: e.stderr, tty: isTerminal(e.stderr), now: c.now, size: size, read: &in.n}
+	p := &importProgress{w: e.Stderr, tty: isTerminal(e.Stderr), now: c.now, size: size, read: &in.n}
 	p.start = c.now()
 	p.last = p.start
 	st, err := oplog.Import(ctx, log, r, oplog.ImportOptions{
@@ -144,7 +139,7 @@ func importExport(ctx context.Context, c importConfig, e env) int {
 	})
 	p.clear()
 	if errors.Is(err, oplog.ErrNotExport) {
-		fmt.Fprintf(e.stderr, "plc import: %s: %v\n", name, err)
+		fmt.Fprintf(e.Stderr, "plc import: %s: %v\n", name, err)
 		return exitUsage
 	}
 	verb := "done"
@@ -152,22 +147,22 @@ func importExport(ctx context.Context, c importConfig, e env) int {
 		verb = "stopped"
 	}
 	elapsed := c.now().Sub(p.start)
-	fmt.Fprintf(e.stdout, "%s: %d lines: %d imported, %d rejected, %d skipped (already imported); %s ops/s, %s\n",
+	fmt.Fprintf(e.Stdout, "%s: %d lines: %d imported, %d rejected, %d skipped (already imported); %s ops/s, %s\n",
 		verb, st.Lines, st.Imported, st.Rejected, st.Skipped, rate(st.Imported, elapsed), elapsed.Round(time.Millisecond))
 	if st.Rejected > 0 {
-		fmt.Fprintf(e.stdout, "%d lines rejected: not applied; reported above and kept in the database (table rejected)\n", st.Rejected)
+		fmt.Fprintf(e.Stdout, "%d lines rejected: not applied; reported above and kept in the database (table rejected)\n", st.Rejected)
 	}
 	switch {
 	case err == nil:
 		return exitOK
 	case errors.Is(err, oplog.ErrInput):
-		fmt.Fprintf(e.stderr, "plc import: %s: %v\n", name, err)
+		fmt.Fprintf(e.Stderr, "plc import: %s: %v\n", name, err)
 		return exitUsage
 	case ctx.Err() != nil:
-		fmt.Fprintf(e.stderr, "plc import: interrupted; run the same command again to resume\n")
+		fmt.Fprintf(e.Stderr, "plc import: interrupted; run the same command again to resume\n")
 		return exitFailure
 	}
-	fmt.Fprintf(e.stderr, "plc import: %v; run the same command again to resume\n", err)
+	fmt.Fprintf(e.Stderr, "plc import: %v; run the same command again to resume\n", err)
 	return exitFailure
 }
 
@@ -217,35 +212,6 @@ func openInput(path string, stdin io.Reader) (*countingFile, int64, error) {
 		size = fi.Size()
 	}
 	return &countingFile{r: f, close: f.Close}, size, nil
-}
-
-var (
-	gzipMagic = []byte{0x1f, 0x8b}
-	zstdMagic = []byte{0x28, 0xb5, 0x2f, 0xfd}
-)
-
-// decompress returns r's content, decompressed when it starts with the
-// magic bytes of gzip or zstd.
-func decompress(r io.Reader) (io.ReadCloser, error) {
-	br := bufio.NewReaderSize(r, 1<<16)
-	head, _ := br.Peek(4) // a short or failing read shows up at the first Read
-	switch {
-	case bytes.HasPrefix(head, gzipMagic):
-		zr, err := gzip.NewReader(br)
-		if err != nil {
-			return nil, fmt.Errorf("gzip: %w", err)
-		}
-		return zr, nil
-	case bytes.HasPrefix(head, zstdMagic):
-		// The window bound keeps a hostile frame from making us allocate
-		// more than the zstd tool would (--long=27).
-		zr, err := zstd.NewReader(br, zstd.WithDecoderMaxWindow(1<<27))
-		if err != nil {
-			return nil, fmt.Errorf("zstd: %w", err)
-		}
-		return zr.IOReadCloser(), nil
-	}
-	return io.NopCloser(br), nil
 }
 
 // isTerminal reports whether w is a terminal.
@@ -320,7 +286,7 @@ func (p *importProgress) status(st oplog.ImportStats, t time.Time) string {
 
 func (p *importProgress) rejected(r oplog.Rejection) {
 	p.clear()
-	fmt.Fprintf(p.w, "rejected line %d %s %s: %s\n", r.Line, printable(r.DID), printable(r.CID), printable(r.Reason))
+	fmt.Fprintf(p.w, "rejected line %d %s %s: %s\n", r.Line, cli.Printable(r.DID), cli.Printable(r.CID), cli.Printable(r.Reason))
 }
 
 // clear takes the progress bar off the terminal's line.
@@ -336,19 +302,4 @@ func rate(n int64, d time.Duration) string {
 		return "-"
 	}
 	return strconv.FormatFloat(float64(n)/d.Seconds(), 'f', 0, 64)
-}
-
-// printable shows a string taken from the input on a terminal: "-" when
-// empty, quoted when it holds anything but printable characters (no escape
-// sequence from an export reaches the terminal).
-func printable(s string) string {
-	if s == "" {
-		return "-"
-	}
-	for _, r := range s {
-		if !unicode.IsPrint(r) {
-			return strconv.Quote(s)
-		}
-	}
-	return s
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/plcdir/plc/api"
+	"github.com/plcdir/plc/internal/cli"
 	"github.com/plcdir/plc/internal/optest"
 	"github.com/plcdir/plc/internal/pgtest"
 	"github.com/plcdir/plc/oplog"
@@ -162,7 +163,7 @@ func runPLC(t *testing.T, ctx context.Context, stdin io.Reader, args ...string) 
 	if stdin == nil {
 		stdin = strings.NewReader("")
 	}
-	code = run(ctx, args, env{stdin, &out, &errb, func(string) string { return "" }})
+	code = run(ctx, args, env{Stdin: stdin, Stdout: &out, Stderr: &errb, Getenv: func(string) string { return "" }})
 	return code, out.String(), errb.String()
 }
 
@@ -292,7 +293,7 @@ func TestImportResumesAfterInterruption(t *testing.T) {
 				ctx, cancel := context.WithCancel(context.Background())
 				defer cancel()
 				var stdout, stderr bytes.Buffer
-				e := env{strings.NewReader(""), &stdout, &stderr, func(string) string { return "" }}
+				e := env{Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: &stderr, Getenv: func(string) string { return "" }}
 				c := importConfig{DB: db, Input: file, Batch: 2, Workers: 4, afterBatch: func(st oplog.ImportStats) {
 					if st.Batches == k {
 						cancel()
@@ -511,7 +512,7 @@ func TestImportRejectsInvalidLinesAndKeepsThem(t *testing.T) {
 						t.Errorf("rejection %d: line %d did %q cid %q reason %q (%d bytes); want line %d did %q cid %q reason %q (%d bytes)",
 							i, r.Line, r.DID, r.CID, r.Reason, len(r.Raw), w.line, w.did, w.cid, w.reason, len(raw))
 					}
-					wantLine := fmt.Sprintf("rejected line %d %s %s: %s", w.line, printable(w.did), printable(w.cid), w.reason)
+					wantLine := fmt.Sprintf("rejected line %d %s %s: %s", w.line, cli.Printable(w.did), cli.Printable(w.cid), w.reason)
 					if reported[i] != wantLine {
 						t.Errorf("stderr line %d:\n got  %s\n want %s", i, reported[i], wantLine)
 					}
@@ -603,7 +604,7 @@ func TestImportProgress(t *testing.T) {
 	export := sub.export(t, "seq")
 	file := writeFile(t, "export.jsonl", export)
 	var stdout, stderr bytes.Buffer
-	e := env{strings.NewReader(""), &stdout, &stderr, func(string) string { return "" }}
+	e := env{Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: &stderr, Getenv: func(string) string { return "" }}
 	clock := &stepClock{t: importT0, step: 6 * time.Second}
 	c := importConfig{DB: filepath.Join(t.TempDir(), "plc.sqlite"), Input: file, Batch: 3, Workers: 2, now: clock.Now}
 	if code := importExport(context.Background(), c, e); code != exitOK {

@@ -4,28 +4,29 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/plcdir/plc/internal/cli"
 	"github.com/plcdir/plc/oplog"
 )
 
 func runMigrate(_ context.Context, e env, args []string) int {
 	var db string
-	fs := newFlagSet("migrate", "plc migrate [--db DB] up|version",
+	fs := cli.NewFlagSet("migrate", "plc migrate [--db DB] up|version",
 		`Manages the database schema.
 
   up       apply every pending migration
   version  print the schema version, the newest this binary knows, and
            whether a migration failed half-way (dirty)`, e)
-	f := &flagSource{fs: fs, e: e}
-	dbFlag(f, &db)
-	if f.err != nil {
-		fmt.Fprintf(e.stderr, "plc migrate: %v\n", f.err)
+	f := cli.NewFlags(fs, e)
+	f.DB(&db)
+	if f.Err != nil {
+		fmt.Fprintf(e.Stderr, "plc migrate: %v\n", f.Err)
 		return exitUsage
 	}
-	if code, done := parseFlags(fs, args); done {
+	if code, done := cli.ParseFlags(fs, args); done {
 		return code
 	}
 	if fs.NArg() != 1 || (fs.Arg(0) != "up" && fs.Arg(0) != "version") {
-		fmt.Fprintf(e.stderr, "plc migrate: want exactly one of: up, version\nUsage: plc migrate [--db DB] up|version\n")
+		fmt.Fprintf(e.Stderr, "plc migrate: want exactly one of: up, version\nUsage: plc migrate [--db DB] up|version\n")
 		return exitUsage
 	}
 	var (
@@ -38,13 +39,13 @@ func runMigrate(_ context.Context, e env, args []string) int {
 		st, err = oplog.Status(db)
 	}
 	if err != nil {
-		fmt.Fprintf(e.stderr, "plc migrate %s: database %s: %v\n", fs.Arg(0), redactDB(db), err)
+		fmt.Fprintf(e.Stderr, "plc migrate %s: database %s: %v\n", fs.Arg(0), oplog.RedactDB(db), err)
 		return exitFailure
 	}
-	fmt.Fprintf(e.stdout, "version %d (latest %d)", st.Version, st.Latest)
+	fmt.Fprintf(e.Stdout, "version %d (latest %d)", st.Version, st.Latest)
 	if st.Dirty {
-		fmt.Fprint(e.stdout, " dirty")
+		fmt.Fprint(e.Stdout, " dirty")
 	}
-	fmt.Fprintln(e.stdout)
+	fmt.Fprintln(e.Stdout)
 	return exitOK
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/plcdir/plc/api"
+	"github.com/plcdir/plc/internal/cli"
 	"github.com/plcdir/plc/mirror"
 	"github.com/plcdir/plc/oplog"
 )
@@ -30,7 +31,7 @@ func runMirror(ctx context.Context, e env, args []string) int {
 		sTimeout time.Duration
 		sIdle    time.Duration
 	)
-	fs := newFlagSet("mirror", "plc mirror --upstream URL [flags]",
+	fs := cli.NewFlagSet("mirror", "plc mirror --upstream URL [flags]",
 		`Replicates another directory: pages through its export, then follows
 its /export/stream, verifying every op with the chain rules; serves the
 same read API (including /export and /export/stream, so mirrors can
@@ -38,67 +39,67 @@ chain); records what the upstream serves that the rules reject, or that
 contradicts what it served before, at GET /_mirror/divergences. POST /:did
 answers 405 unless --forward-writes. --db and --listen are plc serve's,
 with the same defaults.`, e)
-	f := &flagSource{fs: fs, e: e}
-	f.str(&upstream, "upstream", "PLC_UPSTREAM", "", "base URL of the directory to mirror (required)")
+	f := cli.NewFlags(fs, e)
+	f.Str(&upstream, "upstream", "PLC_UPSTREAM", "", "base URL of the directory to mirror (required)")
 	serverFlags(f, &c)
-	f.bool(&forward, "forward-writes", "PLC_FORWARD_WRITES", "proxy POST /:did to the upstream instead of answering 405")
-	f.duration(&audit, "audit-interval", "PLC_AUDIT_INTERVAL", time.Minute, "how often a sample of DIDs is checked against the upstream's audit logs (0: never)")
-	f.duration(&poll, "poll-interval", "PLC_MIRROR_POLL_INTERVAL", 5*time.Second, "wait between polls of an upstream that has nothing new, and between checks that it still serves the mirror's latest op")
-	f.bool(&once, "once", "PLC_MIRROR_ONCE", "backfill up to the upstream's head, then exit (no live stream)")
-	f.int(&page, "page-size", "PLC_PAGE_SIZE", 1000, "ops asked for per export page")
-	f.duration(&sTimeout, "stream-timeout", "PLC_MIRROR_STREAM_TIMEOUT", 30*time.Second, "bound on the upstream stream's WebSocket handshake and on the answer to a ping")
-	f.duration(&sIdle, "stream-idle", "PLC_MIRROR_STREAM_IDLE", time.Minute, "silence on the upstream stream after which the mirror pings it and checks the export for ops it missed")
-	f.int(&evRows, "max-evidence-rows", "PLC_MIRROR_MAX_EVIDENCE_ROWS", mirror.DefaultMaxEvidenceRows, "divergence records stored at most; past the cap (rows or bytes) divergences are counted, not stored")
-	f.int(&evBytes, "max-evidence-bytes", "PLC_MIRROR_MAX_EVIDENCE_BYTES", mirror.DefaultMaxEvidenceBytes, "bytes of divergence records (evidence, reason, DID, CID) stored at most")
-	if f.err != nil {
-		fmt.Fprintf(e.stderr, "plc mirror: %v\n", f.err)
+	f.Bool(&forward, "forward-writes", "PLC_FORWARD_WRITES", "proxy POST /:did to the upstream instead of answering 405")
+	f.Duration(&audit, "audit-interval", "PLC_AUDIT_INTERVAL", time.Minute, "how often a sample of DIDs is checked against the upstream's audit logs (0: never)")
+	f.Duration(&poll, "poll-interval", "PLC_MIRROR_POLL_INTERVAL", 5*time.Second, "wait between polls of an upstream that has nothing new, and between checks that it still serves the mirror's latest op")
+	f.Bool(&once, "once", "PLC_MIRROR_ONCE", "backfill up to the upstream's head, then exit (no live stream)")
+	f.Int(&page, "page-size", "PLC_PAGE_SIZE", 1000, "ops asked for per export page")
+	f.Duration(&sTimeout, "stream-timeout", "PLC_MIRROR_STREAM_TIMEOUT", 30*time.Second, "bound on the upstream stream's WebSocket handshake and on the answer to a ping")
+	f.Duration(&sIdle, "stream-idle", "PLC_MIRROR_STREAM_IDLE", time.Minute, "silence on the upstream stream after which the mirror pings it and checks the export for ops it missed")
+	f.Int(&evRows, "max-evidence-rows", "PLC_MIRROR_MAX_EVIDENCE_ROWS", mirror.DefaultMaxEvidenceRows, "divergence records stored at most; past the cap (rows or bytes) divergences are counted, not stored")
+	f.Int(&evBytes, "max-evidence-bytes", "PLC_MIRROR_MAX_EVIDENCE_BYTES", mirror.DefaultMaxEvidenceBytes, "bytes of divergence records (evidence, reason, DID, CID) stored at most")
+	if f.Err != nil {
+		fmt.Fprintf(e.Stderr, "plc mirror: %v\n", f.Err)
 		return exitUsage
 	}
-	if code, done := parseFlags(fs, args); done {
+	if code, done := cli.ParseFlags(fs, args); done {
 		return code
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(e.stderr, "plc mirror: unexpected argument %q\n", fs.Arg(0))
+		fmt.Fprintf(e.Stderr, "plc mirror: unexpected argument %q\n", fs.Arg(0))
 		return exitUsage
 	}
 	if upstream == "" {
-		fmt.Fprintln(e.stderr, "plc mirror: --upstream is required")
+		fmt.Fprintln(e.Stderr, "plc mirror: --upstream is required")
 		return exitUsage
 	}
 	up, err := url.Parse(strings.TrimRight(upstream, "/"))
 	if err != nil || (up.Scheme != "http" && up.Scheme != "https") || up.Host == "" {
-		fmt.Fprintf(e.stderr, "plc mirror: --upstream %q: want an http:// or https:// URL\n", upstream)
+		fmt.Fprintf(e.Stderr, "plc mirror: --upstream %q: want an http:// or https:// URL\n", upstream)
 		return exitUsage
 	}
 	if up.RawQuery != "" || up.Fragment != "" {
-		fmt.Fprintf(e.stderr, "plc mirror: --upstream %q: want a URL without query or fragment\n", upstream)
+		fmt.Fprintf(e.Stderr, "plc mirror: --upstream %q: want a URL without query or fragment\n", upstream)
 		return exitUsage
 	}
 	if page < 1 || page > 1000 {
-		fmt.Fprintln(e.stderr, "plc mirror: --page-size must be 1 to 1000")
+		fmt.Fprintln(e.Stderr, "plc mirror: --page-size must be 1 to 1000")
 		return exitUsage
 	}
 	if evRows < 1 || evBytes < 1 {
-		fmt.Fprintln(e.stderr, "plc mirror: --max-evidence-rows and --max-evidence-bytes must be positive")
+		fmt.Fprintln(e.Stderr, "plc mirror: --max-evidence-rows and --max-evidence-bytes must be positive")
 		return exitUsage
 	}
 	if sTimeout <= 0 || sIdle <= 0 {
-		fmt.Fprintln(e.stderr, "plc mirror: --stream-timeout and --stream-idle must be positive durations (30s, 1m)")
+		fmt.Fprintln(e.Stderr, "plc mirror: --stream-timeout and --stream-idle must be positive durations (30s, 1m)")
 		return exitUsage
 	}
 	if audit < 0 {
-		fmt.Fprintln(e.stderr, "plc mirror: --audit-interval must not be negative")
+		fmt.Fprintln(e.Stderr, "plc mirror: --audit-interval must not be negative")
 		return exitUsage
 	}
 	if poll <= 0 {
-		fmt.Fprintf(e.stderr, "plc mirror: --poll-interval %v: want a positive duration (5s, 1m)\n", poll)
+		fmt.Fprintf(e.Stderr, "plc mirror: --poll-interval %v: want a positive duration (5s, 1m)\n", poll)
 		return exitUsage
 	}
 	if err := c.validate(); err != nil {
-		fmt.Fprintf(e.stderr, "plc mirror: %v\n", err)
+		fmt.Fprintf(e.Stderr, "plc mirror: %v\n", err)
 		return exitUsage
 	}
-	logger, _ := newLogger(c.LogFormat, c.LogLevel, e.stderr)
+	logger, _ := newLogger(c.LogFormat, c.LogLevel, e.Stderr)
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	var syncErr error
@@ -107,7 +108,7 @@ with the same defaults.`, e)
 		audit = -1
 	}
 	hook := func(log *oplog.Log, reg *prometheus.Registry, cfg *api.Config) (func(context.Context), error) {
-		p := &importProgress{w: e.stderr, tty: isTerminal(e.stderr), now: time.Now, cmd: "plc mirror: backfill"}
+		p := &importProgress{w: e.Stderr, tty: isTerminal(e.Stderr), now: time.Now, cmd: "plc mirror: backfill"}
 		p.start = time.Now()
 		p.last = p.start
 		m, err := mirror.New(mirror.Config{
@@ -155,18 +156,18 @@ with the same defaults.`, e)
 			syncErr = m.Sync(ctx)
 			if syncErr == nil {
 				st := m.Status(ctx)
-				fmt.Fprintf(e.stdout, "caught up with %s: cursor %d\n", up.Redacted(), st.Cursor)
+				fmt.Fprintf(e.Stdout, "caught up with %s: cursor %d\n", up.Redacted(), st.Cursor)
 			}
 			stop()
 		}, nil
 	}
 	if err := serveWith(ctx, c, logger, hook); err != nil {
 		logger.Error("plc mirror stopped", "err", err)
-		fmt.Fprintf(e.stderr, "plc mirror: %v\n", err)
+		fmt.Fprintf(e.Stderr, "plc mirror: %v\n", err)
 		return exitFailure
 	}
 	if syncErr != nil {
-		fmt.Fprintf(e.stderr, "plc mirror: %v; run it again to go on from the committed cursor\n", syncErr)
+		fmt.Fprintf(e.Stderr, "plc mirror: %v; run it again to go on from the committed cursor\n", syncErr)
 		return exitFailure
 	}
 	return exitOK

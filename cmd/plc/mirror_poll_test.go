@@ -16,7 +16,7 @@ import (
 // runPLCEnv is runPLC with environment variables.
 func runPLCEnv(ctx context.Context, vars map[string]string, args ...string) (code int, stdout, stderr string) {
 	var out, errb bytes.Buffer
-	code = run(ctx, args, env{strings.NewReader(""), &out, &errb, func(k string) string { return vars[k] }})
+	code = run(ctx, args, env{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb, Getenv: func(k string) string { return vars[k] }})
 	return code, out.String(), errb.String()
 }
 

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,7 +11,6 @@ import (
 	"net/http/pprof"
 	"net/url"
 	"os"
-	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,11 +18,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/plcdir/plc/api"
+	"github.com/plcdir/plc/internal/cli"
 	"github.com/plcdir/plc/oplog"
 )
-
-// defaultDB is the embedded store's file, created on first start.
-const defaultDB = "./plc-data/plc.sqlite"
 
 // serveConfig is everything `plc serve` needs. It is filled from flags
 // (with environment fallbacks) and validated before anything starts.
@@ -65,90 +61,27 @@ type serveConfig struct {
 	MaxConnsPerIP int
 }
 
-// flagSource binds flags to their environment fallbacks.
-type flagSource struct {
-	fs  *flag.FlagSet
-	e   env
-	err error
-}
-
-func (f *flagSource) str(p *string, name, envName, def, help string) {
-	if v := f.e.getenv(envName); v != "" {
-		def = v
-	}
-	f.fs.StringVar(p, name, def, fmt.Sprintf("%s (env %s)", help, envName))
-}
-
-func (f *flagSource) float(p *float64, name, envName string, def float64, help string) {
-	if v := f.e.getenv(envName); v != "" {
-		n, err := strconv.ParseFloat(v, 64)
-		if err != nil && f.err == nil {
-			f.err = fmt.Errorf("%s=%q: not a number", envName, v)
-		}
-		def = n
-	}
-	f.fs.Float64Var(p, name, def, fmt.Sprintf("%s (env %s)", help, envName))
-}
-
-func (f *flagSource) int(p *int, name, envName string, def int, help string) {
-	if v := f.e.getenv(envName); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil && f.err == nil {
-			f.err = fmt.Errorf("%s=%q: not an integer", envName, v)
-		}
-		def = n
-	}
-	f.fs.IntVar(p, name, def, fmt.Sprintf("%s (env %s)", help, envName))
-}
-
-func (f *flagSource) bool(p *bool, name, envName string, help string) {
-	def := false
-	if v := f.e.getenv(envName); v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil && f.err == nil {
-			f.err = fmt.Errorf("%s=%q: not a boolean", envName, v)
-		}
-		def = b
-	}
-	f.fs.BoolVar(p, name, def, fmt.Sprintf("%s (env %s)", help, envName))
-}
-
-func (f *flagSource) duration(p *time.Duration, name, envName string, def time.Duration, help string) {
-	if v := f.e.getenv(envName); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil && f.err == nil {
-			f.err = fmt.Errorf("%s=%q: not a duration", envName, v)
-		}
-		def = d
-	}
-	f.fs.DurationVar(p, name, def, fmt.Sprintf("%s (env %s)", help, envName))
-}
-
-func dbFlag(f *flagSource, p *string) {
-	f.str(p, "db", "PLC_DB", defaultDB, "database: a postgres:// URL or an SQLite file path")
-}
-
 // serverFlags binds the flags plc serve and plc mirror share: the
 // database, the listeners, the per-client limit, shutdown and logging.
-func serverFlags(f *flagSource, c *serveConfig) {
-	dbFlag(f, &c.DB)
-	f.str(&c.Listen, "listen", "PLC_LISTEN", ":2582", "API listen address")
-	f.str(&c.MetricsListen, "metrics-listen", "PLC_METRICS_LISTEN", "", "Prometheus /metrics listen address (empty: off)")
-	f.float(&c.IPRate, "ip-rate", "PLC_IP_RATE", 0, "per-client-IP request rate limit, requests/second (0: off)")
-	f.int(&c.IPBurst, "ip-burst", "PLC_IP_BURST", 50, "per-client-IP burst")
-	f.bool(&c.TrustProxy, "trust-proxy", "PLC_TRUST_PROXY", "take client IPs from X-Forwarded-For (behind a proxy)")
-	f.int(&c.MaxConns, "max-conns", "PLC_MAX_CONNS", defaultMaxConns, "most API connections open at once; over it a new one replaces the oldest idle one or is closed (0: no bound)")
-	f.int(&c.MaxConnsPerIP, "max-conns-per-ip", "PLC_MAX_CONNS_PER_IP", -1, fmt.Sprintf("most API connections of one client IP (IPv6: /64); -1: %d, or no bound with --trust-proxy; 0: no bound", defaultMaxConnsPerIP))
-	f.duration(&c.ShutdownTimeout, "shutdown-timeout", "PLC_SHUTDOWN_TIMEOUT", 15*time.Second, "graceful shutdown deadline")
+func serverFlags(f *cli.Flags, c *serveConfig) {
+	f.DB(&c.DB)
+	f.Str(&c.Listen, "listen", "PLC_LISTEN", ":2582", "API listen address")
+	f.Str(&c.MetricsListen, "metrics-listen", "PLC_METRICS_LISTEN", "", "Prometheus /metrics listen address (empty: off)")
+	f.Float(&c.IPRate, "ip-rate", "PLC_IP_RATE", 0, "per-client-IP request rate limit, requests/second (0: off)")
+	f.Int(&c.IPBurst, "ip-burst", "PLC_IP_BURST", 50, "per-client-IP burst")
+	f.Bool(&c.TrustProxy, "trust-proxy", "PLC_TRUST_PROXY", "take client IPs from X-Forwarded-For (behind a proxy)")
+	f.Int(&c.MaxConns, "max-conns", "PLC_MAX_CONNS", defaultMaxConns, "most API connections open at once; over it a new one replaces the oldest idle one or is closed (0: no bound)")
+	f.Int(&c.MaxConnsPerIP, "max-conns-per-ip", "PLC_MAX_CONNS_PER_IP", -1, fmt.Sprintf("most API connections of one client IP (IPv6: /64); -1: %d, or no bound with --trust-proxy; 0: no bound", defaultMaxConnsPerIP))
+	f.Duration(&c.ShutdownTimeout, "shutdown-timeout", "PLC_SHUTDOWN_TIMEOUT", 15*time.Second, "graceful shutdown deadline")
 	clockSkewFlag(f, &c.MaxClockSkew)
 	tlogFlags(f, &c.TLog)
-	f.bool(&c.NoUI, "no-ui", "PLC_NO_UI", "serve the API only: no web UI at / and /ui/")
+	f.Bool(&c.NoUI, "no-ui", "PLC_NO_UI", "serve the API only: no web UI at / and /ui/")
 	logFlags(f, &c.LogFormat, &c.LogLevel)
 }
 
-func logFlags(f *flagSource, format, level *string) {
-	f.str(format, "log-format", "PLC_LOG_FORMAT", "auto", "log format: json, text, or auto (text on a terminal)")
-	f.str(level, "log-level", "PLC_LOG_LEVEL", "info", "log level: debug, info, warn, error")
+func logFlags(f *cli.Flags, format, level *string) {
+	f.Str(format, "log-format", "PLC_LOG_FORMAT", "auto", "log format: json, text, or auto (text on a terminal)")
+	f.Str(level, "log-level", "PLC_LOG_LEVEL", "info", "log level: debug, info, warn, error")
 }
 
 func (c *serveConfig) validate() error {
@@ -222,14 +155,6 @@ func (c *serveConfig) connLimits(logger *slog.Logger) (total, perIP int) {
 	return total, perIP
 }
 
-// redactDB returns db fit for logs: a URL's password is replaced.
-func redactDB(db string) string {
-	if !oplog.IsPostgres(db) {
-		return db
-	}
-	return oplog.RedactURL(db)
-}
-
 // redactErr keeps a URL parse error from echoing a password.
 func redactErr(err error, db string) string {
 	var ue *url.Error
@@ -241,51 +166,36 @@ func redactErr(err error, db string) string {
 
 func runServe(ctx context.Context, e env, args []string) int {
 	var c serveConfig
-	fs := newFlagSet("serve", "plc serve [flags]",
+	fs := cli.NewFlagSet("serve", "plc serve [flags]",
 		`Runs the directory: validates submitted operations, appends them to the
 log, and serves the plc.directory HTTP API. With no flags it uses the
-built-in defaults: an SQLite database at `+defaultDB+` (created on first
+built-in defaults: an SQLite database at `+cli.DefaultDB+` (created on first
 start) and the API on :2582.`, e)
-	f := &flagSource{fs: fs, e: e}
+	f := cli.NewFlags(fs, e)
 	serverFlags(f, &c)
-	f.bool(&c.NoDIDRateLimit, "no-did-rate-limit", "PLC_NO_DID_RATE_LIMIT", "turn off the per-DID operation rate limit")
-	if f.err != nil {
-		fmt.Fprintf(e.stderr, "plc serve: %v\n", f.err)
+	f.Bool(&c.NoDIDRateLimit, "no-did-rate-limit", "PLC_NO_DID_RATE_LIMIT", "turn off the per-DID operation rate limit")
+	if f.Err != nil {
+		fmt.Fprintf(e.Stderr, "plc serve: %v\n", f.Err)
 		return exitUsage
 	}
-	if code, done := parseFlags(fs, args); done {
+	if code, done := cli.ParseFlags(fs, args); done {
 		return code
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(e.stderr, "plc serve: unexpected argument %q\n", fs.Arg(0))
+		fmt.Fprintf(e.Stderr, "plc serve: unexpected argument %q\n", fs.Arg(0))
 		return exitUsage
 	}
 	if err := c.validate(); err != nil {
-		fmt.Fprintf(e.stderr, "plc serve: %v\n", err)
+		fmt.Fprintf(e.Stderr, "plc serve: %v\n", err)
 		return exitUsage
 	}
-	logger, _ := newLogger(c.LogFormat, c.LogLevel, e.stderr)
+	logger, _ := newLogger(c.LogFormat, c.LogLevel, e.Stderr)
 	if err := serve(ctx, c, logger); err != nil {
 		logger.Error("plc serve stopped", "err", err)
-		fmt.Fprintf(e.stderr, "plc serve: %v\n", err)
+		fmt.Fprintf(e.Stderr, "plc serve: %v\n", err)
 		return exitFailure
 	}
 	return exitOK
-}
-
-// openStore prepares the schema (migrating an empty database) and opens
-// the store db names.
-func openStore(ctx context.Context, db string) (oplog.Store, oplog.SchemaStatus, error) {
-	st, err := oplog.Prepare(db)
-	if err != nil {
-		return nil, st, fmt.Errorf("database %s: %w", redactDB(db), err)
-	}
-	if oplog.IsPostgres(db) {
-		s, err := oplog.OpenPostgres(ctx, db)
-		return s, st, err
-	}
-	s, err := oplog.OpenSQLite(db)
-	return s, st, err
 }
 
 // serve runs the directory until ctx is cancelled, then shuts down in
@@ -302,12 +212,12 @@ type directoryHook func(log *oplog.Log, reg *prometheus.Registry, cfg *api.Confi
 
 // serveWith is serve, with hook's role added when it is set.
 func serveWith(ctx context.Context, c serveConfig, logger *slog.Logger, hook directoryHook) error {
-	store, schema, err := openStore(ctx, c.DB)
+	store, schema, err := oplog.Open(ctx, c.DB)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	logger.Info("database ready", "db", redactDB(c.DB), "schema_version", schema.Version)
+	logger.Info("database ready", "db", oplog.RedactDB(c.DB), "schema_version", schema.Version)
 	tl, err := openTLog(ctx, &c, store, logger)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -399,7 +309,9 @@ func serveWith(ctx context.Context, c serveConfig, logger *slog.Logger, hook dir
 		hDone := make(chan struct{})
 		go func() {
 			defer close(hDone)
-			indexHandles(roleCtx, store, logger)
+			if idx, ok := store.(oplog.HandleIndex); ok {
+				oplog.IndexHandles(roleCtx, idx, oplog.HandleIndexInterval, logger)
+			}
 		}()
 		if run != nil {
 			run(roleCtx)

@@ -40,7 +40,7 @@ func TestServeRefusesUnusableSchema(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			cancel()
 			code := run(ctx, []string{"serve", "--db", db, "--listen", "127.0.0.1:0", "--log-format", "json"},
-				env{strings.NewReader(""), &stdout, &stderr, func(string) string { return "" }})
+				env{Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: &stderr, Getenv: func(string) string { return "" }})
 			if code != exitFailure {
 				t.Fatalf("exit %d, want %d; stderr:\n%s", code, exitFailure, stderr.String())
 			}
@@ -59,7 +59,7 @@ func TestServeMigratesEmptyDatabase(t *testing.T) {
 	cancel()
 	var stdout, stderr bytes.Buffer
 	if code := run(ctx, []string{"serve", "--db", db, "--listen", "127.0.0.1:0"},
-		env{strings.NewReader(""), &stdout, &stderr, func(string) string { return "" }}); code != exitOK {
+		env{Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: &stderr, Getenv: func(string) string { return "" }}); code != exitOK {
 		t.Fatalf("exit %d; stderr:\n%s", code, stderr.String())
 	}
 	st, err := oplog.Status(db)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/plcdir/plc/audit"
+	"github.com/plcdir/plc/internal/cli"
 	"github.com/plcdir/plc/oplog"
 	"github.com/plcdir/plc/validate"
 )
@@ -34,19 +35,13 @@ type tlogConfig struct {
 	StartupCheck string
 }
 
-func tlogFlags(f *flagSource, c *tlogConfig) {
-	f.str(&c.CheckpointKey, "checkpoint-key", "PLC_CHECKPOINT_KEY", "", "transparency-log checkpoint key file (plc keygen); default: checkpoint.key in the data directory, created for a new log")
-	f.str(&c.Origin, "origin", "PLC_ORIGIN", "", "origin (key name) of a checkpoint key created in the data directory (default: the host name)")
-	f.str(&c.StartupCheck, "startup-check", "PLC_STARTUP_CHECK", "quick", "startup check of the derived state (nullified, signer indexes): quick or full (every signature again)")
-	if v := f.e.getenv("PLC_WITNESSES"); v != "" {
-		c.Witnesses = strings.Fields(v)
-	}
-	f.fs.Func("witness", "a witness to cosign checkpoints, as URL=VKEY (repeatable; env PLC_WITNESSES, space-separated)", func(s string) error {
-		if _, err := audit.ParseWitness(s); err != nil {
-			return err
-		}
-		c.Witnesses = append(c.Witnesses, s)
-		return nil
+func tlogFlags(f *cli.Flags, c *tlogConfig) {
+	f.Str(&c.CheckpointKey, "checkpoint-key", "PLC_CHECKPOINT_KEY", "", "transparency-log checkpoint key file (plc keygen); default: checkpoint.key in the data directory, created for a new log")
+	f.Str(&c.Origin, "origin", "PLC_ORIGIN", "", "origin (key name) of a checkpoint key created in the data directory (default: the host name)")
+	f.Str(&c.StartupCheck, "startup-check", "PLC_STARTUP_CHECK", "quick", "startup check of the derived state (nullified, signer indexes): quick or full (every signature again)")
+	f.List(&c.Witnesses, "witness", "PLC_WITNESSES", "a witness to cosign checkpoints, as URL=VKEY", func(s string) error {
+		_, err := audit.ParseWitness(s)
+		return err
 	})
 }
 
@@ -71,7 +66,7 @@ func (c *tlogConfig) validate() error {
 // database's folder, or ./plc-data beside a PostgreSQL database.
 func dataDir(db string) string {
 	if oplog.IsPostgres(db) {
-		return filepath.Dir(defaultDB)
+		return filepath.Dir(cli.DefaultDB)
 	}
 	return filepath.Dir(db)
 }
@@ -227,7 +222,7 @@ func checkpointKey(ctx context.Context, c *serveConfig, store oplog.Store, logge
 }
 
 func runKeygen(ctx context.Context, e env, args []string) int {
-	fs := newFlagSet("keygen", "plc keygen --out FILE [--origin NAME]",
+	fs := cli.NewFlagSet("keygen", "plc keygen --out FILE [--origin NAME]",
 		`Writes a new Ed25519 transparency-log checkpoint key to FILE (mode 0600;
 an existing file is never overwritten) and prints its verifier key, which
 monitors, witnesses and plc audit use to check the log's checkpoints. The
@@ -235,22 +230,22 @@ origin names the log in its checkpoints: use the directory's host name.
 Pass the file to plc serve or plc mirror with --checkpoint-key.`, e)
 	out := fs.String("out", "", "key file to create (required)")
 	origin := fs.String("origin", defaultOrigin(), "the log's origin (the key's name)")
-	if code, done := parseFlags(fs, args); done {
+	if code, done := cli.ParseFlags(fs, args); done {
 		return code
 	}
 	if *out == "" || fs.NArg() > 0 {
-		fmt.Fprintf(e.stderr, "plc keygen: want --out FILE and no arguments\nUsage: plc keygen --out FILE [--origin NAME]\n")
+		fmt.Fprintf(e.Stderr, "plc keygen: want --out FILE and no arguments\nUsage: plc keygen --out FILE [--origin NAME]\n")
 		return exitUsage
 	}
 	skey, vkey, err := audit.GenerateKey(*origin)
 	if err != nil {
-		fmt.Fprintf(e.stderr, "plc keygen: %v\n", err)
+		fmt.Fprintf(e.Stderr, "plc keygen: %v\n", err)
 		return exitUsage
 	}
 	if err := audit.WriteKeyFile(*out, skey); err != nil {
-		fmt.Fprintf(e.stderr, "plc keygen: %v\n", err)
+		fmt.Fprintf(e.Stderr, "plc keygen: %v\n", err)
 		return exitUsage
 	}
-	fmt.Fprintln(e.stdout, vkey)
+	fmt.Fprintln(e.Stdout, vkey)
 	return exitOK
 }

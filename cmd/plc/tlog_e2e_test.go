@@ -50,7 +50,7 @@ func TestTransparencyLogEndToEnd(t *testing.T) {
 	verify := func(args ...string) (int, string) {
 		var stdout, stderr bytes.Buffer
 		c := run(context.Background(), append([]string{"audit", "verify-log", "--proof"}, args...),
-			env{strings.NewReader(""), &stdout, &stderr, func(string) string { return "" }})
+			env{Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: &stderr, Getenv: func(string) string { return "" }})
 		return c, stdout.String() + stderr.String()
 	}
 	if c, msg := verify("--vkey", vkey, logFile); c != exitOK || !strings.HasPrefix(msg, "ok "+did) {

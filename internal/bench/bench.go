@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"bytes"
@@ -19,20 +19,19 @@ import (
 
 	"github.com/bluesky-social/indigo/atproto/atcrypto"
 
+	"github.com/plcdir/plc/internal/cli"
 	"github.com/plcdir/plc/validate"
 )
 
-// `plc bench` drives a running directory over HTTP, the way an operator
-// sizing hardware would.
-
-func runBench(ctx context.Context, e env, args []string) int {
-	return runGroup(ctx, e, "bench", "scenario", []command{
-		{"write", "POST throughput: new DIDs with C requests in flight", runBenchWrite},
-		{"resolve", "GET /:did throughput and latency over the directory's DIDs", runBenchResolve},
-		{"verify", "the validator over a corpus, beside the bare signature-check bound", runBenchVerify},
-		{"export", "/export paging and /export/stream backfill rates", runBenchExport},
-		{"import", "plc import of a corpus: ops/s, ratio to the signature bound, peak RSS, bytes per op", runBenchImport},
-		{"gen", "generate a signed synthetic export corpus", runBenchGen},
+// Run is `plc bench`: it runs the scenario args names.
+func Run(ctx context.Context, e cli.Env, args []string) int {
+	return cli.RunGroup(ctx, e, "bench", "scenario", []cli.Command{
+		{Name: "write", Summary: "POST throughput: new DIDs with C requests in flight", Run: runBenchWrite},
+		{Name: "resolve", Summary: "GET /:did throughput and latency over the directory's DIDs", Run: runBenchResolve},
+		{Name: "verify", Summary: "the validator over a corpus, beside the bare signature-check bound", Run: runBenchVerify},
+		{Name: "export", Summary: "/export paging and /export/stream backfill rates", Run: runBenchExport},
+		{Name: "import", Summary: "plc import of a corpus: ops/s, ratio to the signature bound, peak RSS, bytes per op", Run: runBenchImport},
+		{Name: "gen", Summary: "generate a signed synthetic export corpus", Run: runBenchGen},
 	}, args)
 }
 
@@ -61,26 +60,26 @@ func benchClient(conns int) *http.Client {
 	}
 }
 
-func runBenchWrite(ctx context.Context, e env, args []string) int {
-	fs := newFlagSet("bench write", "plc bench write --url URL [--ops N] [--concurrency C]",
+func runBenchWrite(ctx context.Context, e cli.Env, args []string) int {
+	fs := cli.NewFlagSet("bench write", "plc bench write --url URL [--ops N] [--concurrency C]",
 		`Signs N genesis ops for new DIDs (before the clock starts, on all cores),
 then POSTs them with C requests in flight and reports accepted ops/s and
 latency percentiles.`, e)
 	url := fs.String("url", "http://127.0.0.1:2582", "directory URL")
 	ops := fs.Int("ops", 10000, "operations to submit")
 	conc := fs.Int("concurrency", 16, "requests in flight")
-	if code, done := parseFlags(fs, args); done {
+	if code, done := cli.ParseFlags(fs, args); done {
 		return code
 	}
 	if *ops < 1 || *conc < 1 {
-		fmt.Fprintln(e.stderr, "plc bench write: --ops and --concurrency must be at least 1")
-		return exitUsage
+		fmt.Fprintln(e.Stderr, "plc bench write: --ops and --concurrency must be at least 1")
+		return cli.ExitUsage
 	}
-	fmt.Fprintf(e.stderr, "signing %d ops...\n", *ops)
+	fmt.Fprintf(e.Stderr, "signing %d ops...\n", *ops)
 	bodies, dids, err := signGenesisOps(*ops)
 	if err != nil {
-		fmt.Fprintf(e.stderr, "plc bench write: %v\n", err)
-		return exitFailure
+		fmt.Fprintf(e.Stderr, "plc bench write: %v\n", err)
+		return cli.ExitFailure
 	}
 	client := benchClient(*conc)
 	base := strings.TrimRight(*url, "/")
@@ -121,14 +120,14 @@ latency percentiles.`, e)
 	wg.Wait()
 	elapsed := time.Since(start)
 	ok := int64(*ops) - failed.Load()
-	fmt.Fprintf(e.stdout, "scenario     write\nops          %d accepted, %d failed\nconcurrency  %d\nelapsed      %s\nthroughput   %.0f ops/s\nlatency      p50 %s  p99 %s  p999 %s\n",
+	fmt.Fprintf(e.Stdout, "scenario     write\nops          %d accepted, %d failed\nconcurrency  %d\nelapsed      %s\nthroughput   %.0f ops/s\nlatency      p50 %s  p99 %s  p999 %s\n",
 		ok, failed.Load(), *conc, elapsed.Round(time.Millisecond), float64(ok)/elapsed.Seconds(),
 		lat.quantile(0.5).Round(time.Microsecond), lat.quantile(0.99).Round(time.Microsecond), lat.quantile(0.999).Round(time.Microsecond))
 	if msg := firstErr.Load(); msg != nil {
-		fmt.Fprintf(e.stderr, "first failure: %s\n", msg)
-		return exitFailure
+		fmt.Fprintf(e.Stderr, "first failure: %s\n", msg)
+		return cli.ExitFailure
 	}
-	return exitOK
+	return cli.ExitOK
 }
 
 // signGenesisOps signs n genesis ops of fresh DIDs, shaped like a typical
@@ -191,8 +190,8 @@ func benchGenesis(i int) (*validate.Op, error) {
 	}, rot)
 }
 
-func runBenchResolve(ctx context.Context, e env, args []string) int {
-	fs := newFlagSet("bench resolve", "plc bench resolve --url URL [--requests N] [--concurrency C]",
+func runBenchResolve(ctx context.Context, e cli.Env, args []string) int {
+	fs := cli.NewFlagSet("bench resolve", "plc bench resolve --url URL [--requests N] [--concurrency C]",
 		`Lists the directory's DIDs from its /export, then GETs /:did for DIDs
 drawn at random with C connections, and reports requests/s and latency
 percentiles.`, e)
@@ -200,23 +199,23 @@ percentiles.`, e)
 	reqs := fs.Int("requests", 100000, "requests to send")
 	conc := fs.Int("concurrency", 32, "connections")
 	seed := fs.Uint64("seed", 1, "seed for the DID draw")
-	if code, done := parseFlags(fs, args); done {
+	if code, done := cli.ParseFlags(fs, args); done {
 		return code
 	}
 	if *reqs < 1 || *conc < 1 {
-		fmt.Fprintln(e.stderr, "plc bench resolve: --requests and --concurrency must be at least 1")
-		return exitUsage
+		fmt.Fprintln(e.Stderr, "plc bench resolve: --requests and --concurrency must be at least 1")
+		return cli.ExitUsage
 	}
 	base := strings.TrimRight(*url, "/")
 	client := benchClient(*conc)
 	dids, err := exportDIDs(ctx, client, base)
 	if err != nil {
-		fmt.Fprintf(e.stderr, "plc bench resolve: %v\n", err)
-		return exitFailure
+		fmt.Fprintf(e.Stderr, "plc bench resolve: %v\n", err)
+		return cli.ExitFailure
 	}
 	if len(dids) == 0 {
-		fmt.Fprintln(e.stderr, "plc bench resolve: the directory has no DIDs (run plc bench write first)")
-		return exitFailure
+		fmt.Fprintln(e.Stderr, "plc bench resolve: the directory has no DIDs (run plc bench write first)")
+		return cli.ExitFailure
 	}
 	var (
 		next   atomic.Int64
@@ -259,13 +258,13 @@ percentiles.`, e)
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	fmt.Fprintf(e.stdout, "scenario     resolve\nDIDs         %d\nrequests     %d (%d failed, %d tombstoned)\nconcurrency  %d\nelapsed      %s\nthroughput   %.0f req/s\nlatency      p50 %s  p99 %s  p999 %s\n",
+	fmt.Fprintf(e.Stdout, "scenario     resolve\nDIDs         %d\nrequests     %d (%d failed, %d tombstoned)\nconcurrency  %d\nelapsed      %s\nthroughput   %.0f req/s\nlatency      p50 %s  p99 %s  p999 %s\n",
 		len(dids), *reqs, failed.Load(), gone.Load(), *conc, elapsed.Round(time.Millisecond), float64(*reqs)/elapsed.Seconds(),
 		lat.quantile(0.5).Round(time.Microsecond), lat.quantile(0.99).Round(time.Microsecond), lat.quantile(0.999).Round(time.Microsecond))
 	if failed.Load() > 0 {
-		return exitFailure
+		return cli.ExitFailure
 	}
-	return exitOK
+	return cli.ExitOK
 }
 
 // exportDIDs pages through the seq-mode export and returns each DID once.

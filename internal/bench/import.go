@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"bufio"
@@ -14,69 +14,70 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/plcdir/plc/internal/cli"
 	"github.com/plcdir/plc/oplog"
 )
 
-func runBenchImport(ctx context.Context, e env, args []string) int {
+func runBenchImport(ctx context.Context, e cli.Env, args []string) int {
 	var db string
-	fs := newFlagSet("bench import", "plc bench import [--db DB] [--append FILE] CORPUS",
+	fs := cli.NewFlagSet("bench import", "plc bench import [--db DB] [--append FILE] CORPUS",
 		`Imports a corpus (plc bench gen) into a fresh database through plc
 import's pipeline and reports ops/s end to end, the ratio to the signature
 bound measured in the same run (plc bench verify's), the process's peak
 RSS, and the database's bytes on disk per op. --append adds the result as
 a row to a markdown file (BENCHMARKS.md).`, e)
-	f := &flagSource{fs: fs, e: e}
-	dbFlag(f, &db)
+	f := cli.NewFlags(fs, e)
+	f.DB(&db)
 	appendTo := fs.String("append", "", "append the result as a markdown row to this file")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the import to this file")
 	memProfile := fs.String("memprofile", "", "write a heap profile at the end of the import to this file")
-	if code, done := parseFlags(fs, args); done {
+	if code, done := cli.ParseFlags(fs, args); done {
 		return code
 	}
 	if fs.NArg() != 1 {
-		fmt.Fprintln(e.stderr, "Usage: plc bench import [--db DB] [--append FILE] CORPUS")
-		return exitUsage
+		fmt.Fprintln(e.Stderr, "Usage: plc bench import [--db DB] [--append FILE] CORPUS")
+		return cli.ExitUsage
 	}
 	corpus := fs.Arg(0)
 	sample, err := readSample(corpus, 20000)
 	if err != nil {
-		fmt.Fprintf(e.stderr, "plc bench import: %v\n", err)
-		return exitUsage
+		fmt.Fprintf(e.Stderr, "plc bench import: %v\n", err)
+		return cli.ExitUsage
 	}
 	workers := runtime.GOMAXPROCS(0)
 	bound, err := signatureBound(sample, workers)
 	if err != nil {
-		fmt.Fprintf(e.stderr, "plc bench import: %v\n", err)
-		return exitFailure
+		fmt.Fprintf(e.Stderr, "plc bench import: %v\n", err)
+		return cli.ExitFailure
 	}
 
-	store, _, err := openStore(ctx, db)
+	store, _, err := oplog.Open(ctx, db)
 	if err != nil {
-		fmt.Fprintf(e.stderr, "plc bench import: %v\n", err)
-		return exitFailure
+		fmt.Fprintf(e.Stderr, "plc bench import: %v\n", err)
+		return cli.ExitFailure
 	}
 	defer store.Close()
 	if seq, err := store.LatestSeq(ctx); err != nil || seq != 0 {
-		fmt.Fprintf(e.stderr, "plc bench import: %s must be an empty database (latest seq %d, %v)\n", redactDB(db), seq, err)
-		return exitUsage
+		fmt.Fprintf(e.Stderr, "plc bench import: %s must be an empty database (latest seq %d, %v)\n", oplog.RedactDB(db), seq, err)
+		return cli.ExitUsage
 	}
 	in, err := os.Open(corpus)
 	if err != nil {
-		fmt.Fprintf(e.stderr, "plc bench import: %v\n", err)
-		return exitUsage
+		fmt.Fprintf(e.Stderr, "plc bench import: %v\n", err)
+		return cli.ExitUsage
 	}
 	defer in.Close()
 	log := oplog.NewLog(store, oplog.Options{NoRateLimit: true})
 	if *cpuProfile != "" {
 		pf, err := os.Create(*cpuProfile)
 		if err != nil {
-			fmt.Fprintf(e.stderr, "plc bench import: %v\n", err)
-			return exitUsage
+			fmt.Fprintf(e.Stderr, "plc bench import: %v\n", err)
+			return cli.ExitUsage
 		}
 		defer pf.Close()
 		if err := pprof.StartCPUProfile(pf); err != nil {
-			fmt.Fprintf(e.stderr, "plc bench import: %v\n", err)
-			return exitFailure
+			fmt.Fprintf(e.Stderr, "plc bench import: %v\n", err)
+			return cli.ExitFailure
 		}
 	}
 	start := time.Now()
@@ -87,20 +88,20 @@ a row to a markdown file (BENCHMARKS.md).`, e)
 	}
 	if *memProfile != "" {
 		if err := writeHeapProfile(*memProfile); err != nil {
-			fmt.Fprintf(e.stderr, "plc bench import: %v\n", err)
-			return exitFailure
+			fmt.Fprintf(e.Stderr, "plc bench import: %v\n", err)
+			return cli.ExitFailure
 		}
 	}
 	log.Close()
 	if err != nil {
-		fmt.Fprintf(e.stderr, "plc bench import: %v\n", err)
-		return exitFailure
+		fmt.Fprintf(e.Stderr, "plc bench import: %v\n", err)
+		return cli.ExitFailure
 	}
 	store.Close() // SQLite checkpoints its WAL into the file on the last close
 	size, err := dbBytes(ctx, db)
 	if err != nil {
-		fmt.Fprintf(e.stderr, "plc bench import: database size: %v\n", err)
-		return exitFailure
+		fmt.Fprintf(e.Stderr, "plc bench import: database size: %v\n", err)
+		return cli.ExitFailure
 	}
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
@@ -110,17 +111,17 @@ a row to a markdown file (BENCHMARKS.md).`, e)
 	}
 	rate := float64(st.Imported) / elapsed.Seconds()
 	perOp := float64(size) / float64(max(st.Imported, 1))
-	fmt.Fprintf(e.stdout, "scenario         import\nbackend          %s\nops              %d imported, %d rejected\nelapsed          %s\nimport           %.0f ops/s\nsignature bound  %.0f ops/s\nratio            %.2f\npeak RSS         %d MB\non disk          %.0f bytes/op\n",
+	fmt.Fprintf(e.Stdout, "scenario         import\nbackend          %s\nops              %d imported, %d rejected\nelapsed          %s\nimport           %.0f ops/s\nsignature bound  %.0f ops/s\nratio            %.2f\npeak RSS         %d MB\non disk          %.0f bytes/op\n",
 		backend, st.Imported, st.Rejected, elapsed.Round(time.Millisecond), rate, bound, rate/bound, ru.Maxrss/1024, perOp)
 	if *appendTo != "" {
 		row := fmt.Sprintf("| %s | import | %s | %d | %.0f ops/s | %.2f | %d MB | %.0f B/op |\n",
 			time.Now().UTC().Format("2006-01-02"), backend, st.Imported, rate, rate/bound, ru.Maxrss/1024, perOp)
 		if err := appendRow(*appendTo, row); err != nil {
-			fmt.Fprintf(e.stderr, "plc bench import: %v\n", err)
-			return exitFailure
+			fmt.Fprintf(e.Stderr, "plc bench import: %v\n", err)
+			return cli.ExitFailure
 		}
 	}
-	return exitOK
+	return cli.ExitOK
 }
 
 // readSample reads up to n lines of a corpus.

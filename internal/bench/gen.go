@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"context"
@@ -8,10 +8,11 @@ import (
 	"runtime"
 
 	"github.com/plcdir/plc/corpus"
+	"github.com/plcdir/plc/internal/cli"
 )
 
-func runBenchGen(ctx context.Context, e env, args []string) int {
-	fs := newFlagSet("bench gen",
+func runBenchGen(ctx context.Context, e cli.Env, args []string) int {
+	fs := cli.NewFlagSet("bench gen",
 		"plc bench gen (--dids N | --ops N) [--shape directory|longchain] [--seed S] [--out FILE|-] [--invalid-rate P] [--workers W]",
 		`Writes a signed synthetic corpus in the seq-mode export format (the lines
 GET /export?after= returns, joined by "\n", no newline after the last):
@@ -29,37 +30,37 @@ summary goes to stderr.`, e)
 	rate := fs.Float64("invalid-rate", 0, "probability of an invalid line after each valid op, 0..1")
 	workers := fs.Int("workers", runtime.GOMAXPROCS(0), "signing goroutines")
 	shape := fs.String("shape", string(corpus.ShapeDirectory), "corpus shape: directory, or longchain (one DID of --ops N ops)")
-	if code, done := parseFlags(fs, args); done {
+	if code, done := cli.ParseFlags(fs, args); done {
 		return code
 	}
 	if fs.NArg() != 0 || (*dids > 0) == (*ops > 0) || *dids < 0 || *ops < 0 {
-		fmt.Fprintln(e.stderr, "plc bench gen: give exactly one of --dids N and --ops N (N ≥ 1)")
-		return exitUsage
+		fmt.Fprintln(e.Stderr, "plc bench gen: give exactly one of --dids N and --ops N (N ≥ 1)")
+		return cli.ExitUsage
 	}
 	if !(*rate >= 0 && *rate <= 1) || *workers < 1 {
-		fmt.Fprintln(e.stderr, "plc bench gen: --invalid-rate must be in [0, 1] and --workers at least 1")
-		return exitUsage
+		fmt.Fprintln(e.Stderr, "plc bench gen: --invalid-rate must be in [0, 1] and --workers at least 1")
+		return cli.ExitUsage
 	}
 	cfg := corpus.Config{DIDs: *dids, Ops: *ops, Seed: *seed, InvalidRate: *rate, Workers: *workers, Shape: corpus.Shape(*shape)}
 	switch cfg.Shape {
 	case corpus.ShapeDirectory:
 	case corpus.ShapeLongChain:
 		if *ops <= 0 {
-			fmt.Fprintln(e.stderr, "plc bench gen: --shape longchain takes --ops N (the length of the chain), not --dids")
-			return exitUsage
+			fmt.Fprintln(e.Stderr, "plc bench gen: --shape longchain takes --ops N (the length of the chain), not --dids")
+			return cli.ExitUsage
 		}
 	default:
-		fmt.Fprintf(e.stderr, "plc bench gen: unknown --shape %q (want directory or longchain)\n", *shape)
-		return exitUsage
+		fmt.Fprintf(e.Stderr, "plc bench gen: unknown --shape %q (want directory or longchain)\n", *shape)
+		return cli.ExitUsage
 	}
 
-	var w io.Writer = e.stdout
+	var w io.Writer = e.Stdout
 	var f *os.File
 	if *out != "-" {
 		var err error
 		if f, err = os.Create(*out); err != nil {
-			fmt.Fprintf(e.stderr, "plc bench gen: %v\n", err)
-			return exitUsage
+			fmt.Fprintf(e.Stderr, "plc bench gen: %v\n", err)
+			return cli.ExitUsage
 		}
 		w = f
 	}
@@ -70,14 +71,14 @@ summary goes to stderr.`, e)
 		}
 	}
 	if err != nil {
-		fmt.Fprintf(e.stderr, "plc bench gen: %v\n", err)
+		fmt.Fprintf(e.Stderr, "plc bench gen: %v\n", err)
 		if f != nil {
 			os.Remove(*out) // a partial corpus is not a corpus
 		}
-		return exitUsage
+		return cli.ExitUsage
 	}
-	printGenStats(e.stderr, &st)
-	return exitOK
+	printGenStats(e.Stderr, &st)
+	return cli.ExitOK
 }
 
 func printGenStats(w io.Writer, st *corpus.Stats) {

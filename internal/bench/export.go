@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"context"
@@ -9,15 +9,17 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/plcdir/plc/internal/cli"
 )
 
-func runBenchExport(ctx context.Context, e env, args []string) int {
-	fs := newFlagSet("bench export", "plc bench export --url URL",
+func runBenchExport(ctx context.Context, e cli.Env, args []string) int {
+	fs := cli.NewFlagSet("bench export", "plc bench export --url URL",
 		`Reads a running directory's whole log twice: paging through the seq-mode
 /export (count=1000), then as a backfill of the /export/stream WebSocket
 from cursor 0 up to the seq the paging ended at; reports ops/s for each.`, e)
 	url := fs.String("url", "http://127.0.0.1:2582", "directory URL")
-	if code, done := parseFlags(fs, args); done {
+	if code, done := cli.ParseFlags(fs, args); done {
 		return code
 	}
 	base := strings.TrimRight(*url, "/")
@@ -25,51 +27,51 @@ from cursor 0 up to the seq the paging ended at; reports ops/s for each.`, e)
 
 	start := time.Now()
 	if _, err := exportDIDs(ctx, client, base); err != nil {
-		fmt.Fprintf(e.stderr, "plc bench export: %v\n", err)
-		return exitFailure
+		fmt.Fprintf(e.Stderr, "plc bench export: %v\n", err)
+		return cli.ExitFailure
 	}
 	pageTime := time.Since(start)
 	latest, err := latestSeq(ctx, client, base)
 	if err != nil {
-		fmt.Fprintf(e.stderr, "plc bench export: %v\n", err)
-		return exitFailure
+		fmt.Fprintf(e.Stderr, "plc bench export: %v\n", err)
+		return cli.ExitFailure
 	}
 	if latest == 0 {
-		fmt.Fprintln(e.stderr, "plc bench export: the directory is empty")
-		return exitFailure
+		fmt.Fprintln(e.Stderr, "plc bench export: the directory is empty")
+		return cli.ExitFailure
 	}
 
 	wsURL := "ws" + strings.TrimPrefix(base, "http") + "/export/stream?cursor=0"
 	start = time.Now()
 	conn, _, err := websocket.Dial(ctx, wsURL, &websocket.DialOptions{HTTPClient: client})
 	if err != nil {
-		fmt.Fprintf(e.stderr, "plc bench export: stream: %v\n", err)
-		return exitFailure
+		fmt.Fprintf(e.Stderr, "plc bench export: stream: %v\n", err)
+		return cli.ExitFailure
 	}
 	conn.SetReadLimit(1 << 20)
 	var seq int64
 	for seq < latest {
 		_, msg, err := conn.Read(ctx)
 		if err != nil {
-			fmt.Fprintf(e.stderr, "plc bench export: stream ended at seq %d of %d: %v\n", seq, latest, err)
-			return exitFailure
+			fmt.Fprintf(e.Stderr, "plc bench export: stream ended at seq %d of %d: %v\n", seq, latest, err)
+			return cli.ExitFailure
 		}
 		var ev struct {
 			Seq int64 `json:"seq"`
 		}
 		if err := json.Unmarshal(msg, &ev); err != nil || ev.Seq != seq+1 {
-			fmt.Fprintf(e.stderr, "plc bench export: stream event after seq %d: %v (seq %d)\n", seq, err, ev.Seq)
-			return exitFailure
+			fmt.Fprintf(e.Stderr, "plc bench export: stream event after seq %d: %v (seq %d)\n", seq, err, ev.Seq)
+			return cli.ExitFailure
 		}
 		seq = ev.Seq
 	}
 	streamTime := time.Since(start)
 	conn.Close(websocket.StatusNormalClosure, "")
 
-	fmt.Fprintf(e.stdout, "scenario         export\nops              %d\n/export paging   %.0f ops/s (%s)\nstream backfill  %.0f ops/s (%s)\n",
+	fmt.Fprintf(e.Stdout, "scenario         export\nops              %d\n/export paging   %.0f ops/s (%s)\nstream backfill  %.0f ops/s (%s)\n",
 		latest, float64(latest)/pageTime.Seconds(), pageTime.Round(time.Millisecond),
 		float64(latest)/streamTime.Seconds(), streamTime.Round(time.Millisecond))
-	return exitOK
+	return cli.ExitOK
 }
 
 // latestSeq reads the directory's latest seq from /_health.

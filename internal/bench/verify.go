@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"bufio"
@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/plcdir/plc/audit"
+	"github.com/plcdir/plc/internal/cli"
 	"github.com/plcdir/plc/validate"
 )
 
@@ -43,8 +44,8 @@ func readExportLines(r io.Reader) ([]exportLine, error) {
 	return lines, sc.Err()
 }
 
-func runBenchVerify(ctx context.Context, e env, args []string) int {
-	fs := newFlagSet("bench verify", "plc bench verify [--workers N] [--cpuprofile FILE] [--memprofile FILE] CORPUS",
+func runBenchVerify(ctx context.Context, e cli.Env, args []string) int {
+	fs := cli.NewFlagSet("bench verify", "plc bench verify [--workers N] [--cpuprofile FILE] [--memprofile FILE] CORPUS",
 		`Replays an export corpus through the validator on all cores, with the
 engine of plc audit verify-export (lines read and parsed in parallel,
 DIDs spread over the workers, each DID's ops in order, each at its
@@ -56,40 +57,40 @@ that counts.`, e)
 	workers := fs.Int("workers", runtime.GOMAXPROCS(0), "parallel workers")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the replay to this file")
 	memProfile := fs.String("memprofile", "", "write a heap profile (with the replay's allocations) to this file")
-	if code, done := parseFlags(fs, args); done {
+	if code, done := cli.ParseFlags(fs, args); done {
 		return code
 	}
 	if fs.NArg() != 1 || *workers < 1 {
-		fmt.Fprintln(e.stderr, "Usage: plc bench verify [--workers N] [--cpuprofile FILE] [--memprofile FILE] CORPUS")
-		return exitUsage
+		fmt.Fprintln(e.Stderr, "Usage: plc bench verify [--workers N] [--cpuprofile FILE] [--memprofile FILE] CORPUS")
+		return cli.ExitUsage
 	}
 	path := fs.Arg(0)
 	sample, err := readSample(path, 20000)
 	if err != nil {
-		fmt.Fprintf(e.stderr, "plc bench verify: %v\n", err)
-		return exitUsage
+		fmt.Fprintf(e.Stderr, "plc bench verify: %v\n", err)
+		return cli.ExitUsage
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		fmt.Fprintf(e.stderr, "plc bench verify: %v\n", err)
-		return exitUsage
+		fmt.Fprintf(e.Stderr, "plc bench verify: %v\n", err)
+		return cli.ExitUsage
 	}
 	defer f.Close()
-	r, err := decompress(f)
+	r, err := cli.Decompress(f)
 	if err != nil {
-		fmt.Fprintf(e.stderr, "plc bench verify: %s: %v\n", path, err)
-		return exitUsage
+		fmt.Fprintf(e.Stderr, "plc bench verify: %s: %v\n", path, err)
+		return cli.ExitUsage
 	}
 	if *cpuProfile != "" {
 		pf, err := os.Create(*cpuProfile)
 		if err != nil {
-			fmt.Fprintf(e.stderr, "plc bench verify: %v\n", err)
-			return exitUsage
+			fmt.Fprintf(e.Stderr, "plc bench verify: %v\n", err)
+			return cli.ExitUsage
 		}
 		defer pf.Close()
 		if err := pprof.StartCPUProfile(pf); err != nil {
-			fmt.Fprintf(e.stderr, "plc bench verify: %v\n", err)
-			return exitFailure
+			fmt.Fprintf(e.Stderr, "plc bench verify: %v\n", err)
+			return cli.ExitFailure
 		}
 	}
 	rep, err := audit.VerifyExport(ctx, r, audit.ExportOptions{Workers: *workers})
@@ -97,29 +98,29 @@ that counts.`, e)
 		pprof.StopCPUProfile()
 	}
 	if err != nil {
-		fmt.Fprintf(e.stderr, "plc bench verify: %s: %v\n", path, err)
-		return exitUsage
+		fmt.Fprintf(e.Stderr, "plc bench verify: %s: %v\n", path, err)
+		return cli.ExitUsage
 	}
 	if *memProfile != "" {
 		if err := writeHeapProfile(*memProfile); err != nil {
-			fmt.Fprintf(e.stderr, "plc bench verify: %v\n", err)
-			return exitFailure
+			fmt.Fprintf(e.Stderr, "plc bench verify: %v\n", err)
+			return cli.ExitFailure
 		}
 	}
 	runtime.GC() // the replay's garbage is not the bound's
 	bound, err := signatureBound(sample, *workers)
 	if err != nil {
-		fmt.Fprintf(e.stderr, "plc bench verify: %v\n", err)
-		return exitFailure
+		fmt.Fprintf(e.Stderr, "plc bench verify: %v\n", err)
+		return cli.ExitFailure
 	}
 
-	fmt.Fprintf(e.stdout, "scenario         verify\nops              %d (%d rejected)\nworkers          %d\nvalidator        %.0f ops/s\nsignature bound  %.0f ops/s (%d workers × one core)\nratio            %.2f\n",
+	fmt.Fprintf(e.Stdout, "scenario         verify\nops              %d (%d rejected)\nworkers          %d\nvalidator        %.0f ops/s\nsignature bound  %.0f ops/s (%d workers × one core)\nratio            %.2f\n",
 		rep.Ops, rep.Invalid, *workers, rep.OpsPerSecond, bound, *workers, rep.OpsPerSecond/bound)
 	if len(rep.InvalidOps) > 0 {
 		first := rep.InvalidOps[0]
-		fmt.Fprintf(e.stderr, "first rejection: line %d %s: %s\n", first.Line, printable(first.DID), printable(first.Reason))
+		fmt.Fprintf(e.Stderr, "first rejection: line %d %s: %s\n", first.Line, cli.Printable(first.DID), cli.Printable(first.Reason))
 	}
-	return exitOK
+	return cli.ExitOK
 }
 
 // signatureBound is the rate workers cores verify signatures at: one
