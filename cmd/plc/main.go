@@ -46,9 +46,9 @@ func run(ctx context.Context, args []string, e env) int {
 		return exitUsage
 	}
 	name, rest := args[0], args[1:]
-	switch name {
-	case "help", "-h", "-help", "--help":
-		if len(rest) > 0 && rest[0] != "help" {
+	if isHelp(name) {
+		// "plc help serve" is "plc serve -h"; "plc help -h" is "plc help".
+		if len(rest) > 0 && !isHelp(rest[0]) {
 			return run(ctx, []string{rest[0], "-h"}, e)
 		}
 		usage(e.Stdout)
@@ -61,6 +61,15 @@ func run(ctx context.Context, args []string, e env) int {
 	}
 	fmt.Fprintf(e.Stderr, "plc: unknown command %q\nRun 'plc help' for the list of commands.\n", name)
 	return exitUsage
+}
+
+// isHelp reports whether arg asks for help.
+func isHelp(arg string) bool {
+	switch arg {
+	case "help", "-h", "-help", "--help":
+		return true
+	}
+	return false
 }
 
 func usage(w io.Writer) {
