@@ -14,6 +14,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/oplog"
 )
 
@@ -209,15 +210,6 @@ func (m *Mirror) streamClient() *http.Client {
 	return &c
 }
 
-// auditEntry is one entry of an upstream's /:did/log/audit.
-type auditEntry struct {
-	DID       string          `json:"did"`
-	Operation json.RawMessage `json:"operation"`
-	CID       string          `json:"cid"`
-	Nullified bool            `json:"nullified"`
-	CreatedAt string          `json:"createdAt"`
-}
-
 // CheckDID compares the log's ops of did with the upstream's audit log of
 // it, and records what disagrees: an op held here that the upstream no
 // longer has, or has at another createdAt (history_rewrite), ops in
@@ -244,7 +236,7 @@ func (m *Mirror) CheckDID(ctx context.Context, did string) error {
 		m.noteResponse(ctx, err)
 		return err
 	}
-	var theirs []auditEntry
+	var theirs []plc.AuditEntry
 	if err := json.Unmarshal(body, &theirs); err != nil {
 		m.record(ctx, Divergence{Kind: KindBadResponse, DID: did, Evidence: body, Detail: "the audit log of " + did + " is not a JSON array of entries"})
 		return nil
@@ -260,7 +252,7 @@ func (m *Mirror) CheckDID(ctx context.Context, did string) error {
 	for _, o := range ours {
 		held[o.CID] = true
 	}
-	behind := slices.ContainsFunc(theirs, func(e auditEntry) bool { return !held[e.CID] })
+	behind := slices.ContainsFunc(theirs, func(e plc.AuditEntry) bool { return !held[e.CID] })
 	var order []int
 	for _, o := range ours {
 		i, ok := pos[o.CID]

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strconv"
 
+	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/oplog"
 	"github.com/plcdir/plc/validate"
 )
@@ -58,7 +59,7 @@ func (m *Mirror) checkHead(ctx context.Context) error {
 	if len(lines) == 0 {
 		answer = "nothing"
 	} else {
-		pl, err := oplog.ReadLineHead(lines[0])
+		pl, err := plc.ReadLineHead(lines[0])
 		if err != nil {
 			return badResponse(body, "GET /export?after=%d&count=1: the first line is not an export line: %v", after, err)
 		}

@@ -10,7 +10,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/plcdir/plc/oplog"
+	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/validate"
 )
 
@@ -206,7 +206,7 @@ func (r *legacyReader) Read(p []byte) (int, error) {
 			boundary = r.boundary
 		)
 		for i, l := range lines {
-			pl, err := oplog.ReadLineHead(l)
+			pl, err := plc.ReadLineHead(l)
 			if err != nil {
 				if i == len(lines)-1 {
 					// The last line cannot be read: a cut-off body.

@@ -11,8 +11,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/internal/origin"
-	"github.com/plcdir/plc/oplog"
 )
 
 // errResponse: the upstream answered, but not with something usable (a
@@ -116,7 +116,7 @@ func redirectEvidence(resp *http.Response, body []byte) []byte {
 // the mirror needs to ask for the next page.
 type exportPage struct {
 	lines [][]byte
-	// seq-mode: the seq of each line, as oplog.ReadLineHead reads it (0:
+	// seq-mode: the seq of each line, as plc.ReadLineHead reads it (0:
 	// none, or the line cannot be read), and the last line's.
 	seqs    []int64
 	lastSeq int64
@@ -143,7 +143,7 @@ func splitLines(body []byte) [][]byte {
 }
 
 // seqPage fetches the seq-mode export page after seq after. Each line's
-// seq is read by the ingest's own rules (oplog.ReadLineHead); the last
+// seq is read by the ingest's own rules (plc.ReadLineHead); the last
 // line's must be readable and above every other seq of the page, for it
 // is where the next page starts: else the page is a bad response.
 func (u *upstream) seqPage(ctx context.Context, after int64, count int) (exportPage, error) {
@@ -159,7 +159,7 @@ func (u *upstream) seqPage(ctx context.Context, after int64, count int) (exportP
 	}
 	p.seqs = make([]int64, n)
 	for i, l := range p.lines {
-		if h, err := oplog.ReadLineHead(l); err == nil {
+		if h, err := plc.ReadLineHead(l); err == nil {
 			p.seqs[i] = h.Seq
 		} else if i == n-1 {
 			return exportPage{}, badResponse(body, "GET /export?after=%d: the last line is not a seq-mode export line (cut off?): %v", after, err)
@@ -188,7 +188,7 @@ func (u *upstream) detect(ctx context.Context) (seqMode, ok bool, err error) {
 	if len(lines) == 0 {
 		return false, false, nil
 	}
-	h, err := oplog.ReadLineHead(lines[0])
+	h, err := plc.ReadLineHead(lines[0])
 	if err != nil {
 		return false, false, badResponse(body, "GET /export: the first line is not an export line: %v", err)
 	}

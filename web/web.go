@@ -175,7 +175,7 @@ func New(cfg Config) *UI {
 func parsePages() map[string]*template.Template {
 	funcs := template.FuncMap{
 		"stamp":    stamp,
-		"iso":      func(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") },
+		"iso":      func(t time.Time) string { return string(validate.AppendTimestamp(nil, t)) },
 		"span":     span,
 		"shortKey": shortKey,
 		"int64":    func(n int) int64 { return int64(n) },

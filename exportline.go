@@ -1,12 +1,63 @@
-package oplog
+package plc
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
 	"strconv"
+	"time"
 	"unicode/utf8"
 
 	"github.com/plcdir/plc/validate"
 )
+
+// MaxLineBytes is the longest export line read, in bytes. A longer line is
+// rejected (ErrBadLine), never buffered whole.
+const MaxLineBytes = 64 << 10
+
+// ErrBadLine: a line is not a usable export line (bad JSON, unknown,
+// duplicate or missing fields, an op that does not parse, a CID that does
+// not match the op). Every error ParseExportLine and ReadLineHead return
+// is one.
+var ErrBadLine = errors.New("bad export line")
+
+// LineError is an ErrBadLine with the message operators see (the reason a
+// rejected line is recorded with), wrapping the op's own parse error
+// where that is what is wrong.
+type LineError struct {
+	Msg string
+	Err error
+}
+
+func (e *LineError) Error() string        { return e.Msg }
+func (e *LineError) Unwrap() error        { return e.Err }
+func (e *LineError) Is(target error) bool { return target == ErrBadLine }
+
+func badLine(format string, args ...any) error {
+	return &LineError{Msg: fmt.Sprintf(format, args...)}
+}
+
+// ExportLine is one line of an export, seq mode
+//
+//	{"type":"sequenced_op","did":…,"operation":…,"cid":…,"createdAt":…,"seq":…}
+//
+// or legacy
+//
+//	{"did":…,"operation":…,"cid":…,"nullified":…,"createdAt":…}
+type ExportLine struct {
+	// DID and CID are what the line states; the CID is the op's.
+	DID, CID string
+	// Op is the parsed op (nil when the line is rejected).
+	Op *validate.Op
+	// CreatedAt is the line's createdAt, to the millisecond.
+	CreatedAt time.Time
+	// Seq is a seq-mode line's seq (0: a legacy line).
+	Seq int64
+	// HasNullified reports whether the line states a nullified flag (a
+	// legacy line may; a seq-mode line never does), and Nullified is it.
+	// The flag is the source's claim, not a verdict of the chain rules.
+	HasNullified, Nullified bool
+}
 
 // Fields of an export line, as bits.
 const (
@@ -24,17 +75,27 @@ var exportFields = map[string]int{
 	"type": fieldType, "seq": fieldSeq, "nullified": fieldNullified,
 }
 
-// ParseExportLine reads one line of an export (seq-mode or legacy, as
-// Import takes them) as the ingest item of line number n: an op, or an
-// Err (an ErrBadLine) saying what is wrong with the line. b is kept as
-// the item's Raw.
-func ParseExportLine(n int64, b []byte) IngestItem {
+// ParseExportLine reads one export line strictly: one JSON object with no
+// unknown or duplicate member, did a did:plc, operation an op that parses
+// (validate.ParseJSON) and whose CID is cid, createdAt a timestamp, seq a
+// positive integer in its canonical form, type (when present)
+// "sequenced_op" with a seq, and never both seq and nullified. A line over
+// MaxLineBytes is rejected unread.
+//
+// A rejected line's error is a *LineError; what could be read of it (its
+// DID, CID, seq) is returned with it. looksLikeExport reports whether the
+// line is at least a JSON object with a did and an operation: whether
+// the input it comes from is an export at all.
+func ParseExportLine(b []byte) (l ExportLine, looksLikeExport bool, err error) {
 	if len(b) > MaxLineBytes {
-		it, _ := parseExportLine(rawLine{n: n, b: b[:MaxLineBytes], tooLong: true})
-		return it
+		return l, false, badLine("line longer than %d bytes", MaxLineBytes)
 	}
-	it, _ := parseExportLine(rawLine{n: n, b: b})
-	return it
+	var env envelope
+	if err := scanObject(b, func(key string, v []byte) { env.field(&l, key, v, jsonString) }); err != nil {
+		return l, false, err
+	}
+	looksLikeExport, err = env.finish(&l, positiveInt)
+	return l, looksLikeExport, err
 }
 
 // LineHead is what an export line states of itself, besides its op.
@@ -57,15 +118,15 @@ func ReadLineHead(b []byte) (LineHead, error) {
 	}
 	var (
 		env envelope
-		it  IngestItem
+		l   ExportLine
 	)
-	if err := scanObject(b, func(key string, v []byte) { env.field(&it, key, v, jsonString) }); err != nil {
+	if err := scanObject(b, func(key string, v []byte) { env.field(&l, key, v, jsonString) }); err != nil {
 		return LineHead{}, err
 	}
 	if env.first != nil {
 		return LineHead{}, env.first
 	}
-	h := LineHead{DID: it.DID, CID: it.CID, CreatedAt: env.createdAt}
+	h := LineHead{DID: l.DID, CID: l.CID, CreatedAt: env.createdAt}
 	if env.seen&fieldSeq != 0 {
 		n, ok := positiveInt(env.seq)
 		if !ok {
@@ -74,24 +135,6 @@ func ReadLineHead(b []byte) (LineHead, error) {
 		h.Seq = n
 	}
 	return h, nil
-}
-
-// parseExportLine reads one export line. Whatever is wrong with it is the
-// item's Err (an ErrBadLine); looksLikeExport reports whether it is at
-// least a JSON object with a did and an operation.
-func parseExportLine(l rawLine) (it IngestItem, looksLikeExport bool) {
-	it = IngestItem{Line: l.n, Raw: l.b}
-	if l.tooLong {
-		it.Err = badLine("line longer than %d bytes", MaxLineBytes)
-		return it, false
-	}
-	var env envelope
-	err := scanObject(l.b, func(key string, v []byte) { env.field(&it, key, v, jsonString) })
-	if err != nil {
-		it.Err = err
-		return it, false
-	}
-	return it, env.finish(&it, positiveInt)
 }
 
 // envelope is what a scan of an export line's object found, field by
@@ -106,7 +149,7 @@ type envelope struct {
 }
 
 // field records member key with raw value v; str decodes a JSON string.
-func (e *envelope) field(it *IngestItem, key string, v []byte, str func([]byte) (string, bool)) {
+func (e *envelope) field(l *ExportLine, key string, v []byte, str func([]byte) (string, bool)) {
 	f, known := exportFields[key]
 	switch {
 	case !known:
@@ -130,9 +173,9 @@ func (e *envelope) field(it *IngestItem, key string, v []byte, str func([]byte) 
 	}
 	switch f {
 	case fieldDID:
-		setStr(&it.DID)
+		setStr(&l.DID)
 	case fieldCID:
-		setStr(&it.CID)
+		setStr(&l.CID)
 	case fieldCreatedAt:
 		setStr(&e.createdAt)
 	case fieldType:
@@ -147,9 +190,9 @@ func (e *envelope) field(it *IngestItem, key string, v []byte, str func([]byte) 
 }
 
 // finish applies the line's rules to what the scan found (positive reads
-// seq), parses the op into it, sets its Err, and reports whether the line
-// looks like an export line (a did and an operation).
-func (e *envelope) finish(it *IngestItem, positive func([]byte) (int64, bool)) (looksLikeExport bool) {
+// seq), parses the op into l, and reports whether the line looks like an
+// export line (a did and an operation) and what is wrong with it.
+func (e *envelope) finish(l *ExportLine, positive func([]byte) (int64, bool)) (looksLikeExport bool, err error) {
 	seen, first := e.seen, e.first
 	looksLikeExport = seen&fieldDID != 0 && seen&fieldOperation != 0
 	if seen&fieldSeq != 0 {
@@ -159,15 +202,15 @@ func (e *envelope) finish(it *IngestItem, positive func([]byte) (int64, bool)) (
 				first = badLine("seq %s is not a positive integer", e.seq)
 			}
 		} else {
-			it.Seq = n
+			l.Seq = n
 		}
 	}
 	switch {
 	case first != nil:
 	case seen&fieldDID == 0:
 		first = badLine("no did")
-	case !validate.ValidDID(it.DID):
-		first = badLine("invalid DID %q", it.DID)
+	case !validate.ValidDID(l.DID):
+		first = badLine("invalid DID %q", l.DID)
 	case seen&fieldOperation == 0:
 		first = badLine("no operation")
 	case seen&fieldCID == 0:
@@ -184,25 +227,36 @@ func (e *envelope) finish(it *IngestItem, positive func([]byte) (int64, bool)) (
 		first = badLine("nullified is not a boolean")
 	}
 	if first == nil {
+		l.HasNullified = seen&fieldNullified != 0
+		l.Nullified = string(e.null) == "true"
 		t, err := validate.ParseTimestamp(e.createdAt)
 		if err != nil {
 			first = badLine("createdAt %q is not a timestamp", e.createdAt)
 		}
-		it.CreatedAt = t
+		l.CreatedAt = t
 	}
 	if first == nil {
 		parsed, err := validate.ParseJSON(e.op)
 		switch {
 		case err != nil:
-			first = &lineError{msg: "operation: " + RejectionReason(err), err: err}
-		case parsed.CID() != it.CID:
-			first = badLine("cid %s does not match the operation's CID %s", it.CID, parsed.CID())
+			first = &LineError{Msg: "operation: " + opReason(err), Err: err}
+		case parsed.CID() != l.CID:
+			first = badLine("cid %s does not match the operation's CID %s", l.CID, parsed.CID())
 		default:
-			it.Op = parsed
+			l.Op = parsed
 		}
 	}
-	it.Err = first
-	return looksLikeExport
+	return looksLikeExport, first
+}
+
+// opReason is the reason an op that does not parse is rejected with: the
+// validator's short explanation.
+func opReason(err error) string {
+	var ve *validate.Error
+	if errors.As(err, &ve) {
+		return ve.Short()
+	}
+	return err.Error()
 }
 
 // The envelope of an export line is read by hand: encoding/json's
@@ -212,9 +266,9 @@ func (e *envelope) finish(it *IngestItem, positive func([]byte) (int64, bool)) (
 // nullified by their exact forms) and any other value is checked with
 // json.Valid, so that every line that is not valid JSON is rejected.
 
-var errNotObject = &lineError{msg: "not a JSON object"}
+var errNotObject = &LineError{Msg: "not a JSON object"}
 
-func invalidJSON(msg string) error { return &lineError{msg: "invalid JSON: " + msg} }
+func invalidJSON(msg string) error { return &LineError{Msg: "invalid JSON: " + msg} }
 
 // scanObject reads b as one JSON object and calls visit with each member's
 // key (decoded) and raw value, in order.
