@@ -235,7 +235,7 @@ func (m *Monitor) progress(format string, args ...any) {
 func (m *Monitor) statePath() string { return filepath.Join(m.opts.Dir, "checkpoint") }
 
 // loadState reads the last verified checkpoint (nil when none).
-func (m *Monitor) loadState() ([]byte, *CheckpointBody, error) {
+func (m *Monitor) loadState() ([]byte, *plc.CheckpointBody, error) {
 	b, err := os.ReadFile(m.statePath())
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil, nil

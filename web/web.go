@@ -21,7 +21,7 @@ import (
 
 	"github.com/bluesky-social/indigo/atproto/syntax"
 
-	"github.com/plcdir/plc/audit"
+	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/oplog"
 	"github.com/plcdir/plc/validate"
 )
@@ -563,7 +563,7 @@ func (u *UI) readStatus(ctx context.Context, now time.Time) (*statusView, error)
 		default:
 			cv := &checkpointView{Size: cp.Size, Root: base64.StdEncoding.EncodeToString(cp.Root[:]), SignedAt: cp.SignedAt, Note: string(cp.Note)}
 			text, _, _ := strings.Cut(cv.Note, "\n\n")
-			if body, err := audit.ParseCheckpointBody(text + "\n"); err == nil {
+			if body, err := plc.ParseCheckpointBody(text + "\n"); err == nil {
 				cv.Origin = body.Origin
 			}
 			st.Checkpoint = cv
