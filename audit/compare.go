@@ -361,10 +361,8 @@ func SampleDIDs(ctx context.Context, d *DirectoryClient, n int, rng *rand.Rand) 
 		if err != nil || len(lines) == 0 {
 			return err
 		}
-		var l struct {
-			DID string `json:"did"`
-		}
-		if err := json.Unmarshal(lines[0], &l); err != nil || l.DID == "" {
+		l, err := plc.ReadLineHead(lines[0])
+		if err != nil || l.DID == "" {
 			return &StatusError{URL: d.url("/export", nil).Redacted(), Message: fmt.Sprintf("the line after seq %d names no DID", after)}
 		}
 		if !seen[l.DID] {

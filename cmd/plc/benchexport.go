@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/plcdir/plc"
 )
 
 func runBenchExport(ctx context.Context, e env, args []string) int {
@@ -54,10 +56,8 @@ from cursor 0 up to the seq the paging ended at; reports ops/s for each.`, e)
 			fmt.Fprintf(e.stderr, "plc bench export: stream ended at seq %d of %d: %v\n", seq, latest, err)
 			return exitFailure
 		}
-		var ev struct {
-			Seq int64 `json:"seq"`
-		}
-		if err := json.Unmarshal(msg, &ev); err != nil || ev.Seq != seq+1 {
+		ev, err := plc.ReadLineHead(msg)
+		if err != nil || ev.Seq != seq+1 {
 			fmt.Fprintf(e.stderr, "plc bench export: stream event after seq %d: %v (seq %d)\n", seq, err, ev.Seq)
 			return exitFailure
 		}
