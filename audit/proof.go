@@ -9,7 +9,6 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/plcdir/plc"
-	"github.com/plcdir/plc/oplog"
 	"github.com/plcdir/plc/validate"
 )
 
@@ -60,7 +59,7 @@ func verifyProof(e *plc.AuditEntry, v note.Verifier) error {
 	if err != nil {
 		return err
 	}
-	leaf := oplog.LeafHash(&oplog.Entry{Seq: e.Seq, DID: e.DID, CID: e.CID, CreatedAt: at, Op: op.SignedCBOR()})
+	leaf := tlog.RecordHash(plc.AppendLeaf(nil, &plc.Leaf{Seq: e.Seq, DID: e.DID, CID: e.CID, CreatedAt: at, Op: op.SignedCBOR()}))
 	if err := tlog.CheckRecord(tlog.RecordProof(hashes), body.Size, body.Root, e.Seq-1, leaf); err != nil {
 		return fmt.Errorf("leaf %d is not in the checkpoint's tree: %v", e.Seq-1, err)
 	}

@@ -33,9 +33,6 @@ func LeafData(e *Entry) []byte {
 		&plc.Leaf{Seq: e.Seq, DID: e.DID, CID: e.CID, CreatedAt: e.CreatedAt, Op: e.Op})
 }
 
-// LeafHash returns the tree's hash of e's leaf.
-func LeafHash(e *Entry) tlog.Hash { return tlog.RecordHash(LeafData(e)) }
-
 // treeChunk is one row of tree_hashes: the stored hashes of the records
 // (seq-1) of first…last.
 type treeChunk struct {
