@@ -127,8 +127,9 @@ func (m *Mirror) heldAt(ctx context.Context, c oplog.Cursor) (heldLine, bool, er
 // seq, did, cid, createdAt and operation (as signed bytes), whatever their
 // spacing or key order. Lines that do not parse are compared as bytes.
 func sameExportLine(a, b []byte) bool {
-	x, y := oplog.ParseExportLine(0, a), oplog.ParseExportLine(0, b)
-	if x.Err != nil || y.Err != nil {
+	x, _, errX := plc.ParseExportLine(a)
+	y, _, errY := plc.ParseExportLine(b)
+	if errX != nil || errY != nil {
 		return bytes.Equal(bytes.TrimSpace(a), bytes.TrimSpace(b))
 	}
 	return x.Seq == y.Seq && x.DID == y.DID && x.CID == y.CID && x.CreatedAt.Equal(y.CreatedAt) &&
