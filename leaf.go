@@ -57,51 +57,31 @@ func AppendLeaf(dst []byte, l *Leaf) []byte {
 func ParseLeaf(b []byte) (Leaf, error) {
 	var l Leaf
 	d := leafDecoder{b: b}
-	if major, n, err := d.head(); err != nil || major != cborMap || n != uint64(len(leafKeys)) {
-		return l, errors.New("want a CBOR map of 5 keys")
+	if major, n := d.head(); d.err == nil && (major != cborMap || n != uint64(len(leafKeys))) {
+		d.fail("want a CBOR map of %d keys", len(leafKeys))
 	}
-	for _, key := range leafKeys {
-		k, err := d.text()
-		if err != nil {
-			return l, err
-		}
-		if k != key {
-			return l, fmt.Errorf("key %q where %q belongs", k, key)
-		}
-		switch key {
-		case "op":
-			l.Op, err = d.body(cborBytes, "byte string")
-		case "cid":
-			l.CID, err = d.text()
-		case "did":
-			l.DID, err = d.text()
-		case "seq":
-			var major byte
-			var n uint64
-			major, n, err = d.head()
-			switch {
-			case err != nil:
-			case major != cborUint || n == 0 || n > math.MaxInt64:
-				err = errors.New("seq is not a positive integer")
-			default:
-				l.Seq = int64(n)
-			}
-		case "createdAt":
-			var s string
-			if s, err = d.text(); err == nil {
-				if l.CreatedAt, err = time.Parse(validate.TimestampLayout, s); err != nil {
-					err = fmt.Errorf("createdAt %q is not a %s time", s, validate.TimestampLayout)
-				}
-			}
-		}
-		if err != nil {
-			return l, err
+	l.Op = d.field(leafKeys[0], cborBytes)
+	l.CID = string(d.field(leafKeys[1], cborText))
+	l.DID = string(d.field(leafKeys[2], cborText))
+	d.key(leafKeys[3])
+	if major, n := d.head(); d.err == nil && (major != cborUint || n == 0 || n > math.MaxInt64) {
+		d.fail("seq is not a positive integer")
+	} else {
+		l.Seq = int64(n)
+	}
+	at := string(d.field(leafKeys[4], cborText))
+	if d.err == nil {
+		var err error
+		if l.CreatedAt, err = time.Parse(validate.TimestampLayout, at); err != nil {
+			d.fail("createdAt %q is not a %s time", at, validate.TimestampLayout)
 		}
 	}
-	if d.pos != len(b) {
+	switch {
+	case d.err != nil:
+		return l, d.err
+	case d.pos != len(b):
 		return l, fmt.Errorf("%d bytes after the map", len(b)-d.pos)
-	}
-	if !bytes.Equal(AppendLeaf(nil, &l), b) {
+	case !bytes.Equal(AppendLeaf(nil, &l), b):
 		return l, errors.New("not in canonical form")
 	}
 	return l, nil
@@ -134,59 +114,72 @@ func appendCBORText[T string | []byte](dst []byte, s T) []byte {
 	return append(appendCBORHead(dst, cborText, uint64(len(s))), s...)
 }
 
-// leafDecoder reads the few CBOR items a leaf is made of.
+// leafDecoder reads the few CBOR items a leaf is made of. The first
+// error sticks: after it, every read returns zeros.
 type leafDecoder struct {
 	b   []byte
 	pos int
+	err error
 }
 
-func (d *leafDecoder) head() (major byte, n uint64, err error) {
-	if d.pos >= len(d.b) {
-		return 0, 0, errors.New("truncated")
+func (d *leafDecoder) fail(format string, args ...any) {
+	if d.err == nil {
+		d.err = fmt.Errorf(format, args...)
+	}
+}
+
+func (d *leafDecoder) head() (major byte, n uint64) {
+	if d.err != nil || d.pos >= len(d.b) {
+		d.fail("truncated")
+		return 0, 0
 	}
 	c := d.b[d.pos]
 	d.pos++
 	major, info := c>>5, c&0x1f
-	switch {
+	switch size := 1 << (info - 24); {
 	case info < 24:
-		return major, uint64(info), nil
+		return major, uint64(info)
 	case info > 27:
-		return 0, 0, fmt.Errorf("unsupported CBOR item 0x%02x", c)
+		d.fail("unsupported CBOR item 0x%02x", c)
+	case len(d.b)-d.pos < size:
+		d.fail("truncated")
+	default:
+		for _, x := range d.b[d.pos : d.pos+size] {
+			n = n<<8 | uint64(x)
+		}
+		d.pos += size
 	}
-	size := 1 << (info - 24)
-	if len(d.b)-d.pos < size {
-		return 0, 0, errors.New("truncated")
-	}
-	for _, x := range d.b[d.pos : d.pos+size] {
-		n = n<<8 | uint64(x)
-	}
-	d.pos += size
-	return major, n, nil
+	return major, n
 }
 
-func (d *leafDecoder) body(want byte, what string) ([]byte, error) {
-	major, n, err := d.head()
-	if err != nil {
-		return nil, err
+// item reads a byte or text string (major type want).
+func (d *leafDecoder) item(want byte) []byte {
+	major, n := d.head()
+	switch {
+	case d.err != nil:
+		return nil
+	case major != want:
+		d.fail("want CBOR major type %d, got %d", want, major)
+	case n > uint64(len(d.b)-d.pos):
+		d.fail("truncated")
+	case want == cborText && !utf8.Valid(d.b[d.pos:d.pos+int(n)]):
+		d.fail("a text string is not UTF-8")
+	default:
+		d.pos += int(n)
+		return d.b[d.pos-int(n) : d.pos]
 	}
-	if major != want {
-		return nil, fmt.Errorf("want a %s", what)
-	}
-	if n > uint64(len(d.b)-d.pos) {
-		return nil, errors.New("truncated")
-	}
-	out := d.b[d.pos : d.pos+int(n)]
-	d.pos += int(n)
-	return out, nil
+	return nil
 }
 
-func (d *leafDecoder) text() (string, error) {
-	b, err := d.body(cborText, "text string")
-	if err != nil {
-		return "", err
+// key reads the map key k.
+func (d *leafDecoder) key(k string) {
+	if got := d.item(cborText); d.err == nil && string(got) != k {
+		d.fail("key %q where %q belongs", got, k)
 	}
-	if !utf8.Valid(b) {
-		return "", errors.New("a text string is not UTF-8")
-	}
-	return string(b), nil
+}
+
+// field reads the map key k and its value, a string of major type want.
+func (d *leafDecoder) field(k string, want byte) []byte {
+	d.key(k)
+	return d.item(want)
 }

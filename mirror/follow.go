@@ -195,9 +195,9 @@ func (m *Mirror) checkIdleStream(ctx context.Context, conn *websocket.Conn, last
 	if err != nil {
 		return err
 	}
-	if len(p.lines) > 0 && p.lastSeq > last {
-		m.sawUpstreamSeq(p.lastSeq)
-		return fmt.Errorf("%w: silent for %v while the export has seq %d after seq %d", errStreamStalled, m.cfg.StreamIdle, p.lastSeq, last)
+	if len(p.Lines) > 0 && p.Last > last {
+		m.sawUpstreamSeq(p.Last)
+		return fmt.Errorf("%w: silent for %v while the export has seq %d after seq %d", errStreamStalled, m.cfg.StreamIdle, p.Last, last)
 	}
 	return nil
 }

@@ -54,7 +54,7 @@ func (m *Mirror) checkHead(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	lines := splitLines(body)
+	lines := plc.ExportLines(body)
 	var answer string
 	if len(lines) == 0 {
 		answer = "nothing"
