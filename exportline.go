@@ -1,9 +1,11 @@
 package plc
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -87,23 +89,19 @@ var exportFields = map[string]int{
 // line is at least a JSON object with a did and an operation: whether
 // the input it comes from is an export at all.
 func ParseExportLine(b []byte) (l ExportLine, looksLikeExport bool, err error) {
-	if len(b) > MaxLineBytes {
-		return l, false, badLine("line longer than %d bytes", MaxLineBytes)
-	}
 	var env envelope
-	if err := scanObject(b, func(key string, v []byte) { env.field(&l, key, v, jsonString) }); err != nil {
+	if err := env.scan(b, &l); err != nil {
 		return l, false, err
 	}
 	looksLikeExport, err = env.finish(&l, positiveInt)
 	return l, looksLikeExport, err
 }
 
-// LineHead is what an export line states of itself, besides its op.
+// LineHead is what an export line states of itself, besides its op; Seq
+// is 0 when it states none.
 type LineHead struct {
-	DID, CID  string
-	CreatedAt string
-	// Seq is the line's seq (0: it has none).
-	Seq int64
+	DID, CID, CreatedAt string
+	Seq                 int64
 }
 
 // ReadLineHead reads what an export line states of itself without
@@ -113,28 +111,25 @@ type LineHead struct {
 // export is read (the seq of a page's last line), it is read by these
 // rules, so that it is what the ingest of the line reads too.
 func ReadLineHead(b []byte) (LineHead, error) {
-	if len(b) > MaxLineBytes {
-		return LineHead{}, badLine("line longer than %d bytes", MaxLineBytes)
-	}
 	var (
 		env envelope
 		l   ExportLine
+		ok  = true
 	)
-	if err := scanObject(b, func(key string, v []byte) { env.field(&l, key, v, jsonString) }); err != nil {
-		return LineHead{}, err
+	err := env.scan(b, &l)
+	if err == nil && env.seen&fieldSeq != 0 {
+		l.Seq, ok = positiveInt(env.seq)
 	}
-	if env.first != nil {
-		return LineHead{}, env.first
+	switch {
+	case err != nil:
+	case env.first != nil:
+		err = env.first
+	case !ok:
+		err = badLine("seq %s is not a positive integer", env.seq)
+	default:
+		return LineHead{DID: l.DID, CID: l.CID, CreatedAt: env.createdAt, Seq: l.Seq}, nil
 	}
-	h := LineHead{DID: l.DID, CID: l.CID, CreatedAt: env.createdAt}
-	if env.seen&fieldSeq != 0 {
-		n, ok := positiveInt(env.seq)
-		if !ok {
-			return LineHead{}, badLine("seq %s is not a positive integer", env.seq)
-		}
-		h.Seq = n
-	}
-	return h, nil
+	return LineHead{}, err
 }
 
 // envelope is what a scan of an export line's object found, field by
@@ -146,6 +141,14 @@ type envelope struct {
 	first          error // the first problem with a field
 	op, seq, null  []byte
 	createdAt, typ string
+}
+
+// scan reads b's members into e and l, by scanObject.
+func (e *envelope) scan(b []byte, l *ExportLine) error {
+	if len(b) > MaxLineBytes {
+		return badLine("line longer than %d bytes", MaxLineBytes)
+	}
+	return scanObject(b, func(key string, v []byte) { e.field(l, key, v, jsonString) })
 }
 
 // field records member key with raw value v; str decodes a JSON string.
@@ -430,4 +433,100 @@ func positiveInt(v []byte) (int64, bool) {
 	}
 	n, err := strconv.ParseInt(string(v), 10, 64)
 	return n, err == nil
+}
+
+// ExportLines returns the non-blank lines of an export body (a page of
+// /export, or the event lines of a stream), in order.
+func ExportLines(body []byte) [][]byte {
+	var out [][]byte
+	for l := range bytes.SplitSeq(body, []byte{'\n'}) {
+		if len(bytes.TrimSpace(l)) > 0 {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// ErrPageEnd: the last line of a seq-mode export page is not a seq-mode
+// line (a body cut off, or an export without seq mode), so where the next
+// page starts is not known.
+var ErrPageEnd = errors.New("the last line is not a seq-mode export line")
+
+// SeqPage is a page of a seq-mode export (GET /export?after=…).
+type SeqPage struct {
+	Lines [][]byte
+	// Seqs are the lines' seqs, as ReadLineHead reads them (0: none, or
+	// a line that cannot be read); Last is the last line's (0: an empty
+	// page).
+	Seqs []int64
+	Last int64
+}
+
+// ParseSeqPage splits a seq-mode export page into its lines and reads
+// their seqs by ReadLineHead, the rules the ingest of the lines applies.
+// The last line's seq is where the next page starts: it must be readable
+// (else ErrPageEnd) and above every other seq of the page.
+func ParseSeqPage(body []byte) (SeqPage, error) {
+	p := SeqPage{Lines: ExportLines(body)}
+	n := len(p.Lines)
+	if n == 0 {
+		return p, nil
+	}
+	p.Seqs = make([]int64, n)
+	for i, l := range p.Lines {
+		if h, err := ReadLineHead(l); err == nil {
+			p.Seqs[i] = h.Seq
+		} else if i == n-1 {
+			return SeqPage{}, fmt.Errorf("%w (cut off?): %v", ErrPageEnd, err)
+		}
+	}
+	p.Last = p.Seqs[n-1]
+	if p.Last == 0 {
+		return SeqPage{}, fmt.Errorf("%w: it has no seq", ErrPageEnd)
+	}
+	for _, s := range p.Seqs[:n-1] {
+		if s >= p.Last {
+			return SeqPage{}, fmt.Errorf("the last line's seq %d is not above the page's seq %d", p.Last, s)
+		}
+	}
+	return p, nil
+}
+
+// AuditEntry is one element of a /:did/log/audit response: an op of the
+// DID with its CID, whether it is nullified, and its createdAt, as the
+// directory states them (validate.AppendAuditEntryJSON renders one).
+type AuditEntry struct {
+	DID       string          `json:"did"`
+	Operation json.RawMessage `json:"operation"`
+	CID       string          `json:"cid"`
+	Nullified bool            `json:"nullified"`
+	CreatedAt string          `json:"createdAt"`
+	// Seq and Proof are present in GET /:did/log/audit?proof=true.
+	Seq   int64       `json:"seq,omitempty"`
+	Proof *AuditProof `json:"proof,omitempty"`
+}
+
+// AuditProof is an entry's inclusion proof in the transparency log: the
+// leaf with index LeafIndex (Leaf) in the tree of size TreeSize, whose
+// root the signed checkpoint note Checkpoint states.
+type AuditProof struct {
+	TreeSize   int64    `json:"treeSize"`
+	LeafIndex  int64    `json:"leafIndex"`
+	Hashes     []string `json:"hashes"`
+	Checkpoint string   `json:"checkpoint"`
+}
+
+// ReadAuditLog decodes an audit log: one JSON array of entries and nothing
+// after it. The envelope is decoded leniently (extra fields are ignored);
+// the entries' ops and values are the caller's to judge.
+func ReadAuditLog(r io.Reader) ([]AuditEntry, error) {
+	var entries []AuditEntry
+	dec := json.NewDecoder(r)
+	if err := dec.Decode(&entries); err != nil {
+		return nil, fmt.Errorf("not an audit log (a JSON array of entries): %w", err)
+	}
+	if dec.More() {
+		return nil, errors.New("not an audit log: data after the JSON array")
+	}
+	return entries, nil
 }

@@ -3,6 +3,7 @@ package audit
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -546,24 +547,14 @@ func (v *exportVerifier) merge(rep *ExportReport) {
 		rep.Truncated = rep.Truncated || w.listCut
 	}
 	max := v.opts.MaxListed
-	slices.SortFunc(rep.InvalidOps, func(a, b InvalidOp) int { return cmpInt64(a.Line, b.Line) })
+	slices.SortFunc(rep.InvalidOps, func(a, b InvalidOp) int { return cmp.Compare(a.Line, b.Line) })
 	if len(rep.InvalidOps) > max {
 		rep.InvalidOps, rep.Truncated = rep.InvalidOps[:max], true
 	}
-	slices.SortFunc(rep.NullifiedErrors, func(a, b NullifiedProblem) int { return cmpInt64(a.Line, b.Line) })
+	slices.SortFunc(rep.NullifiedErrors, func(a, b NullifiedProblem) int { return cmp.Compare(a.Line, b.Line) })
 	if len(rep.NullifiedErrors) > max {
 		rep.NullifiedErrors, rep.Truncated = rep.NullifiedErrors[:max], true
 	}
-}
-
-func cmpInt64(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // exportWorker verifies the ops of its DIDs, in export order.

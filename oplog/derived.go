@@ -2,6 +2,7 @@ package oplog
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -149,7 +150,7 @@ func CheckDerived(ctx context.Context, store Store, opts DerivedOptions) error {
 		mu.Lock()
 		defer mu.Unlock()
 		found = append(found, ms...)
-		slices.SortFunc(found, func(a, b DerivedMismatch) int { return cmpInt(a.Seq, b.Seq) })
+		slices.SortFunc(found, func(a, b DerivedMismatch) int { return cmp.Compare(a.Seq, b.Seq) })
 		if len(found) > derivedShown {
 			found, more = found[:derivedShown], true
 		}
@@ -252,16 +253,6 @@ func CheckDerived(ctx context.Context, store Store, opts DerivedOptions) error {
 		return nil
 	}
 	return &DerivedError{Mismatches: found, More: more}
-}
-
-func cmpInt(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // replayDerived replays the ops of one DID (in seq order) and returns how

@@ -2,12 +2,16 @@ package plc
 
 import (
 	"bytes"
-	"encoding/binary"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
+
+	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/plcdir/plc/validate"
 )
@@ -36,14 +40,14 @@ var leafKeys = [5]string{"op", "cid", "did", "seq", "createdAt"}
 func AppendLeaf(dst []byte, l *Leaf) []byte {
 	dst = append(dst, 0xa0|byte(len(leafKeys))) // a map of 5
 	dst = appendCBORText(dst, leafKeys[0])
-	dst = appendCBORHead(dst, cborBytes, uint64(len(l.Op)))
+	dst = validate.AppendCBORHead(dst, cborBytes, uint64(len(l.Op)))
 	dst = append(dst, l.Op...)
 	dst = appendCBORText(dst, leafKeys[1])
 	dst = appendCBORText(dst, l.CID)
 	dst = appendCBORText(dst, leafKeys[2])
 	dst = appendCBORText(dst, l.DID)
 	dst = appendCBORText(dst, leafKeys[3])
-	dst = appendCBORHead(dst, cborUint, uint64(l.Seq))
+	dst = validate.AppendCBORHead(dst, cborUint, uint64(l.Seq))
 	dst = appendCBORText(dst, leafKeys[4])
 	var ts [32]byte
 	return appendCBORText(dst, validate.AppendTimestamp(ts[:0], l.CreatedAt))
@@ -95,23 +99,8 @@ const (
 	cborMap   = 5
 )
 
-func appendCBORHead(dst []byte, major byte, n uint64) []byte {
-	m := major << 5
-	switch {
-	case n < 24:
-		return append(dst, m|byte(n))
-	case n <= math.MaxUint8:
-		return append(dst, m|24, byte(n))
-	case n <= math.MaxUint16:
-		return binary.BigEndian.AppendUint16(append(dst, m|25), uint16(n))
-	case n <= math.MaxUint32:
-		return binary.BigEndian.AppendUint32(append(dst, m|26), uint32(n))
-	}
-	return binary.BigEndian.AppendUint64(append(dst, m|27), n)
-}
-
 func appendCBORText[T string | []byte](dst []byte, s T) []byte {
-	return append(appendCBORHead(dst, cborText, uint64(len(s))), s...)
+	return append(validate.AppendCBORHead(dst, cborText, uint64(len(s))), s...)
 }
 
 // leafDecoder reads the few CBOR items a leaf is made of. The first
@@ -182,4 +171,45 @@ func (d *leafDecoder) key(k string) {
 func (d *leafDecoder) field(k string, want byte) []byte {
 	d.key(k)
 	return d.item(want)
+}
+
+// CheckpointBody is the body of a C2SP tlog-checkpoint: the log's origin,
+// the tree size and the root hash. It is the text of the signed note the
+// log publishes (the signatures are the note's, not the body's).
+type CheckpointBody struct {
+	Origin string
+	Size   int64
+	Root   tlog.Hash
+}
+
+// Format renders the body: origin, size and base64 root hash, one per line.
+func (c CheckpointBody) Format() string {
+	return fmt.Sprintf("%s\n%d\n%s\n", c.Origin, c.Size, base64.StdEncoding.EncodeToString(c.Root[:]))
+}
+
+// ParseCheckpointBody parses a checkpoint note's text (extension lines
+// after the third are allowed and ignored): a non-empty origin, a size in
+// its canonical decimal form, a base64 hash of tlog.HashSize bytes, each
+// line ended by a newline.
+func ParseCheckpointBody(text string) (CheckpointBody, error) {
+	var c CheckpointBody
+	lines := strings.SplitN(text, "\n", 4)
+	if len(lines) < 4 || !strings.HasSuffix(text, "\n") {
+		return c, errors.New("checkpoint: want origin, size and root hash lines")
+	}
+	c.Origin = lines[0]
+	size, err := strconv.ParseInt(lines[1], 10, 64)
+	if err != nil || size < 0 || strconv.FormatInt(size, 10) != lines[1] {
+		return c, fmt.Errorf("checkpoint: bad tree size %q", lines[1])
+	}
+	c.Size = size
+	root, err := base64.StdEncoding.DecodeString(lines[2])
+	if err != nil || len(root) != tlog.HashSize {
+		return c, fmt.Errorf("checkpoint: bad root hash %q", lines[2])
+	}
+	copy(c.Root[:], root)
+	if c.Origin == "" {
+		return c, errors.New("checkpoint: empty origin")
+	}
+	return c, nil
 }
