@@ -4,7 +4,8 @@
 // legacy line's nullified flag kept as stated), seq-mode export pages
 // (ParseSeqPage), /:did/log/audit entries (AuditEntry, ReadAuditLog),
 // transparency-log leaves (AppendLeaf, ParseLeaf: exact inverses over
-// canonical leaves) and checkpoint bodies (CheckpointBody).
+// canonical leaves), entry bundles (AppendBundleEntry, SplitBundle) and
+// checkpoint bodies (CheckpointBody).
 //
 // Ops, their canonical encodings, the JSON renderings of entries and lines
 // (validate.AppendAuditEntryJSON, validate.AppendSequencedJSON, held to

@@ -3,6 +3,7 @@ package plc
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -89,6 +90,35 @@ func ParseLeaf(b []byte) (Leaf, error) {
 		return l, errors.New("not in canonical form")
 	}
 	return l, nil
+}
+
+// AppendBundleEntry appends leaf to an entry bundle (C2SP tlog-tiles:
+// each entry prefixed by its length, two bytes big-endian).
+func AppendBundleEntry(bundle, leaf []byte) ([]byte, error) {
+	if len(leaf) > math.MaxUint16 {
+		return bundle, fmt.Errorf("%d bytes: too long for an entry bundle", len(leaf))
+	}
+	return append(binary.BigEndian.AppendUint16(bundle, uint16(len(leaf))), leaf...), nil
+}
+
+// SplitBundle splits an entry bundle into its entries, which must be n.
+func SplitBundle(b []byte, n int) ([][]byte, error) {
+	out := make([][]byte, 0, n)
+	for len(b) > 0 {
+		if len(b) < 2 {
+			return nil, fmt.Errorf("a truncated length after %d entries", len(out))
+		}
+		l := int(binary.BigEndian.Uint16(b))
+		if len(b) < 2+l {
+			return nil, fmt.Errorf("entry %d is cut short (%d of %d bytes)", len(out), len(b)-2, l)
+		}
+		out = append(out, b[2:2+l])
+		b = b[2+l:]
+	}
+	if len(out) != n {
+		return nil, fmt.Errorf("%d entries, want %d", len(out), n)
+	}
+	return out, nil
 }
 
 // CBOR major types of a leaf's items.

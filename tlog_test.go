@@ -66,3 +66,31 @@ func TestLeafRejectsNonCanonical(t *testing.T) {
 		}
 	}
 }
+
+func TestBundleRoundTrip(t *testing.T) {
+	var b []byte
+	leaves := [][]byte{{}, []byte("a"), bytes.Repeat([]byte{1}, 0xffff)}
+	for _, l := range leaves {
+		var err error
+		if b, err = AppendBundleEntry(b, l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := SplitBundle(b, len(leaves))
+	if err != nil || len(got) != len(leaves) {
+		t.Fatalf("SplitBundle: %d entries, %v", len(got), err)
+	}
+	for i := range leaves {
+		if !bytes.Equal(got[i], leaves[i]) {
+			t.Errorf("entry %d: %x, want %x", i, got[i], leaves[i])
+		}
+	}
+	if _, err := AppendBundleEntry(nil, make([]byte, 0x10000)); err == nil {
+		t.Error("a leaf over 64 KiB taken into a bundle")
+	}
+	for _, bad := range [][]byte{b[:1], b[:len(b)-1], append(bytes.Clone(b), 0)} {
+		if _, err := SplitBundle(bad, len(leaves)); err == nil {
+			t.Errorf("SplitBundle(%d bytes) accepted", len(bad))
+		}
+	}
+}

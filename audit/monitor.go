@@ -604,7 +604,7 @@ func (m *Monitor) entries(ctx context.Context, r *round, thr tlog.HashReader, st
 	if err != nil {
 		return 0, err
 	}
-	leaves, err := splitBundle(b, tile.W)
+	leaves, err := plc.SplitBundle(b, tile.W)
 	if err != nil {
 		if len(b) <= 1<<20 {
 			r.evidence.Bundle = b
@@ -704,26 +704,6 @@ func (m *Monitor) check(ctx context.Context, items []oplog.IngestItem) (int, err
 		}
 	}
 	return 0, nil
-}
-
-// splitBundle splits an entry bundle into its n entries.
-func splitBundle(b []byte, n int) ([][]byte, error) {
-	out := make([][]byte, 0, n)
-	for len(b) > 0 {
-		if len(b) < 2 {
-			return nil, fmt.Errorf("a truncated length after %d entries", len(out))
-		}
-		l := int(b[0])<<8 | int(b[1])
-		if len(b) < 2+l {
-			return nil, fmt.Errorf("entry %d is cut short (%d of %d bytes)", len(out), len(b)-2, l)
-		}
-		out = append(out, b[2:2+l])
-		b = b[2+l:]
-	}
-	if len(out) != n {
-		return nil, fmt.Errorf("%d entries, want %d", len(out), n)
-	}
-	return out, nil
 }
 
 // parseLeaf decodes the leaf with index at strictly (plc.ParseLeaf), with

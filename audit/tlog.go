@@ -1,7 +1,6 @@
 package audit
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -338,17 +337,14 @@ func (t *TLog) ConsistencyProof(ctx context.Context, oldSize, newSize int64) (tl
 // leafBundle renders the entries of ops first…first+n-1 as a C2SP entry
 // bundle: each leaf's data prefixed with its length (2 bytes, big-endian).
 func leafBundle(es []oplog.Entry) ([]byte, error) {
-	var b bytes.Buffer
+	var b []byte
 	for i := range es {
-		d := oplog.LeafData(&es[i])
-		if len(d) > 0xffff {
-			return nil, fmt.Errorf("leaf %d is %d bytes: too long for an entry bundle", es[i].Seq, len(d))
+		var err error
+		if b, err = plc.AppendBundleEntry(b, oplog.LeafData(&es[i])); err != nil {
+			return nil, fmt.Errorf("leaf %d is %w", es[i].Seq, err)
 		}
-		b.WriteByte(byte(len(d) >> 8))
-		b.WriteByte(byte(len(d)))
-		b.Write(d)
 	}
-	return b.Bytes(), nil
+	return b, nil
 }
 
 // sleep waits for d or until ctx is done: the default Wait.
