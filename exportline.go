@@ -17,15 +17,12 @@ import (
 // rejected (ErrBadLine), never buffered whole.
 const MaxLineBytes = 64 << 10
 
-// ErrBadLine: a line is not a usable export line (bad JSON, unknown,
-// duplicate or missing fields, an op that does not parse, a CID that does
-// not match the op). Every error ParseExportLine and ReadLineHead return
-// is one.
+// ErrBadLine: a line is not a usable export line. Every error of
+// ParseExportLine and ReadLineHead is one.
 var ErrBadLine = errors.New("bad export line")
 
-// LineError is an ErrBadLine with the message operators see (the reason a
-// rejected line is recorded with), wrapping the op's own parse error
-// where that is what is wrong.
+// LineError is an ErrBadLine with the message operators see, wrapping the
+// op's own parse error where that is what is wrong.
 type LineError struct {
 	Msg string
 	Err error
@@ -39,25 +36,16 @@ func badLine(format string, args ...any) error {
 	return &LineError{Msg: fmt.Sprintf(format, args...)}
 }
 
-// ExportLine is one line of an export, seq mode
-//
-//	{"type":"sequenced_op","did":…,"operation":…,"cid":…,"createdAt":…,"seq":…}
-//
-// or legacy
-//
-//	{"did":…,"operation":…,"cid":…,"nullified":…,"createdAt":…}
+// ExportLine is one line of an export, seq mode ({"type":"sequenced_op",
+// did, operation, cid, createdAt, seq}) or legacy ({did, operation, cid,
+// nullified, createdAt}). Op is nil when the line is rejected; Seq is 0
+// on a legacy line; HasNullified reports whether the line states a
+// nullified flag, which is the source's claim, not the chain rules'.
 type ExportLine struct {
-	// DID and CID are what the line states; the CID is the op's.
-	DID, CID string
-	// Op is the parsed op (nil when the line is rejected).
-	Op *validate.Op
-	// CreatedAt is the line's createdAt, to the millisecond.
-	CreatedAt time.Time
-	// Seq is a seq-mode line's seq (0: a legacy line).
-	Seq int64
-	// HasNullified reports whether the line states a nullified flag (a
-	// legacy line may; a seq-mode line never does), and Nullified is it.
-	// The flag is the source's claim, not a verdict of the chain rules.
+	DID, CID                string
+	Op                      *validate.Op
+	CreatedAt               time.Time
+	Seq                     int64
 	HasNullified, Nullified bool
 }
 

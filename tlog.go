@@ -34,24 +34,15 @@ type Leaf struct {
 	Op []byte
 }
 
-// leafKeys are a leaf's keys, in their canonical order.
-var leafKeys = [5]string{"op", "cid", "did", "seq", "createdAt"}
-
 // AppendLeaf appends the leaf data of l to dst.
 func AppendLeaf(dst []byte, l *Leaf) []byte {
-	dst = append(dst, 0xa0|byte(len(leafKeys))) // a map of 5
-	dst = appendCBORText(dst, leafKeys[0])
-	dst = validate.AppendCBORHead(dst, cborBytes, uint64(len(l.Op)))
-	dst = append(dst, l.Op...)
-	dst = appendCBORText(dst, leafKeys[1])
-	dst = appendCBORText(dst, l.CID)
-	dst = appendCBORText(dst, leafKeys[2])
-	dst = appendCBORText(dst, l.DID)
-	dst = appendCBORText(dst, leafKeys[3])
-	dst = validate.AppendCBORHead(dst, cborUint, uint64(l.Seq))
-	dst = appendCBORText(dst, leafKeys[4])
 	var ts [32]byte
-	return appendCBORText(dst, validate.AppendTimestamp(ts[:0], l.CreatedAt))
+	dst = append(dst, 0xa5) // a map of 5 keys, each followed by its value
+	dst = validate.AppendCBORHead(appendCBORText(dst, "op"), cborBytes, uint64(len(l.Op)))
+	dst = appendCBORText(appendCBORText(append(dst, l.Op...), "cid"), l.CID)
+	dst = appendCBORText(appendCBORText(dst, "did"), l.DID)
+	dst = validate.AppendCBORHead(appendCBORText(dst, "seq"), cborUint, uint64(l.Seq))
+	return appendCBORText(appendCBORText(dst, "createdAt"), validate.AppendTimestamp(ts[:0], l.CreatedAt))
 }
 
 // ParseLeaf decodes leaf data strictly: exactly the map AppendLeaf writes
@@ -62,24 +53,23 @@ func AppendLeaf(dst []byte, l *Leaf) []byte {
 func ParseLeaf(b []byte) (Leaf, error) {
 	var l Leaf
 	d := leafDecoder{b: b}
-	if major, n := d.head(); d.err == nil && (major != cborMap || n != uint64(len(leafKeys))) {
-		d.fail("want a CBOR map of %d keys", len(leafKeys))
+	if major, n := d.head(); d.err == nil && (major != cborMap || n != 5) {
+		d.fail("want a CBOR map of 5 keys")
 	}
-	l.Op = d.field(leafKeys[0], cborBytes)
-	l.CID = string(d.field(leafKeys[1], cborText))
-	l.DID = string(d.field(leafKeys[2], cborText))
-	d.key(leafKeys[3])
+	l.Op = d.field("op", cborBytes)
+	l.CID = string(d.field("cid", cborText))
+	l.DID = string(d.field("did", cborText))
+	d.key("seq")
 	if major, n := d.head(); d.err == nil && (major != cborUint || n == 0 || n > math.MaxInt64) {
 		d.fail("seq is not a positive integer")
 	} else {
 		l.Seq = int64(n)
 	}
-	at := string(d.field(leafKeys[4], cborText))
-	if d.err == nil {
-		var err error
-		if l.CreatedAt, err = time.Parse(validate.TimestampLayout, at); err != nil {
-			d.fail("createdAt %q is not a %s time", at, validate.TimestampLayout)
-		}
+	at := string(d.field("createdAt", cborText))
+	if t, err := time.Parse(validate.TimestampLayout, at); d.err == nil && err != nil {
+		d.fail("createdAt %q is not a %s time", at, validate.TimestampLayout)
+	} else {
+		l.CreatedAt = t
 	}
 	switch {
 	case d.err != nil:

@@ -112,7 +112,8 @@ func (m *Mirror) follow(ctx context.Context) error {
 		items := make([]oplog.IngestItem, len(batch))
 		for i, b := range batch {
 			line++
-			it := oplog.ParseExportLine(line, b)
+			x, _, err := plc.ParseExportLine(b)
+			it := oplog.NewIngestItem(line, b, x, err)
 			if it.Err == nil && it.Seq == 0 {
 				it.Err, it.Op = errors.New("a stream event without seq"), nil
 			}

@@ -97,7 +97,7 @@ func (m *Mirror) heldAt(ctx context.Context, c oplog.Cursor) (heldLine, bool, er
 		if kindOf(r.Reason) == KindReordered {
 			continue
 		}
-		if it := oplog.ParseExportLine(c.Line, r.Raw); it.Seq == c.Seq {
+		if l, _, _ := plc.ParseExportLine(r.Raw); l.Seq == c.Seq {
 			return heldLine{line: r.Raw, did: r.DID, cid: r.CID}, true, nil
 		}
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"runtime"
 	"slices"
@@ -324,15 +323,6 @@ func replayDerived(ops []DerivedOp, full bool, recent time.Time) []DerivedMismat
 		}
 	}
 	return out
-}
-
-// reasonOf is a validation error's reason for a log reader.
-func reasonOf(err error) string {
-	var ve *validate.Error
-	if errors.As(err, &ve) && ve.Reason != "" {
-		return ve.Reason
-	}
-	return err.Error()
 }
 
 // prevKeys returns the rotation keys of the op of chain with CID prev

@@ -50,17 +50,9 @@ type IngestItem struct {
 	Err error
 }
 
-// ParseExportLine reads one line of an export (seq-mode or legacy, as
-// Import takes them, by plc.ParseExportLine) as the ingest item of line
-// number n: an op, or an Err (an ErrBadLine) saying what is wrong with the
-// line. b is kept as the item's Raw (cut at MaxLineBytes).
-func ParseExportLine(n int64, b []byte) IngestItem {
-	it, _ := parseExportLine(rawLine{n: n, b: b})
-	return it
-}
-
-// parseExportLine reads l as ParseExportLine does, and reports whether it
-// is at least a JSON object with a did and an operation.
+// parseExportLine reads l by plc.ParseExportLine as the ingest item of
+// its line (Raw cut at MaxLineBytes), and reports whether it is at least a
+// JSON object with a did and an operation.
 func parseExportLine(l rawLine) (it IngestItem, looksLikeExport bool) {
 	if l.tooLong || len(l.b) > MaxLineBytes {
 		return IngestItem{Line: l.n, Raw: l.b[:min(len(l.b), MaxLineBytes)], Err: badLine("line longer than %d bytes", MaxLineBytes)}, false

@@ -235,14 +235,6 @@ func ValidDID(s string) bool {
 	return true
 }
 
-// cborKeyLess is the DAG-CBOR map key order: shorter keys first, then bytewise.
-func cborKeyLess(a, b string) bool {
-	if len(a) != len(b) {
-		return len(a) < len(b)
-	}
-	return a < b
-}
-
 func cborKeyCompare(a, b string) int {
 	if len(a) != len(b) {
 		return len(a) - len(b)
