@@ -102,22 +102,21 @@ func ReadLineHead(b []byte) (LineHead, error) {
 	var (
 		env envelope
 		l   ExportLine
-		ok  = true
+		ok  bool
 	)
 	err := env.scan(b, &l)
-	if err == nil && env.seen&fieldSeq != 0 {
-		l.Seq, ok = positiveInt(env.seq)
-	}
-	switch {
-	case err != nil:
-	case env.first != nil:
+	if err == nil {
 		err = env.first
-	case !ok:
-		err = badLine("seq %s is not a positive integer", env.seq)
-	default:
-		return LineHead{DID: l.DID, CID: l.CID, CreatedAt: env.createdAt, Seq: l.Seq}, nil
 	}
-	return LineHead{}, err
+	if err == nil && env.seen&fieldSeq != 0 {
+		if l.Seq, ok = positiveInt(env.seq); !ok {
+			err = badLine("seq %s is not a positive integer", env.seq)
+		}
+	}
+	if err != nil {
+		return LineHead{}, err
+	}
+	return LineHead{DID: l.DID, CID: l.CID, CreatedAt: env.createdAt, Seq: l.Seq}, nil
 }
 
 // envelope is what a scan of an export line's object found, field by
@@ -440,14 +439,12 @@ func ExportLines(body []byte) [][]byte {
 // page starts is not known.
 var ErrPageEnd = errors.New("the last line is not a seq-mode export line")
 
-// SeqPage is a page of a seq-mode export (GET /export?after=…).
+// SeqPage is a page of a seq-mode export: its lines, their seqs as
+// ReadLineHead reads them (0: none, or unreadable), and the last line's.
 type SeqPage struct {
 	Lines [][]byte
-	// Seqs are the lines' seqs, as ReadLineHead reads them (0: none, or
-	// a line that cannot be read); Last is the last line's (0: an empty
-	// page).
-	Seqs []int64
-	Last int64
+	Seqs  []int64
+	Last  int64
 }
 
 // ParseSeqPage splits a seq-mode export page into its lines and reads

@@ -629,7 +629,6 @@ func (m *Monitor) entries(ctx context.Context, r *round, thr tlog.HashReader, st
 		}
 	}
 	items := make([]oplog.IngestItem, 0, len(leaves))
-	entries := make([]plc.Leaf, 0, len(leaves))
 	for i := start - first; i < int64(len(leaves)); i++ {
 		at := first + i
 		leaf := leaves[i]
@@ -639,7 +638,6 @@ func (m *Monitor) entries(ctx context.Context, r *round, thr tlog.HashReader, st
 			return 0, r.fail(KindBadLeaf, "the entry with index %d: %v", at, err)
 		}
 		items = append(items, oplog.IngestItem{Line: at + 1, DID: e.DID, CID: e.CID, Op: op, CreatedAt: e.CreatedAt, Raw: leaf})
-		entries = append(entries, e)
 	}
 	// The rules first, without writing: a rejected op must not enter the
 	// monitor's store (Ingest would record it and go on).
@@ -666,9 +664,9 @@ func (m *Monitor) entries(ctx context.Context, r *round, thr tlog.HashReader, st
 		return 0, fmt.Errorf("the monitor's database is not where its tree is (%d entries skipped): start over with an empty state directory", res.Skipped)
 	}
 	for i := range res.Entries {
-		got, want := &res.Entries[i], &entries[i]
-		if got.Seq != want.Seq || !bytes.Equal(oplog.LeafData(got), items[i].Raw) {
-			at := want.Seq - 1
+		got, seq := &res.Entries[i], items[i].Line // an entry's line is its seq
+		if got.Seq != seq || !bytes.Equal(oplog.LeafData(got), items[i].Raw) {
+			at := seq - 1
 			r.evidence.Index, r.evidence.Leaf = &at, items[i].Raw
 			return 0, r.fail(KindBadLeaf, "the entry with index %d was replayed as seq %d, another leaf", at, got.Seq)
 		}

@@ -308,12 +308,11 @@ func (ch *exportChunk) parse() {
 		b := ch.buf[l.start:l.end]
 		x, _, err := plc.ParseExportLine(b)
 		ch.items[i] = oplog.NewIngestItem(l.n, nil, x, err) // Raw not kept: the report quotes no line
-		switch {
-		case err != nil || !x.HasNullified:
-		case x.Nullified:
-			ch.stated[i] = stateTrue
-		default:
+		if err == nil && x.HasNullified {
 			ch.stated[i] = stateFalse
+			if x.Nullified {
+				ch.stated[i] = stateTrue
+			}
 		}
 	}
 	close(ch.parsed)

@@ -16,11 +16,11 @@ import (
 )
 
 // The transparency log is an RFC 6962 Merkle tree over the op sequence:
-// leaf i is the op with seq i+1, and its data is LeafData (plc.Leaf). The stores keep
-// the tree's stored hashes (tlog's numbering: tlog.StoredHashes of each
-// record) in chunks, one per append transaction, written in the same
-// transaction as the ops; the package audit builds checkpoints, tiles and
-// proofs on them.
+// leaf i is the op with seq i+1, and its data is LeafData (plc.Leaf). The
+// stores keep the tree's stored hashes (tlog's numbering: tlog.StoredHashes
+// of each record) in chunks, one per append transaction, written in the
+// same transaction as the ops; the package audit builds checkpoints, tiles
+// and proofs on them.
 
 // ErrTreeBehind: the op log holds ops the tree does not cover (a database
 // written before the transparency log); CatchUpTree fills the tree in.
