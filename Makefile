@@ -26,7 +26,8 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzDecodeSignature$$' -fuzztime=$(FUZZTIME) ./validate
 	$(GO) test -run='^$$' -fuzz='^FuzzParseDIDKey$$' -fuzztime=$(FUZZTIME) ./validate
 	$(GO) test -run='^$$' -fuzz='^FuzzParseCompact$$' -fuzztime=$(FUZZTIME) ./validate
-	$(GO) test -run='^$$' -fuzz='^FuzzExportLine$$' -fuzztime=$(FUZZTIME) ./oplog
+	$(GO) test -run='^$$' -fuzz='^FuzzExportLine$$' -fuzztime=$(FUZZTIME) .
+	$(GO) test -run='^$$' -fuzz='^FuzzLeaf$$' -fuzztime=$(FUZZTIME) .
 
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem -count=6 ./validate

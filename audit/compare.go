@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"sync"
 
+	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/validate"
 )
 
@@ -189,7 +190,7 @@ feed:
 func compareDID(ctx context.Context, a, b *DirectoryClient, did string) (DIDComparison, error) {
 	c := DIDComparison{DID: did}
 	var (
-		logA, logB []LogEntry
+		logA, logB []plc.AuditEntry
 		docA, docB Document
 		errs       [4]error
 		wg         sync.WaitGroup
@@ -220,7 +221,7 @@ func compareDID(ctx context.Context, a, b *DirectoryClient, did string) (DIDComp
 }
 
 // compareLogs lists the differences between two audit logs of a DID.
-func compareLogs(a, b []LogEntry) []Difference {
+func compareLogs(a, b []plc.AuditEntry) []Difference {
 	var out []Difference
 	inA := make(map[string]int, len(a))
 	for i, e := range a {
@@ -360,10 +361,8 @@ func SampleDIDs(ctx context.Context, d *DirectoryClient, n int, rng *rand.Rand) 
 		if err != nil || len(lines) == 0 {
 			return err
 		}
-		var l struct {
-			DID string `json:"did"`
-		}
-		if err := json.Unmarshal(lines[0], &l); err != nil || l.DID == "" {
+		l, err := plc.ReadLineHead(lines[0])
+		if err != nil || l.DID == "" {
 			return &StatusError{URL: d.url("/export", nil).Redacted(), Message: fmt.Sprintf("the line after seq %d names no DID", after)}
 		}
 		if !seen[l.DID] {

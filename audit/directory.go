@@ -13,8 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/internal/origin"
-	"github.com/plcdir/plc/oplog"
 )
 
 // DirectoryClient reads the public API of a did:plc directory (plc serve,
@@ -176,37 +176,26 @@ func quoteIfNeeded(s string, n int) string {
 // ExportPage returns the lines of the seq-mode export page after seq
 // after (GET /export?after=<after>&count=<count>), and the seq of its last
 // line (after for an empty page). A page whose last line is not a
-// seq-mode line (as oplog.ReadLineHead reads it), or whose last seq is not
-// its highest, is a *StatusError: a cut-off body, a directory without seq
-// mode, or one that repeats a seq.
+// seq-mode line, or whose last seq is not its highest (plc.ParseSeqPage),
+// is a *StatusError: a cut-off body, a directory without seq mode, or one
+// that repeats a seq.
 func (d *DirectoryClient) ExportPage(ctx context.Context, after int64, count int) (lines [][]byte, last int64, err error) {
 	q := url.Values{"after": {strconv.FormatInt(after, 10)}, "count": {strconv.Itoa(count)}}
 	_, body, err := d.get(origin.NoRedirects(ctx), "/export", q, MaxExportPageBytes)
 	if err != nil {
 		return nil, 0, err
 	}
-	for l := range bytes.SplitSeq(body, []byte{'\n'}) {
-		if len(bytes.TrimSpace(l)) > 0 {
-			lines = append(lines, l)
-		}
-	}
-	if len(lines) == 0 {
-		return nil, after, nil
-	}
-	// The seq the next page starts after is read by the ingest's own rules,
-	// and must be the page's highest.
-	h, err := oplog.ReadLineHead(lines[len(lines)-1])
-	if err != nil || h.Seq == 0 {
+	p, err := plc.ParseSeqPage(body)
+	switch {
+	case errors.Is(err, plc.ErrPageEnd):
 		return nil, 0, &StatusError{URL: d.url("/export", q).Redacted(),
 			Message: "the last line is not a seq-mode export line (a cut-off body, or a directory without seq mode)"}
+	case err != nil:
+		return nil, 0, &StatusError{URL: d.url("/export", q).Redacted(), Message: err.Error()}
+	case len(p.Lines) == 0:
+		return nil, after, nil
 	}
-	for _, l := range lines[:len(lines)-1] {
-		if o, err := oplog.ReadLineHead(l); err == nil && o.Seq >= h.Seq {
-			return nil, 0, &StatusError{URL: d.url("/export", q).Redacted(),
-				Message: fmt.Sprintf("the last line's seq %d is not above the page's seq %d", h.Seq, o.Seq)}
-		}
-	}
-	return lines, h.Seq, nil
+	return p.Lines, p.Last, nil
 }
 
 // ExportPageSize is the page size ExportReader asks for: the largest the
@@ -266,8 +255,8 @@ func (p *exportPager) Read(b []byte) (int, error) {
 var ErrNotRegistered = errors.New("DID not registered")
 
 // AuditLog returns a DID's audit log (GET /:did/log/audit), the entries
-// decoded leniently (see ReadLog), or ErrNotRegistered on a 404.
-func (d *DirectoryClient) AuditLog(ctx context.Context, did string) ([]LogEntry, error) {
+// decoded leniently (see plc.ReadAuditLog), or ErrNotRegistered on a 404.
+func (d *DirectoryClient) AuditLog(ctx context.Context, did string) ([]plc.AuditEntry, error) {
 	status, body, err := d.get(ctx, "/"+did+"/log/audit", nil, MaxAuditLogBytes, http.StatusNotFound)
 	if err != nil {
 		return nil, err
@@ -275,7 +264,7 @@ func (d *DirectoryClient) AuditLog(ctx context.Context, did string) ([]LogEntry,
 	if status == http.StatusNotFound {
 		return nil, ErrNotRegistered
 	}
-	entries, err := ReadLog(bytes.NewReader(body))
+	entries, err := plc.ReadAuditLog(bytes.NewReader(body))
 	if err != nil {
 		return nil, &StatusError{URL: d.url("/"+did+"/log/audit", nil).Redacted(), Message: err.Error()}
 	}

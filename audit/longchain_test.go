@@ -12,6 +12,7 @@ import (
 
 	"github.com/bluesky-social/indigo/atproto/atcrypto"
 
+	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/audit"
 	"github.com/plcdir/plc/corpus"
 	"github.com/plcdir/plc/validate"
@@ -204,7 +205,7 @@ func TestVerifyExportOfForkingLongChainIsLinear(t *testing.T) {
 // (verify-log, GET /:did/log/audit).
 func TestVerifyLogOfOneLongChainIsLinear(t *testing.T) {
 	lines := longChain(t, chainLong)
-	entries := make([]audit.LogEntry, len(lines))
+	entries := make([]plc.AuditEntry, len(lines))
 	for i, l := range lines {
 		if err := json.Unmarshal(l, &entries[i]); err != nil {
 			t.Fatal(err)

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"math"
 	"net/http"
 	"net/url"
 	"os"
@@ -18,11 +17,11 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 
+	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/internal/origin"
 	"github.com/plcdir/plc/oplog"
 	"github.com/plcdir/plc/validate"
@@ -236,7 +235,7 @@ func (m *Monitor) progress(format string, args ...any) {
 func (m *Monitor) statePath() string { return filepath.Join(m.opts.Dir, "checkpoint") }
 
 // loadState reads the last verified checkpoint (nil when none).
-func (m *Monitor) loadState() ([]byte, *CheckpointBody, error) {
+func (m *Monitor) loadState() ([]byte, *plc.CheckpointBody, error) {
 	b, err := os.ReadFile(m.statePath())
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil, nil
@@ -605,7 +604,7 @@ func (m *Monitor) entries(ctx context.Context, r *round, thr tlog.HashReader, st
 	if err != nil {
 		return 0, err
 	}
-	leaves, err := splitBundle(b, tile.W)
+	leaves, err := plc.SplitBundle(b, tile.W)
 	if err != nil {
 		if len(b) <= 1<<20 {
 			r.evidence.Bundle = b
@@ -630,7 +629,6 @@ func (m *Monitor) entries(ctx context.Context, r *round, thr tlog.HashReader, st
 		}
 	}
 	items := make([]oplog.IngestItem, 0, len(leaves))
-	entries := make([]oplog.Entry, 0, len(leaves))
 	for i := start - first; i < int64(len(leaves)); i++ {
 		at := first + i
 		leaf := leaves[i]
@@ -640,7 +638,6 @@ func (m *Monitor) entries(ctx context.Context, r *round, thr tlog.HashReader, st
 			return 0, r.fail(KindBadLeaf, "the entry with index %d: %v", at, err)
 		}
 		items = append(items, oplog.IngestItem{Line: at + 1, DID: e.DID, CID: e.CID, Op: op, CreatedAt: e.CreatedAt, Raw: leaf})
-		entries = append(entries, e)
 	}
 	// The rules first, without writing: a rejected op must not enter the
 	// monitor's store (Ingest would record it and go on).
@@ -667,9 +664,9 @@ func (m *Monitor) entries(ctx context.Context, r *round, thr tlog.HashReader, st
 		return 0, fmt.Errorf("the monitor's database is not where its tree is (%d entries skipped): start over with an empty state directory", res.Skipped)
 	}
 	for i := range res.Entries {
-		got, want := &res.Entries[i], &entries[i]
-		if got.Seq != want.Seq || !bytes.Equal(oplog.LeafData(got), items[i].Raw) {
-			at := want.Seq - 1
+		got, seq := &res.Entries[i], items[i].Line // an entry's line is its seq
+		if got.Seq != seq || !bytes.Equal(oplog.LeafData(got), items[i].Raw) {
+			at := seq - 1
 			r.evidence.Index, r.evidence.Leaf = &at, items[i].Raw
 			return 0, r.fail(KindBadLeaf, "the entry with index %d was replayed as seq %d, another leaf", at, got.Seq)
 		}
@@ -707,34 +704,10 @@ func (m *Monitor) check(ctx context.Context, items []oplog.IngestItem) (int, err
 	return 0, nil
 }
 
-// splitBundle splits an entry bundle into its n entries.
-func splitBundle(b []byte, n int) ([][]byte, error) {
-	out := make([][]byte, 0, n)
-	for len(b) > 0 {
-		if len(b) < 2 {
-			return nil, fmt.Errorf("a truncated length after %d entries", len(out))
-		}
-		l := int(b[0])<<8 | int(b[1])
-		if len(b) < 2+l {
-			return nil, fmt.Errorf("entry %d is cut short (%d of %d bytes)", len(out), len(b)-2, l)
-		}
-		out = append(out, b[2:2+l])
-		b = b[2+l:]
-	}
-	if len(out) != n {
-		return nil, fmt.Errorf("%d entries, want %d", len(out), n)
-	}
-	return out, nil
-}
-
-// leafTime is how a leaf renders createdAt.
-const leafTime = "2006-01-02T15:04:05.000Z"
-
-// parseLeaf decodes the leaf with index at strictly: the canonical
-// DAG-CBOR map {op, cid, did, seq, createdAt} that oplog.LeafData writes,
-// with seq at+1, a valid DID, and an op that parses and has the CID.
-func parseLeaf(b []byte, at int64) (oplog.Entry, *validate.Op, error) {
-	e, err := decodeLeaf(b)
+// parseLeaf decodes the leaf with index at strictly (plc.ParseLeaf), with
+// seq at+1, a valid DID, and an op that parses and has the CID.
+func parseLeaf(b []byte, at int64) (plc.Leaf, *validate.Op, error) {
+	e, err := plc.ParseLeaf(b)
 	if err != nil {
 		return e, nil, fmt.Errorf("not a leaf: %v", err)
 	}
@@ -752,120 +725,6 @@ func parseLeaf(b []byte, at int64) (oplog.Entry, *validate.Op, error) {
 		return e, nil, fmt.Errorf("its cid %s is not its op's CID %s", e.CID, op.CID())
 	}
 	return e, op, nil
-}
-
-// decodeLeaf reads the fields of a leaf and checks that LeafData gives
-// the same bytes back.
-func decodeLeaf(b []byte) (oplog.Entry, error) {
-	var e oplog.Entry
-	d := leafDecoder{b: b}
-	if major, n, err := d.head(); err != nil || major != 5 || n != 5 {
-		return e, errors.New("want a CBOR map of 5 keys")
-	}
-	for _, key := range []string{"op", "cid", "did", "seq", "createdAt"} {
-		k, err := d.text()
-		if err != nil {
-			return e, err
-		}
-		if k != key {
-			return e, fmt.Errorf("key %q where %q belongs", k, key)
-		}
-		switch key {
-		case "op":
-			e.Op, err = d.bytes()
-		case "cid":
-			e.CID, err = d.text()
-		case "did":
-			e.DID, err = d.text()
-		case "seq":
-			var major byte
-			var n uint64
-			major, n, err = d.head()
-			switch {
-			case err != nil:
-			case major != 0 || n == 0 || n > math.MaxInt64:
-				err = errors.New("seq is not a positive integer")
-			default:
-				e.Seq = int64(n)
-			}
-		case "createdAt":
-			var s string
-			if s, err = d.text(); err == nil {
-				if e.CreatedAt, err = time.Parse(leafTime, s); err != nil {
-					err = fmt.Errorf("createdAt %q is not a %s time", s, leafTime)
-				}
-			}
-		}
-		if err != nil {
-			return e, err
-		}
-	}
-	if d.pos != len(b) {
-		return e, fmt.Errorf("%d bytes after the map", len(b)-d.pos)
-	}
-	if !bytes.Equal(oplog.LeafData(&e), b) {
-		return e, errors.New("not in canonical form")
-	}
-	return e, nil
-}
-
-// leafDecoder reads the few CBOR items a leaf is made of.
-type leafDecoder struct {
-	b   []byte
-	pos int
-}
-
-func (d *leafDecoder) head() (major byte, n uint64, err error) {
-	if d.pos >= len(d.b) {
-		return 0, 0, errors.New("truncated")
-	}
-	c := d.b[d.pos]
-	d.pos++
-	major, info := c>>5, c&0x1f
-	switch {
-	case info < 24:
-		return major, uint64(info), nil
-	case info > 27:
-		return 0, 0, fmt.Errorf("unsupported CBOR item 0x%02x", c)
-	}
-	size := 1 << (info - 24)
-	if len(d.b)-d.pos < size {
-		return 0, 0, errors.New("truncated")
-	}
-	for _, x := range d.b[d.pos : d.pos+size] {
-		n = n<<8 | uint64(x)
-	}
-	d.pos += size
-	return major, n, nil
-}
-
-func (d *leafDecoder) body(want byte, what string) ([]byte, error) {
-	major, n, err := d.head()
-	if err != nil {
-		return nil, err
-	}
-	if major != want {
-		return nil, fmt.Errorf("want a %s", what)
-	}
-	if n > uint64(len(d.b)-d.pos) {
-		return nil, errors.New("truncated")
-	}
-	out := d.b[d.pos : d.pos+int(n)]
-	d.pos += int(n)
-	return out, nil
-}
-
-func (d *leafDecoder) bytes() ([]byte, error) { return d.body(2, "byte string") }
-
-func (d *leafDecoder) text() (string, error) {
-	b, err := d.body(3, "text string")
-	if err != nil {
-		return "", err
-	}
-	if !utf8.Valid(b) {
-		return "", errors.New("a text string is not UTF-8")
-	}
-	return string(b), nil
 }
 
 // Run runs rounds every interval until ctx ends or an inconsistency is

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 
+	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/audit"
 	"github.com/plcdir/plc/internal/optest"
 	"github.com/plcdir/plc/internal/tamper"
@@ -219,7 +220,7 @@ func TestMonitorFollowsAGrowingLog(t *testing.T) {
 	}
 
 	// An older checkpoint (a stale cache) is no inconsistency.
-	old, err := note.Sign(&note.Note{Text: audit.CheckpointBody{Origin: "plc.test", Size: 555, Root: rootAt(t, s, 555)}.Format()}, key.Signer)
+	old, err := note.Sign(&note.Note{Text: plc.CheckpointBody{Origin: "plc.test", Size: 555, Root: rootAt(t, s, 555)}.Format()}, key.Signer)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -436,7 +437,7 @@ func (f *fakeLog) ReadHashes(idx []int64) ([]tlog.Hash, error) {
 func (f *fakeLog) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	size := int64(len(f.leaves))
 	if r.URL.Path == "/tlog/checkpoint" {
-		msg, err := note.Sign(&note.Note{Text: audit.CheckpointBody{Origin: f.key.Origin(), Size: size, Root: f.root}.Format()}, f.key.Signer)
+		msg, err := note.Sign(&note.Note{Text: plc.CheckpointBody{Origin: f.key.Origin(), Size: size, Root: f.root}.Format()}, f.key.Signer)
 		if err != nil {
 			http.Error(w, err.Error(), 500)
 			return

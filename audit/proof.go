@@ -8,7 +8,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 
-	"github.com/plcdir/plc/oplog"
+	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/validate"
 )
 
@@ -20,7 +20,7 @@ var ErrProof = errors.New("inclusion proof")
 // by v, and the entry's leaf (recomputed from its did, operation, cid,
 // createdAt and seq) must be at its seq in that checkpoint's tree. It
 // returns the index of the first entry that fails, with the reason.
-func VerifyProofs(entries []LogEntry, v note.Verifier) (int, error) {
+func VerifyProofs(entries []plc.AuditEntry, v note.Verifier) (int, error) {
 	for i, e := range entries {
 		if err := verifyProof(&e, v); err != nil {
 			return i, fmt.Errorf("%w: %v", ErrProof, err)
@@ -29,7 +29,7 @@ func VerifyProofs(entries []LogEntry, v note.Verifier) (int, error) {
 	return -1, nil
 }
 
-func verifyProof(e *LogEntry, v note.Verifier) error {
+func verifyProof(e *plc.AuditEntry, v note.Verifier) error {
 	if e.Seq < 1 {
 		return errors.New("the entry has no seq (fetch the log with ?proof=true)")
 	}
@@ -59,7 +59,7 @@ func verifyProof(e *LogEntry, v note.Verifier) error {
 	if err != nil {
 		return err
 	}
-	leaf := oplog.LeafHash(&oplog.Entry{Seq: e.Seq, DID: e.DID, CID: e.CID, CreatedAt: at, Op: op.SignedCBOR()})
+	leaf := tlog.RecordHash(plc.AppendLeaf(nil, &plc.Leaf{Seq: e.Seq, DID: e.DID, CID: e.CID, CreatedAt: at, Op: op.SignedCBOR()}))
 	if err := tlog.CheckRecord(tlog.RecordProof(hashes), body.Size, body.Root, e.Seq-1, leaf); err != nil {
 		return fmt.Errorf("leaf %d is not in the checkpoint's tree: %v", e.Seq-1, err)
 	}

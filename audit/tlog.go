@@ -1,70 +1,30 @@
 package audit
 
 import (
-	"bytes"
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 
+	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/oplog"
 )
-
-// CheckpointBody is a parsed C2SP tlog-checkpoint body.
-type CheckpointBody struct {
-	Origin string
-	Size   int64
-	Root   tlog.Hash
-}
-
-// Format renders the body: origin, size and base64 root hash, one per line.
-func (c CheckpointBody) Format() string {
-	return fmt.Sprintf("%s\n%d\n%s\n", c.Origin, c.Size, base64.StdEncoding.EncodeToString(c.Root[:]))
-}
-
-// ParseCheckpointBody parses a checkpoint note's text (extension lines
-// after the third are allowed and ignored).
-func ParseCheckpointBody(text string) (CheckpointBody, error) {
-	var c CheckpointBody
-	lines := strings.SplitN(text, "\n", 4)
-	if len(lines) < 4 || !strings.HasSuffix(text, "\n") {
-		return c, errors.New("checkpoint: want origin, size and root hash lines")
-	}
-	c.Origin = lines[0]
-	size, err := strconv.ParseInt(lines[1], 10, 64)
-	if err != nil || size < 0 || strconv.FormatInt(size, 10) != lines[1] {
-		return c, fmt.Errorf("checkpoint: bad tree size %q", lines[1])
-	}
-	c.Size = size
-	root, err := base64.StdEncoding.DecodeString(lines[2])
-	if err != nil || len(root) != tlog.HashSize {
-		return c, fmt.Errorf("checkpoint: bad root hash %q", lines[2])
-	}
-	copy(c.Root[:], root)
-	if c.Origin == "" {
-		return c, errors.New("checkpoint: empty origin")
-	}
-	return c, nil
-}
 
 // OpenCheckpoint verifies a signed checkpoint note with the log's verifier
 // key (other signatures, such as witnesses' cosignatures, are ignored) and
 // parses its body, which must name the key's origin.
-func OpenCheckpoint(msg []byte, v note.Verifier) (CheckpointBody, *note.Note, error) {
+func OpenCheckpoint(msg []byte, v note.Verifier) (plc.CheckpointBody, *note.Note, error) {
 	n, err := note.Open(msg, note.VerifierList(v))
 	if err != nil {
-		return CheckpointBody{}, nil, fmt.Errorf("checkpoint signature: %w", err)
+		return plc.CheckpointBody{}, nil, fmt.Errorf("checkpoint signature: %w", err)
 	}
-	body, err := ParseCheckpointBody(n.Text)
+	body, err := plc.ParseCheckpointBody(n.Text)
 	if err != nil {
 		return body, n, err
 	}
@@ -242,7 +202,7 @@ func (t *TLog) Sign(ctx context.Context) (oplog.Checkpoint, bool, error) {
 			return prev, false, err
 		}
 	}
-	body := CheckpointBody{Origin: t.key.Origin(), Size: size, Root: root}
+	body := plc.CheckpointBody{Origin: t.key.Origin(), Size: size, Root: root}
 	msg, err := note.Sign(&note.Note{Text: body.Format()}, t.key.Signer)
 	if err != nil {
 		return prev, false, err
@@ -377,17 +337,14 @@ func (t *TLog) ConsistencyProof(ctx context.Context, oldSize, newSize int64) (tl
 // leafBundle renders the entries of ops first…first+n-1 as a C2SP entry
 // bundle: each leaf's data prefixed with its length (2 bytes, big-endian).
 func leafBundle(es []oplog.Entry) ([]byte, error) {
-	var b bytes.Buffer
+	var b []byte
 	for i := range es {
-		d := oplog.LeafData(&es[i])
-		if len(d) > 0xffff {
-			return nil, fmt.Errorf("leaf %d is %d bytes: too long for an entry bundle", es[i].Seq, len(d))
+		var err error
+		if b, err = plc.AppendBundleEntry(b, oplog.LeafData(&es[i])); err != nil {
+			return nil, fmt.Errorf("leaf %d is %w", es[i].Seq, err)
 		}
-		b.WriteByte(byte(len(d) >> 8))
-		b.WriteByte(byte(len(d)))
-		b.Write(d)
 	}
-	return b.Bytes(), nil
+	return b, nil
 }
 
 // sleep waits for d or until ctx is done: the default Wait.

@@ -3,8 +3,8 @@ package audit
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/internal/chainstore"
 	"github.com/plcdir/plc/oplog"
 	"github.com/plcdir/plc/validate"
@@ -174,7 +175,7 @@ func (r *ExportReport) finish() {
 
 // VerifyExport reads export lines from r (plain text: the caller
 // decompresses) and replays them through the validator. Every line's
-// envelope, operation, CID and DID are checked (oplog.ParseExportLine), and
+// envelope, operation, CID and DID are checked (plc.ParseExportLine), and
 // every op is judged by the chain rules (validate.State.Apply) at its
 // createdAt, the acceptance time, after the ops of its DID that come before
 // it in the export. Nothing in the export is trusted but the order of the
@@ -305,11 +306,14 @@ func (ch *exportChunk) parse() {
 	ch.stated = make([]int8, len(ch.lines))
 	for i, l := range ch.lines {
 		b := ch.buf[l.start:l.end]
-		ch.items[i] = oplog.ParseExportLine(l.n, b)
-		if it := &ch.items[i]; it.Err == nil && it.Seq == 0 {
-			ch.stated[i] = statedNullified(b)
+		x, _, err := plc.ParseExportLine(b)
+		ch.items[i] = oplog.NewIngestItem(l.n, nil, x, err) // Raw not kept: the report quotes no line
+		if err == nil && x.HasNullified {
+			ch.stated[i] = stateFalse
+			if x.Nullified {
+				ch.stated[i] = stateTrue
+			}
 		}
-		ch.items[i].Raw = nil // not kept: the report quotes no line
 	}
 	close(ch.parsed)
 }
@@ -542,24 +546,14 @@ func (v *exportVerifier) merge(rep *ExportReport) {
 		rep.Truncated = rep.Truncated || w.listCut
 	}
 	max := v.opts.MaxListed
-	slices.SortFunc(rep.InvalidOps, func(a, b InvalidOp) int { return cmpInt64(a.Line, b.Line) })
+	slices.SortFunc(rep.InvalidOps, func(a, b InvalidOp) int { return cmp.Compare(a.Line, b.Line) })
 	if len(rep.InvalidOps) > max {
 		rep.InvalidOps, rep.Truncated = rep.InvalidOps[:max], true
 	}
-	slices.SortFunc(rep.NullifiedErrors, func(a, b NullifiedProblem) int { return cmpInt64(a.Line, b.Line) })
+	slices.SortFunc(rep.NullifiedErrors, func(a, b NullifiedProblem) int { return cmp.Compare(a.Line, b.Line) })
 	if len(rep.NullifiedErrors) > max {
 		rep.NullifiedErrors, rep.Truncated = rep.NullifiedErrors[:max], true
 	}
-}
-
-func cmpInt64(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // exportWorker verifies the ops of its DIDs, in export order.
@@ -716,55 +710,4 @@ func (w *exportWorker) finish() {
 		ref := w.stated[l]
 		w.mismatch(NullifiedProblem{Line: l, DID: ref.did, CID: ref.cid, Stated: true, Recomputed: false})
 	}
-}
-
-// statedNullified returns the nullified flag of a line that
-// oplog.ParseExportLine accepted (so one JSON object, a nullified member
-// being true or false): the value of its top-level "nullified" member.
-func statedNullified(b []byte) int8 {
-	depth := 0
-	for i := 0; i < len(b); i++ {
-		switch b[i] {
-		case '{', '[':
-			depth++
-		case '}', ']':
-			depth--
-		case '"':
-			end := i + 1
-			for end < len(b) && b[end] != '"' {
-				if b[end] == '\\' {
-					end++
-				}
-				end++
-			}
-			// b[i:end+1] is the string with its quotes.
-			if depth == 1 {
-				j := skipJSONSpace(b, end+1)
-				if j < len(b) && b[j] == ':' && isNullifiedKey(b[i:end+1]) {
-					j = skipJSONSpace(b, j+1)
-					if bytes.HasPrefix(b[j:], []byte("true")) {
-						return stateTrue
-					}
-					return stateFalse
-				}
-			}
-			i = end
-		}
-	}
-	return stateUnknown
-}
-
-func isNullifiedKey(quoted []byte) bool {
-	if bytes.IndexByte(quoted, '\\') < 0 {
-		return string(quoted) == `"nullified"`
-	}
-	var s string
-	return json.Unmarshal(quoted, &s) == nil && s == "nullified"
-}
-
-func skipJSONSpace(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
-	}
-	return i
 }

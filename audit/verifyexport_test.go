@@ -18,6 +18,7 @@ import (
 	"testing/iotest"
 	"time"
 
+	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/api"
 	"github.com/plcdir/plc/audit"
 	"github.com/plcdir/plc/corpus"
@@ -316,7 +317,7 @@ func TestVerifyExportLegacyNullifiedFlags(t *testing.T) {
 	// true.
 	var lies []audit.NullifiedProblem
 	for i, l := range legacy {
-		var e audit.LogEntry
+		var e plc.AuditEntry
 		if err := json.Unmarshal(l, &e); err != nil {
 			t.Fatal(err)
 		}

@@ -1,11 +1,10 @@
 package audit
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 
+	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/validate"
 )
 
@@ -24,41 +23,6 @@ var (
 	// ErrEmptyLog: the log has no entries.
 	ErrEmptyLog = errors.New("empty audit log")
 )
-
-// LogEntry is one element of a /:did/log/audit response.
-type LogEntry struct {
-	DID       string          `json:"did"`
-	Operation json.RawMessage `json:"operation"`
-	CID       string          `json:"cid"`
-	Nullified bool            `json:"nullified"`
-	CreatedAt string          `json:"createdAt"`
-	// Seq and Proof are present in GET /:did/log/audit?proof=true.
-	Seq   int64     `json:"seq,omitempty"`
-	Proof *LogProof `json:"proof,omitempty"`
-}
-
-// LogProof is an entry's inclusion proof in the transparency log.
-type LogProof struct {
-	TreeSize   int64    `json:"treeSize"`
-	LeafIndex  int64    `json:"leafIndex"`
-	Hashes     []string `json:"hashes"`
-	Checkpoint string   `json:"checkpoint"`
-}
-
-// ReadLog decodes an audit log: a JSON array of entries. The envelope is
-// decoded leniently (extra fields are ignored); each operation is parsed
-// strictly by VerifyLog.
-func ReadLog(r io.Reader) ([]LogEntry, error) {
-	var entries []LogEntry
-	dec := json.NewDecoder(r)
-	if err := dec.Decode(&entries); err != nil {
-		return nil, fmt.Errorf("not an audit log (a JSON array of entries): %w", err)
-	}
-	if dec.More() {
-		return nil, errors.New("not an audit log: data after the JSON array")
-	}
-	return entries, nil
-}
 
 // LogResult is the verdict on one audit log.
 type LogResult struct {
@@ -85,7 +49,7 @@ func (f *LogFailure) Unwrap() error { return f.Err }
 // VerifyLog replays entries in order, each at its createdAt, and checks
 // every CID, the DID, every signature, the chain rules, and that the
 // recorded nullified flags equal the recomputed ones.
-func VerifyLog(entries []LogEntry) LogResult {
+func VerifyLog(entries []plc.AuditEntry) LogResult {
 	if len(entries) == 0 {
 		return LogResult{Failure: &LogFailure{Index: -1, Err: ErrEmptyLog}}
 	}

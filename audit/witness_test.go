@@ -27,6 +27,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 
+	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/audit"
 	"github.com/plcdir/plc/corpus"
 	"github.com/plcdir/plc/oplog"
@@ -286,7 +287,7 @@ func (w *testWitness) add(body []byte) (status int, answer []byte, ctype string)
 		}
 		return bad(http.StatusBadRequest, "bad checkpoint: "+err.Error())
 	}
-	cp, err := audit.ParseCheckpointBody(n.Text)
+	cp, err := plc.ParseCheckpointBody(n.Text)
 	if err != nil {
 		return bad(http.StatusBadRequest, err.Error())
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/oplog"
 )
 
@@ -111,7 +112,8 @@ func (m *Mirror) follow(ctx context.Context) error {
 		items := make([]oplog.IngestItem, len(batch))
 		for i, b := range batch {
 			line++
-			it := oplog.ParseExportLine(line, b)
+			x, _, err := plc.ParseExportLine(b)
+			it := oplog.NewIngestItem(line, b, x, err)
 			if it.Err == nil && it.Seq == 0 {
 				it.Err, it.Op = errors.New("a stream event without seq"), nil
 			}
@@ -196,9 +198,9 @@ func (m *Mirror) checkIdleStream(ctx context.Context, conn *websocket.Conn, last
 	if err != nil {
 		return err
 	}
-	if len(p.lines) > 0 && p.lastSeq > last {
-		m.sawUpstreamSeq(p.lastSeq)
-		return fmt.Errorf("%w: silent for %v while the export has seq %d after seq %d", errStreamStalled, m.cfg.StreamIdle, p.lastSeq, last)
+	if len(p.Lines) > 0 && p.Last > last {
+		m.sawUpstreamSeq(p.Last)
+		return fmt.Errorf("%w: silent for %v while the export has seq %d after seq %d", errStreamStalled, m.cfg.StreamIdle, p.Last, last)
 	}
 	return nil
 }
@@ -209,15 +211,6 @@ func (m *Mirror) streamClient() *http.Client {
 	c := *m.up.client
 	c.Timeout = 0
 	return &c
-}
-
-// auditEntry is one entry of an upstream's /:did/log/audit.
-type auditEntry struct {
-	DID       string          `json:"did"`
-	Operation json.RawMessage `json:"operation"`
-	CID       string          `json:"cid"`
-	Nullified bool            `json:"nullified"`
-	CreatedAt string          `json:"createdAt"`
 }
 
 // CheckDID compares the log's ops of did with the upstream's audit log of
@@ -246,7 +239,7 @@ func (m *Mirror) CheckDID(ctx context.Context, did string) error {
 		m.noteResponse(ctx, err)
 		return err
 	}
-	var theirs []auditEntry
+	var theirs []plc.AuditEntry
 	if err := json.Unmarshal(body, &theirs); err != nil {
 		m.record(ctx, Divergence{Kind: KindBadResponse, DID: did, Evidence: body, Detail: "the audit log of " + did + " is not a JSON array of entries"})
 		return nil
@@ -262,7 +255,7 @@ func (m *Mirror) CheckDID(ctx context.Context, did string) error {
 	for _, o := range ours {
 		held[o.CID] = true
 	}
-	behind := slices.ContainsFunc(theirs, func(e auditEntry) bool { return !held[e.CID] })
+	behind := slices.ContainsFunc(theirs, func(e plc.AuditEntry) bool { return !held[e.CID] })
 	var order []int
 	for _, o := range ours {
 		i, ok := pos[o.CID]

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strconv"
 
+	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/oplog"
 	"github.com/plcdir/plc/validate"
 )
@@ -53,12 +54,12 @@ func (m *Mirror) checkHead(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	lines := splitLines(body)
+	lines := plc.ExportLines(body)
 	var answer string
 	if len(lines) == 0 {
 		answer = "nothing"
 	} else {
-		pl, err := oplog.ReadLineHead(lines[0])
+		pl, err := plc.ReadLineHead(lines[0])
 		if err != nil {
 			return badResponse(body, "GET /export?after=%d&count=1: the first line is not an export line: %v", after, err)
 		}
@@ -96,7 +97,7 @@ func (m *Mirror) heldAt(ctx context.Context, c oplog.Cursor) (heldLine, bool, er
 		if kindOf(r.Reason) == KindReordered {
 			continue
 		}
-		if it := oplog.ParseExportLine(c.Line, r.Raw); it.Seq == c.Seq {
+		if l, _, _ := plc.ParseExportLine(r.Raw); l.Seq == c.Seq {
 			return heldLine{line: r.Raw, did: r.DID, cid: r.CID}, true, nil
 		}
 	}
@@ -126,8 +127,9 @@ func (m *Mirror) heldAt(ctx context.Context, c oplog.Cursor) (heldLine, bool, er
 // seq, did, cid, createdAt and operation (as signed bytes), whatever their
 // spacing or key order. Lines that do not parse are compared as bytes.
 func sameExportLine(a, b []byte) bool {
-	x, y := oplog.ParseExportLine(0, a), oplog.ParseExportLine(0, b)
-	if x.Err != nil || y.Err != nil {
+	x, _, errX := plc.ParseExportLine(a)
+	y, _, errY := plc.ParseExportLine(b)
+	if errX != nil || errY != nil {
 		return bytes.Equal(bytes.TrimSpace(a), bytes.TrimSpace(b))
 	}
 	return x.Seq == y.Seq && x.DID == y.DID && x.CID == y.CID && x.CreatedAt.Equal(y.CreatedAt) &&

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/audit"
 	"github.com/plcdir/plc/internal/optest"
 	"github.com/plcdir/plc/internal/pgtest"
@@ -293,7 +294,7 @@ func verifyStore(t *testing.T, s oplog.Store) int {
 		if err != nil {
 			t.Fatalf("Ops(%s): %v", did, err)
 		}
-		entries := make([]audit.LogEntry, len(es))
+		entries := make([]plc.AuditEntry, len(es))
 		for i, e := range es {
 			line := validate.AppendAuditEntryJSON(nil, e.DID, e.Decoded, e.Nullified, e.CreatedAt)
 			if err := json.Unmarshal(line, &entries[i]); err != nil {

@@ -10,7 +10,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/plcdir/plc/oplog"
+	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/validate"
 )
 
@@ -95,15 +95,15 @@ func (r *seqReader) fetchPage(ctx context.Context) ([]byte, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
-	lines := page.lines
-	if len(lines) > 0 && page.lastSeq <= r.after {
-		return nil, false, badResponse(joinLines(lines), "GET /export?after=%d: the page ends at seq %d", r.after, page.lastSeq)
+	lines := page.Lines
+	if len(lines) > 0 && page.Last <= r.after {
+		return nil, false, badResponse(joinLines(lines), "GET /export?after=%d: the page ends at seq %d", r.after, page.Last)
 	}
 	// Lines at or before after were asked not to be sent: the upstream
 	// serves them again, so its order is not what it was.
 	kept := lines[:0]
 	for i, l := range lines {
-		if seq := page.seqs[i]; seq > 0 && seq <= r.after {
+		if seq := page.Seqs[i]; seq > 0 && seq <= r.after {
 			r.m.record(ctx, Divergence{Kind: KindReordered, Evidence: l,
 				Detail: "the upstream served seq " + strconv.FormatInt(seq, 10) + " again after seq " + strconv.FormatInt(r.after, 10)})
 			continue
@@ -111,13 +111,13 @@ func (r *seqReader) fetchPage(ctx context.Context) ([]byte, bool, error) {
 		kept = append(kept, l)
 	}
 	replayed := len(lines) - len(kept)
-	r.m.sawUpstreamSeq(page.lastSeq)
+	r.m.sawUpstreamSeq(page.Last)
 	r.lastEmpty = len(lines) == 0
 	if len(lines) > 0 {
-		r.after = page.lastSeq
+		r.after = page.Last
 	}
 	if r.m.mostlyRejected(replayed, len(lines)) {
-		return joinLines(kept), false, fmt.Errorf("%w: %d of the %d lines of the page up to seq %d were served again", errMostlyRejected, replayed, len(lines), page.lastSeq)
+		return joinLines(kept), false, fmt.Errorf("%w: %d of the %d lines of the page up to seq %d were served again", errMostlyRejected, replayed, len(lines), page.Last)
 	}
 	return joinLines(kept), len(lines) < r.count, nil
 }
@@ -199,14 +199,14 @@ func (r *legacyReader) Read(p []byte) (int, error) {
 		if err != nil {
 			return 0, err
 		}
-		lines := splitLines(body)
+		lines := plc.ExportLines(body)
 		var (
 			kept     [][]byte
 			after    = r.after
 			boundary = r.boundary
 		)
 		for i, l := range lines {
-			pl, err := oplog.ReadLineHead(l)
+			pl, err := plc.ReadLineHead(l)
 			if err != nil {
 				if i == len(lines)-1 {
 					// The last line cannot be read: a cut-off body.

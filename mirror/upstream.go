@@ -11,8 +11,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/internal/origin"
-	"github.com/plcdir/plc/oplog"
 )
 
 // errResponse: the upstream answered, but not with something usable (a
@@ -112,67 +112,21 @@ func redirectEvidence(resp *http.Response, body []byte) []byte {
 	return b.Bytes()
 }
 
-// exportPage is one page of the upstream's /export: its lines, and what
-// the mirror needs to ask for the next page.
-type exportPage struct {
-	lines [][]byte
-	// seq-mode: the seq of each line, as oplog.ReadLineHead reads it (0:
-	// none, or the line cannot be read), and the last line's.
-	seqs    []int64
-	lastSeq int64
-}
-
-// splitLines returns body's non-blank lines. A body that does not end
-// with a newline after its last line is cut off: its last line is not
-// trusted unless it parses as JSON.
-func splitLines(body []byte) [][]byte {
-	var out [][]byte
-	for len(body) > 0 {
-		i := bytes.IndexByte(body, '\n')
-		var l []byte
-		if i < 0 {
-			l, body = body, nil
-		} else {
-			l, body = body[:i], body[i+1:]
-		}
-		if len(bytes.TrimSpace(l)) > 0 {
-			out = append(out, l)
-		}
-	}
-	return out
-}
-
-// seqPage fetches the seq-mode export page after seq after. Each line's
-// seq is read by the ingest's own rules (oplog.ReadLineHead); the last
-// line's must be readable and above every other seq of the page, for it
-// is where the next page starts: else the page is a bad response.
-func (u *upstream) seqPage(ctx context.Context, after int64, count int) (exportPage, error) {
+// seqPage fetches the seq-mode export page after seq after
+// (plc.ParseSeqPage: a page whose last seq cannot be read or is not its
+// highest is a bad response). An empty page's Last is after.
+func (u *upstream) seqPage(ctx context.Context, after int64, count int) (plc.SeqPage, error) {
 	q := url.Values{"after": {strconv.FormatInt(after, 10)}, "count": {strconv.Itoa(count)}}
 	body, err := u.export(ctx, q)
 	if err != nil {
-		return exportPage{}, err
+		return plc.SeqPage{}, err
 	}
-	p := exportPage{lines: splitLines(body), lastSeq: after}
-	n := len(p.lines)
-	if n == 0 {
-		return p, nil
+	p, err := plc.ParseSeqPage(body)
+	if err != nil {
+		return p, badResponse(body, "GET /export?after=%d: %v", after, err)
 	}
-	p.seqs = make([]int64, n)
-	for i, l := range p.lines {
-		if h, err := oplog.ReadLineHead(l); err == nil {
-			p.seqs[i] = h.Seq
-		} else if i == n-1 {
-			return exportPage{}, badResponse(body, "GET /export?after=%d: the last line is not a seq-mode export line (cut off?): %v", after, err)
-		}
-	}
-	p.lastSeq = p.seqs[n-1]
-	if p.lastSeq == 0 {
-		return exportPage{}, badResponse(body, "GET /export?after=%d: the last line is not a seq-mode export line: it has no seq", after)
-	}
-	for _, s := range p.seqs[:n-1] {
-		if s >= p.lastSeq {
-			return exportPage{}, badResponse(body, "GET /export?after=%d: the last line's seq %d is not above the page's seq %d", after, p.lastSeq, s)
-		}
+	if len(p.Lines) == 0 {
+		p.Last = after
 	}
 	return p, nil
 }
@@ -184,11 +138,11 @@ func (u *upstream) detect(ctx context.Context) (seqMode, ok bool, err error) {
 	if err != nil {
 		return false, false, err
 	}
-	lines := splitLines(body)
+	lines := plc.ExportLines(body)
 	if len(lines) == 0 {
 		return false, false, nil
 	}
-	h, err := oplog.ReadLineHead(lines[0])
+	h, err := plc.ReadLineHead(lines[0])
 	if err != nil {
 		return false, false, badResponse(body, "GET /export: the first line is not an export line: %v", err)
 	}

@@ -2,8 +2,8 @@ package oplog
 
 import (
 	"bytes"
+	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"runtime"
 	"slices"
@@ -149,7 +149,7 @@ func CheckDerived(ctx context.Context, store Store, opts DerivedOptions) error {
 		mu.Lock()
 		defer mu.Unlock()
 		found = append(found, ms...)
-		slices.SortFunc(found, func(a, b DerivedMismatch) int { return cmpInt(a.Seq, b.Seq) })
+		slices.SortFunc(found, func(a, b DerivedMismatch) int { return cmp.Compare(a.Seq, b.Seq) })
 		if len(found) > derivedShown {
 			found, more = found[:derivedShown], true
 		}
@@ -254,16 +254,6 @@ func CheckDerived(ctx context.Context, store Store, opts DerivedOptions) error {
 	return &DerivedError{Mismatches: found, More: more}
 }
 
-func cmpInt(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
-
 // replayDerived replays the ops of one DID (in seq order) and returns how
 // their stored derived state differs from the recomputed one: with full,
 // through the chain rules with every signature checked (as the append
@@ -333,15 +323,6 @@ func replayDerived(ops []DerivedOp, full bool, recent time.Time) []DerivedMismat
 		}
 	}
 	return out
-}
-
-// reasonOf is a validation error's reason for a log reader.
-func reasonOf(err error) string {
-	var ve *validate.Error
-	if errors.As(err, &ve) && ve.Reason != "" {
-		return ve.Reason
-	}
-	return err.Error()
 }
 
 // prevKeys returns the rotation keys of the op of chain with CID prev

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/validate"
 )
 
@@ -28,7 +29,7 @@ const (
 	// MaxLineBytes bounds one line of an export (without its newline). An
 	// op is a few KB at most; a longer line is rejected, and only its first
 	// MaxLineBytes bytes are kept.
-	MaxLineBytes = 64 << 10
+	MaxLineBytes = plc.MaxLineBytes
 	// DefaultImportBatch is the default number of lines per transaction.
 	DefaultImportBatch = 4000
 )

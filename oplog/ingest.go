@@ -7,31 +7,22 @@ import (
 	"math"
 	"time"
 
+	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/validate"
 )
 
 // ErrBadLine: a line of replayed history is not a usable export line (bad
 // JSON, unknown or missing fields, an op that does not parse, a CID that
 // does not match the op). Such lines are rejected, never applied.
-var ErrBadLine = errors.New("bad export line")
+var ErrBadLine = plc.ErrBadLine
 
 // ErrFutureOp: a replayed op is dated more than Options.MaxClockSkew after
 // this process's clock. It is rejected, as an op dated before its prev is
 // by the chain rules: a log must not hold times that have not come yet.
 var ErrFutureOp = errors.New("op dated in the future")
 
-// lineError is an ErrBadLine with the message operators see.
-type lineError struct {
-	msg string
-	err error // the underlying error, if any
-}
-
-func (e *lineError) Error() string        { return e.msg }
-func (e *lineError) Unwrap() error        { return e.err }
-func (e *lineError) Is(target error) bool { return target == ErrBadLine }
-
 func badLine(format string, args ...any) error {
-	return &lineError{msg: fmt.Sprintf(format, args...)}
+	return &plc.LineError{Msg: fmt.Sprintf(format, args...)}
 }
 
 // IngestItem is one line of replayed history for Log.Ingest: an op with
@@ -57,6 +48,22 @@ type IngestItem struct {
 	Raw []byte
 	// Err, when set, rejects the item without applying it.
 	Err error
+}
+
+// parseExportLine reads l by plc.ParseExportLine as the ingest item of
+// its line, and reports whether it is at least a JSON object with a did
+// and an operation (a line cut at MaxLineBytes is rejected unread).
+func parseExportLine(l rawLine) (it IngestItem, looksLikeExport bool) {
+	if l.tooLong {
+		return IngestItem{Line: l.n, Raw: l.b, Err: badLine("line longer than %d bytes", MaxLineBytes)}, false
+	}
+	x, looksLikeExport, err := plc.ParseExportLine(l.b)
+	return NewIngestItem(l.n, l.b, x, err), looksLikeExport
+}
+
+// NewIngestItem is the ingest item of line n, read from raw as x (or not: err).
+func NewIngestItem(n int64, raw []byte, x plc.ExportLine, err error) IngestItem {
+	return IngestItem{Line: n, Seq: x.Seq, DID: x.DID, CID: x.CID, Op: x.Op, CreatedAt: x.CreatedAt, Raw: raw, Err: err}
 }
 
 // done reports whether the item is at or before cursor c.
@@ -253,7 +260,7 @@ func (l *Log) checkReplayedTime(createdAt, now time.Time) error {
 // verdict's short explanation, or the error's text.
 func RejectionReason(err error) string {
 	var ve *validate.Error
-	var le *lineError
+	var le *plc.LineError
 	if !errors.As(err, &le) && errors.As(err, &ve) {
 		return ve.Short()
 	}

@@ -11,66 +11,27 @@ import (
 	"time"
 
 	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/plcdir/plc"
 )
 
 // The transparency log is an RFC 6962 Merkle tree over the op sequence:
-// leaf i is the op with seq i+1, and its data is LeafData. The stores keep
-// the tree's stored hashes (tlog's numbering: tlog.StoredHashes of each
-// record) in chunks, one per append transaction, written in the same
-// transaction as the ops; the package audit builds checkpoints, tiles and
-// proofs on them.
+// leaf i is the op with seq i+1, and its data is LeafData (plc.Leaf). The
+// stores keep the tree's stored hashes (tlog's numbering: tlog.StoredHashes
+// of each record) in chunks, one per append transaction, written in the
+// same transaction as the ops; the package audit builds checkpoints, tiles
+// and proofs on them.
 
 // ErrTreeBehind: the op log holds ops the tree does not cover (a database
 // written before the transparency log); CatchUpTree fills the tree in.
 var ErrTreeBehind = errors.New("the transparency log does not cover every op")
 
-// LeafData returns the transparency-log leaf of e: the DAG-CBOR map
-//
-//	{"op": <signed op bytes>, "cid": <CID>, "did": <DID>, "seq": <seq>, "createdAt": <time>}
-//
-// with keys in DAG-CBOR's canonical order, the op's exact signed DAG-CBOR
-// bytes as a byte string, and createdAt as the API renders it
-// (2006-01-02T15:04:05.000Z). Nullification is derived state and not part
-// of the leaf.
+// LeafData returns the transparency-log leaf of e (plc.Leaf, whose data
+// is a canonical DAG-CBOR map of e's op, CID, DID, seq and createdAt).
 func LeafData(e *Entry) []byte {
-	createdAt := e.CreatedAt.UTC().Format("2006-01-02T15:04:05.000Z")
-	b := make([]byte, 0, len(e.Op)+len(e.CID)+len(e.DID)+len(createdAt)+40)
-	b = append(b, 0xa5) // map of 5
-	b = cborText(b, "op")
-	b = cborHead(b, 2, uint64(len(e.Op)))
-	b = append(b, e.Op...)
-	b = cborText(b, "cid")
-	b = cborText(b, e.CID)
-	b = cborText(b, "did")
-	b = cborText(b, e.DID)
-	b = cborText(b, "seq")
-	b = cborHead(b, 0, uint64(e.Seq))
-	b = cborText(b, "createdAt")
-	b = cborText(b, createdAt)
-	return b
+	return plc.AppendLeaf(make([]byte, 0, len(e.Op)+len(e.CID)+len(e.DID)+80),
+		&plc.Leaf{Seq: e.Seq, DID: e.DID, CID: e.CID, CreatedAt: e.CreatedAt, Op: e.Op})
 }
-
-func cborHead(b []byte, major byte, n uint64) []byte {
-	m := major << 5
-	switch {
-	case n < 24:
-		return append(b, m|byte(n))
-	case n <= 0xff:
-		return append(b, m|24, byte(n))
-	case n <= 0xffff:
-		return append(b, m|25, byte(n>>8), byte(n))
-	case n <= 0xffffffff:
-		return append(b, m|26, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
-	}
-	return append(b, m|27, byte(n>>56), byte(n>>48), byte(n>>40), byte(n>>32), byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
-}
-
-func cborText(b []byte, s string) []byte {
-	return append(cborHead(b, 3, uint64(len(s))), s...)
-}
-
-// LeafHash returns the tree's hash of e's leaf.
-func LeafHash(e *Entry) tlog.Hash { return tlog.RecordHash(LeafData(e)) }
 
 // treeChunk is one row of tree_hashes: the stored hashes of the records
 // (seq-1) of first…last.

@@ -16,7 +16,9 @@ const (
 	cborNull   = 0xf6
 )
 
-func appendHead(dst []byte, major byte, n uint64) []byte {
+// AppendCBORHead appends the head of a CBOR item of major type major with
+// argument n, in its shortest form (as DAG-CBOR requires).
+func AppendCBORHead(dst []byte, major byte, n uint64) []byte {
 	m := major << 5
 	switch {
 	case n < 24:
@@ -33,12 +35,12 @@ func appendHead(dst []byte, major byte, n uint64) []byte {
 }
 
 func appendText(dst []byte, s string) []byte {
-	dst = appendHead(dst, majorText, uint64(len(s)))
+	dst = AppendCBORHead(dst, majorText, uint64(len(s)))
 	return append(dst, s...)
 }
 
 func appendTextArray(dst []byte, a []string) []byte {
-	dst = appendHead(dst, majorArray, uint64(len(a)))
+	dst = AppendCBORHead(dst, majorArray, uint64(len(a)))
 	for _, s := range a {
 		dst = appendText(dst, s)
 	}
@@ -63,10 +65,10 @@ func encodeBody(dst []byte, o *Operation) ([]byte, int) {
 		dst = appendText(dst, "type")
 		dst = appendText(dst, "plc_operation")
 		dst = appendText(dst, "services")
-		dst = appendHead(dst, majorMap, uint64(len(o.Services)))
+		dst = AppendCBORHead(dst, majorMap, uint64(len(o.Services)))
 		for _, s := range o.Services {
 			dst = appendText(dst, s.ID)
-			dst = appendHead(dst, majorMap, 2)
+			dst = AppendCBORHead(dst, majorMap, 2)
 			dst = appendText(dst, "type")
 			dst = appendText(dst, s.Type)
 			dst = appendText(dst, "endpoint")
@@ -77,7 +79,7 @@ func encodeBody(dst []byte, o *Operation) ([]byte, int) {
 		dst = appendText(dst, "rotationKeys")
 		dst = appendTextArray(dst, o.RotationKeys)
 		dst = appendText(dst, "verificationMethods")
-		dst = appendHead(dst, majorMap, uint64(len(o.VerificationMethods)))
+		dst = AppendCBORHead(dst, majorMap, uint64(len(o.VerificationMethods)))
 		for _, vm := range o.VerificationMethods {
 			dst = appendText(dst, vm.ID)
 			dst = appendText(dst, vm.Key)

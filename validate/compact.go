@@ -275,7 +275,7 @@ func signedCBOR(o *Operation) []byte {
 // comes first.
 func appendSigned(body []byte, n int, sig string) []byte {
 	signed := make([]byte, 0, len(body)+len(sig)+10)
-	signed = appendHead(signed, majorMap, uint64(n+1))
+	signed = AppendCBORHead(signed, majorMap, uint64(n+1))
 	signed = appendText(signed, "sig")
 	signed = appendText(signed, sig)
 	return append(signed, body...)

@@ -145,7 +145,7 @@ func NewOp(o Operation) (*Op, error) {
 	var head [9]byte
 	body, n := encodeBody(make([]byte, 0, 512), &op.op)
 	h := sha256.New()
-	h.Write(appendHead(head[:0], majorMap, uint64(n)))
+	h.Write(AppendCBORHead(head[:0], majorMap, uint64(n)))
 	h.Write(body)
 	h.Sum(op.unsignedHash[:0])
 
@@ -178,7 +178,7 @@ func (op *Op) UnsignedCBOR() []byte { return UnsignedCBOR(op.op) }
 // bytes a signer signs. o must be structurally valid (see NewOp).
 func UnsignedCBOR(o Operation) []byte {
 	body, n := encodeBody(nil, &o)
-	out := appendHead(make([]byte, 0, len(body)+1), majorMap, uint64(n))
+	out := AppendCBORHead(make([]byte, 0, len(body)+1), majorMap, uint64(n))
 	return append(out, body...)
 }
 
@@ -233,14 +233,6 @@ func ValidDID(s string) bool {
 		}
 	}
 	return true
-}
-
-// cborKeyLess is the DAG-CBOR map key order: shorter keys first, then bytewise.
-func cborKeyLess(a, b string) bool {
-	if len(a) != len(b) {
-		return len(a) < len(b)
-	}
-	return a < b
 }
 
 func cborKeyCompare(a, b string) int {

@@ -201,10 +201,16 @@ func (op *Op) AppendJSON(dst []byte) []byte {
 // MarshalJSON renders the op as AppendJSON does.
 func (op *Op) MarshalJSON() ([]byte, error) { return op.AppendJSON(nil), nil }
 
-// AppendTimestamp appends t as the reference renders createdAt:
-// YYYY-MM-DDTHH:mm:ss.sssZ in UTC.
+// TimestampLayout is the one layout of a createdAt the directory writes
+// (responses, exports, transparency-log leaves): YYYY-MM-DDTHH:mm:ss.sssZ
+// in UTC, as the reference renders it. AppendTimestamp writes it;
+// ParseTimestamp reads it (and the other RFC 3339 forms).
+const TimestampLayout = "2006-01-02T15:04:05.000Z"
+
+// AppendTimestamp appends t as the reference renders createdAt, in
+// TimestampLayout.
 func AppendTimestamp(dst []byte, t time.Time) []byte {
-	return t.UTC().AppendFormat(dst, "2006-01-02T15:04:05.000Z")
+	return t.UTC().AppendFormat(dst, TimestampLayout)
 }
 
 // ParseTimestamp parses a createdAt value. It accepts RFC 3339 with any

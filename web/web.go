@@ -21,7 +21,7 @@ import (
 
 	"github.com/bluesky-social/indigo/atproto/syntax"
 
-	"github.com/plcdir/plc/audit"
+	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/oplog"
 	"github.com/plcdir/plc/validate"
 )
@@ -175,7 +175,7 @@ func New(cfg Config) *UI {
 func parsePages() map[string]*template.Template {
 	funcs := template.FuncMap{
 		"stamp":    stamp,
-		"iso":      func(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") },
+		"iso":      func(t time.Time) string { return string(validate.AppendTimestamp(nil, t)) },
 		"span":     span,
 		"shortKey": shortKey,
 		"int64":    func(n int) int64 { return int64(n) },
@@ -563,7 +563,7 @@ func (u *UI) readStatus(ctx context.Context, now time.Time) (*statusView, error)
 		default:
 			cv := &checkpointView{Size: cp.Size, Root: base64.StdEncoding.EncodeToString(cp.Root[:]), SignedAt: cp.SignedAt, Note: string(cp.Note)}
 			text, _, _ := strings.Cut(cv.Note, "\n\n")
-			if body, err := audit.ParseCheckpointBody(text + "\n"); err == nil {
+			if body, err := plc.ParseCheckpointBody(text + "\n"); err == nil {
 				cv.Origin = body.Origin
 			}
 			st.Checkpoint = cv

@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/audit"
 	"github.com/plcdir/plc/internal/cli"
 	"github.com/plcdir/plc/validate"
@@ -119,13 +120,13 @@ or read errors.`, e)
 	return code
 }
 
-func readLogFile(path string) ([]audit.LogEntry, error) {
+func readLogFile(path string) ([]plc.AuditEntry, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	entries, err := audit.ReadLog(f)
+	entries, err := plc.ReadAuditLog(f)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}

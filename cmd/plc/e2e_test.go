@@ -22,6 +22,7 @@ import (
 	"github.com/bluesky-social/indigo/atproto/identity"
 	"github.com/bluesky-social/indigo/atproto/syntax"
 
+	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/audit"
 	"github.com/plcdir/plc/internal/optest"
 	"github.com/plcdir/plc/internal/pgtest"
@@ -152,7 +153,7 @@ func post(url string, op *validate.Op, did string) (int, string, error) {
 	return resp.StatusCode, string(body), nil
 }
 
-func getAudit(t *testing.T, url, did string) []audit.LogEntry {
+func getAudit(t *testing.T, url, did string) []plc.AuditEntry {
 	t.Helper()
 	resp, err := http.Get(url + "/" + did + "/log/audit")
 	if err != nil {
@@ -162,7 +163,7 @@ func getAudit(t *testing.T, url, did string) []audit.LogEntry {
 	if resp.StatusCode != 200 {
 		t.Fatalf("audit log of %s: status %d", did, resp.StatusCode)
 	}
-	entries, err := audit.ReadLog(resp.Body)
+	entries, err := plc.ReadAuditLog(resp.Body)
 	if err != nil {
 		t.Fatal(err)
 	}

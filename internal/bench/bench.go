@@ -3,7 +3,6 @@ package bench
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/bluesky-social/indigo/atproto/atcrypto"
 
+	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/internal/cli"
 	"github.com/plcdir/plc/validate"
 )
@@ -293,11 +293,8 @@ func exportDIDs(ctx context.Context, client *http.Client, base string) ([]string
 			return dids, nil
 		}
 		for _, line := range bytes.Split(body, []byte("\n")) {
-			var l struct {
-				DID string `json:"did"`
-				Seq int64  `json:"seq"`
-			}
-			if err := json.Unmarshal(line, &l); err != nil {
+			l, err := plc.ReadLineHead(line)
+			if err != nil {
 				return nil, fmt.Errorf("export line: %w", err)
 			}
 			if !seen[l.DID] {

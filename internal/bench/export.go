@@ -10,6 +10,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/internal/cli"
 )
 
@@ -56,10 +57,8 @@ from cursor 0 up to the seq the paging ended at; reports ops/s for each.`, e)
 			fmt.Fprintf(e.Stderr, "plc bench export: stream ended at seq %d of %d: %v\n", seq, latest, err)
 			return cli.ExitFailure
 		}
-		var ev struct {
-			Seq int64 `json:"seq"`
-		}
-		if err := json.Unmarshal(msg, &ev); err != nil || ev.Seq != seq+1 {
+		ev, err := plc.ReadLineHead(msg)
+		if err != nil || ev.Seq != seq+1 {
 			fmt.Fprintf(e.Stderr, "plc bench export: stream event after seq %d: %v (seq %d)\n", seq, err, ev.Seq)
 			return cli.ExitFailure
 		}

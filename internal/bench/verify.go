@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/sha256"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,20 +12,17 @@ import (
 	"runtime/pprof"
 	"time"
 
+	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/audit"
 	"github.com/plcdir/plc/internal/cli"
 	"github.com/plcdir/plc/validate"
 )
 
-// exportLine is the part of an export line (either mode) the benchmarks
-// read.
-type exportLine struct {
-	DID       string          `json:"did"`
-	Operation json.RawMessage `json:"operation"`
-	CreatedAt string          `json:"createdAt"`
-}
+// exportLine is an export line (either mode) as the benchmarks read it.
+type exportLine = plc.ExportLine
 
-// readExportLines reads a JSON-lines export (blank lines ignored).
+// readExportLines reads a JSON-lines export (blank lines ignored); a line
+// that is an export line but not a valid one is kept without its op.
 func readExportLines(r io.Reader) ([]exportLine, error) {
 	var lines []exportLine
 	sc := bufio.NewScanner(r)
@@ -35,8 +31,8 @@ func readExportLines(r io.Reader) ([]exportLine, error) {
 		if len(sc.Bytes()) == 0 {
 			continue
 		}
-		var l exportLine
-		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+		l, looksLikeExport, err := plc.ParseExportLine(sc.Bytes())
+		if !looksLikeExport {
 			return nil, fmt.Errorf("line %d: %w", n, err)
 		}
 		lines = append(lines, l)
@@ -139,13 +135,12 @@ func signatureBound(lines []exportLine, workers int) (float64, error) {
 	}
 	var checks []check
 	for i := 0; i < len(lines) && len(checks) < 2000; i++ {
-		op, err := validate.ParseJSON(lines[i].Operation)
-		if err != nil || op.Prev() != "" {
+		op := lines[i].Op
+		if op == nil || op.Prev() != "" {
 			continue
 		}
 		st := validate.State{DID: lines[i].DID}
-		at, _ := validate.ParseTimestamp(lines[i].CreatedAt)
-		applied, err := st.Apply(op, at)
+		applied, err := st.Apply(op, lines[i].CreatedAt)
 		if err != nil {
 			continue
 		}

@@ -14,6 +14,8 @@ import (
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/plcdir/plc/validate"
 )
 
 // Lines copies the lines of in to out with the createdAt of line i (from
@@ -38,7 +40,7 @@ func Lines(in io.Reader, out io.Writer, start time.Time) error {
 			w.WriteByte('\n')
 		}
 		w.Write(line[:v])
-		w.WriteString(start.Add(time.Duration(n) * time.Millisecond).UTC().Format("2006-01-02T15:04:05.000Z"))
+		w.Write(validate.AppendTimestamp(nil, start.Add(time.Duration(n)*time.Millisecond)))
 		w.Write(line[v+j:])
 	}
 	if err := sc.Err(); err != nil {

@@ -1,12 +1,53 @@
-package oplog
+package plc
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
 	"strconv"
+	"time"
 	"unicode/utf8"
 
 	"github.com/plcdir/plc/validate"
 )
+
+// MaxLineBytes is the longest export line read, in bytes. A longer line is
+// rejected (ErrBadLine), never buffered whole.
+const MaxLineBytes = 64 << 10
+
+// ErrBadLine: a line is not a usable export line. Every error of
+// ParseExportLine and ReadLineHead is one.
+var ErrBadLine = errors.New("bad export line")
+
+// LineError is an ErrBadLine with the message operators see, wrapping the
+// op's own parse error where that is what is wrong.
+type LineError struct {
+	Msg string
+	Err error
+}
+
+func (e *LineError) Error() string        { return e.Msg }
+func (e *LineError) Unwrap() error        { return e.Err }
+func (e *LineError) Is(target error) bool { return target == ErrBadLine }
+
+func badLine(format string, args ...any) error {
+	return &LineError{Msg: fmt.Sprintf(format, args...)}
+}
+
+// ExportLine is one line of an export, seq mode ({"type":"sequenced_op",
+// did, operation, cid, createdAt, seq}) or legacy ({did, operation, cid,
+// nullified, createdAt}). Op is nil when the line is rejected; Seq is 0
+// on a legacy line; HasNullified reports whether the line states a
+// nullified flag, which is the source's claim, not the chain rules'.
+type ExportLine struct {
+	DID, CID                string
+	Op                      *validate.Op
+	CreatedAt               time.Time
+	Seq                     int64
+	HasNullified, Nullified bool
+}
 
 // Fields of an export line, as bits.
 const (
@@ -24,25 +65,31 @@ var exportFields = map[string]int{
 	"type": fieldType, "seq": fieldSeq, "nullified": fieldNullified,
 }
 
-// ParseExportLine reads one line of an export (seq-mode or legacy, as
-// Import takes them) as the ingest item of line number n: an op, or an
-// Err (an ErrBadLine) saying what is wrong with the line. b is kept as
-// the item's Raw.
-func ParseExportLine(n int64, b []byte) IngestItem {
-	if len(b) > MaxLineBytes {
-		it, _ := parseExportLine(rawLine{n: n, b: b[:MaxLineBytes], tooLong: true})
-		return it
+// ParseExportLine reads one export line strictly: one JSON object with no
+// unknown or duplicate member, did a did:plc, operation an op that parses
+// (validate.ParseJSON) and whose CID is cid, createdAt a timestamp, seq a
+// positive integer in its canonical form, type (when present)
+// "sequenced_op" with a seq, and never both seq and nullified. A line over
+// MaxLineBytes is rejected unread.
+//
+// A rejected line's error is a *LineError; what could be read of it (its
+// DID, CID, seq) is returned with it. looksLikeExport reports whether the
+// line is at least a JSON object with a did and an operation: whether
+// the input it comes from is an export at all.
+func ParseExportLine(b []byte) (l ExportLine, looksLikeExport bool, err error) {
+	var env envelope
+	if err := env.scan(b, &l); err != nil {
+		return l, false, err
 	}
-	it, _ := parseExportLine(rawLine{n: n, b: b})
-	return it
+	looksLikeExport, err = env.finish(&l, positiveInt)
+	return l, looksLikeExport, err
 }
 
-// LineHead is what an export line states of itself, besides its op.
+// LineHead is what an export line states of itself, besides its op; Seq
+// is 0 when it states none.
 type LineHead struct {
-	DID, CID  string
-	CreatedAt string
-	// Seq is the line's seq (0: it has none).
-	Seq int64
+	DID, CID, CreatedAt string
+	Seq                 int64
 }
 
 // ReadLineHead reads what an export line states of itself without
@@ -52,46 +99,24 @@ type LineHead struct {
 // export is read (the seq of a page's last line), it is read by these
 // rules, so that it is what the ingest of the line reads too.
 func ReadLineHead(b []byte) (LineHead, error) {
-	if len(b) > MaxLineBytes {
-		return LineHead{}, badLine("line longer than %d bytes", MaxLineBytes)
-	}
 	var (
 		env envelope
-		it  IngestItem
+		l   ExportLine
+		ok  bool
 	)
-	if err := scanObject(b, func(key string, v []byte) { env.field(&it, key, v, jsonString) }); err != nil {
+	err := env.scan(b, &l)
+	if err == nil {
+		err = env.first
+	}
+	if err == nil && env.seen&fieldSeq != 0 {
+		if l.Seq, ok = positiveInt(env.seq); !ok {
+			err = badLine("seq %s is not a positive integer", env.seq)
+		}
+	}
+	if err != nil {
 		return LineHead{}, err
 	}
-	if env.first != nil {
-		return LineHead{}, env.first
-	}
-	h := LineHead{DID: it.DID, CID: it.CID, CreatedAt: env.createdAt}
-	if env.seen&fieldSeq != 0 {
-		n, ok := positiveInt(env.seq)
-		if !ok {
-			return LineHead{}, badLine("seq %s is not a positive integer", env.seq)
-		}
-		h.Seq = n
-	}
-	return h, nil
-}
-
-// parseExportLine reads one export line. Whatever is wrong with it is the
-// item's Err (an ErrBadLine); looksLikeExport reports whether it is at
-// least a JSON object with a did and an operation.
-func parseExportLine(l rawLine) (it IngestItem, looksLikeExport bool) {
-	it = IngestItem{Line: l.n, Raw: l.b}
-	if l.tooLong {
-		it.Err = badLine("line longer than %d bytes", MaxLineBytes)
-		return it, false
-	}
-	var env envelope
-	err := scanObject(l.b, func(key string, v []byte) { env.field(&it, key, v, jsonString) })
-	if err != nil {
-		it.Err = err
-		return it, false
-	}
-	return it, env.finish(&it, positiveInt)
+	return LineHead{DID: l.DID, CID: l.CID, CreatedAt: env.createdAt, Seq: l.Seq}, nil
 }
 
 // envelope is what a scan of an export line's object found, field by
@@ -105,8 +130,16 @@ type envelope struct {
 	createdAt, typ string
 }
 
+// scan reads b's members into e and l, by scanObject.
+func (e *envelope) scan(b []byte, l *ExportLine) error {
+	if len(b) > MaxLineBytes {
+		return badLine("line longer than %d bytes", MaxLineBytes)
+	}
+	return scanObject(b, func(key string, v []byte) { e.field(l, key, v, jsonString) })
+}
+
 // field records member key with raw value v; str decodes a JSON string.
-func (e *envelope) field(it *IngestItem, key string, v []byte, str func([]byte) (string, bool)) {
+func (e *envelope) field(l *ExportLine, key string, v []byte, str func([]byte) (string, bool)) {
 	f, known := exportFields[key]
 	switch {
 	case !known:
@@ -130,9 +163,9 @@ func (e *envelope) field(it *IngestItem, key string, v []byte, str func([]byte) 
 	}
 	switch f {
 	case fieldDID:
-		setStr(&it.DID)
+		setStr(&l.DID)
 	case fieldCID:
-		setStr(&it.CID)
+		setStr(&l.CID)
 	case fieldCreatedAt:
 		setStr(&e.createdAt)
 	case fieldType:
@@ -147,9 +180,9 @@ func (e *envelope) field(it *IngestItem, key string, v []byte, str func([]byte) 
 }
 
 // finish applies the line's rules to what the scan found (positive reads
-// seq), parses the op into it, sets its Err, and reports whether the line
-// looks like an export line (a did and an operation).
-func (e *envelope) finish(it *IngestItem, positive func([]byte) (int64, bool)) (looksLikeExport bool) {
+// seq), parses the op into l, and reports whether the line looks like an
+// export line (a did and an operation) and what is wrong with it.
+func (e *envelope) finish(l *ExportLine, positive func([]byte) (int64, bool)) (looksLikeExport bool, err error) {
 	seen, first := e.seen, e.first
 	looksLikeExport = seen&fieldDID != 0 && seen&fieldOperation != 0
 	if seen&fieldSeq != 0 {
@@ -159,15 +192,15 @@ func (e *envelope) finish(it *IngestItem, positive func([]byte) (int64, bool)) (
 				first = badLine("seq %s is not a positive integer", e.seq)
 			}
 		} else {
-			it.Seq = n
+			l.Seq = n
 		}
 	}
 	switch {
 	case first != nil:
 	case seen&fieldDID == 0:
 		first = badLine("no did")
-	case !validate.ValidDID(it.DID):
-		first = badLine("invalid DID %q", it.DID)
+	case !validate.ValidDID(l.DID):
+		first = badLine("invalid DID %q", l.DID)
 	case seen&fieldOperation == 0:
 		first = badLine("no operation")
 	case seen&fieldCID == 0:
@@ -184,25 +217,36 @@ func (e *envelope) finish(it *IngestItem, positive func([]byte) (int64, bool)) (
 		first = badLine("nullified is not a boolean")
 	}
 	if first == nil {
+		l.HasNullified = seen&fieldNullified != 0
+		l.Nullified = string(e.null) == "true"
 		t, err := validate.ParseTimestamp(e.createdAt)
 		if err != nil {
 			first = badLine("createdAt %q is not a timestamp", e.createdAt)
 		}
-		it.CreatedAt = t
+		l.CreatedAt = t
 	}
 	if first == nil {
 		parsed, err := validate.ParseJSON(e.op)
 		switch {
 		case err != nil:
-			first = &lineError{msg: "operation: " + RejectionReason(err), err: err}
-		case parsed.CID() != it.CID:
-			first = badLine("cid %s does not match the operation's CID %s", it.CID, parsed.CID())
+			first = &LineError{Msg: "operation: " + opReason(err), Err: err}
+		case parsed.CID() != l.CID:
+			first = badLine("cid %s does not match the operation's CID %s", l.CID, parsed.CID())
 		default:
-			it.Op = parsed
+			l.Op = parsed
 		}
 	}
-	it.Err = first
-	return looksLikeExport
+	return looksLikeExport, first
+}
+
+// opReason is the reason an op that does not parse is rejected with: the
+// validator's short explanation.
+func opReason(err error) string {
+	var ve *validate.Error
+	if errors.As(err, &ve) {
+		return ve.Short()
+	}
+	return err.Error()
 }
 
 // The envelope of an export line is read by hand: encoding/json's
@@ -212,9 +256,9 @@ func (e *envelope) finish(it *IngestItem, positive func([]byte) (int64, bool)) (
 // nullified by their exact forms) and any other value is checked with
 // json.Valid, so that every line that is not valid JSON is rejected.
 
-var errNotObject = &lineError{msg: "not a JSON object"}
+var errNotObject = &LineError{Msg: "not a JSON object"}
 
-func invalidJSON(msg string) error { return &lineError{msg: "invalid JSON: " + msg} }
+func invalidJSON(msg string) error { return &LineError{Msg: "invalid JSON: " + msg} }
 
 // scanObject reads b as one JSON object and calls visit with each member's
 // key (decoded) and raw value, in order.
@@ -376,4 +420,98 @@ func positiveInt(v []byte) (int64, bool) {
 	}
 	n, err := strconv.ParseInt(string(v), 10, 64)
 	return n, err == nil
+}
+
+// ExportLines returns the non-blank lines of an export body (a page of
+// /export, or the event lines of a stream), in order.
+func ExportLines(body []byte) [][]byte {
+	var out [][]byte
+	for l := range bytes.SplitSeq(body, []byte{'\n'}) {
+		if len(bytes.TrimSpace(l)) > 0 {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// ErrPageEnd: the last line of a seq-mode export page is not a seq-mode
+// line (a body cut off, or an export without seq mode), so where the next
+// page starts is not known.
+var ErrPageEnd = errors.New("the last line is not a seq-mode export line")
+
+// SeqPage is a page of a seq-mode export: its lines, their seqs as
+// ReadLineHead reads them (0: none, or unreadable), and the last line's.
+type SeqPage struct {
+	Lines [][]byte
+	Seqs  []int64
+	Last  int64
+}
+
+// ParseSeqPage splits a seq-mode export page into its lines and reads
+// their seqs by ReadLineHead, the rules the ingest of the lines applies.
+// The last line's seq is where the next page starts: it must be readable
+// (else ErrPageEnd) and above every other seq of the page.
+func ParseSeqPage(body []byte) (SeqPage, error) {
+	p := SeqPage{Lines: ExportLines(body)}
+	n := len(p.Lines)
+	if n == 0 {
+		return p, nil
+	}
+	p.Seqs = make([]int64, n)
+	for i, l := range p.Lines {
+		if h, err := ReadLineHead(l); err == nil {
+			p.Seqs[i] = h.Seq
+		} else if i == n-1 {
+			return SeqPage{}, fmt.Errorf("%w (cut off?): %v", ErrPageEnd, err)
+		}
+	}
+	p.Last = p.Seqs[n-1]
+	if p.Last == 0 {
+		return SeqPage{}, fmt.Errorf("%w: it has no seq", ErrPageEnd)
+	}
+	for _, s := range p.Seqs[:n-1] {
+		if s >= p.Last {
+			return SeqPage{}, fmt.Errorf("the last line's seq %d is not above the page's seq %d", p.Last, s)
+		}
+	}
+	return p, nil
+}
+
+// AuditEntry is one element of a /:did/log/audit response: an op of the
+// DID with its CID, whether it is nullified, and its createdAt, as the
+// directory states them (validate.AppendAuditEntryJSON renders one).
+type AuditEntry struct {
+	DID       string          `json:"did"`
+	Operation json.RawMessage `json:"operation"`
+	CID       string          `json:"cid"`
+	Nullified bool            `json:"nullified"`
+	CreatedAt string          `json:"createdAt"`
+	// Seq and Proof are present in GET /:did/log/audit?proof=true.
+	Seq   int64       `json:"seq,omitempty"`
+	Proof *AuditProof `json:"proof,omitempty"`
+}
+
+// AuditProof is an entry's inclusion proof in the transparency log: the
+// leaf with index LeafIndex (Leaf) in the tree of size TreeSize, whose
+// root the signed checkpoint note Checkpoint states.
+type AuditProof struct {
+	TreeSize   int64    `json:"treeSize"`
+	LeafIndex  int64    `json:"leafIndex"`
+	Hashes     []string `json:"hashes"`
+	Checkpoint string   `json:"checkpoint"`
+}
+
+// ReadAuditLog decodes an audit log: one JSON array of entries and nothing
+// after it. The envelope is decoded leniently (extra fields are ignored);
+// the entries' ops and values are the caller's to judge.
+func ReadAuditLog(r io.Reader) ([]AuditEntry, error) {
+	var entries []AuditEntry
+	dec := json.NewDecoder(r)
+	if err := dec.Decode(&entries); err != nil {
+		return nil, fmt.Errorf("not an audit log (a JSON array of entries): %w", err)
+	}
+	if dec.More() {
+		return nil, errors.New("not an audit log: data after the JSON array")
+	}
+	return entries, nil
 }

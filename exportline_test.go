@@ -1,4 +1,4 @@
-package oplog
+package plc
 
 import (
 	"bytes"
@@ -12,23 +12,20 @@ import (
 	"github.com/plcdir/plc/corpus"
 )
 
-// decoderParseExportLine is parseExportLine over encoding/json's
+// decoderParseExportLine is ParseExportLine over encoding/json's
 // tokenizer: the reference the hand-written envelope scanner is checked
 // against.
-func decoderParseExportLine(l rawLine) (it IngestItem, looksLikeExport bool) {
-	it = IngestItem{Line: l.n, Raw: l.b}
-	if l.tooLong {
-		it.Err = badLine("line longer than %d bytes", MaxLineBytes)
-		return it, false
+func decoderParseExportLine(b []byte) (l ExportLine, looksLikeExport bool, err error) {
+	if len(b) > MaxLineBytes {
+		return l, false, badLine("line longer than %d bytes", MaxLineBytes)
 	}
-	dec := json.NewDecoder(bytes.NewReader(l.b))
+	dec := json.NewDecoder(bytes.NewReader(b))
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
-		it.Err = badLine("not a JSON object")
-		return it, false
+		return l, false, badLine("not a JSON object")
 	}
 	var (
 		env         envelope
-		invalidJSON = func(err error) (IngestItem, bool) { it.Err = badLine("invalid JSON: %v", err); return it, false }
+		invalidJSON = func(err error) (ExportLine, bool, error) { return l, false, badLine("invalid JSON: %v", err) }
 		str         = func(v []byte) (string, bool) {
 			var s string
 			if len(v) == 0 || v[0] != '"' || json.Unmarshal(v, &s) != nil {
@@ -47,19 +44,19 @@ func decoderParseExportLine(l rawLine) (it IngestItem, looksLikeExport bool) {
 		if err := dec.Decode(&v); err != nil {
 			return invalidJSON(err)
 		}
-		env.field(&it, key, v, str)
+		env.field(&l, key, v, str)
 	}
 	if _, err := dec.Token(); err != nil {
 		return invalidJSON(err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		it.Err = badLine("data after the JSON object")
-		return it, false
+		return l, false, badLine("data after the JSON object")
 	}
-	return it, env.finish(&it, func(v []byte) (int64, bool) {
+	looksLikeExport, err = env.finish(&l, func(v []byte) (int64, bool) {
 		n, err := strconv.ParseInt(string(v), 10, 64)
 		return n, err == nil && n > 0
 	})
+	return l, looksLikeExport, err
 }
 
 // exportLineSeeds are lines of every shape: a small generated corpus
@@ -103,13 +100,14 @@ func exportLineSeeds(tb testing.TB) [][]byte {
 // export line when both read it as JSON.
 func sameParse(t *testing.T, line []byte) {
 	t.Helper()
-	got, gotLooks := parseExportLine(rawLine{n: 1, b: line})
-	want, wantLooks := decoderParseExportLine(rawLine{n: 1, b: line})
-	if (got.Err == nil) != (want.Err == nil) {
-		t.Fatalf("%q: scanner error %v, decoder error %v", line, got.Err, want.Err)
+	got, gotLooks, gotErr := ParseExportLine(line)
+	want, wantLooks, wantErr := decoderParseExportLine(line)
+	if (gotErr == nil) != (wantErr == nil) {
+		t.Fatalf("%q: scanner error %v, decoder error %v", line, gotErr, wantErr)
 	}
-	if want.Err == nil {
+	if wantErr == nil {
 		if got.DID != want.DID || got.CID != want.CID || got.Seq != want.Seq || !got.CreatedAt.Equal(want.CreatedAt) ||
+			got.HasNullified != want.HasNullified || got.Nullified != want.Nullified ||
 			!bytes.Equal(got.Op.SignedCBOR(), want.Op.SignedCBOR()) || gotLooks != wantLooks {
 			t.Fatalf("%q: scanner %+v, decoder %+v", line, got, want)
 		}
@@ -119,10 +117,10 @@ func sameParse(t *testing.T, line []byte) {
 		m := e.Error()
 		return strings.HasPrefix(m, "invalid JSON") || m == "not a JSON object" || m == "data after the JSON object"
 	}
-	if !syntax(want.Err) && !syntax(got.Err) && got.Err.Error() != want.Err.Error() {
-		t.Fatalf("%q: scanner error %q, decoder error %q", line, got.Err, want.Err)
+	if !syntax(wantErr) && !syntax(gotErr) && gotErr.Error() != wantErr.Error() {
+		t.Fatalf("%q: scanner error %q, decoder error %q", line, gotErr, wantErr)
 	}
-	if !syntax(want.Err) && !syntax(got.Err) && gotLooks != wantLooks {
+	if !syntax(wantErr) && !syntax(gotErr) && gotLooks != wantLooks {
 		t.Fatalf("%q: looks like an export: scanner %v, decoder %v", line, gotLooks, wantLooks)
 	}
 }
