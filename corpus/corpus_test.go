@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -51,6 +52,9 @@ type replayed struct {
 	p256DIDs        int
 	interleavedDIDs int // DIDs whose lines are not all adjacent
 	rejected        [corpus.NumInvalidKinds]int
+	firstRotKey     map[string]int // DIDs by the first rotation key of their genesis
+	updates         int            // valid plc_operations after a plc_operation
+	rotReplaced     int            // of those, updates that replace every rotation key
 }
 
 // replay checks every line of data the way a mirror would: the line
@@ -71,6 +75,7 @@ func replay(t *testing.T, data []byte, invalid map[int64]corpus.InvalidKind) rep
 		opsPerDID:      map[string]int{},
 		recoveredDIDs:  map[string]bool{},
 		tombstonedDIDs: map[string]bool{},
+		firstRotKey:    map[string]int{},
 	}
 	states := map[string]*validate.State{}
 	tombs := map[string]bool{} // CIDs of tombstones
@@ -138,8 +143,16 @@ func replay(t *testing.T, data []byte, invalid map[int64]corpus.InvalidKind) rep
 			if op.Type() == validate.TypeCreate {
 				r.legacyDIDs++
 			}
-			if d, _ := op.Data(); strings.HasPrefix(d.RotationKeys[0], "did:key:zDnae") {
+			d, _ := op.Data()
+			if strings.HasPrefix(d.RotationKeys[0], "did:key:zDnae") {
 				r.p256DIDs++
+			}
+			r.firstRotKey[d.RotationKeys[0]]++
+		} else if head, _ := st.Head(); !head.Tombstone && op.Type() == validate.TypeOperation {
+			after, _ := op.Data()
+			r.updates++
+			if !slices.ContainsFunc(after.RotationKeys, func(k string) bool { return slices.Contains(head.RotationKeys, k) }) {
+				r.rotReplaced++
 			}
 		}
 		if p, ok := lastLine[l.DID]; ok && p != seq-1 {
@@ -313,6 +326,79 @@ func TestLongChainShapeIsOneValidDID(t *testing.T) {
 	r := replay(t, data, invalid)
 	if len(r.dids) != 1 || r.valid != n || r.opsPerDID[r.dids[0]] != n {
 		t.Fatalf("replayed %d DIDs, %d valid ops; want one DID of %d", len(r.dids), r.valid, n)
+	}
+}
+
+// TestNewShapesReplayClean: every shape but longchain replays clean, with
+// invalid lines mixed in rejected by their class, and is deterministic.
+func TestNewShapesReplayClean(t *testing.T) {
+	n := 3000
+	if raceEnabled || testing.Short() {
+		n = 1200
+	}
+	for _, shape := range []corpus.Shape{corpus.ShapeLongGap, corpus.ShapeKeyChurn, corpus.ShapeSharedKeys} {
+		t.Run(string(shape), func(t *testing.T) {
+			data, st, invalid := generate(t, corpus.Config{Ops: n, Seed: 9, InvalidRate: 0.1, Shape: shape})
+			r := replay(t, data, invalid)
+			if r.valid != n || st.Ops != n || len(invalid) != st.InvalidTotal() || len(r.dids) != st.DIDs ||
+				r.nullifiedOps != st.Nullified || r.legacyDIDs != st.Legacy || r.p256DIDs != st.P256DIDs {
+				t.Fatalf("replay found %+v; stats say %+v", r, st)
+			}
+			again, _, _ := generate(t, corpus.Config{Ops: n, Seed: 9, InvalidRate: 0.1, Shape: shape, Workers: 1})
+			if !bytes.Equal(data, again) {
+				t.Fatal("the same config gives different corpora")
+			}
+			dir, _, _ := generate(t, corpus.Config{Ops: n, Seed: 9, InvalidRate: 0.1})
+			if bytes.Equal(data, dir) {
+				t.Fatal("the shape gives the directory's corpus")
+			}
+			t.Logf("%d DIDs, %d ops, %d invalid rejected %v, %d interleaved", st.DIDs, st.Ops, len(invalid), r.rejected, r.interleavedDIDs)
+		})
+	}
+}
+
+// TestKeyChurnReplacesKeys: in the keychurn shape most updates replace
+// every rotation key; in the directory shape few do.
+func TestKeyChurnReplacesKeys(t *testing.T) {
+	const n = 1500
+	share := func(shape corpus.Shape) float64 {
+		data, _, _ := generate(t, corpus.Config{Ops: n, Seed: 4, Shape: shape})
+		r := replay(t, data, nil)
+		if r.updates < 100 {
+			t.Fatalf("%s: only %d updates", shape, r.updates)
+		}
+		return float64(r.rotReplaced) / float64(r.updates)
+	}
+	churn, dir := share(corpus.ShapeKeyChurn), share(corpus.ShapeDirectory)
+	t.Logf("updates replacing every rotation key: keychurn %.2f, directory %.2f", churn, dir)
+	if churn < 0.7 || dir > 0.1 {
+		t.Fatalf("keychurn replaces every rotation key in %.2f of updates (want ≥ 0.7), directory in %.2f (want ≤ 0.1)", churn, dir)
+	}
+}
+
+// TestSharedKeysAreFewAndFirst: in the sharedkeys shape most DIDs have one
+// of a handful of rotation keys first; in the directory shape no key is
+// shared.
+func TestSharedKeysAreFewAndFirst(t *testing.T) {
+	const n = 1500
+	data, st, _ := generate(t, corpus.Config{Ops: n, Seed: 6, Shape: corpus.ShapeSharedKeys})
+	r := replay(t, data, nil)
+	sharedKeys, sharedDIDs := 0, 0
+	for _, c := range r.firstRotKey {
+		if c > 1 {
+			sharedKeys++
+			sharedDIDs += c
+		}
+	}
+	t.Logf("%d of %d DIDs share %d first rotation keys", sharedDIDs, st.DIDs, sharedKeys)
+	if sharedKeys == 0 || sharedKeys > 6 || float64(sharedDIDs) < 0.7*float64(st.DIDs) {
+		t.Fatalf("%d of %d DIDs share %d first rotation keys; want most of them, a handful of keys", sharedDIDs, st.DIDs, sharedKeys)
+	}
+	data, _, _ = generate(t, corpus.Config{Ops: n, Seed: 6})
+	for k, c := range replay(t, data, nil).firstRotKey {
+		if c > 1 {
+			t.Fatalf("directory shape: %d DIDs have rotation key %s first", c, k)
+		}
 	}
 }
 

@@ -21,7 +21,7 @@
 //     and changes nothing: the DID's next valid op builds on its last valid
 //     one. The valid lines do not depend on the rate except for their seq
 //     (and createdAt shifts of a few milliseconds at most).
-//   - Deterministic: the same Config (Seed, DIDs or Ops, InvalidRate) gives
+//   - Deterministic: the same Config (Seed, DIDs or Ops, InvalidRate, Shape) gives
 //     byte-identical output whatever Workers is. Private keys come from
 //     seeded ChaCha8 streams; K-256 and P-256 signatures use RFC 6979
 //     nonces and are normalised to low-S r‖s.
@@ -36,7 +36,22 @@
 // The default shape, ShapeDirectory, is the real directory's, below; the
 // numbers are the package's constants; Stats reports what a given corpus
 // holds. ShapeLongChain makes one DID of Config.Ops ops instead (a chain
-// of updates, no recovery or tombstone).
+// of updates, no recovery or tombstone). Three shapes keep the directory's
+// DIDs and change one thing each, to find what a corpus that was not used
+// to tune the log costs it:
+//
+//   - ShapeLongGap: a DID's next op comes a median of about 2,800 lines
+//     after its previous one, with a long tail, against about 200 in the
+//     directory shape (both at 186,000 ops).
+//   - ShapeKeyChurn: four updates in five replace every rotation key and
+//     the atproto key.
+//   - ShapeSharedKeys: as in the real directory, where a few PDS rotation
+//     keys sign for millions of DIDs, every K-256 DID that is not a legacy
+//     create has one of six shared keys first in its rotation keys (most
+//     of them the first), then its own; a PDS migration moves it to
+//     another shared key.
+//
+// The directory shape's numbers:
 //
 //   - Ops per DID: P(n) ∝ n^-2.5 capped at 60 (about 75% one op, 13% two,
 //     5% three; the tail reaches dozens).
@@ -51,7 +66,7 @@
 //     followed by an attacker op) and recover within 48h by a fork signed
 //     by key 0 that nullifies it. 0.5% of DIDs are tombstoned; a quarter
 //     of those tombstones (signed by key 1) are nullified the same way.
-//   - Keys are never shared between DIDs, which is harsher on a
-//     validator's key cache than the real directory, where PDS rotation
-//     keys sign for many DIDs.
+//   - Keys are never shared between DIDs (but in ShapeSharedKeys), which
+//     is harsher on a validator's key cache than the real directory, where
+//     PDS rotation keys sign for many DIDs.
 package corpus

@@ -55,7 +55,25 @@ const (
 	// more apart: the history that costs the most per op to replay. It
 	// takes Ops, not DIDs.
 	ShapeLongChain Shape = "longchain"
+	// ShapeLongGap: the directory's DIDs and ops, but a DID's next op
+	// comes a median of about 2,800 lines after the one before it, with a
+	// long tail (the gap in lines is log-normal), where the directory
+	// shape has a median of about 200.
+	ShapeLongGap Shape = "longgap"
+	// ShapeKeyChurn: the directory's DIDs, but four updates in five
+	// replace every rotation key and the atproto key.
+	ShapeKeyChurn Shape = "keychurn"
+	// ShapeSharedKeys: the directory's DIDs, but every K-256 DID that is
+	// not a legacy create has one of a handful of PDS rotation keys first
+	// in its rotation keys, then its own; a PDS migration moves it to
+	// another of them. Most ops are signed by a shared key.
+	ShapeSharedKeys Shape = "sharedkeys"
 )
+
+// Shapes lists the shapes Generate knows, the default first.
+func Shapes() []Shape {
+	return []Shape{ShapeDirectory, ShapeLongChain, ShapeLongGap, ShapeKeyChurn, ShapeSharedKeys}
+}
 
 func (c *Config) check() error {
 	if (c.DIDs > 0) == (c.Ops > 0) || c.DIDs < 0 || c.Ops < 0 {
@@ -68,13 +86,13 @@ func (c *Config) check() error {
 		return fmt.Errorf("invalid rate %v is not in [0, 1]", c.InvalidRate)
 	}
 	switch c.Shape {
-	case "", ShapeDirectory:
+	case "", ShapeDirectory, ShapeLongGap, ShapeKeyChurn, ShapeSharedKeys:
 	case ShapeLongChain:
 		if c.Ops <= 0 {
 			return errors.New("the longchain shape takes a number of ops, not of DIDs")
 		}
 	default:
-		return fmt.Errorf("unknown shape %q (want %s or %s)", c.Shape, ShapeDirectory, ShapeLongChain)
+		return fmt.Errorf("unknown shape %q (want one of %v)", c.Shape, Shapes())
 	}
 	if c.Workers < 0 {
 		return errors.New("workers must not be negative")
@@ -178,9 +196,15 @@ func Generate(ctx context.Context, w io.Writer, cfg Config) (Stats, error) {
 		cfg.Workers = runtime.GOMAXPROCS(0)
 	}
 	begin := time.Now()
+	var err error
 	pl := newPlanner(cfg)
 	ops := pl.plan()
 	g := &generator{seed: cfg.Seed, states: make([]*didState, pl.stats.DIDs)}
+	if cfg.Shape == ShapeSharedKeys {
+		if g.pdsKeys, err = sharedKeys(cfg.Seed); err != nil {
+			return Stats{}, err
+		}
+	}
 
 	type chunk struct {
 		base  int
@@ -214,7 +238,6 @@ func Generate(ctx context.Context, w io.Writer, cfg Config) (Stats, error) {
 		werr <- err
 	}()
 
-	var err error
 	for base := 0; base < len(ops) && err == nil; base += chunkSize {
 		if err = ctx.Err(); err != nil {
 			break
@@ -239,6 +262,39 @@ func Generate(ctx context.Context, w io.Writer, cfg Config) (Stats, error) {
 type generator struct {
 	seed   uint64
 	states []*didState // by DID index; nil before genesis and after the last line
+	// pdsKeys are ShapeSharedKeys's PDS rotation keys, shared by DIDs.
+	pdsKeys []*key
+}
+
+// numPDSKeys is the number of PDS rotation keys of ShapeSharedKeys.
+const numPDSKeys = 6
+
+// sharedKeys draws ShapeSharedKeys's PDS rotation keys (K-256, as the real
+// PDSes' are).
+func sharedKeys(seed uint64) ([]*key, error) {
+	keys := make([]*key, numPDSKeys)
+	for i := range keys {
+		k, err := newKey(rand.NewChaCha8(seedFor(seed, "pdskey", uint32(i), 0, 0)), false)
+		if err != nil {
+			return nil, err
+		}
+		keys[i] = k
+	}
+	return keys, nil
+}
+
+// pdsKey picks a shared PDS rotation key: the first one for most DIDs, as
+// one large PDS holds most accounts.
+func (g *generator) pdsKey(r *rand.Rand) *key {
+	if r.IntN(2) == 0 {
+		return g.pdsKeys[0]
+	}
+	return g.pdsKeys[r.IntN(len(g.pdsKeys))]
+}
+
+// shared reports whether k is one of the shared PDS rotation keys.
+func (g *generator) shared(k *key) bool {
+	return slices.Contains(g.pdsKeys, k)
 }
 
 // signChunk renders part (the lines from seq base+1 on) into lines, the
@@ -367,6 +423,9 @@ func (g *generator) apply(stp **didState, p *planOp, src *rand.ChaCha8, r *rand.
 			return nil, err
 		}
 		c := content{rot: keys[:2], vm: keys[2].didKey, handle: newHandle(r), pds: newPDS(r, p.t)}
+		if g.pdsKeys != nil && !p256 {
+			c.rot = []*key{g.pdsKey(r), keys[1]}
+		}
 		op, err := validate.Sign(c.operation(""), c.rot[signer])
 		if err != nil {
 			return nil, err
@@ -396,7 +455,7 @@ func (g *generator) apply(stp **didState, p *planOp, src *rand.ChaCha8, r *rand.
 		*stp = &didState{did: op.GenesisDID(), cur: c, head: op.CID()}
 		return op, nil
 
-	case kHandle, kPDS, kVM, kRotation, kHostile, kAttacker:
+	case kHandle, kPDS, kVM, kRotation, kHostile, kAttacker, kChurn:
 		next := st.cur
 		switch p.kind {
 		case kHandle:
@@ -409,7 +468,18 @@ func (g *generator) apply(stp **didState, p *planOp, src *rand.ChaCha8, r *rand.
 			next.vm = k.didKey
 			if p.kind == kPDS {
 				next.pds = newPDS(r, p.t)
+				if g.pdsKeys != nil && g.shared(next.rot[0]) {
+					// The new PDS's rotation key replaces the old one's.
+					next.rot = slices.Clone(next.rot)
+					next.rot[0] = g.pdsKey(r)
+				}
 			}
+		case kChurn:
+			keys, err := newKeys(src, st.p256, len(st.cur.rot)+1)
+			if err != nil {
+				return nil, err
+			}
+			next.rot, next.vm = keys[1:], keys[0].didKey
 		case kRotation:
 			k, err := newKey(src, st.p256)
 			if err != nil {

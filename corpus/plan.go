@@ -28,6 +28,7 @@ const (
 	kTombstoneHostile             // a tombstone by rotation key 1, to be nullified
 	kRecover                      // fork from the op before kHostile/kTombstoneHostile, by key 0
 	kTombstone                    // final tombstone
+	kChurn                        // new atproto key and every rotation key replaced (ShapeKeyChurn)
 
 	// Invalid lines: the validator must reject them; they change nothing.
 	kForged       // signed by a key that is not allowed
@@ -72,6 +73,17 @@ const (
 	shareTombstoneNullified = 0.25
 	shareSignerKey1         = 0.15 // regular updates signed by rotation key 1
 
+	// ShapeLongGap: the gap between a DID's ops, in lines, is drawn
+	// log-normal with this median and log-deviation; times are derived from
+	// the corpus's expected line density where the op falls. Drawn gaps
+	// land among other DIDs' lines unevenly (and runs past the span are
+	// compressed), so the measured median is about 2,800 for a draw of
+	// 4,000 (TestLongGapMedian).
+	longGapMedian = 4000
+	longGapSigma  = 1.2
+	// ShapeKeyChurn: the share of updates that replace every key.
+	shareChurn = 0.8
+
 	ms     = int64(1)
 	second = 1000 * ms
 	minute = 60 * second
@@ -87,6 +99,7 @@ type planner struct {
 	rng     *rand.Rand
 	bad     *rand.Rand
 	zipfCDF [maxNormalOps]float64
+	lines   float64 // expected valid lines, for ShapeLongGap's densities
 	ops     []planOp
 	stats   Stats
 	// scratch
@@ -128,8 +141,14 @@ func newPlanner(cfg Config) *planner {
 		sum += math.Pow(float64(n), -zipfExponent)
 		p.zipfCDF[n-1] = sum
 	}
+	mean := 0.0
 	for i := range p.zipfCDF {
 		p.zipfCDF[i] /= sum
+		mean += float64(i+1) * math.Pow(float64(i+1), -zipfExponent) / sum
+	}
+	p.lines = float64(cfg.Ops)
+	if cfg.DIDs > 0 {
+		p.lines = float64(cfg.DIDs) * mean
 	}
 	return p
 }
@@ -210,7 +229,9 @@ func (p *planner) drawDID(forceN int) didPlan {
 	// rest spread over a lifetime drawn log-uniformly from a day to two
 	// years.
 	ts := append(p.ts[:0], created)
-	if n >= 2 {
+	if n >= 2 && p.cfg.Shape == ShapeLongGap {
+		ts = p.longGapTimes(ts, n)
+	} else if n >= 2 {
 		if r.IntN(2) == 0 {
 			ts = append(ts, created+p.uniform(10*second, 30*minute))
 		}
@@ -236,6 +257,8 @@ func (p *planner) drawDID(forceN int) didPlan {
 	for i := 1; i < n; i++ {
 		e := entry{t: ts[i]}
 		switch k := r.IntN(100); {
+		case p.cfg.Shape == ShapeKeyChurn && r.Float64() < shareChurn:
+			e.kind = kChurn
 		case k < 45:
 			e.kind = kHandle
 		case k < 70:
@@ -284,6 +307,35 @@ func (p *planner) drawDID(forceN int) didPlan {
 	p.entries = es
 	d.entries = es
 	return d
+}
+
+// longGapTimes appends the times of a DID's n-1 normal ops after its
+// creation time ts[0]: each gap is drawn in lines and turned into
+// milliseconds at the line density the corpus is expected to have at that
+// time (the density grows linearly with time, as creations do; a floor keeps
+// the first weeks from stretching gaps over years). A DID's ops end within
+// 60 days of the simulated span: a run that would go past it is compressed.
+func (p *planner) longGapTimes(ts []int64, n int) []int64 {
+	r := p.rng
+	created := ts[0]
+	t := created
+	for len(ts) < n {
+		lines := longGapMedian * math.Exp(longGapSigma*r.NormFloat64())
+		at := float64(min(max(t-epoch, span/10), span))
+		density := 2 * max(p.lines, 1) * at / (float64(span) * float64(span)) // lines per ms
+		t += max(int64(lines/density), second)
+		ts = append(ts, t)
+	}
+	if limit := epoch + span + 60*day; t > limit {
+		f := float64(max(limit-created, day)) / float64(t-created)
+		for i := 1; i < n; i++ {
+			ts[i] = created + int64(float64(ts[i]-created)*f)
+		}
+	}
+	for i := 1; i < n; i++ {
+		ts[i] = max(ts[i], ts[i-1]+second)
+	}
+	return ts
 }
 
 // commit appends a DID's lines to the plan, mixing in invalid lines at
@@ -341,8 +393,9 @@ func (p *planner) invalid(did uint32, e entry, end int64) {
 	}
 	// A late recovery needs a head signed by key 1 that kept its prev's
 	// rotation keys, and room for a fork more than 72h after it.
-	lateOK := e.signer == 1 && (e.kind == kHandle || e.kind == kPDS || e.kind == kVM) &&
-		end-e.t > 72*hour+3*hour
+	// (A PDS migration of ShapeSharedKeys replaces the shared key 0.)
+	keptKeys := e.kind == kHandle || e.kind == kVM || e.kind == kPDS && p.cfg.Shape != ShapeSharedKeys
+	lateOK := e.signer == 1 && keptKeys && end-e.t > 72*hour+3*hour
 	var k kind
 	if lateOK && r.IntN(2) == 0 {
 		k = kLateRecovery

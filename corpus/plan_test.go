@@ -1,6 +1,7 @@
 package corpus
 
 import (
+	"slices"
 	"testing"
 	"time"
 )
@@ -74,5 +75,39 @@ func TestPlanWindowsSurviveTimeShifts(t *testing.T) {
 		if !d.done || d.n0 != 0 {
 			t.Fatalf("DID %d: last line missing (%v) or recovery pending (%d)", i, d.done, d.n0)
 		}
+	}
+}
+
+// medianGap is the median, over every valid op after a DID's first, of
+// the number of lines since the DID's op before it.
+func medianGap(ops []planOp) int {
+	last := map[uint32]int{}
+	var gaps []int
+	for i, op := range ops {
+		if op.kind.invalid() {
+			continue
+		}
+		if j, ok := last[op.did]; ok {
+			gaps = append(gaps, i-j)
+		}
+		last[op.did] = i
+	}
+	slices.Sort(gaps)
+	return gaps[len(gaps)/2]
+}
+
+// TestLongGapMedian: at the size of the corpora it is measured at, a DID's
+// next op comes a median of about 2,800 lines later in the longgap shape,
+// about 200 in the directory's; and the plan's windows hold there too.
+func TestLongGapMedian(t *testing.T) {
+	n := 186_000
+	if testing.Short() {
+		n = 100_000
+	}
+	dir := medianGap(newPlanner(Config{Ops: n, Seed: 1}).plan())
+	long := medianGap(newPlanner(Config{Ops: n, Seed: 1, Shape: ShapeLongGap}).plan())
+	t.Logf("median gap in lines at %d ops: directory %d, longgap %d", n, dir, long)
+	if dir > 600 || long < 2000 || long > 4000 {
+		t.Fatalf("median gaps: directory %d (want ≤ 600), longgap %d (want 2000..4000)", dir, long)
 	}
 }

@@ -13,7 +13,7 @@ import (
 
 func runBenchGen(ctx context.Context, e cli.Env, args []string) int {
 	fs := cli.NewFlagSet("bench gen",
-		"plc bench gen (--dids N | --ops N) [--shape directory|longchain] [--seed S] [--out FILE|-] [--invalid-rate P] [--workers W]",
+		"plc bench gen (--dids N | --ops N) [--shape S] [--seed S] [--out FILE|-] [--invalid-rate P] [--workers W]",
 		`Writes a signed synthetic corpus in the seq-mode export format (the lines
 GET /export?after= returns, joined by "\n", no newline after the last):
 DIDs shaped like the real directory's, with hostile updates and recoveries,
@@ -21,7 +21,10 @@ tombstones, legacy create ops and P-256 keys. The same flags give the same
 bytes whatever --workers is. --invalid-rate mixes in invalid lines (forged
 and high-S signatures, wrong prev, late recoveries) on top of the valid
 ops. --shape longchain makes one DID of --ops N ops instead: a genesis
-and a chain of updates, the history that costs the most to replay. A
+and a chain of updates, the history that costs the most to replay.
+--shape longgap, keychurn and sharedkeys are the directory's DIDs with a
+DID's next op a median ~2,800 lines later, with every key replaced on most
+updates, or with a handful of PDS rotation keys shared by most DIDs. A
 summary goes to stderr.`, e)
 	dids := fs.Int("dids", 0, "number of DIDs to generate")
 	ops := fs.Int("ops", 0, "number of valid ops to generate")
@@ -29,7 +32,7 @@ summary goes to stderr.`, e)
 	out := fs.String("out", "-", "output file, - for stdout")
 	rate := fs.Float64("invalid-rate", 0, "probability of an invalid line after each valid op, 0..1")
 	workers := fs.Int("workers", runtime.GOMAXPROCS(0), "signing goroutines")
-	shape := fs.String("shape", string(corpus.ShapeDirectory), "corpus shape: directory, or longchain (one DID of --ops N ops)")
+	shape := fs.String("shape", string(corpus.ShapeDirectory), "corpus shape: directory, longgap, keychurn, sharedkeys, or longchain (one DID of --ops N ops)")
 	if code, done := cli.ParseFlags(fs, args); done {
 		return code
 	}
@@ -43,14 +46,14 @@ summary goes to stderr.`, e)
 	}
 	cfg := corpus.Config{DIDs: *dids, Ops: *ops, Seed: *seed, InvalidRate: *rate, Workers: *workers, Shape: corpus.Shape(*shape)}
 	switch cfg.Shape {
-	case corpus.ShapeDirectory:
+	case corpus.ShapeDirectory, corpus.ShapeLongGap, corpus.ShapeKeyChurn, corpus.ShapeSharedKeys:
 	case corpus.ShapeLongChain:
 		if *ops <= 0 {
 			fmt.Fprintln(e.Stderr, "plc bench gen: --shape longchain takes --ops N (the length of the chain), not --dids")
 			return cli.ExitUsage
 		}
 	default:
-		fmt.Fprintf(e.Stderr, "plc bench gen: unknown --shape %q (want directory or longchain)\n", *shape)
+		fmt.Fprintf(e.Stderr, "plc bench gen: unknown --shape %q (want one of %v)\n", *shape, corpus.Shapes())
 		return cli.ExitUsage
 	}
 
