@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/plcdir/plc/corpus"
+	"github.com/plcdir/plc/internal/corpus"
 )
 
 // decoderParseExportLine is ParseExportLine over encoding/json's

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/plcdir/plc/audit"
-	"github.com/plcdir/plc/corpus"
+	"github.com/plcdir/plc/internal/corpus"
 	"github.com/plcdir/plc/internal/optest"
 	"github.com/plcdir/plc/oplog"
 	"github.com/plcdir/plc/validate"

@@ -20,7 +20,7 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/plcdir/plc/audit"
-	"github.com/plcdir/plc/corpus"
+	"github.com/plcdir/plc/internal/corpus"
 	"github.com/plcdir/plc/internal/tamper"
 	"github.com/plcdir/plc/oplog"
 )

@@ -21,7 +21,7 @@ import (
 	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/api"
 	"github.com/plcdir/plc/audit"
-	"github.com/plcdir/plc/corpus"
+	"github.com/plcdir/plc/internal/corpus"
 	"github.com/plcdir/plc/oplog"
 	"github.com/plcdir/plc/validate"
 )

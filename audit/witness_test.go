@@ -29,7 +29,7 @@ import (
 
 	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/audit"
-	"github.com/plcdir/plc/corpus"
+	"github.com/plcdir/plc/internal/corpus"
 	"github.com/plcdir/plc/oplog"
 )
 

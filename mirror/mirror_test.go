@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/plcdir/plc/api"
-	"github.com/plcdir/plc/corpus"
+	"github.com/plcdir/plc/internal/corpus"
 	"github.com/plcdir/plc/internal/optest"
 	"github.com/plcdir/plc/mirror"
 	"github.com/plcdir/plc/oplog"

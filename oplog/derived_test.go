@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/plcdir/plc/corpus"
+	"github.com/plcdir/plc/internal/corpus"
 	"github.com/plcdir/plc/internal/tamper"
 	"github.com/plcdir/plc/oplog"
 )

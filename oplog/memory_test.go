@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/plcdir/plc/corpus"
+	"github.com/plcdir/plc/internal/corpus"
 	"github.com/plcdir/plc/oplog"
 	"github.com/plcdir/plc/validate"
 )

@@ -19,7 +19,7 @@ import (
 
 	"github.com/plcdir/plc/api"
 	"github.com/plcdir/plc/audit"
-	"github.com/plcdir/plc/corpus"
+	"github.com/plcdir/plc/internal/corpus"
 	"github.com/plcdir/plc/oplog"
 )
 

@@ -10,7 +10,7 @@ import (
 	"testing"
 
 	"github.com/plcdir/plc/audit"
-	"github.com/plcdir/plc/corpus"
+	"github.com/plcdir/plc/internal/corpus"
 	"github.com/plcdir/plc/oplog"
 )
 

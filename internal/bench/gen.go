@@ -7,8 +7,8 @@ import (
 	"os"
 	"runtime"
 
-	"github.com/plcdir/plc/corpus"
 	"github.com/plcdir/plc/internal/cli"
+	"github.com/plcdir/plc/internal/corpus"
 )
 
 func runBenchGen(ctx context.Context, e cli.Env, args []string) int {

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/plcdir/plc/corpus"
+	"github.com/plcdir/plc/internal/corpus"
 	"github.com/plcdir/plc/validate"
 )
 
