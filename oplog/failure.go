@@ -181,9 +181,9 @@ func Unavailable(err error) bool {
 	if err == nil {
 		return false
 	}
-	if errors.Is(err, ErrStorage) || errors.Is(err, driver.ErrBadConn) || errors.Is(err, sql.ErrConnDone) ||
-		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
-		errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ENOSPC) {
+	if errors.Is(err, ErrStorage) || storageKind(err) == StorageFull ||
+		errors.Is(err, driver.ErrBadConn) || errors.Is(err, sql.ErrConnDone) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
 		return true
 	}
 	var (
@@ -200,7 +200,7 @@ func Unavailable(err error) bool {
 		return class == "08" || class == "53" || class == "57"
 	case errors.As(err, &coded):
 		switch coded.Code() & 0xff {
-		case 5, 6, 10, 13, 14: // SQLITE_BUSY, LOCKED, IOERR, FULL, CANTOPEN
+		case 5, 6, 10, 14: // SQLITE_BUSY, LOCKED, IOERR, CANTOPEN (FULL: storageKind)
 			return true
 		}
 	}

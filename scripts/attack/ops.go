@@ -22,10 +22,6 @@ type identity struct {
 	head *validate.Op
 }
 
-type signer struct{ k atcrypto.PrivateKey }
-
-func (s signer) HashAndSign(b []byte) ([]byte, error) { return s.k.HashAndSign(b) }
-
 // newIdentity makes a fresh DID with one K-256 rotation key (also its
 // signing key).
 func newIdentity(handle string) (*identity, error) {
@@ -45,7 +41,7 @@ func newIdentity(handle string) (*identity, error) {
 		AlsoKnownAs:         []string{"at://" + handle},
 		Services:            []validate.Service{{ID: "atproto_pds", Type: "AtprotoPersonalDataServer", Endpoint: "https://pds.example.com"}},
 	}
-	id.head, err = validate.Sign(id.body, signer{k})
+	id.head, err = validate.Sign(id.body, k)
 	if err != nil {
 		return nil, err
 	}
@@ -59,7 +55,7 @@ func (id *identity) update(handle string) (*validate.Op, error) {
 	body := id.body
 	body.Prev = id.head.CID()
 	body.AlsoKnownAs = []string{"at://" + handle}
-	return validate.Sign(body, signer{id.key})
+	return validate.Sign(body, id.key)
 }
 
 func (id *identity) accept(op *validate.Op) {
