@@ -15,7 +15,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/plcdir/plc/internal/bench"
+	"github.com/plcdir/plc/cmd/plc/internal/bench"
 	"github.com/plcdir/plc/internal/cli"
 )
 
