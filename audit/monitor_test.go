@@ -21,8 +21,8 @@ import (
 	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/audit"
 	"github.com/plcdir/plc/internal/optest"
-	"github.com/plcdir/plc/internal/tamper"
 	"github.com/plcdir/plc/oplog"
+	"github.com/plcdir/plc/oplog/tamper"
 	"github.com/plcdir/plc/validate"
 )
 

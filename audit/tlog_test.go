@@ -21,8 +21,8 @@ import (
 
 	"github.com/plcdir/plc/audit"
 	"github.com/plcdir/plc/internal/corpus"
-	"github.com/plcdir/plc/internal/tamper"
 	"github.com/plcdir/plc/oplog"
+	"github.com/plcdir/plc/oplog/tamper"
 )
 
 // corpusCache holds generated corpora by size: generating signs ops.

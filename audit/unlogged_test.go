@@ -11,8 +11,8 @@ import (
 
 	"github.com/plcdir/plc/audit"
 	"github.com/plcdir/plc/internal/pgtest"
-	"github.com/plcdir/plc/internal/tamper"
 	"github.com/plcdir/plc/oplog"
+	"github.com/plcdir/plc/oplog/tamper"
 )
 
 // backends runs test against a migrated store on SQLite and on

@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/plcdir/plc/internal/pgtest"
-	"github.com/plcdir/plc/internal/tamper"
 	"github.com/plcdir/plc/internal/testclock"
 	"github.com/plcdir/plc/oplog"
+	"github.com/plcdir/plc/oplog/tamper"
 	"github.com/plcdir/plc/validate"
 )
 

@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/plcdir/plc/internal/corpus"
-	"github.com/plcdir/plc/internal/tamper"
 	"github.com/plcdir/plc/oplog"
+	"github.com/plcdir/plc/oplog/tamper"
 )
 
 // testDerived: the startup check of the derived state (nullified and the

@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/plcdir/plc/internal/tamper"
 	"github.com/plcdir/plc/internal/testclock"
 	"github.com/plcdir/plc/oplog"
+	"github.com/plcdir/plc/oplog/tamper"
 	"github.com/plcdir/plc/validate"
 )
 

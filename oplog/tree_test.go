@@ -13,8 +13,8 @@ import (
 	"github.com/transparency-dev/merkle/rfc6962"
 	"golang.org/x/mod/sumdb/tlog"
 
-	"github.com/plcdir/plc/internal/tamper"
 	"github.com/plcdir/plc/oplog"
+	"github.com/plcdir/plc/oplog/tamper"
 )
 
 // independentRoots returns the RFC 6962 root of every prefix of leaves,

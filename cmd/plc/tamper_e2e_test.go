@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/plcdir/plc/internal/pgtest"
-	"github.com/plcdir/plc/internal/tamper"
+	"github.com/plcdir/plc/oplog/tamper"
 )
 
 // TestStartupRefusesADatabaseEditedBehindTheLog: plc serve and plc mirror

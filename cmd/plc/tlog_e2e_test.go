@@ -11,7 +11,7 @@ import (
 
 	"github.com/plcdir/plc/audit"
 	"github.com/plcdir/plc/internal/pgtest"
-	"github.com/plcdir/plc/internal/tamper"
+	"github.com/plcdir/plc/oplog/tamper"
 )
 
 // TestTransparencyLogEndToEnd: a new log gets a key in its data directory;

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/plcdir/plc/internal/optest"
-	"github.com/plcdir/plc/internal/tamper"
+	"github.com/plcdir/plc/oplog/tamper"
 	"github.com/plcdir/plc/web"
 )
 
