@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -79,65 +81,68 @@ func (m *Mirror) follow(ctx context.Context) error {
 		}
 	}()
 
-	line, last := c.Line, c.Seq
-	for {
-		var (
-			b  []byte
-			ok bool
-		)
-		select {
-		case b, ok = <-msgs:
-		case <-m.cfg.After(m.cfg.StreamIdle):
-			if err := m.checkIdleStream(sctx, conn, last); err != nil {
-				return err
+	src := &streamEvents{m: m, ctx: sctx, conn: conn, msgs: msgs}
+	src.last.Store(c.Seq)
+	_, err = oplog.Replay(ctx, m.log, src, oplog.ImportOptions{
+		Source: m.source, Stream: true, BatchSize: 1000,
+		Ingest: func(ctx context.Context, source string, items []oplog.IngestItem) (oplog.IngestResult, error) {
+			res, err := m.ingest(ctx, source, items)
+			if err == nil {
+				src.last.Store(res.Cursor.Seq)
+				m.sawUpstreamSeq(res.Cursor.Seq)
 			}
-			continue
-		}
-		if !ok {
-			break
-		}
-		batch := [][]byte{b}
-	drain:
-		for len(batch) < 1000 {
-			select {
-			case b, ok := <-msgs:
-				if !ok {
-					break drain
-				}
-				batch = append(batch, b)
-			default:
-				break drain
-			}
-		}
-		items := make([]oplog.IngestItem, len(batch))
-		for i, b := range batch {
-			line++
-			x, _, err := plc.ParseExportLine(b)
-			it := oplog.NewIngestItem(line, b, x, err)
-			if it.Err == nil && it.Seq == 0 {
-				it.Err, it.Op = errors.New("a stream event without seq"), nil
-			}
-			if it.Seq > 0 && it.Seq <= last {
-				it.Err = fmt.Errorf("reordered: seq %d is not after seq %d: out of order", it.Seq, last)
-				it.Op, it.Seq = nil, 0
-			}
-			last = max(last, it.Seq)
-			items[i] = it
-		}
-		if _, err := m.ingest(ctx, m.source, items); err != nil {
-			return err
-		}
-		m.sawUpstreamSeq(last)
-	}
-	err = <-errc
+			return res, err
+		},
+	})
 	if ctx.Err() != nil {
 		return nil
 	}
+	if err != nil {
+		return err
+	}
+	err = <-errc
 	switch websocket.CloseStatus(err) {
 	case websocket.StatusNormalClosure, websocket.StatusGoingAway:
 		return nil
 	}
 	return fmt.Errorf("stream: %w", err)
+}
+
+// streamEvents is the live stream's events as an oplog.LineSource, one
+// line each: ready when an event is waiting. While none comes for
+// StreamIdle, it checks the upstream (checkIdleStream).
+type streamEvents struct {
+	m    *Mirror
+	ctx  context.Context // the stream's
+	conn *websocket.Conn
+	msgs <-chan []byte // closed when the stream ends
+	last atomic.Int64  // the last seq committed (the cursor's, at first)
+	n    int64         // the events handed over
+}
+
+func (s *streamEvents) Ready() bool { return len(s.msgs) > 0 }
+
+func (s *streamEvents) Next(ctx context.Context) (oplog.Line, error) {
+	for {
+		var idle <-chan time.Time // no timer while an event is waiting
+		if len(s.msgs) == 0 {
+			idle = s.m.cfg.After(s.m.cfg.StreamIdle)
+		}
+		select {
+		case b, ok := <-s.msgs:
+			if !ok {
+				return oplog.Line{}, io.EOF
+			}
+			s.n++
+			return oplog.Line{N: s.n, Raw: b}, nil
+		case <-idle:
+			if err := s.m.checkIdleStream(s.ctx, s.conn, s.last.Load()); err != nil {
+				return oplog.Line{}, err
+			}
+		case <-ctx.Done():
+			return oplog.Line{}, ctx.Err()
+		}
+	}
 }
 
 // dial opens the stream at u: the handshake is cut after StreamTimeout.

@@ -1,8 +1,8 @@
 // Package mirror replicates another PLC directory (the upstream) into a
 // local log, verifying every op independently: pages of the upstream's
-// export go through oplog.Import's pipeline (the chain rules only, the
-// upstream's createdAt as acceptance time, the cursor committed with the
-// ops), then the live /export/stream. Whatever the upstream serves that the
+// export, then the events of its live /export/stream, go through
+// oplog.Replay's pipeline (the chain rules only, the upstream's createdAt
+// as acceptance time, the seq order, the cursor committed with the ops). Whatever the upstream serves that the
 // rules reject, or that contradicts what it served before, is kept as a
 // divergence record with the upstream's bytes as evidence.
 package mirror
@@ -12,7 +12,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
@@ -50,7 +49,7 @@ type Config struct {
 	AuditInterval time.Duration
 	// AuditSample is the number of DIDs checked each time (default 20).
 	AuditSample int
-	// Progress, if set, is called as Import's Progress during backfills.
+	// Progress, if set, is called as Replay's Progress during backfills.
 	Progress func(oplog.ImportStats)
 	// StreamTimeout bounds the live stream's handshake and the answer to
 	// each ping (default 30 s).
@@ -341,14 +340,14 @@ func (m *Mirror) sawUpstreamSeq(seq int64) {
 }
 
 // Backfill pages through the upstream's export from the committed cursor
-// to its end, through oplog.Import. In seq mode, when the upstream has
+// to its end, through oplog.Replay. In seq mode, when the upstream has
 // nothing after the cursor, it checks (at most once per PollInterval) that
 // the upstream still serves the op at the cursor (see checkHead).
 func (m *Mirror) Backfill(ctx context.Context) error {
 	m.setState("backfill")
 	var (
-		r  io.Reader
-		sr *seqReader
+		src oplog.LineSource
+		sr  *seqPages
 	)
 	switch m.Mode() {
 	case ModeSeq:
@@ -357,20 +356,20 @@ func (m *Mirror) Backfill(ctx context.Context) error {
 			return err
 		}
 		fctx, stop := context.WithCancel(ctx)
-		sr = newSeqReader(fctx, m, c.Seq, m.cfg.PageSize)
+		sr = newSeqPages(fctx, m, c.Seq, m.cfg.PageSize)
 		defer func() { stop(); <-sr.done }() // no upstream or store access after Backfill returns
-		r = sr
+		src = sr
 	case ModeLegacy:
 		after, boundary, err := m.legacyStart(ctx)
 		if err != nil {
 			return err
 		}
-		r = &legacyReader{ctx: ctx, m: m, after: after, boundary: boundary, count: m.cfg.PageSize}
+		src = &legacyPages{m: m, after: after, boundary: boundary, count: m.cfg.PageSize}
 	default:
 		return errors.New("mirror: the upstream's mode is not known")
 	}
-	_, err := oplog.Import(ctx, m.log, r, oplog.ImportOptions{
-		Source: m.source, ContinueLines: true, Progress: m.cfg.Progress,
+	_, err := oplog.Replay(ctx, m.log, src, oplog.ImportOptions{
+		Source: m.source, Progress: m.cfg.Progress,
 		Ingest: m.ingest, // the evidence cap, the metrics, backing off from junk
 	})
 	m.updateCursorMetrics(ctx)
@@ -378,7 +377,7 @@ func (m *Mirror) Backfill(ctx context.Context) error {
 		return fmt.Errorf("backfill: %w", err)
 	}
 	if sr != nil {
-		<-sr.done // Import read to the end: the fetcher has returned
+		<-sr.done // Replay read to the end: the fetcher has returned
 		if sr.lastEmpty {
 			if err := m.checkHead(ctx); err != nil {
 				return fmt.Errorf("checking the upstream's head: %w", err)

@@ -11,55 +11,56 @@ import (
 	"time"
 
 	"github.com/plcdir/plc"
+	"github.com/plcdir/plc/oplog"
 	"github.com/plcdir/plc/validate"
 )
 
-// seqReader is the upstream's seq-mode export after a seq, as one stream
-// of lines for oplog.Import, ending (io.EOF) after a short page. A
-// goroutine (the fetcher) asks for each page as soon as the one before it
-// has arrived — the next after= is the last seq of that page, read from its
-// last line — so that the upstream serves page k+1 while page k is being
-// ingested. It runs at most prefetchPages pages ahead of the reader, so
-// memory stays bounded by MaxBody a page. Pages reach the reader whole and
-// in order. A page that cannot be used is an error: nothing of it is read,
-// the reader returns it after the pages before it, and Import stops after
-// committing what came before.
+// seqPages is the upstream's seq-mode export after a seq, as an
+// oplog.LineSource that ends (io.EOF) after a short page. A goroutine (the
+// fetcher) asks for each page as soon as the one before it has arrived —
+// the next after= is the last seq of that page, read from its last line —
+// so that the upstream serves page k+1 while page k is being ingested. It
+// runs at most prefetchPages pages ahead of the pipeline, so memory stays
+// bounded by MaxBody a page. Pages reach the pipeline whole and in order,
+// their lines as the upstream sent them. A page that cannot be used is an
+// error: none of it is handed over, Next returns it after the pages
+// before it, and the Replay stops after committing what came before.
 //
-// Ready tells oplog.Import whether the next page is there: when it is not,
-// Import commits the lines it has rather than wait for the network.
-type seqReader struct {
+// Ready tells the pipeline whether the next page is there: when it is
+// not, the lines it has are committed rather than wait for the network.
+type seqPages struct {
 	m     *Mirror
 	after int64 // the fetcher's position: the last seq asked past
 	count int
 
-	pages chan []byte   // joined lines of the pages fetched, in order
+	pages chan [][]byte // the lines to ingest of the pages fetched, in order
 	done  chan struct{} // closed when the fetcher has returned
 	// Written by the fetcher before it closes pages (and done):
 	end       error // what ended the pages: nil (a short page), a bad page, ctx's end
 	lastEmpty bool  // the last page fetched held no line
 
-	// The reader's side (Read and Ready, one goroutine):
-	buf    []byte
-	closed bool // pages is closed and drained
+	// The pipeline's side (Next and Ready, one goroutine):
+	lines  pageLines // what is left of the page received
+	closed bool      // pages is closed and drained
 }
 
 // prefetchPages bounds the pages fetched but not yet read: one waiting in
 // the channel, one waiting to be put there.
 const prefetchPages = 2
 
-// newSeqReader starts a reader of the pages after seq after; its fetcher
+// newSeqPages starts a source of the pages after seq after; its fetcher
 // runs until the last page, a bad page, or ctx's end. Wait for it
 // (<-r.done) before reading r.end or r.lastEmpty.
-func newSeqReader(ctx context.Context, m *Mirror, after int64, count int) *seqReader {
-	r := &seqReader{m: m, after: after, count: count,
-		pages: make(chan []byte, prefetchPages-1), done: make(chan struct{})}
+func newSeqPages(ctx context.Context, m *Mirror, after int64, count int) *seqPages {
+	r := &seqPages{m: m, after: after, count: count,
+		pages: make(chan [][]byte, prefetchPages-1), done: make(chan struct{})}
 	go r.fetch(ctx)
 	return r
 }
 
 // fetch asks for pages until a short one (or an error), and hands them to
 // the reader in order.
-func (r *seqReader) fetch(ctx context.Context) {
+func (r *seqPages) fetch(ctx context.Context) {
 	defer close(r.done)
 	defer close(r.pages)
 	for {
@@ -87,17 +88,17 @@ func (r *seqReader) fetch(ctx context.Context) {
 }
 
 // fetchPage fetches the page after r.after and returns its lines to
-// ingest (joined), and whether it is the last page. A page that mostly
+// ingest, and whether it is the last page. A page that mostly
 // serves again lines at or before r.after is errMostlyRejected, with its
 // other lines: they are ingested, then the round ends and Run backs off.
-func (r *seqReader) fetchPage(ctx context.Context) ([]byte, bool, error) {
+func (r *seqPages) fetchPage(ctx context.Context) ([][]byte, bool, error) {
 	page, err := r.m.up.seqPage(ctx, r.after, r.count)
 	if err != nil {
 		return nil, false, err
 	}
 	lines := page.Lines
 	if len(lines) > 0 && page.Last <= r.after {
-		return nil, false, badResponse(joinLines(lines), "GET /export?after=%d: the page ends at seq %d", r.after, page.Last)
+		return nil, false, badResponse(append(bytes.Join(lines, []byte{'\n'}), '\n'), "GET /export?after=%d: the page ends at seq %d", r.after, page.Last)
 	}
 	// Lines at or before after were asked not to be sent: the upstream
 	// serves them again, so its order is not what it was.
@@ -117,87 +118,95 @@ func (r *seqReader) fetchPage(ctx context.Context) ([]byte, bool, error) {
 		r.after = page.Last
 	}
 	if r.m.mostlyRejected(replayed, len(lines)) {
-		return joinLines(kept), false, fmt.Errorf("%w: %d of the %d lines of the page up to seq %d were served again", errMostlyRejected, replayed, len(lines), page.Last)
+		return kept, false, fmt.Errorf("%w: %d of the %d lines of the page up to seq %d were served again", errMostlyRejected, replayed, len(lines), page.Last)
 	}
-	return joinLines(kept), len(lines) < r.count, nil
+	return kept, len(lines) < r.count, nil
 }
 
-func (r *seqReader) Read(p []byte) (int, error) {
-	for len(r.buf) == 0 {
+func (r *seqPages) Next(ctx context.Context) (oplog.Line, error) {
+	for len(r.lines.left) == 0 {
 		if r.closed {
 			if r.end != nil {
-				return 0, r.end
+				return oplog.Line{}, r.end
 			}
-			return 0, io.EOF
+			return oplog.Line{}, io.EOF
 		}
-		r.take(<-r.pages)
+		select {
+		case page := <-r.pages:
+			r.take(page)
+		case <-ctx.Done():
+			return oplog.Line{}, ctx.Err()
+		}
 	}
-	n := copy(p, r.buf)
-	r.buf = r.buf[n:]
-	return n, nil
+	return r.lines.next(), nil
 }
 
-// take makes b, received from pages, the reader's buffer (nil when pages
-// is closed).
-func (r *seqReader) take(b []byte) {
-	if b == nil {
-		r.closed = true
-		return
-	}
-	r.buf = b
+// take makes page, received from pages, the lines to hand over (nil when
+// pages is closed).
+func (r *seqPages) take(page [][]byte) {
+	r.closed = page == nil
+	r.lines.left = page
 }
 
-// Ready reports whether Read would return without waiting for the
+// Ready reports whether Next would return without waiting for the
 // upstream: a page (or the end) has arrived.
-func (r *seqReader) Ready() bool {
-	if len(r.buf) > 0 || r.closed {
+func (r *seqPages) Ready() bool {
+	if len(r.lines.left) > 0 || r.closed {
 		return true
 	}
 	select {
-	case b := <-r.pages:
-		r.take(b)
+	case page := <-r.pages:
+		r.take(page)
 		return true
 	default:
 		return false
 	}
 }
 
-func joinLines(lines [][]byte) []byte {
-	var b bytes.Buffer
-	for _, l := range lines {
-		b.Write(l)
-		b.WriteByte('\n')
-	}
-	return b.Bytes()
+// pageLines hands over the lines of pages one by one, numbered on from
+// the ones before.
+type pageLines struct {
+	left [][]byte
+	n    int64
 }
 
-// legacyReader is the upstream's legacy export (paged by createdAt, in
-// (createdAt, cid) order) after a time, as one stream of lines. Pages
+func (p *pageLines) next() oplog.Line {
+	p.n++
+	l := oplog.Line{N: p.n, Raw: p.left[0]}
+	p.left = p.left[1:]
+	return l
+}
+
+// legacyPages is the upstream's legacy export (paged by createdAt, in
+// (createdAt, cid) order) after a time, as an oplog.LineSource. Pages
 // overlap by the last millisecond: asking for ops after after-1ms and
 // skipping the ones already taken at after (boundary) neither skips nor
 // repeats an op when a page ends inside a millisecond.
-type legacyReader struct {
-	ctx      context.Context
+type legacyPages struct {
 	m        *Mirror
 	after    time.Time       // zero: from the start
 	boundary map[string]bool // CIDs taken at after
 	count    int
-	buf      []byte
 	done     bool
+	lines    pageLines // what is left of the page fetched
 }
 
-func (r *legacyReader) Read(p []byte) (int, error) {
-	for len(r.buf) == 0 {
+// Ready is true: each page is fetched when the pipeline asks for it, and a
+// batch is cut only when full.
+func (r *legacyPages) Ready() bool { return true }
+
+func (r *legacyPages) Next(ctx context.Context) (oplog.Line, error) {
+	for len(r.lines.left) == 0 {
 		if r.done {
-			return 0, io.EOF
+			return oplog.Line{}, io.EOF
 		}
 		q := url.Values{"count": {strconv.Itoa(r.count)}}
 		if !r.after.IsZero() {
 			q.Set("after", string(validate.AppendTimestamp(nil, r.after.Add(-time.Millisecond))))
 		}
-		body, err := r.m.up.export(r.ctx, q)
+		body, err := r.m.up.export(ctx, q)
 		if err != nil {
-			return 0, err
+			return oplog.Line{}, err
 		}
 		lines := plc.ExportLines(body)
 		var (
@@ -210,9 +219,9 @@ func (r *legacyReader) Read(p []byte) (int, error) {
 			if err != nil {
 				if i == len(lines)-1 {
 					// The last line cannot be read: a cut-off body.
-					return 0, badResponse(body, "GET /export: the last line is not an export line (cut off?): %v", err)
+					return oplog.Line{}, badResponse(body, "GET /export: the last line is not an export line (cut off?): %v", err)
 				}
-				kept = append(kept, l) // Import rejects it
+				kept = append(kept, l) // the pipeline rejects it
 				continue
 			}
 			t, err := validate.ParseTimestamp(pl.CreatedAt)
@@ -222,7 +231,7 @@ func (r *legacyReader) Read(p []byte) (int, error) {
 			}
 			switch {
 			case t.Before(after):
-				r.m.record(r.ctx, Divergence{Kind: KindReordered, CID: pl.CID, Evidence: l,
+				r.m.record(ctx, Divergence{Kind: KindReordered, CID: pl.CID, Evidence: l,
 					Detail: "the legacy export went back in time to " + pl.CreatedAt})
 				continue
 			case t.Equal(after) && boundary[pl.CID]:
@@ -239,14 +248,11 @@ func (r *legacyReader) Read(p []byte) (int, error) {
 		case len(kept) == 0:
 			// A whole page inside one millisecond, all taken: the rest of
 			// that millisecond cannot be asked for.
-			r.m.record(r.ctx, Divergence{Kind: KindBadResponse,
+			r.m.record(ctx, Divergence{Kind: KindBadResponse,
 				Detail: "at least " + strconv.Itoa(r.count) + " ops at " + string(validate.AppendTimestamp(nil, after)) + ": the rest of that millisecond is skipped"})
 			after, boundary = after.Add(time.Millisecond), map[string]bool{}
 		}
-		r.after, r.boundary = after, boundary
-		r.buf = joinLines(kept)
+		r.after, r.boundary, r.lines.left = after, boundary, kept
 	}
-	n := copy(p, r.buf)
-	r.buf = r.buf[n:]
-	return n, nil
+	return r.lines.next(), nil
 }

@@ -17,14 +17,6 @@ import (
 	"github.com/plcdir/plc/validate"
 )
 
-// Import is the bulk verified ingest of an export: the lines of a seq-mode
-// export ({"type":"sequenced_op", did, operation, cid, createdAt, seq}) or
-// of a legacy export ({did, operation, cid, nullified, createdAt}), one per
-// line, go through Log.Ingest in batches. While one batch commits, the next
-// ones are parsed and their signatures checked on every core (the checks
-// are memoised in each op, so the sequential chain rules under the append
-// lock find them done).
-
 const (
 	// MaxLineBytes bounds one line of an export (without its newline). An
 	// op is a few KB at most; a longer line is rejected, and only its first
@@ -34,7 +26,7 @@ const (
 	DefaultImportBatch = 4000
 )
 
-// DefaultImportWorkers is the default number of goroutines an Import
+// DefaultImportWorkers is the default number of goroutines a Replay
 // parses lines and checks signatures on: one per core, and one more to
 // take up the time the sequential apply and commit leaves a core idle
 // while it waits on the database.
@@ -48,18 +40,18 @@ var (
 	ErrInput = errors.New("reading the input")
 )
 
-// ImportOptions configure Import.
+// ImportOptions configure Replay and Import.
 type ImportOptions struct {
-	// Source names the input, for its cursor and its rejections. Empty:
-	// "export:" and the first 32 hex digits of the SHA-256 of the input's
-	// first non-blank line (without surrounding white space). So an
-	// export resumes however it is read (a file, compressed or not, or a
-	// pipe), and a longer export that begins with the same line continues
-	// where a shorter one stopped.
+	// Source names the input, for its cursor and its rejections; Replay
+	// requires it. Empty (Import): "export:" and the first 32 hex digits
+	// of the SHA-256 of the input's first non-blank line (without
+	// surrounding white space). So an export resumes however it is read
+	// (a file, compressed or not, or a pipe), and a longer export that
+	// begins with the same line continues where a shorter one stopped.
 	Source string
 	// BatchSize is the number of (non-blank) lines per transaction
-	// (default DefaultImportBatch); fewer when the input is a PartReader
-	// whose next part has not arrived.
+	// (default DefaultImportBatch); fewer when the source's next lines
+	// have not arrived (see LineSource.Ready).
 	BatchSize int
 	// Workers is the number of goroutines that parse lines and check
 	// signatures (default DefaultImportWorkers).
@@ -72,31 +64,39 @@ type ImportOptions struct {
 	// Ingest, if set, commits each batch instead of l.Ingest (which it
 	// must call, or IngestWithin, with the same arguments): a caller that
 	// bounds what a batch may store, or judges each batch's result. An
-	// error it returns stops the Import after the batch (as a store
+	// error it returns stops the Replay after the batch (as a store
 	// failure does), whether or not the batch committed.
 	Ingest func(ctx context.Context, source string, items []IngestItem) (IngestResult, error)
-	// ContinueLines numbers the input's lines after the source's cursor
-	// line instead of from 1: for a source that is read in parts, each from
-	// where the last one stopped (an upstream's export pages), rather than
-	// re-read from its start. It also takes a first line that is not an
-	// export line as a rejected line, not as ErrNotExport. Source must be
-	// set.
-	ContinueLines bool
+	// Stream: each line is an event of an upstream's live stream, which
+	// must carry a seq.
+	Stream bool
+
+	resume bool // Import's numbering and resumption
 }
 
-// A PartReader is an input that arrives in parts (an upstream's export
-// pages) and can tell whether the next part is there. Import ends a batch
-// early, at a line boundary, when the next Read would wait for the next
-// part: the lines that have arrived are committed while the rest is on its
-// way, rather than after it.
-type PartReader interface {
-	io.Reader
-	// Ready reports whether the next Read returns without waiting for a
-	// part (or the end of the input) that has not arrived.
+// Line is one line of replayed history: its number in its source (from
+// 1, increasing; a source may skip numbers) and its bytes without the
+// newline (one longer than MaxLineBytes is rejected, and only its first
+// MaxLineBytes bytes are kept).
+type Line struct {
+	N   int64
+	Raw []byte
+}
+
+// A LineSource hands a Replay its lines, from one goroutine (which may
+// still wait in Next after Replay returns, until ctx ends).
+type LineSource interface {
+	// Next returns the next line, waiting for it if need be, or the error
+	// that ends the source (io.EOF at its end; Replay returns any other
+	// once the lines before it are committed).
+	Next(ctx context.Context) (Line, error)
+	// Ready reports whether Next would return without waiting (for an
+	// upstream's next page or event): if not, Replay commits the lines it
+	// has rather than wait for a full batch.
 	Ready() bool
 }
 
-// ImportStats are the totals of an Import.
+// ImportStats are the totals of an Import or Replay.
 type ImportStats struct {
 	// Source is the input's name (see ImportOptions.Source).
 	Source string
@@ -109,18 +109,40 @@ type ImportStats struct {
 	Batches int64
 }
 
-// Import reads export lines from r and ingests them into l (see Log.Ingest
-// for the rules). The position is committed with each batch, so an
-// interrupted Import of the same input resumes after the last committed
-// batch and applies nothing twice. Invalid lines are rejected (reported to
-// opts.Rejected and stored) and the import goes on; the error is for what
-// stops it: ErrNotExport, ErrInput, a store failure, ctx's end.
+// Import reads export lines from r and replays them into l (see Replay),
+// numbered from the input's first line, blank lines included: a line at
+// or before the source's cursor (its seq, for a seq-mode line) is done, so
+// an interrupted Import of the same input resumes after the last committed
+// batch and applies nothing twice. The error is for what stops it:
+// ErrNotExport (the first line is not an export line), ErrInput, a store
+// failure, ctx's end.
 func Import(ctx context.Context, l *Log, r io.Reader, opts ImportOptions) (ImportStats, error) {
+	rs := &readerSource{r: bufio.NewReaderSize(r, MaxLineBytes+1)}
+	opts.resume = true
+	st, err := Replay(ctx, l, rs, opts)
+	if err == nil || errors.Is(err, ErrInput) {
+		st.Lines = rs.n
+	}
+	return st, err
+}
+
+// Replay is the one way replayed history enters the log. src hands over
+// lines, which are cut into batches, parsed, and their signatures checked
+// on every core while the batch before them commits (the checks are
+// memoised in each op, so the sequential chain rules under the append
+// lock find them done); each batch goes through Log.Ingest (see it for
+// the rules), or opts.Ingest. Lines are numbered after the cursor of the
+// source opts.Source (required), and each seq must be after the cursor's
+// and the one before it: a line out of order is rejected, as is a first
+// line that is not an export line. Rejected lines are reported to
+// opts.Rejected and stored, and the replay goes on; the error is for what
+// stops it: src's error, a store failure, opts.Ingest's error, ctx's end.
+func Replay(ctx context.Context, l *Log, src LineSource, opts ImportOptions) (ImportStats, error) {
+	if opts.Source == "" && !opts.resume {
+		return ImportStats{}, errors.New("oplog: Replay needs a Source")
+	}
 	if opts.BatchSize <= 0 {
 		opts.BatchSize = DefaultImportBatch
-	}
-	if opts.ContinueLines && opts.Source == "" {
-		return ImportStats{}, errors.New("oplog: Import with ContinueLines needs a Source")
 	}
 	if opts.Workers <= 0 {
 		opts.Workers = DefaultImportWorkers()
@@ -129,9 +151,7 @@ func Import(ctx context.Context, l *Log, r io.Reader, opts ImportOptions) (Impor
 	defer cancel()
 
 	read := make(chan *importChunk, 1)
-	// The reader may block in r.Read (a pipe) after Import returns; it
-	// touches nothing but r and its channel.
-	go readChunks(ctx, r, opts.BatchSize, read)
+	go readChunks(ctx, src, opts.BatchSize, read)
 	im := &importer{log: l, opts: opts}
 	prepared := make(chan *importChunk, 1)
 	var prepErr error
@@ -142,7 +162,7 @@ func Import(ctx context.Context, l *Log, r io.Reader, opts ImportOptions) (Impor
 	}()
 	defer func() {
 		cancel()
-		<-prepDone // no store reads after Import returns
+		<-prepDone // no store reads after Replay returns
 	}()
 
 	var (
@@ -171,9 +191,9 @@ func Import(ctx context.Context, l *Log, r io.Reader, opts ImportOptions) (Impor
 				}
 			}
 		}
-		st.Lines = ch.end
+		st.Lines = max(st.Lines, ch.end)
 		if ch.err != nil {
-			return st, fmt.Errorf("%w after line %d: %w", ErrInput, ch.end, ch.err)
+			return st, ch.err
 		}
 		if opts.Progress != nil {
 			opts.Progress(st)
@@ -189,17 +209,17 @@ func Import(ctx context.Context, l *Log, r io.Reader, opts ImportOptions) (Impor
 		if err := ctx.Err(); err != nil {
 			return st, err
 		}
-		return st, errors.New("oplog: import stopped before the end of the input")
+		return st, errors.New("oplog: replay stopped before the end of the input")
 	}
 	return st, nil
 }
 
 // importChunk is one batch of lines on its way through the pipeline.
 type importChunk struct {
-	lines []rawLine // the non-blank lines read
-	end   int64     // the last line read (blank or not) when the chunk was cut
-	err   error     // the read error that ended the input (never io.EOF)
-	last  bool      // the input's last chunk
+	lines []Line // the lines handed over
+	end   int64  // the last line's number
+	err   error  // the error that ended the source (never io.EOF)
+	last  bool   // the source's last chunk
 
 	// Filled by prepare:
 	source  string
@@ -207,20 +227,10 @@ type importChunk struct {
 	skipped int64        // lines already done by an earlier run
 }
 
-type rawLine struct {
-	n       int64
-	b       []byte
-	tooLong bool
-}
-
-// readChunks splits r into lines (numbered from 1, bounded by
-// MaxLineBytes) and sends them in chunks of size non-blank lines (or fewer,
-// when r is a PartReader whose next part has not arrived); the last chunk
-// carries the read error, if any.
-func readChunks(ctx context.Context, r io.Reader, size int, out chan<- *importChunk) {
+// readChunks cuts src's lines into chunks of size lines (or fewer, when
+// src is not Ready); the last chunk carries src's error, if any.
+func readChunks(ctx context.Context, src LineSource, size int, out chan<- *importChunk) {
 	defer close(out)
-	br := bufio.NewReaderSize(r, MaxLineBytes+1)
-	parts, _ := r.(PartReader)
 	ch := &importChunk{}
 	send := func() bool {
 		select {
@@ -232,33 +242,10 @@ func readChunks(ctx context.Context, r io.Reader, size int, out chan<- *importCh
 		}
 	}
 	for {
-		if parts != nil && len(ch.lines) > 0 && br.Buffered() == 0 && !parts.Ready() && !send() {
+		if len(ch.lines) > 0 && !src.Ready() && !send() {
 			return
 		}
-		b, err := br.ReadSlice('\n')
-		var (
-			line    []byte
-			tooLong bool
-		)
-		if errors.Is(err, bufio.ErrBufferFull) {
-			line, tooLong = bytes.Clone(b[:MaxLineBytes]), true
-			for errors.Is(err, bufio.ErrBufferFull) {
-				_, err = br.ReadSlice('\n')
-			}
-		} else {
-			line = bytes.Clone(bytes.TrimSuffix(b, []byte{'\n'}))
-		}
-		// A line ends with a newline, or with the input; a partial line
-		// cut by a read error is not one.
-		if err == nil || (errors.Is(err, io.EOF) && (len(line) > 0 || tooLong)) {
-			ch.end++
-			if tooLong || len(bytes.TrimSpace(line)) > 0 {
-				ch.lines = append(ch.lines, rawLine{n: ch.end, b: line, tooLong: tooLong})
-			}
-			if len(ch.lines) >= size && !send() {
-				return
-			}
-		}
+		l, err := src.Next(ctx)
 		if err != nil {
 			if !errors.Is(err, io.EOF) {
 				ch.err = err
@@ -267,17 +254,60 @@ func readChunks(ctx context.Context, r io.Reader, size int, out chan<- *importCh
 			send()
 			return
 		}
+		ch.lines, ch.end = append(ch.lines, l), l.N
+		if len(ch.lines) >= size && !send() {
+			return
+		}
 	}
 }
 
-// importer is the preparing stage of an Import.
+// readerSource is the lines of an io.Reader, numbered from 1, bounded by
+// MaxLineBytes; blank lines are counted, not handed over. A read error
+// ends it as ErrInput.
+type readerSource struct {
+	r   *bufio.Reader
+	n   int64 // the lines read
+	err error // what ended the input
+}
+
+func (s *readerSource) Ready() bool { return true }
+
+func (s *readerSource) Next(context.Context) (Line, error) {
+	for s.err == nil {
+		b, err := s.r.ReadSlice('\n')
+		var line []byte
+		if errors.Is(err, bufio.ErrBufferFull) {
+			line = bytes.Clone(b) // MaxLineBytes+1 bytes: too long
+			for errors.Is(err, bufio.ErrBufferFull) {
+				_, err = s.r.ReadSlice('\n')
+			}
+		} else {
+			line = bytes.Clone(bytes.TrimSuffix(b, []byte{'\n'}))
+		}
+		// A line ends with a newline, or with the input; a partial line
+		// cut by a read error is not one.
+		counted := err == nil || (errors.Is(err, io.EOF) && len(line) > 0)
+		if counted {
+			s.n++
+		}
+		if s.err = err; err != nil && !errors.Is(err, io.EOF) {
+			s.err = fmt.Errorf("%w after line %d: %w", ErrInput, s.n, err)
+		}
+		if counted && (len(line) > MaxLineBytes || len(bytes.TrimSpace(line)) > 0) {
+			return Line{N: s.n, Raw: line}, nil
+		}
+	}
+	return Line{}, s.err
+}
+
+// importer is the preparing stage of the pipeline.
 type importer struct {
 	log  *Log
 	opts ImportOptions
 
 	started bool
 	source  string
-	cursor  Cursor // the source's cursor when the import started
+	cursor  Cursor // the source's cursor when the replay started
 	lastSeq int64  // the seq of the last seq-mode line taken
 	// window maps the CIDs of the ops of the latest chunks (which may not
 	// be committed yet) to their rotation keys: where prepare looks for
@@ -290,8 +320,9 @@ type importer struct {
 // prepared, the one waiting to commit, the one committing, and one more.
 const importWindow = 4
 
-// prepare parses each chunk's lines, drops those already done, and checks
-// signatures ahead of the append lock, in parallel.
+// prepare parses each chunk's lines, numbers them, drops those already
+// done, rejects those out of seq order, and checks signatures ahead of the
+// append lock, in parallel.
 func (im *importer) prepare(ctx context.Context, in <-chan *importChunk, out chan<- *importChunk) error {
 	defer close(out)
 	for {
@@ -307,31 +338,32 @@ func (im *importer) prepare(ctx context.Context, in <-chan *importChunk, out cha
 		}
 		items := make([]IngestItem, len(ch.lines))
 		looks := make([]bool, len(ch.lines))
-		im.parallel(len(items), func(i int) { items[i], looks[i] = parseExportLine(ch.lines[i]) })
+		im.parallel(len(items), func(i int) { items[i], looks[i] = parseLine(ch.lines[i]) })
 		if !im.started && len(items) > 0 {
-			if !looks[0] && !im.opts.ContinueLines {
+			if !looks[0] && im.opts.resume {
 				return fmt.Errorf("%w: line %d: %v", ErrNotExport, items[0].Line, items[0].Err)
 			}
-			if err := im.start(ctx, ch.lines[0].b); err != nil {
+			if err := im.start(ctx, ch.lines[0].Raw); err != nil {
 				return err
 			}
 		}
 		ch.source = im.source
-		if im.opts.ContinueLines {
-			for i := range items {
-				items[i].Line += im.cursor.Line
-			}
-		}
 		keys := make(map[string][]string, len(items))
 		take := items[:0]
 		for _, it := range items {
-			if it.done(im.cursor) {
+			if im.opts.resume && it.done(im.cursor) {
 				ch.skipped++
 				continue
 			}
+			if !im.opts.resume {
+				it.Line += im.cursor.Line
+			}
+			if im.opts.Stream && it.Err == nil && it.Seq == 0 {
+				it.Err, it.Op = errors.New("a stream event without seq"), nil
+			}
 			if it.Seq > 0 {
 				if it.Seq <= im.lastSeq {
-					it.Err = badLine("seq %d is not after seq %d: the export is out of order", it.Seq, im.lastSeq)
+					it.Err = im.outOfOrder(it.Seq)
 					it.Op, it.Seq = nil, 0
 				} else {
 					im.lastSeq = it.Seq
@@ -357,6 +389,26 @@ func (im *importer) prepare(ctx context.Context, in <-chan *importChunk, out cha
 			return ctx.Err()
 		}
 	}
+}
+
+// outOfOrder is the rejection of a line whose seq is not after the last
+// one taken (the cursor's, at first).
+func (im *importer) outOfOrder(seq int64) error {
+	if im.opts.Stream {
+		return fmt.Errorf("reordered: seq %d is not after seq %d: out of order", seq, im.lastSeq)
+	}
+	return badLine("seq %d is not after seq %d: the export is out of order", seq, im.lastSeq)
+}
+
+// parseLine reads l by plc.ParseExportLine as the ingest item of its
+// line, and reports whether it is at least a JSON object with a did and
+// an operation (a line longer than MaxLineBytes is rejected unread).
+func parseLine(l Line) (it IngestItem, looksLikeExport bool) {
+	if len(l.Raw) > MaxLineBytes {
+		return IngestItem{Line: l.N, Raw: l.Raw[:MaxLineBytes], Err: badLine("line longer than %d bytes", MaxLineBytes)}, false
+	}
+	x, looksLikeExport, err := plc.ParseExportLine(l.Raw)
+	return NewIngestItem(l.N, l.Raw, x, err), looksLikeExport
 }
 
 // start names the source after its first line (unless named) and reads

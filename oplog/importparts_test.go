@@ -3,6 +3,7 @@ package oplog_test
 import (
 	"context"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -11,47 +12,53 @@ import (
 	"github.com/plcdir/plc/oplog"
 )
 
-// partReader is an oplog.PartReader over parts the test hands it one by
-// one: Read waits for the next part, Ready says whether one is there.
-type partReader struct {
-	ctx   context.Context
+// partSource is an oplog.LineSource over parts the test hands it one by
+// one: Next waits for the next part, Ready says whether one is there.
+type partSource struct {
 	parts chan string // closed: the input ends
-	buf   string
+	lines []string    // what is left of the part received
 	ended bool
+	n     int64
 }
 
-func (r *partReader) Read(p []byte) (int, error) {
-	for r.buf == "" {
+func (r *partSource) Next(ctx context.Context) (oplog.Line, error) {
+	for len(r.lines) == 0 {
 		if r.ended {
-			return 0, io.EOF
+			return oplog.Line{}, io.EOF
 		}
 		select {
-		case s, ok := <-r.parts:
-			r.buf, r.ended = s, !ok
-		case <-r.ctx.Done():
-			return 0, r.ctx.Err()
+		case p, ok := <-r.parts:
+			r.take(p, ok)
+		case <-ctx.Done():
+			return oplog.Line{}, ctx.Err()
 		}
 	}
-	n := copy(p, r.buf)
-	r.buf = r.buf[n:]
-	return n, nil
+	l := r.lines[0]
+	r.lines = r.lines[1:]
+	r.n++
+	return oplog.Line{N: r.n, Raw: []byte(strings.TrimSuffix(l, "\n"))}, nil
 }
 
-func (r *partReader) Ready() bool {
-	if r.buf != "" || r.ended {
+func (r *partSource) take(p string, ok bool) {
+	r.ended = !ok
+	r.lines = slices.Collect(strings.Lines(p))
+}
+
+func (r *partSource) Ready() bool {
+	if len(r.lines) > 0 || r.ended {
 		return true
 	}
 	select {
-	case s, ok := <-r.parts:
-		r.buf, r.ended = s, !ok
+	case p, ok := <-r.parts:
+		r.take(p, ok)
 		return true
 	default:
 		return false
 	}
 }
 
-// testImportParts checks that Import commits what has arrived of a
-// PartReader's input instead of waiting for a full batch.
+// testImportParts checks that Replay commits what has arrived of a
+// source's lines instead of waiting for a full batch.
 func testImportParts(t *testing.T, migrated func(t *testing.T) (oplog.Store, string)) {
 	k := keys(t, 3)
 	newLog := func(t *testing.T, s oplog.Store) *oplog.Log {
@@ -66,14 +73,14 @@ func testImportParts(t *testing.T, migrated func(t *testing.T) (oplog.Store, str
 		lines := strings.SplitAfter(h.export(t), "\n")
 		parts := []string{strings.Join(lines[:2], ""), strings.Join(lines[2:5], ""), strings.Join(lines[5:], "")}
 		s, _ := migrated(t)
-		r := &partReader{ctx: ctx, parts: make(chan string, len(parts))}
+		r := &partSource{parts: make(chan string, len(parts))}
 		r.parts <- parts[0]
 		// The next part is handed over only once the batch of the one
-		// before it has committed: an Import that waits for a whole batch
+		// before it has committed: a Replay that waits for a whole batch
 		// (1000 lines) would wait forever (here, until ctx ends).
 		var imported []int64
 		next := 1
-		st, err := oplog.Import(ctx, newLog(t, s), r, oplog.ImportOptions{BatchSize: 1000,
+		st, err := oplog.Replay(ctx, newLog(t, s), r, oplog.ImportOptions{Source: "parts", BatchSize: 1000,
 			Progress: func(st oplog.ImportStats) {
 				imported = append(imported, st.Imported)
 				if next < len(parts) {
@@ -85,7 +92,7 @@ func testImportParts(t *testing.T, migrated func(t *testing.T) (oplog.Store, str
 				}
 			}})
 		if err != nil || st.Imported != int64(len(h.ops)) || st.Batches != 3 {
-			t.Fatalf("Import: %+v, %v; want %d ops in 3 batches", st, err, len(h.ops))
+			t.Fatalf("Replay: %+v, %v; want %d ops in 3 batches", st, err, len(h.ops))
 		}
 		if want := []int64{2, 5, 7}; len(imported) != 3 || imported[0] != want[0] || imported[1] != want[1] || imported[2] != want[2] {
 			t.Fatalf("imported after each batch: %v, want %v", imported, want)
@@ -99,14 +106,14 @@ func testImportParts(t *testing.T, migrated func(t *testing.T) (oplog.Store, str
 		h := newHistory(t, k)
 		lines := strings.SplitAfter(h.export(t), "\n")
 		s, _ := migrated(t)
-		r := &partReader{ctx: ctx, parts: make(chan string, len(lines))}
+		r := &partSource{parts: make(chan string, len(lines))}
 		for _, l := range lines {
 			r.parts <- l
 		}
 		close(r.parts)
-		st, err := oplog.Import(ctx, newLog(t, s), r, oplog.ImportOptions{BatchSize: 4})
+		st, err := oplog.Replay(ctx, newLog(t, s), r, oplog.ImportOptions{Source: "parts", BatchSize: 4})
 		if err != nil || st.Imported != int64(len(h.ops)) || st.Batches != 2 {
-			t.Fatalf("Import: %+v, %v; want %d ops in 2 batches", st, err, len(h.ops))
+			t.Fatalf("Replay: %+v, %v; want %d ops in 2 batches", st, err, len(h.ops))
 		}
 		checkSameLog(t, s, h.want(t, migrated))
 	})

@@ -50,17 +50,6 @@ type IngestItem struct {
 	Err error
 }
 
-// parseExportLine reads l by plc.ParseExportLine as the ingest item of
-// its line, and reports whether it is at least a JSON object with a did
-// and an operation (a line cut at MaxLineBytes is rejected unread).
-func parseExportLine(l rawLine) (it IngestItem, looksLikeExport bool) {
-	if l.tooLong {
-		return IngestItem{Line: l.n, Raw: l.b, Err: badLine("line longer than %d bytes", MaxLineBytes)}, false
-	}
-	x, looksLikeExport, err := plc.ParseExportLine(l.b)
-	return NewIngestItem(l.n, l.b, x, err), looksLikeExport
-}
-
 // NewIngestItem is the ingest item of line n, read from raw as x (or not: err).
 func NewIngestItem(n int64, raw []byte, x plc.ExportLine, err error) IngestItem {
 	return IngestItem{Line: n, Seq: x.Seq, DID: x.DID, CID: x.CID, Op: x.Op, CreatedAt: x.CreatedAt, Raw: raw, Err: err}
