@@ -1,8 +1,6 @@
 package audit
 
 import (
-	"bufio"
-	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -318,15 +316,15 @@ func (ch *exportChunk) parse() {
 	close(ch.parsed)
 }
 
-// readExportChunks splits r into lines (numbered from 1; a line longer
-// than oplog.MaxLineBytes is cut there and rejected by ParseExportLine)
-// and sends them in chunks to both toParse and, in the same order, to
-// ordered. It returns the read error that ended the input (never io.EOF).
+// readExportChunks splits r into lines (by oplog.LineReader: numbered
+// from 1, a line longer than oplog.MaxLineBytes cut so that
+// ParseExportLine rejects it) and sends them in chunks to both toParse
+// and, in the same order, to ordered. It returns the read error that ended
+// the input (never io.EOF).
 func readExportChunks(ctx context.Context, r io.Reader, toParse, ordered chan<- *exportChunk) error {
 	defer close(ordered)
 	defer close(toParse)
-	br := bufio.NewReaderSize(r, oplog.MaxLineBytes+1)
-	var n int64
+	lr := oplog.NewLineReader(r)
 	newChunk := func() *exportChunk {
 		return &exportChunk{
 			buf:    make([]byte, 0, 1<<20),
@@ -353,43 +351,18 @@ func readExportChunks(ctx context.Context, r io.Reader, toParse, ordered chan<- 
 		return true
 	}
 	for {
-		b, err := br.ReadSlice('\n')
-		start, line := len(ch.buf), false
-		if errors.Is(err, bufio.ErrBufferFull) {
-			// Keep one byte more than the bound, so that ParseExportLine
-			// sees the line is too long, and skip the rest.
-			ch.buf = append(ch.buf, b[:oplog.MaxLineBytes+1]...)
-			for errors.Is(err, bufio.ErrBufferFull) {
-				_, err = br.ReadSlice('\n')
-			}
-			line = err == nil || errors.Is(err, io.EOF)
-			if !line {
-				ch.buf = ch.buf[:start]
-			}
-		} else {
-			b = bytes.TrimSuffix(b, []byte{'\n'})
-			// A line ends with a newline, or with the input; a partial
-			// line cut by a read error is not one.
-			line = err == nil || (errors.Is(err, io.EOF) && len(b) > 0)
-			if line && len(bytes.TrimSpace(b)) > 0 {
-				ch.buf = append(ch.buf, b...)
-			}
-		}
-		if line {
-			n++
-			if len(ch.buf) > start { // not blank
-				ch.lines = append(ch.lines, chunkLine{n: n, start: start, end: len(ch.buf)})
-			}
-			if len(ch.lines) >= exportChunkLines && !send() {
-				return nil
-			}
-		}
-		if err != nil {
+		start := len(ch.buf)
+		buf, n, err := lr.Append(ch.buf)
+		if ch.buf = buf; err != nil {
 			send()
 			if errors.Is(err, io.EOF) {
 				return nil
 			}
 			return err
+		}
+		ch.lines = append(ch.lines, chunkLine{n: n, start: start, end: len(ch.buf)})
+		if len(ch.lines) >= exportChunkLines && !send() {
+			return nil
 		}
 	}
 }

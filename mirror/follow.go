@@ -11,7 +11,6 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -82,15 +81,11 @@ func (m *Mirror) follow(ctx context.Context) error {
 	}()
 
 	src := &streamEvents{m: m, ctx: sctx, conn: conn, msgs: msgs}
-	src.last.Store(c.Seq)
 	_, err = oplog.Replay(ctx, m.log, src, oplog.ImportOptions{
 		Source: m.source, Stream: true, BatchSize: 1000,
 		Ingest: func(ctx context.Context, source string, items []oplog.IngestItem) (oplog.IngestResult, error) {
 			res, err := m.ingest(ctx, source, items)
-			if err == nil {
-				src.last.Store(res.Cursor.Seq)
-				m.sawUpstreamSeq(res.Cursor.Seq)
-			}
+			m.sawUpstreamSeq(res.Cursor.Seq)
 			return res, err
 		},
 	})
@@ -110,13 +105,13 @@ func (m *Mirror) follow(ctx context.Context) error {
 
 // streamEvents is the live stream's events as an oplog.LineSource, one
 // line each: ready when an event is waiting. While none comes for
-// StreamIdle, it checks the upstream (checkIdleStream).
+// StreamIdle, it checks the upstream after the committed cursor
+// (checkIdleStream).
 type streamEvents struct {
 	m    *Mirror
 	ctx  context.Context // the stream's
 	conn *websocket.Conn
 	msgs <-chan []byte // closed when the stream ends
-	last atomic.Int64  // the last seq committed (the cursor's, at first)
 	n    int64         // the events handed over
 }
 
@@ -136,7 +131,11 @@ func (s *streamEvents) Next(ctx context.Context) (oplog.Line, error) {
 			s.n++
 			return oplog.Line{N: s.n, Raw: b}, nil
 		case <-idle:
-			if err := s.m.checkIdleStream(s.ctx, s.conn, s.last.Load()); err != nil {
+			c, err := s.m.store.Cursor(s.ctx, s.m.source)
+			if err == nil {
+				err = s.m.checkIdleStream(s.ctx, s.conn, c.Seq)
+			}
+			if err != nil {
 				return oplog.Line{}, err
 			}
 		case <-ctx.Done():

@@ -86,9 +86,10 @@ type Line struct {
 // A LineSource hands a Replay its lines, from one goroutine (which may
 // still wait in Next after Replay returns, until ctx ends).
 type LineSource interface {
-	// Next returns the next line, waiting for it if need be, or the error
+	// Next returns the next line, waiting for it if need be; or the error
 	// that ends the source (io.EOF at its end; Replay returns any other
-	// once the lines before it are committed).
+	// once the lines before it are committed) with, in Line.N, the number
+	// of lines read (0: the last one's).
 	Next(ctx context.Context) (Line, error)
 	// Ready reports whether Next would return without waiting (for an
 	// upstream's next page or event): if not, Replay commits the lines it
@@ -117,13 +118,8 @@ type ImportStats struct {
 // ErrNotExport (the first line is not an export line), ErrInput, a store
 // failure, ctx's end.
 func Import(ctx context.Context, l *Log, r io.Reader, opts ImportOptions) (ImportStats, error) {
-	rs := &readerSource{r: bufio.NewReaderSize(r, MaxLineBytes+1)}
 	opts.resume = true
-	st, err := Replay(ctx, l, rs, opts)
-	if err == nil || errors.Is(err, ErrInput) {
-		st.Lines = rs.n
-	}
-	return st, err
+	return Replay(ctx, l, readerSource{NewLineReader(r)}, opts)
 }
 
 // Replay is the one way replayed history enters the log. src hands over
@@ -169,15 +165,14 @@ func Replay(ctx context.Context, l *Log, src LineSource, opts ImportOptions) (Im
 		st   ImportStats
 		done bool // the input's last chunk is committed
 	)
+	if opts.Ingest == nil {
+		opts.Ingest = l.Ingest
+	}
 	for ch := range prepared {
 		st.Source = ch.source
 		st.Skipped += ch.skipped
 		if len(ch.items) > 0 {
-			ingest := l.Ingest
-			if opts.Ingest != nil {
-				ingest = opts.Ingest
-			}
-			res, err := ingest(ctx, ch.source, ch.items)
+			res, err := opts.Ingest(ctx, ch.source, ch.items)
 			if err != nil {
 				return st, err
 			}
@@ -191,7 +186,7 @@ func Replay(ctx context.Context, l *Log, src LineSource, opts ImportOptions) (Im
 				}
 			}
 		}
-		st.Lines = max(st.Lines, ch.end)
+		st.Lines = ch.end
 		if ch.err != nil {
 			return st, ch.err
 		}
@@ -247,6 +242,7 @@ func readChunks(ctx context.Context, src LineSource, size int, out chan<- *impor
 		}
 		l, err := src.Next(ctx)
 		if err != nil {
+			ch.end = max(ch.end, l.N)
 			if !errors.Is(err, io.EOF) {
 				ch.err = err
 			}
@@ -261,43 +257,63 @@ func readChunks(ctx context.Context, src LineSource, size int, out chan<- *impor
 	}
 }
 
-// readerSource is the lines of an io.Reader, numbered from 1, bounded by
-// MaxLineBytes; blank lines are counted, not handed over. A read error
-// ends it as ErrInput.
-type readerSource struct {
-	r   *bufio.Reader
-	n   int64 // the lines read
-	err error // what ended the input
+// A LineReader splits an export (Import's input, audit.VerifyExport's)
+// into lines numbered from 1, each ended by a newline or by the input (a
+// partial line cut by a read error is not one). Blank lines are counted,
+// not returned; a line longer than MaxLineBytes is cut after
+// MaxLineBytes+1 bytes, so that its reader sees it is too long.
+type LineReader struct {
+	br  *bufio.Reader
+	n   int64
+	err error
 }
 
-func (s *readerSource) Ready() bool { return true }
+// NewLineReader returns a LineReader of r.
+func NewLineReader(r io.Reader) *LineReader {
+	return &LineReader{br: bufio.NewReaderSize(r, MaxLineBytes+1)}
+}
 
-func (s *readerSource) Next(context.Context) (Line, error) {
-	for s.err == nil {
-		b, err := s.r.ReadSlice('\n')
-		var line []byte
-		if errors.Is(err, bufio.ErrBufferFull) {
-			line = bytes.Clone(b) // MaxLineBytes+1 bytes: too long
+// Append appends the next non-blank line to buf, and returns buf and the
+// line's number; or buf and the error that ended the input (io.EOF at its
+// end), once the lines before it are returned.
+func (lr *LineReader) Append(buf []byte) ([]byte, int64, error) {
+	for lr.err == nil {
+		b, err := lr.br.ReadSlice('\n')
+		start, tooLong := len(buf), errors.Is(err, bufio.ErrBufferFull)
+		if tooLong {
+			buf = append(buf, b...)
 			for errors.Is(err, bufio.ErrBufferFull) {
-				_, err = s.r.ReadSlice('\n')
+				_, err = lr.br.ReadSlice('\n')
+			}
+		} else if b = bytes.TrimSuffix(b, []byte{'\n'}); len(bytes.TrimSpace(b)) > 0 {
+			buf = append(buf, b...)
+		}
+		lr.err = err
+		if err == nil || (errors.Is(err, io.EOF) && (tooLong || len(b) > 0)) {
+			if lr.n++; len(buf) > start {
+				return buf, lr.n, nil
 			}
 		} else {
-			line = bytes.Clone(bytes.TrimSuffix(b, []byte{'\n'}))
-		}
-		// A line ends with a newline, or with the input; a partial line
-		// cut by a read error is not one.
-		counted := err == nil || (errors.Is(err, io.EOF) && len(line) > 0)
-		if counted {
-			s.n++
-		}
-		if s.err = err; err != nil && !errors.Is(err, io.EOF) {
-			s.err = fmt.Errorf("%w after line %d: %w", ErrInput, s.n, err)
-		}
-		if counted && (len(line) > MaxLineBytes || len(bytes.TrimSpace(line)) > 0) {
-			return Line{N: s.n, Raw: line}, nil
+			buf = buf[:start] // a partial line
 		}
 	}
-	return Line{}, s.err
+	return buf, 0, lr.err
+}
+
+// readerSource is an Import's input: a read error ends it as ErrInput.
+type readerSource struct{ *LineReader }
+
+func (readerSource) Ready() bool { return true }
+
+func (s readerSource) Next(context.Context) (Line, error) {
+	b, n, err := s.Append(nil)
+	if err != nil {
+		n = s.n
+	}
+	if err != nil && !errors.Is(err, io.EOF) {
+		err = fmt.Errorf("%w after line %d: %w", ErrInput, n, err)
+	}
+	return Line{N: n, Raw: b}, err
 }
 
 // importer is the preparing stage of the pipeline.
@@ -363,7 +379,10 @@ func (im *importer) prepare(ctx context.Context, in <-chan *importChunk, out cha
 			}
 			if it.Seq > 0 {
 				if it.Seq <= im.lastSeq {
-					it.Err = im.outOfOrder(it.Seq)
+					it.Err = badLine("seq %d is not after seq %d: the export is out of order", it.Seq, im.lastSeq)
+					if im.opts.Stream {
+						it.Err = fmt.Errorf("reordered: seq %d is not after seq %d: out of order", it.Seq, im.lastSeq)
+					}
 					it.Op, it.Seq = nil, 0
 				} else {
 					im.lastSeq = it.Seq
@@ -389,15 +408,6 @@ func (im *importer) prepare(ctx context.Context, in <-chan *importChunk, out cha
 			return ctx.Err()
 		}
 	}
-}
-
-// outOfOrder is the rejection of a line whose seq is not after the last
-// one taken (the cursor's, at first).
-func (im *importer) outOfOrder(seq int64) error {
-	if im.opts.Stream {
-		return fmt.Errorf("reordered: seq %d is not after seq %d: out of order", seq, im.lastSeq)
-	}
-	return badLine("seq %d is not after seq %d: the export is out of order", seq, im.lastSeq)
 }
 
 // parseLine reads l by plc.ParseExportLine as the ingest item of its

@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -122,26 +121,6 @@ a row to a markdown file (BENCHMARKS.md).`, e)
 		}
 	}
 	return cli.ExitOK
-}
-
-// readSample reads up to n lines of a corpus.
-func readSample(path string, n int) ([]exportLine, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var b strings.Builder
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for i := 0; i < n && sc.Scan(); i++ {
-		b.Write(sc.Bytes())
-		b.WriteByte('\n')
-	}
-	if err := sc.Err(); err != nil {
-		return nil, err
-	}
-	return readExportLines(strings.NewReader(b.String()))
 }
 
 // dbBytes is a database's size on disk: an SQLite file with its WAL and

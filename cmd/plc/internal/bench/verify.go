@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -15,29 +14,38 @@ import (
 	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/audit"
 	"github.com/plcdir/plc/internal/cli"
+	"github.com/plcdir/plc/oplog"
 	"github.com/plcdir/plc/validate"
 )
 
 // exportLine is an export line (either mode) as the benchmarks read it.
 type exportLine = plc.ExportLine
 
-// readExportLines reads a JSON-lines export (blank lines ignored); a line
-// that is an export line but not a valid one is kept without its op.
-func readExportLines(r io.Reader) ([]exportLine, error) {
+// readSample reads the first n export lines of a corpus (blank lines
+// ignored); a line that is an export line but not a valid one is kept
+// without its op.
+func readSample(path string, n int) ([]exportLine, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
 	var lines []exportLine
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for n := 1; sc.Scan(); n++ {
-		if len(sc.Bytes()) == 0 {
-			continue
+	lr := oplog.NewLineReader(f)
+	for len(lines) < n {
+		b, i, err := lr.Append(nil)
+		if errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			return nil, err
 		}
-		l, looksLikeExport, err := plc.ParseExportLine(sc.Bytes())
+		l, looksLikeExport, err := plc.ParseExportLine(b)
 		if !looksLikeExport {
-			return nil, fmt.Errorf("line %d: %w", n, err)
+			return nil, fmt.Errorf("line %d: %w", i, err)
 		}
 		lines = append(lines, l)
 	}
-	return lines, sc.Err()
+	return lines, nil
 }
 
 func runBenchVerify(ctx context.Context, e cli.Env, args []string) int {
