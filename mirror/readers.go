@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"strconv"
 	"time"
 
@@ -91,7 +90,7 @@ func (r *seqReader) fetch(ctx context.Context) {
 // serves again lines at or before r.after is errMostlyRejected, with its
 // other lines: they are ingested, then the round ends and Run backs off.
 func (r *seqReader) fetchPage(ctx context.Context) ([]byte, bool, error) {
-	page, err := r.m.up.seqPage(ctx, r.after, r.count)
+	page, err := r.m.up.SeqPage(ctx, r.after, r.count)
 	if err != nil {
 		return nil, false, err
 	}
@@ -191,11 +190,11 @@ func (r *legacyReader) Read(p []byte) (int, error) {
 		if r.done {
 			return 0, io.EOF
 		}
-		q := url.Values{"count": {strconv.Itoa(r.count)}}
-		if !r.after.IsZero() {
-			q.Set("after", string(validate.AppendTimestamp(nil, r.after.Add(-time.Millisecond))))
+		since := r.after
+		if !since.IsZero() {
+			since = since.Add(-time.Millisecond)
 		}
-		body, err := r.m.up.export(r.ctx, q)
+		body, err := r.m.up.LegacyPage(r.ctx, since, r.count)
 		if err != nil {
 			return 0, err
 		}
