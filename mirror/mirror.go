@@ -33,8 +33,8 @@ type Config struct {
 	Upstream string
 	// Log is the local log the upstream's ops are ingested into.
 	Log *oplog.Log
-	// Client makes the upstream requests (default: a client with a 60 s
-	// timeout).
+	// Client makes the upstream requests (default: a client with
+	// client.DefaultTimeout, 60 s).
 	Client *http.Client
 	// PageSize is the count asked of each export page (default 1000, the
 	// reference's maximum).
@@ -120,14 +120,11 @@ func New(cfg Config) (*Mirror, error) {
 	if cfg.Log == nil {
 		return nil, errors.New("mirror: Config.Log is nil")
 	}
-	if cfg.Client == nil {
-		cfg.Client = &http.Client{Timeout: time.Minute}
-	}
 	if cfg.PageSize <= 0 {
 		cfg.PageSize = 1000
 	}
 	if cfg.MaxBody <= 0 {
-		cfg.MaxBody = 32 << 20
+		cfg.MaxBody = client.MaxExportPageBytes
 	}
 	if cfg.MinBackoff <= 0 {
 		cfg.MinBackoff = time.Second
@@ -286,12 +283,13 @@ func (m *Mirror) detect(ctx context.Context) error {
 	}
 	// The first op of the export says: with a seq, seq mode.
 	body, err := m.up.Export(ctx, "0", 1)
-	if err == nil && len(plc.ExportLines(body)) == 0 {
+	lines := plc.ExportLines(body)
+	if err == nil && len(lines) == 0 {
 		return errCaughtUp
 	}
 	var first plc.LineHead
 	if err == nil {
-		if first, err = plc.ReadLineHead(plc.ExportLines(body)[0]); err != nil {
+		if first, err = plc.ReadLineHead(lines[0]); err != nil {
 			err = badResponse(body, "GET /export: the first line is not an export line: %v", err)
 		}
 	}
