@@ -14,6 +14,7 @@ import (
 	"sync"
 
 	"github.com/plcdir/plc"
+	"github.com/plcdir/plc/client"
 	"github.com/plcdir/plc/validate"
 )
 
@@ -123,8 +124,8 @@ type CompareReport struct {
 // answer to GET /:did (status, message or document, compared as JSON
 // values). A DID neither directory knows is identical in both. The error
 // is for what stops the comparison: a network error, an answer that is not
-// one the route documents (a *StatusError), ctx's end.
-func Compare(ctx context.Context, a, b *DirectoryClient, dids []string, opts CompareOptions) (CompareReport, error) {
+// one the route documents (a *client.StatusError), ctx's end.
+func Compare(ctx context.Context, a, b *client.Client, dids []string, opts CompareOptions) (CompareReport, error) {
 	if opts.Workers <= 0 {
 		opts.Workers = 4
 	}
@@ -187,21 +188,21 @@ feed:
 	return rep, nil
 }
 
-func compareDID(ctx context.Context, a, b *DirectoryClient, did string) (DIDComparison, error) {
+func compareDID(ctx context.Context, a, b *client.Client, did string) (DIDComparison, error) {
 	c := DIDComparison{DID: did}
 	var (
 		logA, logB []plc.AuditEntry
-		docA, docB Document
+		docA, docB client.Document
 		errs       [4]error
 		wg         sync.WaitGroup
 	)
-	wg.Go(func() { logA, errs[0] = a.AuditLog(ctx, did) })
-	wg.Go(func() { logB, errs[1] = b.AuditLog(ctx, did) })
+	wg.Go(func() { logA, _, errs[0] = a.AuditLog(ctx, did) })
+	wg.Go(func() { logB, _, errs[1] = b.AuditLog(ctx, did) })
 	wg.Go(func() { docA, errs[2] = a.Document(ctx, did) })
 	wg.Go(func() { docB, errs[3] = b.Document(ctx, did) })
 	wg.Wait()
 	for i, err := range errs {
-		if errors.Is(err, ErrNotRegistered) {
+		if errors.Is(err, client.ErrNotRegistered) {
 			errs[i] = nil // an empty log
 		}
 	}
@@ -258,10 +259,10 @@ func compareLogs(a, b []plc.AuditEntry) []Difference {
 		commonA = append(commonA, e.CID)
 		f := b[j]
 		if e.DID != f.DID {
-			out = append(out, Difference{Kind: DiffEntry, Index: i, CID: e.CID, A: quoteIfNeeded(e.DID, 100), B: quoteIfNeeded(f.DID, 100)})
+			out = append(out, Difference{Kind: DiffEntry, Index: i, CID: e.CID, A: client.Printable(e.DID, 100), B: client.Printable(f.DID, 100)})
 		}
 		if e.CreatedAt != f.CreatedAt {
-			out = append(out, Difference{Kind: DiffCreatedAt, Index: i, CID: e.CID, A: quoteIfNeeded(e.CreatedAt, 100), B: quoteIfNeeded(f.CreatedAt, 100)})
+			out = append(out, Difference{Kind: DiffCreatedAt, Index: i, CID: e.CID, A: client.Printable(e.CreatedAt, 100), B: client.Printable(f.CreatedAt, 100)})
 		}
 		if !sameJSON(e.Operation, f.Operation) {
 			out = append(out, Difference{Kind: DiffOperation, Index: i, CID: e.CID, A: jsonSummary(e.Operation), B: jsonSummary(f.Operation)})
@@ -310,29 +311,29 @@ func sameJSON(a, b json.RawMessage) bool {
 func jsonSummary(v json.RawMessage) string {
 	var buf bytes.Buffer
 	if json.Compact(&buf, v) != nil {
-		return quoteIfNeeded(string(v), 200)
+		return client.Printable(string(v), 200)
 	}
-	return quoteIfNeeded(buf.String(), 200)
+	return client.Printable(buf.String(), 200)
 }
 
 // compareDocuments compares two answers to GET /:did.
-func compareDocuments(a, b Document) (Difference, bool) {
+func compareDocuments(a, b client.Document) (Difference, bool) {
 	same := a.Status == b.Status
 	if same {
 		if a.Status == 200 {
 			same = sameJSON(a.Body, b.Body)
 		} else {
-			same = errorMessage(a.Body) == errorMessage(b.Body)
+			same = a.Message() == b.Message()
 		}
 	}
 	if same {
 		return Difference{}, true
 	}
-	show := func(d Document) string {
+	show := func(d client.Document) string {
 		if d.Status == 200 {
 			return "200 " + jsonSummary(d.Body)
 		}
-		return strconv.Itoa(d.Status) + " " + errorMessage(d.Body)
+		return strconv.Itoa(d.Status) + " " + d.Message()
 	}
 	return Difference{Kind: DiffDocument, Index: -1, A: show(a), B: show(b)}, false
 }
@@ -343,7 +344,7 @@ func compareDocuments(a, b Document) (Difference, bool) {
 // is replaced by one from another draw, within a bounded number of
 // draws). Fewer than n DIDs come back only from a directory with fewer
 // DIDs than that (or nearly so).
-func SampleDIDs(ctx context.Context, d *DirectoryClient, n int, rng *rand.Rand) ([]string, error) {
+func SampleDIDs(ctx context.Context, d *client.Client, n int, rng *rand.Rand) ([]string, error) {
 	if n <= 0 {
 		return nil, nil
 	}
@@ -357,13 +358,14 @@ func SampleDIDs(ctx context.Context, d *DirectoryClient, n int, rng *rand.Rand) 
 	seen := map[string]bool{}
 	var dids []string
 	pick := func(after int64) error {
-		lines, _, err := d.ExportPage(ctx, after, 1)
-		if err != nil || len(lines) == 0 {
+		p, err := d.SeqPage(ctx, after, 1)
+		if err != nil || len(p.Lines) == 0 {
 			return err
 		}
-		l, err := plc.ReadLineHead(lines[0])
+		l, err := plc.ReadLineHead(p.Lines[0])
 		if err != nil || l.DID == "" {
-			return &StatusError{URL: d.url("/export", nil).Redacted(), Message: fmt.Sprintf("the line after seq %d names no DID", after)}
+			return &client.StatusError{URL: d.Endpoint("/export", nil), Message: fmt.Sprintf("the line after seq %d names no DID", after),
+				Body: p.Lines[0], Err: client.ErrMalformed}
 		}
 		if !seen[l.DID] {
 			seen[l.DID] = true
@@ -404,7 +406,7 @@ func ReadDIDList(r io.Reader) ([]string, error) {
 			continue
 		}
 		if !validate.ValidDID(s) {
-			return nil, fmt.Errorf("line %d: %s is not a did:plc identifier", n+1, quoteIfNeeded(s, 100))
+			return nil, fmt.Errorf("line %d: %s is not a did:plc identifier", n+1, client.Printable(s, 100))
 		}
 		if !seen[s] {
 			seen[s] = true

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/plcdir/plc/audit"
+	"github.com/plcdir/plc/client"
 	"github.com/plcdir/plc/internal/corpus"
 	"github.com/plcdir/plc/internal/optest"
 	"github.com/plcdir/plc/oplog"
@@ -38,9 +39,9 @@ func (d *testDirectory) ingest(t *testing.T, did string, op *validate.Op, at tim
 	}
 }
 
-func newClient(t *testing.T, d *testDirectory) *audit.DirectoryClient {
+func newClient(t *testing.T, d *testDirectory) *client.Client {
 	t.Helper()
-	c, err := audit.NewDirectoryClient(d.srv.URL, nil)
+	c, err := client.New(d.srv.URL, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,7 +230,7 @@ func TestCompareReportsEachDifference(t *testing.T) {
 }
 
 // cannedDirectory serves fixed audit logs and documents.
-func cannedDirectory(t *testing.T, logs map[string]string) *audit.DirectoryClient {
+func cannedDirectory(t *testing.T, logs map[string]string) *client.Client {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		did, isLog := strings.CutSuffix(strings.TrimPrefix(r.URL.Path, "/"), "/log/audit")
@@ -245,7 +246,7 @@ func cannedDirectory(t *testing.T, logs map[string]string) *audit.DirectoryClien
 		}
 	}))
 	t.Cleanup(srv.Close)
-	c, err := audit.NewDirectoryClient(srv.URL, nil)
+	c, err := client.New(srv.URL, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -293,7 +294,7 @@ func TestCompareDirectoryErrors(t *testing.T) {
 			w.Write([]byte("slow down\x1b[2J"))
 		}, `answered 429 Too Many Requests: "slow down\x1b[2J"`},
 		{"oversized", func(w http.ResponseWriter, r *http.Request) {
-			w.Write(bytes.Repeat([]byte(" "), audit.MaxAuditLogBytes+1))
+			w.Write(bytes.Repeat([]byte(" "), client.MaxAuditLogBytes+1))
 		}, "body over"},
 		{"not an audit log", func(w http.ResponseWriter, r *http.Request) {
 			w.Write([]byte(`{"not":"a log"}`))
@@ -302,18 +303,18 @@ func TestCompareDirectoryErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := httptest.NewServer(tc.handler)
 			defer srv.Close()
-			bad, _ := audit.NewDirectoryClient(srv.URL, nil)
+			bad, _ := client.New(srv.URL, nil)
 			_, err := audit.Compare(context.Background(), ok, bad, []string{unregistered}, audit.CompareOptions{})
-			var se *audit.StatusError
+			var se *client.StatusError
 			if !errors.As(err, &se) || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), srv.URL) {
 				t.Errorf("error %v, want a StatusError with %q", err, tc.want)
 			}
 		})
 	}
 	for _, bad := range []string{"ftp://x", "http://", "http://h/?q=1", "not a url", "https://user:secret@h/#f"} {
-		_, err := audit.NewDirectoryClient(bad, nil)
-		if !errors.Is(err, audit.ErrDirectoryURL) || strings.Contains(err.Error(), "secret") {
-			t.Errorf("NewDirectoryClient(%q): %v", bad, err)
+		_, err := client.New(bad, nil)
+		if !errors.Is(err, client.ErrURL) || strings.Contains(err.Error(), "secret") {
+			t.Errorf("client.New(%q): %v", bad, err)
 		}
 	}
 }

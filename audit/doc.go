@@ -8,6 +8,7 @@
 //
 // The verifiers trust nothing they are given but acceptance times: every
 // CID, DID, signature and chain rule is recomputed by the validate package.
+// They read a directory through package client.
 //   - VerifyLog replays one DID's audit log (/:did/log/audit), optionally
 //     checking each entry's inclusion proof.
 //   - VerifyExport replays a whole export (a file, or a directory's

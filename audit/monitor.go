@@ -10,11 +10,9 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -22,7 +20,7 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/plcdir/plc"
-	"github.com/plcdir/plc/internal/origin"
+	"github.com/plcdir/plc/client"
 	"github.com/plcdir/plc/oplog"
 	"github.com/plcdir/plc/validate"
 )
@@ -49,13 +47,6 @@ import (
 
 // Monitor limits and defaults.
 const (
-	// MonitorTimeout is the timeout of the HTTP client OpenMonitor makes
-	// when given none.
-	MonitorTimeout = time.Minute
-	// maxCheckpointBytes bounds a checkpoint note (with cosignatures).
-	maxCheckpointBytes = 1 << 20
-	// maxBundleBytes bounds a full entry bundle.
-	maxBundleBytes = tileWidth * (2 + 0xffff)
 	// monitorSource is the monitor store's ingest source.
 	monitorSource = "tlog"
 )
@@ -131,7 +122,7 @@ type MonitorOptions struct {
 	Dir string
 	// VKey is the log's checkpoint verifier key.
 	VKey string
-	// Client fetches (nil: one with MonitorTimeout).
+	// Client fetches (nil: one with client.DefaultTimeout).
 	Client *http.Client
 	// Progress receives progress lines (nil: none).
 	Progress io.Writer
@@ -145,7 +136,7 @@ type MonitorOptions struct {
 // Monitor follows one log; see the comment at the top of this file.
 type Monitor struct {
 	opts     MonitorOptions
-	base     *url.URL
+	dir      *client.Client // what it reads is the log's word: from the log's origin only
 	verifier note.Verifier
 	store    *oplog.SQLiteStore
 	log      *oplog.Log
@@ -172,12 +163,9 @@ var ErrMonitorUsage = errors.New("monitor")
 // OpenMonitor opens (creating it if needed) the monitor's state in
 // opts.Dir.
 func OpenMonitor(opts MonitorOptions) (*Monitor, error) {
-	u, err := url.Parse(strings.TrimRight(opts.URL, "/"))
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("%w: URL %q: want an http:// or https:// URL", ErrMonitorUsage, redactedURL(opts.URL))
-	}
-	if u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
-		return nil, fmt.Errorf("%w: URL %q: want a URL without query or fragment", ErrMonitorUsage, u.Redacted())
+	dir, err := client.New(opts.URL, opts.Client)
+	if err != nil {
+		return nil, fmt.Errorf("%w: URL: %w", ErrMonitorUsage, err)
 	}
 	v, err := note.NewVerifier(strings.TrimSpace(opts.VKey))
 	if err != nil {
@@ -186,10 +174,6 @@ func OpenMonitor(opts MonitorOptions) (*Monitor, error) {
 	if opts.Dir == "" {
 		return nil, fmt.Errorf("%w: no state directory", ErrMonitorUsage)
 	}
-	if opts.Client == nil {
-		opts.Client = &http.Client{Timeout: MonitorTimeout}
-	}
-	opts.Client = origin.Client(opts.Client, u) // what it reads is the log's word: from the log's origin only
 	if opts.Progress == nil {
 		opts.Progress = io.Discard
 	}
@@ -202,7 +186,7 @@ func OpenMonitor(opts MonitorOptions) (*Monitor, error) {
 	if err := os.MkdirAll(opts.Dir, 0o750); err != nil {
 		return nil, err
 	}
-	m := &Monitor{opts: opts, base: u, verifier: v}
+	m := &Monitor{opts: opts, dir: dir, verifier: v}
 	// The state must be this log's.
 	if _, _, err := m.loadState(); err != nil {
 		return nil, err
@@ -289,50 +273,14 @@ type fetchError struct{ err error }
 func (e *fetchError) Error() string { return e.err.Error() }
 func (e *fetchError) Unwrap() error { return e.err }
 
-// get fetches URL/tlog/<p>, at most limit bytes.
-func (m *Monitor) get(ctx context.Context, p string, limit int64) ([]byte, error) {
-	u := *m.base
-	u.Path = strings.TrimRight(u.Path, "/") + "/tlog/" + p
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
-	if err != nil {
+// fetched classes what the client returned: an answer longer than it can
+// be is returned as it is (the log's failure), any other error is a
+// fetchError.
+func fetched(b []byte, err error) ([]byte, error) {
+	if err != nil && !errors.Is(err, client.ErrTooLong) {
 		return nil, &fetchError{err}
 	}
-	resp, err := m.opts.Client.Do(req)
-	if err != nil {
-		return nil, &fetchError{err}
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
-	if err != nil {
-		return nil, &fetchError{fmt.Errorf("GET /tlog/%s: %w", p, err)}
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, &fetchError{fmt.Errorf("GET /tlog/%s: %s: %q", p, resp.Status, snippet(b))}
-	}
-	if int64(len(b)) > limit {
-		return nil, &tooLong{p, limit}
-	}
-	return b, nil
-}
-
-// tooLong is an answer longer than it can be.
-type tooLong struct {
-	path  string
-	limit int64
-}
-
-func (e *tooLong) Error() string {
-	return fmt.Sprintf("GET /tlog/%s: the answer is longer than %d bytes", e.path, e.limit)
-}
-
-// tilePath is the C2SP path of a tile under /tlog/: tlog's without the
-// height, entries/ for data tiles.
-func tilePath(t tlog.Tile) string {
-	p := strings.TrimPrefix(t.Path(), "tile/"+strconv.Itoa(TileHeight)+"/")
-	if rest, ok := strings.CutPrefix(p, "data/"); ok {
-		p = "entries/" + rest
-	}
-	return "tile/" + p
+	return b, err
 }
 
 // tileFetcher is the tlog.TileReader over the log's tiles. It keeps the
@@ -356,15 +304,15 @@ func (f *tileFetcher) ReadTiles(tiles []tlog.Tile) ([][]byte, error) {
 	f.last = map[string][]byte{}
 	out := make([][]byte, len(tiles))
 	for i, t := range tiles {
-		p := tilePath(t)
+		p := client.TilePath(t)
 		if b, ok := f.cache[t]; ok {
 			f.last[p] = b
 			out[i] = b
 			continue
 		}
 		want := int64(t.W * tlog.HashSize)
-		b, err := f.m.get(f.ctx, p, want)
-		if _, ok := errors.AsType[*tooLong](err); ok {
+		b, err := fetched(f.m.dir.Tile(f.ctx, t))
+		if errors.Is(err, client.ErrTooLong) {
 			return nil, &badTile{fmt.Sprintf("the tile %s is longer than %d bytes", p, want)}
 		}
 		if err != nil {
@@ -400,7 +348,7 @@ type round struct {
 func (r *round) fail(kind, format string, args ...any) error {
 	ev := r.evidence
 	ev.Kind, ev.Reason = kind, fmt.Sprintf(format, args...)
-	ev.URL = r.m.base.Redacted()
+	ev.URL = r.m.dir.String()
 	ev.Time = r.m.opts.Now().UTC()
 	ev.PreviousCheckpoint, ev.Checkpoint = string(r.prevMsg), string(r.msg)
 	path, err := r.m.writeEvidence(&ev)
@@ -472,7 +420,7 @@ func (m *Monitor) Round(ctx context.Context) (MonitorRound, error) {
 	if prev != nil {
 		res.Previous = prev.Size
 	}
-	msg, err := m.get(ctx, "checkpoint", maxCheckpointBytes)
+	msg, err := fetched(m.dir.Checkpoint(ctx))
 	if err != nil {
 		return res, err
 	}
@@ -596,9 +544,9 @@ func (m *Monitor) entries(ctx context.Context, r *round, thr tlog.HashReader, st
 	tile.L = -1
 	first := tile.N * tileWidth
 	tile.W = int(min(tileWidth, size-first))
-	p := tilePath(tile)
-	b, err := m.get(ctx, p, maxBundleBytes)
-	if _, ok := errors.AsType[*tooLong](err); ok {
+	p := client.TilePath(tile)
+	b, err := fetched(m.dir.Tile(ctx, tile))
+	if errors.Is(err, client.ErrTooLong) {
 		return 0, r.fail(KindBadBundle, "the entry bundle %s is longer than %d entries can be", p, tile.W)
 	}
 	if err != nil {

@@ -21,6 +21,7 @@ import (
 	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/api"
 	"github.com/plcdir/plc/audit"
+	"github.com/plcdir/plc/client"
 	"github.com/plcdir/plc/internal/corpus"
 	"github.com/plcdir/plc/oplog"
 	"github.com/plcdir/plc/validate"
@@ -357,7 +358,7 @@ func TestVerifyExportPagesDirectory(t *testing.T) {
 	export, st, _ := genCorpus(t, corpus.Config{Ops: 2100, Seed: 17})
 	d := newTestDirectory(t, nil)
 	d.importExport(t, export)
-	c, err := audit.NewDirectoryClient(d.srv.URL+"/", nil)
+	c, err := client.New(d.srv.URL+"/", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -384,9 +385,9 @@ func TestVerifyExportPagesDirectory(t *testing.T) {
 		})
 	})
 	stuck.importExport(t, export)
-	sc, _ := audit.NewDirectoryClient(stuck.srv.URL, nil)
+	sc, _ := client.New(stuck.srv.URL, nil)
 	rep, err = audit.VerifyExport(ctx, sc.ExportReader(ctx, 0), audit.ExportOptions{StartSeq: 1})
-	var se *audit.StatusError
+	var se *client.StatusError
 	if !errors.Is(err, audit.ErrExportRead) || !errors.As(err, &se) || !strings.Contains(se.Message, "does not move on") {
 		t.Fatalf("stuck directory: %v", err)
 	}
@@ -400,7 +401,7 @@ func TestVerifyExportPagesDirectory(t *testing.T) {
 		w.Write([]byte(`{"message":"database down"}`))
 	}))
 	defer down.Close()
-	dc, _ := audit.NewDirectoryClient(down.URL, nil)
+	dc, _ := client.New(down.URL, nil)
 	_, err = audit.VerifyExport(ctx, dc.ExportReader(ctx, 0), audit.ExportOptions{StartSeq: 1})
 	if !errors.As(err, &se) || se.Status != 500 || se.Message != "database down" || !strings.Contains(err.Error(), "answered 500") {
 		t.Errorf("directory down: %v", err)

@@ -1,21 +1,17 @@
 package mirror
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/coder/websocket"
 
 	"github.com/plcdir/plc"
+	"github.com/plcdir/plc/client"
 	"github.com/plcdir/plc/oplog"
 )
 
@@ -39,24 +35,14 @@ func (m *Mirror) follow(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	u := *m.up.base
-	switch u.Scheme {
-	case "https":
-		u.Scheme = "wss"
-	default:
-		u.Scheme = "ws"
-	}
-	u.Path += "/export/stream"
-	u.RawQuery = url.Values{"cursor": {strconv.FormatInt(c.Seq, 10)}}.Encode()
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	m.setState("connect")
-	conn, err := m.dial(sctx, u.String())
+	conn, err := m.dial(sctx, c.Seq)
 	if err != nil {
 		return err
 	}
 	defer conn.CloseNow()
-	conn.SetReadLimit(oplog.MaxLineBytes)
 	m.setState("stream")
 	m.logger.Info("mirror: following the upstream's stream", "cursor", c.Seq)
 
@@ -144,11 +130,12 @@ func (s *streamEvents) Next(ctx context.Context) (oplog.Line, error) {
 	}
 }
 
-// dial opens the stream at u: the handshake is cut after StreamTimeout.
-func (m *Mirror) dial(ctx context.Context, u string) (*websocket.Conn, error) {
+// dial opens the stream after seq cursor: the handshake is cut after
+// StreamTimeout.
+func (m *Mirror) dial(ctx context.Context, cursor int64) (*websocket.Conn, error) {
 	dctx, cancel, timedOut := m.withStreamTimeout(ctx)
 	defer cancel()
-	conn, _, err := websocket.Dial(dctx, u, &websocket.DialOptions{HTTPClient: m.streamClient()})
+	conn, err := m.up.Stream(dctx, cursor)
 	if err != nil {
 		if timedOut() {
 			return nil, fmt.Errorf("connect to the stream: no handshake within %v", m.cfg.StreamTimeout)
@@ -198,7 +185,7 @@ func (m *Mirror) checkIdleStream(ctx context.Context, conn *websocket.Conn, last
 		}
 		return fmt.Errorf("stream: silent for %v, then the ping failed: %w", m.cfg.StreamIdle, err)
 	}
-	p, err := m.up.seqPage(ctx, last, 1)
+	p, err := m.up.SeqPage(ctx, last, 1)
 	if err != nil {
 		return err
 	}
@@ -207,14 +194,6 @@ func (m *Mirror) checkIdleStream(ctx context.Context, conn *websocket.Conn, last
 		return fmt.Errorf("%w: silent for %v while the export has seq %d after seq %d", errStreamStalled, m.cfg.StreamIdle, p.Last, last)
 	}
 	return nil
-}
-
-// streamClient is the upstream client without its overall timeout, which
-// would cut a long-lived stream.
-func (m *Mirror) streamClient() *http.Client {
-	c := *m.up.client
-	c.Timeout = 0
-	return &c
 }
 
 // CheckDID compares the log's ops of did with the upstream's audit log of
@@ -232,21 +211,18 @@ func (m *Mirror) CheckDID(ctx context.Context, did string) error {
 		}
 		return err
 	}
-	body, err := m.up.get(ctx, "/"+did+"/log/audit", nil)
-	if err != nil {
-		var re *responseError
-		if errors.As(err, &re) && bytes.Contains([]byte(re.msg), []byte("status 404")) {
-			m.record(ctx, Divergence{Kind: KindHistoryRewrite, DID: did, Evidence: body,
-				Detail: fmt.Sprintf("the upstream no longer knows %s, of which this mirror holds %d ops", did, len(ours))})
-			return nil
-		}
-		m.noteResponse(ctx, err)
-		return err
-	}
-	var theirs []plc.AuditEntry
-	if err := json.Unmarshal(body, &theirs); err != nil {
+	theirs, body, err := m.up.AuditLog(ctx, did)
+	switch {
+	case errors.Is(err, client.ErrNotRegistered):
+		m.record(ctx, Divergence{Kind: KindHistoryRewrite, DID: did, Evidence: body,
+			Detail: fmt.Sprintf("the upstream no longer knows %s, of which this mirror holds %d ops", did, len(ours))})
+		return nil
+	case errors.Is(err, client.ErrMalformed):
 		m.record(ctx, Divergence{Kind: KindBadResponse, DID: did, Evidence: body, Detail: "the audit log of " + did + " is not a JSON array of entries"})
 		return nil
+	case err != nil:
+		m.noteResponse(ctx, err)
+		return err
 	}
 	pos := make(map[string]int, len(theirs))
 	for i, e := range theirs {

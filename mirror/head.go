@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net/url"
 	"strconv"
 
 	"github.com/plcdir/plc"
@@ -50,7 +49,7 @@ func (m *Mirror) checkHead(ctx context.Context) error {
 		return err
 	}
 	after := c.Seq - 1
-	body, err := m.up.export(ctx, url.Values{"after": {strconv.FormatInt(after, 10)}, "count": {"1"}})
+	body, err := m.up.Export(ctx, strconv.FormatInt(after, 10), 1)
 	if err != nil {
 		return err
 	}

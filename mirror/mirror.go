@@ -15,11 +15,14 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/plcdir/plc"
+	"github.com/plcdir/plc/client"
 	"github.com/plcdir/plc/oplog"
 )
 
@@ -29,8 +32,8 @@ type Config struct {
 	Upstream string
 	// Log is the local log the upstream's ops are ingested into.
 	Log *oplog.Log
-	// Client makes the upstream requests (default: a client with a 60 s
-	// timeout).
+	// Client makes the upstream requests (default: a client with
+	// client.DefaultTimeout, 60 s).
 	Client *http.Client
 	// PageSize is the count asked of each export page (default 1000, the
 	// reference's maximum).
@@ -93,7 +96,7 @@ const (
 // Mirror replicates one upstream into a log.
 type Mirror struct {
 	cfg     Config
-	up      *upstream
+	up      *client.Client
 	log     *oplog.Log
 	store   oplog.Store
 	source  string
@@ -116,14 +119,11 @@ func New(cfg Config) (*Mirror, error) {
 	if cfg.Log == nil {
 		return nil, errors.New("mirror: Config.Log is nil")
 	}
-	if cfg.Client == nil {
-		cfg.Client = &http.Client{Timeout: time.Minute}
-	}
 	if cfg.PageSize <= 0 {
 		cfg.PageSize = 1000
 	}
 	if cfg.MaxBody <= 0 {
-		cfg.MaxBody = 32 << 20
+		cfg.MaxBody = client.MaxExportPageBytes
 	}
 	if cfg.MinBackoff <= 0 {
 		cfg.MinBackoff = time.Second
@@ -167,13 +167,14 @@ func New(cfg Config) (*Mirror, error) {
 	if cfg.StreamIdle <= 0 {
 		cfg.StreamIdle = time.Minute
 	}
-	up, err := newUpstream(cfg.Upstream, cfg.Client, cfg.MaxBody)
+	up, err := client.New(cfg.Upstream, cfg.Client)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("upstream: %w", err)
 	}
+	base := up.Base()
 	m := &Mirror{
-		cfg: cfg, up: up, log: cfg.Log, store: cfg.Log.Store(),
-		source:   "upstream:" + up.base.String(),
+		cfg: cfg, up: up.WithMaxBody(cfg.MaxBody), log: cfg.Log, store: cfg.Log.Store(),
+		source:   "upstream:" + base.String(),
 		logger:   cfg.Logger,
 		metrics:  newMetrics(cfg.Registry),
 		state:    "starting",
@@ -279,22 +280,30 @@ func (m *Mirror) detect(ctx context.Context) error {
 	if m.Mode() != ModeUnknown {
 		return nil
 	}
-	seqMode, ok, err := m.up.detect(ctx)
+	// The first op of the export says: with a seq, seq mode.
+	body, err := m.up.Export(ctx, "0", 1)
+	lines := plc.ExportLines(body)
+	if err == nil && len(lines) == 0 {
+		return errCaughtUp
+	}
+	var first plc.LineHead
+	if err == nil {
+		if first, err = plc.ReadLineHead(lines[0]); err != nil {
+			err = badResponse(body, "GET /export: the first line is not an export line: %v", err)
+		}
+	}
 	if err != nil {
 		m.noteResponse(ctx, err)
 		return err
 	}
-	if !ok {
-		return errCaughtUp
-	}
 	mode := ModeLegacy
-	if seqMode {
+	if first.Seq != 0 {
 		mode = ModeSeq
 	}
 	m.mu.Lock()
 	m.mode = mode
 	m.mu.Unlock()
-	m.logger.Info("mirror: upstream export mode", "upstream", m.up.base.Redacted(), "mode", mode)
+	m.logger.Info("mirror: upstream export mode", "upstream", m.up.String(), "mode", mode)
 	return nil
 }
 
@@ -421,12 +430,40 @@ func (m *Mirror) legacyStart(ctx context.Context) (time.Time, map[string]bool, e
 	return at, boundary, nil
 }
 
-// noteResponse records a bad upstream response as a divergence.
+// noteResponse records a bad upstream response (a *client.StatusError) as
+// a divergence, with what the upstream sent as evidence. Such a page is not
+// used, and is asked for again later.
 func (m *Mirror) noteResponse(ctx context.Context, err error) {
-	var re *responseError
-	if errors.As(err, &re) {
-		m.record(ctx, Divergence{Kind: KindBadResponse, Detail: re.msg, Evidence: re.body})
+	if se, ok := errors.AsType[*client.StatusError](err); ok {
+		m.record(ctx, Divergence{Kind: KindBadResponse, Detail: responseDetail(se), Evidence: se.Body})
 	}
+}
+
+// badResponse is an answer of the upstream that the mirror itself finds
+// unusable; the message names the request.
+func badResponse(body []byte, format string, args ...any) error {
+	return &client.StatusError{Message: fmt.Sprintf(format, args...), Body: body, Err: client.ErrMalformed}
+}
+
+// responseDetail is the divergence detail of a bad response: the request's
+// path and its status (not the upstream's message, which is in the
+// evidence: the same status is the same detail), or what is wrong with
+// the body.
+func responseDetail(se *client.StatusError) string {
+	if se.URL == "" {
+		return se.Message
+	}
+	path := se.URL
+	if u, err := url.Parse(se.URL); err == nil {
+		path = u.Path
+	}
+	switch {
+	case se.Redirect():
+		return fmt.Sprintf("GET %s: status %d, %s", path, se.Status, se.Message)
+	case se.Status != 0:
+		return fmt.Sprintf("GET %s: status %d", path, se.Status)
+	}
+	return fmt.Sprintf("GET %s: %s", path, se.Message)
 }
 
 func (m *Mirror) updateCursorMetrics(ctx context.Context) {
@@ -456,7 +493,7 @@ type Status struct {
 // Status reports the mirror's state.
 func (m *Mirror) Status(ctx context.Context) Status {
 	m.mu.Lock()
-	st := Status{Upstream: m.up.base.Redacted(), Mode: m.mode, State: m.state, LagOps: -1}
+	st := Status{Upstream: m.up.String(), Mode: m.mode, State: m.state, LagOps: -1}
 	upSeq := m.upstreamSeq
 	m.mu.Unlock()
 	if c, err := m.store.Cursor(ctx, m.source); err == nil {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"strconv"
 	"time"
 
@@ -92,7 +91,7 @@ func (r *seqPages) fetch(ctx context.Context) {
 // serves again lines at or before r.after is errMostlyRejected, with its
 // other lines: they are ingested, then the round ends and Run backs off.
 func (r *seqPages) fetchPage(ctx context.Context) ([][]byte, bool, error) {
-	page, err := r.m.up.seqPage(ctx, r.after, r.count)
+	page, err := r.m.up.SeqPage(ctx, r.after, r.count)
 	if err != nil {
 		return nil, false, err
 	}
@@ -200,11 +199,11 @@ func (r *legacyPages) Next(ctx context.Context) (oplog.Line, error) {
 		if r.done {
 			return oplog.Line{}, io.EOF
 		}
-		q := url.Values{"count": {strconv.Itoa(r.count)}}
-		if !r.after.IsZero() {
-			q.Set("after", string(validate.AppendTimestamp(nil, r.after.Add(-time.Millisecond))))
+		since := r.after
+		if !since.IsZero() {
+			since = since.Add(-time.Millisecond)
 		}
-		body, err := r.m.up.export(ctx, q)
+		body, err := r.m.up.LegacyPage(ctx, since, r.count)
 		if err != nil {
 			return oplog.Line{}, err
 		}

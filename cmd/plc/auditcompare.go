@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/plcdir/plc/audit"
+	"github.com/plcdir/plc/client"
 	"github.com/plcdir/plc/internal/cli"
 )
 
@@ -70,12 +71,12 @@ document).`, e)
 	case *timeout <= 0:
 		return fail("--timeout must be positive")
 	}
-	client := &http.Client{Timeout: *timeout}
-	a, err := audit.NewDirectoryClient(pos[0], client)
+	hc := &http.Client{Timeout: *timeout}
+	a, err := client.New(pos[0], hc)
 	if err != nil {
 		return fail("A: %v", err)
 	}
-	b, err := audit.NewDirectoryClient(pos[1], client)
+	b, err := client.New(pos[1], hc)
 	if err != nil {
 		return fail("B: %v", err)
 	}

@@ -6,13 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"runtime"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/plcdir/plc/audit"
+	"github.com/plcdir/plc/client"
 	"github.com/plcdir/plc/internal/cli"
 )
 
@@ -71,7 +71,7 @@ when any is not, 2 on usage or read errors.`, e)
 		closer func()
 	)
 	if isDirectoryURL(src) {
-		d, err := audit.NewDirectoryClient(src, &http.Client{Timeout: audit.DefaultTimeout})
+		d, err := client.New(src, nil)
 		if err != nil {
 			fmt.Fprintf(e.Stderr, "plc audit verify-export: %v\n", err)
 			return exitUsage

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/plcdir/plc/audit"
+	"github.com/plcdir/plc/client"
 	"github.com/plcdir/plc/internal/cli"
 )
 
@@ -50,7 +51,7 @@ errors.`, e)
 	f.Str(&vkey, "vkey", "PLC_MONITOR_VKEY", "", "the log's checkpoint verifier key (required)")
 	f.Bool(&once, "once", "PLC_MONITOR_ONCE", "run one round and exit")
 	f.Duration(&interval, "interval", "PLC_MONITOR_INTERVAL", 10*time.Second, "time between rounds")
-	f.Duration(&timeout, "timeout", "PLC_MONITOR_TIMEOUT", audit.MonitorTimeout, "timeout of each HTTP request")
+	f.Duration(&timeout, "timeout", "PLC_MONITOR_TIMEOUT", client.DefaultTimeout, "timeout of each HTTP request")
 	pos, code, done := cli.ParseInterspersed(fs, args)
 	if done {
 		return code

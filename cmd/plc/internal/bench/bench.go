@@ -19,6 +19,7 @@ import (
 	"github.com/bluesky-social/indigo/atproto/atcrypto"
 
 	"github.com/plcdir/plc"
+	"github.com/plcdir/plc/client"
 	"github.com/plcdir/plc/internal/cli"
 	"github.com/plcdir/plc/validate"
 )
@@ -207,8 +208,13 @@ percentiles.`, e)
 		return cli.ExitUsage
 	}
 	base := strings.TrimRight(*url, "/")
-	client := benchClient(*conc)
-	dids, err := exportDIDs(ctx, client, base)
+	hc := benchClient(*conc)
+	dir, err := client.New(base, hc)
+	if err != nil {
+		fmt.Fprintf(e.Stderr, "plc bench resolve: %v\n", err)
+		return cli.ExitUsage
+	}
+	dids, err := exportDIDs(ctx, dir)
 	if err != nil {
 		fmt.Fprintf(e.Stderr, "plc bench resolve: %v\n", err)
 		return cli.ExitFailure
@@ -237,7 +243,7 @@ percentiles.`, e)
 				}
 				did := dids[rng.IntN(len(dids))]
 				t0 := time.Now()
-				resp, err := client.Get(base + "/" + did)
+				resp, err := hc.Get(base + "/" + did)
 				if err == nil {
 					io.Copy(io.Discard, resp.Body)
 					resp.Body.Close()
@@ -268,31 +274,15 @@ percentiles.`, e)
 }
 
 // exportDIDs pages through the seq-mode export and returns each DID once.
-func exportDIDs(ctx context.Context, client *http.Client, base string) ([]string, error) {
+func exportDIDs(ctx context.Context, dir *client.Client) ([]string, error) {
 	seen := map[string]bool{}
 	var dids []string
-	after := int64(0)
-	for {
-		req, err := http.NewRequestWithContext(ctx, "GET", base+"/export?count=1000&after="+strconv.FormatInt(after, 10), nil)
-		if err != nil {
-			return nil, err
+	for after := int64(0); ; {
+		p, err := dir.SeqPage(ctx, after, 1000)
+		if err != nil || len(p.Lines) == 0 {
+			return dids, err
 		}
-		resp, err := client.Do(req)
-		if err != nil {
-			return nil, err
-		}
-		body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-		resp.Body.Close()
-		if err != nil {
-			return nil, err
-		}
-		if resp.StatusCode != 200 {
-			return nil, fmt.Errorf("export: %s", resp.Status)
-		}
-		if len(body) == 0 {
-			return dids, nil
-		}
-		for _, line := range bytes.Split(body, []byte("\n")) {
+		for _, line := range p.Lines {
 			l, err := plc.ReadLineHead(line)
 			if err != nil {
 				return nil, fmt.Errorf("export line: %w", err)
@@ -301,7 +291,7 @@ func exportDIDs(ctx context.Context, client *http.Client, base string) ([]string
 				seen[l.DID] = true
 				dids = append(dids, l.DID)
 			}
-			after = l.Seq
 		}
+		after = p.Last
 	}
 }

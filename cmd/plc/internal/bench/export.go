@@ -2,15 +2,13 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"net/http"
-	"strings"
 	"time"
 
 	"github.com/coder/websocket"
 
 	"github.com/plcdir/plc"
+	"github.com/plcdir/plc/client"
 	"github.com/plcdir/plc/internal/cli"
 )
 
@@ -23,16 +21,19 @@ from cursor 0 up to the seq the paging ended at; reports ops/s for each.`, e)
 	if code, done := cli.ParseFlags(fs, args); done {
 		return code
 	}
-	base := strings.TrimRight(*url, "/")
-	client := benchClient(1)
+	dir, err := client.New(*url, benchClient(1))
+	if err != nil {
+		fmt.Fprintf(e.Stderr, "plc bench export: %v\n", err)
+		return cli.ExitUsage
+	}
 
 	start := time.Now()
-	if _, err := exportDIDs(ctx, client, base); err != nil {
+	if _, err := exportDIDs(ctx, dir); err != nil {
 		fmt.Fprintf(e.Stderr, "plc bench export: %v\n", err)
 		return cli.ExitFailure
 	}
 	pageTime := time.Since(start)
-	latest, err := latestSeq(ctx, client, base)
+	latest, err := dir.LatestSeq(ctx)
 	if err != nil {
 		fmt.Fprintf(e.Stderr, "plc bench export: %v\n", err)
 		return cli.ExitFailure
@@ -42,14 +43,12 @@ from cursor 0 up to the seq the paging ended at; reports ops/s for each.`, e)
 		return cli.ExitFailure
 	}
 
-	wsURL := "ws" + strings.TrimPrefix(base, "http") + "/export/stream?cursor=0"
 	start = time.Now()
-	conn, _, err := websocket.Dial(ctx, wsURL, &websocket.DialOptions{HTTPClient: client})
+	conn, err := dir.Stream(ctx, 0)
 	if err != nil {
 		fmt.Fprintf(e.Stderr, "plc bench export: stream: %v\n", err)
 		return cli.ExitFailure
 	}
-	conn.SetReadLimit(1 << 20)
 	var seq int64
 	for seq < latest {
 		_, msg, err := conn.Read(ctx)
@@ -71,24 +70,4 @@ from cursor 0 up to the seq the paging ended at; reports ops/s for each.`, e)
 		latest, float64(latest)/pageTime.Seconds(), pageTime.Round(time.Millisecond),
 		float64(latest)/streamTime.Seconds(), streamTime.Round(time.Millisecond))
 	return cli.ExitOK
-}
-
-// latestSeq reads the directory's latest seq from /_health.
-func latestSeq(ctx context.Context, client *http.Client, base string) (int64, error) {
-	req, err := http.NewRequestWithContext(ctx, "GET", base+"/_health", nil)
-	if err != nil {
-		return 0, err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	var h struct {
-		Seq int64 `json:"seq"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&h); err != nil {
-		return 0, fmt.Errorf("/_health: %w", err)
-	}
-	return h.Seq, nil
 }

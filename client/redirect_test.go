@@ -1,4 +1,4 @@
-package audit_test
+package client_test
 
 import (
 	"context"
@@ -9,11 +9,11 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/plcdir/plc/audit"
+	"github.com/plcdir/plc/client"
 )
 
 // TestDirectoryClientDoesNotFollowRedirectOffOrigin: a directory redirects
-// plc audit's requests to an address only the auditor can reach. The
+// a client's requests to an address only the auditor can reach. The
 // client never fetches it: the answer is the directory's own redirect, an
 // error with its status. A redirect on the directory's origin is followed,
 // except for export pages, which follow none.
@@ -46,14 +46,14 @@ func TestDirectoryClientDoesNotFollowRedirectOffOrigin(t *testing.T) {
 		}
 	}))
 	defer dir.Close()
-	c, err := audit.NewDirectoryClient(dir.URL, nil)
+	c, err := client.New(dir.URL, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	var se *audit.StatusError
+	var se *client.StatusError
 
-	_, err = c.AuditLog(ctx, did)
+	_, _, err = c.AuditLog(ctx, did)
 	if !errors.As(err, &se) || se.Status != http.StatusFound || !strings.Contains(err.Error(), "not followed") {
 		t.Errorf("AuditLog through an off-origin redirect: %v, want a StatusError 302", err)
 	}
@@ -61,7 +61,7 @@ func TestDirectoryClientDoesNotFollowRedirectOffOrigin(t *testing.T) {
 		t.Errorf("the client fetched the redirect's target %d times", n)
 	}
 
-	_, _, err = c.ExportPage(ctx, 0, 10)
+	_, err = c.SeqPage(ctx, 0, 10)
 	if !errors.As(err, &se) || se.Status != http.StatusFound {
 		t.Errorf("ExportPage through a redirect: %v, want a StatusError 302", err)
 	}

@@ -1,11 +1,11 @@
-package origin
+package client
 
 import (
 	"net/url"
 	"testing"
 )
 
-func TestSame(t *testing.T) {
+func TestSameOrigin(t *testing.T) {
 	for _, c := range []struct {
 		a, b string
 		want bool
@@ -24,8 +24,8 @@ func TestSame(t *testing.T) {
 	} {
 		a, _ := url.Parse(c.a)
 		b, _ := url.Parse(c.b)
-		if got := Same(a, b); got != c.want {
-			t.Errorf("Same(%s, %s) = %v, want %v", c.a, c.b, got, c.want)
+		if got := sameOrigin(a, b); got != c.want {
+			t.Errorf("sameOrigin(%s, %s) = %v, want %v", c.a, c.b, got, c.want)
 		}
 	}
 }

@@ -1,0 +1,42 @@
+package client
+
+import (
+	"context"
+	"strconv"
+	"strings"
+
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+// MaxCheckpointBytes bounds a checkpoint note (with its cosignatures).
+const MaxCheckpointBytes = 1 << 20
+
+// Checkpoint fetches the log's latest signed checkpoint
+// (GET /tlog/checkpoint), at most MaxCheckpointBytes.
+func (c *Client) Checkpoint(ctx context.Context) ([]byte, error) {
+	_, b, err := c.get(ctx, "/tlog/checkpoint", nil, MaxCheckpointBytes)
+	return b, err
+}
+
+// Tile fetches a tile of the log (GET /tlog/<TilePath(t)>): a hash tile,
+// at most its t.W hashes; an entry bundle (t.L == -1), at most what a full
+// bundle of length-prefixed entries can be. A longer answer is a
+// *StatusError of class ErrTooLong; a shorter one is returned as it is.
+func (c *Client) Tile(ctx context.Context, t tlog.Tile) ([]byte, error) {
+	limit := int64(t.W * tlog.HashSize)
+	if t.L == -1 {
+		limit = int64(1<<t.H) * (2 + 0xffff)
+	}
+	_, b, err := c.get(ctx, "/tlog/"+TilePath(t), nil, limit)
+	return b, err
+}
+
+// TilePath is the C2SP tlog-tiles path of a tile under /tlog/: tlog's
+// path without the height, entries/ for entry bundles.
+func TilePath(t tlog.Tile) string {
+	p := strings.TrimPrefix(t.Path(), "tile/"+strconv.Itoa(t.H)+"/")
+	if rest, ok := strings.CutPrefix(p, "data/"); ok {
+		p = "entries/" + rest
+	}
+	return "tile/" + p
+}
