@@ -49,24 +49,23 @@ func (m *Mirror) follow(ctx context.Context) error {
 	msgs := make(chan []byte, 1024)
 	errc := make(chan error, 1)
 	go func() {
+		defer close(msgs) // after errc is sent
 		for {
 			_, b, err := conn.Read(sctx)
-			if err != nil {
-				errc <- err
-				close(msgs)
-				return
+			if err == nil {
+				select {
+				case msgs <- b:
+					continue
+				case <-sctx.Done():
+					err = sctx.Err()
+				}
 			}
-			select {
-			case msgs <- b:
-			case <-sctx.Done():
-				errc <- sctx.Err()
-				close(msgs)
-				return
-			}
+			errc <- err
+			return
 		}
 	}()
 
-	src := &streamEvents{m: m, ctx: sctx, conn: conn, msgs: msgs}
+	src := &streamEvents{m: m, conn: conn, msgs: msgs}
 	_, err = oplog.Replay(ctx, m.log, src, oplog.ImportOptions{
 		Source: m.source, Stream: true, BatchSize: 1000,
 		Ingest: func(ctx context.Context, source string, items []oplog.IngestItem) (oplog.IngestResult, error) {
@@ -95,10 +94,8 @@ func (m *Mirror) follow(ctx context.Context) error {
 // (checkIdleStream).
 type streamEvents struct {
 	m    *Mirror
-	ctx  context.Context // the stream's
 	conn *websocket.Conn
 	msgs <-chan []byte // closed when the stream ends
-	n    int64         // the events handed over
 }
 
 func (s *streamEvents) Ready() bool { return len(s.msgs) > 0 }
@@ -114,12 +111,11 @@ func (s *streamEvents) Next(ctx context.Context) (oplog.Line, error) {
 			if !ok {
 				return oplog.Line{}, io.EOF
 			}
-			s.n++
-			return oplog.Line{N: s.n, Raw: b}, nil
+			return oplog.Line{Raw: b}, nil
 		case <-idle:
-			c, err := s.m.store.Cursor(s.ctx, s.m.source)
+			c, err := s.m.store.Cursor(ctx, s.m.source)
 			if err == nil {
-				err = s.m.checkIdleStream(s.ctx, s.conn, c.Seq)
+				err = s.m.checkIdleStream(ctx, s.conn, c.Seq)
 			}
 			if err != nil {
 				return oplog.Line{}, err

@@ -1,10 +1,11 @@
 // Package mirror replicates another PLC directory (the upstream) into a
-// local log, verifying every op independently: pages of the upstream's
-// export, then the events of its live /export/stream, go through
-// oplog.Replay's pipeline (the chain rules only, the upstream's createdAt
-// as acceptance time, the seq order, the cursor committed with the ops). Whatever the upstream serves that the
-// rules reject, or that contradicts what it served before, is kept as a
-// divergence record with the upstream's bytes as evidence.
+// local log, verifying every op independently: the lines of the upstream's
+// export pages, then the events of its live /export/stream, go through
+// oplog.Replay (the chain rules only, the upstream's createdAt as
+// acceptance time, the seq order, the cursor committed with the ops).
+// Whatever the upstream serves that the rules reject, or that contradicts
+// what it served before, is kept as a divergence record with the
+// upstream's bytes as evidence.
 package mirror
 
 import (

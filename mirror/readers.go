@@ -20,13 +20,10 @@ import (
 // the next after= is the last seq of that page, read from its last line —
 // so that the upstream serves page k+1 while page k is being ingested. It
 // runs at most prefetchPages pages ahead of the pipeline, so memory stays
-// bounded by MaxBody a page. Pages reach the pipeline whole and in order,
-// their lines as the upstream sent them. A page that cannot be used is an
-// error: none of it is handed over, Next returns it after the pages
-// before it, and the Replay stops after committing what came before.
-//
-// Ready tells the pipeline whether the next page is there: when it is
-// not, the lines it has are committed rather than wait for the network.
+// bounded by MaxBody a page. Pages reach the pipeline whole, in order, and
+// Ready when they have arrived. A page that cannot be used is an error:
+// none of it is handed over, Next returns it after the pages before it,
+// and the Replay stops after committing what came before.
 type seqPages struct {
 	m     *Mirror
 	after int64 // the fetcher's position: the last seq asked past
@@ -39,8 +36,8 @@ type seqPages struct {
 	lastEmpty bool  // the last page fetched held no line
 
 	// The pipeline's side (Next and Ready, one goroutine):
-	lines  pageLines // what is left of the page received
-	closed bool      // pages is closed and drained
+	left   [][]byte // what is left of the page received
+	closed bool     // pages is closed and drained
 }
 
 // prefetchPages bounds the pages fetched but not yet read: one waiting in
@@ -87,9 +84,9 @@ func (r *seqPages) fetch(ctx context.Context) {
 }
 
 // fetchPage fetches the page after r.after and returns its lines to
-// ingest, and whether it is the last page. A page that mostly
-// serves again lines at or before r.after is errMostlyRejected, with its
-// other lines: they are ingested, then the round ends and Run backs off.
+// ingest, and whether it is the last page. A page that mostly serves
+// again lines at or before r.after is errMostlyRejected, with its other
+// lines: they are ingested, then the round ends and Run backs off.
 func (r *seqPages) fetchPage(ctx context.Context) ([][]byte, bool, error) {
 	page, err := r.m.up.SeqPage(ctx, r.after, r.count)
 	if err != nil {
@@ -122,35 +119,29 @@ func (r *seqPages) fetchPage(ctx context.Context) ([][]byte, bool, error) {
 	return kept, len(lines) < r.count, nil
 }
 
-func (r *seqPages) Next(ctx context.Context) (oplog.Line, error) {
-	for len(r.lines.left) == 0 {
+func (r *seqPages) Next(context.Context) (oplog.Line, error) {
+	for len(r.left) == 0 {
 		if r.closed {
 			if r.end != nil {
 				return oplog.Line{}, r.end
 			}
 			return oplog.Line{}, io.EOF
 		}
-		select {
-		case page := <-r.pages:
-			r.take(page)
-		case <-ctx.Done():
-			return oplog.Line{}, ctx.Err()
-		}
+		r.take(<-r.pages) // closed when the fetcher returns, at ctx's end at the latest
 	}
-	return r.lines.next(), nil
+	return nextLine(&r.left), nil
 }
 
 // take makes page, received from pages, the lines to hand over (nil when
 // pages is closed).
 func (r *seqPages) take(page [][]byte) {
-	r.closed = page == nil
-	r.lines.left = page
+	r.closed, r.left = page == nil, page
 }
 
 // Ready reports whether Next would return without waiting for the
 // upstream: a page (or the end) has arrived.
 func (r *seqPages) Ready() bool {
-	if len(r.lines.left) > 0 || r.closed {
+	if len(r.left) > 0 || r.closed {
 		return true
 	}
 	select {
@@ -162,18 +153,11 @@ func (r *seqPages) Ready() bool {
 	}
 }
 
-// pageLines hands over the lines of pages one by one, numbered on from
-// the ones before.
-type pageLines struct {
-	left [][]byte
-	n    int64
-}
-
-func (p *pageLines) next() oplog.Line {
-	p.n++
-	l := oplog.Line{N: p.n, Raw: p.left[0]}
-	p.left = p.left[1:]
-	return l
+// nextLine hands over the first of a page's lines left.
+func nextLine(left *[][]byte) oplog.Line {
+	l := (*left)[0]
+	*left = (*left)[1:]
+	return oplog.Line{Raw: l}
 }
 
 // legacyPages is the upstream's legacy export (paged by createdAt, in
@@ -187,7 +171,7 @@ type legacyPages struct {
 	boundary map[string]bool // CIDs taken at after
 	count    int
 	done     bool
-	lines    pageLines // what is left of the page fetched
+	left     [][]byte // what is left of the page fetched
 }
 
 // Ready is true: each page is fetched when the pipeline asks for it, and a
@@ -195,7 +179,7 @@ type legacyPages struct {
 func (r *legacyPages) Ready() bool { return true }
 
 func (r *legacyPages) Next(ctx context.Context) (oplog.Line, error) {
-	for len(r.lines.left) == 0 {
+	for len(r.left) == 0 {
 		if r.done {
 			return oplog.Line{}, io.EOF
 		}
@@ -251,7 +235,7 @@ func (r *legacyPages) Next(ctx context.Context) (oplog.Line, error) {
 				Detail: "at least " + strconv.Itoa(r.count) + " ops at " + string(validate.AppendTimestamp(nil, after)) + ": the rest of that millisecond is skipped"})
 			after, boundary = after.Add(time.Millisecond), map[string]bool{}
 		}
-		r.after, r.boundary, r.lines.left = after, boundary, kept
+		r.after, r.boundary, r.left = after, boundary, kept
 	}
-	return r.lines.next(), nil
+	return nextLine(&r.left), nil
 }

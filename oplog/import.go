@@ -42,12 +42,12 @@ var (
 
 // ImportOptions configure Replay and Import.
 type ImportOptions struct {
-	// Source names the input, for its cursor and its rejections; Replay
-	// requires it. Empty (Import): "export:" and the first 32 hex digits
-	// of the SHA-256 of the input's first non-blank line (without
-	// surrounding white space). So an export resumes however it is read
-	// (a file, compressed or not, or a pipe), and a longer export that
-	// begins with the same line continues where a shorter one stopped.
+	// Source names the input, for its cursor and its rejections. Empty:
+	// "export:" and the first 32 hex digits of the SHA-256 of the input's
+	// first non-blank line (without surrounding white space). So an
+	// export resumes however it is read (a file, compressed or not, or a
+	// pipe), and a longer export that begins with the same line continues
+	// where a shorter one stopped.
 	Source string
 	// BatchSize is the number of (non-blank) lines per transaction
 	// (default DefaultImportBatch); fewer when the source's next lines
@@ -67,17 +67,16 @@ type ImportOptions struct {
 	// error it returns stops the Replay after the batch (as a store
 	// failure does), whether or not the batch committed.
 	Ingest func(ctx context.Context, source string, items []IngestItem) (IngestResult, error)
-	// Stream: each line is an event of an upstream's live stream, which
-	// must carry a seq.
+	// Stream: each line is a live stream's event, which must have a seq.
 	Stream bool
 
 	resume bool // Import's numbering and resumption
 }
 
 // Line is one line of replayed history: its number in its source (from
-// 1, increasing; a source may skip numbers) and its bytes without the
-// newline (one longer than MaxLineBytes is rejected, and only its first
-// MaxLineBytes bytes are kept).
+// 1, increasing, or 0: the one after the line before) and its bytes
+// without the newline (one longer than MaxLineBytes is rejected, and only
+// its first MaxLineBytes bytes are kept).
 type Line struct {
 	N   int64
 	Raw []byte
@@ -119,7 +118,7 @@ type ImportStats struct {
 // failure, ctx's end.
 func Import(ctx context.Context, l *Log, r io.Reader, opts ImportOptions) (ImportStats, error) {
 	opts.resume = true
-	return Replay(ctx, l, readerSource{NewLineReader(r)}, opts)
+	return Replay(ctx, l, NewLineReader(r), opts)
 }
 
 // Replay is the one way replayed history enters the log. src hands over
@@ -128,15 +127,12 @@ func Import(ctx context.Context, l *Log, r io.Reader, opts ImportOptions) (Impor
 // memoised in each op, so the sequential chain rules under the append
 // lock find them done); each batch goes through Log.Ingest (see it for
 // the rules), or opts.Ingest. Lines are numbered after the cursor of the
-// source opts.Source (required), and each seq must be after the cursor's
+// source opts.Source, and each seq must be after the cursor's
 // and the one before it: a line out of order is rejected, as is a first
 // line that is not an export line. Rejected lines are reported to
 // opts.Rejected and stored, and the replay goes on; the error is for what
 // stops it: src's error, a store failure, opts.Ingest's error, ctx's end.
 func Replay(ctx context.Context, l *Log, src LineSource, opts ImportOptions) (ImportStats, error) {
-	if opts.Source == "" && !opts.resume {
-		return ImportStats{}, errors.New("oplog: Replay needs a Source")
-	}
 	if opts.BatchSize <= 0 {
 		opts.BatchSize = DefaultImportBatch
 	}
@@ -250,6 +246,9 @@ func readChunks(ctx context.Context, src LineSource, size int, out chan<- *impor
 			send()
 			return
 		}
+		if l.N == 0 {
+			l.N = ch.end + 1
+		}
 		ch.lines, ch.end = append(ch.lines, l), l.N
 		if len(ch.lines) >= size && !send() {
 			return
@@ -274,8 +273,9 @@ func NewLineReader(r io.Reader) *LineReader {
 }
 
 // Append appends the next non-blank line to buf, and returns buf and the
-// line's number; or buf and the error that ended the input (io.EOF at its
-// end), once the lines before it are returned.
+// line's number; or, once the lines before it are returned, buf, the
+// number of lines read, and the error that ended the input (io.EOF at
+// its end).
 func (lr *LineReader) Append(buf []byte) ([]byte, int64, error) {
 	for lr.err == nil {
 		b, err := lr.br.ReadSlice('\n')
@@ -297,19 +297,15 @@ func (lr *LineReader) Append(buf []byte) ([]byte, int64, error) {
 			buf = buf[:start] // a partial line
 		}
 	}
-	return buf, 0, lr.err
+	return buf, lr.n, lr.err
 }
 
-// readerSource is an Import's input: a read error ends it as ErrInput.
-type readerSource struct{ *LineReader }
+// Ready and Next make a LineReader Import's LineSource: a read error ends
+// it as ErrInput.
+func (lr *LineReader) Ready() bool { return true }
 
-func (readerSource) Ready() bool { return true }
-
-func (s readerSource) Next(context.Context) (Line, error) {
-	b, n, err := s.Append(nil)
-	if err != nil {
-		n = s.n
-	}
+func (lr *LineReader) Next(context.Context) (Line, error) {
+	b, n, err := lr.Append(nil)
 	if err != nil && !errors.Is(err, io.EOF) {
 		err = fmt.Errorf("%w after line %d: %w", ErrInput, n, err)
 	}
