@@ -1,15 +1,12 @@
-// Package audit holds the transparency log and the independent verifiers
-// behind `plc audit`.
+// Package audit holds the independent verifiers behind `plc audit`.
 //
-// The transparency log (TLog) signs checkpoints of the Merkle tree the
-// oplog stores beside the ops, serves C2SP tlog-tiles and proofs, asks
-// witnesses to cosign, and refuses to start on a database whose ops no
-// longer hash to its stored tree or its latest signed checkpoint.
-//
-// The verifiers trust nothing they are given but acceptance times: every
-// CID, DID, signature and chain rule is recomputed by the validate package.
+// They trust nothing they are given but acceptance times: every CID, DID,
+// signature and chain rule is recomputed by the validate package, and
+// every transparency-log proof is checked against a checkpoint signed by
+// the key they were given (package tlog opens checkpoints and names
+// tiles; this package checks what a directory serves against them).
 //   - VerifyLog replays one DID's audit log (/:did/log/audit), optionally
-//     checking each entry's inclusion proof.
+//     checking each entry's inclusion proof (VerifyProofs).
 //   - VerifyExport replays a whole export (a file, or a directory's
 //     /export paged to its end) on all cores and recomputes nullification.
 //   - Compare sets two directories' audit logs and documents side by side.

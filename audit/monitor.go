@@ -14,7 +14,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -24,6 +23,7 @@ import (
 	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/internal/origin"
 	"github.com/plcdir/plc/oplog"
+	plctlog "github.com/plcdir/plc/tlog"
 	"github.com/plcdir/plc/validate"
 )
 
@@ -55,7 +55,7 @@ const (
 	// maxCheckpointBytes bounds a checkpoint note (with cosignatures).
 	maxCheckpointBytes = 1 << 20
 	// maxBundleBytes bounds a full entry bundle.
-	maxBundleBytes = tileWidth * (2 + 0xffff)
+	maxBundleBytes = plctlog.TileWidth * (2 + 0xffff)
 	// monitorSource is the monitor store's ingest source.
 	monitorSource = "tlog"
 )
@@ -174,7 +174,7 @@ var ErrMonitorUsage = errors.New("monitor")
 func OpenMonitor(opts MonitorOptions) (*Monitor, error) {
 	u, err := url.Parse(strings.TrimRight(opts.URL, "/"))
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("%w: URL %q: want an http:// or https:// URL", ErrMonitorUsage, redactedURL(opts.URL))
+		return nil, fmt.Errorf("%w: URL %q: want an http:// or https:// URL", ErrMonitorUsage, redactURL(opts.URL))
 	}
 	if u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
 		return nil, fmt.Errorf("%w: URL %q: want a URL without query or fragment", ErrMonitorUsage, u.Redacted())
@@ -197,7 +197,7 @@ func OpenMonitor(opts MonitorOptions) (*Monitor, error) {
 		opts.Now = time.Now
 	}
 	if opts.Wait == nil {
-		opts.Wait = sleep
+		opts.Wait = plctlog.Sleep
 	}
 	if err := os.MkdirAll(opts.Dir, 0o750); err != nil {
 		return nil, err
@@ -243,7 +243,7 @@ func (m *Monitor) loadState() ([]byte, *plc.CheckpointBody, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	body, _, err := OpenCheckpoint(b, m.verifier)
+	body, _, err := plctlog.OpenCheckpoint(b, m.verifier)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %s does not verify with the verifier key %s (%v): the state directory is another log's", ErrMonitorUsage, m.statePath(), m.opts.VKey, err)
 	}
@@ -325,14 +325,13 @@ func (e *tooLong) Error() string {
 	return fmt.Sprintf("GET /tlog/%s: the answer is longer than %d bytes", e.path, e.limit)
 }
 
-// tilePath is the C2SP path of a tile under /tlog/: tlog's without the
-// height, entries/ for data tiles.
-func tilePath(t tlog.Tile) string {
-	p := strings.TrimPrefix(t.Path(), "tile/"+strconv.Itoa(TileHeight)+"/")
-	if rest, ok := strings.CutPrefix(p, "data/"); ok {
-		p = "entries/" + rest
+// snippet shows the start of an answer in a message.
+func snippet(b []byte) string {
+	const n = 200
+	if len(b) > n {
+		return string(b[:n]) + "…"
 	}
-	return "tile/" + p
+	return string(b)
 }
 
 // tileFetcher is the tlog.TileReader over the log's tiles. It keeps the
@@ -350,13 +349,13 @@ type badTile struct{ reason string }
 
 func (e *badTile) Error() string { return e.reason }
 
-func (f *tileFetcher) Height() int { return TileHeight }
+func (f *tileFetcher) Height() int { return plctlog.TileHeight }
 
 func (f *tileFetcher) ReadTiles(tiles []tlog.Tile) ([][]byte, error) {
 	f.last = map[string][]byte{}
 	out := make([][]byte, len(tiles))
 	for i, t := range tiles {
-		p := tilePath(t)
+		p := plctlog.TilePath(t)
 		if b, ok := f.cache[t]; ok {
 			f.last[p] = b
 			out[i] = b
@@ -381,7 +380,7 @@ func (f *tileFetcher) ReadTiles(tiles []tlog.Tile) ([][]byte, error) {
 
 func (f *tileFetcher) SaveTiles(tiles []tlog.Tile, data [][]byte) {
 	for i, t := range tiles {
-		if t.L > 0 || t.W < tileWidth {
+		if t.L > 0 || t.W < plctlog.TileWidth {
 			f.cache[t] = data[i]
 		}
 	}
@@ -477,7 +476,7 @@ func (m *Monitor) Round(ctx context.Context) (MonitorRound, error) {
 		return res, err
 	}
 	r := &round{m: m, prevMsg: prevMsg, msg: msg}
-	body, _, err := OpenCheckpoint(msg, m.verifier)
+	body, _, err := plctlog.OpenCheckpoint(msg, m.verifier)
 	if err != nil {
 		return res, r.fail(KindBadSignature, "%s", signatureProblem(msg, m.verifier, err))
 	}
@@ -535,7 +534,7 @@ func (m *Monitor) Round(ctx context.Context) (MonitorRound, error) {
 			return res, r.tileFailure(fmt.Sprintf("the consistency proof %d → %d", prev.Size, body.Size), err)
 		}
 		if err := tlog.CheckTree(p, body.Size, body.Root, prev.Size, prev.Root); err != nil {
-			r.evidence.Proof = EncodeHashes(p)
+			r.evidence.Proof = plctlog.EncodeHashes(p)
 			r.evidence.Tiles = r.fetcher.last
 			return res, r.fail(KindFork, "the checkpoint of size %d does not extend the previous one of size %d: the consistency proof from the tiles (which hash to the new root) does not lead to the old root", body.Size, prev.Size)
 		}
@@ -550,7 +549,7 @@ func (m *Monitor) Round(ctx context.Context) (MonitorRound, error) {
 			return res, err
 		}
 		start += n
-		if start < body.Size && start/tileWidth%64 == 0 {
+		if start < body.Size && start/plctlog.TileWidth%64 == 0 {
 			m.progress("verified entries up to seq %d of %d", start, body.Size)
 		}
 	}
@@ -592,11 +591,11 @@ func signatureProblem(msg []byte, v note.Verifier, err error) string {
 // leaf index start, in the tree of size size. It returns how many entries
 // it replayed.
 func (m *Monitor) entries(ctx context.Context, r *round, thr tlog.HashReader, start, size int64) (int64, error) {
-	tile := tlog.TileForIndex(TileHeight, tlog.StoredHashIndex(0, start))
+	tile := tlog.TileForIndex(plctlog.TileHeight, tlog.StoredHashIndex(0, start))
 	tile.L = -1
-	first := tile.N * tileWidth
-	tile.W = int(min(tileWidth, size-first))
-	p := tilePath(tile)
+	first := tile.N * plctlog.TileWidth
+	tile.W = int(min(plctlog.TileWidth, size-first))
+	p := plctlog.TilePath(tile)
 	b, err := m.get(ctx, p, maxBundleBytes)
 	if _, ok := errors.AsType[*tooLong](err); ok {
 		return 0, r.fail(KindBadBundle, "the entry bundle %s is longer than %d entries can be", p, tile.W)

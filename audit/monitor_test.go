@@ -23,6 +23,8 @@ import (
 	"github.com/plcdir/plc/internal/optest"
 	"github.com/plcdir/plc/oplog"
 	"github.com/plcdir/plc/oplog/tamper"
+	plctlog "github.com/plcdir/plc/tlog"
+	"github.com/plcdir/plc/tlog/tlogtest"
 	"github.com/plcdir/plc/validate"
 )
 
@@ -55,11 +57,11 @@ func monServe(t *testing.T, h http.Handler) (*monSwitch, string) {
 
 // monTLog is a directory's transparency log over s: it signs whenever the
 // log grew.
-func monTLog(s oplog.Store, key *audit.Key) *audit.TLog {
-	return audit.New(s, key, audit.Options{Interval: time.Nanosecond})
+func monTLog(s oplog.Store, key *plctlog.Key) *plctlog.TLog {
+	return plctlog.New(s, key, plctlog.Options{Interval: time.Nanosecond})
 }
 
-func monSign(t *testing.T, tl *audit.TLog) oplog.Checkpoint {
+func monSign(t *testing.T, tl *plctlog.TLog) oplog.Checkpoint {
 	t.Helper()
 	cp, _, err := tl.Sign(context.Background())
 	if err != nil {
@@ -68,7 +70,7 @@ func monSign(t *testing.T, tl *audit.TLog) oplog.Checkpoint {
 	return cp
 }
 
-func monOpen(t *testing.T, url, dir, vkey string, progress *wtBuffer, wait func(context.Context, time.Duration) error) *audit.Monitor {
+func monOpen(t *testing.T, url, dir, vkey string, progress *tlogtest.Buffer, wait func(context.Context, time.Duration) error) *audit.Monitor {
 	t.Helper()
 	opts := audit.MonitorOptions{URL: url, Dir: dir, VKey: vkey, Wait: wait}
 	if progress != nil {
@@ -141,14 +143,14 @@ func monSameLog(t *testing.T, m *audit.Monitor, s oplog.Store) {
 
 func TestMonitorFollowsAGrowingLog(t *testing.T) {
 	ctx := context.Background()
-	lines := wtCorpus(t, 31, 900)
-	s, _ := newStore(t)
-	key := wtKey(t, "plc.test")
-	wtLoad(t, s, lines[:300])
+	lines := tlogtest.Corpus(t, 31, 900)
+	s, _ := tlogtest.Store(t)
+	key := tlogtest.Key(t, "plc.test")
+	tlogtest.Load(t, s, lines[:300])
 	tl := monTLog(s, key)
 	_, url := monServe(t, tl)
 	dir := t.TempDir()
-	var progress wtBuffer
+	var progress tlogtest.Buffer
 
 	m := monOpen(t, url, dir, key.VKey, &progress, nil)
 	res, err := m.Round(ctx)
@@ -166,7 +168,7 @@ func TestMonitorFollowsAGrowingLog(t *testing.T) {
 	m.Close()
 
 	// A new process resumes from the state directory.
-	wtLoad(t, s, lines[300:555])
+	tlogtest.Load(t, s, lines[300:555])
 	monSign(t, tl)
 	m = monOpen(t, url, dir, key.VKey, &progress, nil)
 	res, err = m.Round(ctx)
@@ -186,10 +188,10 @@ func TestMonitorFollowsAGrowingLog(t *testing.T) {
 		waits++
 		switch waits {
 		case 1:
-			wtLoad(t, s, lines[555:700])
+			tlogtest.Load(t, s, lines[555:700])
 			monSign(t, tl)
 		case 2:
-			wtLoad(t, s, lines[700:900])
+			tlogtest.Load(t, s, lines[700:900])
 			monSign(t, tl)
 		default:
 			cancel()
@@ -250,18 +252,18 @@ func rootAt(t *testing.T, s oplog.Store, n int64) tlog.Hash {
 
 func TestMonitorDetectsAFork(t *testing.T) {
 	ctx := context.Background()
-	key := wtKey(t, "plc.test")
-	a, _ := newStore(t)
-	wtLoad(t, a, wtCorpus(t, 31, 300))
-	b, _ := newStore(t)
-	wtLoad(t, b, wtCorpus(t, 32, 400)[:300])
-	c, _ := newStore(t)
-	wtLoad(t, c, wtCorpus(t, 32, 400))
+	key := tlogtest.Key(t, "plc.test")
+	a, _ := tlogtest.Store(t)
+	tlogtest.Load(t, a, tlogtest.Corpus(t, 31, 300))
+	b, _ := tlogtest.Store(t)
+	tlogtest.Load(t, b, tlogtest.Corpus(t, 32, 400)[:300])
+	c, _ := tlogtest.Store(t)
+	tlogtest.Load(t, c, tlogtest.Corpus(t, 32, 400))
 	tla, tlb, tlc := monTLog(a, key), monTLog(b, key), monTLog(c, key)
 	sw, url := monServe(t, tla)
 	for _, tc := range []struct {
 		name  string
-		other *audit.TLog
+		other *plctlog.TLog
 		size  int64
 	}{{"SameSize", tlb, 300}, {"Larger", tlc, 400}} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -280,8 +282,8 @@ func TestMonitorDetectsAFork(t *testing.T) {
 				t.Fatalf("evidence's previous checkpoint:\n%s\nwant\n%s", ev.PreviousCheckpoint, seen)
 			}
 			// Both notes verify with the log's key: proof of the fork.
-			pb, _, err1 := audit.OpenCheckpoint([]byte(ev.PreviousCheckpoint), key.Verifier)
-			nb, _, err2 := audit.OpenCheckpoint([]byte(ev.Checkpoint), key.Verifier)
+			pb, _, err1 := plctlog.OpenCheckpoint([]byte(ev.PreviousCheckpoint), key.Verifier)
+			nb, _, err2 := plctlog.OpenCheckpoint([]byte(ev.Checkpoint), key.Verifier)
 			if err1 != nil || err2 != nil || pb.Size != 300 || nb.Size != tc.size || pb.Root == nb.Root {
 				t.Fatalf("evidence checkpoints: %+v %v, %+v %v", pb, err1, nb, err2)
 			}
@@ -313,10 +315,10 @@ func TestMonitorDetectsTamperedEntries(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
-			lines := wtCorpus(t, 31, 600)
-			s, path := newStore(t)
-			key := wtKey(t, "plc.test")
-			wtLoad(t, s, lines[:300])
+			lines := tlogtest.Corpus(t, 31, 600)
+			s, path := tlogtest.Store(t)
+			key := tlogtest.Key(t, "plc.test")
+			tlogtest.Load(t, s, lines[:300])
 			tl := monTLog(s, key)
 			_, url := monServe(t, tl)
 			dir := t.TempDir()
@@ -324,7 +326,7 @@ func TestMonitorDetectsTamperedEntries(t *testing.T) {
 			if _, err := m.Round(ctx); err != nil {
 				t.Fatal(err)
 			}
-			wtLoad(t, s, lines[300:])
+			tlogtest.Load(t, s, lines[300:])
 			monSign(t, tl)
 			before, err := s.Export(ctx, 349, 1)
 			if err != nil {
@@ -358,11 +360,11 @@ func TestMonitorDetectsTamperedEntries(t *testing.T) {
 
 func TestMonitorWrongKey(t *testing.T) {
 	ctx := context.Background()
-	s, _ := newStore(t)
-	wtLoad(t, s, wtCorpus(t, 31, 20))
-	key := wtKey(t, "plc.test")
+	s, _ := tlogtest.Store(t)
+	tlogtest.Load(t, s, tlogtest.Corpus(t, 31, 20))
+	key := tlogtest.Key(t, "plc.test")
 	_, url := monServe(t, monTLog(s, key))
-	for _, other := range []*audit.Key{wtKey(t, "plc.test"), wtKey(t, "elsewhere.test")} {
+	for _, other := range []*plctlog.Key{tlogtest.Key(t, "plc.test"), tlogtest.Key(t, "elsewhere.test")} {
 		dir := t.TempDir()
 		_, err := monOpen(t, url, dir, other.VKey, nil, nil).Round(ctx)
 		ev := monInconsistent(t, err, audit.KindBadSignature, dir)
@@ -378,7 +380,7 @@ func TestMonitorWrongKey(t *testing.T) {
 	if _, err := monOpen(t, url, dir, key.VKey, nil, nil).Round(ctx); err != nil {
 		t.Fatal(err)
 	}
-	_, err := audit.OpenMonitor(audit.MonitorOptions{URL: url, Dir: dir, VKey: wtKey(t, "plc.test").VKey})
+	_, err := audit.OpenMonitor(audit.MonitorOptions{URL: url, Dir: dir, VKey: tlogtest.Key(t, "plc.test").VKey})
 	if !errors.Is(err, audit.ErrMonitorUsage) || !strings.Contains(err.Error(), "another log") {
 		t.Fatalf("OpenMonitor over another log's state: %v", err)
 	}
@@ -397,7 +399,7 @@ func TestMonitorWrongKey(t *testing.T) {
 // tlog-tiles says, independently of audit's server: it lets the tests
 // craft what no honest directory would serve.
 type fakeLog struct {
-	key    *audit.Key
+	key    *plctlog.Key
 	leaves [][]byte
 	hashes []tlog.Hash // stored hashes
 	root   tlog.Hash
@@ -406,7 +408,7 @@ type fakeLog struct {
 	tile   func(path string, b []byte) []byte
 }
 
-func newFakeLog(t *testing.T, key *audit.Key, leaves [][]byte) *fakeLog {
+func newFakeLog(t *testing.T, key *plctlog.Key, leaves [][]byte) *fakeLog {
 	t.Helper()
 	f := &fakeLog{key: key, leaves: leaves}
 	for i, l := range leaves {
@@ -487,7 +489,7 @@ func monLeaf(seq int64, did string, op *validate.Op, at time.Time) []byte {
 
 func TestMonitorCraftedLogs(t *testing.T) {
 	ctx := context.Background()
-	key := wtKey(t, "plc.test")
+	key := tlogtest.Key(t, "plc.test")
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	// A sound log: 5 DIDs, each updated once.
 	var ids []*optest.Identity

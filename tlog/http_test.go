@@ -1,4 +1,4 @@
-package audit_test
+package tlog_test
 
 import (
 	"io"
@@ -7,7 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/plcdir/plc/audit"
+	"github.com/plcdir/plc/tlog"
+	"github.com/plcdir/plc/tlog/tlogtest"
 )
 
 // A tile index so large that the tile's first entry overflows int64 wraps
@@ -16,9 +17,9 @@ import (
 // path names a tile no tree can hold: 404, never cached. Every number of a
 // tile path is parsed strictly; any other spelling of a tile is a 400.
 func TestTileIndexOverflowIsNotTileZero(t *testing.T) {
-	s, _ := newStore(t)
+	s, _ := tlogtest.Store(t)
 	load(t, s, corpusLines(t, 300), 100)
-	tl := audit.New(s, newKey(t, "plc.test"), audit.Options{})
+	tl := tlog.New(s, tlogtest.Key(t, "plc.test"), tlog.Options{})
 	srv := httptest.NewServer(tl)
 	defer srv.Close()
 	get := func(path string) (int, http.Header, string) {

@@ -1,4 +1,4 @@
-package audit
+package tlog
 
 import (
 	"bytes"
@@ -22,7 +22,7 @@ import (
 	"unicode/utf8"
 
 	"golang.org/x/mod/sumdb/note"
-	"golang.org/x/mod/sumdb/tlog"
+	sumdb "golang.org/x/mod/sumdb/tlog"
 
 	"github.com/plcdir/plc/oplog"
 )
@@ -358,7 +358,7 @@ func (t *TLog) askWitness(ctx context.Context, w *Witness, cp oplog.Checkpoint, 
 
 // addCheckpoint POSTs one add-checkpoint request.
 func (t *TLog) addCheckpoint(ctx context.Context, w *Witness, old int64, cp oplog.Checkpoint, text string) ([]string, error) {
-	var proof tlog.TreeProof
+	var proof sumdb.TreeProof
 	if old > 0 && old < cp.Size {
 		p, err := t.ConsistencyProof(ctx, old, cp.Size)
 		if err != nil {

@@ -1,17 +1,21 @@
-package audit
+package tlog
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 
 	"golang.org/x/mod/sumdb/note"
+
+	"github.com/plcdir/plc/oplog"
 )
 
 // Key is a transparency log's checkpoint key: an Ed25519 signed-note key
@@ -119,4 +123,76 @@ func WriteKeyFile(path, skey string) error {
 		return err
 	}
 	return f.Close()
+}
+
+// KeyConfig says where a log's checkpoint key is.
+type KeyConfig struct {
+	// File is the key file the operator named; it must exist. Empty: the
+	// data directory's checkpoint.key.
+	File string
+	// Dir is the data directory.
+	Dir string
+	// Origin names a key created in Dir (default: DefaultOrigin()).
+	Origin string
+}
+
+// OpenKey returns the checkpoint key of the log in store, and never starts
+// a new log by accident: it loads c.File when set, else Dir's
+// checkpoint.key; it creates that file (and logs its verifier key) only
+// when it does not exist and the store holds no checkpoint. A store with a
+// checkpoint but no key file is refused: a new key would sign a new log
+// over the old one's ops. When another process sharing Dir creates the
+// file first, its key is the one returned.
+func OpenKey(ctx context.Context, store oplog.Store, c KeyConfig, logger *slog.Logger) (*Key, error) {
+	if c.File != "" {
+		return LoadKey(c.File)
+	}
+	path := filepath.Join(c.Dir, "checkpoint.key")
+	k, err := LoadKey(path)
+	if err == nil {
+		return k, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	switch _, err := store.Checkpoint(ctx); {
+	case err == nil:
+		return nil, fmt.Errorf("the log has signed checkpoints but its key file %s is missing: restore it, or pass --checkpoint-key", path)
+	case !errors.Is(err, oplog.ErrNotFound):
+		return nil, err
+	}
+	origin := c.Origin
+	if origin == "" {
+		origin = DefaultOrigin()
+	}
+	skey, vkey, err := GenerateKey(origin)
+	if err != nil {
+		return nil, err
+	}
+	if err := WriteKeyFile(path, skey); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return LoadKey(path)
+		}
+		return nil, fmt.Errorf("create the checkpoint key: %w", err)
+	}
+	// The verifier key is logged here once, and again at every start.
+	logger.Warn("created a checkpoint key for the new transparency log: keep the file safe and publish the verifier key",
+		"file", path, "vkey", vkey)
+	return ParseKey(skey)
+}
+
+// DefaultOrigin is the origin of a key created without one: the host
+// name, with what a key name cannot hold replaced by '-' ("plc.local"
+// when there is none).
+func DefaultOrigin() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "plc.local"
+	}
+	return strings.Map(func(r rune) rune {
+		if r <= ' ' || r == '+' || r == 0x7f {
+			return '-'
+		}
+		return r
+	}, h)
 }
