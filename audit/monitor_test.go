@@ -24,7 +24,6 @@ import (
 	"github.com/plcdir/plc/oplog"
 	"github.com/plcdir/plc/oplog/tamper"
 	plctlog "github.com/plcdir/plc/tlog"
-	"github.com/plcdir/plc/tlog/tlogtest"
 	"github.com/plcdir/plc/validate"
 )
 
@@ -70,7 +69,7 @@ func monSign(t *testing.T, tl *plctlog.TLog) oplog.Checkpoint {
 	return cp
 }
 
-func monOpen(t *testing.T, url, dir, vkey string, progress *tlogtest.Buffer, wait func(context.Context, time.Duration) error) *audit.Monitor {
+func monOpen(t *testing.T, url, dir, vkey string, progress *wtBuffer, wait func(context.Context, time.Duration) error) *audit.Monitor {
 	t.Helper()
 	opts := audit.MonitorOptions{URL: url, Dir: dir, VKey: vkey, Wait: wait}
 	if progress != nil {
@@ -143,14 +142,14 @@ func monSameLog(t *testing.T, m *audit.Monitor, s oplog.Store) {
 
 func TestMonitorFollowsAGrowingLog(t *testing.T) {
 	ctx := context.Background()
-	lines := tlogtest.Corpus(t, 31, 900)
-	s, _ := tlogtest.Store(t)
-	key := tlogtest.Key(t, "plc.test")
-	tlogtest.Load(t, s, lines[:300])
+	lines := wtCorpus(t, 31, 900)
+	s, _ := newStore(t)
+	key := wtKey(t, "plc.test")
+	wtLoad(t, s, lines[:300])
 	tl := monTLog(s, key)
 	_, url := monServe(t, tl)
 	dir := t.TempDir()
-	var progress tlogtest.Buffer
+	var progress wtBuffer
 
 	m := monOpen(t, url, dir, key.VKey, &progress, nil)
 	res, err := m.Round(ctx)
@@ -168,7 +167,7 @@ func TestMonitorFollowsAGrowingLog(t *testing.T) {
 	m.Close()
 
 	// A new process resumes from the state directory.
-	tlogtest.Load(t, s, lines[300:555])
+	wtLoad(t, s, lines[300:555])
 	monSign(t, tl)
 	m = monOpen(t, url, dir, key.VKey, &progress, nil)
 	res, err = m.Round(ctx)
@@ -188,10 +187,10 @@ func TestMonitorFollowsAGrowingLog(t *testing.T) {
 		waits++
 		switch waits {
 		case 1:
-			tlogtest.Load(t, s, lines[555:700])
+			wtLoad(t, s, lines[555:700])
 			monSign(t, tl)
 		case 2:
-			tlogtest.Load(t, s, lines[700:900])
+			wtLoad(t, s, lines[700:900])
 			monSign(t, tl)
 		default:
 			cancel()
@@ -252,13 +251,13 @@ func rootAt(t *testing.T, s oplog.Store, n int64) tlog.Hash {
 
 func TestMonitorDetectsAFork(t *testing.T) {
 	ctx := context.Background()
-	key := tlogtest.Key(t, "plc.test")
-	a, _ := tlogtest.Store(t)
-	tlogtest.Load(t, a, tlogtest.Corpus(t, 31, 300))
-	b, _ := tlogtest.Store(t)
-	tlogtest.Load(t, b, tlogtest.Corpus(t, 32, 400)[:300])
-	c, _ := tlogtest.Store(t)
-	tlogtest.Load(t, c, tlogtest.Corpus(t, 32, 400))
+	key := wtKey(t, "plc.test")
+	a, _ := newStore(t)
+	wtLoad(t, a, wtCorpus(t, 31, 300))
+	b, _ := newStore(t)
+	wtLoad(t, b, wtCorpus(t, 32, 400)[:300])
+	c, _ := newStore(t)
+	wtLoad(t, c, wtCorpus(t, 32, 400))
 	tla, tlb, tlc := monTLog(a, key), monTLog(b, key), monTLog(c, key)
 	sw, url := monServe(t, tla)
 	for _, tc := range []struct {
@@ -315,10 +314,10 @@ func TestMonitorDetectsTamperedEntries(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
-			lines := tlogtest.Corpus(t, 31, 600)
-			s, path := tlogtest.Store(t)
-			key := tlogtest.Key(t, "plc.test")
-			tlogtest.Load(t, s, lines[:300])
+			lines := wtCorpus(t, 31, 600)
+			s, path := newStore(t)
+			key := wtKey(t, "plc.test")
+			wtLoad(t, s, lines[:300])
 			tl := monTLog(s, key)
 			_, url := monServe(t, tl)
 			dir := t.TempDir()
@@ -326,7 +325,7 @@ func TestMonitorDetectsTamperedEntries(t *testing.T) {
 			if _, err := m.Round(ctx); err != nil {
 				t.Fatal(err)
 			}
-			tlogtest.Load(t, s, lines[300:])
+			wtLoad(t, s, lines[300:])
 			monSign(t, tl)
 			before, err := s.Export(ctx, 349, 1)
 			if err != nil {
@@ -360,11 +359,11 @@ func TestMonitorDetectsTamperedEntries(t *testing.T) {
 
 func TestMonitorWrongKey(t *testing.T) {
 	ctx := context.Background()
-	s, _ := tlogtest.Store(t)
-	tlogtest.Load(t, s, tlogtest.Corpus(t, 31, 20))
-	key := tlogtest.Key(t, "plc.test")
+	s, _ := newStore(t)
+	wtLoad(t, s, wtCorpus(t, 31, 20))
+	key := wtKey(t, "plc.test")
 	_, url := monServe(t, monTLog(s, key))
-	for _, other := range []*plctlog.Key{tlogtest.Key(t, "plc.test"), tlogtest.Key(t, "elsewhere.test")} {
+	for _, other := range []*plctlog.Key{wtKey(t, "plc.test"), wtKey(t, "elsewhere.test")} {
 		dir := t.TempDir()
 		_, err := monOpen(t, url, dir, other.VKey, nil, nil).Round(ctx)
 		ev := monInconsistent(t, err, audit.KindBadSignature, dir)
@@ -380,7 +379,7 @@ func TestMonitorWrongKey(t *testing.T) {
 	if _, err := monOpen(t, url, dir, key.VKey, nil, nil).Round(ctx); err != nil {
 		t.Fatal(err)
 	}
-	_, err := audit.OpenMonitor(audit.MonitorOptions{URL: url, Dir: dir, VKey: tlogtest.Key(t, "plc.test").VKey})
+	_, err := audit.OpenMonitor(audit.MonitorOptions{URL: url, Dir: dir, VKey: wtKey(t, "plc.test").VKey})
 	if !errors.Is(err, audit.ErrMonitorUsage) || !strings.Contains(err.Error(), "another log") {
 		t.Fatalf("OpenMonitor over another log's state: %v", err)
 	}
@@ -489,7 +488,7 @@ func monLeaf(seq int64, did string, op *validate.Op, at time.Time) []byte {
 
 func TestMonitorCraftedLogs(t *testing.T) {
 	ctx := context.Background()
-	key := tlogtest.Key(t, "plc.test")
+	key := wtKey(t, "plc.test")
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	// A sound log: 5 DIDs, each updated once.
 	var ids []*optest.Identity

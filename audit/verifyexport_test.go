@@ -23,7 +23,6 @@ import (
 	"github.com/plcdir/plc/audit"
 	"github.com/plcdir/plc/internal/corpus"
 	"github.com/plcdir/plc/oplog"
-	"github.com/plcdir/plc/tlog/tlogtest"
 	"github.com/plcdir/plc/validate"
 )
 
@@ -244,7 +243,7 @@ type testDirectory struct {
 // newTestDirectory starts a directory; wrap, if set, wraps its handler.
 func newTestDirectory(t *testing.T, wrap func(http.Handler) http.Handler) *testDirectory {
 	t.Helper()
-	s, _ := tlogtest.Store(t)
+	s, _ := newStore(t)
 	d := &testDirectory{store: s, log: oplog.NewLog(s, oplog.Options{NoRateLimit: true})}
 	var h http.Handler = api.New(api.Config{Log: d.log})
 	if wrap != nil {

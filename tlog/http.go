@@ -137,8 +137,7 @@ func parseTile(p string) (sumdb.Tile, error) {
 }
 
 // TilePath is the C2SP path of a tile under /tlog/ (what parseTile reads):
-// golang.org/x/mod/sumdb/tlog's without the height, entries/ for data
-// tiles.
+// sumdb's Tile.Path without the height, entries/ for data tiles.
 func TilePath(t sumdb.Tile) string {
 	p := strings.TrimPrefix(t.Path(), "tile/"+strconv.Itoa(TileHeight)+"/")
 	if rest, ok := strings.CutPrefix(p, "data/"); ok {

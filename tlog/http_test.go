@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/plcdir/plc/tlog"
-	"github.com/plcdir/plc/tlog/tlogtest"
 )
 
 // A tile index so large that the tile's first entry overflows int64 wraps
@@ -17,9 +16,9 @@ import (
 // path names a tile no tree can hold: 404, never cached. Every number of a
 // tile path is parsed strictly; any other spelling of a tile is a 400.
 func TestTileIndexOverflowIsNotTileZero(t *testing.T) {
-	s, _ := tlogtest.Store(t)
+	s, _ := newStore(t)
 	load(t, s, corpusLines(t, 300), 100)
-	tl := tlog.New(s, tlogtest.Key(t, "plc.test"), tlog.Options{})
+	tl := tlog.New(s, newKey(t, "plc.test"), tlog.Options{})
 	srv := httptest.NewServer(tl)
 	defer srv.Close()
 	get := func(path string) (int, http.Header, string) {

@@ -43,20 +43,15 @@ func GenerateKey(origin string) (skey, vkey string, err error) {
 
 // checkOrigin refuses a name the signed-note format cannot carry.
 func checkOrigin(origin string) error {
-	if origin == "" || strings.ContainsAny(origin, "+ \t\n\r") || !isPrint(origin) {
+	if origin == "" || strings.ContainsFunc(origin, notInOrigin) {
 		return fmt.Errorf("origin %q: want a non-empty name without spaces or '+' (e.g. plc.example.com)", origin)
 	}
 	return nil
 }
 
-func isPrint(s string) bool {
-	for _, r := range s {
-		if r < 0x21 || r == 0x7f {
-			return false
-		}
-	}
-	return true
-}
+// notInOrigin reports the runes an origin cannot hold: controls, spaces,
+// '+' and DEL.
+func notInOrigin(r rune) bool { return r <= ' ' || r == '+' || r == 0x7f }
 
 // ParseKey reads a private key in signed-note form.
 func ParseKey(skey string) (*Key, error) {
@@ -125,29 +120,18 @@ func WriteKeyFile(path, skey string) error {
 	return f.Close()
 }
 
-// KeyConfig says where a log's checkpoint key is.
-type KeyConfig struct {
-	// File is the key file the operator named; it must exist. Empty: the
-	// data directory's checkpoint.key.
-	File string
-	// Dir is the data directory.
-	Dir string
-	// Origin names a key created in Dir (default: DefaultOrigin()).
-	Origin string
-}
-
 // OpenKey returns the checkpoint key of the log in store, and never starts
-// a new log by accident: it loads c.File when set, else Dir's
-// checkpoint.key; it creates that file (and logs its verifier key) only
-// when it does not exist and the store holds no checkpoint. A store with a
-// checkpoint but no key file is refused: a new key would sign a new log
-// over the old one's ops. When another process sharing Dir creates the
-// file first, its key is the one returned.
-func OpenKey(ctx context.Context, store oplog.Store, c KeyConfig, logger *slog.Logger) (*Key, error) {
-	if c.File != "" {
-		return LoadKey(c.File)
+// a new log by accident: it loads file when set, else dir's
+// checkpoint.key, which it creates (for origin, default DefaultOrigin(),
+// and logs its verifier key) only when the file does not exist and the
+// store holds no checkpoint: a new key for a log that has signed would
+// start a new log over its ops. When another process sharing dir creates
+// the file first, its key is the one returned.
+func OpenKey(ctx context.Context, store oplog.Store, file, dir, origin string, logger *slog.Logger) (*Key, error) {
+	if file != "" {
+		return LoadKey(file)
 	}
-	path := filepath.Join(c.Dir, "checkpoint.key")
+	path := filepath.Join(dir, "checkpoint.key")
 	k, err := LoadKey(path)
 	if err == nil {
 		return k, nil
@@ -161,7 +145,6 @@ func OpenKey(ctx context.Context, store oplog.Store, c KeyConfig, logger *slog.L
 	case !errors.Is(err, oplog.ErrNotFound):
 		return nil, err
 	}
-	origin := c.Origin
 	if origin == "" {
 		origin = DefaultOrigin()
 	}
@@ -175,22 +158,21 @@ func OpenKey(ctx context.Context, store oplog.Store, c KeyConfig, logger *slog.L
 		}
 		return nil, fmt.Errorf("create the checkpoint key: %w", err)
 	}
-	// The verifier key is logged here once, and again at every start.
 	logger.Warn("created a checkpoint key for the new transparency log: keep the file safe and publish the verifier key",
 		"file", path, "vkey", vkey)
 	return ParseKey(skey)
 }
 
-// DefaultOrigin is the origin of a key created without one: the host
-// name, with what a key name cannot hold replaced by '-' ("plc.local"
-// when there is none).
+// DefaultOrigin is the origin of a key created without one: the host name
+// with the runes an origin cannot hold replaced by '-' (plc.local without
+// one).
 func DefaultOrigin() string {
 	h, err := os.Hostname()
 	if err != nil || h == "" {
 		return "plc.local"
 	}
 	return strings.Map(func(r rune) rune {
-		if r <= ' ' || r == '+' || r == 0x7f {
+		if notInOrigin(r) {
 			return '-'
 		}
 		return r

@@ -283,14 +283,6 @@ func (t *TLog) CheckpointNote(ctx context.Context) (oplog.Checkpoint, error) {
 	return cp, err
 }
 
-// InclusionProof is the proof that the op with Seq is leaf Seq-1 of the
-// tree of the checkpoint.
-type InclusionProof struct {
-	Seq        int64
-	Checkpoint oplog.Checkpoint
-	Hashes     []sumdb.Hash
-}
-
 // InclusionProofs returns proofs for the ops with seqs against the latest
 // checkpoint; ops newer than it get none (they will be in the next).
 func (t *TLog) InclusionProofs(ctx context.Context, seqs []int64) (oplog.Checkpoint, map[int64][]sumdb.Hash, error) {
@@ -347,8 +339,7 @@ func leafBundle(es []oplog.Entry) ([]byte, error) {
 	return b, nil
 }
 
-// Sleep waits for d or until ctx is done: the default Options.Wait (and
-// the monitor's, which waits on the log).
+// Sleep waits for d or until ctx is done: the default Options.Wait.
 func Sleep(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -22,7 +23,6 @@ import (
 	"github.com/plcdir/plc/oplog"
 	"github.com/plcdir/plc/oplog/tamper"
 	"github.com/plcdir/plc/tlog"
-	"github.com/plcdir/plc/tlog/tlogtest"
 )
 
 // corpusCache holds generated corpora by size: generating signs ops.
@@ -41,6 +41,21 @@ func corpusLines(t *testing.T, ops int) []byte {
 	return buf.Bytes()
 }
 
+// newStore returns a migrated SQLite store at a fresh path.
+func newStore(t testing.TB) (*oplog.SQLiteStore, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "plc.sqlite")
+	if _, err := oplog.MigrateUp(path); err != nil {
+		t.Fatal(err)
+	}
+	s, err := oplog.OpenSQLite(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, path
+}
+
 // load imports the first n ops of the corpus into s, in transactions of
 // batch lines.
 func load(t *testing.T, s oplog.Store, lines []byte, batch int) {
@@ -51,6 +66,19 @@ func load(t *testing.T, s oplog.Store, lines []byte, batch int) {
 	if err != nil || st.Rejected != 0 {
 		t.Fatalf("import: %+v, %v", st, err)
 	}
+}
+
+func newKey(t *testing.T, origin string) *tlog.Key {
+	t.Helper()
+	skey, _, err := tlog.GenerateKey(origin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := tlog.ParseKey(skey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
 }
 
 // leafHashes returns the RFC 6962 leaf hashes of the store's ops, and the
@@ -89,9 +117,9 @@ func hashBytes(hs []sumdb.Hash) [][]byte {
 
 func TestProofsVerifyWithAnIndependentImplementation(t *testing.T) {
 	ctx := context.Background()
-	s, _ := tlogtest.Store(t)
+	s, _ := newStore(t)
 	load(t, s, corpusLines(t, 300), 37)
-	tl := tlog.New(s, tlogtest.Key(t, "plc.test"), tlog.Options{})
+	tl := tlog.New(s, newKey(t, "plc.test"), tlog.Options{})
 	leaves, roots := leafHashes(t, s)
 	n := int64(len(leaves))
 	h := rfc6962.DefaultHasher
@@ -157,8 +185,8 @@ func TestSignAndCheck(t *testing.T) {
 	cut := bytes.Index(lines[20000:], []byte("\n")) + 20001
 
 	t.Run("CheckpointsExtendEachOther", func(t *testing.T) {
-		s, path := tlogtest.Store(t)
-		key := tlogtest.Key(t, "plc.test")
+		s, path := newStore(t)
+		key := newKey(t, "plc.test")
 		c := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 		a := tlog.New(s, key, tlog.Options{Now: c.Now})
 		other, err := oplog.OpenSQLite(path)
@@ -207,12 +235,12 @@ func TestSignAndCheck(t *testing.T) {
 	})
 
 	t.Run("AnotherKeyIsRefused", func(t *testing.T) {
-		s, _ := tlogtest.Store(t)
+		s, _ := newStore(t)
 		load(t, s, lines[:cut], 50)
-		if _, _, err := tlog.New(s, tlogtest.Key(t, "plc.test"), tlog.Options{}).Sign(ctx); err != nil {
+		if _, _, err := tlog.New(s, newKey(t, "plc.test"), tlog.Options{}).Sign(ctx); err != nil {
 			t.Fatal(err)
 		}
-		err := tlog.New(s, tlogtest.Key(t, "plc.test"), tlog.Options{}).Check(ctx, nil)
+		err := tlog.New(s, newKey(t, "plc.test"), tlog.Options{}).Check(ctx, nil)
 		var se *tlog.StartupError
 		if !errors.As(err, &se) || !strings.Contains(err.Error(), "does not verify with the checkpoint key") {
 			t.Fatalf("Check with another key: %v", err)
@@ -228,9 +256,9 @@ func TestSignAndCheck(t *testing.T) {
 			{"RewrittenWithHashes", `DELETE FROM operations WHERE seq > 100`, "fewer"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
-				s, path := tlogtest.Store(t)
+				s, path := newStore(t)
 				load(t, s, lines, 50)
-				key := tlogtest.Key(t, "plc.test")
+				key := newKey(t, "plc.test")
 				if _, _, err := tlog.New(s, key, tlog.Options{}).Sign(ctx); err != nil {
 					t.Fatal(err)
 				}
@@ -262,9 +290,9 @@ func TestSignAndCheck(t *testing.T) {
 
 func TestTilesServeTheTree(t *testing.T) {
 	ctx := context.Background()
-	s, _ := tlogtest.Store(t)
+	s, _ := newStore(t)
 	load(t, s, corpusLines(t, 700), 100)
-	tl := tlog.New(s, tlogtest.Key(t, "plc.test"), tlog.Options{})
+	tl := tlog.New(s, newKey(t, "plc.test"), tlog.Options{})
 	srv := httptest.NewServer(tl)
 	defer srv.Close()
 	get := func(path string) (int, http.Header, []byte) {

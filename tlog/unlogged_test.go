@@ -13,7 +13,6 @@ import (
 	"github.com/plcdir/plc/oplog"
 	"github.com/plcdir/plc/oplog/tamper"
 	"github.com/plcdir/plc/tlog"
-	"github.com/plcdir/plc/tlog/tlogtest"
 )
 
 // backends runs test against a migrated store on SQLite and on
@@ -65,7 +64,7 @@ func TestStartupRefusesOpsInsertedBehindTheLog(t *testing.T) {
 	ctx := context.Background()
 	lines := corpusLines(t, 300)
 	half := strings.Index(string(lines[len(lines)/2:]), "\n") + len(lines)/2 + 1
-	key := tlogtest.Key(t, "plc.test")
+	key := newKey(t, "plc.test")
 	sign := func(t *testing.T, s oplog.Store) oplog.Checkpoint {
 		t.Helper()
 		tl := tlog.New(s, key, tlog.Options{})

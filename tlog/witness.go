@@ -27,14 +27,6 @@ import (
 	"github.com/plcdir/plc/oplog"
 )
 
-// Witnesses (C2SP tlog-witness): after signing a checkpoint the log POSTs
-// it to each witness's add-checkpoint endpoint with a consistency proof
-// from the size the witness last cosigned; a witness that verified the
-// log's signature and the proof answers with a timestamped cosignature
-// (C2SP tlog-cosignature, cosignature/v1), which the log checks with the
-// witness's key and adds to the stored checkpoint note. A witness that is
-// down, slow or wrong only costs its cosignature: the checkpoint stands.
-
 const (
 	// WitnessTimeout bounds one add-checkpoint request.
 	WitnessTimeout = 10 * time.Second

@@ -22,8 +22,9 @@ type tlogConfig struct {
 	// Origin names a key created in the data directory (default: the
 	// host name).
 	Origin string
-	// Witnesses are URL=VKEY pairs.
+	// Witnesses are URL=VKEY pairs; validate parses them into witnesses.
 	Witnesses []string
+	witnesses []*tlog.Witness
 	// StartupCheck is how the derived state (nullified, signer indexes)
 	// is checked at startup: "full" (every signature) or "quick" (the
 	// chains replayed with the stored signer indexes; the signatures of
@@ -46,10 +47,13 @@ func (c *tlogConfig) validate() error {
 	if c.StartupCheck != "quick" && c.StartupCheck != "full" {
 		return fmt.Errorf("--startup-check %q: want quick or full", c.StartupCheck)
 	}
-	for _, w := range c.Witnesses {
-		if _, err := tlog.ParseWitness(w); err != nil {
-			return fmt.Errorf("--witness %q: %v", w, err)
+	c.witnesses = nil
+	for _, s := range c.Witnesses {
+		w, err := tlog.ParseWitness(s)
+		if err != nil {
+			return fmt.Errorf("--witness %q: %v", s, err)
 		}
+		c.witnesses = append(c.witnesses, w)
 	}
 	if c.Origin != "" {
 		if _, _, err := tlog.GenerateKey(c.Origin); err != nil {
@@ -71,22 +75,14 @@ func dataDir(db string) string {
 // openTLog loads (or, for a new log, creates) the checkpoint key and runs
 // the transparency log's startup check.
 func openTLog(ctx context.Context, c *serveConfig, store oplog.Store, logger *slog.Logger) (*tlog.TLog, error) {
-	key, err := tlog.OpenKey(ctx, store, tlog.KeyConfig{File: c.TLog.CheckpointKey, Dir: dataDir(c.DB), Origin: c.TLog.Origin}, logger)
+	key, err := tlog.OpenKey(ctx, store, c.TLog.CheckpointKey, dataDir(c.DB), c.TLog.Origin, logger)
 	if err != nil && c.TLog.CheckpointKey != "" {
 		return nil, fmt.Errorf("--checkpoint-key: %w", err)
 	}
 	if err != nil {
 		return nil, err
 	}
-	var witnesses []*tlog.Witness
-	for _, s := range c.TLog.Witnesses {
-		w, err := tlog.ParseWitness(s)
-		if err != nil {
-			return nil, err
-		}
-		witnesses = append(witnesses, w)
-	}
-	tl := tlog.New(store, key, tlog.Options{Logger: logger, Witnesses: witnesses})
+	tl := tlog.New(store, key, tlog.Options{Logger: logger, Witnesses: c.TLog.witnesses})
 	// The tree and the derived state are checked side by side: each reads
 	// the whole log, one in seq order, the other by DID. A failure of the
 	// tree check stops the other and is the one reported (an op changed,
