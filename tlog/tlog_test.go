@@ -68,7 +68,7 @@ func load(t *testing.T, s oplog.Store, lines []byte, batch int) {
 	}
 }
 
-func newKey(t *testing.T, origin string) *tlog.Key {
+func newKey(t testing.TB, origin string) *tlog.Key {
 	t.Helper()
 	skey, _, err := tlog.GenerateKey(origin)
 	if err != nil {

@@ -33,9 +33,8 @@ import (
 	"github.com/plcdir/plc/tlog"
 )
 
-// Test support shared by the witness and monitor tests: corpora, stores,
-// keys. Names are prefixed (wt…) to stay clear of the package's other
-// test files.
+// Test support of the witness tests: corpora and a log sink. Names are
+// prefixed (wt…) to stay clear of the package's other test files.
 
 var (
 	wtCorpusMu sync.Mutex
@@ -73,19 +72,6 @@ func wtLoad(t testing.TB, s oplog.Store, lines [][]byte) {
 	if err != nil || st.Rejected != 0 || st.Imported != int64(len(lines)) {
 		t.Fatalf("import: %+v, %v", st, err)
 	}
-}
-
-func wtKey(t testing.TB, origin string) *tlog.Key {
-	t.Helper()
-	skey, _, err := tlog.GenerateKey(origin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := tlog.ParseKey(skey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
 }
 
 // wtBuffer is a goroutine-safe log sink.
@@ -407,7 +393,7 @@ func wtCosigners(t *testing.T, s oplog.Store, key *tlog.Key, ws ...*testWitness)
 func TestWitnessCosignsEachCheckpoint(t *testing.T) {
 	lines := wtCorpus(t, 21, 500)
 	s, _ := newStore(t)
-	key := wtKey(t, "plc.test")
+	key := newKey(t, "plc.test")
 	w1 := newTestWitness(t, "w1.example/witness", key.VKey)
 	w2 := newTestWitness(t, "w2.example/witness", key.VKey)
 	aw1, aw2 := w1.witness(t), w2.witness(t)
@@ -456,7 +442,7 @@ func TestWitnessCosignsEachCheckpoint(t *testing.T) {
 func TestWitnessConflictIsRetriedFromTheWitnessSize(t *testing.T) {
 	lines := wtCorpus(t, 21, 500)
 	s, _ := newStore(t)
-	key := wtKey(t, "plc.test")
+	key := newKey(t, "plc.test")
 	w := newTestWitness(t, "w.example/witness", key.VKey)
 	var logs wtBuffer
 	wtLoad(t, s, lines[:200])
@@ -481,7 +467,7 @@ func TestWitnessBadCosignaturesAreNotPublished(t *testing.T) {
 	for _, mode := range []string{"badsig", "stranger"} {
 		t.Run(mode, func(t *testing.T) {
 			s, _ := newStore(t)
-			key := wtKey(t, "plc.test")
+			key := newKey(t, "plc.test")
 			w := newTestWitness(t, "w.example/witness", key.VKey)
 			w.mu.Lock()
 			w.mode = mode
@@ -506,7 +492,7 @@ func TestWitnessBadCosignaturesAreNotPublished(t *testing.T) {
 
 func TestWitnessDownLeavesTheCheckpoint(t *testing.T) {
 	s, _ := newStore(t)
-	key := wtKey(t, "plc.test")
+	key := newKey(t, "plc.test")
 	w := newTestWitness(t, "w.example/witness", key.VKey)
 	w.srv.Close()
 	var logs wtBuffer
@@ -527,7 +513,7 @@ func TestWitnessDownLeavesTheCheckpoint(t *testing.T) {
 func TestWitnessCosignatureOfAReplacedCheckpointIsDropped(t *testing.T) {
 	lines := wtCorpus(t, 21, 120)
 	s, _ := newStore(t)
-	key := wtKey(t, "plc.test")
+	key := newKey(t, "plc.test")
 	w := newTestWitness(t, "w.example/witness", key.VKey)
 	wtLoad(t, s, lines[:100])
 	// While the witness cosigns size 100, the log signs size 120.
