@@ -124,8 +124,8 @@ func (m *Mirror) record(ctx context.Context, d Divergence) {
 		return
 	}
 	if err == nil {
-		err = m.store.Ingest(ctx, m.source, nil, func(v oplog.IngestView) (oplog.IngestBatch, error) {
-			return oplog.IngestBatch{Cursor: v.Cursor, Rejections: []oplog.Rejection{rj}}, nil
+		err = m.store.Append(ctx, m.source, nil, func(v oplog.View) (oplog.Batch, error) {
+			return oplog.Batch{Cursor: v.Cursor, Rejections: []oplog.Rejection{rj}}, nil
 		})
 		if err == nil {
 			m.countedLocked([]oplog.Rejection{rj}, nil)

@@ -166,19 +166,19 @@ func (l *Log) IngestWithin(ctx context.Context, source string, items []IngestIte
 		errs []error // the rejections' errors, for metrics
 	)
 	var (
-		seen   AppendView
+		seen   View
 		writes []Write
 	)
 	requested := l.cache.missing(dids)
-	err := l.store.Ingest(ctx, source, requested, func(view IngestView) (IngestBatch, error) {
+	err := l.store.Append(ctx, source, requested, func(view View) (Batch, error) {
 		res, errs = IngestResult{}, errs[:0]
-		if err := l.cache.complete(&view.AppendView, dids, requested); err != nil {
-			return IngestBatch{}, err
+		if err := l.cache.complete(&view, dids, requested); err != nil {
+			return Batch{}, err
 		}
-		seen = view.AppendView
+		seen = view
 		now := l.opts.Now().UTC().Truncate(time.Millisecond)
-		c := newChain(view.AppendView)
-		b := IngestBatch{Cursor: view.Cursor}
+		c := newChain(view)
+		b := Batch{Cursor: view.Cursor}
 		var (
 			dropped    []Rejection // rejected, not stored: past the limit
 			rows, size int64

@@ -325,13 +325,13 @@ func (l *Log) commit(batch []*request) {
 	}
 	results := make([]result, len(batch))
 	var (
-		seen   AppendView
+		seen   View
 		writes []Write
 	)
 	requested := l.cache.missing(dids)
-	err := l.store.Append(context.Background(), requested, func(view AppendView) ([]Write, error) {
+	err := l.store.Append(context.Background(), "", requested, func(view View) (Batch, error) {
 		if err := l.cache.complete(&view, dids, requested); err != nil {
-			return nil, err
+			return Batch{}, err
 		}
 		seen = view
 		now, clockErr := l.acceptanceTime(view.LastCreatedAt)
@@ -364,7 +364,7 @@ func (l *Log) commit(batch []*request) {
 			results[i].entry = entry
 		}
 		writes = c.writes
-		return c.writes, nil
+		return Batch{Writes: c.writes}, nil
 	})
 	err = storageError(context.Background(), err)
 	l.settle(seen, writes, err)
@@ -396,7 +396,7 @@ func (l *Log) commit(batch []*request) {
 
 // settle tells the record cache how an append transaction that read view
 // and chose writes ended.
-func (l *Log) settle(view AppendView, writes []Write, err error) {
+func (l *Log) settle(view View, writes []Write, err error) {
 	switch {
 	case l.cache == nil || view.Records == nil:
 		// decide did not run: the cache is as it was.
@@ -423,7 +423,7 @@ type chain struct {
 	writes []Write
 }
 
-func newChain(view AppendView) *chain {
+func newChain(view View) *chain {
 	return &chain{view: view.Records, own: map[string]*DIDRecord{}, seq: view.LastSeq}
 }
 

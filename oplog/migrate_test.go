@@ -66,8 +66,8 @@ func testMigrationDown(t *testing.T, fresh func(t testing.TB) string) {
 		}
 		s := open(t, db)
 		const src = "export:test"
-		err := s.Ingest(ctx, src, nil, func(IngestView) (IngestBatch, error) {
-			return IngestBatch{
+		err := s.Append(ctx, src, nil, func(View) (Batch, error) {
+			return Batch{
 				Rejections: []Rejection{{Source: src, Line: 1, Raw: []byte("x"), Reason: "r", CreatedAt: time.UnixMilli(0)}},
 				Cursor:     Cursor{Source: src, Line: 1, UpdatedAt: time.UnixMilli(0)},
 			}, nil

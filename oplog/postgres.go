@@ -121,19 +121,7 @@ const pgRecordSQL = `SELECT o.did, o.seq, o.created_at, o.op, o.signer FROM oper
 	WHERE o.did = $1 AND NOT EXISTS (SELECT 1 FROM nullified n WHERE n.seq = o.seq)
 	ORDER BY o.seq`
 
-func (s *PostgresStore) Append(ctx context.Context, dids []string, decide DecideFunc) error {
-	return s.appendTx(ctx, "", dids, appendOnly(decide))
-}
-
-func (s *PostgresStore) Ingest(ctx context.Context, source string, dids []string, decide IngestFunc) error {
-	if source == "" {
-		return errors.New("oplog: Ingest without a source")
-	}
-	return s.appendTx(ctx, source, dids, decide)
-}
-
-// appendTx is Append, and Ingest when source is set.
-func (s *PostgresStore) appendTx(ctx context.Context, source string, dids []string, decide IngestFunc) (err error) {
+func (s *PostgresStore) Append(ctx context.Context, source string, dids []string, decide DecideFunc) (err error) {
 	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{}) // READ COMMITTED: each statement sees what committed before it
 	if err != nil {
 		return fmt.Errorf("begin append: %w", err)
@@ -148,8 +136,8 @@ func (s *PostgresStore) appendTx(ctx context.Context, source string, dids []stri
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, appendLockKey); err != nil {
 		return fmt.Errorf("take the append lock: %w", err)
 	}
-	var view IngestView
-	if view.AppendView, err = s.readView(ctx, tx, dids); err != nil {
+	view, err := s.readView(ctx, tx, dids)
+	if err != nil {
 		return err
 	}
 	if source != "" {
@@ -157,7 +145,11 @@ func (s *PostgresStore) appendTx(ctx context.Context, source string, dids []stri
 			return err
 		}
 	}
-	batch, changed, err := decideBatch(view, source, decide)
+	batch, err := decide(view)
+	if err != nil {
+		return err
+	}
+	changed, err := checkAppend(source, view, &batch)
 	if err != nil {
 		return err
 	}
@@ -214,8 +206,8 @@ func (s *PostgresStore) Rejections(ctx context.Context, source string, after int
 	return scanRejections(rows)
 }
 
-func (s *PostgresStore) readView(ctx context.Context, tx pgx.Tx, dids []string) (AppendView, error) {
-	view := AppendView{Records: make(map[string]*DIDRecord, len(dids))}
+func (s *PostgresStore) readView(ctx context.Context, tx pgx.Tx, dids []string) (View, error) {
+	view := View{Records: make(map[string]*DIDRecord, len(dids))}
 	var lastMs int64
 	switch err := tx.QueryRow(ctx, `SELECT seq, created_at FROM operations ORDER BY seq DESC LIMIT 1`).Scan(&view.LastSeq, &lastMs); {
 	case errors.Is(err, pgx.ErrNoRows):
@@ -248,7 +240,7 @@ func pgReadRecords(ctx context.Context, tx pgx.Tx, dids []string, recs map[strin
 // insertWrites writes the ops, nullifications and records of a batch, and
 // for an ingest its rejections and cursor, with one statement per table,
 // sent together in one round trip.
-func insertWrites(ctx context.Context, tx pgx.Tx, writes []Write, ingest bool, ib *IngestBatch, ext *treeExtension) error {
+func insertWrites(ctx context.Context, tx pgx.Tx, writes []Write, ingest bool, ib *Batch, ext *treeExtension) error {
 	var (
 		seqs, createdAt      []int64
 		opDIDs, ops          [][]byte

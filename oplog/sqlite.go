@@ -100,19 +100,7 @@ func (s *SQLiteStore) LatestSeq(ctx context.Context) (int64, error) {
 	return seq, err
 }
 
-func (s *SQLiteStore) Append(ctx context.Context, dids []string, decide DecideFunc) error {
-	return s.appendTx(ctx, "", dids, appendOnly(decide))
-}
-
-func (s *SQLiteStore) Ingest(ctx context.Context, source string, dids []string, decide IngestFunc) error {
-	if source == "" {
-		return errors.New("oplog: Ingest without a source")
-	}
-	return s.appendTx(ctx, source, dids, decide)
-}
-
-// appendTx is Append, and Ingest when source is set.
-func (s *SQLiteStore) appendTx(ctx context.Context, source string, dids []string, decide IngestFunc) (err error) {
+func (s *SQLiteStore) Append(ctx context.Context, source string, dids []string, decide DecideFunc) (err error) {
 	tx, err := s.db.BeginTx(ctx, nil) // BEGIN IMMEDIATE: the append lock
 	if err != nil {
 		return fmt.Errorf("begin append: %w", err)
@@ -122,7 +110,7 @@ func (s *SQLiteStore) appendTx(ctx context.Context, source string, dids []string
 			tx.Rollback()
 		}
 	}()
-	view := IngestView{AppendView: AppendView{Records: make(map[string]*DIDRecord, len(dids))}}
+	view := View{Records: make(map[string]*DIDRecord, len(dids))}
 	var lastMs int64
 	switch err := tx.QueryRowContext(ctx, `SELECT seq, created_at FROM operations ORDER BY seq DESC LIMIT 1`).Scan(&view.LastSeq, &lastMs); {
 	case errors.Is(err, sql.ErrNoRows):
@@ -140,7 +128,11 @@ func (s *SQLiteStore) appendTx(ctx context.Context, source string, dids []string
 			return err
 		}
 	}
-	batch, changed, err := decideBatch(view, source, decide)
+	batch, err := decide(view)
+	if err != nil {
+		return err
+	}
+	changed, err := checkAppend(source, view, &batch)
 	if err != nil {
 		return err
 	}
@@ -239,7 +231,7 @@ func (s *SQLiteStore) insertWrites(ctx context.Context, tx *sql.Tx, writes []Wri
 const opsPerInsert = 64
 
 // insertIngest writes an ingest's rejections and its new cursor.
-func (s *SQLiteStore) insertIngest(ctx context.Context, tx *sql.Tx, b *IngestBatch) error {
+func (s *SQLiteStore) insertIngest(ctx context.Context, tx *sql.Tx, b *Batch) error {
 	if len(b.Rejections) > 0 {
 		ins, err := tx.PrepareContext(ctx, `INSERT INTO rejected (source, line, did, cid, raw, reason, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`)
 		if err != nil {

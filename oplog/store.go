@@ -21,11 +21,12 @@
 //     records in one transaction.
 //   - Concurrency: allow reads concurrently with Append; a read sees a
 //     committed prefix of the log.
-//   - Ingest is Append for replayed history: under the same lock and in the
-//     same transaction it also reads the source's cursor, and writes the
-//     batch's rejections and the new cursor with its ops. A cursor never
-//     moves back (the database refuses it too), and rejections, like ops,
-//     are never updated or deleted.
+//   - Sources: an Append that names the source of replayed history (an
+//     export file, an upstream) also reads, under the same lock, the
+//     source's cursor, and writes the batch's rejections and the new cursor
+//     in the same transaction as its ops. A cursor never moves back (the
+//     database refuses it too), and rejections, like ops, are never updated
+//     or deleted.
 //
 // The conformance suite in this package's tests runs against both
 // implementations.
@@ -74,8 +75,8 @@ type DIDRecord struct {
 // Tombstoned reports whether the DID is deactivated.
 func (r *DIDRecord) Tombstoned() bool { return r.State.Tombstoned() }
 
-// AppendView is what decide sees inside the append transaction.
-type AppendView struct {
+// View is what decide sees inside the append transaction.
+type View struct {
 	// LastSeq is the seq of the last committed op (0 for an empty log).
 	LastSeq int64
 	// LastCreatedAt is the createdAt of that op (zero for an empty log).
@@ -85,6 +86,9 @@ type AppendView struct {
 	// Load reads, inside the transaction, the current records of more DIDs
 	// into Records (those that exist). Set by the store.
 	Load func(dids []string) error
+	// Cursor is the source's committed cursor when the append names a
+	// source (Line and Seq 0 when the source is new); zero otherwise.
+	Cursor Cursor
 }
 
 // Write is one op to append. Seq must be LastSeq+1 for the first Write of
@@ -104,10 +108,22 @@ type Write struct {
 	Record *DIDRecord
 }
 
-// DecideFunc chooses the ops to append given the current state. It runs
-// inside the append transaction, under the append lock, and must not block
-// on anything but CPU.
-type DecideFunc func(view AppendView) ([]Write, error)
+// Batch is what one append transaction writes.
+type Batch struct {
+	// Writes are the ops to append.
+	Writes []Write
+	// Rejections are the lines of the source not applied (ID is assigned
+	// by the store). Only an append that names a source may write them.
+	Rejections []Rejection
+	// Cursor is the source's new position (zero when the append names no
+	// source). It must not be behind the view's.
+	Cursor Cursor
+}
+
+// DecideFunc chooses what an append transaction writes given the current
+// state. It runs inside the transaction, under the append lock, and must
+// not block on anything but CPU.
+type DecideFunc func(view View) (Batch, error)
 
 // Cursor is how far the ingest of one source of replayed history (an
 // export file, an upstream) has come. It is committed in the same
@@ -141,41 +157,14 @@ type Rejection struct {
 	CreatedAt time.Time
 }
 
-// IngestView is what an ingest's decide sees inside the transaction: the
-// append view and the source's current cursor (Line and Seq 0 when the
-// source is new).
-type IngestView struct {
-	AppendView
-	Cursor Cursor
-}
-
-// IngestBatch is what an ingest writes in one transaction.
-type IngestBatch struct {
-	// Writes are the ops to append, as for Append.
-	Writes []Write
-	// Rejections are the lines not applied (ID is assigned by the store).
-	Rejections []Rejection
-	// Cursor is the source's new position. It must not be behind the
-	// view's; when it equals it and there is nothing else to write, nothing
-	// is written.
-	Cursor Cursor
-}
-
-// IngestFunc chooses what an ingest transaction writes, given the current
-// state and cursor. Like DecideFunc it runs under the append lock.
-type IngestFunc func(view IngestView) (IngestBatch, error)
-
 // Store is the log's storage. See the package doc for the contract.
 type Store interface {
-	// Append runs one append transaction: lock, read the last seq and the
-	// records of dids, call decide, write its Writes, commit. If decide
-	// returns an error or no writes, nothing is written.
-	Append(ctx context.Context, dids []string, decide DecideFunc) error
-	// Ingest runs one append transaction for replayed history from source:
-	// lock, read the last seq, the records of dids and the source's cursor,
-	// call decide, write its ops, rejections and cursor, commit. If decide
-	// returns an error, nothing is written.
-	Ingest(ctx context.Context, source string, dids []string, decide IngestFunc) error
+	// Append runs one append transaction: lock, read the last seq, the
+	// records of dids and, when source is not empty, the source's cursor;
+	// call decide; write its ops, and its rejections and cursor; commit.
+	// If decide returns an error, or a batch that changes nothing (no ops,
+	// no rejections, the cursor where it was), nothing is written.
+	Append(ctx context.Context, source string, dids []string, decide DecideFunc) error
 	// Cursor returns the committed cursor of source (Line and Seq 0 when
 	// there is none).
 	Cursor(ctx context.Context, source string) (Cursor, error)
