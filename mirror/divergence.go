@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -124,17 +125,16 @@ func (m *Mirror) record(ctx context.Context, d Divergence) {
 		return
 	}
 	if err == nil {
-		err = m.store.Append(ctx, m.source, nil, func(v oplog.View) (oplog.Batch, error) {
-			return oplog.Batch{Cursor: v.Cursor, Rejections: []oplog.Rejection{rj}}, nil
-		})
-		if err == nil {
+		if err = m.log.Reject(ctx, rj); err == nil {
 			m.countedLocked([]oplog.Rejection{rj}, nil)
 		}
 	}
 	m.ev.write.Unlock()
 	if err != nil {
 		forget()
-		m.logger.Warn("mirror: could not record a divergence", "kind", d.Kind, "err", err)
+		if !errors.Is(err, oplog.ErrStorage) { // the log reports those
+			m.logger.Warn("mirror: could not record a divergence", "kind", d.Kind, "err", err)
+		}
 		return
 	}
 	m.metrics.divergences.WithLabelValues(string(d.Kind)).Inc()

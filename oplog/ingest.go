@@ -131,12 +131,6 @@ func (l *Log) IngestWithin(ctx context.Context, source string, items []IngestIte
 	if source == "" {
 		return IngestResult{}, errors.New("oplog: Ingest without a source")
 	}
-	l.mu.RLock()
-	closed := l.closed
-	l.mu.RUnlock()
-	if closed {
-		return IngestResult{}, ErrClosed
-	}
 	dids := make([]string, 0, len(items))
 	for i := range items {
 		it := &items[i]
@@ -160,24 +154,13 @@ func (l *Log) IngestWithin(ctx context.Context, source string, items []IngestIte
 		}
 	}
 
-	start := time.Now()
 	var (
 		res  IngestResult
 		errs []error // the rejections' errors, for metrics
 	)
-	var (
-		seen   View
-		writes []Write
-	)
-	requested := l.cache.missing(dids)
-	err := l.store.Append(ctx, source, requested, func(view View) (Batch, error) {
+	err := l.transact(ctx, "ingest", source, dids, func(view View, c *chain) (Batch, error) {
 		res, errs = IngestResult{}, errs[:0]
-		if err := l.cache.complete(&view, dids, requested); err != nil {
-			return Batch{}, err
-		}
-		seen = view
 		now := l.opts.Now().UTC().Truncate(time.Millisecond)
-		c := newChain(view)
 		b := Batch{Cursor: view.Cursor}
 		var (
 			dropped    []Rejection // rejected, not stored: past the limit
@@ -219,29 +202,22 @@ func (l *Log) IngestWithin(ctx context.Context, source string, items []IngestIte
 		if b.Cursor.Line != view.Cursor.Line || b.Cursor.Seq != view.Cursor.Seq {
 			b.Cursor.UpdatedAt = now
 		}
-		b.Writes = c.writes
-		writes = c.writes
 		res.Rejected = append(b.Rejections[:len(b.Rejections):len(b.Rejections)], dropped...)
 		res.Stored = len(b.Rejections)
 		res.Cursor = b.Cursor
 		return b, nil
 	})
-	err = storageError(ctx, err)
-	l.settle(seen, writes, err)
+	if errors.Is(err, ErrClosed) {
+		return IngestResult{}, err
+	}
 	if err != nil {
-		l.failed.failed("ingest", err)
 		return IngestResult{}, fmt.Errorf("ingest: %w", err)
 	}
-	l.failed.succeeded()
 	for range res.Entries {
 		l.opts.Metrics.accepted()
 	}
 	for _, err := range errs {
 		l.opts.Metrics.rejected(err)
-	}
-	if n := len(res.Entries); n > 0 {
-		l.opts.Metrics.committed(n, time.Since(start), res.Entries[n-1].Seq)
-		l.notify()
 	}
 	return res, nil
 }

@@ -242,6 +242,38 @@ func testLogIngest(t *testing.T, migrated func(t *testing.T) (oplog.Store, strin
 		return l
 	}
 
+	t.Run("RejectKeepsTheCursorAndStopsAtClose", func(t *testing.T) {
+		s, _ := migrated(t)
+		l := newLog(t, s, at(time.Hour))
+		if _, err := l.Ingest(ctx, src, []oplog.IngestItem{{Line: 3, Raw: []byte("x"), Err: oplog.ErrBadLine}}); err != nil {
+			t.Fatal(err)
+		}
+		before, err := s.Cursor(ctx, src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rj := oplog.Rejection{Source: src, DID: "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa", Raw: []byte("evidence"), Reason: "found", CreatedAt: at(time.Hour)}
+		if err := l.Reject(ctx, rj); err != nil {
+			t.Fatal(err)
+		}
+		if c, err := s.Cursor(ctx, src); err != nil || c != before {
+			t.Fatalf("Cursor after Reject = %+v, %v; want %+v", c, err, before)
+		}
+		rs, err := s.Rejections(ctx, src, 0, 10)
+		want := rj
+		want.ID = 2
+		if err != nil || len(rs) != 2 || !sameRejection(rs[1], want) {
+			t.Fatalf("Rejections = %+v, %v; want the line's, then %+v", rs, err, want)
+		}
+		if err := l.Reject(ctx, oplog.Rejection{Raw: []byte("x"), Reason: "r"}); err == nil {
+			t.Fatal("Reject without a source succeeded")
+		}
+		l.Close()
+		if err := l.Reject(ctx, rj); !errors.Is(err, oplog.ErrClosed) {
+			t.Fatalf("Reject after Close: %v, want ErrClosed", err)
+		}
+	})
+
 	t.Run("IngestEqualsSubmittingOpByOp", func(t *testing.T) {
 		h := newHistory(t, k)
 		want, _ := migrated(t)
