@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/plcdir/plc/mirror"
+	"github.com/plcdir/plc/oplog"
 )
 
 // TestRepeatedBadResponseRecordedOnce: an upstream that answers the same
@@ -66,7 +67,7 @@ func testRepeatedBadResponse(t *testing.T, b backend) {
 			t.Fatalf("divergences:%s\nwant %d", describe(ds), len(want))
 		}
 		for i, d := range ds {
-			checkDivergence(t, d, mirror.KindBadResponse, "", "", "status", []byte(want[i]))
+			checkDivergence(t, d, oplog.KindBadResponse, "", "", "status", []byte(want[i]))
 		}
 		return ds
 	}
@@ -139,6 +140,6 @@ func TestConcurrentRecordsOfOneDivergence(t *testing.T) {
 	if len(ds) != 1 {
 		t.Fatalf("divergences:%s\nwant one", describe(ds))
 	}
-	checkDivergence(t, ds[0], mirror.KindHistoryRewrite, op["A0"].did, op["A2"].op.CID(), "gone", body)
+	checkDivergence(t, ds[0], oplog.KindHistoryRewrite, op["A0"].did, op["A2"].op.CID(), "gone", body)
 	checkStoreHolds(t, l.Store(), f.ops)
 }

@@ -426,7 +426,7 @@ func (m *Mirror) legacyStart(ctx context.Context) (time.Time, map[string]bool, e
 func (m *Mirror) noteResponse(ctx context.Context, err error) {
 	var re *responseError
 	if errors.As(err, &re) {
-		m.record(ctx, Divergence{Kind: KindBadResponse, Detail: re.msg, Evidence: re.body})
+		m.record(ctx, Divergence{Kind: oplog.KindBadResponse, Detail: re.msg, Evidence: re.body})
 	}
 }
 

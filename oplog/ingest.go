@@ -186,7 +186,7 @@ func (l *Log) IngestWithin(ctx context.Context, source string, items []IngestIte
 				errs = append(errs, err)
 				rj := Rejection{
 					Source: source, Line: it.Line, DID: it.DID, CID: it.CID,
-					Raw: it.Raw, Reason: RejectionReason(err), CreatedAt: now,
+					Raw: it.Raw, Kind: rejectionKind(err), Reason: RejectionReason(err), CreatedAt: now,
 				}
 				n := RejectionBytes(rj)
 				if dropped != nil || rows+1 > limit.Rows || n > limit.Bytes-size {

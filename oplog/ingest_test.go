@@ -242,6 +242,31 @@ func testLogIngest(t *testing.T, migrated func(t *testing.T) (oplog.Store, strin
 		return l
 	}
 
+	t.Run("RejectionKindIsTypedNotReadFromTheText", func(t *testing.T) {
+		s, _ := migrated(t)
+		l := newLog(t, s, at(time.Hour))
+		items := []oplog.IngestItem{
+			{Line: 1, Raw: []byte("a"), Err: oplog.Reordered(fmt.Errorf("%w: seq 2 is not after seq 3", oplog.ErrBadLine))},
+			{Line: 2, Raw: []byte("b"), Err: fmt.Errorf("%w: a field says out of order", oplog.ErrBadLine)},
+		}
+		res, err := l.Ingest(ctx, src, items)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs, err := s.Rejections(ctx, src, 0, 10)
+		if err != nil || len(rs) != 2 || len(res.Rejected) != 2 {
+			t.Fatalf("Rejections = %+v, %v; result %+v", rs, err, res.Rejected)
+		}
+		for i, want := range []oplog.RejectionKind{oplog.KindReordered, oplog.KindInvalidOp} {
+			if rs[i].Kind != want || res.Rejected[i].Kind != want {
+				t.Errorf("line %d: stored kind %q, returned %q; want %q", i+1, rs[i].Kind, res.Rejected[i].Kind, want)
+			}
+		}
+		if rs[0].Reason != items[0].Err.Error() {
+			t.Errorf("reason %q, want the error's text %q", rs[0].Reason, items[0].Err.Error())
+		}
+	})
+
 	t.Run("RejectKeepsTheCursorAndStopsAtClose", func(t *testing.T) {
 		s, _ := migrated(t)
 		l := newLog(t, s, at(time.Hour))
@@ -252,7 +277,7 @@ func testLogIngest(t *testing.T, migrated func(t *testing.T) (oplog.Store, strin
 		if err != nil {
 			t.Fatal(err)
 		}
-		rj := oplog.Rejection{Source: src, DID: "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa", Raw: []byte("evidence"), Reason: "found", CreatedAt: at(time.Hour)}
+		rj := oplog.Rejection{Source: src, DID: "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa", Raw: []byte("evidence"), Kind: oplog.KindHistoryRewrite, Reason: "found", CreatedAt: at(time.Hour)}
 		if err := l.Reject(ctx, rj); err != nil {
 			t.Fatal(err)
 		}
@@ -262,7 +287,7 @@ func testLogIngest(t *testing.T, migrated func(t *testing.T) (oplog.Store, strin
 		rs, err := s.Rejections(ctx, src, 0, 10)
 		want := rj
 		want.ID = 2
-		if err != nil || len(rs) != 2 || !sameRejection(rs[1], want) {
+		if err != nil || len(rs) != 2 || !sameRejection(rs[1], want) || rs[1].Kind != oplog.KindHistoryRewrite || rs[0].Kind != oplog.KindInvalidOp {
 			t.Fatalf("Rejections = %+v, %v; want the line's, then %+v", rs, err, want)
 		}
 		if err := l.Reject(ctx, oplog.Rejection{Raw: []byte("x"), Reason: "r"}); err == nil {

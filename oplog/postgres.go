@@ -197,7 +197,7 @@ func (s *PostgresStore) Cursor(ctx context.Context, source string) (Cursor, erro
 }
 
 func (s *PostgresStore) Rejections(ctx context.Context, source string, after int64, limit int) ([]Rejection, error) {
-	rows, err := s.pool.Query(ctx, `SELECT id, source, line, did, cid, raw, reason, created_at FROM rejected
+	rows, err := s.pool.Query(ctx, `SELECT id, source, line, did, cid, raw, kind, reason, created_at FROM rejected
 		WHERE id > $1 AND ($2 = '' OR source = $2) ORDER BY id LIMIT $3`, after, source, limit)
 	if err != nil {
 		return nil, err
@@ -291,9 +291,9 @@ func insertWrites(ctx context.Context, tx pgx.Tx, writes []Write, ingest bool, i
 	if ingest {
 		if n := len(ib.Rejections); n > 0 {
 			var (
-				sources, rdids, rcids, reasons []string
-				lines, at                      []int64
-				raws                           [][]byte
+				sources, rdids, rcids, kinds, reasons []string
+				lines, at                             []int64
+				raws                                  [][]byte
 			)
 			for _, r := range ib.Rejections {
 				sources = append(sources, r.Source)
@@ -301,14 +301,15 @@ func insertWrites(ctx context.Context, tx pgx.Tx, writes []Write, ingest bool, i
 				rdids = append(rdids, r.DID)
 				rcids = append(rcids, r.CID)
 				raws = append(raws, nonNil(r.Raw))
+				kinds = append(kinds, string(r.Kind))
 				reasons = append(reasons, r.Reason)
 				at = append(at, r.CreatedAt.UnixMilli())
 			}
 			// WITH ORDINALITY keeps the IDs in the batch's line order.
-			queue("insert rejections", `INSERT INTO rejected (source, line, did, cid, raw, reason, created_at)
-		SELECT s, l, d, c, r, re, t FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bytea[], $6::text[], $7::bigint[])
-			WITH ORDINALITY AS u(s, l, d, c, r, re, t, n) ORDER BY n`,
-				sources, lines, rdids, rcids, raws, reasons, at)
+			queue("insert rejections", `INSERT INTO rejected (source, line, did, cid, raw, kind, reason, created_at)
+		SELECT s, l, d, c, r, k, re, t FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bytea[], $6::text[], $7::text[], $8::bigint[])
+			WITH ORDINALITY AS u(s, l, d, c, r, k, re, t, n) ORDER BY n`,
+				sources, lines, rdids, rcids, raws, kinds, reasons, at)
 		}
 		c := &ib.Cursor
 		queue("move the cursor", `INSERT INTO cursors (source, line, seq, updated_at) VALUES ($1, $2, $3, $4)

@@ -13,7 +13,7 @@ import (
 const (
 	hasRejectionSQL = `SELECT EXISTS (SELECT 1 FROM rejected
 		WHERE source = %[1]s AND line = %[2]s AND did = %[3]s AND cid = %[4]s AND reason = %[5]s AND raw = %[6]s)`
-	rejectionsAtSQL = `SELECT id, source, line, did, cid, raw, reason, created_at FROM rejected
+	rejectionsAtSQL = `SELECT id, source, line, did, cid, raw, kind, reason, created_at FROM rejected
 		WHERE source = %[1]s AND line = %[2]s ORDER BY id`
 )
 

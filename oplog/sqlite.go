@@ -233,12 +233,12 @@ const opsPerInsert = 64
 // insertIngest writes an ingest's rejections and its new cursor.
 func (s *SQLiteStore) insertIngest(ctx context.Context, tx *sql.Tx, b *Batch) error {
 	if len(b.Rejections) > 0 {
-		ins, err := tx.PrepareContext(ctx, `INSERT INTO rejected (source, line, did, cid, raw, reason, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`)
+		ins, err := tx.PrepareContext(ctx, `INSERT INTO rejected (source, line, did, cid, raw, kind, reason, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`)
 		if err != nil {
 			return err
 		}
 		for _, r := range b.Rejections {
-			if _, err := ins.ExecContext(ctx, r.Source, r.Line, r.DID, r.CID, nonNil(r.Raw), r.Reason, r.CreatedAt.UnixMilli()); err != nil {
+			if _, err := ins.ExecContext(ctx, r.Source, r.Line, r.DID, r.CID, nonNil(r.Raw), string(r.Kind), r.Reason, r.CreatedAt.UnixMilli()); err != nil {
 				return fmt.Errorf("insert rejection of line %d: %w", r.Line, err)
 			}
 		}
@@ -290,7 +290,7 @@ func (s *SQLiteStore) Cursor(ctx context.Context, source string) (Cursor, error)
 }
 
 func (s *SQLiteStore) Rejections(ctx context.Context, source string, after int64, limit int) ([]Rejection, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, source, line, did, cid, raw, reason, created_at FROM rejected
+	rows, err := s.db.QueryContext(ctx, `SELECT id, source, line, did, cid, raw, kind, reason, created_at FROM rejected
 		WHERE id > ? AND (? = '' OR source = ?) ORDER BY id LIMIT ?`, after, source, source, limit)
 	if err != nil {
 		return nil, err
@@ -299,14 +299,14 @@ func (s *SQLiteStore) Rejections(ctx context.Context, source string, after int64
 	return scanRejections(rows)
 }
 
-// scanRejections reads rows of (id, source, line, did, cid, raw, reason,
-// created_at). The caller closes rows.
+// scanRejections reads rows of (id, source, line, did, cid, raw, kind,
+// reason, created_at). The caller closes rows.
 func scanRejections(rows opRows) ([]Rejection, error) {
 	var out []Rejection
 	for rows.Next() {
 		var r Rejection
 		var ms int64
-		if err := rows.Scan(&r.ID, &r.Source, &r.Line, &r.DID, &r.CID, &r.Raw, &r.Reason, &ms); err != nil {
+		if err := rows.Scan(&r.ID, &r.Source, &r.Line, &r.DID, &r.CID, &r.Raw, &r.Kind, &r.Reason, &ms); err != nil {
 			return nil, err
 		}
 		r.CreatedAt = time.UnixMilli(ms).UTC()

@@ -153,10 +153,54 @@ type Rejection struct {
 	DID, CID string
 	// Raw is the line as read.
 	Raw []byte
+	// Kind says what the rejection is evidence of (empty: KindInvalidOp).
+	Kind RejectionKind
 	// Reason says why it was rejected.
 	Reason string
 	// CreatedAt is when it was rejected.
 	CreatedAt time.Time
+}
+
+// RejectionKind says what a rejection is evidence of. The kinds are a
+// bounded set: they label metrics.
+type RejectionKind string
+
+const (
+	// KindInvalidOp: an op the rules reject (bad signature, CID or DID
+	// mismatch, chain-rule violation) or a line that is not one.
+	KindInvalidOp RejectionKind = "invalid_op"
+	// KindReordered: ops served out of order, or served again.
+	KindReordered RejectionKind = "reordered"
+	// KindHistoryRewrite: an op the mirror holds is gone from the
+	// upstream's audit log, or its createdAt there changed.
+	KindHistoryRewrite RejectionKind = "history_rewrite"
+	// KindNullification: the upstream's audit log and the mirror disagree
+	// on whether an op is nullified.
+	KindNullification RejectionKind = "nullification_mismatch"
+	// KindBadResponse: an answer that could not be used (bad status, cut
+	// off, oversized).
+	KindBadResponse RejectionKind = "bad_response"
+)
+
+// ErrReordered classes the rejection of a line that comes out of order (a
+// seq not after the one before it): its kind is KindReordered.
+var ErrReordered = errors.New("out of order")
+
+// Reordered returns err, with its text and classes, classed also as
+// ErrReordered.
+func Reordered(err error) error { return reorderedError{err} }
+
+type reorderedError struct{ error }
+
+func (e reorderedError) Unwrap() []error { return []error{e.error, ErrReordered} }
+
+// rejectionKind is the kind of the rejection of a line of replayed history
+// for err.
+func rejectionKind(err error) RejectionKind {
+	if errors.Is(err, ErrReordered) {
+		return KindReordered
+	}
+	return KindInvalidOp
 }
 
 // Store is the log's storage. See the package doc for the contract.

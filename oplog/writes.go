@@ -37,6 +37,9 @@ func checkAppend(source string, view View, b *Batch) (changed bool, err error) {
 			if r.Source != source {
 				return false, fmt.Errorf("oplog: rejection %d of an append of %q names source %q", i, source, r.Source)
 			}
+			if r.Kind == "" {
+				b.Rejections[i].Kind = KindInvalidOp
+			}
 		}
 	}
 	if err := checkWrites(view.LastSeq, b.Writes); err != nil {
