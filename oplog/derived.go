@@ -128,12 +128,29 @@ var checkPage = 8192
 // worker.
 const checkBatch = 1024
 
+// DerivedReader is what CheckDerived reads of a store that keeps the
+// derived state in tables of its own (both stores of this package do).
+type DerivedReader interface {
+	// OpsByDID returns up to limit ops after the key (afterDID, afterSeq)
+	// in (did, seq) order ("" and 0: from the first), each with its stored
+	// signer index and nullifier: what CheckDerived replays.
+	OpsByDID(ctx context.Context, afterDID string, afterSeq int64, limit int) ([]DerivedOp, error)
+	// StrayNullified returns up to limit seqs, in order, that the
+	// nullified table lists but that are not ops of the log.
+	StrayNullified(ctx context.Context, limit int) ([]int64, error)
+}
+
+var (
+	_ DerivedReader = (*SQLiteStore)(nil)
+	_ DerivedReader = (*PostgresStore)(nil)
+)
+
 // CheckDerived replays every DID's ops in seq order, recomputes which op
 // nullified which (and, with signature checks, each op's signer index)
 // and compares the result with what store holds. It returns a
 // *DerivedError naming the first differences, nil when there are none,
 // or another error when it could not finish.
-func CheckDerived(ctx context.Context, store Store, opts DerivedOptions) error {
+func CheckDerived(ctx context.Context, store DerivedReader, opts DerivedOptions) error {
 	if opts.Workers <= 0 {
 		opts.Workers = runtime.GOMAXPROCS(0)
 	}

@@ -32,6 +32,28 @@
 //
 // The conformance suite in this package's tests runs against both
 // implementations.
+//
+// # What is in the contract, and what is a capability
+//
+// Store holds what the log itself needs (Append, Record) and what every
+// role of the directory reads on any backend: resolution and the exports
+// (Head, Ops, Op, Export, ExportByTime, LatestSeq), the sources' cursors
+// and rejections (Cursor, Rejections, RejectionsAt, HasRejection: the
+// mirror's divergence records, whose lookups a mirror cannot do without),
+// and the transparency log's storage, which Append writes in the same
+// transaction as the ops (TreeSize, ReadHashes, ExtendTree, Checkpoint,
+// SwapCheckpoint). What only some callers need, and what a backend could
+// lack without the log being any less correct, is an interface of its own
+// that the caller checks for where it uses it:
+//   - DerivedReader (OpsByDID, StrayNullified): the startup check of the
+//     derived state kept in tables beside the log (CheckDerived); plc serve
+//     refuses to start on a store that cannot be checked.
+//   - HandleIndex: the web UI's handle search, which does without it.
+//   - Stats: counts for the web UI's status pages (shown without them) and
+//     the size of a mirror's stored evidence (counted from what it stores
+//     itself without them).
+//   - The handles of the concrete stores (SQLiteStore.DB,
+//     PostgresStore.Pool) are for migrations, tests and diagnostics only.
 package oplog
 
 import (
@@ -256,13 +278,6 @@ type Store interface {
 	// The database refuses a smaller checkpoint, or another root for the
 	// same size.
 	SwapCheckpoint(ctx context.Context, old *Checkpoint, next Checkpoint) error
-	// OpsByDID returns up to limit ops after the key (afterDID, afterSeq)
-	// in (did, seq) order ("" and 0: from the first), each with its stored
-	// signer index and nullifier: what CheckDerived replays.
-	OpsByDID(ctx context.Context, afterDID string, afterSeq int64, limit int) ([]DerivedOp, error)
-	// StrayNullified returns up to limit seqs, in order, that the
-	// nullified table lists but that are not ops of the log.
-	StrayNullified(ctx context.Context, limit int) ([]int64, error)
 	// Ping checks that the database answers.
 	Ping(ctx context.Context) error
 	Close() error
