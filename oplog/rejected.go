@@ -24,18 +24,9 @@ var (
 	postgresRejectionsAt = fmt.Sprintf(rejectionsAtSQL, "$1", "$2")
 )
 
-// rawArg is raw as a query argument: never nil, so that empty evidence is
-// compared as the empty byte string it is stored as, not as NULL.
-func rawArg(raw []byte) []byte {
-	if raw == nil {
-		return []byte{}
-	}
-	return raw
-}
-
 func (s *SQLiteStore) HasRejection(ctx context.Context, r Rejection) (bool, error) {
 	var found bool
-	err := s.db.QueryRowContext(ctx, sqliteHasRejection, r.Source, r.Line, r.DID, r.CID, r.Reason, rawArg(r.Raw)).Scan(&found)
+	err := s.db.QueryRowContext(ctx, sqliteHasRejection, r.Source, r.Line, r.DID, r.CID, r.Reason, nonNil(r.Raw)).Scan(&found)
 	if err != nil {
 		return false, fmt.Errorf("look up a rejection of %s: %w", r.Source, err)
 	}
@@ -53,7 +44,7 @@ func (s *SQLiteStore) RejectionsAt(ctx context.Context, source string, line int6
 
 func (s *PostgresStore) HasRejection(ctx context.Context, r Rejection) (bool, error) {
 	var found bool
-	err := s.pool.QueryRow(ctx, postgresHasRejection, r.Source, r.Line, r.DID, r.CID, r.Reason, rawArg(r.Raw)).Scan(&found)
+	err := s.pool.QueryRow(ctx, postgresHasRejection, r.Source, r.Line, r.DID, r.CID, r.Reason, nonNil(r.Raw)).Scan(&found)
 	if err != nil {
 		return false, fmt.Errorf("look up a rejection of %s: %w", r.Source, err)
 	}

@@ -260,7 +260,8 @@ func (s *SQLiteStore) insertIngest(ctx context.Context, tx *sql.Tx, b *Batch) er
 	return nil
 }
 
-// nonNil keeps an empty line from becoming NULL.
+// nonNil keeps an empty line from becoming NULL, when it is stored and
+// when it is looked up.
 func nonNil(b []byte) []byte {
 	if b == nil {
 		return []byte{}
