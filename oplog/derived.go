@@ -434,28 +434,6 @@ func derivedAfter(did string) ([]byte, error) {
 	return didB32.DecodeString(strings.TrimPrefix(did, didPrefix))
 }
 
-func (s *SQLiteStore) OpsByDID(ctx context.Context, afterDID string, afterSeq int64, limit int) ([]DerivedOp, error) {
-	key, err := derivedAfter(afterDID)
-	if err != nil {
-		return nil, err
-	}
-	rows, err := s.query(ctx, derivedCols+` WHERE (o.did, o.seq) > (?, ?) ORDER BY o.did, o.seq LIMIT ?`, key, afterSeq, limit)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	return scanDerived(rows)
-}
-
-func (s *SQLiteStore) StrayNullified(ctx context.Context, limit int) ([]int64, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT n.seq FROM nullified n WHERE NOT EXISTS (SELECT 1 FROM operations o WHERE o.seq = n.seq) ORDER BY n.seq LIMIT ?`, limit)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	return scanSeqs(rows)
-}
-
 func scanSeqs(rows opRows) ([]int64, error) {
 	var out []int64
 	for rows.Next() {
@@ -466,26 +444,4 @@ func scanSeqs(rows opRows) ([]int64, error) {
 		out = append(out, s)
 	}
 	return out, rows.Err()
-}
-
-func (s *PostgresStore) OpsByDID(ctx context.Context, afterDID string, afterSeq int64, limit int) ([]DerivedOp, error) {
-	key, err := derivedAfter(afterDID)
-	if err != nil {
-		return nil, err
-	}
-	rows, err := s.pool.Query(ctx, derivedCols+` WHERE (o.did, o.seq) > ($1, $2) ORDER BY o.did, o.seq LIMIT $3`, key, afterSeq, limit)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	return scanDerived(rows)
-}
-
-func (s *PostgresStore) StrayNullified(ctx context.Context, limit int) ([]int64, error) {
-	rows, err := s.pool.Query(ctx, `SELECT n.seq FROM nullified n WHERE NOT EXISTS (SELECT 1 FROM operations o WHERE o.seq = n.seq) ORDER BY n.seq LIMIT $1`, limit)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	return scanSeqs(rows)
 }

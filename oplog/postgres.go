@@ -8,7 +8,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/mod/sumdb/tlog"
 )
 
 // appendLockKey is the key of the transaction-scoped advisory lock that
@@ -413,4 +415,278 @@ func (s *PostgresStore) ExportByTime(ctx context.Context, after time.Time, limit
 func scanPgEntries(rows pgx.Rows, withNullified bool) ([]Entry, error) {
 	defer rows.Close()
 	return scanEntries(rows, withNullified)
+}
+
+// The rejection lookups (see rejected.go).
+
+func (s *PostgresStore) HasRejection(ctx context.Context, r Rejection) (bool, error) {
+	var found bool
+	err := s.pool.QueryRow(ctx, postgresHasRejection, r.Source, r.Line, r.DID, r.CID, r.Reason, nonNil(r.Raw)).Scan(&found)
+	if err != nil {
+		return false, fmt.Errorf("look up a rejection of %s: %w", r.Source, err)
+	}
+	return found, nil
+}
+
+func (s *PostgresStore) RejectionsAt(ctx context.Context, source string, line int64) ([]Rejection, error) {
+	rows, err := s.pool.Query(ctx, postgresRejectionsAt, source, line)
+	if err != nil {
+		return nil, fmt.Errorf("read the rejections of %s at line %d: %w", source, line, err)
+	}
+	defer rows.Close()
+	return scanRejections(rows)
+}
+
+// The derived-state check's reads (DerivedReader, see derived.go).
+
+func (s *PostgresStore) OpsByDID(ctx context.Context, afterDID string, afterSeq int64, limit int) ([]DerivedOp, error) {
+	key, err := derivedAfter(afterDID)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.pool.Query(ctx, derivedCols+` WHERE (o.did, o.seq) > ($1, $2) ORDER BY o.did, o.seq LIMIT $3`, key, afterSeq, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	return scanDerived(rows)
+}
+
+func (s *PostgresStore) StrayNullified(ctx context.Context, limit int) ([]int64, error) {
+	rows, err := s.pool.Query(ctx, `SELECT n.seq FROM nullified n WHERE NOT EXISTS (SELECT 1 FROM operations o WHERE o.seq = n.seq) ORDER BY n.seq LIMIT $1`, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	return scanSeqs(rows)
+}
+
+// The handle index (HandleIndex, see handles.go).
+
+// pgHandlesSQL inserts the pairs of two parallel arrays.
+const pgHandlesSQL = `INSERT INTO handles (handle, did) SELECT * FROM unnest($1::text[], $2::bytea[]) ON CONFLICT DO NOTHING`
+
+// pgHandleArgs returns the arguments of pgHandlesSQL for entries (ok false
+// when they list no handle).
+func pgHandleArgs(entries []*Entry) (args []any, ok bool, err error) {
+	pairs, err := handlePairs(entries)
+	if err != nil || len(pairs) == 0 {
+		return nil, false, err
+	}
+	handles := make([]string, len(pairs))
+	dids := make([][]byte, len(pairs))
+	for i, p := range pairs {
+		handles[i], dids[i] = p.handle, p.did
+	}
+	return []any{handles, dids}, true, nil
+}
+
+func (s *PostgresStore) DIDsForHandle(ctx context.Context, handle string) ([]string, error) {
+	h, err := NormalizeHandle(handle)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.pool.Query(ctx, `SELECT did FROM handles WHERE handle = $1 ORDER BY did LIMIT $2`, h, MaxHandleDIDs)
+	if err != nil {
+		return nil, fmt.Errorf("look up handle: %w", err)
+	}
+	defer rows.Close()
+	return scanHandleDIDs(rows)
+}
+
+func (s *PostgresStore) HandlesBehind(ctx context.Context) (int64, error) {
+	var n int64
+	err := s.pool.QueryRow(ctx, `SELECT COALESCE(MAX(GREATEST((SELECT COALESCE(MAX(seq), 0) FROM operations) - done, 0)), 0) FROM handles_backfill`).Scan(&n)
+	return n, err
+}
+
+func (s *PostgresStore) ExtendHandles(ctx context.Context, limit int) (n int, err error) {
+	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{})
+	if err != nil {
+		return 0, fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	// The row lock makes concurrent catch-ups take turns. Seqs become
+	// visible in order (they are given and committed under the append
+	// lock), so the ops after done have no gap.
+	var done int64
+	switch err := tx.QueryRow(ctx, `SELECT done FROM handles_backfill WHERE id = 1 FOR UPDATE`).Scan(&done); {
+	case errors.Is(err, pgx.ErrNoRows):
+		return 0, nil
+	case err != nil:
+		return 0, fmt.Errorf("read the handle index's backfill: %w", err)
+	}
+	rows, err := tx.Query(ctx, `SELECT seq, did, created_at, op FROM operations WHERE seq > $1 ORDER BY seq LIMIT $2`, done, limit)
+	if err != nil {
+		return 0, err
+	}
+	es, err := scanPgEntries(rows, false)
+	if err != nil || len(es) == 0 {
+		return 0, err
+	}
+	last, err := backfillEnd(es, done)
+	if err != nil {
+		return 0, err
+	}
+	args, ok, err := pgHandleArgs(entryPtrs(es))
+	if err != nil {
+		return 0, err
+	}
+	if ok {
+		if _, err := tx.Exec(ctx, pgHandlesSQL, args...); err != nil {
+			return 0, fmt.Errorf("index handles: %w", err)
+		}
+	}
+	if _, err := tx.Exec(ctx, `UPDATE handles_backfill SET done = $1 WHERE id = 1`, last); err != nil {
+		return 0, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return 0, fmt.Errorf("commit: %w", err)
+	}
+	return len(es), nil
+}
+
+// The counts (Stats, see stats.go).
+
+func (s *PostgresStore) RejectionSize(ctx context.Context, source string) (int64, int64, error) {
+	var n, b int64
+	err := s.pool.QueryRow(ctx, postgresRejectionSizeSQL, source).Scan(&n, &b)
+	return n, b, err
+}
+
+func (s *PostgresStore) CountOpsAfter(ctx context.Context, t time.Time) (int64, error) {
+	var n int64
+	err := s.pool.QueryRow(ctx, fmt.Sprintf(countOpsAfterSQL, "$1"), t.UnixMilli()).Scan(&n)
+	return n, err
+}
+
+func (s *PostgresStore) CountRejections(ctx context.Context, source string) (int64, error) {
+	var n int64
+	err := s.pool.QueryRow(ctx, fmt.Sprintf(countRejectionsSQL, "$1"), source).Scan(&n)
+	return n, err
+}
+
+// The transparency log's tree and checkpoint (see tree.go).
+
+// pgTree is the tree's access to PostgreSQL, in a transaction or not.
+type pgTree struct {
+	q interface {
+		Query(context.Context, string, ...any) (pgx.Rows, error)
+		QueryRow(context.Context, string, ...any) pgx.Row
+		Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
+	}
+}
+
+func (t pgTree) treeEnd(ctx context.Context) (int64, error) {
+	var end int64
+	err := t.q.QueryRow(ctx, `SELECT COALESCE(MAX(last_seq), 0) FROM tree_hashes`).Scan(&end)
+	return end, err
+}
+
+func (t pgTree) chunkAt(ctx context.Context, seq int64) (treeChunk, bool, error) {
+	var (
+		first, last int64
+		hashes      []byte
+	)
+	err := t.q.QueryRow(ctx, `SELECT first_seq, last_seq, hashes FROM tree_hashes WHERE first_seq <= $1 ORDER BY first_seq DESC LIMIT 1`, seq).Scan(&first, &last, &hashes)
+	if errors.Is(err, pgx.ErrNoRows) || (err == nil && last < seq) {
+		return treeChunk{}, false, nil
+	}
+	if err != nil {
+		return treeChunk{}, false, err
+	}
+	c, err := chunkBytes(first, last, hashes)
+	return c, err == nil, err
+}
+
+func (t pgTree) chunksIn(ctx context.Context, from, to int64) ([]treeChunk, error) {
+	rows, err := t.q.Query(ctx, `SELECT first_seq, last_seq, hashes FROM tree_hashes
+		WHERE first_seq >= COALESCE((SELECT MAX(first_seq) FROM tree_hashes WHERE first_seq <= $1), 0) AND first_seq <= $2
+		ORDER BY first_seq`, from, to)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	return scanChunks(rows)
+}
+
+func (t pgTree) insertChunk(ctx context.Context, c treeChunk) error {
+	if _, err := t.q.Exec(ctx, `INSERT INTO tree_hashes (first_seq, last_seq, hashes) VALUES ($1, $2, $3)`, c.first, c.last, c.hashes); err != nil {
+		return fmt.Errorf("insert tree hashes of %d…%d: %w", c.first, c.last, err)
+	}
+	return nil
+}
+
+func (s *PostgresStore) TreeSize(ctx context.Context) (int64, error) {
+	return pgTree{s.pool}.treeEnd(ctx)
+}
+
+func (s *PostgresStore) ReadHashes(ctx context.Context, idx []int64) ([]tlog.Hash, error) {
+	return readHashes(ctx, pgTree{s.pool}, idx)
+}
+
+func (s *PostgresStore) ExtendTree(ctx context.Context, limit int) (n int, err error) {
+	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{})
+	if err != nil {
+		return 0, fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, appendLockKey); err != nil {
+		return 0, fmt.Errorf("take the append lock: %w", err)
+	}
+	var last int64
+	if err := tx.QueryRow(ctx, `SELECT COALESCE(MAX(seq), 0) FROM operations`).Scan(&last); err != nil {
+		return 0, err
+	}
+	ext, err := extendTree(ctx, pgTree{tx}, s.tree, last, limit, func(after int64, limit int) ([]Entry, error) {
+		rows, err := tx.Query(ctx, `SELECT seq, did, created_at, op FROM operations WHERE seq > $1 ORDER BY seq LIMIT $2`, after, limit)
+		if err != nil {
+			return nil, err
+		}
+		return scanPgEntries(rows, false)
+	})
+	if err != nil || ext == nil {
+		return 0, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return 0, err
+	}
+	return int(ext.chunk.last - ext.chunk.first + 1), nil
+}
+
+func (s *PostgresStore) Checkpoint(ctx context.Context) (Checkpoint, error) {
+	var (
+		c          Checkpoint
+		root, note []byte
+		ms         int64
+	)
+	err := s.pool.QueryRow(ctx, `SELECT size, root, note, signed_at FROM checkpoint WHERE id = 1`).Scan(&c.Size, &root, &note, &ms)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return c, ErrNotFound
+	}
+	if err != nil {
+		return c, err
+	}
+	return checkpointRow(c, root, note, ms)
+}
+
+func (s *PostgresStore) SwapCheckpoint(ctx context.Context, old *Checkpoint, next Checkpoint) error {
+	var (
+		tag pgconn.CommandTag
+		err error
+	)
+	if old == nil {
+		tag, err = s.pool.Exec(ctx, `INSERT INTO checkpoint (id, size, root, note, signed_at) VALUES (1, $1, $2, $3, $4) ON CONFLICT (id) DO NOTHING`,
+			next.Size, next.Root[:], next.Note, next.SignedAt.UnixMilli())
+	} else {
+		tag, err = s.pool.Exec(ctx, `UPDATE checkpoint SET size = $1, root = $2, note = $3, signed_at = $4 WHERE id = 1 AND size = $5 AND note = $6`,
+			next.Size, next.Root[:], next.Note, next.SignedAt.UnixMilli(), old.Size, old.Note)
+	}
+	if err != nil {
+		return fmt.Errorf("store the checkpoint: %w", err)
+	}
+	if tag.RowsAffected() != 1 {
+		return ErrCheckpointRace
+	}
+	return nil
 }
