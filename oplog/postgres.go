@@ -359,11 +359,7 @@ func (s *PostgresStore) Head(ctx context.Context, did string) (Entry, error) {
 	if err != nil {
 		return Entry{}, ErrNotFound
 	}
-	rows, err := s.pool.Query(ctx, fmt.Sprintf(headSQL, "$1"), key)
-	if err != nil {
-		return Entry{}, err
-	}
-	return firstEntry(scanPgEntries(rows, false))
+	return firstEntry(s.entries(ctx, false, fmt.Sprintf(headSQL, "$1"), key))
 }
 
 func (s *PostgresStore) Ops(ctx context.Context, did string) ([]Entry, error) {
@@ -371,45 +367,35 @@ func (s *PostgresStore) Ops(ctx context.Context, did string) ([]Entry, error) {
 	if err != nil {
 		return nil, nil
 	}
-	rows, err := s.pool.Query(ctx, `SELECT o.seq, o.did, o.created_at, o.op, n.seq IS NOT NULL
+	return s.entries(ctx, true, `SELECT o.seq, o.did, o.created_at, o.op, n.seq IS NOT NULL
 		FROM operations o LEFT JOIN nullified n ON n.seq = o.seq WHERE o.did = $1 ORDER BY o.seq`, key)
-	if err != nil {
-		return nil, err
-	}
-	return scanPgEntries(rows, true)
 }
 
 func (s *PostgresStore) Op(ctx context.Context, seq int64) (Entry, error) {
-	rows, err := s.pool.Query(ctx, `SELECT seq, did, created_at, op FROM operations WHERE seq = $1`, seq)
-	if err != nil {
-		return Entry{}, err
-	}
-	return firstEntry(scanPgEntries(rows, false))
+	return firstEntry(s.entries(ctx, false, `SELECT seq, did, created_at, op FROM operations WHERE seq = $1`, seq))
 }
 
 func (s *PostgresStore) Export(ctx context.Context, after int64, limit int) ([]Entry, error) {
-	rows, err := s.pool.Query(ctx, `SELECT seq, did, created_at, op FROM operations WHERE seq > $1 ORDER BY seq LIMIT $2`, after, limit)
-	if err != nil {
-		return nil, err
-	}
-	return scanPgEntries(rows, false)
+	return s.entries(ctx, false, `SELECT seq, did, created_at, op FROM operations WHERE seq > $1 ORDER BY seq LIMIT $2`, after, limit)
 }
 
 func (s *PostgresStore) ExportByTime(ctx context.Context, after time.Time, limit int) ([]Entry, error) {
 	const cols = `SELECT o.seq, o.did, o.created_at, o.op, n.seq IS NOT NULL FROM operations o LEFT JOIN nullified n ON n.seq = o.seq`
 	return exportByTime(limit, func() ([]Entry, error) {
-		rows, err := s.pool.Query(ctx, cols+` WHERE o.created_at > $1 ORDER BY o.created_at, o.seq LIMIT $2`, after.UnixMilli(), limit)
-		if err != nil {
-			return nil, err
-		}
-		return scanPgEntries(rows, true)
+		return s.entries(ctx, true, cols+` WHERE o.created_at > $1 ORDER BY o.created_at, o.seq LIMIT $2`, after.UnixMilli(), limit)
 	}, func(ms int64) ([]Entry, error) {
-		rows, err := s.pool.Query(ctx, cols+` WHERE o.created_at = $1 ORDER BY o.seq`, ms)
-		if err != nil {
-			return nil, err
-		}
-		return scanPgEntries(rows, true)
+		return s.entries(ctx, true, cols+` WHERE o.created_at = $1 ORDER BY o.seq`, ms)
 	})
+}
+
+// entries runs the read q and scans its rows of (seq, did, created_at,
+// op[, nullified]).
+func (s *PostgresStore) entries(ctx context.Context, withNullified bool, q string, args ...any) ([]Entry, error) {
+	rows, err := s.pool.Query(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	return scanPgEntries(rows, withNullified)
 }
 
 func scanPgEntries(rows pgx.Rows, withNullified bool) ([]Entry, error) {

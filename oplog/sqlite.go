@@ -125,7 +125,7 @@ func (s *SQLiteStore) Append(ctx context.Context, source string, dids []string, 
 	}
 	view.Load = func(more []string) error { return readRecords(ctx, tx, more, view.Records) }
 	if source != "" {
-		if view.Cursor, err = readCursor(ctx, tx, source, `SELECT line, seq, updated_at FROM cursors WHERE source = ?`); err != nil {
+		if view.Cursor, err = readCursor(ctx, tx, source); err != nil {
 			return err
 		}
 	}
@@ -270,14 +270,13 @@ func nonNil(b []byte) []byte {
 	return b
 }
 
-// readCursor reads the cursor of source with q (line, seq, updated_at by
-// source).
+// readCursor reads the cursor of source through q.
 func readCursor(ctx context.Context, q interface {
 	QueryRowContext(context.Context, string, ...any) *sql.Row
-}, source, query string) (Cursor, error) {
+}, source string) (Cursor, error) {
 	c := Cursor{Source: source}
 	var ms int64
-	switch err := q.QueryRowContext(ctx, query, source).Scan(&c.Line, &c.Seq, &ms); {
+	switch err := q.QueryRowContext(ctx, `SELECT line, seq, updated_at FROM cursors WHERE source = ?`, source).Scan(&c.Line, &c.Seq, &ms); {
 	case errors.Is(err, sql.ErrNoRows):
 		return c, nil
 	case err != nil:
@@ -288,7 +287,7 @@ func readCursor(ctx context.Context, q interface {
 }
 
 func (s *SQLiteStore) Cursor(ctx context.Context, source string) (Cursor, error) {
-	return readCursor(ctx, s.db, source, `SELECT line, seq, updated_at FROM cursors WHERE source = ?`)
+	return readCursor(ctx, s.db, source)
 }
 
 func (s *SQLiteStore) Rejections(ctx context.Context, source string, after int64, limit int) ([]Rejection, error) {
@@ -383,11 +382,7 @@ func (s *SQLiteStore) Head(ctx context.Context, did string) (Entry, error) {
 	if err != nil {
 		return Entry{}, ErrNotFound
 	}
-	rows, err := s.query(ctx, fmt.Sprintf(headSQL, "?"), key)
-	if err != nil {
-		return Entry{}, err
-	}
-	return firstEntry(scanSQLEntries(rows, false))
+	return firstEntry(s.entries(ctx, false, fmt.Sprintf(headSQL, "?"), key))
 }
 
 // firstEntry returns the only entry of a one-row read, or ErrNotFound.
@@ -406,45 +401,35 @@ func (s *SQLiteStore) Ops(ctx context.Context, did string) ([]Entry, error) {
 	if err != nil {
 		return nil, nil
 	}
-	rows, err := s.query(ctx, `SELECT o.seq, o.did, o.created_at, o.op, n.seq IS NOT NULL
+	return s.entries(ctx, true, `SELECT o.seq, o.did, o.created_at, o.op, n.seq IS NOT NULL
 		FROM operations o LEFT JOIN nullified n ON n.seq = o.seq WHERE o.did = ? ORDER BY o.seq`, key)
-	if err != nil {
-		return nil, err
-	}
-	return scanSQLEntries(rows, true)
 }
 
 func (s *SQLiteStore) Op(ctx context.Context, seq int64) (Entry, error) {
-	rows, err := s.query(ctx, `SELECT seq, did, created_at, op FROM operations WHERE seq = ?`, seq)
-	if err != nil {
-		return Entry{}, err
-	}
-	return firstEntry(scanSQLEntries(rows, false))
+	return firstEntry(s.entries(ctx, false, `SELECT seq, did, created_at, op FROM operations WHERE seq = ?`, seq))
 }
 
 func (s *SQLiteStore) Export(ctx context.Context, after int64, limit int) ([]Entry, error) {
-	rows, err := s.query(ctx, `SELECT seq, did, created_at, op FROM operations WHERE seq > ? ORDER BY seq LIMIT ?`, after, limit)
-	if err != nil {
-		return nil, err
-	}
-	return scanSQLEntries(rows, false)
+	return s.entries(ctx, false, `SELECT seq, did, created_at, op FROM operations WHERE seq > ? ORDER BY seq LIMIT ?`, after, limit)
 }
 
 func (s *SQLiteStore) ExportByTime(ctx context.Context, after time.Time, limit int) ([]Entry, error) {
 	const cols = `SELECT o.seq, o.did, o.created_at, o.op, n.seq IS NOT NULL FROM operations o LEFT JOIN nullified n ON n.seq = o.seq`
 	return exportByTime(limit, func() ([]Entry, error) {
-		rows, err := s.query(ctx, cols+` WHERE o.created_at > ? ORDER BY o.created_at, o.seq LIMIT ?`, after.UnixMilli(), limit)
-		if err != nil {
-			return nil, err
-		}
-		return scanSQLEntries(rows, true)
+		return s.entries(ctx, true, cols+` WHERE o.created_at > ? ORDER BY o.created_at, o.seq LIMIT ?`, after.UnixMilli(), limit)
 	}, func(ms int64) ([]Entry, error) {
-		rows, err := s.query(ctx, cols+` WHERE o.created_at = ? ORDER BY o.seq`, ms)
-		if err != nil {
-			return nil, err
-		}
-		return scanSQLEntries(rows, true)
+		return s.entries(ctx, true, cols+` WHERE o.created_at = ? ORDER BY o.seq`, ms)
 	})
+}
+
+// entries runs the read q and scans its rows of (seq, did, created_at,
+// op[, nullified]).
+func (s *SQLiteStore) entries(ctx context.Context, withNullified bool, q string, args ...any) ([]Entry, error) {
+	rows, err := s.query(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	return scanSQLEntries(rows, withNullified)
 }
 
 func scanSQLEntries(rows *sql.Rows, withNullified bool) ([]Entry, error) {
