@@ -31,10 +31,10 @@ type Divergence struct {
 	Evidence []byte
 }
 
-// Divergences are stored as the rejections of the mirror's source, of
-// their kind: the ops and lines Import rejected are there already, with
+// Divergences are stored as the rejections of the mirror's source, each
+// with its kind: the ops and lines Import rejected are there already, with
 // their reasons; the others are written with a reason that starts with
-// their kind.
+// their kind, as the listing has always shown them.
 
 func (d Divergence) reason() string { return string(d.Kind) + ": " + d.Detail }
 
