@@ -331,7 +331,7 @@ func (im *importer) prepare(ctx context.Context, in <-chan *importChunk, out cha
 			}
 			if it.Seq > 0 {
 				if it.Seq <= im.lastSeq {
-					it.Err = badLine("seq %d is not after seq %d: the export is out of order", it.Seq, im.lastSeq)
+					it.Err = Reordered(badLine("seq %d is not after seq %d: the export is out of order", it.Seq, im.lastSeq))
 					it.Op, it.Seq = nil, 0
 				} else {
 					im.lastSeq = it.Seq

@@ -147,7 +147,11 @@ func checkDerived(ctx context.Context, mode string, store oplog.Store, tl *tlog.
 			logger.Info("checking the derived state", "mode", mode, "ops", n, "of", total)
 		}
 	}
-	if err := oplog.CheckDerived(ctx, store, opts); err != nil {
+	dr, ok := store.(oplog.DerivedReader)
+	if !ok {
+		return errors.New("check the derived state: the store cannot be read for it")
+	}
+	if err := oplog.CheckDerived(ctx, dr, opts); err != nil {
 		var de *oplog.DerivedError
 		if errors.As(err, &de) {
 			return fmt.Errorf("%w: the database was changed behind the log's back (its nullified table or signer indexes, "+
