@@ -233,3 +233,19 @@ func ParseCheckpointBody(text string) (CheckpointBody, error) {
 	}
 	return c, nil
 }
+
+// TileHeight is the height of the log's tiles (C2SP tlog-tiles).
+const TileHeight = 8
+
+// TileWidth is the number of hashes (or entries) of a full tile.
+const TileWidth = 1 << TileHeight
+
+// TilePath is the C2SP tlog-tiles path of a tile under /tlog/: tlog's
+// Tile.Path without the height, entries/ for entry bundles (data tiles).
+func TilePath(t tlog.Tile) string {
+	p := strings.TrimPrefix(t.Path(), "tile/"+strconv.Itoa(t.H)+"/")
+	if rest, ok := strings.CutPrefix(p, "data/"); ok {
+		p = "entries/" + rest
+	}
+	return "tile/" + p
+}

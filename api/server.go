@@ -106,7 +106,7 @@ type Config struct {
 	UI http.Handler
 }
 
-// TLog is what the API needs of the transparency log (audit.TLog).
+// TLog is what the API needs of the transparency log (plc/tlog's *TLog).
 type TLog interface {
 	http.Handler
 	// InclusionProofs returns the latest checkpoint and the inclusion

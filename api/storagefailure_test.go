@@ -49,13 +49,13 @@ func (s *outageStore) Record(ctx context.Context, did string) (*oplog.DIDRecord,
 	return s.Store.Record(ctx, did)
 }
 
-func (s *outageStore) Append(ctx context.Context, dids []string, decide oplog.DecideFunc) error {
-	return s.Store.Append(ctx, dids, func(v oplog.AppendView) ([]oplog.Write, error) {
-		ws, err := decide(v)
+func (s *outageStore) Append(ctx context.Context, source string, dids []string, decide oplog.DecideFunc) error {
+	return s.Store.Append(ctx, source, dids, func(v oplog.View) (oplog.Batch, error) {
+		b, err := decide(v)
 		if fail := s.failing(); fail != nil {
-			return nil, fail
+			return oplog.Batch{}, fail
 		}
-		return ws, err
+		return b, err
 	})
 }
 

@@ -1,5 +1,4 @@
-// Package audit holds the transparency log and the independent verifiers
-// behind `plc audit`.
+// Package audit holds the independent verifiers behind `plc audit`.
 //
 // The transparency log (TLog) signs checkpoints of the Merkle tree the
 // oplog stores beside the ops, serves C2SP tlog-tiles and proofs, asks
@@ -10,7 +9,7 @@
 // CID, DID, signature and chain rule is recomputed by the validate package.
 // They read a directory through package client.
 //   - VerifyLog replays one DID's audit log (/:did/log/audit), optionally
-//     checking each entry's inclusion proof.
+//     checking each entry's inclusion proof (VerifyProofs).
 //   - VerifyExport replays a whole export (a file, or a directory's
 //     /export paged to its end) on all cores and recomputes nullification.
 //   - Compare sets two directories' audit logs and documents side by side.

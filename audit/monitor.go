@@ -22,6 +22,7 @@ import (
 	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/client"
 	"github.com/plcdir/plc/oplog"
+	plctlog "github.com/plcdir/plc/tlog"
 	"github.com/plcdir/plc/validate"
 )
 
@@ -181,7 +182,7 @@ func OpenMonitor(opts MonitorOptions) (*Monitor, error) {
 		opts.Now = time.Now
 	}
 	if opts.Wait == nil {
-		opts.Wait = sleep
+		opts.Wait = plctlog.Sleep
 	}
 	if err := os.MkdirAll(opts.Dir, 0o750); err != nil {
 		return nil, err
@@ -227,7 +228,7 @@ func (m *Monitor) loadState() ([]byte, *plc.CheckpointBody, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	body, _, err := OpenCheckpoint(b, m.verifier)
+	body, _, err := plctlog.OpenCheckpoint(b, m.verifier)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %s does not verify with the verifier key %s (%v): the state directory is another log's", ErrMonitorUsage, m.statePath(), m.opts.VKey, err)
 	}
@@ -298,13 +299,13 @@ type badTile struct{ reason string }
 
 func (e *badTile) Error() string { return e.reason }
 
-func (f *tileFetcher) Height() int { return TileHeight }
+func (f *tileFetcher) Height() int { return plctlog.TileHeight }
 
 func (f *tileFetcher) ReadTiles(tiles []tlog.Tile) ([][]byte, error) {
 	f.last = map[string][]byte{}
 	out := make([][]byte, len(tiles))
 	for i, t := range tiles {
-		p := client.TilePath(t)
+		p := plc.TilePath(t)
 		if b, ok := f.cache[t]; ok {
 			f.last[p] = b
 			out[i] = b
@@ -329,7 +330,7 @@ func (f *tileFetcher) ReadTiles(tiles []tlog.Tile) ([][]byte, error) {
 
 func (f *tileFetcher) SaveTiles(tiles []tlog.Tile, data [][]byte) {
 	for i, t := range tiles {
-		if t.L > 0 || t.W < tileWidth {
+		if t.L > 0 || t.W < plctlog.TileWidth {
 			f.cache[t] = data[i]
 		}
 	}
@@ -425,7 +426,7 @@ func (m *Monitor) Round(ctx context.Context) (MonitorRound, error) {
 		return res, err
 	}
 	r := &round{m: m, prevMsg: prevMsg, msg: msg}
-	body, _, err := OpenCheckpoint(msg, m.verifier)
+	body, _, err := plctlog.OpenCheckpoint(msg, m.verifier)
 	if err != nil {
 		return res, r.fail(KindBadSignature, "%s", signatureProblem(msg, m.verifier, err))
 	}
@@ -483,7 +484,7 @@ func (m *Monitor) Round(ctx context.Context) (MonitorRound, error) {
 			return res, r.tileFailure(fmt.Sprintf("the consistency proof %d → %d", prev.Size, body.Size), err)
 		}
 		if err := tlog.CheckTree(p, body.Size, body.Root, prev.Size, prev.Root); err != nil {
-			r.evidence.Proof = EncodeHashes(p)
+			r.evidence.Proof = plctlog.EncodeHashes(p)
 			r.evidence.Tiles = r.fetcher.last
 			return res, r.fail(KindFork, "the checkpoint of size %d does not extend the previous one of size %d: the consistency proof from the tiles (which hash to the new root) does not lead to the old root", body.Size, prev.Size)
 		}
@@ -498,7 +499,7 @@ func (m *Monitor) Round(ctx context.Context) (MonitorRound, error) {
 			return res, err
 		}
 		start += n
-		if start < body.Size && start/tileWidth%64 == 0 {
+		if start < body.Size && start/plctlog.TileWidth%64 == 0 {
 			m.progress("verified entries up to seq %d of %d", start, body.Size)
 		}
 	}
@@ -540,11 +541,11 @@ func signatureProblem(msg []byte, v note.Verifier, err error) string {
 // leaf index start, in the tree of size size. It returns how many entries
 // it replayed.
 func (m *Monitor) entries(ctx context.Context, r *round, thr tlog.HashReader, start, size int64) (int64, error) {
-	tile := tlog.TileForIndex(TileHeight, tlog.StoredHashIndex(0, start))
+	tile := tlog.TileForIndex(plctlog.TileHeight, tlog.StoredHashIndex(0, start))
 	tile.L = -1
-	first := tile.N * tileWidth
-	tile.W = int(min(tileWidth, size-first))
-	p := client.TilePath(tile)
+	first := tile.N * plctlog.TileWidth
+	tile.W = int(min(plctlog.TileWidth, size-first))
+	p := plc.TilePath(tile)
 	b, err := fetched(m.dir.Tile(ctx, tile))
 	if errors.Is(err, client.ErrTooLong) {
 		return 0, r.fail(KindBadBundle, "the entry bundle %s is longer than %d entries can be", p, tile.W)

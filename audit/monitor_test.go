@@ -23,6 +23,7 @@ import (
 	"github.com/plcdir/plc/internal/optest"
 	"github.com/plcdir/plc/oplog"
 	"github.com/plcdir/plc/oplog/tamper"
+	plctlog "github.com/plcdir/plc/tlog"
 	"github.com/plcdir/plc/validate"
 )
 
@@ -55,11 +56,11 @@ func monServe(t *testing.T, h http.Handler) (*monSwitch, string) {
 
 // monTLog is a directory's transparency log over s: it signs whenever the
 // log grew.
-func monTLog(s oplog.Store, key *audit.Key) *audit.TLog {
-	return audit.New(s, key, audit.Options{Interval: time.Nanosecond})
+func monTLog(s oplog.Store, key *plctlog.Key) *plctlog.TLog {
+	return plctlog.New(s, key, plctlog.Options{Interval: time.Nanosecond})
 }
 
-func monSign(t *testing.T, tl *audit.TLog) oplog.Checkpoint {
+func monSign(t *testing.T, tl *plctlog.TLog) oplog.Checkpoint {
 	t.Helper()
 	cp, _, err := tl.Sign(context.Background())
 	if err != nil {
@@ -261,7 +262,7 @@ func TestMonitorDetectsAFork(t *testing.T) {
 	sw, url := monServe(t, tla)
 	for _, tc := range []struct {
 		name  string
-		other *audit.TLog
+		other *plctlog.TLog
 		size  int64
 	}{{"SameSize", tlb, 300}, {"Larger", tlc, 400}} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -280,8 +281,8 @@ func TestMonitorDetectsAFork(t *testing.T) {
 				t.Fatalf("evidence's previous checkpoint:\n%s\nwant\n%s", ev.PreviousCheckpoint, seen)
 			}
 			// Both notes verify with the log's key: proof of the fork.
-			pb, _, err1 := audit.OpenCheckpoint([]byte(ev.PreviousCheckpoint), key.Verifier)
-			nb, _, err2 := audit.OpenCheckpoint([]byte(ev.Checkpoint), key.Verifier)
+			pb, _, err1 := plctlog.OpenCheckpoint([]byte(ev.PreviousCheckpoint), key.Verifier)
+			nb, _, err2 := plctlog.OpenCheckpoint([]byte(ev.Checkpoint), key.Verifier)
 			if err1 != nil || err2 != nil || pb.Size != 300 || nb.Size != tc.size || pb.Root == nb.Root {
 				t.Fatalf("evidence checkpoints: %+v %v, %+v %v", pb, err1, nb, err2)
 			}
@@ -362,7 +363,7 @@ func TestMonitorWrongKey(t *testing.T) {
 	wtLoad(t, s, wtCorpus(t, 31, 20))
 	key := wtKey(t, "plc.test")
 	_, url := monServe(t, monTLog(s, key))
-	for _, other := range []*audit.Key{wtKey(t, "plc.test"), wtKey(t, "elsewhere.test")} {
+	for _, other := range []*plctlog.Key{wtKey(t, "plc.test"), wtKey(t, "elsewhere.test")} {
 		dir := t.TempDir()
 		_, err := monOpen(t, url, dir, other.VKey, nil, nil).Round(ctx)
 		ev := monInconsistent(t, err, audit.KindBadSignature, dir)
@@ -397,7 +398,7 @@ func TestMonitorWrongKey(t *testing.T) {
 // tlog-tiles says, independently of audit's server: it lets the tests
 // craft what no honest directory would serve.
 type fakeLog struct {
-	key    *audit.Key
+	key    *plctlog.Key
 	leaves [][]byte
 	hashes []tlog.Hash // stored hashes
 	root   tlog.Hash
@@ -406,7 +407,7 @@ type fakeLog struct {
 	tile   func(path string, b []byte) []byte
 }
 
-func newFakeLog(t *testing.T, key *audit.Key, leaves [][]byte) *fakeLog {
+func newFakeLog(t *testing.T, key *plctlog.Key, leaves [][]byte) *fakeLog {
 	t.Helper()
 	f := &fakeLog{key: key, leaves: leaves}
 	for i, l := range leaves {

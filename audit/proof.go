@@ -9,6 +9,7 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/plcdir/plc"
+	plctlog "github.com/plcdir/plc/tlog"
 	"github.com/plcdir/plc/validate"
 )
 
@@ -37,7 +38,7 @@ func verifyProof(e *plc.AuditEntry, v note.Verifier) error {
 		return errors.New("the entry has no proof (it is newer than the directory's latest checkpoint: fetch it again)")
 	}
 	p := e.Proof
-	body, _, err := OpenCheckpoint([]byte(p.Checkpoint), v)
+	body, _, err := plctlog.OpenCheckpoint([]byte(p.Checkpoint), v)
 	if err != nil {
 		return err
 	}
@@ -55,7 +56,7 @@ func verifyProof(e *plc.AuditEntry, v note.Verifier) error {
 	if err != nil {
 		return fmt.Errorf("createdAt %q: %v", e.CreatedAt, err)
 	}
-	hashes, err := DecodeHashes(p.Hashes)
+	hashes, err := plctlog.DecodeHashes(p.Hashes)
 	if err != nil {
 		return err
 	}

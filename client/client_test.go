@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/mod/sumdb/tlog"
 
+	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/client"
 )
 
@@ -112,7 +113,7 @@ func TestTilePaths(t *testing.T) {
 		{tlog.Tile{H: 8, L: -1, N: 5, W: 256}, "tile/entries/005"},
 		{tlog.Tile{H: 8, L: -1, N: 5, W: 3}, "tile/entries/005.p/3"},
 	} {
-		if got := client.TilePath(tc.tile); got != tc.want {
+		if got := plc.TilePath(tc.tile); got != tc.want {
 			t.Errorf("TilePath(%+v) = %q, want %q", tc.tile, got, tc.want)
 		}
 	}

@@ -2,10 +2,10 @@ package client
 
 import (
 	"context"
-	"strconv"
-	"strings"
 
 	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/plcdir/plc"
 )
 
 // MaxCheckpointBytes bounds a checkpoint note (with its cosignatures).
@@ -18,7 +18,7 @@ func (c *Client) Checkpoint(ctx context.Context) ([]byte, error) {
 	return b, err
 }
 
-// Tile fetches a tile of the log (GET /tlog/<TilePath(t)>): a hash tile,
+// Tile fetches a tile of the log (GET /tlog/<plc.TilePath(t)>): a hash tile,
 // at most its t.W hashes; an entry bundle (t.L == -1), at most what a full
 // bundle of length-prefixed entries can be. A longer answer is a
 // *StatusError of class ErrTooLong; a shorter one is returned as it is.
@@ -27,16 +27,6 @@ func (c *Client) Tile(ctx context.Context, t tlog.Tile) ([]byte, error) {
 	if t.L == -1 {
 		limit = int64(1<<t.H) * (2 + 0xffff)
 	}
-	_, b, err := c.get(ctx, "/tlog/"+TilePath(t), nil, limit)
+	_, b, err := c.get(ctx, "/tlog/"+plc.TilePath(t), nil, limit)
 	return b, err
-}
-
-// TilePath is the C2SP tlog-tiles path of a tile under /tlog/: tlog's
-// path without the height, entries/ for entry bundles.
-func TilePath(t tlog.Tile) string {
-	p := strings.TrimPrefix(t.Path(), "tile/"+strconv.Itoa(t.H)+"/")
-	if rest, ok := strings.CutPrefix(p, "data/"); ok {
-		p = "entries/" + rest
-	}
-	return "tile/" + p
 }

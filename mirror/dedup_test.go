@@ -1,12 +1,18 @@
 package mirror_test
 
 import (
+	"context"
+	"errors"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/plcdir/plc/mirror"
+	"github.com/plcdir/plc/oplog"
 )
 
 // TestRepeatedBadResponseRecordedOnce: an upstream that answers the same
@@ -66,7 +72,7 @@ func testRepeatedBadResponse(t *testing.T, b backend) {
 			t.Fatalf("divergences:%s\nwant %d", describe(ds), len(want))
 		}
 		for i, d := range ds {
-			checkDivergence(t, d, mirror.KindBadResponse, "", "", "status", []byte(want[i]))
+			checkDivergence(t, d, oplog.KindBadResponse, "", "", "status", []byte(want[i]))
 		}
 		return ds
 	}
@@ -139,6 +145,83 @@ func TestConcurrentRecordsOfOneDivergence(t *testing.T) {
 	if len(ds) != 1 {
 		t.Fatalf("divergences:%s\nwant one", describe(ds))
 	}
-	checkDivergence(t, ds[0], mirror.KindHistoryRewrite, op["A0"].did, op["A2"].op.CID(), "gone", body)
+	checkDivergence(t, ds[0], oplog.KindHistoryRewrite, op["A0"].did, op["A2"].op.CID(), "gone", body)
 	checkStoreHolds(t, l.Store(), f.ops)
+}
+
+// recordFails is a store whose transactions that would only add
+// rejections fail while down is set: the store refuses the mirror's
+// divergence records, and nothing else.
+type recordFails struct {
+	oplog.Store
+	down atomic.Bool
+}
+
+func (s *recordFails) Append(ctx context.Context, source string, dids []string, decide oplog.DecideFunc) error {
+	return s.Store.Append(ctx, source, dids, func(v oplog.View) (oplog.Batch, error) {
+		b, err := decide(v)
+		if err == nil && s.down.Load() && len(b.Writes) == 0 && len(b.Rejections) > 0 {
+			return oplog.Batch{}, errors.New("disk I/O error")
+		}
+		return b, err
+	})
+}
+
+// TestDivergenceRecordFailureIsAStorageFailure: a divergence record the
+// database refuses is a storage failure of the log (counted in
+// plc_storage_failures_total like any failed write), is not taken for
+// recorded, and is recorded once the database works again.
+func TestDivergenceRecordFailureIsAStorageFailure(t *testing.T) {
+	f := newFixture(t)
+	ctx := ctxFor(t)
+	const e500 = `{"message":"Internal Server Error"}`
+	s := &script{lines: numbered(f.ops), ops: f.ops, fault: func(w http.ResponseWriter, after int64, count, call int) bool {
+		if after != hostilePage {
+			return false
+		}
+		w.WriteHeader(http.StatusInternalServerError)
+		w.Write([]byte(e500))
+		return true
+	}}
+	url := newScript(t, s)
+	store := &recordFails{Store: openStore(t, sqliteBackend.dsn(t))}
+	store.down.Store(true)
+	reg := prometheus.NewRegistry()
+	l := oplog.NewLog(store, oplog.Options{NoRateLimit: true, Metrics: oplog.NewMetrics(reg)})
+	t.Cleanup(l.Close)
+	m := newMirror(t, url, l, mirror.Config{PageSize: hostilePage, Now: func() time.Time { return hostileNow }})
+	failures := func() float64 {
+		t.Helper()
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n float64
+		for _, mf := range mfs {
+			if mf.GetName() == "plc_storage_failures_total" {
+				for _, c := range mf.GetMetric() {
+					n += c.GetCounter().GetValue()
+				}
+			}
+		}
+		return n
+	}
+	if err := m.Sync(ctx); err == nil {
+		t.Fatal("Sync through a bad page succeeded")
+	}
+	if ds := divergences(t, m); len(ds) != 0 {
+		t.Fatalf("divergences recorded while the database refused them:%s", describe(ds))
+	}
+	if n := failures(); n != 1 {
+		t.Fatalf("plc_storage_failures_total = %v, want 1", n)
+	}
+	store.down.Store(false)
+	if err := m.Sync(ctx); err == nil {
+		t.Fatal("Sync through a bad page succeeded")
+	}
+	ds := divergences(t, m)
+	if len(ds) != 1 {
+		t.Fatalf("divergences:%s\nwant the bad page, once", describe(ds))
+	}
+	checkDivergence(t, ds[0], oplog.KindBadResponse, "", "", "status", []byte(e500))
 }

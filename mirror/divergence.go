@@ -7,10 +7,10 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -20,30 +20,10 @@ import (
 	"github.com/plcdir/plc/validate"
 )
 
-// Kind is a divergence's kind.
-type Kind string
-
-const (
-	// KindInvalidOp: an op the rules reject (bad signature, CID or DID
-	// mismatch, chain-rule violation) or a line that is not one.
-	KindInvalidOp Kind = "invalid_op"
-	// KindReordered: ops served out of order, or served again.
-	KindReordered Kind = "reordered"
-	// KindHistoryRewrite: an op the mirror holds is gone from the
-	// upstream's audit log, or its createdAt there changed.
-	KindHistoryRewrite Kind = "history_rewrite"
-	// KindNullification: the upstream's audit log and the mirror disagree
-	// on whether an op is nullified.
-	KindNullification Kind = "nullification_mismatch"
-	// KindBadResponse: an answer that could not be used (bad status, cut
-	// off, oversized).
-	KindBadResponse Kind = "bad_response"
-)
-
 // Divergence is a record of the upstream serving something the rules
 // reject or that contradicts what it served before.
 type Divergence struct {
-	Kind     Kind
+	Kind     oplog.RejectionKind
 	DID, CID string
 	// Detail says what was found.
 	Detail string
@@ -51,24 +31,12 @@ type Divergence struct {
 	Evidence []byte
 }
 
-// Divergences are stored as the rejections of the mirror's source: the
-// ops and lines Import rejected are there already, with their reasons;
-// the others are written with a reason that starts with their kind.
+// Divergences are stored as the rejections of the mirror's source, each
+// with its kind: the ops and lines Import rejected are there already, with
+// their reasons; the others are written with a reason that starts with
+// their kind, as the listing has always shown them.
 
 func (d Divergence) reason() string { return string(d.Kind) + ": " + d.Detail }
-
-// kindOf is the kind of a stored rejection of the mirror's source.
-func kindOf(reason string) Kind {
-	for _, k := range []Kind{KindReordered, KindHistoryRewrite, KindNullification, KindBadResponse, KindInvalidOp} {
-		if strings.HasPrefix(reason, string(k)+": ") {
-			return k
-		}
-	}
-	if strings.Contains(reason, "out of order") {
-		return KindReordered
-	}
-	return KindInvalidOp
-}
 
 // maxEvidence bounds the evidence kept with a divergence.
 const maxEvidence = 1 << 20
@@ -87,7 +55,7 @@ func (m *Mirror) record(ctx context.Context, d Divergence) {
 	if len(raw) > maxEvidence {
 		raw = raw[:maxEvidence]
 	}
-	rj := oplog.Rejection{Source: m.source, DID: d.DID, CID: d.CID, Raw: raw, Reason: d.reason()}
+	rj := oplog.Rejection{Source: m.source, DID: d.DID, CID: d.CID, Raw: raw, Kind: d.Kind, Reason: d.reason()}
 	key := recordKey(rj)
 	m.mu.Lock()
 	if m.recorded[key] {
@@ -124,17 +92,16 @@ func (m *Mirror) record(ctx context.Context, d Divergence) {
 		return
 	}
 	if err == nil {
-		err = m.store.Ingest(ctx, m.source, nil, func(v oplog.IngestView) (oplog.IngestBatch, error) {
-			return oplog.IngestBatch{Cursor: v.Cursor, Rejections: []oplog.Rejection{rj}}, nil
-		})
-		if err == nil {
+		if err = m.log.Reject(ctx, rj); err == nil {
 			m.countedLocked([]oplog.Rejection{rj}, nil)
 		}
 	}
 	m.ev.write.Unlock()
 	if err != nil {
 		forget()
-		m.logger.Warn("mirror: could not record a divergence", "kind", d.Kind, "err", err)
+		if !errors.Is(err, oplog.ErrStorage) { // the log reports those
+			m.logger.Warn("mirror: could not record a divergence", "kind", d.Kind, "err", err)
+		}
 		return
 	}
 	m.metrics.divergences.WithLabelValues(string(d.Kind)).Inc()
@@ -171,18 +138,18 @@ const (
 
 // divergenceItem is one record as GET /_mirror/divergences lists it.
 type divergenceItem struct {
-	ID               int64  `json:"id"`
-	Kind             Kind   `json:"kind"`
-	DID              string `json:"did,omitempty"`
-	CID              string `json:"cid,omitempty"`
-	Reason           string `json:"reason"`
-	Evidence         string `json:"evidence"`
-	EvidenceEncoding string `json:"evidenceEncoding,omitempty"`
-	CreatedAt        string `json:"createdAt"`
+	ID               int64               `json:"id"`
+	Kind             oplog.RejectionKind `json:"kind"`
+	DID              string              `json:"did,omitempty"`
+	CID              string              `json:"cid,omitempty"`
+	Reason           string              `json:"reason"`
+	Evidence         string              `json:"evidence"`
+	EvidenceEncoding string              `json:"evidenceEncoding,omitempty"`
+	CreatedAt        string              `json:"createdAt"`
 }
 
 func newDivergenceItem(rj oplog.Rejection) divergenceItem {
-	it := divergenceItem{ID: rj.ID, Kind: kindOf(rj.Reason), DID: rj.DID, CID: rj.CID, Reason: rj.Reason,
+	it := divergenceItem{ID: rj.ID, Kind: rj.Kind, DID: rj.DID, CID: rj.CID, Reason: rj.Reason,
 		CreatedAt: string(validate.AppendTimestamp(nil, rj.CreatedAt))}
 	if utf8.Valid(rj.Raw) {
 		it.Evidence = string(rj.Raw)

@@ -159,7 +159,7 @@ func (m *Mirror) ingest(ctx context.Context, source string, items []oplog.Ingest
 	m.metrics.ops.Add(float64(len(res.Entries)))
 	m.metrics.cursor.Set(float64(res.Cursor.Seq))
 	for _, rj := range res.Rejected {
-		m.metrics.divergences.WithLabelValues(string(kindOf(rj.Reason))).Inc()
+		m.metrics.divergences.WithLabelValues(string(rj.Kind)).Inc()
 	}
 	if n := len(res.Rejected); m.mostlyRejected(n, len(items)) {
 		return res, fmt.Errorf("%w: %d of %d lines, up to seq %d (backing off)", errMostlyRejected, n, len(items), res.Cursor.Seq)

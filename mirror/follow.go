@@ -210,11 +210,11 @@ func (m *Mirror) CheckDID(ctx context.Context, did string) error {
 	theirs, body, err := m.up.AuditLog(ctx, did)
 	switch {
 	case errors.Is(err, client.ErrNotRegistered):
-		m.record(ctx, Divergence{Kind: KindHistoryRewrite, DID: did, Evidence: body,
+		m.record(ctx, Divergence{Kind: oplog.KindHistoryRewrite, DID: did, Evidence: body,
 			Detail: fmt.Sprintf("the upstream no longer knows %s, of which this mirror holds %d ops", did, len(ours))})
 		return nil
 	case errors.Is(err, client.ErrMalformed):
-		m.record(ctx, Divergence{Kind: KindBadResponse, DID: did, Evidence: body, Detail: "the audit log of " + did + " is not a JSON array of entries"})
+		m.record(ctx, Divergence{Kind: oplog.KindBadResponse, DID: did, Evidence: body, Detail: "the audit log of " + did + " is not a JSON array of entries"})
 		return nil
 	case err != nil:
 		m.noteResponse(ctx, err)
@@ -236,24 +236,24 @@ func (m *Mirror) CheckDID(ctx context.Context, did string) error {
 	for _, o := range ours {
 		i, ok := pos[o.CID]
 		if !ok {
-			m.record(ctx, Divergence{Kind: KindHistoryRewrite, DID: did, CID: o.CID, Evidence: body,
+			m.record(ctx, Divergence{Kind: oplog.KindHistoryRewrite, DID: did, CID: o.CID, Evidence: body,
 				Detail: "op " + o.CID + " of " + did + ", served before, is gone from the upstream's audit log"})
 			continue
 		}
 		e := theirs[i]
 		at, err := time.Parse(time.RFC3339Nano, e.CreatedAt)
 		if err != nil || !at.Equal(o.CreatedAt) {
-			m.record(ctx, Divergence{Kind: KindHistoryRewrite, DID: did, CID: o.CID, Evidence: body,
+			m.record(ctx, Divergence{Kind: oplog.KindHistoryRewrite, DID: did, CID: o.CID, Evidence: body,
 				Detail: fmt.Sprintf("op %s of %s was served with createdAt %s, its audit log now says %q", o.CID, did, o.CreatedAt.Format(time.RFC3339Nano), e.CreatedAt)})
 		}
 		if e.Nullified != o.Nullified && !(e.Nullified && behind) {
-			m.record(ctx, Divergence{Kind: KindNullification, DID: did, CID: o.CID, Evidence: body,
+			m.record(ctx, Divergence{Kind: oplog.KindNullification, DID: did, CID: o.CID, Evidence: body,
 				Detail: fmt.Sprintf("op %s of %s: nullified is %v here, %v upstream", o.CID, did, o.Nullified, e.Nullified)})
 		}
 		order = append(order, i)
 	}
 	if !slices.IsSorted(order) {
-		m.record(ctx, Divergence{Kind: KindReordered, DID: did, Evidence: body,
+		m.record(ctx, Divergence{Kind: oplog.KindReordered, DID: did, Evidence: body,
 			Detail: "the upstream's audit log of " + did + " has its ops in another order"})
 	}
 	return nil

@@ -70,12 +70,12 @@ func (m *Mirror) checkHead(ctx context.Context) error {
 		case sameExportLine(lines[0], held.line):
 			return nil
 		default:
-			m.record(ctx, Divergence{Kind: KindHistoryRewrite, DID: held.did, CID: held.cid, Evidence: body,
+			m.record(ctx, Divergence{Kind: oplog.KindHistoryRewrite, DID: held.did, CID: held.cid, Evidence: body,
 				Detail: fmt.Sprintf("the upstream now serves another op at seq %d than the one this mirror took from it there (%s of %s)", c.Seq, held.cid, held.did)})
 			return nil
 		}
 	}
-	m.record(ctx, Divergence{Kind: KindHistoryRewrite, DID: held.did, CID: held.cid, Evidence: body,
+	m.record(ctx, Divergence{Kind: oplog.KindHistoryRewrite, DID: held.did, CID: held.cid, Evidence: body,
 		Detail: fmt.Sprintf("seq %d, the last op this mirror took from the upstream (%s of %s), is gone from its export: asked for the op after seq %d, it answered %s", c.Seq, held.cid, held.did, after, answer)})
 	return nil
 }
@@ -93,7 +93,7 @@ func (m *Mirror) heldAt(ctx context.Context, c oplog.Cursor) (heldLine, bool, er
 		return heldLine{}, false, err
 	}
 	for _, r := range rs {
-		if kindOf(r.Reason) == KindReordered {
+		if r.Kind == oplog.KindReordered {
 			continue
 		}
 		if l, _, _ := plc.ParseExportLine(r.Raw); l.Seq == c.Seq {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/plcdir/plc/internal/testclock"
 	"github.com/plcdir/plc/mirror"
+	"github.com/plcdir/plc/oplog"
 )
 
 // headChecks counts the requests of the head check of a mirror whose
@@ -70,7 +71,7 @@ func TestUpstreamTruncatedAfterServing(t *testing.T) {
 	if len(ds) != 1 {
 		t.Fatalf("divergences:%s\nwant one", describe(ds))
 	}
-	checkDivergence(t, ds[0], mirror.KindHistoryRewrite, op["D1"].did, op["D1"].op.CID(),
+	checkDivergence(t, ds[0], oplog.KindHistoryRewrite, op["D1"].did, op["D1"].op.CID(),
 		"seq 8, the last op this mirror took from the upstream ("+op["D1"].op.CID()+" of "+op["D1"].did+"), is gone from its export: asked for the op after seq 7, it answered nothing", []byte{})
 
 	// Found again at the next checks, by this mirror and by the next one
@@ -97,7 +98,7 @@ func TestUpstreamTruncatedAfterServing(t *testing.T) {
 	if len(ds) != 2 {
 		t.Fatalf("divergences:%s\nwant two", describe(ds))
 	}
-	checkDivergence(t, ds[1], mirror.KindHistoryRewrite, op["D1"].did, op["D1"].op.CID(),
+	checkDivergence(t, ds[1], oplog.KindHistoryRewrite, op["D1"].did, op["D1"].op.CID(),
 		"the upstream now serves another op at seq 8 than the one this mirror took from it there", regrown)
 	checkStoreHolds(t, openStore(t, dsn), f.ops)
 
@@ -119,7 +120,7 @@ func TestUpstreamTruncatedAfterServing(t *testing.T) {
 	if len(ds) != 3 {
 		t.Fatalf("divergences:%s\nwant three", describe(ds))
 	}
-	checkDivergence(t, ds[2], mirror.KindBadResponse, "", "", "the first line is not an export line", []byte("<html>maintenance</html>"))
+	checkDivergence(t, ds[2], oplog.KindBadResponse, "", "", "the first line is not an export line", []byte("<html>maintenance</html>"))
 }
 
 // TestHeadCheckOfARejectedLastLine: when the line at the mirror's cursor
@@ -153,7 +154,7 @@ func TestHeadCheckOfARejectedLastLine(t *testing.T) {
 	}
 	checkStoreHolds(t, l.Store(), f.ops)
 	ds := divergences(t, m)
-	if len(ds) != 1 || ds[0].Kind != string(mirror.KindInvalidOp) {
+	if len(ds) != 1 || ds[0].Kind != string(oplog.KindInvalidOp) {
 		t.Fatalf("divergences:%s\nwant the forged op", describe(ds))
 	}
 	// The upstream serves the rejected line as it was; then with other
@@ -177,6 +178,6 @@ func TestHeadCheckOfARejectedLastLine(t *testing.T) {
 	if len(ds) != 2 {
 		t.Fatalf("divergences:%s\nwant two", describe(ds))
 	}
-	checkDivergence(t, ds[1], mirror.KindHistoryRewrite, forged.did, forged.op.CID(), "another op at seq 9", instead)
+	checkDivergence(t, ds[1], oplog.KindHistoryRewrite, forged.did, forged.op.CID(), "another op at seq 9", instead)
 	checkStoreHolds(t, l.Store(), f.ops)
 }

@@ -231,7 +231,7 @@ func newcomer(t *testing.T, handle string, at time.Time) rec {
 
 // checkDivergence fails unless d is of kind k about did and cid, with a
 // reason that contains reason, and evidence exactly evidence.
-func checkDivergence(t *testing.T, d divergence, k mirror.Kind, did, cid, reason string, evidence []byte) {
+func checkDivergence(t *testing.T, d divergence, k oplog.RejectionKind, did, cid, reason string, evidence []byte) {
 	t.Helper()
 	if d.Kind != string(k) || d.DID != did || d.CID != cid || !strings.Contains(d.Reason, reason) {
 		t.Errorf("divergence #%d: %s did=%q cid=%q reason=%q;\nwant %s did=%q cid=%q reason containing %q",
@@ -272,7 +272,7 @@ func TestHostilePages(t *testing.T) {
 		if len(ds) != 1 {
 			t.Fatalf("divergences:%s\nwant one", describe(ds))
 		}
-		checkDivergence(t, ds[0], mirror.KindInvalidOp, forged.did, forged.op.CID(), "invalid signature", lines[4].b)
+		checkDivergence(t, ds[0], oplog.KindInvalidOp, forged.did, forged.op.CID(), "invalid signature", lines[4].b)
 	})
 
 	t.Run("wrong cid", func(t *testing.T) {
@@ -295,7 +295,7 @@ func TestHostilePages(t *testing.T) {
 		if len(ds) != 1 {
 			t.Fatalf("divergences:%s\nwant one", describe(ds))
 		}
-		checkDivergence(t, ds[0], mirror.KindInvalidOp, e.did, op["A0"].op.CID(), "does not match", bad)
+		checkDivergence(t, ds[0], oplog.KindInvalidOp, e.did, op["A0"].op.CID(), "does not match", bad)
 	})
 
 	t.Run("not json", func(t *testing.T) {
@@ -313,7 +313,7 @@ func TestHostilePages(t *testing.T) {
 		if len(ds) != 1 || ds[0].EvidenceEncoding != "base64" {
 			t.Fatalf("divergences:%s\nwant one, with base64 evidence", describe(ds))
 		}
-		checkDivergence(t, ds[0], mirror.KindInvalidOp, "", "", "JSON", garbage)
+		checkDivergence(t, ds[0], oplog.KindInvalidOp, "", "", "JSON", garbage)
 	})
 
 	t.Run("seq backwards in a page", func(t *testing.T) {
@@ -330,7 +330,7 @@ func TestHostilePages(t *testing.T) {
 		if len(ds) != 1 {
 			t.Fatalf("divergences:%s\nwant one", describe(ds))
 		}
-		checkDivergence(t, ds[0], mirror.KindReordered, op["C0"].did, op["C0"].op.CID(), "out of order", lines[2].b)
+		checkDivergence(t, ds[0], oplog.KindReordered, op["C0"].did, op["C0"].op.CID(), "out of order", lines[2].b)
 	})
 
 	t.Run("seq served again", func(t *testing.T) {
@@ -359,8 +359,8 @@ func TestHostilePages(t *testing.T) {
 		if len(ds) != 2 {
 			t.Fatalf("divergences:%s\nwant two", describe(ds))
 		}
-		checkDivergence(t, ds[0], mirror.KindReordered, "", "", "seq 3 again after seq 4", again3)
-		checkDivergence(t, ds[1], mirror.KindReordered, "", "", "seq 4 again after seq 4", again4)
+		checkDivergence(t, ds[0], oplog.KindReordered, "", "", "seq 3 again after seq 4", again3)
+		checkDivergence(t, ds[1], oplog.KindReordered, "", "", "seq 4 again after seq 4", again4)
 
 		// Later, asked for the ops after seq 8, it serves an old page
 		// whole: nothing of it is used.
@@ -379,7 +379,7 @@ func TestHostilePages(t *testing.T) {
 			t.Fatalf("divergences:%s\nwant three", describe(ds))
 		}
 		old := append(bytes.Join([][]byte{lines[4].b, lines[5].b, lines[6].b, lines[7].b}, []byte{'\n'}), '\n')
-		checkDivergence(t, ds[2], mirror.KindBadResponse, "", "", "ends at seq 8", old)
+		checkDivergence(t, ds[2], oplog.KindBadResponse, "", "", "ends at seq 8", old)
 	})
 
 	// Bad responses: the page is not used at all, the pages before it are
@@ -443,7 +443,7 @@ func TestHostilePages(t *testing.T) {
 			if len(ds) != 1 {
 				t.Fatalf("divergences:%s\nwant one", describe(ds))
 			}
-			checkDivergence(t, ds[0], mirror.KindBadResponse, "", "", c.reason, c.evidence)
+			checkDivergence(t, ds[0], oplog.KindBadResponse, "", "", c.reason, c.evidence)
 			if want := string(validate.AppendTimestamp(nil, hostileNow)); ds[0].CreatedAt != want {
 				t.Errorf("divergence createdAt %s, want the mirror's clock %s", ds[0].CreatedAt, want)
 			}
@@ -477,38 +477,38 @@ func TestHostileAuditLogs(t *testing.T) {
 		edit   func([]auditEntry) []auditEntry // of the DID's faithful log
 		body   []byte                          // instead of edit
 		status int
-		kind   mirror.Kind
+		kind   oplog.RejectionKind
 		cid    string
 		reason string
 	}{
 		{
 			name: "op deleted", did: op["A0"].did,
 			edit: func(es []auditEntry) []auditEntry { return []auditEntry{es[0], es[2]} },
-			kind: mirror.KindHistoryRewrite, cid: op["A1"].op.CID(), reason: "gone from the upstream's audit log",
+			kind: oplog.KindHistoryRewrite, cid: op["A1"].op.CID(), reason: "gone from the upstream's audit log",
 		},
 		{
 			name: "history reordered", did: op["A0"].did,
 			edit: func(es []auditEntry) []auditEntry { return []auditEntry{es[1], es[0], es[2]} },
-			kind: mirror.KindReordered, reason: "another order",
+			kind: oplog.KindReordered, reason: "another order",
 		},
 		{
 			name: "createdAt changed", did: op["D0"].did,
 			edit: func(es []auditEntry) []auditEntry { es[1].r.at = es[1].r.at.Add(time.Second); return es },
-			kind: mirror.KindHistoryRewrite, cid: op["D1"].op.CID(), reason: "createdAt",
+			kind: oplog.KindHistoryRewrite, cid: op["D1"].op.CID(), reason: "createdAt",
 		},
 		{
 			name: "nullified flipped", did: op["B0"].did,
 			edit: func(es []auditEntry) []auditEntry { es[1].nullified = true; return es },
-			kind: mirror.KindNullification, cid: op["B1"].op.CID(), reason: "nullified is false here, true upstream",
+			kind: oplog.KindNullification, cid: op["B1"].op.CID(), reason: "nullified is false here, true upstream",
 		},
 		{
 			name: "DID gone", did: op["C0"].did, status: http.StatusNotFound,
 			body: []byte(`{"message":"DID not registered: ` + op["C0"].did + `"}`),
-			kind: mirror.KindHistoryRewrite, reason: "no longer knows",
+			kind: oplog.KindHistoryRewrite, reason: "no longer knows",
 		},
 		{
 			name: "not an audit log", did: op["C0"].did, body: []byte(`{"oops":true}`),
-			kind: mirror.KindBadResponse, reason: "not a JSON array",
+			kind: oplog.KindBadResponse, reason: "not a JSON array",
 		},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -582,7 +582,7 @@ func TestHostileAuditLogs(t *testing.T) {
 		if len(ds) != 1 {
 			t.Fatalf("divergences:%s\nwant one", describe(ds))
 		}
-		checkDivergence(t, ds[0], mirror.KindHistoryRewrite, op["A0"].did, op["A2"].op.CID(), "gone", body)
+		checkDivergence(t, ds[0], oplog.KindHistoryRewrite, op["A0"].did, op["A2"].op.CID(), "gone", body)
 		checkStoreHolds(t, l.Store(), f.ops)
 	})
 }
@@ -643,9 +643,9 @@ func TestHostileStream(t *testing.T) {
 	if len(ds) != 3 {
 		t.Fatalf("divergences:%s\nwant three", describe(ds))
 	}
-	checkDivergence(t, ds[0], mirror.KindReordered, op["B1"].did, op["B1"].op.CID(), "seq 5 is not after seq 9", events[1])
-	checkDivergence(t, ds[1], mirror.KindInvalidOp, forged.did, forged.op.CID(), "invalid signature", events[2])
-	checkDivergence(t, ds[2], mirror.KindInvalidOp, g.did, g.op.CID(), "without seq", events[3])
+	checkDivergence(t, ds[0], oplog.KindReordered, op["B1"].did, op["B1"].op.CID(), "seq 5 is not after seq 9", events[1])
+	checkDivergence(t, ds[1], oplog.KindInvalidOp, forged.did, forged.op.CID(), "invalid signature", events[2])
+	checkDivergence(t, ds[2], oplog.KindInvalidOp, g.did, g.op.CID(), "without seq", events[3])
 	if st := m.Status(ctx); st.State != "stream" || st.Cursor != 11 || st.LagOps != 0 {
 		t.Errorf("status: %+v", st)
 	}
@@ -699,7 +699,7 @@ func TestRunBacksOff(t *testing.T) {
 	if len(ds) != 1 {
 		t.Fatalf("divergences:%s\nwant one", describe(ds))
 	}
-	checkDivergence(t, ds[0], mirror.KindBadResponse, "", "", "status 500", failure)
+	checkDivergence(t, ds[0], oplog.KindBadResponse, "", "", "status 500", failure)
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Run: %v", err)
@@ -787,7 +787,7 @@ func TestRunAudits(t *testing.T) {
 	if len(ds) != 1 {
 		t.Fatalf("divergences:%s\nwant one", describe(ds))
 	}
-	checkDivergence(t, ds[0], mirror.KindHistoryRewrite, op["D0"].did, op["D0"].op.CID(), "gone", body)
+	checkDivergence(t, ds[0], oplog.KindHistoryRewrite, op["D0"].did, op["D0"].op.CID(), "gone", body)
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Run: %v", err)

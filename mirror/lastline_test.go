@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/plcdir/plc/mirror"
+	"github.com/plcdir/plc/oplog"
 )
 
 // TestPageEndingInARepeatedSeqIsABadResponse: the last line of a page
@@ -49,7 +50,7 @@ func TestPageEndingInARepeatedSeqIsABadResponse(t *testing.T) {
 			if len(ds) != 1 {
 				t.Fatalf("divergences:%s\nwant one", describe(ds))
 			}
-			checkDivergence(t, ds[0], mirror.KindBadResponse, "", "", "the last line", body)
+			checkDivergence(t, ds[0], oplog.KindBadResponse, "", "", "the last line", body)
 			if err := m.Sync(ctx); err != nil {
 				t.Fatalf("Sync after the upstream recovered: %v", err)
 			}

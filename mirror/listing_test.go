@@ -26,8 +26,8 @@ func storeRecords(t *testing.T, m *mirror.Mirror, l *oplog.Log, n, size int) [][
 		out = append(out, ev)
 		rs = append(rs, oplog.Rejection{Source: m.Source(), Raw: ev, Reason: "bad_response: junk " + strconv.Itoa(i), CreatedAt: hostileNow})
 	}
-	err := l.Store().Ingest(context.Background(), m.Source(), nil, func(v oplog.IngestView) (oplog.IngestBatch, error) {
-		return oplog.IngestBatch{Cursor: v.Cursor, Rejections: rs}, nil
+	err := l.Store().Append(context.Background(), m.Source(), nil, func(v oplog.View) (oplog.Batch, error) {
+		return oplog.Batch{Cursor: v.Cursor, Rejections: rs}, nil
 	})
 	if err != nil {
 		t.Fatalf("storing records: %v", err)

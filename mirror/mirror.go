@@ -436,7 +436,7 @@ func (m *Mirror) legacyStart(ctx context.Context) (time.Time, map[string]bool, e
 // used, and is asked for again later.
 func (m *Mirror) noteResponse(ctx context.Context, err error) {
 	if se, ok := errors.AsType[*client.StatusError](err); ok {
-		m.record(ctx, Divergence{Kind: KindBadResponse, Detail: responseDetail(se), Evidence: se.Body})
+		m.record(ctx, Divergence{Kind: oplog.KindBadResponse, Detail: responseDetail(se), Evidence: se.Body})
 	}
 }
 

@@ -500,7 +500,7 @@ func TestLegacyMillisecondOverPage(t *testing.T) {
 	want := append(append([]oplog.Entry{}, all[:6]...), all[8])
 	checkEntries(t, "mirror", exportByTime(t, mLog.Store()), want, false)
 	ds := divergences(t, m)
-	if len(ds) != 1 || ds[0].Kind != string(mirror.KindBadResponse) ||
+	if len(ds) != 1 || ds[0].Kind != string(oplog.KindBadResponse) ||
 		!strings.Contains(ds[0].Reason, "at least 5 ops at "+string(validate.AppendTimestamp(nil, crowded))) {
 		t.Fatalf("divergences:%s\nwant one bad_response about the ops at %s", describe(ds), crowded)
 	}

@@ -10,7 +10,7 @@ import (
 	"github.com/plcdir/plc/oplog"
 )
 
-// ingestHook is a store whose first Ingest of source calls first (in the
+// ingestHook is a store whose first Append of source calls first (in the
 // ingest's goroutine) before it goes ahead.
 type ingestHook struct {
 	oplog.Store
@@ -19,11 +19,11 @@ type ingestHook struct {
 	first  func()
 }
 
-func (s *ingestHook) Ingest(ctx context.Context, source string, dids []string, decide oplog.IngestFunc) error {
+func (s *ingestHook) Append(ctx context.Context, source string, dids []string, decide oplog.DecideFunc) error {
 	if source == s.source {
 		s.once.Do(s.first)
 	}
-	return s.Store.Ingest(ctx, source, dids, decide)
+	return s.Store.Append(ctx, source, dids, decide)
 }
 
 // TestBackfillFetchesNextPageWhileIngesting: the backfill asks for page

@@ -101,7 +101,7 @@ func (r *seqPages) fetchPage(ctx context.Context) ([][]byte, bool, error) {
 	kept := lines[:0]
 	for i, l := range lines {
 		if seq := page.Seqs[i]; seq > 0 && seq <= r.after {
-			r.m.record(ctx, Divergence{Kind: KindReordered, Evidence: l,
+			r.m.record(ctx, Divergence{Kind: oplog.KindReordered, Evidence: l,
 				Detail: "the upstream served seq " + strconv.FormatInt(seq, 10) + " again after seq " + strconv.FormatInt(r.after, 10)})
 			continue
 		}
@@ -214,7 +214,7 @@ func (r *legacyPages) Next(ctx context.Context) (oplog.Line, error) {
 			}
 			switch {
 			case t.Before(after):
-				r.m.record(ctx, Divergence{Kind: KindReordered, CID: pl.CID, Evidence: l,
+				r.m.record(ctx, Divergence{Kind: oplog.KindReordered, CID: pl.CID, Evidence: l,
 					Detail: "the legacy export went back in time to " + pl.CreatedAt})
 				continue
 			case t.Equal(after) && boundary[pl.CID]:
@@ -231,7 +231,7 @@ func (r *legacyPages) Next(ctx context.Context) (oplog.Line, error) {
 		case len(kept) == 0:
 			// A whole page inside one millisecond, all taken: the rest of
 			// that millisecond cannot be asked for.
-			r.m.record(ctx, Divergence{Kind: KindBadResponse,
+			r.m.record(ctx, Divergence{Kind: oplog.KindBadResponse,
 				Detail: "at least " + strconv.Itoa(r.count) + " ops at " + string(validate.AppendTimestamp(nil, after)) + ": the rest of that millisecond is skipped"})
 			after, boundary = after.Add(time.Millisecond), map[string]bool{}
 		}

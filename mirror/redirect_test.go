@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/plcdir/plc/mirror"
+	"github.com/plcdir/plc/oplog"
 )
 
 // insider is a server only the mirror can reach (a cloud metadata
@@ -48,7 +49,7 @@ func redirectTo(w http.ResponseWriter, target string) {
 func checkRedirectEvidence(t *testing.T, d divergence, location string) {
 	t.Helper()
 	ev := string(d.evidence(t))
-	if d.Kind != string(mirror.KindBadResponse) || !strings.Contains(d.Reason, "status 302") || !strings.Contains(d.Reason, "not followed") {
+	if d.Kind != string(oplog.KindBadResponse) || !strings.Contains(d.Reason, "status 302") || !strings.Contains(d.Reason, "not followed") {
 		t.Errorf("divergence #%d: %s %q, want a bad response naming the redirect not followed", d.ID, d.Kind, d.Reason)
 	}
 	if !strings.HasPrefix(ev, "HTTP/1.1 302 Found\r\n") || !strings.Contains(ev, "Location: "+location+"\r\n") || !strings.HasSuffix(ev, "\r\n\r\nmoved") {

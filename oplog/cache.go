@@ -134,7 +134,7 @@ func (c *recordCache) missing(dids []string) []string {
 // dids it lacks: from the cache when the cache is current at view.LastSeq,
 // else (and for DIDs evicted meanwhile) with view.Load. requested are the
 // DIDs the view was read with.
-func (c *recordCache) complete(view *AppendView, dids, requested []string) error {
+func (c *recordCache) complete(view *View, dids, requested []string) error {
 	if c == nil {
 		return nil
 	}
@@ -169,7 +169,7 @@ func (c *recordCache) complete(view *AppendView, dids, requested []string) error
 // the records it read and wrote are current at the seq of its last write.
 // A transaction whose outcome is unknown (its commit failed) must reset
 // the cache instead.
-func (c *recordCache) committed(view AppendView, writes []Write) {
+func (c *recordCache) committed(view View, writes []Write) {
 	if c == nil {
 		return
 	}

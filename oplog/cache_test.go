@@ -39,7 +39,7 @@ func newCacheModel(t *testing.T, max int64) *cacheModel {
 // nullify is set, the op nullifies the DID's last op (if it has two).
 // The view holds what the cache lacks, as a store would read it.
 func (m *cacheModel) appendOps(dids []string, nullify bool) {
-	view := AppendView{LastSeq: m.seq, Records: map[string]*DIDRecord{}}
+	view := View{LastSeq: m.seq, Records: map[string]*DIDRecord{}}
 	requested := m.c.missing(dids)
 	for _, d := range requested {
 		if r := m.truth[d]; r != nil {

@@ -89,7 +89,7 @@ func TestChainInPlaceLeavesTheViewAndRefusedOpsNoTrace(t *testing.T) {
 	view := &DIDRecord{DID: did, HeadSeq: 3, State: st, Seqs: []int64{1, 2, 3}, Head: b}
 	wantView, wantSeqs := cidsOf(st), slices.Clone(view.Seqs)
 
-	c := newChain(AppendView{LastSeq: 3, Records: map[string]*DIDRecord{did: view}})
+	c := newChain(View{LastSeq: 3, Records: map[string]*DIDRecord{did: view}})
 	f := chainOpAfter(t, g, "f.test", k[1], k...) // nullifies a and b
 	if _, head, err := c.apply(did, f, base.Add(time.Hour), nil); err != nil || head != 3 {
 		t.Fatalf("recovery: head %d, %v", head, err)

@@ -109,11 +109,11 @@ func testStore(t *testing.T, open func(t *testing.T) (oplog.Store, string)) {
 		if es, err := s.ExportByTime(ctx, time.Time{}, 10); err != nil || len(es) != 0 {
 			t.Fatalf("ExportByTime = %v, %v; want none", seqsOf(es), err)
 		}
-		err := s.Append(ctx, []string{"did:plc:aaaaaaaaaaaaaaaaaaaaaaaa"}, func(v oplog.AppendView) ([]oplog.Write, error) {
+		err := s.Append(ctx, "", []string{"did:plc:aaaaaaaaaaaaaaaaaaaaaaaa"}, func(v oplog.View) (oplog.Batch, error) {
 			if v.LastSeq != 0 || !v.LastCreatedAt.IsZero() || len(v.Records) != 0 {
 				t.Errorf("view of an empty log: %+v", v)
 			}
-			return nil, nil
+			return oplog.Batch{}, nil
 		})
 		if err != nil {
 			t.Fatalf("Append with no writes: %v", err)
@@ -135,7 +135,7 @@ func testStore(t *testing.T, open func(t *testing.T) (oplog.Store, string)) {
 		}
 		unknown := "did:plc:bbbbbbbbbbbbbbbbbbbbbbbb"
 		called := 0
-		err := s.Append(ctx, []string{a, unknown, a, b}, func(v oplog.AppendView) ([]oplog.Write, error) {
+		err := s.Append(ctx, "", []string{a, unknown, a, b}, func(v oplog.View) (oplog.Batch, error) {
 			called++
 			if v.LastSeq != 3 || !v.LastCreatedAt.Equal(at(3*time.Second)) {
 				t.Errorf("view: LastSeq %d LastCreatedAt %s, want 3 at %s", v.LastSeq, v.LastCreatedAt, at(3*time.Second))
@@ -149,7 +149,7 @@ func testStore(t *testing.T, open func(t *testing.T) (oplog.Store, string)) {
 			if r := v.Records[b]; r == nil || r.HeadSeq != 2 || !slices.Equal(r.Seqs, []int64{2}) {
 				t.Errorf("view record of b: %+v", r)
 			}
-			return nil, nil
+			return oplog.Batch{}, nil
 		})
 		if err != nil || called != 1 {
 			t.Fatalf("Append: %v (decide called %d times)", err, called)
@@ -163,12 +163,12 @@ func testStore(t *testing.T, open func(t *testing.T) (oplog.Store, string)) {
 		s, _ := migrated(t)
 		g := genesis(t, "a.test", k[0])
 		boom := errors.New("boom")
-		err := s.Append(ctx, []string{g.GenesisDID()}, func(v oplog.AppendView) ([]oplog.Write, error) {
+		err := s.Append(ctx, "", []string{g.GenesisDID()}, func(v oplog.View) (oplog.Batch, error) {
 			w, err := buildWrite(g.GenesisDID(), v.LastSeq+1, at(0), g, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			return []oplog.Write{w}, boom
+			return oplog.Batch{Writes: []oplog.Write{w}}, boom
 		})
 		if !errors.Is(err, boom) {
 			t.Fatalf("Append: %v, want %v", err, boom)
@@ -190,13 +190,13 @@ func testStore(t *testing.T, open func(t *testing.T) (oplog.Store, string)) {
 			{"FirstNotNext", []int64{3, 4}},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
-				err := s.Append(ctx, []string{g1.GenesisDID(), g2.GenesisDID()}, func(v oplog.AppendView) ([]oplog.Write, error) {
+				err := s.Append(ctx, "", []string{g1.GenesisDID(), g2.GenesisDID()}, func(v oplog.View) (oplog.Batch, error) {
 					w1, err1 := buildWrite(g1.GenesisDID(), tc.seqs[0], at(time.Second), g1, nil)
 					w2, err2 := buildWrite(g2.GenesisDID(), tc.seqs[1], at(time.Second), g2, nil)
 					if err := errors.Join(err1, err2); err != nil {
 						t.Fatal(err)
 					}
-					return []oplog.Write{w1, w2}, nil
+					return oplog.Batch{Writes: []oplog.Write{w1, w2}}, nil
 				})
 				if err == nil {
 					t.Fatalf("Append of seqs %v after 1 succeeded", tc.seqs)
@@ -208,13 +208,13 @@ func testStore(t *testing.T, open func(t *testing.T) (oplog.Store, string)) {
 			})
 		}
 		t.Run("RecordOfAnotherDID", func(t *testing.T) {
-			err := s.Append(ctx, []string{g1.GenesisDID()}, func(v oplog.AppendView) ([]oplog.Write, error) {
+			err := s.Append(ctx, "", []string{g1.GenesisDID()}, func(v oplog.View) (oplog.Batch, error) {
 				w, err := buildWrite(g1.GenesisDID(), v.LastSeq+1, at(time.Second), g1, nil)
 				if err != nil {
 					t.Fatal(err)
 				}
 				w.Record.DID = g2.GenesisDID()
-				return []oplog.Write{w}, nil
+				return oplog.Batch{Writes: []oplog.Write{w}}, nil
 			})
 			if err == nil {
 				t.Fatal("Append of an op with another DID's record succeeded")
@@ -607,18 +607,18 @@ func testLog(t *testing.T, migrated func(t *testing.T) (oplog.Store, string)) {
 		s, _ := migrated(t)
 		ga, gb := genesis(t, "a.test", k[0]), genesis(t, "b.test", k[1])
 		appendOps(t, s, gen(ga, at(time.Second)), gen(gb, at(time.Second)))
-		err := s.Append(ctx, []string{ga.GenesisDID()}, func(v oplog.AppendView) ([]oplog.Write, error) {
+		err := s.Append(ctx, "", []string{ga.GenesisDID()}, func(v oplog.View) (oplog.Batch, error) {
 			if len(v.Records) != 1 || v.Records[ga.GenesisDID()] == nil {
 				t.Errorf("view records %v", v.Records)
 			}
 			if err := v.Load([]string{gb.GenesisDID(), "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa"}); err != nil {
-				return nil, err
+				return oplog.Batch{}, err
 			}
 			r := v.Records[gb.GenesisDID()]
 			if len(v.Records) != 2 || r == nil || r.HeadSeq != 2 || r.State.Ops[0].CID != gb.CID() {
 				t.Errorf("after Load: %v", v.Records)
 			}
-			return nil, nil
+			return oplog.Batch{}, nil
 		})
 		if err != nil {
 			t.Fatal(err)

@@ -128,12 +128,29 @@ var checkPage = 8192
 // worker.
 const checkBatch = 1024
 
+// DerivedReader is what CheckDerived reads of a store that keeps the
+// derived state in tables of its own (both stores of this package do).
+type DerivedReader interface {
+	// OpsByDID returns up to limit ops after the key (afterDID, afterSeq)
+	// in (did, seq) order ("" and 0: from the first), each with its stored
+	// signer index and nullifier: what CheckDerived replays.
+	OpsByDID(ctx context.Context, afterDID string, afterSeq int64, limit int) ([]DerivedOp, error)
+	// StrayNullified returns up to limit seqs, in order, that the
+	// nullified table lists but that are not ops of the log.
+	StrayNullified(ctx context.Context, limit int) ([]int64, error)
+}
+
+var (
+	_ DerivedReader = (*SQLiteStore)(nil)
+	_ DerivedReader = (*PostgresStore)(nil)
+)
+
 // CheckDerived replays every DID's ops in seq order, recomputes which op
 // nullified which (and, with signature checks, each op's signer index)
 // and compares the result with what store holds. It returns a
 // *DerivedError naming the first differences, nil when there are none,
 // or another error when it could not finish.
-func CheckDerived(ctx context.Context, store Store, opts DerivedOptions) error {
+func CheckDerived(ctx context.Context, store DerivedReader, opts DerivedOptions) error {
 	if opts.Workers <= 0 {
 		opts.Workers = runtime.GOMAXPROCS(0)
 	}
@@ -417,28 +434,6 @@ func derivedAfter(did string) ([]byte, error) {
 	return didB32.DecodeString(strings.TrimPrefix(did, didPrefix))
 }
 
-func (s *SQLiteStore) OpsByDID(ctx context.Context, afterDID string, afterSeq int64, limit int) ([]DerivedOp, error) {
-	key, err := derivedAfter(afterDID)
-	if err != nil {
-		return nil, err
-	}
-	rows, err := s.query(ctx, derivedCols+` WHERE (o.did, o.seq) > (?, ?) ORDER BY o.did, o.seq LIMIT ?`, key, afterSeq, limit)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	return scanDerived(rows)
-}
-
-func (s *SQLiteStore) StrayNullified(ctx context.Context, limit int) ([]int64, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT n.seq FROM nullified n WHERE NOT EXISTS (SELECT 1 FROM operations o WHERE o.seq = n.seq) ORDER BY n.seq LIMIT ?`, limit)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	return scanSeqs(rows)
-}
-
 func scanSeqs(rows opRows) ([]int64, error) {
 	var out []int64
 	for rows.Next() {
@@ -449,26 +444,4 @@ func scanSeqs(rows opRows) ([]int64, error) {
 		out = append(out, s)
 	}
 	return out, rows.Err()
-}
-
-func (s *PostgresStore) OpsByDID(ctx context.Context, afterDID string, afterSeq int64, limit int) ([]DerivedOp, error) {
-	key, err := derivedAfter(afterDID)
-	if err != nil {
-		return nil, err
-	}
-	rows, err := s.pool.Query(ctx, derivedCols+` WHERE (o.did, o.seq) > ($1, $2) ORDER BY o.did, o.seq LIMIT $3`, key, afterSeq, limit)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	return scanDerived(rows)
-}
-
-func (s *PostgresStore) StrayNullified(ctx context.Context, limit int) ([]int64, error) {
-	rows, err := s.pool.Query(ctx, `SELECT n.seq FROM nullified n WHERE NOT EXISTS (SELECT 1 FROM operations o WHERE o.seq = n.seq) ORDER BY n.seq LIMIT $1`, limit)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	return scanSeqs(rows)
 }

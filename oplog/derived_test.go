@@ -37,7 +37,7 @@ func testDerived(t *testing.T, migrated func(t *testing.T) (oplog.Store, string)
 			next(p.GenesisDID(), update(t, p, k[1], "plain2.test", k[1], k[0]), at(4*time.Hour)))
 	}
 	check := func(s oplog.Store, signatures bool) error {
-		return oplog.CheckDerived(ctx, s, oplog.DerivedOptions{Quick: !signatures, After: 1 << 40, Workers: 2})
+		return oplog.CheckDerived(ctx, s.(oplog.DerivedReader), oplog.DerivedOptions{Quick: !signatures, After: 1 << 40, Workers: 2})
 	}
 
 	t.Run("DerivedCheckPassesAnHonestLog", func(t *testing.T) {
@@ -62,7 +62,7 @@ func testDerived(t *testing.T, migrated func(t *testing.T) (oplog.Store, string)
 		}
 		for _, sig := range []bool{false, true} {
 			var seen int64
-			err := oplog.CheckDerived(ctx, reopen(t, dsn), oplog.DerivedOptions{Quick: !sig, After: 1 << 40, Workers: 3, Progress: func(n int64) { seen = n }})
+			err := oplog.CheckDerived(ctx, reopen(t, dsn).(oplog.DerivedReader), oplog.DerivedOptions{Quick: !sig, After: 1 << 40, Workers: 3, Progress: func(n int64) { seen = n }})
 			if err != nil {
 				t.Fatalf("CheckDerived (signatures %v) of an honest log: %v", sig, err)
 			}
@@ -142,12 +142,12 @@ func testDerived(t *testing.T, migrated func(t *testing.T) (oplog.Store, string)
 		tamper.Exec(t, dsn, `UPDATE operations SET signer = 1 WHERE seq = 1`)
 		after := reopen(t, dsn)
 		// Ops accepted from at(0) on have their signatures checked.
-		err := oplog.CheckDerived(ctx, after, oplog.DerivedOptions{Quick: true, After: 1 << 40, Recent: at(0)})
+		err := oplog.CheckDerived(ctx, after.(oplog.DerivedReader), oplog.DerivedOptions{Quick: true, After: 1 << 40, Recent: at(0)})
 		if err == nil || !strings.Contains(err.Error(), "stored signer index is 1, but the op's signature verifies with rotation key 0") {
 			t.Fatalf("quick CheckDerived with Recent at the op: %v", err)
 		}
 		// From after it on: seq 1's index is never read again.
-		if err := oplog.CheckDerived(ctx, after, oplog.DerivedOptions{Quick: true, After: 1 << 40, Recent: at(time.Minute)}); err != nil {
+		if err := oplog.CheckDerived(ctx, after.(oplog.DerivedReader), oplog.DerivedOptions{Quick: true, After: 1 << 40, Recent: at(time.Minute)}); err != nil {
 			t.Fatalf("quick CheckDerived with Recent after the op: %v", err)
 		}
 	})
@@ -159,11 +159,11 @@ func testDerived(t *testing.T, migrated func(t *testing.T) (oplog.Store, string)
 		after := reopen(t, dsn)
 		// The DID of seq 4 has ops after seq 3: all of it is checked with
 		// signatures.
-		err := oplog.CheckDerived(ctx, after, oplog.DerivedOptions{Quick: true, After: 3})
+		err := oplog.CheckDerived(ctx, after.(oplog.DerivedReader), oplog.DerivedOptions{Quick: true, After: 3})
 		if err == nil || !strings.Contains(err.Error(), "seq 4 did") {
 			t.Fatalf("CheckDerived with After 3: %v", err)
 		}
-		if err := oplog.CheckDerived(ctx, after, oplog.DerivedOptions{Quick: true, After: 5}); err != nil {
+		if err := oplog.CheckDerived(ctx, after.(oplog.DerivedReader), oplog.DerivedOptions{Quick: true, After: 5}); err != nil {
 			t.Fatalf("CheckDerived with After 5 (nothing after it): %v", err)
 		}
 	})

@@ -3,7 +3,6 @@ package oplog
 import (
 	"cmp"
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,7 +11,6 @@ import (
 	"time"
 
 	"github.com/bluesky-social/indigo/atproto/syntax"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/plcdir/plc/validate"
 )
@@ -217,47 +215,6 @@ func IndexHandles(ctx context.Context, idx HandleIndex, interval time.Duration, 
 	}
 }
 
-// handlesPerInsert bounds the rows of one SQLite INSERT into handles (two
-// parameters each; SQLite allows 32766).
-const handlesPerInsert = 500
-
-// SQLite.
-
-// insertHandles writes the handles of entries, one statement per
-// handlesPerInsert pairs.
-func (s *SQLiteStore) insertHandles(ctx context.Context, tx *sql.Tx, entries []*Entry) error {
-	pairs, err := handlePairs(entries)
-	if err != nil {
-		return err
-	}
-	for len(pairs) > 0 {
-		part := pairs[:min(len(pairs), handlesPerInsert)]
-		pairs = pairs[len(part):]
-		args := make([]any, 0, 2*len(part))
-		for _, p := range part {
-			args = append(args, p.handle, p.did)
-		}
-		q := `INSERT OR IGNORE INTO handles (handle, did) VALUES (?, ?)` + strings.Repeat(", (?, ?)", len(part)-1)
-		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
-			return fmt.Errorf("index handles: %w", err)
-		}
-	}
-	return nil
-}
-
-func (s *SQLiteStore) DIDsForHandle(ctx context.Context, handle string) ([]string, error) {
-	h, err := NormalizeHandle(handle)
-	if err != nil {
-		return nil, err
-	}
-	rows, err := s.query(ctx, `SELECT did FROM handles WHERE handle = ? ORDER BY did LIMIT ?`, h, MaxHandleDIDs)
-	if err != nil {
-		return nil, fmt.Errorf("look up handle: %w", err)
-	}
-	defer rows.Close()
-	return scanHandleDIDs(rows)
-}
-
 func scanHandleDIDs(rows opRows) ([]string, error) {
 	var out []string
 	for rows.Next() {
@@ -272,49 +229,6 @@ func scanHandleDIDs(rows opRows) ([]string, error) {
 	return out, rows.Err()
 }
 
-func (s *SQLiteStore) HandlesBehind(ctx context.Context) (int64, error) {
-	var n int64
-	err := s.db.QueryRowContext(ctx, `SELECT COALESCE((SELECT MAX((SELECT COALESCE(MAX(seq), 0) FROM operations) - done, 0) FROM handles_backfill), 0)`).Scan(&n)
-	return n, err
-}
-
-func (s *SQLiteStore) ExtendHandles(ctx context.Context, limit int) (n int, err error) {
-	tx, err := s.db.BeginTx(ctx, nil) // BEGIN IMMEDIATE: one catch-up at a time
-	if err != nil {
-		return 0, fmt.Errorf("begin: %w", err)
-	}
-	defer tx.Rollback()
-	var done int64
-	switch err := tx.QueryRowContext(ctx, `SELECT done FROM handles_backfill WHERE id = 1`).Scan(&done); {
-	case errors.Is(err, sql.ErrNoRows):
-		return 0, nil
-	case err != nil:
-		return 0, fmt.Errorf("read the handle index's backfill: %w", err)
-	}
-	rows, err := tx.QueryContext(ctx, `SELECT seq, did, created_at, op FROM operations WHERE seq > ? ORDER BY seq LIMIT ?`, done, limit)
-	if err != nil {
-		return 0, err
-	}
-	es, err := scanSQLEntries(rows, false)
-	if err != nil || len(es) == 0 {
-		return 0, err
-	}
-	last, err := backfillEnd(es, done)
-	if err != nil {
-		return 0, err
-	}
-	if err := s.insertHandles(ctx, tx, entryPtrs(es)); err != nil {
-		return 0, err
-	}
-	if _, err := tx.ExecContext(ctx, `UPDATE handles_backfill SET done = ? WHERE id = 1`, last); err != nil {
-		return 0, err
-	}
-	if err := tx.Commit(); err != nil {
-		return 0, fmt.Errorf("commit: %w", err)
-	}
-	return len(es), nil
-}
-
 // backfillEnd checks that es (at least one) are the ops after done,
 // without a gap, and returns the last one's seq.
 func backfillEnd(es []Entry, done int64) (int64, error) {
@@ -327,89 +241,4 @@ func backfillEnd(es []Entry, done int64) (int64, error) {
 		}
 	}
 	return es[len(es)-1].Seq, nil
-}
-
-// PostgreSQL.
-
-// pgHandlesSQL inserts the pairs of two parallel arrays.
-const pgHandlesSQL = `INSERT INTO handles (handle, did) SELECT * FROM unnest($1::text[], $2::bytea[]) ON CONFLICT DO NOTHING`
-
-// pgHandleArgs returns the arguments of pgHandlesSQL for entries (ok false
-// when they list no handle).
-func pgHandleArgs(entries []*Entry) (args []any, ok bool, err error) {
-	pairs, err := handlePairs(entries)
-	if err != nil || len(pairs) == 0 {
-		return nil, false, err
-	}
-	handles := make([]string, len(pairs))
-	dids := make([][]byte, len(pairs))
-	for i, p := range pairs {
-		handles[i], dids[i] = p.handle, p.did
-	}
-	return []any{handles, dids}, true, nil
-}
-
-func (s *PostgresStore) DIDsForHandle(ctx context.Context, handle string) ([]string, error) {
-	h, err := NormalizeHandle(handle)
-	if err != nil {
-		return nil, err
-	}
-	rows, err := s.pool.Query(ctx, `SELECT did FROM handles WHERE handle = $1 ORDER BY did LIMIT $2`, h, MaxHandleDIDs)
-	if err != nil {
-		return nil, fmt.Errorf("look up handle: %w", err)
-	}
-	defer rows.Close()
-	return scanHandleDIDs(rows)
-}
-
-func (s *PostgresStore) HandlesBehind(ctx context.Context) (int64, error) {
-	var n int64
-	err := s.pool.QueryRow(ctx, `SELECT COALESCE(MAX(GREATEST((SELECT COALESCE(MAX(seq), 0) FROM operations) - done, 0)), 0) FROM handles_backfill`).Scan(&n)
-	return n, err
-}
-
-func (s *PostgresStore) ExtendHandles(ctx context.Context, limit int) (n int, err error) {
-	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{})
-	if err != nil {
-		return 0, fmt.Errorf("begin: %w", err)
-	}
-	defer tx.Rollback(context.WithoutCancel(ctx))
-	// The row lock makes concurrent catch-ups take turns. Seqs become
-	// visible in order (they are given and committed under the append
-	// lock), so the ops after done have no gap.
-	var done int64
-	switch err := tx.QueryRow(ctx, `SELECT done FROM handles_backfill WHERE id = 1 FOR UPDATE`).Scan(&done); {
-	case errors.Is(err, pgx.ErrNoRows):
-		return 0, nil
-	case err != nil:
-		return 0, fmt.Errorf("read the handle index's backfill: %w", err)
-	}
-	rows, err := tx.Query(ctx, `SELECT seq, did, created_at, op FROM operations WHERE seq > $1 ORDER BY seq LIMIT $2`, done, limit)
-	if err != nil {
-		return 0, err
-	}
-	es, err := scanPgEntries(rows, false)
-	if err != nil || len(es) == 0 {
-		return 0, err
-	}
-	last, err := backfillEnd(es, done)
-	if err != nil {
-		return 0, err
-	}
-	args, ok, err := pgHandleArgs(entryPtrs(es))
-	if err != nil {
-		return 0, err
-	}
-	if ok {
-		if _, err := tx.Exec(ctx, pgHandlesSQL, args...); err != nil {
-			return 0, fmt.Errorf("index handles: %w", err)
-		}
-	}
-	if _, err := tx.Exec(ctx, `UPDATE handles_backfill SET done = $1 WHERE id = 1`, last); err != nil {
-		return 0, err
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return 0, fmt.Errorf("commit: %w", err)
-	}
-	return len(es), nil
 }

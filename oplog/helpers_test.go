@@ -157,20 +157,20 @@ func appendOps(tb testing.TB, s oplog.Store, items ...item) []oplog.Entry {
 		dids[i] = it.did
 	}
 	var out []oplog.Entry
-	err := s.Append(context.Background(), dids, func(v oplog.AppendView) ([]oplog.Write, error) {
+	err := s.Append(context.Background(), "", dids, func(v oplog.View) (oplog.Batch, error) {
 		out = nil
 		recs := maps.Clone(v.Records)
 		var ws []oplog.Write
 		for i, it := range items {
 			w, err := buildWrite(it.did, v.LastSeq+1+int64(i), it.at, it.op, recs[it.did])
 			if err != nil {
-				return nil, err
+				return oplog.Batch{}, err
 			}
 			recs[it.did] = w.Record
 			ws = append(ws, w)
 			out = append(out, w.Entry)
 		}
-		return ws, nil
+		return oplog.Batch{Writes: ws}, nil
 	})
 	if err != nil {
 		tb.Fatalf("Append: %v", err)

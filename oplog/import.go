@@ -375,10 +375,11 @@ func (im *importer) prepare(ctx context.Context, in <-chan *importChunk, out cha
 			}
 			if it.Seq > 0 {
 				if it.Seq <= im.lastSeq {
-					it.Err = badLine("seq %d is not after seq %d: the export is out of order", it.Seq, im.lastSeq)
+					err := badLine("seq %d is not after seq %d: the export is out of order", it.Seq, im.lastSeq)
 					if im.opts.Stream {
-						it.Err = fmt.Errorf("reordered: seq %d is not after seq %d: out of order", it.Seq, im.lastSeq)
+						err = fmt.Errorf("reordered: seq %d is not after seq %d: out of order", it.Seq, im.lastSeq)
 					}
+					it.Err = Reordered(err)
 					it.Op, it.Seq = nil, 0
 				} else {
 					im.lastSeq = it.Seq

@@ -120,12 +120,6 @@ func (l *Log) IngestWithin(ctx context.Context, source string, items []IngestIte
 	if source == "" {
 		return IngestResult{}, errors.New("oplog: Ingest without a source")
 	}
-	l.mu.RLock()
-	closed := l.closed
-	l.mu.RUnlock()
-	if closed {
-		return IngestResult{}, ErrClosed
-	}
 	dids := make([]string, 0, len(items))
 	for i := range items {
 		it := &items[i]
@@ -149,25 +143,14 @@ func (l *Log) IngestWithin(ctx context.Context, source string, items []IngestIte
 		}
 	}
 
-	start := time.Now()
 	var (
 		res  IngestResult
 		errs []error // the rejections' errors, for metrics
 	)
-	var (
-		seen   AppendView
-		writes []Write
-	)
-	requested := l.cache.missing(dids)
-	err := l.store.Ingest(ctx, source, requested, func(view IngestView) (IngestBatch, error) {
+	err := l.transact(ctx, "ingest", source, dids, func(view View, c *chain) (Batch, error) {
 		res, errs = IngestResult{}, errs[:0]
-		if err := l.cache.complete(&view.AppendView, dids, requested); err != nil {
-			return IngestBatch{}, err
-		}
-		seen = view.AppendView
 		now := l.opts.Now().UTC().Truncate(time.Millisecond)
-		c := newChain(view.AppendView)
-		b := IngestBatch{Cursor: view.Cursor}
+		b := Batch{Cursor: view.Cursor}
 		var (
 			dropped    []Rejection // rejected, not stored: past the limit
 			rows, size int64
@@ -192,7 +175,7 @@ func (l *Log) IngestWithin(ctx context.Context, source string, items []IngestIte
 				errs = append(errs, err)
 				rj := Rejection{
 					Source: source, Line: it.Line, DID: it.DID, CID: it.CID,
-					Raw: it.Raw, Reason: RejectionReason(err), CreatedAt: now,
+					Raw: it.Raw, Kind: rejectionKind(err), Reason: RejectionReason(err), CreatedAt: now,
 				}
 				n := RejectionBytes(rj)
 				if dropped != nil || rows+1 > limit.Rows || n > limit.Bytes-size {
@@ -208,29 +191,22 @@ func (l *Log) IngestWithin(ctx context.Context, source string, items []IngestIte
 		if b.Cursor.Line != view.Cursor.Line || b.Cursor.Seq != view.Cursor.Seq {
 			b.Cursor.UpdatedAt = now
 		}
-		b.Writes = c.writes
-		writes = c.writes
 		res.Rejected = append(b.Rejections[:len(b.Rejections):len(b.Rejections)], dropped...)
 		res.Stored = len(b.Rejections)
 		res.Cursor = b.Cursor
 		return b, nil
 	})
-	err = storageError(ctx, err)
-	l.settle(seen, writes, err)
+	if errors.Is(err, ErrClosed) {
+		return IngestResult{}, err
+	}
 	if err != nil {
-		l.failed.failed("ingest", err)
 		return IngestResult{}, fmt.Errorf("ingest: %w", err)
 	}
-	l.failed.succeeded()
 	for range res.Entries {
 		l.opts.Metrics.accepted()
 	}
 	for _, err := range errs {
 		l.opts.Metrics.rejected(err)
-	}
-	if n := len(res.Entries); n > 0 {
-		l.opts.Metrics.committed(n, time.Since(start), res.Entries[n-1].Seq)
-		l.notify()
 	}
 	return res, nil
 }

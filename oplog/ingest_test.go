@@ -18,7 +18,7 @@ import (
 	"github.com/plcdir/plc/validate"
 )
 
-// The conformance cases of replayed history: Store.Ingest, cursors and
+// The conformance cases of replayed history: Store.Append with a source, cursors and
 // rejections, then Log.Ingest and Import over them.
 
 func testIngest(t *testing.T, migrated func(t *testing.T) (oplog.Store, string)) {
@@ -34,7 +34,7 @@ func testIngest(t *testing.T, migrated func(t *testing.T) (oplog.Store, string))
 		gA, gB := genesis(t, "a.test", k[0]), genesis(t, "b.test", k[1])
 		rej := oplog.Rejection{Source: src, Line: 2, DID: "did:plc:x", CID: "bafyx", Raw: []byte(`{"bad"`), Reason: "invalid JSON", CreatedAt: at(time.Minute)}
 		c1 := oplog.Cursor{Source: src, Line: 3, Seq: 30, UpdatedAt: at(time.Minute)}
-		err := s.Ingest(ctx, src, []string{gA.GenesisDID(), gB.GenesisDID()}, func(v oplog.IngestView) (oplog.IngestBatch, error) {
+		err := s.Append(ctx, src, []string{gA.GenesisDID(), gB.GenesisDID()}, func(v oplog.View) (oplog.Batch, error) {
 			if v.Cursor != (oplog.Cursor{Source: src}) || v.LastSeq != 0 {
 				t.Errorf("view: %+v", v)
 			}
@@ -43,7 +43,7 @@ func testIngest(t *testing.T, migrated func(t *testing.T) (oplog.Store, string))
 			if err := errors.Join(err1, err2); err != nil {
 				t.Fatal(err)
 			}
-			return oplog.IngestBatch{Writes: []oplog.Write{w1, w2}, Rejections: []oplog.Rejection{rej}, Cursor: c1}, nil
+			return oplog.Batch{Writes: []oplog.Write{w1, w2}, Rejections: []oplog.Rejection{rej}, Cursor: c1}, nil
 		})
 		if err != nil {
 			t.Fatalf("Ingest: %v", err)
@@ -63,11 +63,11 @@ func testIngest(t *testing.T, migrated func(t *testing.T) (oplog.Store, string))
 		// the committed cursor.
 		rej2 := oplog.Rejection{Source: src, Line: 5, Raw: []byte{}, Reason: "no did", CreatedAt: at(2 * time.Minute)}
 		c2 := oplog.Cursor{Source: src, Line: 6, Seq: 30, UpdatedAt: at(2 * time.Minute)}
-		err = s.Ingest(ctx, src, nil, func(v oplog.IngestView) (oplog.IngestBatch, error) {
+		err = s.Append(ctx, src, nil, func(v oplog.View) (oplog.Batch, error) {
 			if v.Cursor != c1 || v.LastSeq != 2 {
 				t.Errorf("view: cursor %+v last seq %d; want %+v, 2", v.Cursor, v.LastSeq, c1)
 			}
-			return oplog.IngestBatch{Rejections: []oplog.Rejection{rej2}, Cursor: c2}, nil
+			return oplog.Batch{Rejections: []oplog.Rejection{rej2}, Cursor: c2}, nil
 		})
 		if err != nil {
 			t.Fatalf("Ingest: %v", err)
@@ -86,9 +86,9 @@ func testIngest(t *testing.T, migrated func(t *testing.T) (oplog.Store, string))
 		}
 
 		// Nothing changed: nothing written (UpdatedAt stays).
-		err = s.Ingest(ctx, src, nil, func(v oplog.IngestView) (oplog.IngestBatch, error) {
+		err = s.Append(ctx, src, nil, func(v oplog.View) (oplog.Batch, error) {
 			c := v.Cursor
-			return oplog.IngestBatch{Cursor: c}, nil
+			return oplog.Batch{Cursor: c}, nil
 		})
 		if err != nil {
 			t.Fatalf("Ingest of nothing: %v", err)
@@ -108,12 +108,12 @@ func testIngest(t *testing.T, migrated func(t *testing.T) (oplog.Store, string))
 		s, _ := migrated(t)
 		g := genesis(t, "a.test", k[0])
 		boom := errors.New("boom")
-		batch := func(v oplog.IngestView) oplog.IngestBatch {
+		batch := func(v oplog.View) oplog.Batch {
 			w, err := buildWrite(g.GenesisDID(), v.LastSeq+1, at(0), g, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			return oplog.IngestBatch{
+			return oplog.Batch{
 				Writes:     []oplog.Write{w},
 				Rejections: []oplog.Rejection{{Source: src, Line: 1, Raw: []byte("x"), Reason: "r", CreatedAt: at(0)}},
 				Cursor:     oplog.Cursor{Source: src, Line: 2, UpdatedAt: at(0)},
@@ -121,15 +121,15 @@ func testIngest(t *testing.T, migrated func(t *testing.T) (oplog.Store, string))
 		}
 		for _, tc := range []struct {
 			name   string
-			mangle func(*oplog.IngestBatch) error
+			mangle func(*oplog.Batch) error
 		}{
-			{"DecideError", func(*oplog.IngestBatch) error { return boom }},
-			{"CursorOfAnotherSource", func(b *oplog.IngestBatch) error { b.Cursor.Source = "export:other"; return nil }},
-			{"RejectionOfAnotherSource", func(b *oplog.IngestBatch) error { b.Rejections[0].Source = "export:other"; return nil }},
-			{"SeqGap", func(b *oplog.IngestBatch) error { b.Writes[0].Entry.Seq++; return nil }},
+			{"DecideError", func(*oplog.Batch) error { return boom }},
+			{"CursorOfAnotherSource", func(b *oplog.Batch) error { b.Cursor.Source = "export:other"; return nil }},
+			{"RejectionOfAnotherSource", func(b *oplog.Batch) error { b.Rejections[0].Source = "export:other"; return nil }},
+			{"SeqGap", func(b *oplog.Batch) error { b.Writes[0].Entry.Seq++; return nil }},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
-				err := s.Ingest(ctx, src, []string{g.GenesisDID()}, func(v oplog.IngestView) (oplog.IngestBatch, error) {
+				err := s.Append(ctx, src, []string{g.GenesisDID()}, func(v oplog.View) (oplog.Batch, error) {
 					b := batch(v)
 					return b, tc.mangle(&b)
 				})
@@ -143,16 +143,22 @@ func testIngest(t *testing.T, migrated func(t *testing.T) (oplog.Store, string))
 				}
 			})
 		}
-		if err := s.Ingest(ctx, "", nil, func(oplog.IngestView) (oplog.IngestBatch, error) { return oplog.IngestBatch{}, nil }); err == nil {
-			t.Fatal("Ingest without a source succeeded")
+		for _, b := range []oplog.Batch{
+			{Rejections: []oplog.Rejection{{Line: 1, Raw: []byte("x"), Reason: "r", CreatedAt: at(0)}}},
+			{Cursor: oplog.Cursor{Line: 1, UpdatedAt: at(0)}},
+		} {
+			if err := s.Append(ctx, "", nil, func(oplog.View) (oplog.Batch, error) { return b, nil }); err == nil {
+				t.Fatalf("Append of %+v without a source succeeded", b)
+			}
 		}
+		checkRejections(t, s, "")
 	})
 
 	t.Run("CursorNeverMovesBack", func(t *testing.T) {
 		s, dsn := migrated(t)
 		move := func(line, seq int64) error {
-			return s.Ingest(ctx, src, nil, func(v oplog.IngestView) (oplog.IngestBatch, error) {
-				return oplog.IngestBatch{Cursor: oplog.Cursor{Source: src, Line: line, Seq: seq, UpdatedAt: at(0)}}, nil
+			return s.Append(ctx, src, nil, func(v oplog.View) (oplog.Batch, error) {
+				return oplog.Batch{Cursor: oplog.Cursor{Source: src, Line: line, Seq: seq, UpdatedAt: at(0)}}, nil
 			})
 		}
 		if err := move(10, 100); err != nil {
@@ -191,8 +197,8 @@ func testIngest(t *testing.T, migrated func(t *testing.T) (oplog.Store, string))
 	t.Run("RejectionRewriteRefusedByDatabase", func(t *testing.T) {
 		s, dsn := migrated(t)
 		want := oplog.Rejection{ID: 1, Source: src, Line: 1, DID: "did:plc:a", CID: "c", Raw: []byte("raw"), Reason: "forged", CreatedAt: at(0)}
-		err := s.Ingest(ctx, src, nil, func(v oplog.IngestView) (oplog.IngestBatch, error) {
-			return oplog.IngestBatch{Rejections: []oplog.Rejection{want}, Cursor: oplog.Cursor{Source: src, Line: 1, UpdatedAt: at(0)}}, nil
+		err := s.Append(ctx, src, nil, func(v oplog.View) (oplog.Batch, error) {
+			return oplog.Batch{Rejections: []oplog.Rejection{want}, Cursor: oplog.Cursor{Source: src, Line: 1, UpdatedAt: at(0)}}, nil
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -235,6 +241,63 @@ func testLogIngest(t *testing.T, migrated func(t *testing.T) (oplog.Store, strin
 		t.Cleanup(l.Close)
 		return l
 	}
+
+	t.Run("RejectionKindIsTypedNotReadFromTheText", func(t *testing.T) {
+		s, _ := migrated(t)
+		l := newLog(t, s, at(time.Hour))
+		items := []oplog.IngestItem{
+			{Line: 1, Raw: []byte("a"), Err: oplog.Reordered(fmt.Errorf("%w: seq 2 is not after seq 3", oplog.ErrBadLine))},
+			{Line: 2, Raw: []byte("b"), Err: fmt.Errorf("%w: a field says out of order", oplog.ErrBadLine)},
+		}
+		res, err := l.Ingest(ctx, src, items)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs, err := s.Rejections(ctx, src, 0, 10)
+		if err != nil || len(rs) != 2 || len(res.Rejected) != 2 {
+			t.Fatalf("Rejections = %+v, %v; result %+v", rs, err, res.Rejected)
+		}
+		for i, want := range []oplog.RejectionKind{oplog.KindReordered, oplog.KindInvalidOp} {
+			if rs[i].Kind != want || res.Rejected[i].Kind != want {
+				t.Errorf("line %d: stored kind %q, returned %q; want %q", i+1, rs[i].Kind, res.Rejected[i].Kind, want)
+			}
+		}
+		if rs[0].Reason != items[0].Err.Error() {
+			t.Errorf("reason %q, want the error's text %q", rs[0].Reason, items[0].Err.Error())
+		}
+	})
+
+	t.Run("RejectKeepsTheCursorAndStopsAtClose", func(t *testing.T) {
+		s, _ := migrated(t)
+		l := newLog(t, s, at(time.Hour))
+		if _, err := l.Ingest(ctx, src, []oplog.IngestItem{{Line: 3, Raw: []byte("x"), Err: oplog.ErrBadLine}}); err != nil {
+			t.Fatal(err)
+		}
+		before, err := s.Cursor(ctx, src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rj := oplog.Rejection{Source: src, DID: "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa", Raw: []byte("evidence"), Kind: oplog.KindHistoryRewrite, Reason: "found", CreatedAt: at(time.Hour)}
+		if err := l.Reject(ctx, rj); err != nil {
+			t.Fatal(err)
+		}
+		if c, err := s.Cursor(ctx, src); err != nil || c != before {
+			t.Fatalf("Cursor after Reject = %+v, %v; want %+v", c, err, before)
+		}
+		rs, err := s.Rejections(ctx, src, 0, 10)
+		want := rj
+		want.ID = 2
+		if err != nil || len(rs) != 2 || !sameRejection(rs[1], want) || rs[1].Kind != oplog.KindHistoryRewrite || rs[0].Kind != oplog.KindInvalidOp {
+			t.Fatalf("Rejections = %+v, %v; want the line's, then %+v", rs, err, want)
+		}
+		if err := l.Reject(ctx, oplog.Rejection{Raw: []byte("x"), Reason: "r"}); err == nil {
+			t.Fatal("Reject without a source succeeded")
+		}
+		l.Close()
+		if err := l.Reject(ctx, rj); !errors.Is(err, oplog.ErrClosed) {
+			t.Fatalf("Reject after Close: %v, want ErrClosed", err)
+		}
+	})
 
 	t.Run("IngestEqualsSubmittingOpByOp", func(t *testing.T) {
 		h := newHistory(t, k)

@@ -318,24 +318,13 @@ func later(a, b time.Time) time.Time {
 }
 
 func (l *Log) commit(batch []*request) {
-	start := time.Now()
 	dids := make([]string, len(batch))
 	for i, r := range batch {
 		dids[i] = r.did
 	}
 	results := make([]result, len(batch))
-	var (
-		seen   AppendView
-		writes []Write
-	)
-	requested := l.cache.missing(dids)
-	err := l.store.Append(context.Background(), requested, func(view AppendView) ([]Write, error) {
-		if err := l.cache.complete(&view, dids, requested); err != nil {
-			return nil, err
-		}
-		seen = view
+	err := l.transact(context.Background(), "append", "", dids, func(view View, c *chain) (Batch, error) {
 		now, clockErr := l.acceptanceTime(view.LastCreatedAt)
-		c := newChain(view)
 		for i, r := range batch {
 			results[i] = result{}
 			if clockErr != nil {
@@ -363,17 +352,8 @@ func (l *Log) commit(batch []*request) {
 			}
 			results[i].entry = entry
 		}
-		writes = c.writes
-		return c.writes, nil
+		return Batch{}, nil
 	})
-	err = storageError(context.Background(), err)
-	l.settle(seen, writes, err)
-	if err != nil {
-		l.failed.failed("append", err)
-	} else {
-		l.failed.succeeded()
-	}
-	written := 0
 	for i, r := range batch {
 		res := results[i]
 		if err != nil {
@@ -383,20 +363,75 @@ func (l *Log) commit(batch []*request) {
 			// state that never came to be.
 			res = result{err: err}
 		}
-		if res.err == nil {
-			written++
-		}
 		r.res <- res
 	}
-	if err == nil && written > 0 {
-		l.opts.Metrics.committed(written, time.Since(start), results[len(results)-1].entry.Seq)
+}
+
+// transact runs one append transaction of the log: a batch of
+// submissions (source ""), replayed history, or a rejection recorded for a
+// source. Once the log is closed it refuses replayed history and records
+// (ErrClosed); submissions were admitted when they were queued, and the
+// sequencer commits them while it drains. decide sees the view, completed
+// from the record cache, and a chain over it: the chain's writes are the
+// batch's ops, decide returns the rest (rejections, cursor). A failure of
+// the store is typed (*StorageError), reported to the failure log as a
+// failure of what, and drops the record cache; a commit settles it, and
+// one that appended ops is measured and wakes Changed.
+func (l *Log) transact(ctx context.Context, what, source string, dids []string, decide func(View, *chain) (Batch, error)) error {
+	if source != "" {
+		l.mu.RLock()
+		closed := l.closed
+		l.mu.RUnlock()
+		if closed {
+			return ErrClosed
+		}
+	}
+	start := time.Now()
+	var (
+		seen   View
+		writes []Write
+	)
+	requested := l.cache.missing(dids)
+	err := l.store.Append(ctx, source, requested, func(view View) (Batch, error) {
+		if err := l.cache.complete(&view, dids, requested); err != nil {
+			return Batch{}, err
+		}
+		seen = view
+		c := newChain(view)
+		b, err := decide(view, c)
+		b.Writes, writes = c.writes, c.writes
+		return b, err
+	})
+	err = storageError(ctx, err)
+	l.settle(seen, writes, err)
+	if err != nil {
+		l.failed.failed(what, err)
+		return err
+	}
+	l.failed.succeeded()
+	if n := len(writes); n > 0 {
+		l.opts.Metrics.committed(n, time.Since(start), writes[n-1].Entry.Seq)
 		l.notify()
 	}
+	return nil
+}
+
+// Reject records rj as a rejection of its source, in a transaction of its
+// own that leaves the source's cursor where it is: evidence found outside
+// replayed history's lines (a mirror's divergence). The store assigns its
+// ID.
+func (l *Log) Reject(ctx context.Context, rj Rejection) error {
+	if rj.Source == "" {
+		return errors.New("oplog: a rejection without a source")
+	}
+	return l.transact(ctx, "reject", rj.Source, nil, func(v View, _ *chain) (Batch, error) {
+		return Batch{Cursor: v.Cursor, Rejections: []Rejection{rj}}, nil
+	})
 }
 
 // settle tells the record cache how an append transaction that read view
 // and chose writes ended.
-func (l *Log) settle(view AppendView, writes []Write, err error) {
+func (l *Log) settle(view View, writes []Write, err error) {
 	switch {
 	case l.cache == nil || view.Records == nil:
 		// decide did not run: the cache is as it was.
@@ -423,7 +458,7 @@ type chain struct {
 	writes []Write
 }
 
-func newChain(view AppendView) *chain {
+func newChain(view View) *chain {
 	return &chain{view: view.Records, own: map[string]*DIDRecord{}, seq: view.LastSeq}
 }
 

@@ -8,7 +8,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/mod/sumdb/tlog"
 )
 
 // appendLockKey is the key of the transaction-scoped advisory lock that
@@ -121,19 +123,7 @@ const pgRecordSQL = `SELECT o.did, o.seq, o.created_at, o.op, o.signer FROM oper
 	WHERE o.did = $1 AND NOT EXISTS (SELECT 1 FROM nullified n WHERE n.seq = o.seq)
 	ORDER BY o.seq`
 
-func (s *PostgresStore) Append(ctx context.Context, dids []string, decide DecideFunc) error {
-	return s.appendTx(ctx, "", dids, appendOnly(decide))
-}
-
-func (s *PostgresStore) Ingest(ctx context.Context, source string, dids []string, decide IngestFunc) error {
-	if source == "" {
-		return errors.New("oplog: Ingest without a source")
-	}
-	return s.appendTx(ctx, source, dids, decide)
-}
-
-// appendTx is Append, and Ingest when source is set.
-func (s *PostgresStore) appendTx(ctx context.Context, source string, dids []string, decide IngestFunc) (err error) {
+func (s *PostgresStore) Append(ctx context.Context, source string, dids []string, decide DecideFunc) (err error) {
 	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{}) // READ COMMITTED: each statement sees what committed before it
 	if err != nil {
 		return fmt.Errorf("begin append: %w", err)
@@ -148,8 +138,8 @@ func (s *PostgresStore) appendTx(ctx context.Context, source string, dids []stri
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, appendLockKey); err != nil {
 		return fmt.Errorf("take the append lock: %w", err)
 	}
-	var view IngestView
-	if view.AppendView, err = s.readView(ctx, tx, dids); err != nil {
+	view, err := s.readView(ctx, tx, dids)
+	if err != nil {
 		return err
 	}
 	if source != "" {
@@ -157,7 +147,11 @@ func (s *PostgresStore) appendTx(ctx context.Context, source string, dids []stri
 			return err
 		}
 	}
-	batch, changed, err := decideBatch(view, source, decide)
+	batch, err := decide(view)
+	if err != nil {
+		return err
+	}
+	changed, err := checkAppend(source, view, &batch)
 	if err != nil {
 		return err
 	}
@@ -205,7 +199,7 @@ func (s *PostgresStore) Cursor(ctx context.Context, source string) (Cursor, erro
 }
 
 func (s *PostgresStore) Rejections(ctx context.Context, source string, after int64, limit int) ([]Rejection, error) {
-	rows, err := s.pool.Query(ctx, `SELECT id, source, line, did, cid, raw, reason, created_at FROM rejected
+	rows, err := s.pool.Query(ctx, `SELECT id, source, line, did, cid, raw, kind, reason, created_at FROM rejected
 		WHERE id > $1 AND ($2 = '' OR source = $2) ORDER BY id LIMIT $3`, after, source, limit)
 	if err != nil {
 		return nil, err
@@ -214,8 +208,8 @@ func (s *PostgresStore) Rejections(ctx context.Context, source string, after int
 	return scanRejections(rows)
 }
 
-func (s *PostgresStore) readView(ctx context.Context, tx pgx.Tx, dids []string) (AppendView, error) {
-	view := AppendView{Records: make(map[string]*DIDRecord, len(dids))}
+func (s *PostgresStore) readView(ctx context.Context, tx pgx.Tx, dids []string) (View, error) {
+	view := View{Records: make(map[string]*DIDRecord, len(dids))}
 	var lastMs int64
 	switch err := tx.QueryRow(ctx, `SELECT seq, created_at FROM operations ORDER BY seq DESC LIMIT 1`).Scan(&view.LastSeq, &lastMs); {
 	case errors.Is(err, pgx.ErrNoRows):
@@ -248,7 +242,7 @@ func pgReadRecords(ctx context.Context, tx pgx.Tx, dids []string, recs map[strin
 // insertWrites writes the ops, nullifications and records of a batch, and
 // for an ingest its rejections and cursor, with one statement per table,
 // sent together in one round trip.
-func insertWrites(ctx context.Context, tx pgx.Tx, writes []Write, ingest bool, ib *IngestBatch, ext *treeExtension) error {
+func insertWrites(ctx context.Context, tx pgx.Tx, writes []Write, ingest bool, ib *Batch, ext *treeExtension) error {
 	var (
 		seqs, createdAt      []int64
 		opDIDs, ops          [][]byte
@@ -299,9 +293,9 @@ func insertWrites(ctx context.Context, tx pgx.Tx, writes []Write, ingest bool, i
 	if ingest {
 		if n := len(ib.Rejections); n > 0 {
 			var (
-				sources, rdids, rcids, reasons []string
-				lines, at                      []int64
-				raws                           [][]byte
+				sources, rdids, rcids, kinds, reasons []string
+				lines, at                             []int64
+				raws                                  [][]byte
 			)
 			for _, r := range ib.Rejections {
 				sources = append(sources, r.Source)
@@ -309,14 +303,15 @@ func insertWrites(ctx context.Context, tx pgx.Tx, writes []Write, ingest bool, i
 				rdids = append(rdids, r.DID)
 				rcids = append(rcids, r.CID)
 				raws = append(raws, nonNil(r.Raw))
+				kinds = append(kinds, string(r.Kind))
 				reasons = append(reasons, r.Reason)
 				at = append(at, r.CreatedAt.UnixMilli())
 			}
 			// WITH ORDINALITY keeps the IDs in the batch's line order.
-			queue("insert rejections", `INSERT INTO rejected (source, line, did, cid, raw, reason, created_at)
-		SELECT s, l, d, c, r, re, t FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bytea[], $6::text[], $7::bigint[])
-			WITH ORDINALITY AS u(s, l, d, c, r, re, t, n) ORDER BY n`,
-				sources, lines, rdids, rcids, raws, reasons, at)
+			queue("insert rejections", `INSERT INTO rejected (source, line, did, cid, raw, kind, reason, created_at)
+		SELECT s, l, d, c, r, k, re, t FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bytea[], $6::text[], $7::text[], $8::bigint[])
+			WITH ORDINALITY AS u(s, l, d, c, r, k, re, t, n) ORDER BY n`,
+				sources, lines, rdids, rcids, raws, kinds, reasons, at)
 		}
 		c := &ib.Cursor
 		queue("move the cursor", `INSERT INTO cursors (source, line, seq, updated_at) VALUES ($1, $2, $3, $4)
@@ -364,11 +359,7 @@ func (s *PostgresStore) Head(ctx context.Context, did string) (Entry, error) {
 	if err != nil {
 		return Entry{}, ErrNotFound
 	}
-	rows, err := s.pool.Query(ctx, fmt.Sprintf(headSQL, "$1"), key)
-	if err != nil {
-		return Entry{}, err
-	}
-	return firstEntry(scanPgEntries(rows, false))
+	return firstEntry(s.entries(ctx, false, fmt.Sprintf(headSQL, "$1"), key))
 }
 
 func (s *PostgresStore) Ops(ctx context.Context, did string) ([]Entry, error) {
@@ -376,48 +367,312 @@ func (s *PostgresStore) Ops(ctx context.Context, did string) ([]Entry, error) {
 	if err != nil {
 		return nil, nil
 	}
-	rows, err := s.pool.Query(ctx, `SELECT o.seq, o.did, o.created_at, o.op, n.seq IS NOT NULL
+	return s.entries(ctx, true, `SELECT o.seq, o.did, o.created_at, o.op, n.seq IS NOT NULL
 		FROM operations o LEFT JOIN nullified n ON n.seq = o.seq WHERE o.did = $1 ORDER BY o.seq`, key)
-	if err != nil {
-		return nil, err
-	}
-	return scanPgEntries(rows, true)
 }
 
 func (s *PostgresStore) Op(ctx context.Context, seq int64) (Entry, error) {
-	rows, err := s.pool.Query(ctx, `SELECT seq, did, created_at, op FROM operations WHERE seq = $1`, seq)
-	if err != nil {
-		return Entry{}, err
-	}
-	return firstEntry(scanPgEntries(rows, false))
+	return firstEntry(s.entries(ctx, false, `SELECT seq, did, created_at, op FROM operations WHERE seq = $1`, seq))
 }
 
 func (s *PostgresStore) Export(ctx context.Context, after int64, limit int) ([]Entry, error) {
-	rows, err := s.pool.Query(ctx, `SELECT seq, did, created_at, op FROM operations WHERE seq > $1 ORDER BY seq LIMIT $2`, after, limit)
-	if err != nil {
-		return nil, err
-	}
-	return scanPgEntries(rows, false)
+	return s.entries(ctx, false, `SELECT seq, did, created_at, op FROM operations WHERE seq > $1 ORDER BY seq LIMIT $2`, after, limit)
 }
 
 func (s *PostgresStore) ExportByTime(ctx context.Context, after time.Time, limit int) ([]Entry, error) {
 	const cols = `SELECT o.seq, o.did, o.created_at, o.op, n.seq IS NOT NULL FROM operations o LEFT JOIN nullified n ON n.seq = o.seq`
 	return exportByTime(limit, func() ([]Entry, error) {
-		rows, err := s.pool.Query(ctx, cols+` WHERE o.created_at > $1 ORDER BY o.created_at, o.seq LIMIT $2`, after.UnixMilli(), limit)
-		if err != nil {
-			return nil, err
-		}
-		return scanPgEntries(rows, true)
+		return s.entries(ctx, true, cols+` WHERE o.created_at > $1 ORDER BY o.created_at, o.seq LIMIT $2`, after.UnixMilli(), limit)
 	}, func(ms int64) ([]Entry, error) {
-		rows, err := s.pool.Query(ctx, cols+` WHERE o.created_at = $1 ORDER BY o.seq`, ms)
-		if err != nil {
-			return nil, err
-		}
-		return scanPgEntries(rows, true)
+		return s.entries(ctx, true, cols+` WHERE o.created_at = $1 ORDER BY o.seq`, ms)
 	})
+}
+
+// entries runs the read q and scans its rows of (seq, did, created_at,
+// op[, nullified]).
+func (s *PostgresStore) entries(ctx context.Context, withNullified bool, q string, args ...any) ([]Entry, error) {
+	rows, err := s.pool.Query(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	return scanPgEntries(rows, withNullified)
 }
 
 func scanPgEntries(rows pgx.Rows, withNullified bool) ([]Entry, error) {
 	defer rows.Close()
 	return scanEntries(rows, withNullified)
+}
+
+// The rejection lookups (see rejected.go).
+
+func (s *PostgresStore) HasRejection(ctx context.Context, r Rejection) (bool, error) {
+	var found bool
+	err := s.pool.QueryRow(ctx, postgresHasRejection, r.Source, r.Line, r.DID, r.CID, r.Reason, nonNil(r.Raw)).Scan(&found)
+	if err != nil {
+		return false, fmt.Errorf("look up a rejection of %s: %w", r.Source, err)
+	}
+	return found, nil
+}
+
+func (s *PostgresStore) RejectionsAt(ctx context.Context, source string, line int64) ([]Rejection, error) {
+	rows, err := s.pool.Query(ctx, postgresRejectionsAt, source, line)
+	if err != nil {
+		return nil, fmt.Errorf("read the rejections of %s at line %d: %w", source, line, err)
+	}
+	defer rows.Close()
+	return scanRejections(rows)
+}
+
+// The derived-state check's reads (DerivedReader, see derived.go).
+
+func (s *PostgresStore) OpsByDID(ctx context.Context, afterDID string, afterSeq int64, limit int) ([]DerivedOp, error) {
+	key, err := derivedAfter(afterDID)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.pool.Query(ctx, derivedCols+` WHERE (o.did, o.seq) > ($1, $2) ORDER BY o.did, o.seq LIMIT $3`, key, afterSeq, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	return scanDerived(rows)
+}
+
+func (s *PostgresStore) StrayNullified(ctx context.Context, limit int) ([]int64, error) {
+	rows, err := s.pool.Query(ctx, `SELECT n.seq FROM nullified n WHERE NOT EXISTS (SELECT 1 FROM operations o WHERE o.seq = n.seq) ORDER BY n.seq LIMIT $1`, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	return scanSeqs(rows)
+}
+
+// The handle index (HandleIndex, see handles.go).
+
+// pgHandlesSQL inserts the pairs of two parallel arrays.
+const pgHandlesSQL = `INSERT INTO handles (handle, did) SELECT * FROM unnest($1::text[], $2::bytea[]) ON CONFLICT DO NOTHING`
+
+// pgHandleArgs returns the arguments of pgHandlesSQL for entries (ok false
+// when they list no handle).
+func pgHandleArgs(entries []*Entry) (args []any, ok bool, err error) {
+	pairs, err := handlePairs(entries)
+	if err != nil || len(pairs) == 0 {
+		return nil, false, err
+	}
+	handles := make([]string, len(pairs))
+	dids := make([][]byte, len(pairs))
+	for i, p := range pairs {
+		handles[i], dids[i] = p.handle, p.did
+	}
+	return []any{handles, dids}, true, nil
+}
+
+func (s *PostgresStore) DIDsForHandle(ctx context.Context, handle string) ([]string, error) {
+	h, err := NormalizeHandle(handle)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.pool.Query(ctx, `SELECT did FROM handles WHERE handle = $1 ORDER BY did LIMIT $2`, h, MaxHandleDIDs)
+	if err != nil {
+		return nil, fmt.Errorf("look up handle: %w", err)
+	}
+	defer rows.Close()
+	return scanHandleDIDs(rows)
+}
+
+func (s *PostgresStore) HandlesBehind(ctx context.Context) (int64, error) {
+	var n int64
+	err := s.pool.QueryRow(ctx, `SELECT COALESCE(MAX(GREATEST((SELECT COALESCE(MAX(seq), 0) FROM operations) - done, 0)), 0) FROM handles_backfill`).Scan(&n)
+	return n, err
+}
+
+func (s *PostgresStore) ExtendHandles(ctx context.Context, limit int) (n int, err error) {
+	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{})
+	if err != nil {
+		return 0, fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	// The row lock makes concurrent catch-ups take turns. Seqs become
+	// visible in order (they are given and committed under the append
+	// lock), so the ops after done have no gap.
+	var done int64
+	switch err := tx.QueryRow(ctx, `SELECT done FROM handles_backfill WHERE id = 1 FOR UPDATE`).Scan(&done); {
+	case errors.Is(err, pgx.ErrNoRows):
+		return 0, nil
+	case err != nil:
+		return 0, fmt.Errorf("read the handle index's backfill: %w", err)
+	}
+	rows, err := tx.Query(ctx, `SELECT seq, did, created_at, op FROM operations WHERE seq > $1 ORDER BY seq LIMIT $2`, done, limit)
+	if err != nil {
+		return 0, err
+	}
+	es, err := scanPgEntries(rows, false)
+	if err != nil || len(es) == 0 {
+		return 0, err
+	}
+	last, err := backfillEnd(es, done)
+	if err != nil {
+		return 0, err
+	}
+	args, ok, err := pgHandleArgs(entryPtrs(es))
+	if err != nil {
+		return 0, err
+	}
+	if ok {
+		if _, err := tx.Exec(ctx, pgHandlesSQL, args...); err != nil {
+			return 0, fmt.Errorf("index handles: %w", err)
+		}
+	}
+	if _, err := tx.Exec(ctx, `UPDATE handles_backfill SET done = $1 WHERE id = 1`, last); err != nil {
+		return 0, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return 0, fmt.Errorf("commit: %w", err)
+	}
+	return len(es), nil
+}
+
+// The counts (Stats, see stats.go).
+
+func (s *PostgresStore) RejectionSize(ctx context.Context, source string) (int64, int64, error) {
+	var n, b int64
+	err := s.pool.QueryRow(ctx, postgresRejectionSizeSQL, source).Scan(&n, &b)
+	return n, b, err
+}
+
+func (s *PostgresStore) CountOpsAfter(ctx context.Context, t time.Time) (int64, error) {
+	var n int64
+	err := s.pool.QueryRow(ctx, fmt.Sprintf(countOpsAfterSQL, "$1"), t.UnixMilli()).Scan(&n)
+	return n, err
+}
+
+func (s *PostgresStore) CountRejections(ctx context.Context, source string) (int64, error) {
+	var n int64
+	err := s.pool.QueryRow(ctx, fmt.Sprintf(countRejectionsSQL, "$1"), source).Scan(&n)
+	return n, err
+}
+
+// The transparency log's tree and checkpoint (see tree.go).
+
+// pgTree is the tree's access to PostgreSQL, in a transaction or not.
+type pgTree struct {
+	q interface {
+		Query(context.Context, string, ...any) (pgx.Rows, error)
+		QueryRow(context.Context, string, ...any) pgx.Row
+		Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
+	}
+}
+
+func (t pgTree) treeEnd(ctx context.Context) (int64, error) {
+	var end int64
+	err := t.q.QueryRow(ctx, `SELECT COALESCE(MAX(last_seq), 0) FROM tree_hashes`).Scan(&end)
+	return end, err
+}
+
+func (t pgTree) chunkAt(ctx context.Context, seq int64) (treeChunk, bool, error) {
+	var (
+		first, last int64
+		hashes      []byte
+	)
+	err := t.q.QueryRow(ctx, `SELECT first_seq, last_seq, hashes FROM tree_hashes WHERE first_seq <= $1 ORDER BY first_seq DESC LIMIT 1`, seq).Scan(&first, &last, &hashes)
+	if errors.Is(err, pgx.ErrNoRows) || (err == nil && last < seq) {
+		return treeChunk{}, false, nil
+	}
+	if err != nil {
+		return treeChunk{}, false, err
+	}
+	c, err := chunkBytes(first, last, hashes)
+	return c, err == nil, err
+}
+
+func (t pgTree) chunksIn(ctx context.Context, from, to int64) ([]treeChunk, error) {
+	rows, err := t.q.Query(ctx, `SELECT first_seq, last_seq, hashes FROM tree_hashes
+		WHERE first_seq >= COALESCE((SELECT MAX(first_seq) FROM tree_hashes WHERE first_seq <= $1), 0) AND first_seq <= $2
+		ORDER BY first_seq`, from, to)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	return scanChunks(rows)
+}
+
+func (t pgTree) insertChunk(ctx context.Context, c treeChunk) error {
+	if _, err := t.q.Exec(ctx, `INSERT INTO tree_hashes (first_seq, last_seq, hashes) VALUES ($1, $2, $3)`, c.first, c.last, c.hashes); err != nil {
+		return fmt.Errorf("insert tree hashes of %d…%d: %w", c.first, c.last, err)
+	}
+	return nil
+}
+
+func (s *PostgresStore) TreeSize(ctx context.Context) (int64, error) {
+	return pgTree{s.pool}.treeEnd(ctx)
+}
+
+func (s *PostgresStore) ReadHashes(ctx context.Context, idx []int64) ([]tlog.Hash, error) {
+	return readHashes(ctx, pgTree{s.pool}, idx)
+}
+
+func (s *PostgresStore) ExtendTree(ctx context.Context, limit int) (n int, err error) {
+	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{})
+	if err != nil {
+		return 0, fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, appendLockKey); err != nil {
+		return 0, fmt.Errorf("take the append lock: %w", err)
+	}
+	var last int64
+	if err := tx.QueryRow(ctx, `SELECT COALESCE(MAX(seq), 0) FROM operations`).Scan(&last); err != nil {
+		return 0, err
+	}
+	ext, err := extendTree(ctx, pgTree{tx}, s.tree, last, limit, func(after int64, limit int) ([]Entry, error) {
+		rows, err := tx.Query(ctx, `SELECT seq, did, created_at, op FROM operations WHERE seq > $1 ORDER BY seq LIMIT $2`, after, limit)
+		if err != nil {
+			return nil, err
+		}
+		return scanPgEntries(rows, false)
+	})
+	if err != nil || ext == nil {
+		return 0, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return 0, err
+	}
+	return int(ext.chunk.last - ext.chunk.first + 1), nil
+}
+
+func (s *PostgresStore) Checkpoint(ctx context.Context) (Checkpoint, error) {
+	var (
+		c          Checkpoint
+		root, note []byte
+		ms         int64
+	)
+	err := s.pool.QueryRow(ctx, `SELECT size, root, note, signed_at FROM checkpoint WHERE id = 1`).Scan(&c.Size, &root, &note, &ms)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return c, ErrNotFound
+	}
+	if err != nil {
+		return c, err
+	}
+	return checkpointRow(c, root, note, ms)
+}
+
+func (s *PostgresStore) SwapCheckpoint(ctx context.Context, old *Checkpoint, next Checkpoint) error {
+	var (
+		tag pgconn.CommandTag
+		err error
+	)
+	if old == nil {
+		tag, err = s.pool.Exec(ctx, `INSERT INTO checkpoint (id, size, root, note, signed_at) VALUES (1, $1, $2, $3, $4) ON CONFLICT (id) DO NOTHING`,
+			next.Size, next.Root[:], next.Note, next.SignedAt.UnixMilli())
+	} else {
+		tag, err = s.pool.Exec(ctx, `UPDATE checkpoint SET size = $1, root = $2, note = $3, signed_at = $4 WHERE id = 1 AND size = $5 AND note = $6`,
+			next.Size, next.Root[:], next.Note, next.SignedAt.UnixMilli(), old.Size, old.Note)
+	}
+	if err != nil {
+		return fmt.Errorf("store the checkpoint: %w", err)
+	}
+	if tag.RowsAffected() != 1 {
+		return ErrCheckpointRace
+	}
+	return nil
 }

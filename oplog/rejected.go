@@ -1,7 +1,6 @@
 package oplog
 
 import (
-	"context"
 	"fmt"
 )
 
@@ -13,7 +12,7 @@ import (
 const (
 	hasRejectionSQL = `SELECT EXISTS (SELECT 1 FROM rejected
 		WHERE source = %[1]s AND line = %[2]s AND did = %[3]s AND cid = %[4]s AND reason = %[5]s AND raw = %[6]s)`
-	rejectionsAtSQL = `SELECT id, source, line, did, cid, raw, reason, created_at FROM rejected
+	rejectionsAtSQL = `SELECT id, source, line, did, cid, raw, kind, reason, created_at FROM rejected
 		WHERE source = %[1]s AND line = %[2]s ORDER BY id`
 )
 
@@ -23,48 +22,3 @@ var (
 	postgresHasRejection = fmt.Sprintf(hasRejectionSQL, "$1", "$2", "$3", "$4", "$5", "$6")
 	postgresRejectionsAt = fmt.Sprintf(rejectionsAtSQL, "$1", "$2")
 )
-
-// rawArg is raw as a query argument: never nil, so that empty evidence is
-// compared as the empty byte string it is stored as, not as NULL.
-func rawArg(raw []byte) []byte {
-	if raw == nil {
-		return []byte{}
-	}
-	return raw
-}
-
-func (s *SQLiteStore) HasRejection(ctx context.Context, r Rejection) (bool, error) {
-	var found bool
-	err := s.db.QueryRowContext(ctx, sqliteHasRejection, r.Source, r.Line, r.DID, r.CID, r.Reason, rawArg(r.Raw)).Scan(&found)
-	if err != nil {
-		return false, fmt.Errorf("look up a rejection of %s: %w", r.Source, err)
-	}
-	return found, nil
-}
-
-func (s *SQLiteStore) RejectionsAt(ctx context.Context, source string, line int64) ([]Rejection, error) {
-	rows, err := s.db.QueryContext(ctx, sqliteRejectionsAt, source, line)
-	if err != nil {
-		return nil, fmt.Errorf("read the rejections of %s at line %d: %w", source, line, err)
-	}
-	defer rows.Close()
-	return scanRejections(rows)
-}
-
-func (s *PostgresStore) HasRejection(ctx context.Context, r Rejection) (bool, error) {
-	var found bool
-	err := s.pool.QueryRow(ctx, postgresHasRejection, r.Source, r.Line, r.DID, r.CID, r.Reason, rawArg(r.Raw)).Scan(&found)
-	if err != nil {
-		return false, fmt.Errorf("look up a rejection of %s: %w", r.Source, err)
-	}
-	return found, nil
-}
-
-func (s *PostgresStore) RejectionsAt(ctx context.Context, source string, line int64) ([]Rejection, error) {
-	rows, err := s.pool.Query(ctx, postgresRejectionsAt, source, line)
-	if err != nil {
-		return nil, fmt.Errorf("read the rejections of %s at line %d: %w", source, line, err)
-	}
-	defer rows.Close()
-	return scanRejections(rows)
-}

@@ -26,8 +26,8 @@ func testRejectionLookups(t *testing.T, migrated func(t *testing.T) (oplog.Store
 		stored = append(stored, base, empty)
 		stored = append(stored, atLine...)
 		for _, batch := range [][]oplog.Rejection{stored[:4], stored[4:]} {
-			err := s.Ingest(ctx, batch[0].Source, nil, func(v oplog.IngestView) (oplog.IngestBatch, error) {
-				return oplog.IngestBatch{Rejections: batch, Cursor: v.Cursor}, nil
+			err := s.Append(ctx, batch[0].Source, nil, func(v oplog.View) (oplog.Batch, error) {
+				return oplog.Batch{Rejections: batch, Cursor: v.Cursor}, nil
 			})
 			if err != nil {
 				t.Fatalf("Ingest: %v", err)

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/mod/sumdb/tlog"
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 
 	"github.com/plcdir/plc/validate"
@@ -100,19 +101,7 @@ func (s *SQLiteStore) LatestSeq(ctx context.Context) (int64, error) {
 	return seq, err
 }
 
-func (s *SQLiteStore) Append(ctx context.Context, dids []string, decide DecideFunc) error {
-	return s.appendTx(ctx, "", dids, appendOnly(decide))
-}
-
-func (s *SQLiteStore) Ingest(ctx context.Context, source string, dids []string, decide IngestFunc) error {
-	if source == "" {
-		return errors.New("oplog: Ingest without a source")
-	}
-	return s.appendTx(ctx, source, dids, decide)
-}
-
-// appendTx is Append, and Ingest when source is set.
-func (s *SQLiteStore) appendTx(ctx context.Context, source string, dids []string, decide IngestFunc) (err error) {
+func (s *SQLiteStore) Append(ctx context.Context, source string, dids []string, decide DecideFunc) (err error) {
 	tx, err := s.db.BeginTx(ctx, nil) // BEGIN IMMEDIATE: the append lock
 	if err != nil {
 		return fmt.Errorf("begin append: %w", err)
@@ -122,7 +111,7 @@ func (s *SQLiteStore) appendTx(ctx context.Context, source string, dids []string
 			tx.Rollback()
 		}
 	}()
-	view := IngestView{AppendView: AppendView{Records: make(map[string]*DIDRecord, len(dids))}}
+	view := View{Records: make(map[string]*DIDRecord, len(dids))}
 	var lastMs int64
 	switch err := tx.QueryRowContext(ctx, `SELECT seq, created_at FROM operations ORDER BY seq DESC LIMIT 1`).Scan(&view.LastSeq, &lastMs); {
 	case errors.Is(err, sql.ErrNoRows):
@@ -136,11 +125,15 @@ func (s *SQLiteStore) appendTx(ctx context.Context, source string, dids []string
 	}
 	view.Load = func(more []string) error { return readRecords(ctx, tx, more, view.Records) }
 	if source != "" {
-		if view.Cursor, err = readCursor(ctx, tx, source, `SELECT line, seq, updated_at FROM cursors WHERE source = ?`); err != nil {
+		if view.Cursor, err = readCursor(ctx, tx, source); err != nil {
 			return err
 		}
 	}
-	batch, changed, err := decideBatch(view, source, decide)
+	batch, err := decide(view)
+	if err != nil {
+		return err
+	}
+	changed, err := checkAppend(source, view, &batch)
 	if err != nil {
 		return err
 	}
@@ -239,14 +232,14 @@ func (s *SQLiteStore) insertWrites(ctx context.Context, tx *sql.Tx, writes []Wri
 const opsPerInsert = 64
 
 // insertIngest writes an ingest's rejections and its new cursor.
-func (s *SQLiteStore) insertIngest(ctx context.Context, tx *sql.Tx, b *IngestBatch) error {
+func (s *SQLiteStore) insertIngest(ctx context.Context, tx *sql.Tx, b *Batch) error {
 	if len(b.Rejections) > 0 {
-		ins, err := tx.PrepareContext(ctx, `INSERT INTO rejected (source, line, did, cid, raw, reason, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`)
+		ins, err := tx.PrepareContext(ctx, `INSERT INTO rejected (source, line, did, cid, raw, kind, reason, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`)
 		if err != nil {
 			return err
 		}
 		for _, r := range b.Rejections {
-			if _, err := ins.ExecContext(ctx, r.Source, r.Line, r.DID, r.CID, nonNil(r.Raw), r.Reason, r.CreatedAt.UnixMilli()); err != nil {
+			if _, err := ins.ExecContext(ctx, r.Source, r.Line, r.DID, r.CID, nonNil(r.Raw), string(r.Kind), r.Reason, r.CreatedAt.UnixMilli()); err != nil {
 				return fmt.Errorf("insert rejection of line %d: %w", r.Line, err)
 			}
 		}
@@ -268,7 +261,8 @@ func (s *SQLiteStore) insertIngest(ctx context.Context, tx *sql.Tx, b *IngestBat
 	return nil
 }
 
-// nonNil keeps an empty line from becoming NULL.
+// nonNil keeps an empty line from becoming NULL, when it is stored and
+// when it is looked up.
 func nonNil(b []byte) []byte {
 	if b == nil {
 		return []byte{}
@@ -276,14 +270,13 @@ func nonNil(b []byte) []byte {
 	return b
 }
 
-// readCursor reads the cursor of source with q (line, seq, updated_at by
-// source).
+// readCursor reads the cursor of source through q.
 func readCursor(ctx context.Context, q interface {
 	QueryRowContext(context.Context, string, ...any) *sql.Row
-}, source, query string) (Cursor, error) {
+}, source string) (Cursor, error) {
 	c := Cursor{Source: source}
 	var ms int64
-	switch err := q.QueryRowContext(ctx, query, source).Scan(&c.Line, &c.Seq, &ms); {
+	switch err := q.QueryRowContext(ctx, `SELECT line, seq, updated_at FROM cursors WHERE source = ?`, source).Scan(&c.Line, &c.Seq, &ms); {
 	case errors.Is(err, sql.ErrNoRows):
 		return c, nil
 	case err != nil:
@@ -294,11 +287,11 @@ func readCursor(ctx context.Context, q interface {
 }
 
 func (s *SQLiteStore) Cursor(ctx context.Context, source string) (Cursor, error) {
-	return readCursor(ctx, s.db, source, `SELECT line, seq, updated_at FROM cursors WHERE source = ?`)
+	return readCursor(ctx, s.db, source)
 }
 
 func (s *SQLiteStore) Rejections(ctx context.Context, source string, after int64, limit int) ([]Rejection, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, source, line, did, cid, raw, reason, created_at FROM rejected
+	rows, err := s.db.QueryContext(ctx, `SELECT id, source, line, did, cid, raw, kind, reason, created_at FROM rejected
 		WHERE id > ? AND (? = '' OR source = ?) ORDER BY id LIMIT ?`, after, source, source, limit)
 	if err != nil {
 		return nil, err
@@ -307,14 +300,14 @@ func (s *SQLiteStore) Rejections(ctx context.Context, source string, after int64
 	return scanRejections(rows)
 }
 
-// scanRejections reads rows of (id, source, line, did, cid, raw, reason,
-// created_at). The caller closes rows.
+// scanRejections reads rows of (id, source, line, did, cid, raw, kind,
+// reason, created_at). The caller closes rows.
 func scanRejections(rows opRows) ([]Rejection, error) {
 	var out []Rejection
 	for rows.Next() {
 		var r Rejection
 		var ms int64
-		if err := rows.Scan(&r.ID, &r.Source, &r.Line, &r.DID, &r.CID, &r.Raw, &r.Reason, &ms); err != nil {
+		if err := rows.Scan(&r.ID, &r.Source, &r.Line, &r.DID, &r.CID, &r.Raw, &r.Kind, &r.Reason, &ms); err != nil {
 			return nil, err
 		}
 		r.CreatedAt = time.UnixMilli(ms).UTC()
@@ -389,11 +382,7 @@ func (s *SQLiteStore) Head(ctx context.Context, did string) (Entry, error) {
 	if err != nil {
 		return Entry{}, ErrNotFound
 	}
-	rows, err := s.query(ctx, fmt.Sprintf(headSQL, "?"), key)
-	if err != nil {
-		return Entry{}, err
-	}
-	return firstEntry(scanSQLEntries(rows, false))
+	return firstEntry(s.entries(ctx, false, fmt.Sprintf(headSQL, "?"), key))
 }
 
 // firstEntry returns the only entry of a one-row read, or ErrNotFound.
@@ -412,48 +401,335 @@ func (s *SQLiteStore) Ops(ctx context.Context, did string) ([]Entry, error) {
 	if err != nil {
 		return nil, nil
 	}
-	rows, err := s.query(ctx, `SELECT o.seq, o.did, o.created_at, o.op, n.seq IS NOT NULL
+	return s.entries(ctx, true, `SELECT o.seq, o.did, o.created_at, o.op, n.seq IS NOT NULL
 		FROM operations o LEFT JOIN nullified n ON n.seq = o.seq WHERE o.did = ? ORDER BY o.seq`, key)
-	if err != nil {
-		return nil, err
-	}
-	return scanSQLEntries(rows, true)
 }
 
 func (s *SQLiteStore) Op(ctx context.Context, seq int64) (Entry, error) {
-	rows, err := s.query(ctx, `SELECT seq, did, created_at, op FROM operations WHERE seq = ?`, seq)
-	if err != nil {
-		return Entry{}, err
-	}
-	return firstEntry(scanSQLEntries(rows, false))
+	return firstEntry(s.entries(ctx, false, `SELECT seq, did, created_at, op FROM operations WHERE seq = ?`, seq))
 }
 
 func (s *SQLiteStore) Export(ctx context.Context, after int64, limit int) ([]Entry, error) {
-	rows, err := s.query(ctx, `SELECT seq, did, created_at, op FROM operations WHERE seq > ? ORDER BY seq LIMIT ?`, after, limit)
-	if err != nil {
-		return nil, err
-	}
-	return scanSQLEntries(rows, false)
+	return s.entries(ctx, false, `SELECT seq, did, created_at, op FROM operations WHERE seq > ? ORDER BY seq LIMIT ?`, after, limit)
 }
 
 func (s *SQLiteStore) ExportByTime(ctx context.Context, after time.Time, limit int) ([]Entry, error) {
 	const cols = `SELECT o.seq, o.did, o.created_at, o.op, n.seq IS NOT NULL FROM operations o LEFT JOIN nullified n ON n.seq = o.seq`
 	return exportByTime(limit, func() ([]Entry, error) {
-		rows, err := s.query(ctx, cols+` WHERE o.created_at > ? ORDER BY o.created_at, o.seq LIMIT ?`, after.UnixMilli(), limit)
-		if err != nil {
-			return nil, err
-		}
-		return scanSQLEntries(rows, true)
+		return s.entries(ctx, true, cols+` WHERE o.created_at > ? ORDER BY o.created_at, o.seq LIMIT ?`, after.UnixMilli(), limit)
 	}, func(ms int64) ([]Entry, error) {
-		rows, err := s.query(ctx, cols+` WHERE o.created_at = ? ORDER BY o.seq`, ms)
-		if err != nil {
-			return nil, err
-		}
-		return scanSQLEntries(rows, true)
+		return s.entries(ctx, true, cols+` WHERE o.created_at = ? ORDER BY o.seq`, ms)
 	})
+}
+
+// entries runs the read q and scans its rows of (seq, did, created_at,
+// op[, nullified]).
+func (s *SQLiteStore) entries(ctx context.Context, withNullified bool, q string, args ...any) ([]Entry, error) {
+	rows, err := s.query(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	return scanSQLEntries(rows, withNullified)
 }
 
 func scanSQLEntries(rows *sql.Rows, withNullified bool) ([]Entry, error) {
 	defer rows.Close()
 	return scanEntries(rows, withNullified)
+}
+
+// The rejection lookups (see rejected.go).
+
+func (s *SQLiteStore) HasRejection(ctx context.Context, r Rejection) (bool, error) {
+	var found bool
+	err := s.db.QueryRowContext(ctx, sqliteHasRejection, r.Source, r.Line, r.DID, r.CID, r.Reason, nonNil(r.Raw)).Scan(&found)
+	if err != nil {
+		return false, fmt.Errorf("look up a rejection of %s: %w", r.Source, err)
+	}
+	return found, nil
+}
+
+func (s *SQLiteStore) RejectionsAt(ctx context.Context, source string, line int64) ([]Rejection, error) {
+	rows, err := s.db.QueryContext(ctx, sqliteRejectionsAt, source, line)
+	if err != nil {
+		return nil, fmt.Errorf("read the rejections of %s at line %d: %w", source, line, err)
+	}
+	defer rows.Close()
+	return scanRejections(rows)
+}
+
+// The derived-state check's reads (DerivedReader, see derived.go).
+
+func (s *SQLiteStore) OpsByDID(ctx context.Context, afterDID string, afterSeq int64, limit int) ([]DerivedOp, error) {
+	key, err := derivedAfter(afterDID)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.query(ctx, derivedCols+` WHERE (o.did, o.seq) > (?, ?) ORDER BY o.did, o.seq LIMIT ?`, key, afterSeq, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	return scanDerived(rows)
+}
+
+func (s *SQLiteStore) StrayNullified(ctx context.Context, limit int) ([]int64, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT n.seq FROM nullified n WHERE NOT EXISTS (SELECT 1 FROM operations o WHERE o.seq = n.seq) ORDER BY n.seq LIMIT ?`, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	return scanSeqs(rows)
+}
+
+// The handle index (HandleIndex, see handles.go).
+
+// handlesPerInsert bounds the rows of one SQLite INSERT into handles (two
+// parameters each; SQLite allows 32766).
+const handlesPerInsert = 500
+
+// insertHandles writes the handles of entries, one statement per
+// handlesPerInsert pairs.
+func (s *SQLiteStore) insertHandles(ctx context.Context, tx *sql.Tx, entries []*Entry) error {
+	pairs, err := handlePairs(entries)
+	if err != nil {
+		return err
+	}
+	for len(pairs) > 0 {
+		part := pairs[:min(len(pairs), handlesPerInsert)]
+		pairs = pairs[len(part):]
+		args := make([]any, 0, 2*len(part))
+		for _, p := range part {
+			args = append(args, p.handle, p.did)
+		}
+		q := `INSERT OR IGNORE INTO handles (handle, did) VALUES (?, ?)` + strings.Repeat(", (?, ?)", len(part)-1)
+		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+			return fmt.Errorf("index handles: %w", err)
+		}
+	}
+	return nil
+}
+
+func (s *SQLiteStore) DIDsForHandle(ctx context.Context, handle string) ([]string, error) {
+	h, err := NormalizeHandle(handle)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.query(ctx, `SELECT did FROM handles WHERE handle = ? ORDER BY did LIMIT ?`, h, MaxHandleDIDs)
+	if err != nil {
+		return nil, fmt.Errorf("look up handle: %w", err)
+	}
+	defer rows.Close()
+	return scanHandleDIDs(rows)
+}
+
+func (s *SQLiteStore) HandlesBehind(ctx context.Context) (int64, error) {
+	var n int64
+	err := s.db.QueryRowContext(ctx, `SELECT COALESCE((SELECT MAX((SELECT COALESCE(MAX(seq), 0) FROM operations) - done, 0) FROM handles_backfill), 0)`).Scan(&n)
+	return n, err
+}
+
+func (s *SQLiteStore) ExtendHandles(ctx context.Context, limit int) (n int, err error) {
+	tx, err := s.db.BeginTx(ctx, nil) // BEGIN IMMEDIATE: one catch-up at a time
+	if err != nil {
+		return 0, fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback()
+	var done int64
+	switch err := tx.QueryRowContext(ctx, `SELECT done FROM handles_backfill WHERE id = 1`).Scan(&done); {
+	case errors.Is(err, sql.ErrNoRows):
+		return 0, nil
+	case err != nil:
+		return 0, fmt.Errorf("read the handle index's backfill: %w", err)
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT seq, did, created_at, op FROM operations WHERE seq > ? ORDER BY seq LIMIT ?`, done, limit)
+	if err != nil {
+		return 0, err
+	}
+	es, err := scanSQLEntries(rows, false)
+	if err != nil || len(es) == 0 {
+		return 0, err
+	}
+	last, err := backfillEnd(es, done)
+	if err != nil {
+		return 0, err
+	}
+	if err := s.insertHandles(ctx, tx, entryPtrs(es)); err != nil {
+		return 0, err
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE handles_backfill SET done = ? WHERE id = 1`, last); err != nil {
+		return 0, err
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("commit: %w", err)
+	}
+	return len(es), nil
+}
+
+// The counts (Stats, see stats.go).
+
+func (s *SQLiteStore) RejectionSize(ctx context.Context, source string) (int64, int64, error) {
+	rows, err := s.query(ctx, sqliteRejectionSizeSQL, source)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer rows.Close()
+	var n, b int64
+	if rows.Next() {
+		if err := rows.Scan(&n, &b); err != nil {
+			return 0, 0, err
+		}
+	}
+	return n, b, rows.Err()
+}
+
+func (s *SQLiteStore) CountOpsAfter(ctx context.Context, t time.Time) (int64, error) {
+	return s.count(ctx, countOpsAfterSQL, t.UnixMilli())
+}
+
+func (s *SQLiteStore) CountRejections(ctx context.Context, source string) (int64, error) {
+	return s.count(ctx, countRejectionsSQL, source)
+}
+
+func (s *SQLiteStore) count(ctx context.Context, q string, arg any) (int64, error) {
+	rows, err := s.query(ctx, fmt.Sprintf(q, "?"), arg)
+	if err != nil {
+		return 0, err
+	}
+	defer rows.Close()
+	var n int64
+	if rows.Next() {
+		if err := rows.Scan(&n); err != nil {
+			return 0, err
+		}
+	}
+	return n, rows.Err()
+}
+
+// The transparency log's tree and checkpoint (see tree.go).
+
+// sqlTree is the tree's access to SQLite, in a transaction or not.
+type sqlTree struct {
+	q interface {
+		QueryContext(context.Context, string, ...any) (*sql.Rows, error)
+		QueryRowContext(context.Context, string, ...any) *sql.Row
+		ExecContext(context.Context, string, ...any) (sql.Result, error)
+	}
+}
+
+func (t sqlTree) treeEnd(ctx context.Context) (int64, error) {
+	var end int64
+	err := t.q.QueryRowContext(ctx, `SELECT COALESCE(MAX(last_seq), 0) FROM tree_hashes`).Scan(&end)
+	return end, err
+}
+
+func (t sqlTree) chunkAt(ctx context.Context, seq int64) (treeChunk, bool, error) {
+	var (
+		first, last int64
+		hashes      []byte
+	)
+	err := t.q.QueryRowContext(ctx, `SELECT first_seq, last_seq, hashes FROM tree_hashes WHERE first_seq <= ? ORDER BY first_seq DESC LIMIT 1`, seq).Scan(&first, &last, &hashes)
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && last < seq) {
+		return treeChunk{}, false, nil
+	}
+	if err != nil {
+		return treeChunk{}, false, err
+	}
+	c, err := chunkBytes(first, last, hashes)
+	return c, err == nil, err
+}
+
+func (t sqlTree) chunksIn(ctx context.Context, from, to int64) ([]treeChunk, error) {
+	rows, err := t.q.QueryContext(ctx, `SELECT first_seq, last_seq, hashes FROM tree_hashes
+		WHERE first_seq >= COALESCE((SELECT MAX(first_seq) FROM tree_hashes WHERE first_seq <= ?), 0) AND first_seq <= ?
+		ORDER BY first_seq`, from, to)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	return scanChunks(rows)
+}
+
+func (t sqlTree) insertChunk(ctx context.Context, c treeChunk) error {
+	if _, err := t.q.ExecContext(ctx, `INSERT INTO tree_hashes (first_seq, last_seq, hashes) VALUES (?, ?, ?)`, c.first, c.last, c.hashes); err != nil {
+		return fmt.Errorf("insert tree hashes of %d…%d: %w", c.first, c.last, err)
+	}
+	return nil
+}
+
+func (s *SQLiteStore) TreeSize(ctx context.Context) (int64, error) {
+	return sqlTree{s.db}.treeEnd(ctx)
+}
+
+func (s *SQLiteStore) ReadHashes(ctx context.Context, idx []int64) ([]tlog.Hash, error) {
+	return readHashes(ctx, sqlTree{s.db}, idx)
+}
+
+func (s *SQLiteStore) ExtendTree(ctx context.Context, limit int) (n int, err error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("begin: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			tx.Rollback()
+		}
+	}()
+	var last int64
+	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM operations`).Scan(&last); err != nil {
+		return 0, err
+	}
+	ext, err := extendTree(ctx, sqlTree{tx}, s.tree, last, limit, func(after int64, limit int) ([]Entry, error) {
+		rows, err := tx.QueryContext(ctx, `SELECT seq, did, created_at, op FROM operations WHERE seq > ? ORDER BY seq LIMIT ?`, after, limit)
+		if err != nil {
+			return nil, err
+		}
+		return scanSQLEntries(rows, false)
+	})
+	if err != nil || ext == nil {
+		tx.Rollback()
+		return 0, err
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, err
+	}
+	return int(ext.chunk.last - ext.chunk.first + 1), nil
+}
+
+func (s *SQLiteStore) Checkpoint(ctx context.Context) (Checkpoint, error) {
+	var (
+		c          Checkpoint
+		root, note []byte
+		ms         int64
+	)
+	err := s.db.QueryRowContext(ctx, `SELECT size, root, note, signed_at FROM checkpoint WHERE id = 1`).Scan(&c.Size, &root, &note, &ms)
+	if errors.Is(err, sql.ErrNoRows) {
+		return c, ErrNotFound
+	}
+	if err != nil {
+		return c, err
+	}
+	return checkpointRow(c, root, note, ms)
+}
+
+func (s *SQLiteStore) SwapCheckpoint(ctx context.Context, old *Checkpoint, next Checkpoint) error {
+	var (
+		res sql.Result
+		err error
+	)
+	if old == nil {
+		res, err = s.db.ExecContext(ctx, `INSERT INTO checkpoint (id, size, root, note, signed_at) SELECT 1, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM checkpoint)`,
+			next.Size, next.Root[:], next.Note, next.SignedAt.UnixMilli())
+	} else {
+		res, err = s.db.ExecContext(ctx, `UPDATE checkpoint SET size = ?, root = ?, note = ?, signed_at = ? WHERE id = 1 AND size = ? AND note = ?`,
+			next.Size, next.Root[:], next.Note, next.SignedAt.UnixMilli(), old.Size, old.Note)
+	}
+	if err != nil {
+		return fmt.Errorf("store the checkpoint: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return err
+	} else if n != 1 {
+		return ErrCheckpointRace
+	}
+	return nil
 }

@@ -2,7 +2,6 @@ package oplog
 
 import (
 	"context"
-	"fmt"
 	"time"
 )
 
@@ -38,59 +37,3 @@ const (
 	sqliteRejectionSizeSQL   = `SELECT COUNT(*), COALESCE(SUM(length(raw) + length(CAST(reason AS BLOB)) + length(CAST(did AS BLOB)) + length(CAST(cid AS BLOB))), 0) FROM rejected WHERE source = ?`
 	postgresRejectionSizeSQL = `SELECT COUNT(*), COALESCE(SUM(octet_length(raw) + octet_length(reason) + octet_length(did) + octet_length(cid)), 0)::bigint FROM rejected WHERE source = $1`
 )
-
-func (s *SQLiteStore) RejectionSize(ctx context.Context, source string) (int64, int64, error) {
-	rows, err := s.query(ctx, sqliteRejectionSizeSQL, source)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer rows.Close()
-	var n, b int64
-	if rows.Next() {
-		if err := rows.Scan(&n, &b); err != nil {
-			return 0, 0, err
-		}
-	}
-	return n, b, rows.Err()
-}
-
-func (s *PostgresStore) RejectionSize(ctx context.Context, source string) (int64, int64, error) {
-	var n, b int64
-	err := s.pool.QueryRow(ctx, postgresRejectionSizeSQL, source).Scan(&n, &b)
-	return n, b, err
-}
-
-func (s *SQLiteStore) CountOpsAfter(ctx context.Context, t time.Time) (int64, error) {
-	return s.count(ctx, countOpsAfterSQL, t.UnixMilli())
-}
-
-func (s *SQLiteStore) CountRejections(ctx context.Context, source string) (int64, error) {
-	return s.count(ctx, countRejectionsSQL, source)
-}
-
-func (s *SQLiteStore) count(ctx context.Context, q string, arg any) (int64, error) {
-	rows, err := s.query(ctx, fmt.Sprintf(q, "?"), arg)
-	if err != nil {
-		return 0, err
-	}
-	defer rows.Close()
-	var n int64
-	if rows.Next() {
-		if err := rows.Scan(&n); err != nil {
-			return 0, err
-		}
-	}
-	return n, rows.Err()
-}
-
-func (s *PostgresStore) CountOpsAfter(ctx context.Context, t time.Time) (int64, error) {
-	var n int64
-	err := s.pool.QueryRow(ctx, fmt.Sprintf(countOpsAfterSQL, "$1"), t.UnixMilli()).Scan(&n)
-	return n, err
-}
-
-func (s *PostgresStore) CountRejections(ctx context.Context, source string) (int64, error) {
-	var n int64
-	err := s.pool.QueryRow(ctx, fmt.Sprintf(countRejectionsSQL, "$1"), source).Scan(&n)
-	return n, err
-}

@@ -88,8 +88,8 @@ func testStats(t *testing.T, open func(t *testing.T) oplog.Store) {
 		st := s.(oplog.Stats)
 		reject := func(source string, n int) {
 			t.Helper()
-			err := s.Ingest(ctx, source, nil, func(v oplog.IngestView) (oplog.IngestBatch, error) {
-				b := oplog.IngestBatch{Cursor: v.Cursor}
+			err := s.Append(ctx, source, nil, func(v oplog.View) (oplog.Batch, error) {
+				b := oplog.Batch{Cursor: v.Cursor}
 				b.Cursor.Line += int64(n)
 				for i := range n {
 					b.Rejections = append(b.Rejections, oplog.Rejection{
@@ -126,8 +126,8 @@ func testStats(t *testing.T, open func(t *testing.T) oplog.Store) {
 			{Source: "import:b", Line: 1, Raw: []byte("other source"), Reason: "x", CreatedAt: at(0)},
 		}
 		for _, r := range rs {
-			err := s.Ingest(ctx, r.Source, nil, func(v oplog.IngestView) (oplog.IngestBatch, error) {
-				b := oplog.IngestBatch{Cursor: v.Cursor, Rejections: []oplog.Rejection{r}}
+			err := s.Append(ctx, r.Source, nil, func(v oplog.View) (oplog.Batch, error) {
+				b := oplog.Batch{Cursor: v.Cursor, Rejections: []oplog.Rejection{r}}
 				b.Cursor.Line = r.Line
 				return b, nil
 			})

@@ -2,7 +2,9 @@
 // contract, its PostgreSQL and SQLite implementations, and the sequencer
 // (Log) through which every op is appended: submitted ops with Submit,
 // replayed history (an imported export, a mirrored upstream) with Ingest,
-// which Import drives over an export file. Both go through one function
+// which Import drives over an export file, and evidence found beside a
+// source's lines (a mirror's divergence) with Reject. All three run one
+// transaction skeleton over Store.Append, and ops go through one function
 // that applies the chain rules under the append lock.
 //
 // # The Store contract
@@ -21,14 +23,37 @@
 //     records in one transaction.
 //   - Concurrency: allow reads concurrently with Append; a read sees a
 //     committed prefix of the log.
-//   - Ingest is Append for replayed history: under the same lock and in the
-//     same transaction it also reads the source's cursor, and writes the
-//     batch's rejections and the new cursor with its ops. A cursor never
-//     moves back (the database refuses it too), and rejections, like ops,
-//     are never updated or deleted.
+//   - Sources: an Append that names the source of replayed history (an
+//     export file, an upstream) also reads, under the same lock, the
+//     source's cursor, and writes the batch's rejections and the new cursor
+//     in the same transaction as its ops. A cursor never moves back (the
+//     database refuses it too), and rejections, like ops, are never updated
+//     or deleted.
 //
 // The conformance suite in this package's tests runs against both
 // implementations.
+//
+// # What is in the contract, and what is a capability
+//
+// Store holds what the log itself needs (Append, Record) and what every
+// role of the directory reads on any backend: resolution and the exports
+// (Head, Ops, Op, Export, ExportByTime, LatestSeq), the sources' cursors
+// and rejections (Cursor, Rejections, RejectionsAt, HasRejection: the
+// mirror's divergence records, whose lookups a mirror cannot do without),
+// and the transparency log's storage, which Append writes in the same
+// transaction as the ops (TreeSize, ReadHashes, ExtendTree, Checkpoint,
+// SwapCheckpoint). What only some callers need, and what a backend could
+// lack without the log being any less correct, is an interface of its own
+// that the caller checks for where it uses it:
+//   - DerivedReader (OpsByDID, StrayNullified): the startup check of the
+//     derived state kept in tables beside the log (CheckDerived); plc serve
+//     refuses to start on a store that cannot be checked.
+//   - HandleIndex: the web UI's handle search, which does without it.
+//   - Stats: counts for the web UI's status pages (shown without them) and
+//     the size of a mirror's stored evidence (counted from what it stores
+//     itself without them).
+//   - The handles of the concrete stores (SQLiteStore.DB,
+//     PostgresStore.Pool) are for migrations, tests and diagnostics only.
 package oplog
 
 import (
@@ -74,8 +99,8 @@ type DIDRecord struct {
 // Tombstoned reports whether the DID is deactivated.
 func (r *DIDRecord) Tombstoned() bool { return r.State.Tombstoned() }
 
-// AppendView is what decide sees inside the append transaction.
-type AppendView struct {
+// View is what decide sees inside the append transaction.
+type View struct {
 	// LastSeq is the seq of the last committed op (0 for an empty log).
 	LastSeq int64
 	// LastCreatedAt is the createdAt of that op (zero for an empty log).
@@ -85,6 +110,9 @@ type AppendView struct {
 	// Load reads, inside the transaction, the current records of more DIDs
 	// into Records (those that exist). Set by the store.
 	Load func(dids []string) error
+	// Cursor is the source's committed cursor when the append names a
+	// source (Line and Seq 0 when the source is new); zero otherwise.
+	Cursor Cursor
 }
 
 // Write is one op to append. Seq must be LastSeq+1 for the first Write of
@@ -104,10 +132,22 @@ type Write struct {
 	Record *DIDRecord
 }
 
-// DecideFunc chooses the ops to append given the current state. It runs
-// inside the append transaction, under the append lock, and must not block
-// on anything but CPU.
-type DecideFunc func(view AppendView) ([]Write, error)
+// Batch is what one append transaction writes.
+type Batch struct {
+	// Writes are the ops to append.
+	Writes []Write
+	// Rejections are the lines of the source not applied (ID is assigned
+	// by the store). Only an append that names a source may write them.
+	Rejections []Rejection
+	// Cursor is the source's new position (zero when the append names no
+	// source). It must not be behind the view's.
+	Cursor Cursor
+}
+
+// DecideFunc chooses what an append transaction writes given the current
+// state. It runs inside the transaction, under the append lock, and must
+// not block on anything but CPU.
+type DecideFunc func(view View) (Batch, error)
 
 // Cursor is how far the ingest of one source of replayed history (an
 // export file, an upstream) has come. It is committed in the same
@@ -135,47 +175,64 @@ type Rejection struct {
 	DID, CID string
 	// Raw is the line as read.
 	Raw []byte
+	// Kind says what the rejection is evidence of (empty: KindInvalidOp).
+	Kind RejectionKind
 	// Reason says why it was rejected.
 	Reason string
 	// CreatedAt is when it was rejected.
 	CreatedAt time.Time
 }
 
-// IngestView is what an ingest's decide sees inside the transaction: the
-// append view and the source's current cursor (Line and Seq 0 when the
-// source is new).
-type IngestView struct {
-	AppendView
-	Cursor Cursor
-}
+// RejectionKind says what a rejection is evidence of. The kinds are a
+// bounded set: they label metrics.
+type RejectionKind string
 
-// IngestBatch is what an ingest writes in one transaction.
-type IngestBatch struct {
-	// Writes are the ops to append, as for Append.
-	Writes []Write
-	// Rejections are the lines not applied (ID is assigned by the store).
-	Rejections []Rejection
-	// Cursor is the source's new position. It must not be behind the
-	// view's; when it equals it and there is nothing else to write, nothing
-	// is written.
-	Cursor Cursor
-}
+const (
+	// KindInvalidOp: an op the rules reject (bad signature, CID or DID
+	// mismatch, chain-rule violation) or a line that is not one.
+	KindInvalidOp RejectionKind = "invalid_op"
+	// KindReordered: ops served out of order, or served again.
+	KindReordered RejectionKind = "reordered"
+	// KindHistoryRewrite: an op the mirror holds is gone from the
+	// upstream's audit log, or its createdAt there changed.
+	KindHistoryRewrite RejectionKind = "history_rewrite"
+	// KindNullification: the upstream's audit log and the mirror disagree
+	// on whether an op is nullified.
+	KindNullification RejectionKind = "nullification_mismatch"
+	// KindBadResponse: an answer that could not be used (bad status, cut
+	// off, oversized).
+	KindBadResponse RejectionKind = "bad_response"
+)
 
-// IngestFunc chooses what an ingest transaction writes, given the current
-// state and cursor. Like DecideFunc it runs under the append lock.
-type IngestFunc func(view IngestView) (IngestBatch, error)
+// ErrReordered classes the rejection of a line that comes out of order (a
+// seq not after the one before it): its kind is KindReordered.
+var ErrReordered = errors.New("out of order")
+
+// Reordered returns err, with its text and classes, classed also as
+// ErrReordered.
+func Reordered(err error) error { return reorderedError{err} }
+
+type reorderedError struct{ error }
+
+func (e reorderedError) Unwrap() []error { return []error{e.error, ErrReordered} }
+
+// rejectionKind is the kind of the rejection of a line of replayed history
+// for err.
+func rejectionKind(err error) RejectionKind {
+	if errors.Is(err, ErrReordered) {
+		return KindReordered
+	}
+	return KindInvalidOp
+}
 
 // Store is the log's storage. See the package doc for the contract.
 type Store interface {
-	// Append runs one append transaction: lock, read the last seq and the
-	// records of dids, call decide, write its Writes, commit. If decide
-	// returns an error or no writes, nothing is written.
-	Append(ctx context.Context, dids []string, decide DecideFunc) error
-	// Ingest runs one append transaction for replayed history from source:
-	// lock, read the last seq, the records of dids and the source's cursor,
-	// call decide, write its ops, rejections and cursor, commit. If decide
-	// returns an error, nothing is written.
-	Ingest(ctx context.Context, source string, dids []string, decide IngestFunc) error
+	// Append runs one append transaction: lock, read the last seq, the
+	// records of dids and, when source is not empty, the source's cursor;
+	// call decide; write its ops, and its rejections and cursor; commit.
+	// If decide returns an error, or a batch that changes nothing (no ops,
+	// no rejections, the cursor where it was), nothing is written.
+	Append(ctx context.Context, source string, dids []string, decide DecideFunc) error
 	// Cursor returns the committed cursor of source (Line and Seq 0 when
 	// there is none).
 	Cursor(ctx context.Context, source string) (Cursor, error)
@@ -221,13 +278,6 @@ type Store interface {
 	// The database refuses a smaller checkpoint, or another root for the
 	// same size.
 	SwapCheckpoint(ctx context.Context, old *Checkpoint, next Checkpoint) error
-	// OpsByDID returns up to limit ops after the key (afterDID, afterSeq)
-	// in (did, seq) order ("" and 0: from the first), each with its stored
-	// signer index and nullifier: what CheckDerived replays.
-	OpsByDID(ctx context.Context, afterDID string, afterSeq int64, limit int) ([]DerivedOp, error)
-	// StrayNullified returns up to limit seqs, in order, that the
-	// nullified table lists but that are not ops of the log.
-	StrayNullified(ctx context.Context, limit int) ([]int64, error)
 	// Ping checks that the database answers.
 	Ping(ctx context.Context) error
 	Close() error

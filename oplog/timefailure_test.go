@@ -458,7 +458,14 @@ func (s *failStore) Record(ctx context.Context, did string) (*oplog.DIDRecord, e
 	return s.Store.Record(ctx, did)
 }
 
-func (s *failStore) Append(ctx context.Context, dids []string, decide oplog.DecideFunc) error {
+func (s *failStore) Append(ctx context.Context, source string, dids []string, decide oplog.DecideFunc) error {
+	if source != "" {
+		// Replayed history: the store fails before the transaction.
+		if _, fail := s.failing(); fail != nil {
+			return fail
+		}
+		return s.Store.Append(ctx, source, dids, decide)
+	}
 	if s.gate != nil {
 		select {
 		case s.entered <- struct{}{}:
@@ -466,20 +473,13 @@ func (s *failStore) Append(ctx context.Context, dids []string, decide oplog.Deci
 		}
 		<-s.gate
 	}
-	return s.Store.Append(ctx, dids, func(v oplog.AppendView) ([]oplog.Write, error) {
-		ws, err := decide(v)
+	return s.Store.Append(ctx, "", dids, func(v oplog.View) (oplog.Batch, error) {
+		b, err := decide(v)
 		if _, fail := s.failing(); fail != nil {
-			return nil, fail
+			return oplog.Batch{}, fail
 		}
-		return ws, err
+		return b, err
 	})
-}
-
-func (s *failStore) Ingest(ctx context.Context, source string, dids []string, decide oplog.IngestFunc) error {
-	if _, fail := s.failing(); fail != nil {
-		return fail
-	}
-	return s.Store.Ingest(ctx, source, dids, decide)
 }
 
 // sqliteError has the shape of modernc.org/sqlite's errors: a result code.

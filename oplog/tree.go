@@ -19,7 +19,7 @@ import (
 // leaf i is the op with seq i+1, and its data is LeafData (plc.Leaf). The
 // stores keep the tree's stored hashes (tlog's numbering: tlog.StoredHashes
 // of each record) in chunks, one per append transaction, written in the
-// same transaction as the ops; the package audit builds checkpoints, tiles
+// same transaction as the ops; package tlog builds checkpoints, tiles
 // and proofs on them.
 
 // ErrTreeBehind: the op log holds ops the tree does not cover (a database

@@ -201,9 +201,9 @@ func testTree(t *testing.T, migrated func(t *testing.T) (oplog.Store, string)) {
 			t.Fatalf("TreeSize after the delete = %d, %v", n, err)
 		}
 		c := geneses(t, 1, "c")[0]
-		err = behind.Append(ctx, nil, func(v oplog.AppendView) ([]oplog.Write, error) {
+		err = behind.Append(ctx, "", nil, func(v oplog.View) (oplog.Batch, error) {
 			w, err := buildWrite(c.did, v.LastSeq+1, at(time.Hour), c.op, nil)
-			return []oplog.Write{w}, err
+			return oplog.Batch{Writes: []oplog.Write{w}}, err
 		})
 		if !errors.Is(err, oplog.ErrTreeBehind) {
 			t.Fatalf("append onto a tree that is behind: %v, want ErrTreeBehind", err)

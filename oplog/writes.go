@@ -16,50 +16,34 @@ func checkWrites(last int64, writes []Write) error {
 	return nil
 }
 
-// checkIngest enforces, inside Ingest, what decide may ask of a source's
-// cursor and rejections, and reports whether the batch changes anything.
-func checkIngest(source string, view Cursor, b *IngestBatch) (changed bool, err error) {
-	if b.Cursor.Source != source {
-		return false, fmt.Errorf("oplog: ingest of %q returned the cursor of %q", source, b.Cursor.Source)
-	}
-	if b.Cursor.Line < view.Line || b.Cursor.Seq < view.Seq {
-		return false, fmt.Errorf("oplog: cursor of %q would move back from line %d seq %d to line %d seq %d",
-			source, view.Line, view.Seq, b.Cursor.Line, b.Cursor.Seq)
-	}
-	for i, r := range b.Rejections {
-		if r.Source != source {
-			return false, fmt.Errorf("oplog: rejection %d of an ingest of %q names source %q", i, source, r.Source)
+// checkAppend enforces, inside Append, what decide may ask of a source's
+// cursor and rejections, and the density of seq, and reports whether the
+// batch changes anything.
+func checkAppend(source string, view View, b *Batch) (changed bool, err error) {
+	if source == "" {
+		if len(b.Rejections) > 0 || b.Cursor != (Cursor{}) {
+			return false, fmt.Errorf("oplog: rejections or a cursor in an append without a source")
+		}
+	} else {
+		if b.Cursor.Source != source {
+			return false, fmt.Errorf("oplog: append of %q returned the cursor of %q", source, b.Cursor.Source)
+		}
+		c := view.Cursor
+		if b.Cursor.Line < c.Line || b.Cursor.Seq < c.Seq {
+			return false, fmt.Errorf("oplog: cursor of %q would move back from line %d seq %d to line %d seq %d",
+				source, c.Line, c.Seq, b.Cursor.Line, b.Cursor.Seq)
+		}
+		for i, r := range b.Rejections {
+			if r.Source != source {
+				return false, fmt.Errorf("oplog: rejection %d of an append of %q names source %q", i, source, r.Source)
+			}
+			if r.Kind == "" {
+				b.Rejections[i].Kind = KindInvalidOp
+			}
 		}
 	}
-	return len(b.Writes) > 0 || len(b.Rejections) > 0 || b.Cursor.Line != view.Line || b.Cursor.Seq != view.Seq, nil
-}
-
-// appendOnly adapts a DecideFunc to the ingest path without a source.
-func appendOnly(decide DecideFunc) IngestFunc {
-	return func(v IngestView) (IngestBatch, error) {
-		ws, err := decide(v.AppendView)
-		return IngestBatch{Writes: ws}, err
+	if err := checkWrites(view.LastSeq, b.Writes); err != nil {
+		return false, err
 	}
-}
-
-// decideBatch runs decide on the view and checks what it returns: seq
-// density, and for an ingest (source set) its cursor and rejections. It
-// reports whether the batch writes anything.
-func decideBatch(view IngestView, source string, decide IngestFunc) (IngestBatch, bool, error) {
-	batch, err := decide(view)
-	if err != nil {
-		return batch, false, err
-	}
-	changed := len(batch.Writes) > 0
-	if source != "" {
-		if changed, err = checkIngest(source, view.Cursor, &batch); err != nil {
-			return batch, false, err
-		}
-	}
-	if changed {
-		if err := checkWrites(view.LastSeq, batch.Writes); err != nil {
-			return batch, false, err
-		}
-	}
-	return batch, changed, nil
+	return len(b.Writes) > 0 || len(b.Rejections) > 0 || b.Cursor.Line != view.Cursor.Line || b.Cursor.Seq != view.Cursor.Seq, nil
 }

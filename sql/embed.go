@@ -13,7 +13,7 @@
 //     an upstream) has been ingested; written in the same transaction as the
 //     ops it covers, and never moved back or deleted.
 //   - rejected: the lines of replayed history that were not applied, with
-//     their exact bytes and the reason; insert-only.
+//     their exact bytes, the reason and its kind; insert-only.
 //   - handles: which DIDs' ops have listed a handle in alsoKnownAs, for the
 //     web UI's search; derived from the log, which it follows behind
 //     (not written by the append transactions), only ever added to (so it

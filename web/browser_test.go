@@ -329,10 +329,10 @@ func recordDivergences(t *testing.T, d *directory, source string) {
 	for i, r := range recs {
 		rejections = append(rejections, oplog.Rejection{Source: source, Line: int64(i + 1), DID: r.did, Raw: []byte(r.raw), Reason: r.reason, CreatedAt: d.clock.Now()})
 	}
-	err := d.store.Ingest(context.Background(), source, nil, func(v oplog.IngestView) (oplog.IngestBatch, error) {
+	err := d.store.Append(context.Background(), source, nil, func(v oplog.View) (oplog.Batch, error) {
 		c := v.Cursor
 		c.Line += int64(len(recs))
-		return oplog.IngestBatch{Cursor: c, Rejections: rejections}, nil
+		return oplog.Batch{Cursor: c, Rejections: rejections}, nil
 	})
 	if err != nil {
 		t.Fatalf("record divergences: %v", err)

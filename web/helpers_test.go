@@ -16,10 +16,10 @@ import (
 	"golang.org/x/net/html"
 
 	"github.com/plcdir/plc/api"
-	"github.com/plcdir/plc/audit"
 	"github.com/plcdir/plc/internal/optest"
 	"github.com/plcdir/plc/internal/testclock"
 	"github.com/plcdir/plc/oplog"
+	"github.com/plcdir/plc/tlog"
 	"github.com/plcdir/plc/validate"
 	"github.com/plcdir/plc/web"
 )
@@ -38,7 +38,7 @@ type directory struct {
 	clock *testclock.Clock
 	store *oplog.SQLiteStore
 	log   *oplog.Log
-	tlog  *audit.TLog
+	tlog  *tlog.TLog
 	ui    *web.UI
 	srv   *httptest.Server
 	logs  *bytes.Buffer
@@ -69,15 +69,15 @@ func newDirectory(t *testing.T, o dirOptions) *directory {
 	t.Cleanup(d.log.Close)
 	cfg := web.Config{Store: store, Version: "test", Now: d.clock.Now, Logger: logger, Mirror: o.mirror}
 	if !o.noTLog {
-		skey, _, err := audit.GenerateKey("plc.test")
+		skey, _, err := tlog.GenerateKey("plc.test")
 		if err != nil {
 			t.Fatal(err)
 		}
-		key, err := audit.ParseKey(skey)
+		key, err := tlog.ParseKey(skey)
 		if err != nil {
 			t.Fatal(err)
 		}
-		d.tlog = audit.New(store, key, audit.Options{Now: d.clock.Now, Logger: logger})
+		d.tlog = tlog.New(store, key, tlog.Options{Now: d.clock.Now, Logger: logger})
 		cfg.Checkpoints = d.tlog
 	}
 	d.ui = web.New(cfg)

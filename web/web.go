@@ -57,7 +57,7 @@ const (
 )
 
 // Checkpoints is what the status page needs of the transparency log
-// (*audit.TLog).
+// (*tlog.TLog).
 type Checkpoints interface {
 	// Latest returns the latest signed checkpoint (oplog.ErrNotFound
 	// before the first).

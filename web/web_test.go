@@ -680,17 +680,17 @@ func TestDivergencesPage(t *testing.T) {
 		}
 		recs = append(recs, rj)
 	}
-	err := d.store.Ingest(context.Background(), source, nil, func(v oplog.IngestView) (oplog.IngestBatch, error) {
+	err := d.store.Append(context.Background(), source, nil, func(v oplog.View) (oplog.Batch, error) {
 		c := v.Cursor
 		c.Line = 120
-		return oplog.IngestBatch{Cursor: c, Rejections: recs}, nil
+		return oplog.Batch{Cursor: c, Rejections: recs}, nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// A rejection of another source is not the mirror's.
-	if err := d.store.Ingest(context.Background(), "import:x", nil, func(v oplog.IngestView) (oplog.IngestBatch, error) {
-		return oplog.IngestBatch{Cursor: oplog.Cursor{Source: "import:x", Line: 1}, Rejections: []oplog.Rejection{{Source: "import:x", Line: 1, Raw: []byte("x"), Reason: "other", CreatedAt: t0}}}, nil
+	if err := d.store.Append(context.Background(), "import:x", nil, func(v oplog.View) (oplog.Batch, error) {
+		return oplog.Batch{Cursor: oplog.Cursor{Source: "import:x", Line: 1}, Rejections: []oplog.Rejection{{Source: "import:x", Line: 1, Raw: []byte("x"), Reason: "other", CreatedAt: t0}}}, nil
 	}); err != nil {
 		t.Fatal(err)
 	}

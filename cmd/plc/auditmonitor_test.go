@@ -9,9 +9,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/plcdir/plc/audit"
 	"github.com/plcdir/plc/internal/corpus"
 	"github.com/plcdir/plc/oplog"
+	"github.com/plcdir/plc/tlog"
 )
 
 // monitoredLog serves a directory's transparency log over n generated
@@ -34,15 +34,15 @@ func monitoredLog(t *testing.T, n int) (*httptest.Server, string) {
 	if _, err := oplog.Import(context.Background(), l, &buf, oplog.ImportOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	skey, vkey, err := audit.GenerateKey("plc.test")
+	skey, vkey, err := tlog.GenerateKey("plc.test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, err := audit.ParseKey(skey)
+	key, err := tlog.ParseKey(skey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(audit.New(s, key, audit.Options{}))
+	srv := httptest.NewServer(tlog.New(s, key, tlog.Options{}))
 	t.Cleanup(func() { srv.Close(); l.Close(); s.Close() })
 	return srv, vkey
 }
@@ -64,7 +64,7 @@ func TestAuditMonitorCLI(t *testing.T) {
 
 	// A key that did not sign the log: an inconsistency, with evidence,
 	// whether once or looping.
-	_, other, err := audit.GenerateKey("plc.test")
+	_, other, err := tlog.GenerateKey("plc.test")
 	if err != nil {
 		t.Fatal(err)
 	}

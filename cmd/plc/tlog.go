@@ -4,16 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
-	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
-	"github.com/plcdir/plc/audit"
 	"github.com/plcdir/plc/internal/cli"
 	"github.com/plcdir/plc/oplog"
+	"github.com/plcdir/plc/tlog"
 	"github.com/plcdir/plc/validate"
 )
 
@@ -25,8 +22,9 @@ type tlogConfig struct {
 	// Origin names a key created in the data directory (default: the
 	// host name).
 	Origin string
-	// Witnesses are URL=VKEY pairs.
+	// Witnesses are URL=VKEY pairs; validate parses them into witnesses.
 	Witnesses []string
+	witnesses []*tlog.Witness
 	// StartupCheck is how the derived state (nullified, signer indexes)
 	// is checked at startup: "full" (every signature) or "quick" (the
 	// chains replayed with the stored signer indexes; the signatures of
@@ -40,7 +38,7 @@ func tlogFlags(f *cli.Flags, c *tlogConfig) {
 	f.Str(&c.Origin, "origin", "PLC_ORIGIN", "", "origin (key name) of a checkpoint key created in the data directory (default: the host name)")
 	f.Str(&c.StartupCheck, "startup-check", "PLC_STARTUP_CHECK", "quick", "startup check of the derived state (nullified, signer indexes): quick or full (every signature again)")
 	f.List(&c.Witnesses, "witness", "PLC_WITNESSES", "a witness to cosign checkpoints, as URL=VKEY", func(s string) error {
-		_, err := audit.ParseWitness(s)
+		_, err := tlog.ParseWitness(s)
 		return err
 	})
 }
@@ -49,13 +47,16 @@ func (c *tlogConfig) validate() error {
 	if c.StartupCheck != "quick" && c.StartupCheck != "full" {
 		return fmt.Errorf("--startup-check %q: want quick or full", c.StartupCheck)
 	}
-	for _, w := range c.Witnesses {
-		if _, err := audit.ParseWitness(w); err != nil {
-			return fmt.Errorf("--witness %q: %v", w, err)
+	c.witnesses = nil
+	for _, s := range c.Witnesses {
+		w, err := tlog.ParseWitness(s)
+		if err != nil {
+			return fmt.Errorf("--witness %q: %v", s, err)
 		}
+		c.witnesses = append(c.witnesses, w)
 	}
 	if c.Origin != "" {
-		if _, _, err := audit.GenerateKey(c.Origin); err != nil {
+		if _, _, err := tlog.GenerateKey(c.Origin); err != nil {
 			return fmt.Errorf("--origin: %v", err)
 		}
 	}
@@ -71,36 +72,17 @@ func dataDir(db string) string {
 	return filepath.Dir(db)
 }
 
-// defaultOrigin is the origin of a key created without --origin.
-func defaultOrigin() string {
-	h, err := os.Hostname()
-	if err != nil || h == "" {
-		return "plc.local"
-	}
-	return strings.Map(func(r rune) rune {
-		if r <= ' ' || r == '+' || r == 0x7f {
-			return '-'
-		}
-		return r
-	}, h)
-}
-
 // openTLog loads (or, for a new log, creates) the checkpoint key and runs
 // the transparency log's startup check.
-func openTLog(ctx context.Context, c *serveConfig, store oplog.Store, logger *slog.Logger) (*audit.TLog, error) {
-	key, err := checkpointKey(ctx, c, store, logger)
+func openTLog(ctx context.Context, c *serveConfig, store oplog.Store, logger *slog.Logger) (*tlog.TLog, error) {
+	key, err := tlog.OpenKey(ctx, store, c.TLog.CheckpointKey, dataDir(c.DB), c.TLog.Origin, logger)
+	if err != nil && c.TLog.CheckpointKey != "" {
+		return nil, fmt.Errorf("--checkpoint-key: %w", err)
+	}
 	if err != nil {
 		return nil, err
 	}
-	var witnesses []*audit.Witness
-	for _, s := range c.TLog.Witnesses {
-		w, err := audit.ParseWitness(s)
-		if err != nil {
-			return nil, err
-		}
-		witnesses = append(witnesses, w)
-	}
-	tl := audit.New(store, key, audit.Options{Logger: logger, Witnesses: witnesses})
+	tl := tlog.New(store, key, tlog.Options{Logger: logger, Witnesses: c.TLog.witnesses})
 	// The tree and the derived state are checked side by side: each reads
 	// the whole log, one in seq order, the other by DID. A failure of the
 	// tree check stops the other and is the one reported (an op changed,
@@ -133,7 +115,7 @@ func openTLog(ctx context.Context, c *serveConfig, store oplog.Store, logger *sl
 // checkDerived runs the startup check of the derived state (see
 // oplog.CheckDerived): in full, or quick with the DIDs of the ops after
 // the latest checkpoint in full.
-func checkDerived(ctx context.Context, mode string, store oplog.Store, tl *audit.TLog, logger *slog.Logger) error {
+func checkDerived(ctx context.Context, mode string, store oplog.Store, tl *tlog.TLog, logger *slog.Logger) error {
 	total, err := store.LatestSeq(ctx)
 	if err != nil {
 		return err
@@ -165,7 +147,11 @@ func checkDerived(ctx context.Context, mode string, store oplog.Store, tl *audit
 			logger.Info("checking the derived state", "mode", mode, "ops", n, "of", total)
 		}
 	}
-	if err := oplog.CheckDerived(ctx, store, opts); err != nil {
+	dr, ok := store.(oplog.DerivedReader)
+	if !ok {
+		return errors.New("check the derived state: the store cannot be read for it")
+	}
+	if err := oplog.CheckDerived(ctx, dr, opts); err != nil {
 		var de *oplog.DerivedError
 		if errors.As(err, &de) {
 			return fmt.Errorf("%w: the database was changed behind the log's back (its nullified table or signer indexes, "+
@@ -177,50 +163,6 @@ func checkDerived(ctx context.Context, mode string, store oplog.Store, tl *audit
 	return nil
 }
 
-func checkpointKey(ctx context.Context, c *serveConfig, store oplog.Store, logger *slog.Logger) (*audit.Key, error) {
-	if c.TLog.CheckpointKey != "" {
-		k, err := audit.LoadKey(c.TLog.CheckpointKey)
-		if err != nil {
-			return nil, fmt.Errorf("--checkpoint-key: %w", err)
-		}
-		return k, nil
-	}
-	path := filepath.Join(dataDir(c.DB), "checkpoint.key")
-	k, err := audit.LoadKey(path)
-	if err == nil {
-		return k, nil
-	}
-	if !errors.Is(err, fs.ErrNotExist) {
-		return nil, err
-	}
-	switch _, err := store.Checkpoint(ctx); {
-	case err == nil:
-		return nil, fmt.Errorf("the log has signed checkpoints but its key file %s is missing: restore it, or pass --checkpoint-key", path)
-	case !errors.Is(err, oplog.ErrNotFound):
-		return nil, err
-	}
-	origin := c.TLog.Origin
-	if origin == "" {
-		origin = defaultOrigin()
-	}
-	skey, vkey, err := audit.GenerateKey(origin)
-	if err != nil {
-		return nil, err
-	}
-	if err := audit.WriteKeyFile(path, skey); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			// Another process sharing the data directory created it first.
-			return audit.LoadKey(path)
-		}
-		return nil, fmt.Errorf("create the checkpoint key: %w", err)
-	}
-	// The verifier key is printed (logged) once, here; it is logged again
-	// at every start.
-	logger.Warn("created a checkpoint key for the new transparency log: keep the file safe and publish the verifier key",
-		"file", path, "vkey", vkey)
-	return audit.ParseKey(skey)
-}
-
 func runKeygen(ctx context.Context, e env, args []string) int {
 	fs := cli.NewFlagSet("keygen", "plc keygen --out FILE [--origin NAME]",
 		`Writes a new Ed25519 transparency-log checkpoint key to FILE (mode 0600;
@@ -229,7 +171,7 @@ monitors, witnesses and plc audit use to check the log's checkpoints. The
 origin names the log in its checkpoints: use the directory's host name.
 Pass the file to plc serve or plc mirror with --checkpoint-key.`, e)
 	out := fs.String("out", "", "key file to create (required)")
-	origin := fs.String("origin", defaultOrigin(), "the log's origin (the key's name)")
+	origin := fs.String("origin", tlog.DefaultOrigin(), "the log's origin (the key's name)")
 	if code, done := cli.ParseFlags(fs, args); done {
 		return code
 	}
@@ -237,12 +179,12 @@ Pass the file to plc serve or plc mirror with --checkpoint-key.`, e)
 		fmt.Fprintf(e.Stderr, "plc keygen: want --out FILE and no arguments\nUsage: plc keygen --out FILE [--origin NAME]\n")
 		return exitUsage
 	}
-	skey, vkey, err := audit.GenerateKey(*origin)
+	skey, vkey, err := tlog.GenerateKey(*origin)
 	if err != nil {
 		fmt.Fprintf(e.Stderr, "plc keygen: %v\n", err)
 		return exitUsage
 	}
-	if err := audit.WriteKeyFile(*out, skey); err != nil {
+	if err := tlog.WriteKeyFile(*out, skey); err != nil {
 		fmt.Fprintf(e.Stderr, "plc keygen: %v\n", err)
 		return exitUsage
 	}

@@ -9,9 +9,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/plcdir/plc/audit"
 	"github.com/plcdir/plc/internal/pgtest"
 	"github.com/plcdir/plc/oplog/tamper"
+	"github.com/plcdir/plc/tlog"
 )
 
 // TestTransparencyLogEndToEnd: a new log gets a key in its data directory;
@@ -102,7 +102,7 @@ func TestTransparencyLogPostgresTamperRefused(t *testing.T) {
 
 func vkeyOf(t *testing.T, skey string) string {
 	t.Helper()
-	k, err := audit.ParseKey(skey)
+	k, err := tlog.ParseKey(skey)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package audit
+package tlog
 
 import (
 	"context"
@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"golang.org/x/mod/sumdb/note"
-	"golang.org/x/mod/sumdb/tlog"
+	sumdb "golang.org/x/mod/sumdb/tlog"
 
 	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/oplog"
@@ -75,7 +75,7 @@ func New(store oplog.Store, key *Key, opts Options) *TLog {
 		opts.Interval = time.Second
 	}
 	if opts.Wait == nil {
-		opts.Wait = sleep
+		opts.Wait = Sleep
 	}
 	return &TLog{store: store, key: key, opts: opts, tiles: newTileCache(4096)}
 }
@@ -192,7 +192,7 @@ func (t *TLog) Sign(ctx context.Context) (oplog.Checkpoint, bool, error) {
 	if old != nil && (size <= old.Size || t.opts.Now().Sub(old.SignedAt) < t.opts.Interval) {
 		return prev, false, nil // nothing new, or signed less than Interval ago
 	}
-	root, err := tlog.TreeHash(size, oplog.HashReader(ctx, t.store))
+	root, err := sumdb.TreeHash(size, oplog.HashReader(ctx, t.store))
 	if err != nil {
 		return prev, false, fmt.Errorf("tree hash of size %d: %w", size, err)
 	}
@@ -223,16 +223,16 @@ func (t *TLog) Sign(ctx context.Context) (oplog.Checkpoint, bool, error) {
 
 // checkExtends verifies, from the stored hashes, that the tree of size
 // (with root) is consistent with the checkpoint old.
-func (t *TLog) checkExtends(ctx context.Context, old *oplog.Checkpoint, size int64, root tlog.Hash) error {
+func (t *TLog) checkExtends(ctx context.Context, old *oplog.Checkpoint, size int64, root sumdb.Hash) error {
 	if old.Size == 0 {
 		return nil
 	}
 	r := oplog.HashReader(ctx, t.store)
-	p, err := tlog.ProveTree(size, old.Size, r)
+	p, err := sumdb.ProveTree(size, old.Size, r)
 	if err != nil {
 		return err
 	}
-	if err := tlog.CheckTree(p, size, root, old.Size, old.Root); err != nil {
+	if err := sumdb.CheckTree(p, size, root, old.Size, old.Root); err != nil {
 		return &StartupError{fmt.Sprintf("the stored tree of size %d is not consistent with the signed checkpoint of size %d: refusing to sign", size, old.Size)}
 	}
 	return nil
@@ -283,17 +283,9 @@ func (t *TLog) CheckpointNote(ctx context.Context) (oplog.Checkpoint, error) {
 	return cp, err
 }
 
-// InclusionProof is the proof that the op with Seq is leaf Seq-1 of the
-// tree of the checkpoint.
-type InclusionProof struct {
-	Seq        int64
-	Checkpoint oplog.Checkpoint
-	Hashes     []tlog.Hash
-}
-
 // InclusionProofs returns proofs for the ops with seqs against the latest
 // checkpoint; ops newer than it get none (they will be in the next).
-func (t *TLog) InclusionProofs(ctx context.Context, seqs []int64) (oplog.Checkpoint, map[int64][]tlog.Hash, error) {
+func (t *TLog) InclusionProofs(ctx context.Context, seqs []int64) (oplog.Checkpoint, map[int64][]sumdb.Hash, error) {
 	cp, err := t.CheckpointNote(ctx)
 	if err != nil {
 		return cp, nil, err
@@ -310,13 +302,13 @@ func (t *TLog) InclusionProofs(ctx context.Context, seqs []int64) (oplog.Checkpo
 			return cp, nil, err
 		}
 	}
-	out := make(map[int64][]tlog.Hash, len(seqs))
+	out := make(map[int64][]sumdb.Hash, len(seqs))
 	r := oplog.HashReader(ctx, t.store)
 	for _, s := range seqs {
 		if s < 1 || s > cp.Size {
 			continue
 		}
-		p, err := tlog.ProveRecord(cp.Size, s-1, r)
+		p, err := sumdb.ProveRecord(cp.Size, s-1, r)
 		if err != nil {
 			return cp, nil, fmt.Errorf("inclusion proof of seq %d: %w", s, err)
 		}
@@ -327,11 +319,11 @@ func (t *TLog) InclusionProofs(ctx context.Context, seqs []int64) (oplog.Checkpo
 
 // ConsistencyProof returns the proof that the tree of size old is a prefix
 // of the tree of size new (both at most the stored tree's size).
-func (t *TLog) ConsistencyProof(ctx context.Context, oldSize, newSize int64) (tlog.TreeProof, error) {
+func (t *TLog) ConsistencyProof(ctx context.Context, oldSize, newSize int64) (sumdb.TreeProof, error) {
 	if oldSize == 0 && newSize >= 0 {
-		return tlog.TreeProof{}, nil // every tree extends the empty one
+		return sumdb.TreeProof{}, nil // every tree extends the empty one
 	}
-	return tlog.ProveTree(newSize, oldSize, oplog.HashReader(ctx, t.store))
+	return sumdb.ProveTree(newSize, oldSize, oplog.HashReader(ctx, t.store))
 }
 
 // leafBundle renders the entries of ops first…first+n-1 as a C2SP entry
@@ -347,8 +339,8 @@ func leafBundle(es []oplog.Entry) ([]byte, error) {
 	return b, nil
 }
 
-// sleep waits for d or until ctx is done: the default Wait.
-func sleep(ctx context.Context, d time.Duration) error {
+// Sleep waits for d or until ctx is done: the default Options.Wait.
+func Sleep(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {

@@ -1,4 +1,4 @@
-package audit
+package tlog
 
 import (
 	"container/list"
@@ -12,15 +12,17 @@ import (
 	"strings"
 	"sync"
 
-	"golang.org/x/mod/sumdb/tlog"
+	sumdb "golang.org/x/mod/sumdb/tlog"
 
+	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/oplog"
 )
 
-// TileHeight is the height of the tiles the log serves (C2SP tlog-tiles).
-const TileHeight = 8
-
-const tileWidth = 1 << TileHeight
+// TileHeight and TileWidth are the shape of the tiles the log serves.
+const (
+	TileHeight = plc.TileHeight
+	TileWidth  = plc.TileWidth
+)
 
 // ServeHTTP serves the transparency log under /tlog/:
 //
@@ -83,9 +85,9 @@ var errTileBeyondTree = errors.New("tile beyond any tree")
 // malformed, so that every tile has one path (full tiles are cached and
 // served as immutable under it). A well-formed path no tree can hold is
 // errTileBeyondTree.
-func parseTile(p string) (tlog.Tile, error) {
+func parseTile(p string) (sumdb.Tile, error) {
 	malformed := errors.New("malformed tile path")
-	tile := tlog.Tile{H: TileHeight, W: tileWidth}
+	tile := sumdb.Tile{H: TileHeight, W: TileWidth}
 	level, rest, ok := strings.Cut(p, "/")
 	if !ok {
 		return tile, malformed
@@ -100,7 +102,7 @@ func parseTile(p string) (tlog.Tile, error) {
 		tile.L = int(l)
 	}
 	if idx, w, ok := strings.Cut(rest, ".p/"); ok {
-		width, ok := parseDecimal(w, tileWidth-1)
+		width, ok := parseDecimal(w, TileWidth-1)
 		if !ok || width == 0 {
 			return tile, malformed
 		}
@@ -161,7 +163,7 @@ func allDigits(s string) bool {
 // (or, for an entry bundle, every entry) of tile, without overflowing: a
 // level-L tile needs hashes N·256 … N·256+W-1 of level L, of which the tree
 // has size>>(8L).
-func tileInTree(tile tlog.Tile, size int64) bool {
+func tileInTree(tile sumdb.Tile, size int64) bool {
 	level := max(tile.L, 0)
 	if tile.N < 0 || level > 7 || size <= 0 {
 		return false
@@ -170,7 +172,7 @@ func tileInTree(tile tlog.Tile, size int64) bool {
 	if have < int64(tile.W) {
 		return false
 	}
-	return tile.N <= (have-int64(tile.W))/tileWidth
+	return tile.N <= (have-int64(tile.W))/TileWidth
 }
 
 func (t *TLog) serveTile(w http.ResponseWriter, r *http.Request, p string) {
@@ -183,7 +185,7 @@ func (t *TLog) serveTile(w http.ResponseWriter, r *http.Request, p string) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("%s: want /tlog/tile/<L>/<N>[.p/<W>] or /tlog/tile/entries/<N>[.p/<W>]", err))
 		return
 	}
-	full := tile.W == tileWidth
+	full := tile.W == TileWidth
 	key := tile.Path()
 	if full {
 		if b, ok := t.tiles.get(key); ok {
@@ -204,7 +206,7 @@ func (t *TLog) serveTile(w http.ResponseWriter, r *http.Request, p string) {
 	}
 	var b []byte
 	if tile.L == -1 {
-		es, err := t.store.Export(ctx, tile.N*tileWidth, tile.W)
+		es, err := t.store.Export(ctx, tile.N*TileWidth, tile.W)
 		if err == nil && len(es) != tile.W {
 			err = fmt.Errorf("read %d entries of tile %s, want %d", len(es), key, tile.W)
 		}
@@ -217,7 +219,7 @@ func (t *TLog) serveTile(w http.ResponseWriter, r *http.Request, p string) {
 			return
 		}
 	} else {
-		b, err = tlog.ReadTileData(tile, oplog.HashReader(ctx, t.store))
+		b, err = sumdb.ReadTileData(tile, oplog.HashReader(ctx, t.store))
 		if err != nil {
 			t.opts.Logger.Error("read a tile", "tile", key, "err", err)
 			writeError(w, http.StatusServiceUnavailable, "the tile is not available")
@@ -284,7 +286,7 @@ func (t *TLog) serveConsistency(w http.ResponseWriter, r *http.Request) {
 }
 
 // EncodeHashes renders hashes in base64.
-func EncodeHashes(hs []tlog.Hash) []string {
+func EncodeHashes(hs []sumdb.Hash) []string {
 	out := make([]string, len(hs))
 	for i, h := range hs {
 		out[i] = base64.StdEncoding.EncodeToString(h[:])
@@ -293,11 +295,11 @@ func EncodeHashes(hs []tlog.Hash) []string {
 }
 
 // DecodeHashes parses base64 hashes.
-func DecodeHashes(ss []string) ([]tlog.Hash, error) {
-	out := make([]tlog.Hash, len(ss))
+func DecodeHashes(ss []string) ([]sumdb.Hash, error) {
+	out := make([]sumdb.Hash, len(ss))
 	for i, s := range ss {
 		b, err := base64.StdEncoding.DecodeString(s)
-		if err != nil || len(b) != tlog.HashSize {
+		if err != nil || len(b) != sumdb.HashSize {
 			return nil, fmt.Errorf("hash %d: not a base64 SHA-256 hash", i)
 		}
 		copy(out[i][:], b)

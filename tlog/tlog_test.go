@@ -1,4 +1,4 @@
-package audit_test
+package tlog_test
 
 import (
 	"bytes"
@@ -17,12 +17,12 @@ import (
 	"github.com/transparency-dev/merkle/compact"
 	"github.com/transparency-dev/merkle/proof"
 	"github.com/transparency-dev/merkle/rfc6962"
-	"golang.org/x/mod/sumdb/tlog"
+	sumdb "golang.org/x/mod/sumdb/tlog"
 
-	"github.com/plcdir/plc/audit"
 	"github.com/plcdir/plc/internal/corpus"
 	"github.com/plcdir/plc/oplog"
 	"github.com/plcdir/plc/oplog/tamper"
+	"github.com/plcdir/plc/tlog"
 )
 
 // corpusCache holds generated corpora by size: generating signs ops.
@@ -68,13 +68,13 @@ func load(t *testing.T, s oplog.Store, lines []byte, batch int) {
 	}
 }
 
-func newKey(t *testing.T, origin string) *audit.Key {
+func newKey(t testing.TB, origin string) *tlog.Key {
 	t.Helper()
-	skey, _, err := audit.GenerateKey(origin)
+	skey, _, err := tlog.GenerateKey(origin)
 	if err != nil {
 		t.Fatal(err)
 	}
-	k, err := audit.ParseKey(skey)
+	k, err := tlog.ParseKey(skey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +107,7 @@ func leafHashes(t *testing.T, s oplog.Store) (leaves, roots [][]byte) {
 	return leaves, roots
 }
 
-func hashBytes(hs []tlog.Hash) [][]byte {
+func hashBytes(hs []sumdb.Hash) [][]byte {
 	out := make([][]byte, len(hs))
 	for i := range hs {
 		out[i] = hs[i][:]
@@ -119,19 +119,19 @@ func TestProofsVerifyWithAnIndependentImplementation(t *testing.T) {
 	ctx := context.Background()
 	s, _ := newStore(t)
 	load(t, s, corpusLines(t, 300), 37)
-	tl := audit.New(s, newKey(t, "plc.test"), audit.Options{})
+	tl := tlog.New(s, newKey(t, "plc.test"), tlog.Options{})
 	leaves, roots := leafHashes(t, s)
 	n := int64(len(leaves))
 	h := rfc6962.DefaultHasher
 	r := oplog.HashReader(ctx, s)
 	for size := int64(1); size <= n; size++ {
-		root, err := tlog.TreeHash(size, r)
+		root, err := sumdb.TreeHash(size, r)
 		if err != nil || !bytes.Equal(root[:], roots[size]) {
 			t.Fatalf("tree hash of %d: %x, independent %x (%v)", size, root, roots[size], err)
 		}
 		// Inclusion of a spread of leaves in this size.
 		for _, i := range []int64{0, size / 3, size / 2, size - 1} {
-			p, err := tlog.ProveRecord(size, i, r)
+			p, err := sumdb.ProveRecord(size, i, r)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -155,7 +155,7 @@ func TestProofsVerifyWithAnIndependentImplementation(t *testing.T) {
 	if err != nil || cp.Size != n || len(proofs) != 3 {
 		t.Fatalf("InclusionProofs: size %d, %d proofs, %v", cp.Size, len(proofs), err)
 	}
-	body, _, err := audit.OpenCheckpoint(cp.Note, tl.Key().Verifier)
+	body, _, err := tlog.OpenCheckpoint(cp.Note, tl.Key().Verifier)
 	if err != nil || body.Size != n || !bytes.Equal(body.Root[:], roots[n]) {
 		t.Fatalf("checkpoint %+v, %v", body, err)
 	}
@@ -188,13 +188,13 @@ func TestSignAndCheck(t *testing.T) {
 		s, path := newStore(t)
 		key := newKey(t, "plc.test")
 		c := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-		a := audit.New(s, key, audit.Options{Now: c.Now})
+		a := tlog.New(s, key, tlog.Options{Now: c.Now})
 		other, err := oplog.OpenSQLite(path)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer other.Close()
-		b := audit.New(other, key, audit.Options{Now: c.Now})
+		b := tlog.New(other, key, tlog.Options{Now: c.Now})
 		if err := a.Check(ctx, nil); err != nil {
 			t.Fatalf("Check of an empty log: %v", err)
 		}
@@ -226,10 +226,10 @@ func TestSignAndCheck(t *testing.T) {
 			t.Fatalf("third checkpoint %+v %v", cp2, err)
 		}
 		p, err := a.ConsistencyProof(ctx, cp1.Size, cp2.Size)
-		if err != nil || tlog.CheckTree(p, cp2.Size, cp2.Root, cp1.Size, cp1.Root) != nil {
+		if err != nil || sumdb.CheckTree(p, cp2.Size, cp2.Root, cp1.Size, cp1.Root) != nil {
 			t.Fatalf("checkpoints %d and %d are not consistent: %v", cp1.Size, cp2.Size, err)
 		}
-		if err := audit.New(other, key, audit.Options{}).Check(ctx, nil); err != nil {
+		if err := tlog.New(other, key, tlog.Options{}).Check(ctx, nil); err != nil {
 			t.Fatalf("Check of an honest log: %v", err)
 		}
 	})
@@ -237,11 +237,11 @@ func TestSignAndCheck(t *testing.T) {
 	t.Run("AnotherKeyIsRefused", func(t *testing.T) {
 		s, _ := newStore(t)
 		load(t, s, lines[:cut], 50)
-		if _, _, err := audit.New(s, newKey(t, "plc.test"), audit.Options{}).Sign(ctx); err != nil {
+		if _, _, err := tlog.New(s, newKey(t, "plc.test"), tlog.Options{}).Sign(ctx); err != nil {
 			t.Fatal(err)
 		}
-		err := audit.New(s, newKey(t, "plc.test"), audit.Options{}).Check(ctx, nil)
-		var se *audit.StartupError
+		err := tlog.New(s, newKey(t, "plc.test"), tlog.Options{}).Check(ctx, nil)
+		var se *tlog.StartupError
 		if !errors.As(err, &se) || !strings.Contains(err.Error(), "does not verify with the checkpoint key") {
 			t.Fatalf("Check with another key: %v", err)
 		}
@@ -259,7 +259,7 @@ func TestSignAndCheck(t *testing.T) {
 				s, path := newStore(t)
 				load(t, s, lines, 50)
 				key := newKey(t, "plc.test")
-				if _, _, err := audit.New(s, key, audit.Options{}).Sign(ctx); err != nil {
+				if _, _, err := tlog.New(s, key, tlog.Options{}).Sign(ctx); err != nil {
 					t.Fatal(err)
 				}
 				stmts := []string{tc.stmt}
@@ -278,8 +278,8 @@ func TestSignAndCheck(t *testing.T) {
 						t.Fatal(err)
 					}
 				}
-				err = audit.New(s2, key, audit.Options{}).Check(ctx, nil)
-				var se *audit.StartupError
+				err = tlog.New(s2, key, tlog.Options{}).Check(ctx, nil)
+				var se *tlog.StartupError
 				if !errors.As(err, &se) || !strings.Contains(err.Error(), tc.want) {
 					t.Fatalf("Check after tampering: %v, want a StartupError naming %q", err, tc.want)
 				}
@@ -292,7 +292,7 @@ func TestTilesServeTheTree(t *testing.T) {
 	ctx := context.Background()
 	s, _ := newStore(t)
 	load(t, s, corpusLines(t, 700), 100)
-	tl := audit.New(s, newKey(t, "plc.test"), audit.Options{})
+	tl := tlog.New(s, newKey(t, "plc.test"), tlog.Options{})
 	srv := httptest.NewServer(tl)
 	defer srv.Close()
 	get := func(path string) (int, http.Header, []byte) {
@@ -308,17 +308,17 @@ func TestTilesServeTheTree(t *testing.T) {
 	if code != 200 {
 		t.Fatalf("checkpoint: %d %s", code, note)
 	}
-	body, _, err := audit.OpenCheckpoint(note, tl.Key().Verifier)
+	body, _, err := tlog.OpenCheckpoint(note, tl.Key().Verifier)
 	if err != nil || body.Size != 700 {
 		t.Fatalf("checkpoint %+v %v", body, err)
 	}
 	// A client that trusts only the checkpoint reads the tree from tiles:
-	// tlog.TileHashReader checks every tile against the root.
-	tree := tlog.Tree{N: body.Size, Hash: body.Root}
-	reader := tlog.TileHashReader(tree, tileReader{t, get})
+	// sumdb.TileHashReader checks every tile against the root.
+	tree := sumdb.Tree{N: body.Size, Hash: body.Root}
+	reader := sumdb.TileHashReader(tree, tileReader{t, get})
 	leaves, roots := leafHashes(t, s)
 	for _, i := range []int64{0, 255, 256, 511, 699} {
-		p, err := tlog.ProveRecord(tree.N, i, reader)
+		p, err := sumdb.ProveRecord(tree.N, i, reader)
 		if err != nil {
 			t.Fatalf("proof of %d from tiles: %v", i, err)
 		}
@@ -383,13 +383,13 @@ type tileReader struct {
 	get func(string) (int, http.Header, []byte)
 }
 
-func (r tileReader) Height() int { return audit.TileHeight }
+func (r tileReader) Height() int { return tlog.TileHeight }
 
-func (r tileReader) ReadTiles(tiles []tlog.Tile) ([][]byte, error) {
+func (r tileReader) ReadTiles(tiles []sumdb.Tile) ([][]byte, error) {
 	out := make([][]byte, len(tiles))
 	for i, tile := range tiles {
 		// The C2SP path: tlog's without the height.
-		p := strings.TrimPrefix(tile.Path(), fmt.Sprintf("tile/%d/", audit.TileHeight))
+		p := strings.TrimPrefix(tile.Path(), fmt.Sprintf("tile/%d/", tlog.TileHeight))
 		code, _, b := r.get("/tlog/tile/" + p)
 		if code != 200 {
 			return nil, fmt.Errorf("tile %s: %d %s", p, code, b)
@@ -399,4 +399,4 @@ func (r tileReader) ReadTiles(tiles []tlog.Tile) ([][]byte, error) {
 	return out, nil
 }
 
-func (r tileReader) SaveTiles([]tlog.Tile, [][]byte) {}
+func (r tileReader) SaveTiles([]sumdb.Tile, [][]byte) {}

@@ -1,4 +1,4 @@
-package audit_test
+package tlog_test
 
 import (
 	"bufio"
@@ -25,17 +25,16 @@ import (
 	"github.com/transparency-dev/merkle/proof"
 	"github.com/transparency-dev/merkle/rfc6962"
 	"golang.org/x/mod/sumdb/note"
-	"golang.org/x/mod/sumdb/tlog"
+	sumdb "golang.org/x/mod/sumdb/tlog"
 
 	"github.com/plcdir/plc"
-	"github.com/plcdir/plc/audit"
 	"github.com/plcdir/plc/internal/corpus"
 	"github.com/plcdir/plc/oplog"
+	"github.com/plcdir/plc/tlog"
 )
 
-// Test support shared by the witness and monitor tests: corpora, stores,
-// keys. Names are prefixed (wt…) to stay clear of the package's other
-// test files.
+// Test support of the witness tests: corpora and a log sink. Names are
+// prefixed (wt…) to stay clear of the package's other test files.
 
 var (
 	wtCorpusMu sync.Mutex
@@ -75,19 +74,6 @@ func wtLoad(t testing.TB, s oplog.Store, lines [][]byte) {
 	}
 }
 
-func wtKey(t testing.TB, origin string) *audit.Key {
-	t.Helper()
-	skey, _, err := audit.GenerateKey(origin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := audit.ParseKey(skey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
 // wtBuffer is a goroutine-safe log sink.
 type wtBuffer struct {
 	mu sync.Mutex
@@ -107,10 +93,10 @@ func (b *wtBuffer) String() string {
 }
 
 // wtRound runs one round of tl.Run: sign, then ask the witnesses.
-func wtRound(t *testing.T, s oplog.Store, key *audit.Key, logs io.Writer, ws ...*audit.Witness) *audit.TLog {
+func wtRound(t *testing.T, s oplog.Store, key *tlog.Key, logs io.Writer, ws ...*tlog.Witness) *tlog.TLog {
 	t.Helper()
 	stop := errors.New("stop")
-	tl := audit.New(s, key, audit.Options{
+	tl := tlog.New(s, key, tlog.Options{
 		Logger:    slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Witnesses: ws,
 		Interval:  time.Nanosecond, // sign whenever the log grew
@@ -145,7 +131,7 @@ type testWitness struct {
 
 type wtState struct {
 	size int64
-	root tlog.Hash
+	root sumdb.Hash
 }
 
 type wtRequest struct {
@@ -184,9 +170,9 @@ func wtCosignerVKey(name string, pub ed25519.PublicKey) (vkey string, hash uint3
 // flag returns the --witness form of the witness.
 func (w *testWitness) flag() string { return w.srv.URL + "=" + w.vkey }
 
-func (w *testWitness) witness(t *testing.T) *audit.Witness {
+func (w *testWitness) witness(t *testing.T) *tlog.Witness {
 	t.Helper()
-	aw, err := audit.ParseWitness(w.flag())
+	aw, err := tlog.ParseWitness(w.flag())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -300,7 +286,7 @@ func (w *testWitness) add(body []byte) (status int, answer []byte, ctype string)
 	}
 	st := w.state[cp.Origin]
 	if old != st.size {
-		return http.StatusConflict, []byte(strconv.FormatInt(st.size, 10) + "\n"), "text/x.tlog.size"
+		return http.StatusConflict, []byte(strconv.FormatInt(st.size, 10) + "\n"), "text/x.sumdb.size"
 	}
 	switch {
 	case old == 0:
@@ -309,7 +295,7 @@ func (w *testWitness) add(body []byte) (status int, answer []byte, ctype string)
 		}
 	case old == cp.Size:
 		if cp.Root != st.root {
-			return http.StatusConflict, []byte(strconv.FormatInt(st.size, 10) + "\n"), "text/x.tlog.size"
+			return http.StatusConflict, []byte(strconv.FormatInt(st.size, 10) + "\n"), "text/x.sumdb.size"
 		}
 	default:
 		if err := proof.VerifyConsistency(rfc6962.DefaultHasher, uint64(old), uint64(cp.Size), pf, st.root[:], cp.Root[:]); err != nil {
@@ -350,13 +336,13 @@ func newTestWitnessKey(t *testing.T, name string) *testWitness {
 // wtCosigners returns the names of the witnesses whose cosignatures in
 // the stored checkpoint verify, checked by hand as tlog-cosignature says
 // (independently of audit's verifier), after the log's own signature.
-func wtCosigners(t *testing.T, s oplog.Store, key *audit.Key, ws ...*testWitness) (oplog.Checkpoint, []string) {
+func wtCosigners(t *testing.T, s oplog.Store, key *tlog.Key, ws ...*testWitness) (oplog.Checkpoint, []string) {
 	t.Helper()
 	cp, err := s.Checkpoint(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, n, err := audit.OpenCheckpoint(cp.Note, key.Verifier)
+	body, n, err := tlog.OpenCheckpoint(cp.Note, key.Verifier)
 	if err != nil || body.Size != cp.Size || body.Root != cp.Root {
 		t.Fatalf("stored checkpoint: %+v, %v", body, err)
 	}
@@ -389,7 +375,7 @@ func wtCosigners(t *testing.T, s oplog.Store, key *audit.Key, ws ...*testWitness
 	// audit's verifier agrees.
 	var vs []note.Verifier
 	for _, w := range ws {
-		v, err := audit.NewCosignatureVerifier(w.vkey)
+		v, err := tlog.NewCosignatureVerifier(w.vkey)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -407,7 +393,7 @@ func wtCosigners(t *testing.T, s oplog.Store, key *audit.Key, ws ...*testWitness
 func TestWitnessCosignsEachCheckpoint(t *testing.T) {
 	lines := wtCorpus(t, 21, 500)
 	s, _ := newStore(t)
-	key := wtKey(t, "plc.test")
+	key := newKey(t, "plc.test")
 	w1 := newTestWitness(t, "w1.example/witness", key.VKey)
 	w2 := newTestWitness(t, "w2.example/witness", key.VKey)
 	aw1, aw2 := w1.witness(t), w2.witness(t)
@@ -456,7 +442,7 @@ func TestWitnessCosignsEachCheckpoint(t *testing.T) {
 func TestWitnessConflictIsRetriedFromTheWitnessSize(t *testing.T) {
 	lines := wtCorpus(t, 21, 500)
 	s, _ := newStore(t)
-	key := wtKey(t, "plc.test")
+	key := newKey(t, "plc.test")
 	w := newTestWitness(t, "w.example/witness", key.VKey)
 	var logs wtBuffer
 	wtLoad(t, s, lines[:200])
@@ -481,7 +467,7 @@ func TestWitnessBadCosignaturesAreNotPublished(t *testing.T) {
 	for _, mode := range []string{"badsig", "stranger"} {
 		t.Run(mode, func(t *testing.T) {
 			s, _ := newStore(t)
-			key := wtKey(t, "plc.test")
+			key := newKey(t, "plc.test")
 			w := newTestWitness(t, "w.example/witness", key.VKey)
 			w.mu.Lock()
 			w.mode = mode
@@ -506,7 +492,7 @@ func TestWitnessBadCosignaturesAreNotPublished(t *testing.T) {
 
 func TestWitnessDownLeavesTheCheckpoint(t *testing.T) {
 	s, _ := newStore(t)
-	key := wtKey(t, "plc.test")
+	key := newKey(t, "plc.test")
 	w := newTestWitness(t, "w.example/witness", key.VKey)
 	w.srv.Close()
 	var logs wtBuffer
@@ -527,14 +513,14 @@ func TestWitnessDownLeavesTheCheckpoint(t *testing.T) {
 func TestWitnessCosignatureOfAReplacedCheckpointIsDropped(t *testing.T) {
 	lines := wtCorpus(t, 21, 120)
 	s, _ := newStore(t)
-	key := wtKey(t, "plc.test")
+	key := newKey(t, "plc.test")
 	w := newTestWitness(t, "w.example/witness", key.VKey)
 	wtLoad(t, s, lines[:100])
 	// While the witness cosigns size 100, the log signs size 120.
 	w.mu.Lock()
 	w.before = func() {
 		wtLoad(t, s, lines[100:])
-		if _, signed, err := audit.New(s, key, audit.Options{Interval: time.Nanosecond}).Sign(context.Background()); err != nil || !signed {
+		if _, signed, err := tlog.New(s, key, tlog.Options{Interval: time.Nanosecond}).Sign(context.Background()); err != nil || !signed {
 			t.Errorf("Sign: %v %v", signed, err)
 		}
 	}
@@ -560,7 +546,7 @@ func TestParseWitness(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := audit.ParseWitness("https://user:secret@w.example/prefix/=" + vkey)
+	w, err := tlog.ParseWitness("https://user:secret@w.example/prefix/=" + vkey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -586,7 +572,7 @@ func TestParseWitness(t *testing.T) {
 		{"https://w.example=w.example/w1", "<name>+<hash>+<key>"},
 		{"https://w.example=" + badHash, "does not match"},
 	} {
-		if _, err := audit.ParseWitness(tc.in); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if _, err := tlog.ParseWitness(tc.in); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("ParseWitness(%q) = %v, want an error saying %q", tc.in, err, tc.want)
 		}
 	}

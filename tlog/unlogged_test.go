@@ -1,4 +1,4 @@
-package audit_test
+package tlog_test
 
 import (
 	"context"
@@ -9,10 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/plcdir/plc/audit"
 	"github.com/plcdir/plc/internal/pgtest"
 	"github.com/plcdir/plc/oplog"
 	"github.com/plcdir/plc/oplog/tamper"
+	"github.com/plcdir/plc/tlog"
 )
 
 // backends runs test against a migrated store on SQLite and on
@@ -67,7 +67,7 @@ func TestStartupRefusesOpsInsertedBehindTheLog(t *testing.T) {
 	key := newKey(t, "plc.test")
 	sign := func(t *testing.T, s oplog.Store) oplog.Checkpoint {
 		t.Helper()
-		tl := audit.New(s, key, audit.Options{})
+		tl := tlog.New(s, key, tlog.Options{})
 		if err := tl.Check(ctx, nil); err != nil {
 			t.Fatalf("Check of an honest log: %v", err)
 		}
@@ -94,8 +94,8 @@ func TestStartupRefusesOpsInsertedBehindTheLog(t *testing.T) {
 	}
 	refused := func(t *testing.T, s oplog.Store, e oplog.Entry) {
 		t.Helper()
-		err := audit.New(s, key, audit.Options{}).Check(ctx, nil)
-		var se *audit.StartupError
+		err := tlog.New(s, key, tlog.Options{}).Check(ctx, nil)
+		var se *tlog.StartupError
 		want := fmt.Sprintf("seq %d did %s cid %s", e.Seq, e.DID, e.CID)
 		if !errors.As(err, &se) || !strings.Contains(err.Error(), want) {
 			t.Fatalf("Check after an op was inserted behind the log: %v; want a StartupError naming %q", err, want)
@@ -130,7 +130,7 @@ func TestStartupRefusesOpsInsertedBehindTheLog(t *testing.T) {
 			s2 := open()
 			// A second later (the least time between two checkpoints).
 			c := &clock{t: cp.SignedAt.Add(time.Second)}
-			tl := audit.New(s2, key, audit.Options{Now: c.Now})
+			tl := tlog.New(s2, key, tlog.Options{Now: c.Now})
 			if err := tl.Check(ctx, nil); err != nil {
 				t.Fatalf("Check after a stop between a commit and a checkpoint: %v", err)
 			}

@@ -1,17 +1,21 @@
-package audit
+package tlog
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 
 	"golang.org/x/mod/sumdb/note"
+
+	"github.com/plcdir/plc/oplog"
 )
 
 // Key is a transparency log's checkpoint key: an Ed25519 signed-note key
@@ -39,20 +43,15 @@ func GenerateKey(origin string) (skey, vkey string, err error) {
 
 // checkOrigin refuses a name the signed-note format cannot carry.
 func checkOrigin(origin string) error {
-	if origin == "" || strings.ContainsAny(origin, "+ \t\n\r") || !isPrint(origin) {
+	if origin == "" || strings.ContainsFunc(origin, notInOrigin) {
 		return fmt.Errorf("origin %q: want a non-empty name without spaces or '+' (e.g. plc.example.com)", origin)
 	}
 	return nil
 }
 
-func isPrint(s string) bool {
-	for _, r := range s {
-		if r < 0x21 || r == 0x7f {
-			return false
-		}
-	}
-	return true
-}
+// notInOrigin reports the runes an origin cannot hold: controls, spaces,
+// '+' and DEL.
+func notInOrigin(r rune) bool { return r <= ' ' || r == '+' || r == 0x7f }
 
 // ParseKey reads a private key in signed-note form.
 func ParseKey(skey string) (*Key, error) {
@@ -119,4 +118,63 @@ func WriteKeyFile(path, skey string) error {
 		return err
 	}
 	return f.Close()
+}
+
+// OpenKey returns the checkpoint key of the log in store, and never starts
+// a new log by accident: it loads file when set, else dir's
+// checkpoint.key, which it creates (for origin, default DefaultOrigin(),
+// and logs its verifier key) only when the file does not exist and the
+// store holds no checkpoint: a new key for a log that has signed would
+// start a new log over its ops. When another process sharing dir creates
+// the file first, its key is the one returned.
+func OpenKey(ctx context.Context, store oplog.Store, file, dir, origin string, logger *slog.Logger) (*Key, error) {
+	if file != "" {
+		return LoadKey(file)
+	}
+	path := filepath.Join(dir, "checkpoint.key")
+	k, err := LoadKey(path)
+	if err == nil {
+		return k, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	switch _, err := store.Checkpoint(ctx); {
+	case err == nil:
+		return nil, fmt.Errorf("the log has signed checkpoints but its key file %s is missing: restore it, or pass --checkpoint-key", path)
+	case !errors.Is(err, oplog.ErrNotFound):
+		return nil, err
+	}
+	if origin == "" {
+		origin = DefaultOrigin()
+	}
+	skey, vkey, err := GenerateKey(origin)
+	if err != nil {
+		return nil, err
+	}
+	if err := WriteKeyFile(path, skey); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return LoadKey(path)
+		}
+		return nil, fmt.Errorf("create the checkpoint key: %w", err)
+	}
+	logger.Warn("created a checkpoint key for the new transparency log: keep the file safe and publish the verifier key",
+		"file", path, "vkey", vkey)
+	return ParseKey(skey)
+}
+
+// DefaultOrigin is the origin of a key created without one: the host name
+// with the runes an origin cannot hold replaced by '-' (plc.local without
+// one).
+func DefaultOrigin() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "plc.local"
+	}
+	return strings.Map(func(r rune) rune {
+		if notInOrigin(r) {
+			return '-'
+		}
+		return r
+	}, h)
 }

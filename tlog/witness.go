@@ -1,4 +1,4 @@
-package audit
+package tlog
 
 import (
 	"bytes"
@@ -22,18 +22,10 @@ import (
 	"unicode/utf8"
 
 	"golang.org/x/mod/sumdb/note"
-	"golang.org/x/mod/sumdb/tlog"
+	sumdb "golang.org/x/mod/sumdb/tlog"
 
 	"github.com/plcdir/plc/oplog"
 )
-
-// Witnesses (C2SP tlog-witness): after signing a checkpoint the log POSTs
-// it to each witness's add-checkpoint endpoint with a consistency proof
-// from the size the witness last cosigned; a witness that verified the
-// log's signature and the proof answers with a timestamped cosignature
-// (C2SP tlog-cosignature, cosignature/v1), which the log checks with the
-// witness's key and adds to the stored checkpoint note. A witness that is
-// down, slow or wrong only costs its cosignature: the checkpoint stands.
 
 const (
 	// WitnessTimeout bounds one add-checkpoint request.
@@ -358,7 +350,7 @@ func (t *TLog) askWitness(ctx context.Context, w *Witness, cp oplog.Checkpoint, 
 
 // addCheckpoint POSTs one add-checkpoint request.
 func (t *TLog) addCheckpoint(ctx context.Context, w *Witness, old int64, cp oplog.Checkpoint, text string) ([]string, error) {
-	var proof tlog.TreeProof
+	var proof sumdb.TreeProof
 	if old > 0 && old < cp.Size {
 		p, err := t.ConsistencyProof(ctx, old, cp.Size)
 		if err != nil {

@@ -1,4 +1,4 @@
-package audit_test
+package tlog_test
 
 import (
 	"io"
@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/plcdir/plc/audit"
+	"github.com/plcdir/plc/tlog"
 )
 
 // A tile index so large that the tile's first entry overflows int64 wraps
@@ -18,7 +18,7 @@ import (
 func TestTileIndexOverflowIsNotTileZero(t *testing.T) {
 	s, _ := newStore(t)
 	load(t, s, corpusLines(t, 300), 100)
-	tl := audit.New(s, newKey(t, "plc.test"), audit.Options{})
+	tl := tlog.New(s, newKey(t, "plc.test"), tlog.Options{})
 	srv := httptest.NewServer(tl)
 	defer srv.Close()
 	get := func(path string) (int, http.Header, string) {
