@@ -2,10 +2,11 @@
 // contract, its PostgreSQL and SQLite implementations, and the sequencer
 // (Log) through which every op is appended: submitted ops with Submit,
 // replayed history (an imported export, a mirrored upstream) with Ingest,
-// which Import drives over an export file, and evidence found beside a
-// source's lines (a mirror's divergence) with Reject. All three run one
-// transaction skeleton over Store.Append, and ops go through one function
-// that applies the chain rules under the append lock.
+// which Replay drives over the lines of any source (Import: an export
+// file), and evidence found beside a source's lines (a mirror's
+// divergence) with Reject. All three run one transaction skeleton over
+// Store.Append, and ops go through one function that applies the chain
+// rules under the append lock.
 //
 // # The Store contract
 //
