@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -58,8 +59,7 @@ type Witness struct {
 	peer     *client.Client
 	initErr  error
 
-	mu   sync.Mutex
-	size int64 // the tree size the witness last cosigned, as far as the log knows
+	cosigned atomic.Int64 // the tree size the witness last cosigned, as far as the log knows
 }
 
 // ParseWitness parses the flag form of a witness, URL=VKEY: an http(s)
@@ -96,19 +96,6 @@ func (w *Witness) init() error {
 func (w *Witness) String() string {
 	name, _, _ := strings.Cut(w.VKey, "+")
 	return name + " at " + client.RedactURL(w.URL)
-}
-
-// cosigned returns the size the witness is known to have cosigned last.
-func (w *Witness) cosigned() int64 {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.size
-}
-
-func (w *Witness) setCosigned(n int64) {
-	w.mu.Lock()
-	w.size = n
-	w.mu.Unlock()
 }
 
 // NewCosignatureVerifier returns the note.Verifier of a C2SP
@@ -297,7 +284,7 @@ func (t *TLog) askWitness(ctx context.Context, w *Witness, cp oplog.Checkpoint, 
 	if err := w.init(); err != nil {
 		return nil, err
 	}
-	old := w.cosigned()
+	old := w.cosigned.Load()
 	for attempt := 0; ; attempt++ {
 		if old > cp.Size {
 			return nil, fmt.Errorf("the witness already cosigned a larger tree (size %d) than this checkpoint's", old)
@@ -306,12 +293,12 @@ func (t *TLog) askWitness(ctx context.Context, w *Witness, cp oplog.Checkpoint, 
 		var c *witnessConflict
 		switch {
 		case err == nil:
-			w.setCosigned(cp.Size)
+			w.cosigned.Store(cp.Size)
 			return lines, nil
 		case !errors.As(err, &c):
 			return nil, err
 		}
-		w.setCosigned(c.size)
+		w.cosigned.Store(c.size)
 		switch {
 		case c.size == old && old == cp.Size:
 			return nil, fmt.Errorf("%w, the size of this checkpoint, with another root hash: the witness saw a fork of this log", err)
