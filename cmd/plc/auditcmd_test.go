@@ -20,6 +20,7 @@ import (
 	"github.com/plcdir/plc/api"
 	"github.com/plcdir/plc/audit"
 	"github.com/plcdir/plc/internal/corpus"
+	"github.com/plcdir/plc/internal/storetest"
 	"github.com/plcdir/plc/oplog"
 )
 
@@ -43,14 +44,7 @@ func auditCorpus(t *testing.T, cfg corpus.Config) (export []byte, st corpus.Stat
 // valid ops) with plc's API; wrap, if set, wraps the handler.
 func auditDirectory(t *testing.T, export []byte, wrap func(http.Handler) http.Handler) string {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "dir.sqlite")
-	if _, err := oplog.MigrateUp(path); err != nil {
-		t.Fatal(err)
-	}
-	s, err := oplog.OpenSQLite(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, _ := storetest.SQLite(t)
 	l := oplog.NewLog(s, oplog.Options{NoRateLimit: true})
 	if _, err := oplog.Import(context.Background(), l, bytes.NewReader(export), oplog.ImportOptions{}); err != nil {
 		t.Fatalf("import: %v", err)
@@ -60,7 +54,7 @@ func auditDirectory(t *testing.T, export []byte, wrap func(http.Handler) http.Ha
 		h = wrap(h)
 	}
 	srv := httptest.NewServer(h)
-	t.Cleanup(func() { srv.Close(); l.Close(); s.Close() })
+	t.Cleanup(func() { srv.Close(); l.Close() })
 	return srv.URL
 }
 
