@@ -46,11 +46,7 @@ or read errors.`, e)
 	f := cli.NewFlags(fs, e)
 	f.Str(vkey, "vkey", "PLC_VKEY", "", "the directory's checkpoint verifier key, for --proof")
 	f.Int(workers, "workers", "PLC_WORKERS", runtime.GOMAXPROCS(0), "files verified in parallel")
-	if f.Err != nil {
-		fmt.Fprintf(e.Stderr, "plc audit verify-log: %v\n", f.Err)
-		return exitUsage
-	}
-	if code, done := cli.ParseFlags(fs, args); done {
+	if code, done := f.Parse("plc audit verify-log", args); done {
 		return code
 	}
 	files := fs.Args()

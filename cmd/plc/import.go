@@ -72,11 +72,7 @@ on a database error or an interruption, 2 on usage or input errors.`, e)
 	f.Int(&c.Batch, "batch", "PLC_IMPORT_BATCH", oplog.DefaultImportBatch, "lines per transaction")
 	f.Int(&c.Workers, "workers", "PLC_WORKERS", oplog.DefaultImportWorkers(), "goroutines parsing lines and checking signatures (default: one per core, and one more)")
 	clockSkewFlag(f, &c.MaxClockSkew)
-	if f.Err != nil {
-		fmt.Fprintf(e.Stderr, "plc import: %v\n", f.Err)
-		return exitUsage
-	}
-	if code, done := cli.ParseFlags(fs, args); done {
+	if code, done := f.Parse("plc import", args); done {
 		return code
 	}
 	if fs.NArg() != 1 {

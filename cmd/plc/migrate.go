@@ -18,11 +18,7 @@ func runMigrate(_ context.Context, e env, args []string) int {
            whether a migration failed half-way (dirty)`, e)
 	f := cli.NewFlags(fs, e)
 	f.DB(&db)
-	if f.Err != nil {
-		fmt.Fprintf(e.Stderr, "plc migrate: %v\n", f.Err)
-		return exitUsage
-	}
-	if code, done := cli.ParseFlags(fs, args); done {
+	if code, done := f.Parse("plc migrate", args); done {
 		return code
 	}
 	if fs.NArg() != 1 || (fs.Arg(0) != "up" && fs.Arg(0) != "version") {

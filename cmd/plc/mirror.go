@@ -51,11 +51,7 @@ with the same defaults.`, e)
 	f.Duration(&sIdle, "stream-idle", "PLC_MIRROR_STREAM_IDLE", time.Minute, "silence on the upstream stream after which the mirror pings it and checks the export for ops it missed")
 	f.Int(&evRows, "max-evidence-rows", "PLC_MIRROR_MAX_EVIDENCE_ROWS", mirror.DefaultMaxEvidenceRows, "divergence records stored at most; past the cap (rows or bytes) divergences are counted, not stored")
 	f.Int(&evBytes, "max-evidence-bytes", "PLC_MIRROR_MAX_EVIDENCE_BYTES", mirror.DefaultMaxEvidenceBytes, "bytes of divergence records (evidence, reason, DID, CID) stored at most")
-	if f.Err != nil {
-		fmt.Fprintf(e.Stderr, "plc mirror: %v\n", f.Err)
-		return exitUsage
-	}
-	if code, done := cli.ParseFlags(fs, args); done {
+	if code, done := f.Parse("plc mirror", args); done {
 		return code
 	}
 	if fs.NArg() > 0 {

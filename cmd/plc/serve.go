@@ -174,11 +174,7 @@ start) and the API on :2582.`, e)
 	f := cli.NewFlags(fs, e)
 	serverFlags(f, &c)
 	f.Bool(&c.NoDIDRateLimit, "no-did-rate-limit", "PLC_NO_DID_RATE_LIMIT", "turn off the per-DID operation rate limit")
-	if f.Err != nil {
-		fmt.Fprintf(e.Stderr, "plc serve: %v\n", f.Err)
-		return exitUsage
-	}
-	if code, done := cli.ParseFlags(fs, args); done {
+	if code, done := f.Parse("plc serve", args); done {
 		return code
 	}
 	if fs.NArg() > 0 {
