@@ -287,17 +287,17 @@ func TestVerifyExportProgressBar(t *testing.T) {
 	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
 	now := t0
 	var read atomic.Int64
-	p := &verifyProgress{w: &buf, now: func() time.Time { return now }, start: t0, size: 1000, read: &read}
+	p := &progress{w: &buf, tty: true, now: func() time.Time { return now }, start: t0, size: 1000, read: &read}
 	read.Store(500)
 	now = t0.Add(10 * time.Second)
-	p.update(audit.ExportProgress{Lines: 2000, Ops: 1500, Invalid: 3})
+	p.verified(audit.ExportProgress{Lines: 2000, Ops: 1500, Invalid: 3})
 	want := "\r\033[K[##########..........] 50%, 2000 lines, 1500 ops verified, 3 invalid, 150 ops/s, ETA 10s"
 	if buf.String() != want {
 		t.Errorf("bar %q, want %q", buf.String(), want)
 	}
 	buf.Reset()
 	now = now.Add(100 * time.Millisecond)
-	p.update(audit.ExportProgress{Lines: 2001})
+	p.verified(audit.ExportProgress{Lines: 2001})
 	if buf.Len() != 0 {
 		t.Errorf("redrawn after 100ms: %q", buf.String())
 	}

@@ -101,10 +101,10 @@ when any is not, 2 on usage or read errors.`, e)
 	}
 	defer closer()
 
-	p := &verifyProgress{w: e.Stderr, tty: isTerminal(e.Stderr), now: time.Now, size: size, read: read}
+	p := &progress{w: e.Stderr, tty: isTerminal(e.Stderr), now: time.Now, size: size, read: read}
 	p.start = p.now()
 	if p.tty {
-		opts.Progress = p.update
+		opts.Progress = p.verified
 	}
 	rep, err := audit.VerifyExport(ctx, r, opts)
 	p.clear()
@@ -214,46 +214,4 @@ func pluralCount(n int64, one, many string) string {
 		return "1 " + one
 	}
 	return fmt.Sprintf("%d %s", n, many)
-}
-
-// verifyProgress draws a one-line progress bar on a terminal, at most four
-// times a second.
-type verifyProgress struct {
-	w           io.Writer
-	tty         bool
-	now         func() time.Time
-	start, last time.Time
-	size        int64         // the input's size in bytes (0: unknown)
-	read        *atomic.Int64 // bytes of the input read so far (nil: unknown)
-	shown       bool
-}
-
-func (p *verifyProgress) update(st audit.ExportProgress) {
-	t := p.now()
-	if t.Sub(p.last) < 250*time.Millisecond {
-		return
-	}
-	p.last = t
-	var b strings.Builder
-	eta := ""
-	if p.size > 0 && p.read != nil {
-		frac := min(float64(p.read.Load())/float64(p.size), 1)
-		const width = 20
-		full := int(frac * width)
-		fmt.Fprintf(&b, "[%s%s] %.0f%%, ", strings.Repeat("#", full), strings.Repeat(".", width-full), frac*100)
-		if frac > 0 && frac < 1 {
-			eta = ", ETA " + time.Duration(float64(t.Sub(p.start))*(1-frac)/frac).Round(time.Second).String()
-		}
-	}
-	fmt.Fprintf(&b, "%d lines, %d ops verified, %d invalid, %s ops/s%s", st.Lines, st.Ops, st.Invalid, rate(st.Ops, t.Sub(p.start)), eta)
-	fmt.Fprintf(p.w, "\r\033[K%s", b.String())
-	p.shown = true
-}
-
-// clear takes the progress bar off the terminal's line.
-func (p *verifyProgress) clear() {
-	if p.shown {
-		fmt.Fprint(p.w, "\r\033[K")
-		p.shown = false
-	}
 }

@@ -618,7 +618,7 @@ func TestImportProgress(t *testing.T) {
 	var read atomic.Int64
 	read.Store(250)
 	pc := &stepClock{t: importT0, step: 100 * time.Millisecond}
-	p := &importProgress{w: &bar, tty: true, now: pc.Now, size: 1000, read: &read}
+	p := &progress{w: &bar, tty: true, now: pc.Now, size: 1000, read: &read}
 	p.start = pc.Now()
 	p.last = p.start
 	st := oplog.ImportStats{Lines: 10, Imported: 9, Rejected: 1}

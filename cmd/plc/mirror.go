@@ -104,7 +104,7 @@ with the same defaults.`, e)
 		audit = -1
 	}
 	hook := func(log *oplog.Log, reg *prometheus.Registry, cfg *api.Config) (func(context.Context), error) {
-		p := &importProgress{w: e.Stderr, tty: isTerminal(e.Stderr), now: time.Now, cmd: "plc mirror: backfill"}
+		p := &progress{w: e.Stderr, tty: isTerminal(e.Stderr), now: time.Now, cmd: "plc mirror: backfill"}
 		p.start = time.Now()
 		p.last = p.start
 		m, err := mirror.New(mirror.Config{
