@@ -189,13 +189,7 @@ func connKey(a net.Addr) netip.Addr {
 	} else if ap, err := netip.ParseAddrPort(a.String()); err == nil {
 		addr = ap.Addr()
 	}
-	addr = addr.Unmap().WithZone("")
-	if addr.Is6() {
-		if p, err := addr.Prefix(64); err == nil {
-			addr = p.Addr()
-		}
-	}
-	return addr
+	return clientAddr(addr)
 }
 
 // admit counts c in, making room by closing an idle connection if a bound
