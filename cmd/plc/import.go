@@ -207,13 +207,3 @@ func openInput(path string, stdin io.Reader) (*countingFile, int64, error) {
 	}
 	return &countingFile{r: f, close: f.Close}, size, nil
 }
-
-// isTerminal reports whether w is a terminal.
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
-}

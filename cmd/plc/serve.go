@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"net/url"
-	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -90,7 +89,7 @@ func (c *serveConfig) validate() error {
 	}
 	if oplog.IsPostgres(c.DB) {
 		if _, err := url.Parse(c.DB); err != nil {
-			return fmt.Errorf("--db: invalid URL: %v", redactErr(err, c.DB))
+			return fmt.Errorf("--db: invalid URL: %v", redactErr(err))
 		}
 	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
@@ -156,7 +155,7 @@ func (c *serveConfig) connLimits(logger *slog.Logger) (total, perIP int) {
 }
 
 // redactErr keeps a URL parse error from echoing a password.
-func redactErr(err error, db string) string {
+func redactErr(err error) string {
 	var ue *url.Error
 	if errors.As(err, &ue) {
 		return ue.Err.Error()
@@ -358,10 +357,8 @@ func newLogger(format, level string, w io.Writer) (*slog.Logger, error) {
 	}
 	if format == "auto" {
 		format = "json"
-		if f, ok := w.(*os.File); ok {
-			if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
-				format = "text"
-			}
+		if isTerminal(w) {
+			format = "text"
 		}
 	}
 	opts := &slog.HandlerOptions{Level: lvl}
