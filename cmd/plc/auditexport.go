@@ -43,8 +43,7 @@ when any is not, 2 on usage or read errors.`, e)
 	f := cli.NewFlags(fs, e)
 	f.Int(workers, "workers", "PLC_WORKERS", runtime.GOMAXPROCS(0), "goroutines parsing and verifying")
 	if f.Err != nil {
-		fmt.Fprintf(e.Stderr, "plc audit verify-export: %v\n", f.Err)
-		return exitUsage
+		return e.Failf(exitUsage, "plc audit verify-export: %v", f.Err)
 	}
 	jsonOut := fs.Bool("json", false, "print one JSON report object")
 	maxListed := fs.Int("max-listed", audit.DefaultMaxListed, "problems of each kind listed (the counts are exact)")
@@ -53,12 +52,10 @@ when any is not, 2 on usage or read errors.`, e)
 		return code
 	}
 	if len(pos) != 1 {
-		fmt.Fprintf(e.Stderr, "plc audit verify-export: want exactly one FILE, - (standard input) or URL\nUsage: %s\n", usageLine)
-		return exitUsage
+		return e.Failf(exitUsage, "plc audit verify-export: want exactly one FILE, - (standard input) or URL\nUsage: %s", usageLine)
 	}
 	if *workers < 1 || *maxListed < 1 {
-		fmt.Fprintf(e.Stderr, "plc audit verify-export: --workers and --max-listed must be at least 1\n")
-		return exitUsage
+		return e.Failf(exitUsage, "plc audit verify-export: --workers and --max-listed must be at least 1")
 	}
 	opts := audit.ExportOptions{Workers: *workers, MaxListed: *maxListed}
 	src := pos[0]
@@ -73,8 +70,7 @@ when any is not, 2 on usage or read errors.`, e)
 	if isDirectoryURL(src) {
 		d, err := client.New(src, nil)
 		if err != nil {
-			fmt.Fprintf(e.Stderr, "plc audit verify-export: %v\n", err)
-			return exitUsage
+			return e.Failf(exitUsage, "plc audit verify-export: %v", err)
 		}
 		name = d.String()
 		r = d.ExportReader(ctx, 0)
@@ -87,14 +83,12 @@ when any is not, 2 on usage or read errors.`, e)
 		}
 		in, n, err := openInput(src, e.Stdin)
 		if err != nil {
-			fmt.Fprintf(e.Stderr, "plc audit verify-export: %v\n", err)
-			return exitUsage
+			return e.Failf(exitUsage, "plc audit verify-export: %v", err)
 		}
 		dr, err := cli.Decompress(in)
 		if err != nil {
 			in.Close()
-			fmt.Fprintf(e.Stderr, "plc audit verify-export: %s: %v\n", name, err)
-			return exitUsage
+			return e.Failf(exitUsage, "plc audit verify-export: %s: %v", name, err)
 		}
 		r, size, read = dr, n, &in.n
 		closer = func() { dr.Close(); in.Close() }
@@ -113,14 +107,12 @@ when any is not, 2 on usage or read errors.`, e)
 		rep.Error = err.Error()
 	}
 	if errors.Is(err, audit.ErrNotExport) {
-		fmt.Fprintf(e.Stderr, "plc audit verify-export: %s: %v\n", name, err)
-		return exitUsage
+		return e.Failf(exitUsage, "plc audit verify-export: %s: %v", name, err)
 	}
 	if *jsonOut {
 		b, jerr := json.MarshalIndent(rep, "", "  ")
 		if jerr != nil {
-			fmt.Fprintf(e.Stderr, "plc audit verify-export: %v\n", jerr)
-			return exitUsage
+			return e.Failf(exitUsage, "plc audit verify-export: %v", jerr)
 		}
 		fmt.Fprintf(e.Stdout, "%s\n", b)
 	} else {

@@ -177,18 +177,15 @@ start) and the API on :2582.`, e)
 		return code
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(e.Stderr, "plc serve: unexpected argument %q\n", fs.Arg(0))
-		return exitUsage
+		return e.Failf(exitUsage, "plc serve: unexpected argument %q", fs.Arg(0))
 	}
 	if err := c.validate(); err != nil {
-		fmt.Fprintf(e.Stderr, "plc serve: %v\n", err)
-		return exitUsage
+		return e.Failf(exitUsage, "plc serve: %v", err)
 	}
 	logger, _ := newLogger(c.LogFormat, c.LogLevel, e.Stderr)
 	if err := serve(ctx, c, logger); err != nil {
 		logger.Error("plc serve stopped", "err", err)
-		fmt.Fprintf(e.Stderr, "plc serve: %v\n", err)
-		return exitFailure
+		return e.Failf(exitFailure, "plc serve: %v", err)
 	}
 	return exitOK
 }

@@ -28,8 +28,7 @@ func NewFlags(fs *flag.FlagSet, e Env) *Flags {
 // cmd, "plc serve") as a usage error if a variable did not parse.
 func (f *Flags) Parse(cmd string, args []string) (code int, done bool) {
 	if f.Err != nil {
-		fmt.Fprintf(f.e.Stderr, "%s: %v\n", cmd, f.Err)
-		return ExitUsage, true
+		return f.e.Failf(ExitUsage, "%s: %v", cmd, f.Err), true
 	}
 	return ParseFlags(f.fs, args)
 }
