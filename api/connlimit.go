@@ -189,13 +189,7 @@ func connKey(a net.Addr) netip.Addr {
 	} else if ap, err := netip.ParseAddrPort(a.String()); err == nil {
 		addr = ap.Addr()
 	}
-	addr = addr.Unmap().WithZone("")
-	if addr.Is6() {
-		if p, err := addr.Prefix(64); err == nil {
-			addr = p.Addr()
-		}
-	}
-	return addr
+	return clientAddr(addr)
 }
 
 // admit counts c in, making room by closing an idle connection if a bound
@@ -204,28 +198,28 @@ func (l *ConnLimiter) admit(c net.Conn) *limitedConn {
 	key := connKey(c.RemoteAddr())
 	l.mu.Lock()
 	cl := l.clients[key]
-	var victim *limitedConn
+	var (
+		victim  *limitedConn
+		idle    *list.List // where room is made, if a bound is reached
+		refused prometheus.Counter
+	)
 	switch {
 	case l.maxPerIP > 0 && cl != nil && cl.open >= l.maxPerIP:
 		// Room is made among the client's own connections: freeing one of
 		// them also frees one of the total.
-		if e := cl.idle.Front(); e != nil {
-			victim = e.Value.(*limitedConn)
-		} else {
-			l.refuseLocked(l.refusedPerIP, key)
-			l.mu.Unlock()
-			refuse(c)
-			return nil
-		}
+		idle, refused = &cl.idle, l.refusedPerIP
 	case l.maxConns > 0 && l.open >= l.maxConns:
-		if e := l.idle.Front(); e != nil {
-			victim = e.Value.(*limitedConn)
-		} else {
-			l.refuseLocked(l.refusedTotal, key)
+		idle, refused = &l.idle, l.refusedTotal
+	}
+	if idle != nil {
+		e := idle.Front()
+		if e == nil {
+			l.refuseLocked(refused, key)
 			l.mu.Unlock()
 			refuse(c)
 			return nil
 		}
+		victim = e.Value.(*limitedConn)
 	}
 	if victim != nil {
 		l.releaseLocked(victim)

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -22,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/plcdir/plc/internal/pgtest"
+	"github.com/plcdir/plc/internal/storetest"
 	"github.com/plcdir/plc/internal/testclock"
 	"github.com/plcdir/plc/oplog"
 	"github.com/plcdir/plc/validate"
@@ -186,15 +186,7 @@ func forEachBackend(t *testing.T, f func(t *testing.T, b backend)) {
 
 func openSQLiteStore(t *testing.T) oplog.Store {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "plc.db")
-	if _, err := oplog.MigrateUp(path); err != nil {
-		t.Fatalf("migrate: %v", err)
-	}
-	s, err := oplog.OpenSQLite(path)
-	if err != nil {
-		t.Fatalf("open sqlite: %v", err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s, _ := storetest.SQLite(t)
 	return s
 }
 
@@ -228,7 +220,7 @@ type apiEnv struct {
 	srv   *Server
 	http  *httptest.Server
 	reg   *prometheus.Registry
-	logs  *lockedBuffer
+	logs  *storetest.Buffer
 }
 
 type envOptions struct {
@@ -247,7 +239,7 @@ func newAPIEnv(t *testing.T, b backend, o envOptions) *apiEnv {
 		clock: testclock.New(t0),
 		store: b.open(t),
 		reg:   prometheus.NewRegistry(),
-		logs:  &lockedBuffer{},
+		logs:  &storetest.Buffer{},
 	}
 	store := env.store
 	if o.wrap != nil {
@@ -347,24 +339,6 @@ func (r reply) expect(t testing.TB, status int, contentType, body string) {
 func (r reply) expectMessage(t testing.TB, status int, msg string) {
 	t.Helper()
 	r.expect(t, status, "application/json; charset=utf-8", messageJSON(msg))
-}
-
-// lockedBuffer collects log output written from several goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // The OpenAPI document, as a test oracle.

@@ -159,10 +159,16 @@ func clientKey(r *http.Request, trustProxy bool) netip.Addr {
 			addr, _ = netip.ParseAddr(r.RemoteAddr)
 		}
 	}
+	return clientAddr(addr)
+}
+
+// clientAddr is addr as the limits count it: unmapped, without a zone, and
+// an IPv6 address reduced to its /64, the block one client usually holds.
+func clientAddr(addr netip.Addr) netip.Addr {
 	addr = addr.Unmap().WithZone("")
 	if addr.Is6() {
 		if p, err := addr.Prefix(64); err == nil {
-			addr = p.Addr()
+			return p.Addr()
 		}
 	}
 	return addr

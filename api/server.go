@@ -211,41 +211,26 @@ func (s *Server) head(c *gin.Context, did string) (*validate.Op, error) {
 	return e.Decoded, nil
 }
 
-// current returns the rendered document or data of an active DID.
-func (s *Server) current(c *gin.Context, doc bool) ([]byte, error) {
-	did := didParam(c)
-	head, err := s.head(c, did)
-	if err != nil {
-		return nil, err
+// current answers GET /:did (doc) or GET /:did/data: the rendered
+// document or data of an active DID.
+func (s *Server) current(doc bool) func(*gin.Context) error {
+	return func(c *gin.Context) error {
+		did := didParam(c)
+		head, err := s.head(c, did)
+		if err != nil {
+			return err
+		}
+		data, ok := head.Data()
+		if !ok {
+			return &httpError{http.StatusNotFound, "DID not available: " + did}
+		}
+		if doc {
+			c.Data(http.StatusOK, contentDIDDoc, validate.AppendDocumentJSON(nil, did, data))
+		} else {
+			c.Data(http.StatusOK, contentJSON, validate.AppendDataJSON(nil, did, data))
+		}
+		return nil
 	}
-	data, ok := head.Data()
-	if !ok {
-		return nil, &httpError{http.StatusNotFound, "DID not available: " + did}
-	}
-	if doc {
-		return validate.AppendDocumentJSON(nil, did, data), nil
-	}
-	return validate.AppendDataJSON(nil, did, data), nil
-}
-
-// GET /:did
-func (s *Server) document(c *gin.Context) error {
-	b, err := s.current(c, true)
-	if err != nil {
-		return err
-	}
-	c.Data(http.StatusOK, contentDIDDoc, b)
-	return nil
-}
-
-// GET /:did/data
-func (s *Server) data(c *gin.Context) error {
-	b, err := s.current(c, false)
-	if err != nil {
-		return err
-	}
-	c.Data(http.StatusOK, contentJSON, b)
-	return nil
 }
 
 // ops returns every op of the DID in the path, nullified ones included.

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -1048,19 +1047,8 @@ func parseStreamCursor(q map[string][]string) (cursor int64, present, ok bool) {
 
 // streamIsUpgrade reports whether r asks for a WebSocket upgrade.
 func streamIsUpgrade(r *http.Request) bool {
-	return streamHeaderHasToken(r.Header, "Connection", "upgrade") &&
-		streamHeaderHasToken(r.Header, "Upgrade", "websocket")
-}
-
-func streamHeaderHasToken(h http.Header, name, token string) bool {
-	for _, v := range h.Values(name) {
-		for t := range strings.SplitSeq(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), token) {
-				return true
-			}
-		}
-	}
-	return false
+	return headerHasToken(r.Header, "Connection", "upgrade") &&
+		headerHasToken(r.Header, "Upgrade", "websocket")
 }
 
 // streamWriteError answers a request that was not upgraded with the API's

@@ -21,6 +21,7 @@ import (
 	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/audit"
 	"github.com/plcdir/plc/internal/optest"
+	"github.com/plcdir/plc/internal/storetest"
 	"github.com/plcdir/plc/oplog"
 	"github.com/plcdir/plc/oplog/tamper"
 	plctlog "github.com/plcdir/plc/tlog"
@@ -69,7 +70,7 @@ func monSign(t *testing.T, tl *plctlog.TLog) oplog.Checkpoint {
 	return cp
 }
 
-func monOpen(t *testing.T, url, dir, vkey string, progress *wtBuffer, wait func(context.Context, time.Duration) error) *audit.Monitor {
+func monOpen(t *testing.T, url, dir, vkey string, progress *storetest.Buffer, wait func(context.Context, time.Duration) error) *audit.Monitor {
 	t.Helper()
 	opts := audit.MonitorOptions{URL: url, Dir: dir, VKey: vkey, Wait: wait}
 	if progress != nil {
@@ -142,14 +143,14 @@ func monSameLog(t *testing.T, m *audit.Monitor, s oplog.Store) {
 
 func TestMonitorFollowsAGrowingLog(t *testing.T) {
 	ctx := context.Background()
-	lines := wtCorpus(t, 31, 900)
-	s, _ := newStore(t)
+	lines := storetest.Corpus(t, 31, 900)
+	s, _ := storetest.SQLite(t)
 	key := wtKey(t, "plc.test")
-	wtLoad(t, s, lines[:300])
+	storetest.Load(t, s, lines[:300])
 	tl := monTLog(s, key)
 	_, url := monServe(t, tl)
 	dir := t.TempDir()
-	var progress wtBuffer
+	var progress storetest.Buffer
 
 	m := monOpen(t, url, dir, key.VKey, &progress, nil)
 	res, err := m.Round(ctx)
@@ -167,7 +168,7 @@ func TestMonitorFollowsAGrowingLog(t *testing.T) {
 	m.Close()
 
 	// A new process resumes from the state directory.
-	wtLoad(t, s, lines[300:555])
+	storetest.Load(t, s, lines[300:555])
 	monSign(t, tl)
 	m = monOpen(t, url, dir, key.VKey, &progress, nil)
 	res, err = m.Round(ctx)
@@ -187,10 +188,10 @@ func TestMonitorFollowsAGrowingLog(t *testing.T) {
 		waits++
 		switch waits {
 		case 1:
-			wtLoad(t, s, lines[555:700])
+			storetest.Load(t, s, lines[555:700])
 			monSign(t, tl)
 		case 2:
-			wtLoad(t, s, lines[700:900])
+			storetest.Load(t, s, lines[700:900])
 			monSign(t, tl)
 		default:
 			cancel()
@@ -252,12 +253,12 @@ func rootAt(t *testing.T, s oplog.Store, n int64) tlog.Hash {
 func TestMonitorDetectsAFork(t *testing.T) {
 	ctx := context.Background()
 	key := wtKey(t, "plc.test")
-	a, _ := newStore(t)
-	wtLoad(t, a, wtCorpus(t, 31, 300))
-	b, _ := newStore(t)
-	wtLoad(t, b, wtCorpus(t, 32, 400)[:300])
-	c, _ := newStore(t)
-	wtLoad(t, c, wtCorpus(t, 32, 400))
+	a, _ := storetest.SQLite(t)
+	storetest.Load(t, a, storetest.Corpus(t, 31, 300))
+	b, _ := storetest.SQLite(t)
+	storetest.Load(t, b, storetest.Corpus(t, 32, 400)[:300])
+	c, _ := storetest.SQLite(t)
+	storetest.Load(t, c, storetest.Corpus(t, 32, 400))
 	tla, tlb, tlc := monTLog(a, key), monTLog(b, key), monTLog(c, key)
 	sw, url := monServe(t, tla)
 	for _, tc := range []struct {
@@ -314,10 +315,10 @@ func TestMonitorDetectsTamperedEntries(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
-			lines := wtCorpus(t, 31, 600)
-			s, path := newStore(t)
+			lines := storetest.Corpus(t, 31, 600)
+			s, path := storetest.SQLite(t)
 			key := wtKey(t, "plc.test")
-			wtLoad(t, s, lines[:300])
+			storetest.Load(t, s, lines[:300])
 			tl := monTLog(s, key)
 			_, url := monServe(t, tl)
 			dir := t.TempDir()
@@ -325,7 +326,7 @@ func TestMonitorDetectsTamperedEntries(t *testing.T) {
 			if _, err := m.Round(ctx); err != nil {
 				t.Fatal(err)
 			}
-			wtLoad(t, s, lines[300:])
+			storetest.Load(t, s, lines[300:])
 			monSign(t, tl)
 			before, err := s.Export(ctx, 349, 1)
 			if err != nil {
@@ -359,8 +360,8 @@ func TestMonitorDetectsTamperedEntries(t *testing.T) {
 
 func TestMonitorWrongKey(t *testing.T) {
 	ctx := context.Background()
-	s, _ := newStore(t)
-	wtLoad(t, s, wtCorpus(t, 31, 20))
+	s, _ := storetest.SQLite(t)
+	storetest.Load(t, s, storetest.Corpus(t, 31, 20))
 	key := wtKey(t, "plc.test")
 	_, url := monServe(t, monTLog(s, key))
 	for _, other := range []*plctlog.Key{wtKey(t, "plc.test"), wtKey(t, "elsewhere.test")} {

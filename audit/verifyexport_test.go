@@ -23,6 +23,7 @@ import (
 	"github.com/plcdir/plc/audit"
 	"github.com/plcdir/plc/client"
 	"github.com/plcdir/plc/internal/corpus"
+	"github.com/plcdir/plc/internal/storetest"
 	"github.com/plcdir/plc/oplog"
 	"github.com/plcdir/plc/validate"
 )
@@ -244,7 +245,7 @@ type testDirectory struct {
 // newTestDirectory starts a directory; wrap, if set, wraps its handler.
 func newTestDirectory(t *testing.T, wrap func(http.Handler) http.Handler) *testDirectory {
 	t.Helper()
-	s, _ := newStore(t)
+	s, _ := storetest.SQLite(t)
 	d := &testDirectory{store: s, log: oplog.NewLog(s, oplog.Options{NoRateLimit: true})}
 	var h http.Handler = api.New(api.Config{Log: d.log})
 	if wrap != nil {

@@ -2,6 +2,7 @@ package client
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -53,7 +54,8 @@ var (
 type Client struct {
 	base    *url.URL
 	hc      *http.Client
-	maxBody int64 // 0: each route's own bound
+	maxBody int64  // 0: each route's own bound
+	peer    string // what errors call the server ("": the directory)
 }
 
 // New returns a client of the directory at base, an http:// or https://
@@ -62,7 +64,7 @@ type Client struct {
 func New(base string, hc *http.Client) (*Client, error) {
 	u, err := url.Parse(strings.TrimRight(base, "/"))
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("%w: %q: want an http:// or https:// URL", ErrURL, redactURL(base))
+		return nil, fmt.Errorf("%w: %q: want an http:// or https:// URL", ErrURL, RedactURL(base))
 	}
 	if u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
 		return nil, fmt.Errorf("%w: %q: want a URL without query or fragment", ErrURL, u.Redacted())
@@ -82,8 +84,16 @@ func (c *Client) WithMaxBody(n int64) *Client {
 	return &d
 }
 
-// redactURL hides the password of a URL that may not parse.
-func redactURL(s string) string {
+// WithPeer returns a copy of c whose errors call the server peer (a
+// witness, say) instead of "the directory".
+func (c *Client) WithPeer(peer string) *Client {
+	d := *c
+	d.peer = peer
+	return &d
+}
+
+// RedactURL hides the password of a URL that may not parse.
+func RedactURL(s string) string {
 	if u, err := url.Parse(s); err == nil {
 		return u.Redacted()
 	}
@@ -115,6 +125,10 @@ func (c *Client) url(path string, q url.Values) *url.URL {
 // documents: a status it does not serve, a redirect not followed, a body
 // over its bound, cut off, or not in the route's format.
 type StatusError struct {
+	// Method is the request's method ("": GET).
+	Method string
+	// Peer is what the server is called in Error ("": the directory).
+	Peer string
 	// URL is the request's URL, its password redacted (empty for an
 	// answer a caller found unusable itself: its Message names the
 	// request).
@@ -137,13 +151,14 @@ func (e *StatusError) Error() string {
 	if e.URL == "" {
 		return e.Message
 	}
+	method, peer := cmp.Or(e.Method, http.MethodGet), cmp.Or(e.Peer, "the directory")
 	if e.Status == 0 {
-		return fmt.Sprintf("GET %s: %s", e.URL, e.Message)
+		return fmt.Sprintf("%s %s: %s", method, e.URL, e.Message)
 	}
 	if e.Message == "" {
-		return fmt.Sprintf("GET %s: the directory answered %d %s", e.URL, e.Status, http.StatusText(e.Status))
+		return fmt.Sprintf("%s %s: %s answered %d %s", method, e.URL, peer, e.Status, http.StatusText(e.Status))
 	}
-	return fmt.Sprintf("GET %s: the directory answered %d %s: %s", e.URL, e.Status, http.StatusText(e.Status), e.Message)
+	return fmt.Sprintf("%s %s: %s answered %d %s: %s", method, e.URL, peer, e.Status, http.StatusText(e.Status), e.Message)
 }
 
 func (e *StatusError) Unwrap() error { return e.Err }
@@ -164,10 +179,30 @@ func (c *Client) bound(limit int64) int64 {
 // (whatever its body), and so is an answer whose body is cut off or over
 // limit bytes.
 func (c *Client) get(ctx context.Context, path string, q url.Values, limit int64, also ...int) (int, []byte, error) {
+	return c.do(ctx, http.MethodGet, path, q, "", nil, limit, also...)
+}
+
+// Post sends body (of type contentType) to path under the base URL. Its
+// answer is bounded and checked as the reads' are: it returns the status
+// and the body of a 200 answer, or of one of the statuses in also; any
+// other status, a redirect off the origin, and a body cut off or over
+// limit bytes are a *StatusError.
+func (c *Client) Post(ctx context.Context, path, contentType string, body []byte, limit int64, also ...int) (int, []byte, error) {
+	return c.do(ctx, http.MethodPost, path, nil, contentType, body, limit, also...)
+}
+
+func (c *Client) do(ctx context.Context, method, path string, q url.Values, contentType string, reqBody []byte, limit int64, also ...int) (int, []byte, error) {
 	u := c.url(path, q)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	var rb io.Reader
+	if reqBody != nil {
+		rb = bytes.NewReader(reqBody)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), rb)
 	if err != nil {
 		return 0, nil, err
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
 	}
 	resp, err := c.hc.Do(req) // its errors carry the URL without its password
 	if err != nil {
@@ -175,7 +210,10 @@ func (c *Client) get(ctx context.Context, path string, q url.Values, limit int64
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
-	se := &StatusError{URL: u.Redacted(), Body: body}
+	se := &StatusError{URL: u.Redacted(), Body: body, Peer: c.peer}
+	if method != http.MethodGet {
+		se.Method = method
+	}
 	ok := resp.StatusCode == http.StatusOK || slices.Contains(also, resp.StatusCode)
 	switch {
 	case !ok && isRedirect(resp.StatusCode):

@@ -78,6 +78,27 @@ func TestAnswersOutsideTheRouteAreTypedErrors(t *testing.T) {
 			},
 			class: client.ErrTooLong, body: make([]byte, 2*tlog.HashSize+1),
 		},
+		{
+			name:  "a POST's status",
+			serve: func(w http.ResponseWriter) { w.WriteHeader(500); w.Write([]byte("no")) },
+			fetch: func(c *client.Client) error {
+				_, _, err := c.WithPeer("the witness").Post(context.Background(), "/add-checkpoint", "text/plain", []byte("old 0\n"), 8, http.StatusConflict)
+				if err != nil && (!strings.HasPrefix(err.Error(), "POST ") || !strings.Contains(err.Error(), "the witness answered 500")) {
+					return errors.New("not a POST the witness answered: " + err.Error())
+				}
+				return err
+			},
+			status: 500, body: []byte("no"),
+		},
+		{
+			name:  "a POST's answer over the bound",
+			serve: func(w http.ResponseWriter) { w.WriteHeader(409); w.Write(big) },
+			fetch: func(c *client.Client) error {
+				_, _, err := c.Post(context.Background(), "/add-checkpoint", "text/plain", nil, 10, http.StatusConflict)
+				return err
+			},
+			class: client.ErrTooLong, body: big[:11],
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { tc.serve(w) }))

@@ -46,18 +46,7 @@ var (
 // opens it; it is closed when the test ends.
 func openStore(t *testing.T, dsn string) oplog.Store {
 	t.Helper()
-	if _, err := oplog.Prepare(dsn); err != nil {
-		t.Fatalf("Prepare: %v", err)
-	}
-	var (
-		s   oplog.Store
-		err error
-	)
-	if oplog.IsPostgres(dsn) {
-		s, err = oplog.OpenPostgres(context.Background(), dsn)
-	} else {
-		s, err = oplog.OpenSQLite(dsn)
-	}
+	s, _, err := oplog.Open(context.Background(), dsn)
 	if err != nil {
 		t.Fatalf("open %s: %v", dsn, err)
 	}

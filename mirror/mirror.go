@@ -25,6 +25,7 @@ import (
 	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/client"
 	"github.com/plcdir/plc/oplog"
+	"github.com/plcdir/plc/tlog"
 )
 
 // Config configures a Mirror. Upstream and Log are required.
@@ -157,7 +158,7 @@ func New(cfg Config) (*Mirror, error) {
 		cfg.Now = time.Now
 	}
 	if cfg.Wait == nil {
-		cfg.Wait = wait
+		cfg.Wait = tlog.Sleep
 	}
 	if cfg.After == nil {
 		cfg.After = time.After
@@ -183,17 +184,6 @@ func New(cfg Config) (*Mirror, error) {
 		listing:  make(chan struct{}, divergencesConcurrency),
 	}
 	return m, nil
-}
-
-func wait(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // Source is the name of the mirror's cursor and records in the store.

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/plcdir/plc/internal/storetest"
 	"github.com/plcdir/plc/tlog"
 )
 
@@ -16,7 +17,7 @@ import (
 // path names a tile no tree can hold: 404, never cached. Every number of a
 // tile path is parsed strictly; any other spelling of a tile is a 400.
 func TestTileIndexOverflowIsNotTileZero(t *testing.T) {
-	s, _ := newStore(t)
+	s, _ := storetest.SQLite(t)
 	load(t, s, corpusLines(t, 300), 100)
 	tl := tlog.New(s, newKey(t, "plc.test"), tlog.Options{})
 	srv := httptest.NewServer(tl)

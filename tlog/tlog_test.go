@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +19,7 @@ import (
 	sumdb "golang.org/x/mod/sumdb/tlog"
 
 	"github.com/plcdir/plc/internal/corpus"
+	"github.com/plcdir/plc/internal/storetest"
 	"github.com/plcdir/plc/oplog"
 	"github.com/plcdir/plc/oplog/tamper"
 	"github.com/plcdir/plc/tlog"
@@ -39,21 +39,6 @@ func corpusLines(t *testing.T, ops int) []byte {
 	}
 	corpusCache.Store(ops, buf.Bytes())
 	return buf.Bytes()
-}
-
-// newStore returns a migrated SQLite store at a fresh path.
-func newStore(t testing.TB) (*oplog.SQLiteStore, string) {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "plc.sqlite")
-	if _, err := oplog.MigrateUp(path); err != nil {
-		t.Fatal(err)
-	}
-	s, err := oplog.OpenSQLite(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s, path
 }
 
 // load imports the first n ops of the corpus into s, in transactions of
@@ -117,7 +102,7 @@ func hashBytes(hs []sumdb.Hash) [][]byte {
 
 func TestProofsVerifyWithAnIndependentImplementation(t *testing.T) {
 	ctx := context.Background()
-	s, _ := newStore(t)
+	s, _ := storetest.SQLite(t)
 	load(t, s, corpusLines(t, 300), 37)
 	tl := tlog.New(s, newKey(t, "plc.test"), tlog.Options{})
 	leaves, roots := leafHashes(t, s)
@@ -185,7 +170,7 @@ func TestSignAndCheck(t *testing.T) {
 	cut := bytes.Index(lines[20000:], []byte("\n")) + 20001
 
 	t.Run("CheckpointsExtendEachOther", func(t *testing.T) {
-		s, path := newStore(t)
+		s, path := storetest.SQLite(t)
 		key := newKey(t, "plc.test")
 		c := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 		a := tlog.New(s, key, tlog.Options{Now: c.Now})
@@ -235,7 +220,7 @@ func TestSignAndCheck(t *testing.T) {
 	})
 
 	t.Run("AnotherKeyIsRefused", func(t *testing.T) {
-		s, _ := newStore(t)
+		s, _ := storetest.SQLite(t)
 		load(t, s, lines[:cut], 50)
 		if _, _, err := tlog.New(s, newKey(t, "plc.test"), tlog.Options{}).Sign(ctx); err != nil {
 			t.Fatal(err)
@@ -256,7 +241,7 @@ func TestSignAndCheck(t *testing.T) {
 			{"RewrittenWithHashes", `DELETE FROM operations WHERE seq > 100`, "fewer"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
-				s, path := newStore(t)
+				s, path := storetest.SQLite(t)
 				load(t, s, lines, 50)
 				key := newKey(t, "plc.test")
 				if _, _, err := tlog.New(s, key, tlog.Options{}).Sign(ctx); err != nil {
@@ -290,7 +275,7 @@ func TestSignAndCheck(t *testing.T) {
 
 func TestTilesServeTheTree(t *testing.T) {
 	ctx := context.Background()
-	s, _ := newStore(t)
+	s, _ := storetest.SQLite(t)
 	load(t, s, corpusLines(t, 700), 100)
 	tl := tlog.New(s, newKey(t, "plc.test"), tlog.Options{})
 	srv := httptest.NewServer(tl)

@@ -32,15 +32,7 @@ func backends(t *testing.T, test func(t *testing.T, s oplog.Store, dsn string, o
 			}
 			open := func() oplog.Store {
 				t.Helper()
-				var (
-					s   oplog.Store
-					err error
-				)
-				if oplog.IsPostgres(dsn) {
-					s, err = oplog.OpenPostgres(context.Background(), dsn)
-				} else {
-					s, err = oplog.OpenSQLite(dsn)
-				}
+				s, _, err := oplog.Open(context.Background(), dsn)
 				if err != nil {
 					t.Fatal(err)
 				}

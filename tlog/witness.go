@@ -10,13 +10,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -24,6 +23,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 	sumdb "golang.org/x/mod/sumdb/tlog"
 
+	"github.com/plcdir/plc/client"
 	"github.com/plcdir/plc/oplog"
 )
 
@@ -50,17 +50,16 @@ type Witness struct {
 	// (cosignature/v1, signature type 0x04) key,
 	// <name>+<hash>+<base64(0x04 || Ed25519 public key)>.
 	VKey string
-	// Client sends the requests (nil: http.DefaultClient; each request is
-	// bounded by WitnessTimeout anyway).
+	// Client sends the requests (nil: one with client.DefaultTimeout;
+	// each request is bounded by WitnessTimeout anyway).
 	Client *http.Client
 
 	once     sync.Once
 	verifier note.Verifier
-	endpoint string
+	peer     *client.Client
 	initErr  error
 
-	mu   sync.Mutex
-	size int64 // the tree size the witness last cosigned, as far as the log knows
+	cosigned atomic.Int64 // the tree size the witness last cosigned, as far as the log knows
 }
 
 // ParseWitness parses the flag form of a witness, URL=VKEY: an http(s)
@@ -81,57 +80,22 @@ func ParseWitness(s string) (*Witness, error) {
 // init checks the URL and parses the key, once.
 func (w *Witness) init() error {
 	w.once.Do(func() {
-		w.endpoint, w.initErr = witnessEndpoint(w.URL)
-		if w.initErr == nil {
-			w.verifier, w.initErr = NewCosignatureVerifier(w.VKey)
+		w.peer, w.initErr = client.New(w.URL, w.Client)
+		if w.initErr != nil {
+			w.initErr = fmt.Errorf("witness URL: %w", w.initErr)
+			return
 		}
+		w.peer = w.peer.WithPeer("the witness")
+		w.verifier, w.initErr = NewCosignatureVerifier(w.VKey)
 	})
 	return w.initErr
-}
-
-// witnessEndpoint returns the add-checkpoint URL under prefix.
-func witnessEndpoint(prefix string) (string, error) {
-	u, err := url.Parse(prefix)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return "", fmt.Errorf("witness URL %q: want an http:// or https:// URL", redactedURL(prefix))
-	}
-	if u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
-		return "", fmt.Errorf("witness URL %q: want a URL without query or fragment", u.Redacted())
-	}
-	u.Path = strings.TrimRight(u.Path, "/") + "/add-checkpoint"
-	u.RawPath = ""
-	return u.String(), nil
-}
-
-// redactedURL hides the password of a URL that may not parse.
-func redactedURL(s string) string {
-	if u, err := url.Parse(s); err == nil {
-		return u.Redacted()
-	}
-	if i := strings.Index(s, "@"); i >= 0 {
-		return "…" + s[i:]
-	}
-	return s
 }
 
 // String names the witness in messages: its key name and URL (without
 // any password).
 func (w *Witness) String() string {
 	name, _, _ := strings.Cut(w.VKey, "+")
-	return name + " at " + redactedURL(w.URL)
-}
-
-// cosigned returns the size the witness is known to have cosigned last.
-func (w *Witness) cosigned() int64 {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.size
-}
-
-func (w *Witness) setCosigned(n int64) {
-	w.mu.Lock()
-	w.size = n
-	w.mu.Unlock()
+	return name + " at " + client.RedactURL(w.URL)
 }
 
 // NewCosignatureVerifier returns the note.Verifier of a C2SP
@@ -320,7 +284,7 @@ func (t *TLog) askWitness(ctx context.Context, w *Witness, cp oplog.Checkpoint, 
 	if err := w.init(); err != nil {
 		return nil, err
 	}
-	old := w.cosigned()
+	old := w.cosigned.Load()
 	for attempt := 0; ; attempt++ {
 		if old > cp.Size {
 			return nil, fmt.Errorf("the witness already cosigned a larger tree (size %d) than this checkpoint's", old)
@@ -329,12 +293,12 @@ func (t *TLog) askWitness(ctx context.Context, w *Witness, cp oplog.Checkpoint, 
 		var c *witnessConflict
 		switch {
 		case err == nil:
-			w.setCosigned(cp.Size)
+			w.cosigned.Store(cp.Size)
 			return lines, nil
 		case !errors.As(err, &c):
 			return nil, err
 		}
-		w.setCosigned(c.size)
+		w.cosigned.Store(c.size)
 		switch {
 		case c.size == old && old == cp.Size:
 			return nil, fmt.Errorf("%w, the size of this checkpoint, with another root hash: the witness saw a fork of this log", err)
@@ -372,39 +336,19 @@ func (t *TLog) addCheckpoint(ctx context.Context, w *Witness, old int64, cp oplo
 
 	ctx, cancel := context.WithTimeout(ctx, WitnessTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.endpoint, &body)
+	status, b, err := w.peer.Post(ctx, "/add-checkpoint", "text/plain; charset=utf-8", body.Bytes(), maxWitnessResponse, http.StatusConflict)
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Content-Type", "text/plain; charset=utf-8")
-	client := w.Client
-	if client == nil {
-		client = http.DefaultClient
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxWitnessResponse+1))
-	if err != nil {
-		return nil, fmt.Errorf("reading the answer: %w", err)
-	}
-	if len(b) > maxWitnessResponse {
-		return nil, fmt.Errorf("the answer (%d) is longer than %d bytes", resp.StatusCode, maxWitnessResponse)
-	}
-	switch resp.StatusCode {
-	case http.StatusOK:
+	if status == http.StatusOK {
 		return verifyCosignatures(w.verifier, text, b)
-	case http.StatusConflict:
-		s := strings.TrimSuffix(string(b), "\n")
-		n, err := strconv.ParseInt(s, 10, 64)
-		if err != nil || n < 0 || strconv.FormatInt(n, 10) != s {
-			return nil, fmt.Errorf("409 Conflict without a tree size: %q", snippet(b))
-		}
-		return nil, &witnessConflict{n}
 	}
-	return nil, fmt.Errorf("%s: %q", resp.Status, snippet(b))
+	s := strings.TrimSuffix(string(b), "\n")
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 || strconv.FormatInt(n, 10) != s {
+		return nil, fmt.Errorf("409 Conflict without a tree size: %s", client.Printable(s, 200))
+	}
+	return nil, &witnessConflict{n}
 }
 
 // verifyCosignatures checks a witness's answer: signature lines, of which
@@ -413,12 +357,12 @@ func (t *TLog) addCheckpoint(ctx context.Context, w *Witness, old int64, cp oplo
 func verifyCosignatures(v note.Verifier, text string, answer []byte) ([]string, error) {
 	s := string(answer)
 	if s == "" || !strings.HasSuffix(s, "\n") {
-		return nil, fmt.Errorf("the answer is not signature lines: %q", snippet(answer))
+		return nil, fmt.Errorf("the answer is not signature lines: %s", client.Printable(s, 200))
 	}
 	var out []string
 	for _, line := range strings.Split(strings.TrimSuffix(s, "\n"), "\n") {
 		if !strings.HasPrefix(line, "— ") {
-			return nil, fmt.Errorf("the answer is not signature lines: %q", snippet(answer))
+			return nil, fmt.Errorf("the answer is not signature lines: %s", client.Printable(s, 200))
 		}
 		_, err := note.Open([]byte(text+"\n"+line+"\n"), note.VerifierList(v))
 		var unknown *note.UnverifiedNoteError
@@ -434,12 +378,4 @@ func verifyCosignatures(v note.Verifier, text string, answer []byte) ([]string, 
 		return nil, fmt.Errorf("the answer holds no cosignature by the witness's key %s", v.Name())
 	}
 	return out, nil
-}
-
-func snippet(b []byte) string {
-	const n = 200
-	if len(b) > n {
-		return string(b[:n]) + "…"
-	}
-	return string(b)
 }

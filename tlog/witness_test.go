@@ -28,69 +28,10 @@ import (
 	sumdb "golang.org/x/mod/sumdb/tlog"
 
 	"github.com/plcdir/plc"
-	"github.com/plcdir/plc/internal/corpus"
+	"github.com/plcdir/plc/internal/storetest"
 	"github.com/plcdir/plc/oplog"
 	"github.com/plcdir/plc/tlog"
 )
-
-// Test support of the witness tests: corpora and a log sink. Names are
-// prefixed (wt…) to stay clear of the package's other test files.
-
-var (
-	wtCorpusMu sync.Mutex
-	wtCorpora  = map[uint64][][]byte{}
-)
-
-// wtCorpus returns the lines of a generated seq-mode export of n ops
-// (seed selects it), cached per seed.
-func wtCorpus(t testing.TB, seed uint64, n int) [][]byte {
-	t.Helper()
-	wtCorpusMu.Lock()
-	defer wtCorpusMu.Unlock()
-	if ls, ok := wtCorpora[seed]; ok && len(ls) >= n {
-		return ls[:n]
-	}
-	var buf bytes.Buffer
-	if _, err := corpus.Generate(context.Background(), &buf, corpus.Config{Ops: n, Seed: seed}); err != nil {
-		t.Fatal(err)
-	}
-	lines := bytes.Split(buf.Bytes(), []byte("\n"))
-	if len(lines) != n {
-		t.Fatalf("corpus of %d ops has %d lines", n, len(lines))
-	}
-	wtCorpora[seed] = lines
-	return lines
-}
-
-// wtLoad imports export lines into s (a source per store: the lines carry
-// seqs, so later calls continue).
-func wtLoad(t testing.TB, s oplog.Store, lines [][]byte) {
-	t.Helper()
-	l := oplog.NewLog(s, oplog.Options{})
-	defer l.Close()
-	st, err := oplog.Import(context.Background(), l, bytes.NewReader(bytes.Join(lines, []byte("\n"))), oplog.ImportOptions{Source: "test", BatchSize: 97})
-	if err != nil || st.Rejected != 0 || st.Imported != int64(len(lines)) {
-		t.Fatalf("import: %+v, %v", st, err)
-	}
-}
-
-// wtBuffer is a goroutine-safe log sink.
-type wtBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *wtBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *wtBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
 
 // wtRound runs one round of tl.Run: sign, then ask the witnesses.
 func wtRound(t *testing.T, s oplog.Store, key *tlog.Key, logs io.Writer, ws ...*tlog.Witness) *tlog.TLog {
@@ -391,15 +332,15 @@ func wtCosigners(t *testing.T, s oplog.Store, key *tlog.Key, ws ...*testWitness)
 }
 
 func TestWitnessCosignsEachCheckpoint(t *testing.T) {
-	lines := wtCorpus(t, 21, 500)
-	s, _ := newStore(t)
+	lines := storetest.Corpus(t, 21, 500)
+	s, _ := storetest.SQLite(t)
 	key := newKey(t, "plc.test")
 	w1 := newTestWitness(t, "w1.example/witness", key.VKey)
 	w2 := newTestWitness(t, "w2.example/witness", key.VKey)
 	aw1, aw2 := w1.witness(t), w2.witness(t)
-	var logs wtBuffer
+	var logs storetest.Buffer
 
-	wtLoad(t, s, lines[:300])
+	storetest.Load(t, s, lines[:300])
 	wtRound(t, s, key, &logs, aw1, aw2)
 	cp, names := wtCosigners(t, s, key, w1, w2)
 	if cp.Size != 300 || len(names) != 2 {
@@ -413,7 +354,7 @@ func TestWitnessCosignsEachCheckpoint(t *testing.T) {
 
 	// The log grows: each witness is sent a consistency proof from the
 	// size it cosigned, which it verifies before cosigning.
-	wtLoad(t, s, lines[300:])
+	storetest.Load(t, s, lines[300:])
 	tl := wtRound(t, s, key, &logs, aw1, aw2)
 	cp, names = wtCosigners(t, s, key, w1, w2)
 	if cp.Size != 500 || len(names) != 2 {
@@ -440,17 +381,17 @@ func TestWitnessCosignsEachCheckpoint(t *testing.T) {
 }
 
 func TestWitnessConflictIsRetriedFromTheWitnessSize(t *testing.T) {
-	lines := wtCorpus(t, 21, 500)
-	s, _ := newStore(t)
+	lines := storetest.Corpus(t, 21, 500)
+	s, _ := storetest.SQLite(t)
 	key := newKey(t, "plc.test")
 	w := newTestWitness(t, "w.example/witness", key.VKey)
-	var logs wtBuffer
-	wtLoad(t, s, lines[:200])
+	var logs storetest.Buffer
+	storetest.Load(t, s, lines[:200])
 	wtRound(t, s, key, &logs, w.witness(t))
 
 	// The log restarts: it no longer knows what the witness cosigned, asks
 	// from 0, and is told 200.
-	wtLoad(t, s, lines[200:450])
+	storetest.Load(t, s, lines[200:450])
 	wtRound(t, s, key, &logs, w.witness(t))
 	got := w.reqs()
 	want := []wtRequest{{old: 0, size: 200, status: 200}, {old: 0, size: 450, status: 409}}
@@ -466,15 +407,15 @@ func TestWitnessConflictIsRetriedFromTheWitnessSize(t *testing.T) {
 func TestWitnessBadCosignaturesAreNotPublished(t *testing.T) {
 	for _, mode := range []string{"badsig", "stranger"} {
 		t.Run(mode, func(t *testing.T) {
-			s, _ := newStore(t)
+			s, _ := storetest.SQLite(t)
 			key := newKey(t, "plc.test")
 			w := newTestWitness(t, "w.example/witness", key.VKey)
 			w.mu.Lock()
 			w.mode = mode
 			w.mu.Unlock()
 			good := newTestWitness(t, "good.example/witness", key.VKey)
-			var logs wtBuffer
-			wtLoad(t, s, wtCorpus(t, 21, 50))
+			var logs storetest.Buffer
+			storetest.Load(t, s, storetest.Corpus(t, 21, 50))
 			wtRound(t, s, key, &logs, w.witness(t), good.witness(t))
 			cp, names := wtCosigners(t, s, key, good)
 			if cp.Size != 50 || len(names) != 1 || names[0] != good.name {
@@ -491,12 +432,12 @@ func TestWitnessBadCosignaturesAreNotPublished(t *testing.T) {
 }
 
 func TestWitnessDownLeavesTheCheckpoint(t *testing.T) {
-	s, _ := newStore(t)
+	s, _ := storetest.SQLite(t)
 	key := newKey(t, "plc.test")
 	w := newTestWitness(t, "w.example/witness", key.VKey)
 	w.srv.Close()
-	var logs wtBuffer
-	wtLoad(t, s, wtCorpus(t, 21, 40))
+	var logs storetest.Buffer
+	storetest.Load(t, s, storetest.Corpus(t, 21, 40))
 	wtRound(t, s, key, &logs, w.witness(t))
 	cp, names := wtCosigners(t, s, key, w)
 	if cp.Size != 40 || len(names) != 0 {
@@ -511,21 +452,21 @@ func TestWitnessDownLeavesTheCheckpoint(t *testing.T) {
 }
 
 func TestWitnessCosignatureOfAReplacedCheckpointIsDropped(t *testing.T) {
-	lines := wtCorpus(t, 21, 120)
-	s, _ := newStore(t)
+	lines := storetest.Corpus(t, 21, 120)
+	s, _ := storetest.SQLite(t)
 	key := newKey(t, "plc.test")
 	w := newTestWitness(t, "w.example/witness", key.VKey)
-	wtLoad(t, s, lines[:100])
+	storetest.Load(t, s, lines[:100])
 	// While the witness cosigns size 100, the log signs size 120.
 	w.mu.Lock()
 	w.before = func() {
-		wtLoad(t, s, lines[100:])
+		storetest.Load(t, s, lines[100:])
 		if _, signed, err := tlog.New(s, key, tlog.Options{Interval: time.Nanosecond}).Sign(context.Background()); err != nil || !signed {
 			t.Errorf("Sign: %v %v", signed, err)
 		}
 	}
 	w.mu.Unlock()
-	var logs wtBuffer
+	var logs storetest.Buffer
 	wtRound(t, s, key, &logs, w.witness(t))
 	cp, names := wtCosigners(t, s, key, w)
 	if cp.Size != 120 || len(names) != 0 {

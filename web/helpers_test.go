@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/plcdir/plc/api"
 	"github.com/plcdir/plc/internal/optest"
+	"github.com/plcdir/plc/internal/storetest"
 	"github.com/plcdir/plc/internal/testclock"
 	"github.com/plcdir/plc/oplog"
 	"github.com/plcdir/plc/tlog"
@@ -54,15 +54,7 @@ type dirOptions struct {
 
 func newDirectory(t *testing.T, o dirOptions) *directory {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "plc.sqlite")
-	if _, err := oplog.MigrateUp(path); err != nil {
-		t.Fatal(err)
-	}
-	store, err := oplog.OpenSQLite(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
+	store, _ := storetest.SQLite(t)
 	d := &directory{t: t, clock: testclock.New(t0), store: store, logs: &bytes.Buffer{}, logMu: &sync.Mutex{}}
 	logger := slog.New(slog.NewTextHandler(lockedWriter{d.logMu, d.logs}, nil))
 	d.log = oplog.NewLog(store, oplog.Options{Now: d.clock.Now, NoRateLimit: true})

@@ -46,28 +46,21 @@ or read errors.`, e)
 	f := cli.NewFlags(fs, e)
 	f.Str(vkey, "vkey", "PLC_VKEY", "", "the directory's checkpoint verifier key, for --proof")
 	f.Int(workers, "workers", "PLC_WORKERS", runtime.GOMAXPROCS(0), "files verified in parallel")
-	if f.Err != nil {
-		fmt.Fprintf(e.Stderr, "plc audit verify-log: %v\n", f.Err)
-		return exitUsage
-	}
-	if code, done := cli.ParseFlags(fs, args); done {
+	if code, done := f.Parse("plc audit verify-log", args); done {
 		return code
 	}
 	files := fs.Args()
 	if len(files) == 0 {
-		fmt.Fprintf(e.Stderr, "plc audit verify-log: no files given\nUsage: plc audit verify-log [flags] FILE...\n")
-		return exitUsage
+		return e.Failf(exitUsage, "plc audit verify-log: no files given\nUsage: plc audit verify-log [flags] FILE...")
 	}
 	if *workers < 1 {
-		fmt.Fprintf(e.Stderr, "plc audit verify-log: --workers must be at least 1\n")
-		return exitUsage
+		return e.Failf(exitUsage, "plc audit verify-log: --workers must be at least 1")
 	}
 	var verifier note.Verifier
 	if *withProof {
 		var err error
 		if verifier, err = note.NewVerifier(*vkey); err != nil {
-			fmt.Fprintf(e.Stderr, "plc audit verify-log: --proof needs the directory's verifier key: --vkey %q: %v\n", *vkey, err)
-			return exitUsage
+			return e.Failf(exitUsage, "plc audit verify-log: --proof needs the directory's verifier key: --vkey %q: %v", *vkey, err)
 		}
 	}
 

@@ -20,6 +20,7 @@ import (
 	"github.com/plcdir/plc/api"
 	"github.com/plcdir/plc/audit"
 	"github.com/plcdir/plc/internal/corpus"
+	"github.com/plcdir/plc/internal/storetest"
 	"github.com/plcdir/plc/oplog"
 )
 
@@ -43,14 +44,7 @@ func auditCorpus(t *testing.T, cfg corpus.Config) (export []byte, st corpus.Stat
 // valid ops) with plc's API; wrap, if set, wraps the handler.
 func auditDirectory(t *testing.T, export []byte, wrap func(http.Handler) http.Handler) string {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "dir.sqlite")
-	if _, err := oplog.MigrateUp(path); err != nil {
-		t.Fatal(err)
-	}
-	s, err := oplog.OpenSQLite(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, _ := storetest.SQLite(t)
 	l := oplog.NewLog(s, oplog.Options{NoRateLimit: true})
 	if _, err := oplog.Import(context.Background(), l, bytes.NewReader(export), oplog.ImportOptions{}); err != nil {
 		t.Fatalf("import: %v", err)
@@ -60,7 +54,7 @@ func auditDirectory(t *testing.T, export []byte, wrap func(http.Handler) http.Ha
 		h = wrap(h)
 	}
 	srv := httptest.NewServer(h)
-	t.Cleanup(func() { srv.Close(); l.Close(); s.Close() })
+	t.Cleanup(func() { srv.Close(); l.Close() })
 	return srv.URL
 }
 
@@ -293,17 +287,17 @@ func TestVerifyExportProgressBar(t *testing.T) {
 	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
 	now := t0
 	var read atomic.Int64
-	p := &verifyProgress{w: &buf, now: func() time.Time { return now }, start: t0, size: 1000, read: &read}
+	p := &progress{w: &buf, tty: true, now: func() time.Time { return now }, start: t0, size: 1000, read: &read}
 	read.Store(500)
 	now = t0.Add(10 * time.Second)
-	p.update(audit.ExportProgress{Lines: 2000, Ops: 1500, Invalid: 3})
+	p.verified(audit.ExportProgress{Lines: 2000, Ops: 1500, Invalid: 3})
 	want := "\r\033[K[##########..........] 50%, 2000 lines, 1500 ops verified, 3 invalid, 150 ops/s, ETA 10s"
 	if buf.String() != want {
 		t.Errorf("bar %q, want %q", buf.String(), want)
 	}
 	buf.Reset()
 	now = now.Add(100 * time.Millisecond)
-	p.update(audit.ExportProgress{Lines: 2001})
+	p.verified(audit.ExportProgress{Lines: 2001})
 	if buf.Len() != 0 {
 		t.Errorf("redrawn after 100ms: %q", buf.String())
 	}

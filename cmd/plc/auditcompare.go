@@ -54,8 +54,7 @@ document).`, e)
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	fail := func(format string, a ...any) int {
-		fmt.Fprintf(e.Stderr, "plc audit compare: "+format+"\nUsage: %s\n", append(a, usageLine)...)
-		return exitUsage
+		return e.Failf(exitUsage, "plc audit compare: "+format+"\nUsage: %s", append(a, usageLine)...)
 	}
 	switch {
 	case len(pos) != 2:
@@ -90,20 +89,17 @@ document).`, e)
 		if *didsFile != "-" {
 			f, err := os.Open(*didsFile)
 			if err != nil {
-				fmt.Fprintf(e.Stderr, "plc audit compare: %v\n", err)
-				return exitUsage
+				return e.Failf(exitUsage, "plc audit compare: %v", err)
 			}
 			defer f.Close()
 			in = f
 		}
 		dids, err = audit.ReadDIDList(io.LimitReader(in, 1<<30))
 		if err != nil {
-			fmt.Fprintf(e.Stderr, "plc audit compare: %s: %v\n", *didsFile, err)
-			return exitUsage
+			return e.Failf(exitUsage, "plc audit compare: %s: %v", *didsFile, err)
 		}
 		if len(dids) == 0 {
-			fmt.Fprintf(e.Stderr, "plc audit compare: %s lists no DID\n", *didsFile)
-			return exitUsage
+			return e.Failf(exitUsage, "plc audit compare: %s lists no DID", *didsFile)
 		}
 	} else {
 		n := *sample
@@ -117,12 +113,10 @@ document).`, e)
 		}
 		dids, err = audit.SampleDIDs(ctx, a, n, rand.New(rand.NewPCG(*seed, 0)))
 		if err != nil {
-			fmt.Fprintf(e.Stderr, "plc audit compare: sampling DIDs from A's export: %v\n", err)
-			return exitUsage
+			return e.Failf(exitUsage, "plc audit compare: sampling DIDs from A's export: %v", err)
 		}
 		if len(dids) == 0 {
-			fmt.Fprintf(e.Stderr, "plc audit compare: A's export is empty: no DID to compare\n")
-			return exitUsage
+			return e.Failf(exitUsage, "plc audit compare: A's export is empty: no DID to compare")
 		}
 		sampled = true
 	}
@@ -144,8 +138,7 @@ document).`, e)
 		fmt.Fprint(e.Stderr, "\r\033[K")
 	}
 	if err != nil {
-		fmt.Fprintf(e.Stderr, "plc audit compare: %v\n", err)
-		return exitUsage
+		return e.Failf(exitUsage, "plc audit compare: %v", err)
 	}
 	if sampled {
 		rep.Seed = *seed
@@ -153,8 +146,7 @@ document).`, e)
 	if *jsonOut {
 		out, err := json.MarshalIndent(rep, "", "  ")
 		if err != nil {
-			fmt.Fprintf(e.Stderr, "plc audit compare: %v\n", err)
-			return exitUsage
+			return e.Failf(exitUsage, "plc audit compare: %v", err)
 		}
 		fmt.Fprintf(e.Stdout, "%s\n", out)
 	} else {

@@ -43,8 +43,7 @@ when any is not, 2 on usage or read errors.`, e)
 	f := cli.NewFlags(fs, e)
 	f.Int(workers, "workers", "PLC_WORKERS", runtime.GOMAXPROCS(0), "goroutines parsing and verifying")
 	if f.Err != nil {
-		fmt.Fprintf(e.Stderr, "plc audit verify-export: %v\n", f.Err)
-		return exitUsage
+		return e.Failf(exitUsage, "plc audit verify-export: %v", f.Err)
 	}
 	jsonOut := fs.Bool("json", false, "print one JSON report object")
 	maxListed := fs.Int("max-listed", audit.DefaultMaxListed, "problems of each kind listed (the counts are exact)")
@@ -53,12 +52,10 @@ when any is not, 2 on usage or read errors.`, e)
 		return code
 	}
 	if len(pos) != 1 {
-		fmt.Fprintf(e.Stderr, "plc audit verify-export: want exactly one FILE, - (standard input) or URL\nUsage: %s\n", usageLine)
-		return exitUsage
+		return e.Failf(exitUsage, "plc audit verify-export: want exactly one FILE, - (standard input) or URL\nUsage: %s", usageLine)
 	}
 	if *workers < 1 || *maxListed < 1 {
-		fmt.Fprintf(e.Stderr, "plc audit verify-export: --workers and --max-listed must be at least 1\n")
-		return exitUsage
+		return e.Failf(exitUsage, "plc audit verify-export: --workers and --max-listed must be at least 1")
 	}
 	opts := audit.ExportOptions{Workers: *workers, MaxListed: *maxListed}
 	src := pos[0]
@@ -73,8 +70,7 @@ when any is not, 2 on usage or read errors.`, e)
 	if isDirectoryURL(src) {
 		d, err := client.New(src, nil)
 		if err != nil {
-			fmt.Fprintf(e.Stderr, "plc audit verify-export: %v\n", err)
-			return exitUsage
+			return e.Failf(exitUsage, "plc audit verify-export: %v", err)
 		}
 		name = d.String()
 		r = d.ExportReader(ctx, 0)
@@ -87,24 +83,22 @@ when any is not, 2 on usage or read errors.`, e)
 		}
 		in, n, err := openInput(src, e.Stdin)
 		if err != nil {
-			fmt.Fprintf(e.Stderr, "plc audit verify-export: %v\n", err)
-			return exitUsage
+			return e.Failf(exitUsage, "plc audit verify-export: %v", err)
 		}
 		dr, err := cli.Decompress(in)
 		if err != nil {
 			in.Close()
-			fmt.Fprintf(e.Stderr, "plc audit verify-export: %s: %v\n", name, err)
-			return exitUsage
+			return e.Failf(exitUsage, "plc audit verify-export: %s: %v", name, err)
 		}
 		r, size, read = dr, n, &in.n
 		closer = func() { dr.Close(); in.Close() }
 	}
 	defer closer()
 
-	p := &verifyProgress{w: e.Stderr, tty: isTerminal(e.Stderr), now: time.Now, size: size, read: read}
+	p := &progress{w: e.Stderr, tty: isTerminal(e.Stderr), now: time.Now, size: size, read: read}
 	p.start = p.now()
 	if p.tty {
-		opts.Progress = p.update
+		opts.Progress = p.verified
 	}
 	rep, err := audit.VerifyExport(ctx, r, opts)
 	p.clear()
@@ -113,14 +107,12 @@ when any is not, 2 on usage or read errors.`, e)
 		rep.Error = err.Error()
 	}
 	if errors.Is(err, audit.ErrNotExport) {
-		fmt.Fprintf(e.Stderr, "plc audit verify-export: %s: %v\n", name, err)
-		return exitUsage
+		return e.Failf(exitUsage, "plc audit verify-export: %s: %v", name, err)
 	}
 	if *jsonOut {
 		b, jerr := json.MarshalIndent(rep, "", "  ")
 		if jerr != nil {
-			fmt.Fprintf(e.Stderr, "plc audit verify-export: %v\n", jerr)
-			return exitUsage
+			return e.Failf(exitUsage, "plc audit verify-export: %v", jerr)
 		}
 		fmt.Fprintf(e.Stdout, "%s\n", b)
 	} else {
@@ -214,46 +206,4 @@ func pluralCount(n int64, one, many string) string {
 		return "1 " + one
 	}
 	return fmt.Sprintf("%d %s", n, many)
-}
-
-// verifyProgress draws a one-line progress bar on a terminal, at most four
-// times a second.
-type verifyProgress struct {
-	w           io.Writer
-	tty         bool
-	now         func() time.Time
-	start, last time.Time
-	size        int64         // the input's size in bytes (0: unknown)
-	read        *atomic.Int64 // bytes of the input read so far (nil: unknown)
-	shown       bool
-}
-
-func (p *verifyProgress) update(st audit.ExportProgress) {
-	t := p.now()
-	if t.Sub(p.last) < 250*time.Millisecond {
-		return
-	}
-	p.last = t
-	var b strings.Builder
-	eta := ""
-	if p.size > 0 && p.read != nil {
-		frac := min(float64(p.read.Load())/float64(p.size), 1)
-		const width = 20
-		full := int(frac * width)
-		fmt.Fprintf(&b, "[%s%s] %.0f%%, ", strings.Repeat("#", full), strings.Repeat(".", width-full), frac*100)
-		if frac > 0 && frac < 1 {
-			eta = ", ETA " + time.Duration(float64(t.Sub(p.start))*(1-frac)/frac).Round(time.Second).String()
-		}
-	}
-	fmt.Fprintf(&b, "%d lines, %d ops verified, %d invalid, %s ops/s%s", st.Lines, st.Ops, st.Invalid, rate(st.Ops, t.Sub(p.start)), eta)
-	fmt.Fprintf(p.w, "\r\033[K%s", b.String())
-	p.shown = true
-}
-
-// clear takes the progress bar off the terminal's line.
-func (p *verifyProgress) clear() {
-	if p.shown {
-		fmt.Fprint(p.w, "\r\033[K")
-		p.shown = false
-	}
 }

@@ -57,8 +57,7 @@ errors.`, e)
 		return code
 	}
 	fail := func(format string, a ...any) int {
-		fmt.Fprintf(e.Stderr, "plc audit monitor: "+format+"\nUsage: %s\n", append(a, monitorUsage)...)
-		return exitUsage
+		return e.Failf(exitUsage, "plc audit monitor: "+format+"\nUsage: %s", append(a, monitorUsage)...)
 	}
 	switch {
 	case f.Err != nil:
@@ -85,8 +84,7 @@ errors.`, e)
 		if errors.Is(err, audit.ErrMonitorUsage) {
 			return fail("%v", err)
 		}
-		fmt.Fprintf(e.Stderr, "plc audit monitor: %v\n", err)
-		return exitUsage
+		return e.Failf(exitUsage, "plc audit monitor: %v", err)
 	}
 	defer m.Close()
 	if once {
@@ -94,8 +92,7 @@ errors.`, e)
 		if err != nil {
 			return monitorFailed(e, err)
 		}
-		fmt.Fprintf(e.Stderr, "plc audit monitor: %s\n", res)
-		return exitOK
+		return e.Failf(exitOK, "plc audit monitor: %s", res)
 	}
 	err = m.Run(ctx, interval)
 	if ctx.Err() != nil {
@@ -108,11 +105,9 @@ errors.`, e)
 // other error (exit 2).
 func monitorFailed(e env, err error) int {
 	if inc, ok := errors.AsType[*audit.Inconsistency](err); ok {
-		fmt.Fprintf(e.Stderr, "plc audit monitor: INCONSISTENCY (%s): %s\nplc audit monitor: evidence written to %s\n", inc.Kind, inc.Reason, inc.Evidence)
-		return exitFailure
+		return e.Failf(exitFailure, "plc audit monitor: INCONSISTENCY (%s): %s\nplc audit monitor: evidence written to %s", inc.Kind, inc.Reason, inc.Evidence)
 	}
-	fmt.Fprintf(e.Stderr, "plc audit monitor: %v\n", err)
-	return exitUsage
+	return e.Failf(exitUsage, "plc audit monitor: %v", err)
 }
 
 // prefixWriter writes each progress line to stderr with a prefix.

@@ -9,8 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/plcdir/plc/internal/corpus"
-	"github.com/plcdir/plc/oplog"
+	"github.com/plcdir/plc/internal/storetest"
 	"github.com/plcdir/plc/tlog"
 )
 
@@ -18,22 +17,8 @@ import (
 // ops and returns its URL and verifier key.
 func monitoredLog(t *testing.T, n int) (*httptest.Server, string) {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "dir.sqlite")
-	if _, err := oplog.MigrateUp(path); err != nil {
-		t.Fatal(err)
-	}
-	s, err := oplog.OpenSQLite(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	if _, err := corpus.Generate(context.Background(), &buf, corpus.Config{Ops: n, Seed: 5}); err != nil {
-		t.Fatal(err)
-	}
-	l := oplog.NewLog(s, oplog.Options{})
-	if _, err := oplog.Import(context.Background(), l, &buf, oplog.ImportOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	s, _ := storetest.SQLite(t)
+	storetest.Load(t, s, storetest.Corpus(t, 5, n))
 	skey, vkey, err := tlog.GenerateKey("plc.test")
 	if err != nil {
 		t.Fatal(err)
@@ -43,7 +28,7 @@ func monitoredLog(t *testing.T, n int) (*httptest.Server, string) {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(tlog.New(s, key, tlog.Options{}))
-	t.Cleanup(func() { srv.Close(); l.Close(); s.Close() })
+	t.Cleanup(srv.Close)
 	return srv, vkey
 }
 

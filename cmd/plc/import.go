@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -72,11 +70,7 @@ on a database error or an interruption, 2 on usage or input errors.`, e)
 	f.Int(&c.Batch, "batch", "PLC_IMPORT_BATCH", oplog.DefaultImportBatch, "lines per transaction")
 	f.Int(&c.Workers, "workers", "PLC_WORKERS", oplog.DefaultImportWorkers(), "goroutines parsing lines and checking signatures (default: one per core, and one more)")
 	clockSkewFlag(f, &c.MaxClockSkew)
-	if f.Err != nil {
-		fmt.Fprintf(e.Stderr, "plc import: %v\n", f.Err)
-		return exitUsage
-	}
-	if code, done := cli.ParseFlags(fs, args); done {
+	if code, done := f.Parse("plc import", args); done {
 		return code
 	}
 	if fs.NArg() != 1 {
@@ -122,7 +116,7 @@ func importExport(ctx context.Context, c importConfig, e env) int {
 	log := oplog.NewLog(store, oplog.Options{NoRateLimit: true, Now: c.now, MaxClockSkew: c.MaxClockSkew})
 	defer log.Close()
 
-	p := &importProgress{w: e.Stderr, tty: isTerminal(e.Stderr), now: c.now, size: size, read: &in.n}
+	p := &progress{w: e.Stderr, tty: isTerminal(e.Stderr), now: c.now, size: size, read: &in.n, cmd: "plc import"}
 	p.start = c.now()
 	p.last = p.start
 	st, err := oplog.Import(ctx, log, r, oplog.ImportOptions{
@@ -212,94 +206,4 @@ func openInput(path string, stdin io.Reader) (*countingFile, int64, error) {
 		size = fi.Size()
 	}
 	return &countingFile{r: f, close: f.Close}, size, nil
-}
-
-// isTerminal reports whether w is a terminal.
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
-}
-
-// importProgress reports an import on stderr: on a terminal a one-line
-// progress bar redrawn at most four times a second, otherwise a log line
-// every ten seconds; and every rejected line.
-type importProgress struct {
-	w           io.Writer
-	tty         bool
-	now         func() time.Time
-	start, last time.Time
-	size        int64         // the input's size in bytes (0: unknown)
-	read        *atomic.Int64 // bytes of the input read so far
-	shown       bool          // a progress bar is on the terminal's line
-	cmd         string        // the log lines' prefix (default "plc import")
-}
-
-func (p *importProgress) interval() time.Duration {
-	if p.tty {
-		return 250 * time.Millisecond
-	}
-	return 10 * time.Second
-}
-
-func (p *importProgress) batch(st oplog.ImportStats) {
-	t := p.now()
-	if t.Sub(p.last) < p.interval() {
-		return
-	}
-	p.last = t
-	if p.tty {
-		fmt.Fprintf(p.w, "\r\033[K%s", p.status(st, t))
-		p.shown = true
-		return
-	}
-	cmd := p.cmd
-	if cmd == "" {
-		cmd = "plc import"
-	}
-	fmt.Fprintf(p.w, "%s: %s\n", cmd, p.status(st, t))
-}
-
-func (p *importProgress) status(st oplog.ImportStats, t time.Time) string {
-	elapsed := t.Sub(p.start)
-	var b strings.Builder
-	eta := ""
-	if p.size > 0 {
-		frac := min(float64(p.read.Load())/float64(p.size), 1)
-		if p.tty {
-			const width = 20
-			full := int(frac * width)
-			b.WriteString("[" + strings.Repeat("#", full) + strings.Repeat(".", width-full) + "] ")
-		}
-		fmt.Fprintf(&b, "%.0f%%, ", frac*100)
-		if frac > 0 && frac < 1 {
-			eta = ", ETA " + time.Duration(float64(elapsed)*(1-frac)/frac).Round(time.Second).String()
-		}
-	}
-	fmt.Fprintf(&b, "%d lines, %d imported, %d rejected, %d skipped, %s ops/s%s",
-		st.Lines, st.Imported, st.Rejected, st.Skipped, rate(st.Imported, elapsed), eta)
-	return b.String()
-}
-
-func (p *importProgress) rejected(r oplog.Rejection) {
-	p.clear()
-	fmt.Fprintf(p.w, "rejected line %d %s %s: %s\n", r.Line, cli.Printable(r.DID), cli.Printable(r.CID), cli.Printable(r.Reason))
-}
-
-// clear takes the progress bar off the terminal's line.
-func (p *importProgress) clear() {
-	if p.shown {
-		fmt.Fprint(p.w, "\r\033[K")
-		p.shown = false
-	}
-}
-
-func rate(n int64, d time.Duration) string {
-	if d <= 0 {
-		return "-"
-	}
-	return strconv.FormatFloat(float64(n)/d.Seconds(), 'f', 0, 64)
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/plcdir/plc/internal/cli"
 	"github.com/plcdir/plc/internal/optest"
 	"github.com/plcdir/plc/internal/pgtest"
+	"github.com/plcdir/plc/internal/storetest"
 	"github.com/plcdir/plc/oplog"
 	"github.com/plcdir/plc/validate"
 )
@@ -64,17 +65,10 @@ type submitted struct {
 
 func buildSubmitted(t *testing.T) *submitted {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "source.sqlite")
-	if _, err := oplog.MigrateUp(path); err != nil {
-		t.Fatal(err)
-	}
-	s, err := oplog.OpenSQLite(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, _ := storetest.SQLite(t)
 	clock := &stepClock{t: importT0, step: time.Second}
 	l := oplog.NewLog(s, oplog.Options{Now: clock.Now, NoRateLimit: true})
-	t.Cleanup(func() { l.Close(); s.Close() })
+	t.Cleanup(l.Close)
 	sub := &submitted{store: s, log: l}
 	do := func(id *optest.Identity, op *validate.Op) {
 		t.Helper()
@@ -624,7 +618,7 @@ func TestImportProgress(t *testing.T) {
 	var read atomic.Int64
 	read.Store(250)
 	pc := &stepClock{t: importT0, step: 100 * time.Millisecond}
-	p := &importProgress{w: &bar, tty: true, now: pc.Now, size: 1000, read: &read}
+	p := &progress{w: &bar, tty: true, now: pc.Now, size: 1000, read: &read}
 	p.start = pc.Now()
 	p.last = p.start
 	st := oplog.ImportStats{Lines: 10, Imported: 9, Rejected: 1}

@@ -59,8 +59,7 @@ func run(ctx context.Context, args []string, e env) int {
 			return c.Run(ctx, e, rest)
 		}
 	}
-	fmt.Fprintf(e.Stderr, "plc: unknown command %q\nRun 'plc help' for the list of commands.\n", name)
-	return exitUsage
+	return e.Failf(exitUsage, "plc: unknown command %q\nRun 'plc help' for the list of commands.", name)
 }
 
 // isHelp reports whether arg asks for help.

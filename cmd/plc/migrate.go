@@ -18,16 +18,11 @@ func runMigrate(_ context.Context, e env, args []string) int {
            whether a migration failed half-way (dirty)`, e)
 	f := cli.NewFlags(fs, e)
 	f.DB(&db)
-	if f.Err != nil {
-		fmt.Fprintf(e.Stderr, "plc migrate: %v\n", f.Err)
-		return exitUsage
-	}
-	if code, done := cli.ParseFlags(fs, args); done {
+	if code, done := f.Parse("plc migrate", args); done {
 		return code
 	}
 	if fs.NArg() != 1 || (fs.Arg(0) != "up" && fs.Arg(0) != "version") {
-		fmt.Fprintf(e.Stderr, "plc migrate: want exactly one of: up, version\nUsage: plc migrate [--db DB] up|version\n")
-		return exitUsage
+		return e.Failf(exitUsage, "plc migrate: want exactly one of: up, version\nUsage: plc migrate [--db DB] up|version")
 	}
 	var (
 		st  oplog.SchemaStatus
@@ -39,8 +34,7 @@ func runMigrate(_ context.Context, e env, args []string) int {
 		st, err = oplog.Status(db)
 	}
 	if err != nil {
-		fmt.Fprintf(e.Stderr, "plc migrate %s: database %s: %v\n", fs.Arg(0), oplog.RedactDB(db), err)
-		return exitFailure
+		return e.Failf(exitFailure, "plc migrate %s: database %s: %v", fs.Arg(0), oplog.RedactDB(db), err)
 	}
 	fmt.Fprintf(e.Stdout, "version %d (latest %d)", st.Version, st.Latest)
 	if st.Dirty {

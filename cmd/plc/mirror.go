@@ -51,53 +51,39 @@ with the same defaults.`, e)
 	f.Duration(&sIdle, "stream-idle", "PLC_MIRROR_STREAM_IDLE", time.Minute, "silence on the upstream stream after which the mirror pings it and checks the export for ops it missed")
 	f.Int(&evRows, "max-evidence-rows", "PLC_MIRROR_MAX_EVIDENCE_ROWS", mirror.DefaultMaxEvidenceRows, "divergence records stored at most; past the cap (rows or bytes) divergences are counted, not stored")
 	f.Int(&evBytes, "max-evidence-bytes", "PLC_MIRROR_MAX_EVIDENCE_BYTES", mirror.DefaultMaxEvidenceBytes, "bytes of divergence records (evidence, reason, DID, CID) stored at most")
-	if f.Err != nil {
-		fmt.Fprintf(e.Stderr, "plc mirror: %v\n", f.Err)
-		return exitUsage
-	}
-	if code, done := cli.ParseFlags(fs, args); done {
+	if code, done := f.Parse("plc mirror", args); done {
 		return code
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(e.Stderr, "plc mirror: unexpected argument %q\n", fs.Arg(0))
-		return exitUsage
+		return e.Failf(exitUsage, "plc mirror: unexpected argument %q", fs.Arg(0))
 	}
 	if upstream == "" {
-		fmt.Fprintln(e.Stderr, "plc mirror: --upstream is required")
-		return exitUsage
+		return e.Failf(exitUsage, "plc mirror: --upstream is required")
 	}
 	up, err := url.Parse(strings.TrimRight(upstream, "/"))
 	if err != nil || (up.Scheme != "http" && up.Scheme != "https") || up.Host == "" {
-		fmt.Fprintf(e.Stderr, "plc mirror: --upstream %q: want an http:// or https:// URL\n", upstream)
-		return exitUsage
+		return e.Failf(exitUsage, "plc mirror: --upstream %q: want an http:// or https:// URL", upstream)
 	}
 	if up.RawQuery != "" || up.Fragment != "" {
-		fmt.Fprintf(e.Stderr, "plc mirror: --upstream %q: want a URL without query or fragment\n", upstream)
-		return exitUsage
+		return e.Failf(exitUsage, "plc mirror: --upstream %q: want a URL without query or fragment", upstream)
 	}
 	if page < 1 || page > 1000 {
-		fmt.Fprintln(e.Stderr, "plc mirror: --page-size must be 1 to 1000")
-		return exitUsage
+		return e.Failf(exitUsage, "plc mirror: --page-size must be 1 to 1000")
 	}
 	if evRows < 1 || evBytes < 1 {
-		fmt.Fprintln(e.Stderr, "plc mirror: --max-evidence-rows and --max-evidence-bytes must be positive")
-		return exitUsage
+		return e.Failf(exitUsage, "plc mirror: --max-evidence-rows and --max-evidence-bytes must be positive")
 	}
 	if sTimeout <= 0 || sIdle <= 0 {
-		fmt.Fprintln(e.Stderr, "plc mirror: --stream-timeout and --stream-idle must be positive durations (30s, 1m)")
-		return exitUsage
+		return e.Failf(exitUsage, "plc mirror: --stream-timeout and --stream-idle must be positive durations (30s, 1m)")
 	}
 	if audit < 0 {
-		fmt.Fprintln(e.Stderr, "plc mirror: --audit-interval must not be negative")
-		return exitUsage
+		return e.Failf(exitUsage, "plc mirror: --audit-interval must not be negative")
 	}
 	if poll <= 0 {
-		fmt.Fprintf(e.Stderr, "plc mirror: --poll-interval %v: want a positive duration (5s, 1m)\n", poll)
-		return exitUsage
+		return e.Failf(exitUsage, "plc mirror: --poll-interval %v: want a positive duration (5s, 1m)", poll)
 	}
 	if err := c.validate(); err != nil {
-		fmt.Fprintf(e.Stderr, "plc mirror: %v\n", err)
-		return exitUsage
+		return e.Failf(exitUsage, "plc mirror: %v", err)
 	}
 	logger, _ := newLogger(c.LogFormat, c.LogLevel, e.Stderr)
 	ctx, stop := context.WithCancel(ctx)
@@ -108,7 +94,7 @@ with the same defaults.`, e)
 		audit = -1
 	}
 	hook := func(log *oplog.Log, reg *prometheus.Registry, cfg *api.Config) (func(context.Context), error) {
-		p := &importProgress{w: e.Stderr, tty: isTerminal(e.Stderr), now: time.Now, cmd: "plc mirror: backfill"}
+		p := &progress{w: e.Stderr, tty: isTerminal(e.Stderr), now: time.Now, cmd: "plc mirror: backfill"}
 		p.start = time.Now()
 		p.last = p.start
 		m, err := mirror.New(mirror.Config{
@@ -163,12 +149,10 @@ with the same defaults.`, e)
 	}
 	if err := serveWith(ctx, c, logger, hook); err != nil {
 		logger.Error("plc mirror stopped", "err", err)
-		fmt.Fprintf(e.Stderr, "plc mirror: %v\n", err)
-		return exitFailure
+		return e.Failf(exitFailure, "plc mirror: %v", err)
 	}
 	if syncErr != nil {
-		fmt.Fprintf(e.Stderr, "plc mirror: %v; run it again to go on from the committed cursor\n", syncErr)
-		return exitFailure
+		return e.Failf(exitFailure, "plc mirror: %v; run it again to go on from the committed cursor", syncErr)
 	}
 	return exitOK
 }

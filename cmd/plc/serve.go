@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"net/url"
-	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -90,7 +89,7 @@ func (c *serveConfig) validate() error {
 	}
 	if oplog.IsPostgres(c.DB) {
 		if _, err := url.Parse(c.DB); err != nil {
-			return fmt.Errorf("--db: invalid URL: %v", redactErr(err, c.DB))
+			return fmt.Errorf("--db: invalid URL: %v", redactErr(err))
 		}
 	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
@@ -156,7 +155,7 @@ func (c *serveConfig) connLimits(logger *slog.Logger) (total, perIP int) {
 }
 
 // redactErr keeps a URL parse error from echoing a password.
-func redactErr(err error, db string) string {
+func redactErr(err error) string {
 	var ue *url.Error
 	if errors.As(err, &ue) {
 		return ue.Err.Error()
@@ -174,26 +173,19 @@ start) and the API on :2582.`, e)
 	f := cli.NewFlags(fs, e)
 	serverFlags(f, &c)
 	f.Bool(&c.NoDIDRateLimit, "no-did-rate-limit", "PLC_NO_DID_RATE_LIMIT", "turn off the per-DID operation rate limit")
-	if f.Err != nil {
-		fmt.Fprintf(e.Stderr, "plc serve: %v\n", f.Err)
-		return exitUsage
-	}
-	if code, done := cli.ParseFlags(fs, args); done {
+	if code, done := f.Parse("plc serve", args); done {
 		return code
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(e.Stderr, "plc serve: unexpected argument %q\n", fs.Arg(0))
-		return exitUsage
+		return e.Failf(exitUsage, "plc serve: unexpected argument %q", fs.Arg(0))
 	}
 	if err := c.validate(); err != nil {
-		fmt.Fprintf(e.Stderr, "plc serve: %v\n", err)
-		return exitUsage
+		return e.Failf(exitUsage, "plc serve: %v", err)
 	}
 	logger, _ := newLogger(c.LogFormat, c.LogLevel, e.Stderr)
 	if err := serve(ctx, c, logger); err != nil {
 		logger.Error("plc serve stopped", "err", err)
-		fmt.Fprintf(e.Stderr, "plc serve: %v\n", err)
-		return exitFailure
+		return e.Failf(exitFailure, "plc serve: %v", err)
 	}
 	return exitOK
 }
@@ -362,10 +354,8 @@ func newLogger(format, level string, w io.Writer) (*slog.Logger, error) {
 	}
 	if format == "auto" {
 		format = "json"
-		if f, ok := w.(*os.File); ok {
-			if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
-				format = "text"
-			}
+		if isTerminal(w) {
+			format = "text"
 		}
 	}
 	opts := &slog.HandlerOptions{Level: lvl}

@@ -176,17 +176,14 @@ Pass the file to plc serve or plc mirror with --checkpoint-key.`, e)
 		return code
 	}
 	if *out == "" || fs.NArg() > 0 {
-		fmt.Fprintf(e.Stderr, "plc keygen: want --out FILE and no arguments\nUsage: plc keygen --out FILE [--origin NAME]\n")
-		return exitUsage
+		return e.Failf(exitUsage, "plc keygen: want --out FILE and no arguments\nUsage: plc keygen --out FILE [--origin NAME]")
 	}
 	skey, vkey, err := tlog.GenerateKey(*origin)
 	if err != nil {
-		fmt.Fprintf(e.Stderr, "plc keygen: %v\n", err)
-		return exitUsage
+		return e.Failf(exitUsage, "plc keygen: %v", err)
 	}
 	if err := tlog.WriteKeyFile(*out, skey); err != nil {
-		fmt.Fprintf(e.Stderr, "plc keygen: %v\n", err)
-		return exitUsage
+		return e.Failf(exitUsage, "plc keygen: %v", err)
 	}
 	fmt.Fprintln(e.Stdout, vkey)
 	return exitOK

@@ -24,6 +24,13 @@ type Env struct {
 	Getenv func(string) string
 }
 
+// Failf writes a message (format and a, and a newline) to standard error
+// and returns code: how a command stops on an error.
+func (e Env) Failf(code int, format string, a ...any) int {
+	fmt.Fprintf(e.Stderr, "%s\n", fmt.Sprintf(format, a...))
+	return code
+}
+
 // Exit codes shared by every command.
 const (
 	ExitOK      = 0

@@ -24,6 +24,15 @@ func NewFlags(fs *flag.FlagSet, e Env) *Flags {
 	return &Flags{fs: fs, e: e}
 }
 
+// Parse parses args as ParseFlags does, after reporting Err (prefixed with
+// cmd, "plc serve") as a usage error if a variable did not parse.
+func (f *Flags) Parse(cmd string, args []string) (code int, done bool) {
+	if f.Err != nil {
+		return f.e.Failf(ExitUsage, "%s: %v", cmd, f.Err), true
+	}
+	return ParseFlags(f.fs, args)
+}
+
 func withEnv(help, envName string) string {
 	return fmt.Sprintf("%s (env %s)", help, envName)
 }
