@@ -23,7 +23,10 @@ const (
 	// MaxLineBytes bytes are kept.
 	MaxLineBytes = plc.MaxLineBytes
 	// DefaultImportBatch is the default number of lines per transaction.
-	DefaultImportBatch = 4000
+	// Each transaction rewrites the index pages its ops touch, so fewer,
+	// larger ones write less (BENCHMARKS.md, "Import at 1 M ops"); memory
+	// grows with it, as four batches are in flight at once.
+	DefaultImportBatch = 8000
 )
 
 // DefaultImportWorkers is the default number of goroutines a Replay

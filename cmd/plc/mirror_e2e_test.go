@@ -838,7 +838,7 @@ func TestMirrorBackfillSurvivesSIGKILL(t *testing.T) {
 	// Each run is killed at a random point of its backfill: a random delay
 	// after it logs the upstream's mode (the backfill starts then), between
 	// lo and hi. A kill that found nothing committed yet (the first
-	// transaction is 4000 ops) makes the next one later. Whatever the
+	// transaction is oplog.DefaultImportBatch ops) makes the next one later. Whatever the
 	// delays, four runs backfill less than the 100k ops here.
 	prev, lo, hi, inside := int64(0), time.Duration(0), 1200*time.Millisecond, 0
 	for k := range kills {
