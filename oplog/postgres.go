@@ -123,57 +123,41 @@ const pgRecordSQL = `SELECT o.did, o.seq, o.created_at, o.op, o.signer FROM oper
 	WHERE o.did = $1 AND NOT EXISTS (SELECT 1 FROM nullified n WHERE n.seq = o.seq)
 	ORDER BY o.seq`
 
-func (s *PostgresStore) Append(ctx context.Context, source string, dids []string, decide DecideFunc) (err error) {
+func (s *PostgresStore) Append(ctx context.Context, source string, dids []string, decide DecideFunc) error {
 	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{}) // READ COMMITTED: each statement sees what committed before it
 	if err != nil {
 		return fmt.Errorf("begin append: %w", err)
 	}
-	defer func() {
-		if err != nil {
-			tx.Rollback(context.WithoutCancel(ctx))
-		}
-	}()
-	// The lock comes first, in its own statement: the reads below then
-	// take their snapshots after every earlier append has committed.
+	// The lock comes first, in its own statement: the reads of runAppend
+	// then take their snapshots after every earlier append has committed.
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, appendLockKey); err != nil {
+		tx.Rollback(context.WithoutCancel(ctx))
 		return fmt.Errorf("take the append lock: %w", err)
 	}
-	view, err := s.readView(ctx, tx, dids)
-	if err != nil {
-		return err
-	}
-	if source != "" {
-		if view.Cursor, err = pgCursor(ctx, tx, source); err != nil {
-			return err
-		}
-	}
-	batch, err := decide(view)
-	if err != nil {
-		return err
-	}
-	changed, err := checkAppend(source, view, &batch)
-	if err != nil {
-		return err
-	}
-	writes := batch.Writes
-	if !changed {
-		return tx.Rollback(ctx)
-	}
-	var ext *treeExtension
-	if len(writes) > 0 {
-		if ext, err = s.tree.extend(ctx, pgTree{tx}, view.LastSeq, writeEntries(writes)); err != nil {
-			return err
-		}
-	}
-	if err := insertWrites(ctx, tx, writes, source != "", &batch, ext); err != nil {
-		return err
-	}
-	if err := tx.Commit(ctx); err != nil {
-		s.tree.failed()
-		return fmt.Errorf("commit: %w", err)
-	}
-	s.tree.committed(ext)
-	return nil
+	return runAppend(ctx, pgAppend{pgTree{tx}, tx}, s.tree, source, dids, decide)
+}
+
+// pgAppend is a PostgreSQL append transaction (see runAppend).
+type pgAppend struct {
+	pgTree
+	tx pgx.Tx
+}
+
+func (t pgAppend) readRecords(ctx context.Context, dids []string, recs map[string]*DIDRecord) error {
+	return pgReadRecords(ctx, t.tx, dids, recs)
+}
+
+func (t pgAppend) cursor(ctx context.Context, source string) (Cursor, error) {
+	return pgCursor(ctx, t.tx, source)
+}
+
+func (t pgAppend) write(ctx context.Context, b *Batch, ingest bool, ext *treeExtension) error {
+	return insertWrites(ctx, t.tx, b.Writes, ingest, b, ext)
+}
+
+func (t pgAppend) commit(ctx context.Context) error { return t.tx.Commit(ctx) }
+func (t pgAppend) rollback(ctx context.Context) error {
+	return t.tx.Rollback(context.WithoutCancel(ctx))
 }
 
 // pgQuerier is what cursor reads need of a pool or a transaction.
@@ -182,16 +166,7 @@ type pgQuerier interface {
 }
 
 func pgCursor(ctx context.Context, q pgQuerier, source string) (Cursor, error) {
-	c := Cursor{Source: source}
-	var ms int64
-	switch err := q.QueryRow(ctx, `SELECT line, seq, updated_at FROM cursors WHERE source = $1`, source).Scan(&c.Line, &c.Seq, &ms); {
-	case errors.Is(err, pgx.ErrNoRows):
-		return c, nil
-	case err != nil:
-		return c, fmt.Errorf("read the cursor of %s: %w", source, err)
-	}
-	c.UpdatedAt = time.UnixMilli(ms).UTC()
-	return c, nil
+	return scanCursor(q.QueryRow(ctx, `SELECT line, seq, updated_at FROM cursors WHERE source = $1`, source), source)
 }
 
 func (s *PostgresStore) Cursor(ctx context.Context, source string) (Cursor, error) {
@@ -206,20 +181,6 @@ func (s *PostgresStore) Rejections(ctx context.Context, source string, after int
 	}
 	defer rows.Close()
 	return scanRejections(rows)
-}
-
-func (s *PostgresStore) readView(ctx context.Context, tx pgx.Tx, dids []string) (View, error) {
-	view := View{Records: make(map[string]*DIDRecord, len(dids))}
-	var lastMs int64
-	switch err := tx.QueryRow(ctx, `SELECT seq, created_at FROM operations ORDER BY seq DESC LIMIT 1`).Scan(&view.LastSeq, &lastMs); {
-	case errors.Is(err, pgx.ErrNoRows):
-	case err != nil:
-		return view, fmt.Errorf("read last seq: %w", err)
-	default:
-		view.LastCreatedAt = time.UnixMilli(lastMs).UTC()
-	}
-	view.Load = func(more []string) error { return pgReadRecords(ctx, tx, more, view.Records) }
-	return view, view.Load(dids)
 }
 
 // pgReadRecords reads the records of dids that exist into recs.
@@ -563,6 +524,10 @@ type pgTree struct {
 	}
 }
 
+func (t pgTree) queryRow(ctx context.Context, q string, args ...any) rowScanner {
+	return t.q.QueryRow(ctx, q, args...)
+}
+
 func (t pgTree) treeEnd(ctx context.Context) (int64, error) {
 	var end int64
 	err := t.q.QueryRow(ctx, `SELECT COALESCE(MAX(last_seq), 0) FROM tree_hashes`).Scan(&end)
@@ -570,19 +535,7 @@ func (t pgTree) treeEnd(ctx context.Context) (int64, error) {
 }
 
 func (t pgTree) chunkAt(ctx context.Context, seq int64) (treeChunk, bool, error) {
-	var (
-		first, last int64
-		hashes      []byte
-	)
-	err := t.q.QueryRow(ctx, `SELECT first_seq, last_seq, hashes FROM tree_hashes WHERE first_seq <= $1 ORDER BY first_seq DESC LIMIT 1`, seq).Scan(&first, &last, &hashes)
-	if errors.Is(err, pgx.ErrNoRows) || (err == nil && last < seq) {
-		return treeChunk{}, false, nil
-	}
-	if err != nil {
-		return treeChunk{}, false, err
-	}
-	c, err := chunkBytes(first, last, hashes)
-	return c, err == nil, err
+	return scanChunkAt(t.q.QueryRow(ctx, `SELECT first_seq, last_seq, hashes FROM tree_hashes WHERE first_seq <= $1 ORDER BY first_seq DESC LIMIT 1`, seq), seq)
 }
 
 func (t pgTree) chunksIn(ctx context.Context, from, to int64) ([]treeChunk, error) {
@@ -641,19 +594,7 @@ func (s *PostgresStore) ExtendTree(ctx context.Context, limit int) (n int, err e
 }
 
 func (s *PostgresStore) Checkpoint(ctx context.Context) (Checkpoint, error) {
-	var (
-		c          Checkpoint
-		root, note []byte
-		ms         int64
-	)
-	err := s.pool.QueryRow(ctx, `SELECT size, root, note, signed_at FROM checkpoint WHERE id = 1`).Scan(&c.Size, &root, &note, &ms)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return c, ErrNotFound
-	}
-	if err != nil {
-		return c, err
-	}
-	return checkpointRow(c, root, note, ms)
+	return scanCheckpoint(s.pool.QueryRow(ctx, `SELECT size, root, note, signed_at FROM checkpoint WHERE id = 1`))
 }
 
 func (s *PostgresStore) SwapCheckpoint(ctx context.Context, old *Checkpoint, next Checkpoint) error {

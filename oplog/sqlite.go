@@ -101,72 +101,47 @@ func (s *SQLiteStore) LatestSeq(ctx context.Context) (int64, error) {
 	return seq, err
 }
 
-func (s *SQLiteStore) Append(ctx context.Context, source string, dids []string, decide DecideFunc) (err error) {
+func (s *SQLiteStore) Append(ctx context.Context, source string, dids []string, decide DecideFunc) error {
 	tx, err := s.db.BeginTx(ctx, nil) // BEGIN IMMEDIATE: the append lock
 	if err != nil {
 		return fmt.Errorf("begin append: %w", err)
 	}
-	defer func() {
-		if err != nil {
-			tx.Rollback()
+	return runAppend(ctx, sqliteAppend{sqlTree{tx}, tx}, s.tree, source, dids, decide)
+}
+
+// sqliteAppend is an SQLite append transaction (see runAppend).
+type sqliteAppend struct {
+	sqlTree
+	tx *sql.Tx
+}
+
+func (t sqliteAppend) readRecords(ctx context.Context, dids []string, recs map[string]*DIDRecord) error {
+	return readRecords(ctx, t.tx, dids, recs)
+}
+
+func (t sqliteAppend) cursor(ctx context.Context, source string) (Cursor, error) {
+	return readCursor(ctx, t.tx, source)
+}
+
+func (t sqliteAppend) write(ctx context.Context, b *Batch, ingest bool, ext *treeExtension) error {
+	if ext != nil {
+		if err := sqliteInsertWrites(ctx, t.tx, b.Writes); err != nil {
+			return err
 		}
-	}()
-	view := View{Records: make(map[string]*DIDRecord, len(dids))}
-	var lastMs int64
-	switch err := tx.QueryRowContext(ctx, `SELECT seq, created_at FROM operations ORDER BY seq DESC LIMIT 1`).Scan(&view.LastSeq, &lastMs); {
-	case errors.Is(err, sql.ErrNoRows):
-	case err != nil:
-		return fmt.Errorf("read last seq: %w", err)
-	default:
-		view.LastCreatedAt = time.UnixMilli(lastMs).UTC()
-	}
-	if err := readRecords(ctx, tx, dids, view.Records); err != nil {
-		return err
-	}
-	view.Load = func(more []string) error { return readRecords(ctx, tx, more, view.Records) }
-	if source != "" {
-		if view.Cursor, err = readCursor(ctx, tx, source); err != nil {
+		if err := t.insertChunk(ctx, ext.chunk); err != nil {
 			return err
 		}
 	}
-	batch, err := decide(view)
-	if err != nil {
-		return err
+	if ingest {
+		return sqliteInsertIngest(ctx, t.tx, b)
 	}
-	changed, err := checkAppend(source, view, &batch)
-	if err != nil {
-		return err
-	}
-	writes := batch.Writes
-	if !changed {
-		return tx.Rollback()
-	}
-	var ext *treeExtension
-	if len(writes) > 0 {
-		if ext, err = s.tree.extend(ctx, sqlTree{tx}, view.LastSeq, writeEntries(writes)); err != nil {
-			return err
-		}
-		if err := s.insertWrites(ctx, tx, writes); err != nil {
-			return err
-		}
-		if err := (sqlTree{tx}).insertChunk(ctx, ext.chunk); err != nil {
-			return err
-		}
-	}
-	if source != "" {
-		if err := s.insertIngest(ctx, tx, &batch); err != nil {
-			return err
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		s.tree.failed()
-		return fmt.Errorf("commit: %w", err)
-	}
-	s.tree.committed(ext)
 	return nil
 }
 
-func (s *SQLiteStore) insertWrites(ctx context.Context, tx *sql.Tx, writes []Write) error {
+func (t sqliteAppend) commit(context.Context) error   { return t.tx.Commit() }
+func (t sqliteAppend) rollback(context.Context) error { return t.tx.Rollback() }
+
+func sqliteInsertWrites(ctx context.Context, tx *sql.Tx, writes []Write) error {
 	// Ops go in statements of opsPerInsert rows (one prepared statement
 	// for full ones, one for the rest): a statement costs more than a row.
 	prepared := map[int]*sql.Stmt{}
@@ -231,8 +206,8 @@ func (s *SQLiteStore) insertWrites(ctx context.Context, tx *sql.Tx, writes []Wri
 // opsPerInsert is the number of ops an INSERT statement writes.
 const opsPerInsert = 64
 
-// insertIngest writes an ingest's rejections and its new cursor.
-func (s *SQLiteStore) insertIngest(ctx context.Context, tx *sql.Tx, b *Batch) error {
+// sqliteInsertIngest writes an ingest's rejections and its new cursor.
+func sqliteInsertIngest(ctx context.Context, tx *sql.Tx, b *Batch) error {
 	if len(b.Rejections) > 0 {
 		ins, err := tx.PrepareContext(ctx, `INSERT INTO rejected (source, line, did, cid, raw, kind, reason, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`)
 		if err != nil {
@@ -274,16 +249,7 @@ func nonNil(b []byte) []byte {
 func readCursor(ctx context.Context, q interface {
 	QueryRowContext(context.Context, string, ...any) *sql.Row
 }, source string) (Cursor, error) {
-	c := Cursor{Source: source}
-	var ms int64
-	switch err := q.QueryRowContext(ctx, `SELECT line, seq, updated_at FROM cursors WHERE source = ?`, source).Scan(&c.Line, &c.Seq, &ms); {
-	case errors.Is(err, sql.ErrNoRows):
-		return c, nil
-	case err != nil:
-		return c, fmt.Errorf("read the cursor of %s: %w", source, err)
-	}
-	c.UpdatedAt = time.UnixMilli(ms).UTC()
-	return c, nil
+	return scanCursor(q.QueryRowContext(ctx, `SELECT line, seq, updated_at FROM cursors WHERE source = ?`, source), source)
 }
 
 func (s *SQLiteStore) Cursor(ctx context.Context, source string) (Cursor, error) {
@@ -616,6 +582,10 @@ type sqlTree struct {
 	}
 }
 
+func (t sqlTree) queryRow(ctx context.Context, q string, args ...any) rowScanner {
+	return t.q.QueryRowContext(ctx, q, args...)
+}
+
 func (t sqlTree) treeEnd(ctx context.Context) (int64, error) {
 	var end int64
 	err := t.q.QueryRowContext(ctx, `SELECT COALESCE(MAX(last_seq), 0) FROM tree_hashes`).Scan(&end)
@@ -623,19 +593,7 @@ func (t sqlTree) treeEnd(ctx context.Context) (int64, error) {
 }
 
 func (t sqlTree) chunkAt(ctx context.Context, seq int64) (treeChunk, bool, error) {
-	var (
-		first, last int64
-		hashes      []byte
-	)
-	err := t.q.QueryRowContext(ctx, `SELECT first_seq, last_seq, hashes FROM tree_hashes WHERE first_seq <= ? ORDER BY first_seq DESC LIMIT 1`, seq).Scan(&first, &last, &hashes)
-	if errors.Is(err, sql.ErrNoRows) || (err == nil && last < seq) {
-		return treeChunk{}, false, nil
-	}
-	if err != nil {
-		return treeChunk{}, false, err
-	}
-	c, err := chunkBytes(first, last, hashes)
-	return c, err == nil, err
+	return scanChunkAt(t.q.QueryRowContext(ctx, `SELECT first_seq, last_seq, hashes FROM tree_hashes WHERE first_seq <= ? ORDER BY first_seq DESC LIMIT 1`, seq), seq)
 }
 
 func (t sqlTree) chunksIn(ctx context.Context, from, to int64) ([]treeChunk, error) {
@@ -696,19 +654,7 @@ func (s *SQLiteStore) ExtendTree(ctx context.Context, limit int) (n int, err err
 }
 
 func (s *SQLiteStore) Checkpoint(ctx context.Context) (Checkpoint, error) {
-	var (
-		c          Checkpoint
-		root, note []byte
-		ms         int64
-	)
-	err := s.db.QueryRowContext(ctx, `SELECT size, root, note, signed_at FROM checkpoint WHERE id = 1`).Scan(&c.Size, &root, &note, &ms)
-	if errors.Is(err, sql.ErrNoRows) {
-		return c, ErrNotFound
-	}
-	if err != nil {
-		return c, err
-	}
-	return checkpointRow(c, root, note, ms)
+	return scanCheckpoint(s.db.QueryRowContext(ctx, `SELECT size, root, note, signed_at FROM checkpoint WHERE id = 1`))
 }
 
 func (s *SQLiteStore) SwapCheckpoint(ctx context.Context, old *Checkpoint, next Checkpoint) error {

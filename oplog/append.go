@@ -1,0 +1,102 @@
+package oplog
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// rowScanner is a one-row read of either backend (*sql.Row, pgx.Row). A
+// read that finds no row fails with sql.ErrNoRows on both: pgx.ErrNoRows
+// is sql.ErrNoRows too.
+type rowScanner interface {
+	Scan(dest ...any) error
+}
+
+// appendTx is one backend's append transaction, the append lock taken:
+// the steps of Append that differ between the backends.
+type appendTx interface {
+	treeTx
+	queryRow(ctx context.Context, q string, args ...any) rowScanner
+	// readRecords reads the records of dids that exist into recs.
+	readRecords(ctx context.Context, dids []string, recs map[string]*DIDRecord) error
+	cursor(ctx context.Context, source string) (Cursor, error)
+	// write inserts a batch's ops and nullifications with the tree chunk
+	// that covers them (ext, nil without ops), and for an ingest its
+	// rejections and its cursor.
+	write(ctx context.Context, b *Batch, ingest bool, ext *treeExtension) error
+	commit(ctx context.Context) error
+	rollback(ctx context.Context) error
+}
+
+// runAppend is Store.Append in tx, the same on both backends: read the
+// view, decide, check, extend the tree, insert, commit, and settle the
+// tree cache. It rolls tx back unless it commits.
+func runAppend(ctx context.Context, tx appendTx, tree *treeCache, source string, dids []string, decide DecideFunc) (err error) {
+	defer func() {
+		if err != nil {
+			tx.rollback(ctx)
+		}
+	}()
+	view := View{Records: make(map[string]*DIDRecord, len(dids))}
+	var lastMs int64
+	switch err := tx.queryRow(ctx, `SELECT seq, created_at FROM operations ORDER BY seq DESC LIMIT 1`).Scan(&view.LastSeq, &lastMs); {
+	case errors.Is(err, sql.ErrNoRows):
+	case err != nil:
+		return fmt.Errorf("read last seq: %w", err)
+	default:
+		view.LastCreatedAt = time.UnixMilli(lastMs).UTC()
+	}
+	view.Load = func(more []string) error { return tx.readRecords(ctx, more, view.Records) }
+	if err := view.Load(dids); err != nil {
+		return err
+	}
+	if source != "" {
+		if view.Cursor, err = tx.cursor(ctx, source); err != nil {
+			return err
+		}
+	}
+	batch, err := decide(view)
+	if err != nil {
+		return err
+	}
+	changed, err := checkAppend(source, view, &batch)
+	if err != nil {
+		return err
+	}
+	if !changed {
+		return tx.rollback(ctx)
+	}
+	var ext *treeExtension
+	if len(batch.Writes) > 0 {
+		if ext, err = tree.extend(ctx, tx, view.LastSeq, writeEntries(batch.Writes)); err != nil {
+			return err
+		}
+	}
+	if err := tx.write(ctx, &batch, source != "", ext); err != nil {
+		return err
+	}
+	if err := tx.commit(ctx); err != nil {
+		tree.failed()
+		return fmt.Errorf("commit: %w", err)
+	}
+	tree.committed(ext)
+	return nil
+}
+
+// scanCursor reads a cursor of source from a row of (line, seq,
+// updated_at): an empty one when there is no row.
+func scanCursor(row rowScanner, source string) (Cursor, error) {
+	c := Cursor{Source: source}
+	var ms int64
+	switch err := row.Scan(&c.Line, &c.Seq, &ms); {
+	case errors.Is(err, sql.ErrNoRows):
+		return c, nil
+	case err != nil:
+		return c, fmt.Errorf("read the cursor of %s: %w", source, err)
+	}
+	c.UpdatedAt = time.UnixMilli(ms).UTC()
+	return c, nil
+}
