@@ -19,10 +19,9 @@ type rowScanner interface {
 // the steps of Append that differ between the backends.
 type appendTx interface {
 	treeTx
-	queryRow(ctx context.Context, q string, args ...any) rowScanner
+	db
 	// readRecords reads the records of dids that exist into recs.
 	readRecords(ctx context.Context, dids []string, recs map[string]*DIDRecord) error
-	cursor(ctx context.Context, source string) (Cursor, error)
 	// write inserts a batch's ops and nullifications with the tree chunk
 	// that covers them (ext, nil without ops), and for an ingest its
 	// rejections and its cursor.
@@ -54,7 +53,7 @@ func runAppend(ctx context.Context, tx appendTx, tree *treeCache, source string,
 		return err
 	}
 	if source != "" {
-		if view.Cursor, err = tx.cursor(ctx, source); err != nil {
+		if view.Cursor, err = readCursor(ctx, tx, source); err != nil {
 			return err
 		}
 	}
@@ -86,12 +85,12 @@ func runAppend(ctx context.Context, tx appendTx, tree *treeCache, source string,
 	return nil
 }
 
-// scanCursor reads a cursor of source from a row of (line, seq,
-// updated_at): an empty one when there is no row.
-func scanCursor(row rowScanner, source string) (Cursor, error) {
+// readCursor reads the cursor of source through d: an empty one when
+// there is none.
+func readCursor(ctx context.Context, d db, source string) (Cursor, error) {
 	c := Cursor{Source: source}
 	var ms int64
-	switch err := row.Scan(&c.Line, &c.Seq, &ms); {
+	switch err := d.queryRow(ctx, `SELECT line, seq, updated_at FROM cursors WHERE source = ?`, source).Scan(&c.Line, &c.Seq, &ms); {
 	case errors.Is(err, sql.ErrNoRows):
 		return c, nil
 	case err != nil:

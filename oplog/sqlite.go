@@ -12,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/mod/sumdb/tlog"
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 
 	"github.com/plcdir/plc/validate"
@@ -23,6 +22,7 @@ import (
 // lock is SQLite's write lock (BEGIN IMMEDIATE), which also holds across
 // processes sharing the file.
 type SQLiteStore struct {
+	reads
 	db    *sql.DB
 	stmts sync.Map // query → *sql.Stmt, prepared on first use
 	tree  *treeCache
@@ -82,7 +82,9 @@ func OpenSQLite(path string) (*SQLiteStore, error) {
 		db.Close()
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 	}
-	return &SQLiteStore{db: db, tree: newTreeCache()}, nil
+	s := &SQLiteStore{db: db, tree: newTreeCache()}
+	s.reads = reads{sqliteDB{h: db, prepared: s}}
+	return s, nil
 }
 
 // DB returns the underlying handle (for migrations and tests).
@@ -95,32 +97,22 @@ func (s *SQLiteStore) Close() error {
 
 func (s *SQLiteStore) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
 
-func (s *SQLiteStore) LatestSeq(ctx context.Context) (int64, error) {
-	var seq int64
-	err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM operations`).Scan(&seq)
-	return seq, err
-}
-
 func (s *SQLiteStore) Append(ctx context.Context, source string, dids []string, decide DecideFunc) error {
 	tx, err := s.db.BeginTx(ctx, nil) // BEGIN IMMEDIATE: the append lock
 	if err != nil {
 		return fmt.Errorf("begin append: %w", err)
 	}
-	return runAppend(ctx, sqliteAppend{sqlTree{tx}, tx}, s.tree, source, dids, decide)
+	return runAppend(ctx, sqliteAppend{dbTree{sqliteDB{h: tx}}, tx}, s.tree, source, dids, decide)
 }
 
 // sqliteAppend is an SQLite append transaction (see runAppend).
 type sqliteAppend struct {
-	sqlTree
+	dbTree
 	tx *sql.Tx
 }
 
 func (t sqliteAppend) readRecords(ctx context.Context, dids []string, recs map[string]*DIDRecord) error {
 	return readRecords(ctx, t.tx, dids, recs)
-}
-
-func (t sqliteAppend) cursor(ctx context.Context, source string) (Cursor, error) {
-	return readCursor(ctx, t.tx, source)
 }
 
 func (t sqliteAppend) write(ctx context.Context, b *Batch, ingest bool, ext *treeExtension) error {
@@ -245,27 +237,6 @@ func nonNil(b []byte) []byte {
 	return b
 }
 
-// readCursor reads the cursor of source through q.
-func readCursor(ctx context.Context, q interface {
-	QueryRowContext(context.Context, string, ...any) *sql.Row
-}, source string) (Cursor, error) {
-	return scanCursor(q.QueryRowContext(ctx, `SELECT line, seq, updated_at FROM cursors WHERE source = ?`, source), source)
-}
-
-func (s *SQLiteStore) Cursor(ctx context.Context, source string) (Cursor, error) {
-	return readCursor(ctx, s.db, source)
-}
-
-func (s *SQLiteStore) Rejections(ctx context.Context, source string, after int64, limit int) ([]Rejection, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, source, line, did, cid, raw, kind, reason, created_at FROM rejected
-		WHERE id > ? AND (? = '' OR source = ?) ORDER BY id LIMIT ?`, after, source, source, limit)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	return scanRejections(rows)
-}
-
 // scanRejections reads rows of (id, source, line, did, cid, raw, kind,
 // reason, created_at). The caller closes rows.
 func scanRejections(rows opRows) ([]Rejection, error) {
@@ -338,115 +309,6 @@ func (s *SQLiteStore) Record(ctx context.Context, did string) (*DIDRecord, error
 	return rec, nil
 }
 
-// headSQL selects a DID's latest non-nullified op.
-const headSQL = `SELECT o.seq, o.did, o.created_at, o.op FROM operations o
-	WHERE o.did = %s AND NOT EXISTS (SELECT 1 FROM nullified n WHERE n.seq = o.seq)
-	ORDER BY o.seq DESC LIMIT 1`
-
-func (s *SQLiteStore) Head(ctx context.Context, did string) (Entry, error) {
-	key, err := didKey(did)
-	if err != nil {
-		return Entry{}, ErrNotFound
-	}
-	return firstEntry(s.entries(ctx, false, fmt.Sprintf(headSQL, "?"), key))
-}
-
-// firstEntry returns the only entry of a one-row read, or ErrNotFound.
-func firstEntry(es []Entry, err error) (Entry, error) {
-	if err != nil {
-		return Entry{}, err
-	}
-	if len(es) == 0 {
-		return Entry{}, ErrNotFound
-	}
-	return es[0], nil
-}
-
-func (s *SQLiteStore) Ops(ctx context.Context, did string) ([]Entry, error) {
-	key, err := didKey(did)
-	if err != nil {
-		return nil, nil
-	}
-	return s.entries(ctx, true, `SELECT o.seq, o.did, o.created_at, o.op, n.seq IS NOT NULL
-		FROM operations o LEFT JOIN nullified n ON n.seq = o.seq WHERE o.did = ? ORDER BY o.seq`, key)
-}
-
-func (s *SQLiteStore) Op(ctx context.Context, seq int64) (Entry, error) {
-	return firstEntry(s.entries(ctx, false, `SELECT seq, did, created_at, op FROM operations WHERE seq = ?`, seq))
-}
-
-func (s *SQLiteStore) Export(ctx context.Context, after int64, limit int) ([]Entry, error) {
-	return s.entries(ctx, false, `SELECT seq, did, created_at, op FROM operations WHERE seq > ? ORDER BY seq LIMIT ?`, after, limit)
-}
-
-func (s *SQLiteStore) ExportByTime(ctx context.Context, after time.Time, limit int) ([]Entry, error) {
-	const cols = `SELECT o.seq, o.did, o.created_at, o.op, n.seq IS NOT NULL FROM operations o LEFT JOIN nullified n ON n.seq = o.seq`
-	return exportByTime(limit, func() ([]Entry, error) {
-		return s.entries(ctx, true, cols+` WHERE o.created_at > ? ORDER BY o.created_at, o.seq LIMIT ?`, after.UnixMilli(), limit)
-	}, func(ms int64) ([]Entry, error) {
-		return s.entries(ctx, true, cols+` WHERE o.created_at = ? ORDER BY o.seq`, ms)
-	})
-}
-
-// entries runs the read q and scans its rows of (seq, did, created_at,
-// op[, nullified]).
-func (s *SQLiteStore) entries(ctx context.Context, withNullified bool, q string, args ...any) ([]Entry, error) {
-	rows, err := s.query(ctx, q, args...)
-	if err != nil {
-		return nil, err
-	}
-	return scanSQLEntries(rows, withNullified)
-}
-
-func scanSQLEntries(rows *sql.Rows, withNullified bool) ([]Entry, error) {
-	defer rows.Close()
-	return scanEntries(rows, withNullified)
-}
-
-// The rejection lookups (see rejected.go).
-
-func (s *SQLiteStore) HasRejection(ctx context.Context, r Rejection) (bool, error) {
-	var found bool
-	err := s.db.QueryRowContext(ctx, sqliteHasRejection, r.Source, r.Line, r.DID, r.CID, r.Reason, nonNil(r.Raw)).Scan(&found)
-	if err != nil {
-		return false, fmt.Errorf("look up a rejection of %s: %w", r.Source, err)
-	}
-	return found, nil
-}
-
-func (s *SQLiteStore) RejectionsAt(ctx context.Context, source string, line int64) ([]Rejection, error) {
-	rows, err := s.db.QueryContext(ctx, sqliteRejectionsAt, source, line)
-	if err != nil {
-		return nil, fmt.Errorf("read the rejections of %s at line %d: %w", source, line, err)
-	}
-	defer rows.Close()
-	return scanRejections(rows)
-}
-
-// The derived-state check's reads (DerivedReader, see derived.go).
-
-func (s *SQLiteStore) OpsByDID(ctx context.Context, afterDID string, afterSeq int64, limit int) ([]DerivedOp, error) {
-	key, err := derivedAfter(afterDID)
-	if err != nil {
-		return nil, err
-	}
-	rows, err := s.query(ctx, derivedCols+` WHERE (o.did, o.seq) > (?, ?) ORDER BY o.did, o.seq LIMIT ?`, key, afterSeq, limit)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	return scanDerived(rows)
-}
-
-func (s *SQLiteStore) StrayNullified(ctx context.Context, limit int) ([]int64, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT n.seq FROM nullified n WHERE NOT EXISTS (SELECT 1 FROM operations o WHERE o.seq = n.seq) ORDER BY n.seq LIMIT ?`, limit)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	return scanSeqs(rows)
-}
-
 // The handle index (HandleIndex, see handles.go).
 
 // handlesPerInsert bounds the rows of one SQLite INSERT into handles (two
@@ -475,19 +337,6 @@ func (s *SQLiteStore) insertHandles(ctx context.Context, tx *sql.Tx, entries []*
 	return nil
 }
 
-func (s *SQLiteStore) DIDsForHandle(ctx context.Context, handle string) ([]string, error) {
-	h, err := NormalizeHandle(handle)
-	if err != nil {
-		return nil, err
-	}
-	rows, err := s.query(ctx, `SELECT did FROM handles WHERE handle = ? ORDER BY did LIMIT ?`, h, MaxHandleDIDs)
-	if err != nil {
-		return nil, fmt.Errorf("look up handle: %w", err)
-	}
-	defer rows.Close()
-	return scanHandleDIDs(rows)
-}
-
 func (s *SQLiteStore) HandlesBehind(ctx context.Context) (int64, error) {
 	var n int64
 	err := s.db.QueryRowContext(ctx, `SELECT COALESCE((SELECT MAX((SELECT COALESCE(MAX(seq), 0) FROM operations) - done, 0) FROM handles_backfill), 0)`).Scan(&n)
@@ -507,11 +356,7 @@ func (s *SQLiteStore) ExtendHandles(ctx context.Context, limit int) (n int, err 
 	case err != nil:
 		return 0, fmt.Errorf("read the handle index's backfill: %w", err)
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT seq, did, created_at, op FROM operations WHERE seq > ? ORDER BY seq LIMIT ?`, done, limit)
-	if err != nil {
-		return 0, err
-	}
-	es, err := scanSQLEntries(rows, false)
+	es, err := entries(ctx, sqliteDB{h: tx}, false, exportSQL, done, limit)
 	if err != nil || len(es) == 0 {
 		return 0, err
 	}
@@ -548,79 +393,7 @@ func (s *SQLiteStore) RejectionSize(ctx context.Context, source string) (int64, 
 	return n, b, rows.Err()
 }
 
-func (s *SQLiteStore) CountOpsAfter(ctx context.Context, t time.Time) (int64, error) {
-	return s.count(ctx, countOpsAfterSQL, t.UnixMilli())
-}
-
-func (s *SQLiteStore) CountRejections(ctx context.Context, source string) (int64, error) {
-	return s.count(ctx, countRejectionsSQL, source)
-}
-
-func (s *SQLiteStore) count(ctx context.Context, q string, arg any) (int64, error) {
-	rows, err := s.query(ctx, fmt.Sprintf(q, "?"), arg)
-	if err != nil {
-		return 0, err
-	}
-	defer rows.Close()
-	var n int64
-	if rows.Next() {
-		if err := rows.Scan(&n); err != nil {
-			return 0, err
-		}
-	}
-	return n, rows.Err()
-}
-
 // The transparency log's tree and checkpoint (see tree.go).
-
-// sqlTree is the tree's access to SQLite, in a transaction or not.
-type sqlTree struct {
-	q interface {
-		QueryContext(context.Context, string, ...any) (*sql.Rows, error)
-		QueryRowContext(context.Context, string, ...any) *sql.Row
-		ExecContext(context.Context, string, ...any) (sql.Result, error)
-	}
-}
-
-func (t sqlTree) queryRow(ctx context.Context, q string, args ...any) rowScanner {
-	return t.q.QueryRowContext(ctx, q, args...)
-}
-
-func (t sqlTree) treeEnd(ctx context.Context) (int64, error) {
-	var end int64
-	err := t.q.QueryRowContext(ctx, `SELECT COALESCE(MAX(last_seq), 0) FROM tree_hashes`).Scan(&end)
-	return end, err
-}
-
-func (t sqlTree) chunkAt(ctx context.Context, seq int64) (treeChunk, bool, error) {
-	return scanChunkAt(t.q.QueryRowContext(ctx, `SELECT first_seq, last_seq, hashes FROM tree_hashes WHERE first_seq <= ? ORDER BY first_seq DESC LIMIT 1`, seq), seq)
-}
-
-func (t sqlTree) chunksIn(ctx context.Context, from, to int64) ([]treeChunk, error) {
-	rows, err := t.q.QueryContext(ctx, `SELECT first_seq, last_seq, hashes FROM tree_hashes
-		WHERE first_seq >= COALESCE((SELECT MAX(first_seq) FROM tree_hashes WHERE first_seq <= ?), 0) AND first_seq <= ?
-		ORDER BY first_seq`, from, to)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	return scanChunks(rows)
-}
-
-func (t sqlTree) insertChunk(ctx context.Context, c treeChunk) error {
-	if _, err := t.q.ExecContext(ctx, `INSERT INTO tree_hashes (first_seq, last_seq, hashes) VALUES (?, ?, ?)`, c.first, c.last, c.hashes); err != nil {
-		return fmt.Errorf("insert tree hashes of %d…%d: %w", c.first, c.last, err)
-	}
-	return nil
-}
-
-func (s *SQLiteStore) TreeSize(ctx context.Context) (int64, error) {
-	return sqlTree{s.db}.treeEnd(ctx)
-}
-
-func (s *SQLiteStore) ReadHashes(ctx context.Context, idx []int64) ([]tlog.Hash, error) {
-	return readHashes(ctx, sqlTree{s.db}, idx)
-}
 
 func (s *SQLiteStore) ExtendTree(ctx context.Context, limit int) (n int, err error) {
 	tx, err := s.db.BeginTx(ctx, nil)
@@ -636,12 +409,9 @@ func (s *SQLiteStore) ExtendTree(ctx context.Context, limit int) (n int, err err
 	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM operations`).Scan(&last); err != nil {
 		return 0, err
 	}
-	ext, err := extendTree(ctx, sqlTree{tx}, s.tree, last, limit, func(after int64, limit int) ([]Entry, error) {
-		rows, err := tx.QueryContext(ctx, `SELECT seq, did, created_at, op FROM operations WHERE seq > ? ORDER BY seq LIMIT ?`, after, limit)
-		if err != nil {
-			return nil, err
-		}
-		return scanSQLEntries(rows, false)
+	d := sqliteDB{h: tx}
+	ext, err := extendTree(ctx, dbTree{d}, s.tree, last, limit, func(after int64, limit int) ([]Entry, error) {
+		return entries(ctx, d, false, exportSQL, after, limit)
 	})
 	if err != nil || ext == nil {
 		tx.Rollback()
@@ -651,10 +421,6 @@ func (s *SQLiteStore) ExtendTree(ctx context.Context, limit int) (n int, err err
 		return 0, err
 	}
 	return int(ext.chunk.last - ext.chunk.first + 1), nil
-}
-
-func (s *SQLiteStore) Checkpoint(ctx context.Context) (Checkpoint, error) {
-	return scanCheckpoint(s.db.QueryRowContext(ctx, `SELECT size, root, note, signed_at FROM checkpoint WHERE id = 1`))
 }
 
 func (s *SQLiteStore) SwapCheckpoint(ctx context.Context, old *Checkpoint, next Checkpoint) error {
