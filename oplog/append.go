@@ -85,6 +85,58 @@ func runAppend(ctx context.Context, tx appendTx, tree *treeCache, source string,
 	return nil
 }
 
+// extendTreeIn is Store.ExtendTree in tx, the append lock taken, the same
+// on both backends. It rolls tx back unless it commits.
+func extendTreeIn(ctx context.Context, tx appendTx, cache *treeCache, limit int) (int, error) {
+	defer tx.rollback(ctx) // after a commit: nothing to roll back
+	var last int64
+	if err := tx.queryRow(ctx, `SELECT COALESCE(MAX(seq), 0) FROM operations`).Scan(&last); err != nil {
+		return 0, err
+	}
+	ext, err := extendTree(ctx, tx, cache, last, limit, func(after int64, limit int) ([]Entry, error) {
+		return entries(ctx, tx, false, exportSQL, after, limit)
+	})
+	if err != nil || ext == nil {
+		return 0, err
+	}
+	if err := tx.commit(ctx); err != nil {
+		return 0, err
+	}
+	return int(ext.chunk.last - ext.chunk.first + 1), nil
+}
+
+// extendHandlesIn is HandleIndex.ExtendHandles in tx, the same on both
+// backends but for the read of the backfill's position (doneSQL) and the
+// insert of the handles. It rolls tx back unless it commits.
+func extendHandlesIn(ctx context.Context, tx appendTx, doneSQL string, limit int, insert func([]*Entry) error) (int, error) {
+	defer tx.rollback(ctx) // after a commit: nothing to roll back
+	var done int64
+	switch err := tx.queryRow(ctx, doneSQL).Scan(&done); {
+	case errors.Is(err, sql.ErrNoRows):
+		return 0, nil
+	case err != nil:
+		return 0, fmt.Errorf("read the handle index's backfill: %w", err)
+	}
+	es, err := entries(ctx, tx, false, exportSQL, done, limit)
+	if err != nil || len(es) == 0 {
+		return 0, err
+	}
+	last, err := backfillEnd(es, done)
+	if err != nil {
+		return 0, err
+	}
+	if err := insert(entryPtrs(es)); err != nil {
+		return 0, err
+	}
+	if _, err := tx.exec(ctx, `UPDATE handles_backfill SET done = ? WHERE id = 1`, last); err != nil {
+		return 0, err
+	}
+	if err := tx.commit(ctx); err != nil {
+		return 0, fmt.Errorf("commit: %w", err)
+	}
+	return len(es), nil
+}
+
 // readCursor reads the cursor of source through d: an empty one when
 // there is none.
 func readCursor(ctx context.Context, d db, source string) (Cursor, error) {

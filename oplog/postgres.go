@@ -7,7 +7,6 @@ import (
 	"net/url"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -108,13 +107,8 @@ const pgRecordsSQL = `SELECT o.did, o.seq, o.created_at, o.op, o.signer FROM ope
 	WHERE o.did = ANY($1) AND NOT EXISTS (SELECT 1 FROM nullified n WHERE n.seq = o.seq)
 	ORDER BY o.did, o.seq`
 
-// pgRecordSQL is pgRecordsSQL for one DID ($1). It is a query of its own
-// so that its prepared plan is the one for a single DID: the plan for an
-// array of any size expects thousands of rows, and at scale takes
-// parallel workers for a lookup of a few.
-const pgRecordSQL = `SELECT o.did, o.seq, o.created_at, o.op, o.signer FROM operations o
-	WHERE o.did = $1 AND NOT EXISTS (SELECT 1 FROM nullified n WHERE n.seq = o.seq)
-	ORDER BY o.seq`
+// pgRecordSQL is recordSQL (see Record) as PostgreSQL runs it.
+var pgRecordSQL = numbered(recordSQL)
 
 func (s *PostgresStore) Append(ctx context.Context, source string, dids []string, decide DecideFunc) error {
 	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{}) // READ COMMITTED: each statement sees what committed before it
@@ -136,10 +130,6 @@ type pgAppend struct {
 	tx pgx.Tx
 }
 
-func (t pgAppend) readRecords(ctx context.Context, dids []string, recs map[string]*DIDRecord) error {
-	return pgReadRecords(ctx, t.tx, dids, recs)
-}
-
 func (t pgAppend) write(ctx context.Context, b *Batch, ingest bool, ext *treeExtension) error {
 	return insertWrites(ctx, t.tx, b.Writes, ingest, b, ext)
 }
@@ -149,13 +139,13 @@ func (t pgAppend) rollback(ctx context.Context) error {
 	return t.tx.Rollback(context.WithoutCancel(ctx))
 }
 
-// pgReadRecords reads the records of dids that exist into recs.
-func pgReadRecords(ctx context.Context, tx pgx.Tx, dids []string, recs map[string]*DIDRecord) error {
+// readRecords reads the records of dids that exist into recs.
+func (t pgAppend) readRecords(ctx context.Context, dids []string, recs map[string]*DIDRecord) error {
 	keys, err := didKeys(dids)
 	if err != nil || len(keys) == 0 {
 		return err
 	}
-	rows, err := tx.Query(ctx, pgRecordsSQL, keys)
+	rows, err := t.tx.Query(ctx, pgRecordsSQL, keys)
 	if err != nil {
 		return fmt.Errorf("read DID states: %w", err)
 	}
@@ -261,26 +251,6 @@ func insertWrites(ctx context.Context, tx pgx.Tx, writes []Write, ingest bool, i
 	return nil
 }
 
-func (s *PostgresStore) Record(ctx context.Context, did string) (*DIDRecord, error) {
-	key, err := didKey(did)
-	if err != nil {
-		return nil, ErrNotFound
-	}
-	rows, err := s.pool.Query(ctx, pgRecordSQL, key)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	recs := map[string]*DIDRecord{}
-	if err := scanRecords(rows, recs); err != nil {
-		return nil, fmt.Errorf("read state of %s: %w", did, err)
-	}
-	if rec := recs[did]; rec != nil {
-		return rec, nil
-	}
-	return nil, ErrNotFound
-}
-
 // The handle index (HandleIndex, see handles.go).
 
 // pgHandlesSQL inserts the pairs of two parallel arrays.
@@ -302,51 +272,28 @@ func pgHandleArgs(entries []*Entry) (args []any, ok bool, err error) {
 }
 
 func (s *PostgresStore) HandlesBehind(ctx context.Context) (int64, error) {
-	var n int64
-	err := s.pool.QueryRow(ctx, `SELECT COALESCE(MAX(GREATEST((SELECT COALESCE(MAX(seq), 0) FROM operations) - done, 0)), 0) FROM handles_backfill`).Scan(&n)
-	return n, err
+	return s.scalar(ctx, `SELECT COALESCE(MAX(GREATEST((SELECT COALESCE(MAX(seq), 0) FROM operations) - done, 0)), 0) FROM handles_backfill`)
 }
 
-func (s *PostgresStore) ExtendHandles(ctx context.Context, limit int) (n int, err error) {
+func (s *PostgresStore) ExtendHandles(ctx context.Context, limit int) (int, error) {
 	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{})
 	if err != nil {
 		return 0, fmt.Errorf("begin: %w", err)
 	}
-	defer tx.Rollback(context.WithoutCancel(ctx))
 	// The row lock makes concurrent catch-ups take turns. Seqs become
 	// visible in order (they are given and committed under the append
 	// lock), so the ops after done have no gap.
-	var done int64
-	switch err := tx.QueryRow(ctx, `SELECT done FROM handles_backfill WHERE id = 1 FOR UPDATE`).Scan(&done); {
-	case errors.Is(err, pgx.ErrNoRows):
-		return 0, nil
-	case err != nil:
-		return 0, fmt.Errorf("read the handle index's backfill: %w", err)
-	}
-	es, err := entries(ctx, pgDB{tx}, false, exportSQL, done, limit)
-	if err != nil || len(es) == 0 {
-		return 0, err
-	}
-	last, err := backfillEnd(es, done)
-	if err != nil {
-		return 0, err
-	}
-	args, ok, err := pgHandleArgs(entryPtrs(es))
-	if err != nil {
-		return 0, err
-	}
-	if ok {
-		if _, err := tx.Exec(ctx, pgHandlesSQL, args...); err != nil {
-			return 0, fmt.Errorf("index handles: %w", err)
+	t := pgAppend{dbTree{pgDB{tx}}, tx}
+	return extendHandlesIn(ctx, t, `SELECT done FROM handles_backfill WHERE id = 1 FOR UPDATE`, limit, func(es []*Entry) error {
+		args, ok, err := pgHandleArgs(es)
+		if err != nil || !ok {
+			return err
 		}
-	}
-	if _, err := tx.Exec(ctx, `UPDATE handles_backfill SET done = $1 WHERE id = 1`, last); err != nil {
-		return 0, err
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return 0, fmt.Errorf("commit: %w", err)
-	}
-	return len(es), nil
+		if _, err := t.tx.Exec(ctx, pgHandlesSQL, args...); err != nil {
+			return fmt.Errorf("index handles: %w", err)
+		}
+		return nil
+	})
 }
 
 // The counts (Stats, see stats.go).
@@ -359,49 +306,18 @@ func (s *PostgresStore) RejectionSize(ctx context.Context, source string) (int64
 
 // The transparency log's tree and checkpoint (see tree.go).
 
-func (s *PostgresStore) ExtendTree(ctx context.Context, limit int) (n int, err error) {
+func (s *PostgresStore) ExtendTree(ctx context.Context, limit int) (int, error) {
 	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{})
 	if err != nil {
 		return 0, fmt.Errorf("begin: %w", err)
 	}
-	defer tx.Rollback(context.WithoutCancel(ctx))
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, appendLockKey); err != nil {
+		tx.Rollback(context.WithoutCancel(ctx))
 		return 0, fmt.Errorf("take the append lock: %w", err)
 	}
-	var last int64
-	if err := tx.QueryRow(ctx, `SELECT COALESCE(MAX(seq), 0) FROM operations`).Scan(&last); err != nil {
-		return 0, err
-	}
-	d := pgDB{tx}
-	ext, err := extendTree(ctx, dbTree{d}, s.tree, last, limit, func(after int64, limit int) ([]Entry, error) {
-		return entries(ctx, d, false, exportSQL, after, limit)
-	})
-	if err != nil || ext == nil {
-		return 0, err
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return 0, err
-	}
-	return int(ext.chunk.last - ext.chunk.first + 1), nil
+	return extendTreeIn(ctx, pgAppend{dbTree{pgDB{tx}}, tx}, s.tree, limit)
 }
 
 func (s *PostgresStore) SwapCheckpoint(ctx context.Context, old *Checkpoint, next Checkpoint) error {
-	var (
-		tag pgconn.CommandTag
-		err error
-	)
-	if old == nil {
-		tag, err = s.pool.Exec(ctx, `INSERT INTO checkpoint (id, size, root, note, signed_at) VALUES (1, $1, $2, $3, $4) ON CONFLICT (id) DO NOTHING`,
-			next.Size, next.Root[:], next.Note, next.SignedAt.UnixMilli())
-	} else {
-		tag, err = s.pool.Exec(ctx, `UPDATE checkpoint SET size = $1, root = $2, note = $3, signed_at = $4 WHERE id = 1 AND size = $5 AND note = $6`,
-			next.Size, next.Root[:], next.Note, next.SignedAt.UnixMilli(), old.Size, old.Note)
-	}
-	if err != nil {
-		return fmt.Errorf("store the checkpoint: %w", err)
-	}
-	if tag.RowsAffected() != 1 {
-		return ErrCheckpointRace
-	}
-	return nil
+	return swapCheckpoint(ctx, s.reads.h, `INSERT INTO checkpoint (id, size, root, note, signed_at) VALUES (1, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`, old, next)
 }

@@ -3,6 +3,7 @@ package oplog
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -19,7 +20,8 @@ import (
 type db interface {
 	query(ctx context.Context, q string, args ...any) (dbRows, error)
 	queryRow(ctx context.Context, q string, args ...any) rowScanner
-	exec(ctx context.Context, q string, args ...any) error
+	// exec runs a write and returns the number of rows it affected.
+	exec(ctx context.Context, q string, args ...any) (int64, error)
 }
 
 // dbRows are the rows of a read on either backend.
@@ -64,9 +66,12 @@ func (d sqliteDB) queryRow(ctx context.Context, q string, args ...any) rowScanne
 	return d.h.QueryRowContext(ctx, q, args...)
 }
 
-func (d sqliteDB) exec(ctx context.Context, q string, args ...any) error {
-	_, err := d.h.ExecContext(ctx, q, args...)
-	return err
+func (d sqliteDB) exec(ctx context.Context, q string, args ...any) (int64, error) {
+	res, err := d.h.ExecContext(ctx, q, args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
 }
 
 // pgDB is the db of a PostgreSQL pool or transaction.
@@ -90,9 +95,9 @@ func (d pgDB) queryRow(ctx context.Context, q string, args ...any) rowScanner {
 	return d.h.QueryRow(ctx, numbered(q), args...)
 }
 
-func (d pgDB) exec(ctx context.Context, q string, args ...any) error {
-	_, err := d.h.Exec(ctx, numbered(q), args...)
-	return err
+func (d pgDB) exec(ctx context.Context, q string, args ...any) (int64, error) {
+	tag, err := d.h.Exec(ctx, numbered(q), args...)
+	return tag.RowsAffected(), err
 }
 
 // numbered returns q with its ? placeholders numbered as PostgreSQL's
@@ -144,9 +149,7 @@ type reads struct {
 }
 
 func (r reads) LatestSeq(ctx context.Context) (int64, error) {
-	var seq int64
-	err := r.h.queryRow(ctx, `SELECT COALESCE(MAX(seq), 0) FROM operations`).Scan(&seq)
-	return seq, err
+	return r.scalar(ctx, `SELECT COALESCE(MAX(seq), 0) FROM operations`)
 }
 
 func (r reads) Cursor(ctx context.Context, source string) (Cursor, error) {
@@ -156,6 +159,35 @@ func (r reads) Cursor(ctx context.Context, source string) (Cursor, error) {
 func (r reads) Rejections(ctx context.Context, source string, after int64, limit int) ([]Rejection, error) {
 	return scanAll(ctx, r.h, scanRejections, `SELECT id, source, line, did, cid, raw, kind, reason, created_at FROM rejected
 		WHERE id > ? AND (? = '' OR source = ?) ORDER BY id LIMIT ?`, after, source, source, limit)
+}
+
+// recordSQL selects the non-nullified ops of one DID, in seq order: the
+// rows its record is rebuilt from. It is a query of its own, not that of
+// a batch's DIDs, so that PostgreSQL's prepared plan is the one for a
+// single DID: the plan for an array of any size expects thousands of rows,
+// and at scale takes parallel workers for a lookup of a few.
+const recordSQL = `SELECT o.did, o.seq, o.created_at, o.op, o.signer FROM operations o
+	WHERE o.did = ? AND NOT EXISTS (SELECT 1 FROM nullified n WHERE n.seq = o.seq)
+	ORDER BY o.seq`
+
+func (r reads) Record(ctx context.Context, did string) (*DIDRecord, error) {
+	key, err := didKey(did)
+	if err != nil {
+		return nil, ErrNotFound
+	}
+	rows, err := r.h.query(ctx, recordSQL, key)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	recs := map[string]*DIDRecord{}
+	if err := scanRecords(rows, recs); err != nil {
+		return nil, fmt.Errorf("read state of %s: %w", did, err)
+	}
+	if rec := recs[did]; rec != nil {
+		return rec, nil
+	}
+	return nil, ErrNotFound
 }
 
 // headSQL selects a DID's latest non-nullified op.
@@ -211,7 +243,17 @@ func (r reads) ExportByTime(ctx context.Context, after time.Time, limit int) ([]
 	})
 }
 
-// The rejection lookups (see rejected.go).
+// Lookups of stored rejections by their source line and content, for the
+// mirror: whether a divergence is recorded already (so that it is recorded
+// once, across restarts), and what the line the cursor ends at was when it
+// was not applied. Both use the (source, line) index.
+
+const (
+	hasRejectionSQL = `SELECT EXISTS (SELECT 1 FROM rejected
+		WHERE source = ? AND line = ? AND did = ? AND cid = ? AND reason = ? AND raw = ?)`
+	rejectionsAtSQL = `SELECT id, source, line, did, cid, raw, kind, reason, created_at FROM rejected
+		WHERE source = ? AND line = ? ORDER BY id`
+)
 
 func (r reads) HasRejection(ctx context.Context, rej Rejection) (bool, error) {
 	var found bool
@@ -263,16 +305,17 @@ func (r reads) DIDsForHandle(ctx context.Context, handle string) ([]string, erro
 // The counts (Stats, see stats.go).
 
 func (r reads) CountOpsAfter(ctx context.Context, t time.Time) (int64, error) {
-	return r.count(ctx, countOpsAfterSQL, t.UnixMilli())
+	return r.scalar(ctx, fmt.Sprintf(countOpsAfterSQL, "?"), t.UnixMilli())
 }
 
 func (r reads) CountRejections(ctx context.Context, source string) (int64, error) {
-	return r.count(ctx, countRejectionsSQL, source)
+	return r.scalar(ctx, fmt.Sprintf(countRejectionsSQL, "?"), source)
 }
 
-func (r reads) count(ctx context.Context, q string, arg any) (int64, error) {
+// scalar runs a read of one number.
+func (r reads) scalar(ctx context.Context, q string, args ...any) (int64, error) {
 	var n int64
-	err := r.h.queryRow(ctx, fmt.Sprintf(q, "?"), arg).Scan(&n)
+	err := r.h.queryRow(ctx, q, args...).Scan(&n)
 	return n, err
 }
 
@@ -290,15 +333,35 @@ func (r reads) Checkpoint(ctx context.Context) (Checkpoint, error) {
 	return scanCheckpoint(r.h.queryRow(ctx, `SELECT size, root, note, signed_at FROM checkpoint WHERE id = 1`))
 }
 
+// swapCheckpoint is Store.SwapCheckpoint on d, whose insertSQL stores the
+// first checkpoint, (size, root, note, signed_at), unless there is one.
+func swapCheckpoint(ctx context.Context, d db, insertSQL string, old *Checkpoint, next Checkpoint) error {
+	var (
+		n   int64
+		err error
+	)
+	if old == nil {
+		n, err = d.exec(ctx, insertSQL, next.Size, next.Root[:], next.Note, next.SignedAt.UnixMilli())
+	} else {
+		n, err = d.exec(ctx, `UPDATE checkpoint SET size = ?, root = ?, note = ?, signed_at = ? WHERE id = 1 AND size = ? AND note = ?`,
+			next.Size, next.Root[:], next.Note, next.SignedAt.UnixMilli(), old.Size, old.Note)
+	}
+	if err != nil {
+		return fmt.Errorf("store the checkpoint: %w", err)
+	}
+	if n != 1 {
+		return ErrCheckpointRace
+	}
+	return nil
+}
+
 // dbTree is the tree's access to a backend, in a transaction or not.
 type dbTree struct {
 	db
 }
 
 func (t dbTree) treeEnd(ctx context.Context) (int64, error) {
-	var end int64
-	err := t.queryRow(ctx, `SELECT COALESCE(MAX(last_seq), 0) FROM tree_hashes`).Scan(&end)
-	return end, err
+	return reads{t.db}.scalar(ctx, `SELECT COALESCE(MAX(last_seq), 0) FROM tree_hashes`)
 }
 
 func (t dbTree) chunkAt(ctx context.Context, seq int64) (treeChunk, bool, error) {
@@ -312,8 +375,70 @@ func (t dbTree) chunksIn(ctx context.Context, from, to int64) ([]treeChunk, erro
 }
 
 func (t dbTree) insertChunk(ctx context.Context, c treeChunk) error {
-	if err := t.exec(ctx, `INSERT INTO tree_hashes (first_seq, last_seq, hashes) VALUES (?, ?, ?)`, c.first, c.last, c.hashes); err != nil {
+	if _, err := t.exec(ctx, `INSERT INTO tree_hashes (first_seq, last_seq, hashes) VALUES (?, ?, ?)`, c.first, c.last, c.hashes); err != nil {
 		return fmt.Errorf("insert tree hashes of %d…%d: %w", c.first, c.last, err)
 	}
 	return nil
+}
+
+func scanChunks(rows opRows) ([]treeChunk, error) {
+	var out []treeChunk
+	for rows.Next() {
+		var (
+			first, last int64
+			hashes      []byte
+		)
+		if err := rows.Scan(&first, &last, &hashes); err != nil {
+			return nil, err
+		}
+		c, err := chunkBytes(first, last, hashes)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// scanChunkAt reads the chunk holding seq from a row of (first_seq,
+// last_seq, hashes) of the last chunk that starts at or before seq: found
+// false when there is none or it ends before seq.
+func scanChunkAt(row rowScanner, seq int64) (treeChunk, bool, error) {
+	var (
+		first, last int64
+		hashes      []byte
+	)
+	err := row.Scan(&first, &last, &hashes)
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && last < seq) {
+		return treeChunk{}, false, nil
+	}
+	if err != nil {
+		return treeChunk{}, false, err
+	}
+	c, err := chunkBytes(first, last, hashes)
+	return c, err == nil, err
+}
+
+// scanCheckpoint reads a row of (size, root, note, signed_at): ErrNotFound
+// when there is none.
+func scanCheckpoint(row rowScanner) (Checkpoint, error) {
+	var (
+		c          Checkpoint
+		root, note []byte
+		ms         int64
+	)
+	err := row.Scan(&c.Size, &root, &note, &ms)
+	if errors.Is(err, sql.ErrNoRows) {
+		return c, ErrNotFound
+	}
+	if err != nil {
+		return c, err
+	}
+	if len(root) != tlog.HashSize {
+		return c, fmt.Errorf("stored checkpoint root is %d bytes", len(root))
+	}
+	copy(c.Root[:], root)
+	c.Note = note
+	c.SignedAt = time.UnixMilli(ms).UTC()
+	return c, nil
 }

@@ -3,7 +3,6 @@ package oplog
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -13,8 +12,6 @@ import (
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
-
-	"github.com/plcdir/plc/validate"
 )
 
 // SQLiteStore is the embedded Store: one SQLite file in WAL mode with
@@ -45,11 +42,6 @@ func (s *SQLiteStore) query(ctx context.Context, q string, args ...any) (*sql.Ro
 		}
 	}
 	return st.(*sql.Stmt).QueryContext(ctx, args...)
-}
-
-// QueryContext lets the store's reads share readRecords with transactions.
-func (s *SQLiteStore) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
-	return s.query(ctx, q, args...)
 }
 
 // SQLiteDSN returns the driver DSN for the database file at path.
@@ -109,10 +101,6 @@ func (s *SQLiteStore) Append(ctx context.Context, source string, dids []string, 
 type sqliteAppend struct {
 	dbTree
 	tx *sql.Tx
-}
-
-func (t sqliteAppend) readRecords(ctx context.Context, dids []string, recs map[string]*DIDRecord) error {
-	return readRecords(ctx, t.tx, dids, recs)
 }
 
 func (t sqliteAppend) write(ctx context.Context, b *Batch, ingest bool, ext *treeExtension) error {
@@ -263,13 +251,9 @@ const recordsSQL = `SELECT o.did, o.seq, o.created_at, o.op, o.signer FROM opera
 	WHERE o.did IN (?%s) AND NOT EXISTS (SELECT 1 FROM nullified n WHERE n.seq = o.seq)
 	ORDER BY o.did, o.seq`
 
-type sqlQuerier interface {
-	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-}
-
 // readRecords reads the records of dids that exist into recs, a few
 // hundred per query.
-func readRecords(ctx context.Context, q sqlQuerier, dids []string, recs map[string]*DIDRecord) error {
+func (t sqliteAppend) readRecords(ctx context.Context, dids []string, recs map[string]*DIDRecord) error {
 	keys, err := didKeys(dids)
 	if err != nil {
 		return err
@@ -280,7 +264,7 @@ func readRecords(ctx context.Context, q sqlQuerier, dids []string, recs map[stri
 		for i := range args {
 			args[i] = keys[i]
 		}
-		rows, err := q.QueryContext(ctx, fmt.Sprintf(recordsSQL, strings.Repeat(", ?", n-1)), args...)
+		rows, err := t.query(ctx, fmt.Sprintf(recordsSQL, strings.Repeat(", ?", n-1)), args...)
 		if err != nil {
 			return fmt.Errorf("read DID states: %w", err)
 		}
@@ -292,21 +276,6 @@ func readRecords(ctx context.Context, q sqlQuerier, dids []string, recs map[stri
 		keys = keys[n:]
 	}
 	return nil
-}
-
-func (s *SQLiteStore) Record(ctx context.Context, did string) (*DIDRecord, error) {
-	if !validate.ValidDID(did) {
-		return nil, ErrNotFound
-	}
-	recs := map[string]*DIDRecord{}
-	if err := readRecords(ctx, s, []string{did}, recs); err != nil {
-		return nil, err
-	}
-	rec := recs[did]
-	if rec == nil {
-		return nil, ErrNotFound
-	}
-	return rec, nil
 }
 
 // The handle index (HandleIndex, see handles.go).
@@ -338,110 +307,37 @@ func (s *SQLiteStore) insertHandles(ctx context.Context, tx *sql.Tx, entries []*
 }
 
 func (s *SQLiteStore) HandlesBehind(ctx context.Context) (int64, error) {
-	var n int64
-	err := s.db.QueryRowContext(ctx, `SELECT COALESCE((SELECT MAX((SELECT COALESCE(MAX(seq), 0) FROM operations) - done, 0) FROM handles_backfill), 0)`).Scan(&n)
-	return n, err
+	return s.scalar(ctx, `SELECT COALESCE((SELECT MAX((SELECT COALESCE(MAX(seq), 0) FROM operations) - done, 0) FROM handles_backfill), 0)`)
 }
 
-func (s *SQLiteStore) ExtendHandles(ctx context.Context, limit int) (n int, err error) {
+func (s *SQLiteStore) ExtendHandles(ctx context.Context, limit int) (int, error) {
 	tx, err := s.db.BeginTx(ctx, nil) // BEGIN IMMEDIATE: one catch-up at a time
 	if err != nil {
 		return 0, fmt.Errorf("begin: %w", err)
 	}
-	defer tx.Rollback()
-	var done int64
-	switch err := tx.QueryRowContext(ctx, `SELECT done FROM handles_backfill WHERE id = 1`).Scan(&done); {
-	case errors.Is(err, sql.ErrNoRows):
-		return 0, nil
-	case err != nil:
-		return 0, fmt.Errorf("read the handle index's backfill: %w", err)
-	}
-	es, err := entries(ctx, sqliteDB{h: tx}, false, exportSQL, done, limit)
-	if err != nil || len(es) == 0 {
-		return 0, err
-	}
-	last, err := backfillEnd(es, done)
-	if err != nil {
-		return 0, err
-	}
-	if err := s.insertHandles(ctx, tx, entryPtrs(es)); err != nil {
-		return 0, err
-	}
-	if _, err := tx.ExecContext(ctx, `UPDATE handles_backfill SET done = ? WHERE id = 1`, last); err != nil {
-		return 0, err
-	}
-	if err := tx.Commit(); err != nil {
-		return 0, fmt.Errorf("commit: %w", err)
-	}
-	return len(es), nil
+	t := sqliteAppend{dbTree{sqliteDB{h: tx}}, tx}
+	return extendHandlesIn(ctx, t, `SELECT done FROM handles_backfill WHERE id = 1`, limit, func(es []*Entry) error {
+		return s.insertHandles(ctx, t.tx, es)
+	})
 }
 
 // The counts (Stats, see stats.go).
 
-func (s *SQLiteStore) RejectionSize(ctx context.Context, source string) (int64, int64, error) {
-	rows, err := s.query(ctx, sqliteRejectionSizeSQL, source)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer rows.Close()
-	var n, b int64
-	if rows.Next() {
-		if err := rows.Scan(&n, &b); err != nil {
-			return 0, 0, err
-		}
-	}
-	return n, b, rows.Err()
+func (s *SQLiteStore) RejectionSize(ctx context.Context, source string) (n, b int64, err error) {
+	err = s.db.QueryRowContext(ctx, sqliteRejectionSizeSQL, source).Scan(&n, &b)
+	return n, b, err
 }
 
 // The transparency log's tree and checkpoint (see tree.go).
 
-func (s *SQLiteStore) ExtendTree(ctx context.Context, limit int) (n int, err error) {
+func (s *SQLiteStore) ExtendTree(ctx context.Context, limit int) (int, error) {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, fmt.Errorf("begin: %w", err)
 	}
-	defer func() {
-		if err != nil {
-			tx.Rollback()
-		}
-	}()
-	var last int64
-	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM operations`).Scan(&last); err != nil {
-		return 0, err
-	}
-	d := sqliteDB{h: tx}
-	ext, err := extendTree(ctx, dbTree{d}, s.tree, last, limit, func(after int64, limit int) ([]Entry, error) {
-		return entries(ctx, d, false, exportSQL, after, limit)
-	})
-	if err != nil || ext == nil {
-		tx.Rollback()
-		return 0, err
-	}
-	if err := tx.Commit(); err != nil {
-		return 0, err
-	}
-	return int(ext.chunk.last - ext.chunk.first + 1), nil
+	return extendTreeIn(ctx, sqliteAppend{dbTree{sqliteDB{h: tx}}, tx}, s.tree, limit)
 }
 
 func (s *SQLiteStore) SwapCheckpoint(ctx context.Context, old *Checkpoint, next Checkpoint) error {
-	var (
-		res sql.Result
-		err error
-	)
-	if old == nil {
-		res, err = s.db.ExecContext(ctx, `INSERT INTO checkpoint (id, size, root, note, signed_at) SELECT 1, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM checkpoint)`,
-			next.Size, next.Root[:], next.Note, next.SignedAt.UnixMilli())
-	} else {
-		res, err = s.db.ExecContext(ctx, `UPDATE checkpoint SET size = ?, root = ?, note = ?, signed_at = ? WHERE id = 1 AND size = ? AND note = ?`,
-			next.Size, next.Root[:], next.Note, next.SignedAt.UnixMilli(), old.Size, old.Note)
-	}
-	if err != nil {
-		return fmt.Errorf("store the checkpoint: %w", err)
-	}
-	if n, err := res.RowsAffected(); err != nil {
-		return err
-	} else if n != 1 {
-		return ErrCheckpointRace
-	}
-	return nil
+	return swapCheckpoint(ctx, s.reads.h, `INSERT INTO checkpoint (id, size, root, note, signed_at) SELECT 1, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM checkpoint)`, old, next)
 }
