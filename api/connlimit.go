@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"container/list"
 	"log/slog"
 	"net"
@@ -81,9 +82,7 @@ func NewConnLimiter(cfg ConnLimits) *ConnLimiter {
 		now:      cfg.Now,
 		clients:  make(map[netip.Addr]*clientConns),
 	}
-	if l.logger == nil {
-		l.logger = slog.New(slog.DiscardHandler)
-	}
+	l.logger = cmp.Or(l.logger, slog.New(slog.DiscardHandler))
 	if l.now == nil {
 		l.now = time.Now
 	}

@@ -11,6 +11,8 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"golang.org/x/time/rate"
+
+	"github.com/plcdir/plc/internal/defaults"
 )
 
 // Request limits: the body cap and the per-client rate limit (the
@@ -80,9 +82,7 @@ type ipClient struct {
 }
 
 func newIPLimiter(perSecond float64, burst int, now func() time.Time) *ipLimiter {
-	if burst <= 0 {
-		burst = max(1, int(math.Ceil(perSecond)))
-	}
+	defaults.Positive(&burst, max(1, int(math.Ceil(perSecond))))
 	idle := time.Duration(float64(burst) / perSecond * float64(time.Second))
 	if idle < ipLimiterMinIdle || idle > 24*time.Hour {
 		idle = max(ipLimiterMinIdle, min(idle, 24*time.Hour))

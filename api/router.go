@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"log/slog"
 	"net/http"
 	"runtime/debug"
@@ -20,10 +21,7 @@ func New(cfg Config) *Server {
 	if cfg.Log == nil {
 		panic("api.New: Config.Log is nil")
 	}
-	logger := cfg.Logger
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
+	logger := cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler))
 	now := cfg.Now
 	if now == nil {
 		now = time.Now
@@ -171,9 +169,7 @@ func (s *Server) observe(c *gin.Context) {
 	start := time.Now()
 	c.Next()
 	route := c.FullPath()
-	if route == "" {
-		route = routeUnmatched
-	}
+	route = cmp.Or(route, routeUnmatched)
 	elapsed := time.Since(start)
 	status := c.Writer.Status()
 	if route != routeStream { // a WebSocket's duration is not a latency

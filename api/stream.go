@@ -3,6 +3,7 @@ package api
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"io"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/plcdir/plc/internal/defaults"
 	"github.com/plcdir/plc/oplog"
 	"github.com/plcdir/plc/validate"
 )
@@ -230,34 +232,17 @@ func NewStreamer(log *oplog.Log, opts StreamOptions) *Streamer {
 }
 
 func newStreamer(log *oplog.Log, opts StreamOptions, hooks streamHooks) *Streamer {
-	if opts.BackfillWindow <= 0 {
-		opts.BackfillWindow = 7 * 24 * time.Hour
-	}
-	if opts.SendBuffer <= 0 {
-		opts.SendBuffer = 500
-	}
-	if opts.MaxLag <= 0 {
-		opts.MaxLag = defaultStreamMaxLag
-	}
-	if opts.PollInterval <= 0 {
-		opts.PollInterval = 250 * time.Millisecond
-	}
-	if opts.MaxStreams <= 0 {
-		opts.MaxStreams = 1024
-	}
-	if opts.MaxUnsent <= 0 {
-		opts.MaxUnsent = defaultStreamMaxUnsent
-	}
-	if opts.StoreReads <= 0 {
-		opts.StoreReads = defaultStreamStoreReads
-	}
+	defaults.Positive(&opts.BackfillWindow, 7*24*time.Hour)
+	defaults.Positive(&opts.SendBuffer, 500)
+	defaults.Positive(&opts.MaxLag, defaultStreamMaxLag)
+	defaults.Positive(&opts.PollInterval, 250*time.Millisecond)
+	defaults.Positive(&opts.MaxStreams, 1024)
+	defaults.Positive(&opts.MaxUnsent, defaultStreamMaxUnsent)
+	defaults.Positive(&opts.StoreReads, defaultStreamStoreReads)
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	logger := opts.Logger
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
+	logger := cmp.Or(opts.Logger, slog.New(slog.DiscardHandler))
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Streamer{
 		log:      log,

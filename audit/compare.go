@@ -15,6 +15,7 @@ import (
 
 	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/client"
+	"github.com/plcdir/plc/internal/defaults"
 	"github.com/plcdir/plc/validate"
 )
 
@@ -126,9 +127,7 @@ type CompareReport struct {
 // is for what stops the comparison: a network error, an answer that is not
 // one the route documents (a *client.StatusError), ctx's end.
 func Compare(ctx context.Context, a, b *client.Client, dids []string, opts CompareOptions) (CompareReport, error) {
-	if opts.Workers <= 0 {
-		opts.Workers = 4
-	}
+	defaults.Positive(&opts.Workers, 4)
 	rep := CompareReport{A: a.String(), B: b.String(), DIDs: len(dids), Counts: map[string]int{}}
 	rep.Results = make([]DIDComparison, len(dids))
 	ctx, cancel := context.WithCancel(ctx)

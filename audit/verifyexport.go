@@ -14,6 +14,7 @@ import (
 
 	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/internal/chainstore"
+	"github.com/plcdir/plc/internal/defaults"
 	"github.com/plcdir/plc/oplog"
 	"github.com/plcdir/plc/validate"
 )
@@ -198,12 +199,8 @@ func (r *ExportReport) finish() {
 // input has lines and none of them is an export line. The report then
 // covers the lines read before.
 func VerifyExport(ctx context.Context, r io.Reader, opts ExportOptions) (ExportReport, error) {
-	if opts.Workers <= 0 {
-		opts.Workers = runtime.GOMAXPROCS(0)
-	}
-	if opts.MaxListed <= 0 {
-		opts.MaxListed = DefaultMaxListed
-	}
+	defaults.Positive(&opts.Workers, runtime.GOMAXPROCS(0))
+	defaults.Positive(&opts.MaxListed, DefaultMaxListed)
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}

@@ -69,9 +69,7 @@ func New(base string, hc *http.Client) (*Client, error) {
 	if u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
 		return nil, fmt.Errorf("%w: %q: want a URL without query or fragment", ErrURL, u.Redacted())
 	}
-	if hc == nil {
-		hc = &http.Client{Timeout: DefaultTimeout}
-	}
+	hc = cmp.Or(hc, &http.Client{Timeout: DefaultTimeout})
 	return &Client{base: u, hc: originClient(hc, u)}, nil
 }
 

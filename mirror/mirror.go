@@ -9,6 +9,7 @@
 package mirror
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/client"
+	"github.com/plcdir/plc/internal/defaults"
 	"github.com/plcdir/plc/oplog"
 	"github.com/plcdir/plc/tlog"
 )
@@ -121,39 +123,19 @@ func New(cfg Config) (*Mirror, error) {
 	if cfg.Log == nil {
 		return nil, errors.New("mirror: Config.Log is nil")
 	}
-	if cfg.PageSize <= 0 {
-		cfg.PageSize = 1000
-	}
-	if cfg.MaxBody <= 0 {
-		cfg.MaxBody = client.MaxExportPageBytes
-	}
-	if cfg.MinBackoff <= 0 {
-		cfg.MinBackoff = time.Second
-	}
+	defaults.Positive(&cfg.PageSize, 1000)
+	defaults.Positive(&cfg.MaxBody, client.MaxExportPageBytes)
+	defaults.Positive(&cfg.MinBackoff, time.Second)
 	if cfg.MaxBackoff < cfg.MinBackoff {
 		cfg.MaxBackoff = max(time.Minute, cfg.MinBackoff)
 	}
-	if cfg.PollInterval <= 0 {
-		cfg.PollInterval = 5 * time.Second
-	}
-	if cfg.AuditInterval == 0 {
-		cfg.AuditInterval = time.Minute
-	}
-	if cfg.AuditSample <= 0 {
-		cfg.AuditSample = 20
-	}
-	if cfg.MaxEvidenceRows <= 0 {
-		cfg.MaxEvidenceRows = DefaultMaxEvidenceRows
-	}
-	if cfg.MaxEvidenceBytes <= 0 {
-		cfg.MaxEvidenceBytes = DefaultMaxEvidenceBytes
-	}
-	if cfg.DivergencesResponseBytes <= 0 {
-		cfg.DivergencesResponseBytes = DefaultDivergencesResponseBytes
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
+	defaults.Positive(&cfg.PollInterval, 5*time.Second)
+	cfg.AuditInterval = cmp.Or(cfg.AuditInterval, time.Minute)
+	defaults.Positive(&cfg.AuditSample, 20)
+	defaults.Positive(&cfg.MaxEvidenceRows, DefaultMaxEvidenceRows)
+	defaults.Positive(&cfg.MaxEvidenceBytes, DefaultMaxEvidenceBytes)
+	defaults.Positive(&cfg.DivergencesResponseBytes, DefaultDivergencesResponseBytes)
+	cfg.Logger = cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler))
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -163,12 +145,8 @@ func New(cfg Config) (*Mirror, error) {
 	if cfg.After == nil {
 		cfg.After = time.After
 	}
-	if cfg.StreamTimeout <= 0 {
-		cfg.StreamTimeout = 30 * time.Second
-	}
-	if cfg.StreamIdle <= 0 {
-		cfg.StreamIdle = time.Minute
-	}
+	defaults.Positive(&cfg.StreamTimeout, 30*time.Second)
+	defaults.Positive(&cfg.StreamIdle, time.Minute)
 	up, err := client.New(cfg.Upstream, cfg.Client)
 	if err != nil {
 		return nil, fmt.Errorf("upstream: %w", err)

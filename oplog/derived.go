@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/plcdir/plc/internal/defaults"
 	"github.com/plcdir/plc/validate"
 )
 
@@ -151,9 +152,7 @@ var (
 // *DerivedError naming the first differences, nil when there are none,
 // or another error when it could not finish.
 func CheckDerived(ctx context.Context, store DerivedReader, opts DerivedOptions) error {
-	if opts.Workers <= 0 {
-		opts.Workers = runtime.GOMAXPROCS(0)
-	}
+	defaults.Positive(&opts.Workers, runtime.GOMAXPROCS(0))
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 

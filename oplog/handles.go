@@ -12,6 +12,7 @@ import (
 
 	"github.com/bluesky-social/indigo/atproto/syntax"
 
+	"github.com/plcdir/plc/internal/defaults"
 	"github.com/plcdir/plc/validate"
 )
 
@@ -141,9 +142,7 @@ func entryPtrs(es []Entry) []*Entry {
 // set) after each. It returns how many ops it indexed; it can be stopped
 // at any time and resumed, and several may run at once.
 func CatchUpHandles(ctx context.Context, idx HandleIndex, batch int, progress func(indexed int64)) (int64, error) {
-	if batch <= 0 {
-		batch = 4096
-	}
+	defaults.Positive(&batch, 4096)
 	var total int64
 	for {
 		n, err := idx.ExtendHandles(ctx, batch)

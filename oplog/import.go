@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 
 	"github.com/plcdir/plc"
+	"github.com/plcdir/plc/internal/defaults"
 	"github.com/plcdir/plc/validate"
 )
 
@@ -136,12 +137,8 @@ func Import(ctx context.Context, l *Log, r io.Reader, opts ImportOptions) (Impor
 // opts.Rejected and stored, and the replay goes on; the error is for what
 // stops it: src's error, a store failure, opts.Ingest's error, ctx's end.
 func Replay(ctx context.Context, l *Log, src LineSource, opts ImportOptions) (ImportStats, error) {
-	if opts.BatchSize <= 0 {
-		opts.BatchSize = DefaultImportBatch
-	}
-	if opts.Workers <= 0 {
-		opts.Workers = DefaultImportWorkers()
-	}
+	defaults.Positive(&opts.BatchSize, DefaultImportBatch)
+	defaults.Positive(&opts.Workers, DefaultImportWorkers())
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 

@@ -1,6 +1,7 @@
 package oplog
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
@@ -8,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/plcdir/plc/internal/defaults"
 	"github.com/plcdir/plc/validate"
 )
 
@@ -100,18 +102,10 @@ func NewLog(store Store, opts Options) *Log {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	if opts.MaxBatch <= 0 {
-		opts.MaxBatch = 256
-	}
-	if opts.QueueSize <= 0 {
-		opts.QueueSize = 4096
-	}
-	if opts.MaxClockSkew <= 0 {
-		opts.MaxClockSkew = DefaultMaxClockSkew
-	}
-	if opts.FailureLogInterval <= 0 {
-		opts.FailureLogInterval = DefaultFailureLogInterval
-	}
+	defaults.Positive(&opts.MaxBatch, 256)
+	defaults.Positive(&opts.QueueSize, 4096)
+	defaults.Positive(&opts.MaxClockSkew, DefaultMaxClockSkew)
+	defaults.Positive(&opts.FailureLogInterval, DefaultFailureLogInterval)
 	l := &Log{
 		store: store,
 		opts:  opts,
@@ -121,9 +115,7 @@ func NewLog(store Store, opts Options) *Log {
 			logger: opts.Logger, metrics: opts.Metrics, now: opts.Now, interval: opts.FailureLogInterval,
 		},
 	}
-	if opts.RecordCache == 0 {
-		opts.RecordCache = DefaultRecordCache
-	}
+	opts.RecordCache = cmp.Or(opts.RecordCache, DefaultRecordCache)
 	if opts.RecordCache > 0 {
 		l.cache = newRecordCache(opts.RecordCache)
 	}

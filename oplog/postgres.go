@@ -5,12 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"golang.org/x/mod/sumdb/tlog"
 )
 
 // appendLockKey is the key of the transaction-scoped advisory lock that
@@ -24,6 +21,7 @@ const appendLockKey int64 = 0x706c632d61707064
 // are serialised; commits are durable as the server's synchronous_commit
 // setting makes them, and OpenPostgres refuses a server where it is off.
 type PostgresStore struct {
+	reads
 	pool *pgxpool.Pool
 	tree *treeCache
 }
@@ -55,7 +53,7 @@ func OpenPostgres(ctx context.Context, url string) (*PostgresStore, error) {
 		pool.Close()
 		return nil, fmt.Errorf("open postgres %s: %w", RedactURL(url), err)
 	}
-	return &PostgresStore{pool: pool, tree: newTreeCache()}, nil
+	return &PostgresStore{reads: reads{pgDB{pool}}, pool: pool, tree: newTreeCache()}, nil
 }
 
 // noParallel is the setting that turns parallel query off (at 0).
@@ -103,132 +101,51 @@ func (s *PostgresStore) Close() error {
 
 func (s *PostgresStore) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
 
-func (s *PostgresStore) LatestSeq(ctx context.Context) (int64, error) {
-	var seq int64
-	err := s.pool.QueryRow(ctx, `SELECT COALESCE(MAX(seq), 0) FROM operations`).Scan(&seq)
-	return seq, err
-}
-
 // pgRecordsSQL selects the non-nullified ops of the DIDs in $1, in (did,
 // seq) order: the rows their records are rebuilt from.
 const pgRecordsSQL = `SELECT o.did, o.seq, o.created_at, o.op, o.signer FROM operations o
 	WHERE o.did = ANY($1) AND NOT EXISTS (SELECT 1 FROM nullified n WHERE n.seq = o.seq)
 	ORDER BY o.did, o.seq`
 
-// pgRecordSQL is pgRecordsSQL for one DID ($1). It is a query of its own
-// so that its prepared plan is the one for a single DID: the plan for an
-// array of any size expects thousands of rows, and at scale takes
-// parallel workers for a lookup of a few.
-const pgRecordSQL = `SELECT o.did, o.seq, o.created_at, o.op, o.signer FROM operations o
-	WHERE o.did = $1 AND NOT EXISTS (SELECT 1 FROM nullified n WHERE n.seq = o.seq)
-	ORDER BY o.seq`
+// pgRecordSQL is recordSQL (see Record) as PostgreSQL runs it.
+var pgRecordSQL = numbered(recordSQL)
 
-func (s *PostgresStore) Append(ctx context.Context, source string, dids []string, decide DecideFunc) (err error) {
+func (s *PostgresStore) Append(ctx context.Context, source string, dids []string, decide DecideFunc) error {
 	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{}) // READ COMMITTED: each statement sees what committed before it
 	if err != nil {
 		return fmt.Errorf("begin append: %w", err)
 	}
-	defer func() {
-		if err != nil {
-			tx.Rollback(context.WithoutCancel(ctx))
-		}
-	}()
-	// The lock comes first, in its own statement: the reads below then
-	// take their snapshots after every earlier append has committed.
+	// The lock comes first, in its own statement: the reads of runAppend
+	// then take their snapshots after every earlier append has committed.
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, appendLockKey); err != nil {
+		tx.Rollback(context.WithoutCancel(ctx))
 		return fmt.Errorf("take the append lock: %w", err)
 	}
-	view, err := s.readView(ctx, tx, dids)
-	if err != nil {
-		return err
-	}
-	if source != "" {
-		if view.Cursor, err = pgCursor(ctx, tx, source); err != nil {
-			return err
-		}
-	}
-	batch, err := decide(view)
-	if err != nil {
-		return err
-	}
-	changed, err := checkAppend(source, view, &batch)
-	if err != nil {
-		return err
-	}
-	writes := batch.Writes
-	if !changed {
-		return tx.Rollback(ctx)
-	}
-	var ext *treeExtension
-	if len(writes) > 0 {
-		if ext, err = s.tree.extend(ctx, pgTree{tx}, view.LastSeq, writeEntries(writes)); err != nil {
-			return err
-		}
-	}
-	if err := insertWrites(ctx, tx, writes, source != "", &batch, ext); err != nil {
-		return err
-	}
-	if err := tx.Commit(ctx); err != nil {
-		s.tree.failed()
-		return fmt.Errorf("commit: %w", err)
-	}
-	s.tree.committed(ext)
-	return nil
+	return runAppend(ctx, pgAppend{dbTree{pgDB{tx}}, tx}, s.tree, source, dids, decide)
 }
 
-// pgQuerier is what cursor reads need of a pool or a transaction.
-type pgQuerier interface {
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+// pgAppend is a PostgreSQL append transaction (see runAppend).
+type pgAppend struct {
+	dbTree
+	tx pgx.Tx
 }
 
-func pgCursor(ctx context.Context, q pgQuerier, source string) (Cursor, error) {
-	c := Cursor{Source: source}
-	var ms int64
-	switch err := q.QueryRow(ctx, `SELECT line, seq, updated_at FROM cursors WHERE source = $1`, source).Scan(&c.Line, &c.Seq, &ms); {
-	case errors.Is(err, pgx.ErrNoRows):
-		return c, nil
-	case err != nil:
-		return c, fmt.Errorf("read the cursor of %s: %w", source, err)
-	}
-	c.UpdatedAt = time.UnixMilli(ms).UTC()
-	return c, nil
+func (t pgAppend) write(ctx context.Context, b *Batch, ingest bool, ext *treeExtension) error {
+	return insertWrites(ctx, t.tx, b.Writes, ingest, b, ext)
 }
 
-func (s *PostgresStore) Cursor(ctx context.Context, source string) (Cursor, error) {
-	return pgCursor(ctx, s.pool, source)
+func (t pgAppend) commit(ctx context.Context) error { return t.tx.Commit(ctx) }
+func (t pgAppend) rollback(ctx context.Context) error {
+	return t.tx.Rollback(context.WithoutCancel(ctx))
 }
 
-func (s *PostgresStore) Rejections(ctx context.Context, source string, after int64, limit int) ([]Rejection, error) {
-	rows, err := s.pool.Query(ctx, `SELECT id, source, line, did, cid, raw, kind, reason, created_at FROM rejected
-		WHERE id > $1 AND ($2 = '' OR source = $2) ORDER BY id LIMIT $3`, after, source, limit)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	return scanRejections(rows)
-}
-
-func (s *PostgresStore) readView(ctx context.Context, tx pgx.Tx, dids []string) (View, error) {
-	view := View{Records: make(map[string]*DIDRecord, len(dids))}
-	var lastMs int64
-	switch err := tx.QueryRow(ctx, `SELECT seq, created_at FROM operations ORDER BY seq DESC LIMIT 1`).Scan(&view.LastSeq, &lastMs); {
-	case errors.Is(err, pgx.ErrNoRows):
-	case err != nil:
-		return view, fmt.Errorf("read last seq: %w", err)
-	default:
-		view.LastCreatedAt = time.UnixMilli(lastMs).UTC()
-	}
-	view.Load = func(more []string) error { return pgReadRecords(ctx, tx, more, view.Records) }
-	return view, view.Load(dids)
-}
-
-// pgReadRecords reads the records of dids that exist into recs.
-func pgReadRecords(ctx context.Context, tx pgx.Tx, dids []string, recs map[string]*DIDRecord) error {
+// readRecords reads the records of dids that exist into recs.
+func (t pgAppend) readRecords(ctx context.Context, dids []string, recs map[string]*DIDRecord) error {
 	keys, err := didKeys(dids)
 	if err != nil || len(keys) == 0 {
 		return err
 	}
-	rows, err := tx.Query(ctx, pgRecordsSQL, keys)
+	rows, err := t.tx.Query(ctx, pgRecordsSQL, keys)
 	if err != nil {
 		return fmt.Errorf("read DID states: %w", err)
 	}
@@ -334,119 +251,6 @@ func insertWrites(ctx context.Context, tx pgx.Tx, writes []Write, ingest bool, i
 	return nil
 }
 
-func (s *PostgresStore) Record(ctx context.Context, did string) (*DIDRecord, error) {
-	key, err := didKey(did)
-	if err != nil {
-		return nil, ErrNotFound
-	}
-	rows, err := s.pool.Query(ctx, pgRecordSQL, key)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	recs := map[string]*DIDRecord{}
-	if err := scanRecords(rows, recs); err != nil {
-		return nil, fmt.Errorf("read state of %s: %w", did, err)
-	}
-	if rec := recs[did]; rec != nil {
-		return rec, nil
-	}
-	return nil, ErrNotFound
-}
-
-func (s *PostgresStore) Head(ctx context.Context, did string) (Entry, error) {
-	key, err := didKey(did)
-	if err != nil {
-		return Entry{}, ErrNotFound
-	}
-	return firstEntry(s.entries(ctx, false, fmt.Sprintf(headSQL, "$1"), key))
-}
-
-func (s *PostgresStore) Ops(ctx context.Context, did string) ([]Entry, error) {
-	key, err := didKey(did)
-	if err != nil {
-		return nil, nil
-	}
-	return s.entries(ctx, true, `SELECT o.seq, o.did, o.created_at, o.op, n.seq IS NOT NULL
-		FROM operations o LEFT JOIN nullified n ON n.seq = o.seq WHERE o.did = $1 ORDER BY o.seq`, key)
-}
-
-func (s *PostgresStore) Op(ctx context.Context, seq int64) (Entry, error) {
-	return firstEntry(s.entries(ctx, false, `SELECT seq, did, created_at, op FROM operations WHERE seq = $1`, seq))
-}
-
-func (s *PostgresStore) Export(ctx context.Context, after int64, limit int) ([]Entry, error) {
-	return s.entries(ctx, false, `SELECT seq, did, created_at, op FROM operations WHERE seq > $1 ORDER BY seq LIMIT $2`, after, limit)
-}
-
-func (s *PostgresStore) ExportByTime(ctx context.Context, after time.Time, limit int) ([]Entry, error) {
-	const cols = `SELECT o.seq, o.did, o.created_at, o.op, n.seq IS NOT NULL FROM operations o LEFT JOIN nullified n ON n.seq = o.seq`
-	return exportByTime(limit, func() ([]Entry, error) {
-		return s.entries(ctx, true, cols+` WHERE o.created_at > $1 ORDER BY o.created_at, o.seq LIMIT $2`, after.UnixMilli(), limit)
-	}, func(ms int64) ([]Entry, error) {
-		return s.entries(ctx, true, cols+` WHERE o.created_at = $1 ORDER BY o.seq`, ms)
-	})
-}
-
-// entries runs the read q and scans its rows of (seq, did, created_at,
-// op[, nullified]).
-func (s *PostgresStore) entries(ctx context.Context, withNullified bool, q string, args ...any) ([]Entry, error) {
-	rows, err := s.pool.Query(ctx, q, args...)
-	if err != nil {
-		return nil, err
-	}
-	return scanPgEntries(rows, withNullified)
-}
-
-func scanPgEntries(rows pgx.Rows, withNullified bool) ([]Entry, error) {
-	defer rows.Close()
-	return scanEntries(rows, withNullified)
-}
-
-// The rejection lookups (see rejected.go).
-
-func (s *PostgresStore) HasRejection(ctx context.Context, r Rejection) (bool, error) {
-	var found bool
-	err := s.pool.QueryRow(ctx, postgresHasRejection, r.Source, r.Line, r.DID, r.CID, r.Reason, nonNil(r.Raw)).Scan(&found)
-	if err != nil {
-		return false, fmt.Errorf("look up a rejection of %s: %w", r.Source, err)
-	}
-	return found, nil
-}
-
-func (s *PostgresStore) RejectionsAt(ctx context.Context, source string, line int64) ([]Rejection, error) {
-	rows, err := s.pool.Query(ctx, postgresRejectionsAt, source, line)
-	if err != nil {
-		return nil, fmt.Errorf("read the rejections of %s at line %d: %w", source, line, err)
-	}
-	defer rows.Close()
-	return scanRejections(rows)
-}
-
-// The derived-state check's reads (DerivedReader, see derived.go).
-
-func (s *PostgresStore) OpsByDID(ctx context.Context, afterDID string, afterSeq int64, limit int) ([]DerivedOp, error) {
-	key, err := derivedAfter(afterDID)
-	if err != nil {
-		return nil, err
-	}
-	rows, err := s.pool.Query(ctx, derivedCols+` WHERE (o.did, o.seq) > ($1, $2) ORDER BY o.did, o.seq LIMIT $3`, key, afterSeq, limit)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	return scanDerived(rows)
-}
-
-func (s *PostgresStore) StrayNullified(ctx context.Context, limit int) ([]int64, error) {
-	rows, err := s.pool.Query(ctx, `SELECT n.seq FROM nullified n WHERE NOT EXISTS (SELECT 1 FROM operations o WHERE o.seq = n.seq) ORDER BY n.seq LIMIT $1`, limit)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	return scanSeqs(rows)
-}
-
 // The handle index (HandleIndex, see handles.go).
 
 // pgHandlesSQL inserts the pairs of two parallel arrays.
@@ -467,69 +271,29 @@ func pgHandleArgs(entries []*Entry) (args []any, ok bool, err error) {
 	return []any{handles, dids}, true, nil
 }
 
-func (s *PostgresStore) DIDsForHandle(ctx context.Context, handle string) ([]string, error) {
-	h, err := NormalizeHandle(handle)
-	if err != nil {
-		return nil, err
-	}
-	rows, err := s.pool.Query(ctx, `SELECT did FROM handles WHERE handle = $1 ORDER BY did LIMIT $2`, h, MaxHandleDIDs)
-	if err != nil {
-		return nil, fmt.Errorf("look up handle: %w", err)
-	}
-	defer rows.Close()
-	return scanHandleDIDs(rows)
-}
-
 func (s *PostgresStore) HandlesBehind(ctx context.Context) (int64, error) {
-	var n int64
-	err := s.pool.QueryRow(ctx, `SELECT COALESCE(MAX(GREATEST((SELECT COALESCE(MAX(seq), 0) FROM operations) - done, 0)), 0) FROM handles_backfill`).Scan(&n)
-	return n, err
+	return s.scalar(ctx, `SELECT COALESCE(MAX(GREATEST((SELECT COALESCE(MAX(seq), 0) FROM operations) - done, 0)), 0) FROM handles_backfill`)
 }
 
-func (s *PostgresStore) ExtendHandles(ctx context.Context, limit int) (n int, err error) {
+func (s *PostgresStore) ExtendHandles(ctx context.Context, limit int) (int, error) {
 	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{})
 	if err != nil {
 		return 0, fmt.Errorf("begin: %w", err)
 	}
-	defer tx.Rollback(context.WithoutCancel(ctx))
 	// The row lock makes concurrent catch-ups take turns. Seqs become
 	// visible in order (they are given and committed under the append
 	// lock), so the ops after done have no gap.
-	var done int64
-	switch err := tx.QueryRow(ctx, `SELECT done FROM handles_backfill WHERE id = 1 FOR UPDATE`).Scan(&done); {
-	case errors.Is(err, pgx.ErrNoRows):
-		return 0, nil
-	case err != nil:
-		return 0, fmt.Errorf("read the handle index's backfill: %w", err)
-	}
-	rows, err := tx.Query(ctx, `SELECT seq, did, created_at, op FROM operations WHERE seq > $1 ORDER BY seq LIMIT $2`, done, limit)
-	if err != nil {
-		return 0, err
-	}
-	es, err := scanPgEntries(rows, false)
-	if err != nil || len(es) == 0 {
-		return 0, err
-	}
-	last, err := backfillEnd(es, done)
-	if err != nil {
-		return 0, err
-	}
-	args, ok, err := pgHandleArgs(entryPtrs(es))
-	if err != nil {
-		return 0, err
-	}
-	if ok {
-		if _, err := tx.Exec(ctx, pgHandlesSQL, args...); err != nil {
-			return 0, fmt.Errorf("index handles: %w", err)
+	t := pgAppend{dbTree{pgDB{tx}}, tx}
+	return extendHandlesIn(ctx, t, `SELECT done FROM handles_backfill WHERE id = 1 FOR UPDATE`, limit, func(es []*Entry) error {
+		args, ok, err := pgHandleArgs(es)
+		if err != nil || !ok {
+			return err
 		}
-	}
-	if _, err := tx.Exec(ctx, `UPDATE handles_backfill SET done = $1 WHERE id = 1`, last); err != nil {
-		return 0, err
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return 0, fmt.Errorf("commit: %w", err)
-	}
-	return len(es), nil
+		if _, err := t.tx.Exec(ctx, pgHandlesSQL, args...); err != nil {
+			return fmt.Errorf("index handles: %w", err)
+		}
+		return nil
+	})
 }
 
 // The counts (Stats, see stats.go).
@@ -540,139 +304,20 @@ func (s *PostgresStore) RejectionSize(ctx context.Context, source string) (int64
 	return n, b, err
 }
 
-func (s *PostgresStore) CountOpsAfter(ctx context.Context, t time.Time) (int64, error) {
-	var n int64
-	err := s.pool.QueryRow(ctx, fmt.Sprintf(countOpsAfterSQL, "$1"), t.UnixMilli()).Scan(&n)
-	return n, err
-}
-
-func (s *PostgresStore) CountRejections(ctx context.Context, source string) (int64, error) {
-	var n int64
-	err := s.pool.QueryRow(ctx, fmt.Sprintf(countRejectionsSQL, "$1"), source).Scan(&n)
-	return n, err
-}
-
 // The transparency log's tree and checkpoint (see tree.go).
 
-// pgTree is the tree's access to PostgreSQL, in a transaction or not.
-type pgTree struct {
-	q interface {
-		Query(context.Context, string, ...any) (pgx.Rows, error)
-		QueryRow(context.Context, string, ...any) pgx.Row
-		Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
-	}
-}
-
-func (t pgTree) treeEnd(ctx context.Context) (int64, error) {
-	var end int64
-	err := t.q.QueryRow(ctx, `SELECT COALESCE(MAX(last_seq), 0) FROM tree_hashes`).Scan(&end)
-	return end, err
-}
-
-func (t pgTree) chunkAt(ctx context.Context, seq int64) (treeChunk, bool, error) {
-	var (
-		first, last int64
-		hashes      []byte
-	)
-	err := t.q.QueryRow(ctx, `SELECT first_seq, last_seq, hashes FROM tree_hashes WHERE first_seq <= $1 ORDER BY first_seq DESC LIMIT 1`, seq).Scan(&first, &last, &hashes)
-	if errors.Is(err, pgx.ErrNoRows) || (err == nil && last < seq) {
-		return treeChunk{}, false, nil
-	}
-	if err != nil {
-		return treeChunk{}, false, err
-	}
-	c, err := chunkBytes(first, last, hashes)
-	return c, err == nil, err
-}
-
-func (t pgTree) chunksIn(ctx context.Context, from, to int64) ([]treeChunk, error) {
-	rows, err := t.q.Query(ctx, `SELECT first_seq, last_seq, hashes FROM tree_hashes
-		WHERE first_seq >= COALESCE((SELECT MAX(first_seq) FROM tree_hashes WHERE first_seq <= $1), 0) AND first_seq <= $2
-		ORDER BY first_seq`, from, to)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	return scanChunks(rows)
-}
-
-func (t pgTree) insertChunk(ctx context.Context, c treeChunk) error {
-	if _, err := t.q.Exec(ctx, `INSERT INTO tree_hashes (first_seq, last_seq, hashes) VALUES ($1, $2, $3)`, c.first, c.last, c.hashes); err != nil {
-		return fmt.Errorf("insert tree hashes of %d…%d: %w", c.first, c.last, err)
-	}
-	return nil
-}
-
-func (s *PostgresStore) TreeSize(ctx context.Context) (int64, error) {
-	return pgTree{s.pool}.treeEnd(ctx)
-}
-
-func (s *PostgresStore) ReadHashes(ctx context.Context, idx []int64) ([]tlog.Hash, error) {
-	return readHashes(ctx, pgTree{s.pool}, idx)
-}
-
-func (s *PostgresStore) ExtendTree(ctx context.Context, limit int) (n int, err error) {
+func (s *PostgresStore) ExtendTree(ctx context.Context, limit int) (int, error) {
 	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{})
 	if err != nil {
 		return 0, fmt.Errorf("begin: %w", err)
 	}
-	defer tx.Rollback(context.WithoutCancel(ctx))
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, appendLockKey); err != nil {
+		tx.Rollback(context.WithoutCancel(ctx))
 		return 0, fmt.Errorf("take the append lock: %w", err)
 	}
-	var last int64
-	if err := tx.QueryRow(ctx, `SELECT COALESCE(MAX(seq), 0) FROM operations`).Scan(&last); err != nil {
-		return 0, err
-	}
-	ext, err := extendTree(ctx, pgTree{tx}, s.tree, last, limit, func(after int64, limit int) ([]Entry, error) {
-		rows, err := tx.Query(ctx, `SELECT seq, did, created_at, op FROM operations WHERE seq > $1 ORDER BY seq LIMIT $2`, after, limit)
-		if err != nil {
-			return nil, err
-		}
-		return scanPgEntries(rows, false)
-	})
-	if err != nil || ext == nil {
-		return 0, err
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return 0, err
-	}
-	return int(ext.chunk.last - ext.chunk.first + 1), nil
-}
-
-func (s *PostgresStore) Checkpoint(ctx context.Context) (Checkpoint, error) {
-	var (
-		c          Checkpoint
-		root, note []byte
-		ms         int64
-	)
-	err := s.pool.QueryRow(ctx, `SELECT size, root, note, signed_at FROM checkpoint WHERE id = 1`).Scan(&c.Size, &root, &note, &ms)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return c, ErrNotFound
-	}
-	if err != nil {
-		return c, err
-	}
-	return checkpointRow(c, root, note, ms)
+	return extendTreeIn(ctx, pgAppend{dbTree{pgDB{tx}}, tx}, s.tree, limit)
 }
 
 func (s *PostgresStore) SwapCheckpoint(ctx context.Context, old *Checkpoint, next Checkpoint) error {
-	var (
-		tag pgconn.CommandTag
-		err error
-	)
-	if old == nil {
-		tag, err = s.pool.Exec(ctx, `INSERT INTO checkpoint (id, size, root, note, signed_at) VALUES (1, $1, $2, $3, $4) ON CONFLICT (id) DO NOTHING`,
-			next.Size, next.Root[:], next.Note, next.SignedAt.UnixMilli())
-	} else {
-		tag, err = s.pool.Exec(ctx, `UPDATE checkpoint SET size = $1, root = $2, note = $3, signed_at = $4 WHERE id = 1 AND size = $5 AND note = $6`,
-			next.Size, next.Root[:], next.Note, next.SignedAt.UnixMilli(), old.Size, old.Note)
-	}
-	if err != nil {
-		return fmt.Errorf("store the checkpoint: %w", err)
-	}
-	if tag.RowsAffected() != 1 {
-		return ErrCheckpointRace
-	}
-	return nil
+	return swapCheckpoint(ctx, s.reads.h, `INSERT INTO checkpoint (id, size, root, note, signed_at) VALUES (1, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`, old, next)
 }

@@ -3,7 +3,6 @@ package oplog
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -12,10 +11,7 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/mod/sumdb/tlog"
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
-
-	"github.com/plcdir/plc/validate"
 )
 
 // SQLiteStore is the embedded Store: one SQLite file in WAL mode with
@@ -23,6 +19,7 @@ import (
 // lock is SQLite's write lock (BEGIN IMMEDIATE), which also holds across
 // processes sharing the file.
 type SQLiteStore struct {
+	reads
 	db    *sql.DB
 	stmts sync.Map // query → *sql.Stmt, prepared on first use
 	tree  *treeCache
@@ -45,11 +42,6 @@ func (s *SQLiteStore) query(ctx context.Context, q string, args ...any) (*sql.Ro
 		}
 	}
 	return st.(*sql.Stmt).QueryContext(ctx, args...)
-}
-
-// QueryContext lets the store's reads share readRecords with transactions.
-func (s *SQLiteStore) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
-	return s.query(ctx, q, args...)
 }
 
 // SQLiteDSN returns the driver DSN for the database file at path.
@@ -91,7 +83,9 @@ func OpenSQLite(path string) (*SQLiteStore, error) {
 		db.Close()
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 	}
-	return &SQLiteStore{db: db, tree: newTreeCache()}, nil
+	s := &SQLiteStore{db: db, tree: newTreeCache()}
+	s.reads = reads{sqliteDB{h: db, prepared: s}}
+	return s, nil
 }
 
 // DB returns the underlying handle (for migrations and tests).
@@ -104,78 +98,39 @@ func (s *SQLiteStore) Close() error {
 
 func (s *SQLiteStore) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
 
-func (s *SQLiteStore) LatestSeq(ctx context.Context) (int64, error) {
-	var seq int64
-	err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM operations`).Scan(&seq)
-	return seq, err
-}
-
-func (s *SQLiteStore) Append(ctx context.Context, source string, dids []string, decide DecideFunc) (err error) {
+func (s *SQLiteStore) Append(ctx context.Context, source string, dids []string, decide DecideFunc) error {
 	tx, err := s.db.BeginTx(ctx, nil) // BEGIN IMMEDIATE: the append lock
 	if err != nil {
 		return fmt.Errorf("begin append: %w", err)
 	}
-	defer func() {
-		if err != nil {
-			tx.Rollback()
+	return runAppend(ctx, sqliteAppend{dbTree{sqliteDB{h: tx}}, tx}, s.tree, source, dids, decide)
+}
+
+// sqliteAppend is an SQLite append transaction (see runAppend).
+type sqliteAppend struct {
+	dbTree
+	tx *sql.Tx
+}
+
+func (t sqliteAppend) write(ctx context.Context, b *Batch, ingest bool, ext *treeExtension) error {
+	if ext != nil {
+		if err := sqliteInsertWrites(ctx, t.tx, b.Writes); err != nil {
+			return err
 		}
-	}()
-	view := View{Records: make(map[string]*DIDRecord, len(dids))}
-	var lastMs int64
-	switch err := tx.QueryRowContext(ctx, `SELECT seq, created_at FROM operations ORDER BY seq DESC LIMIT 1`).Scan(&view.LastSeq, &lastMs); {
-	case errors.Is(err, sql.ErrNoRows):
-	case err != nil:
-		return fmt.Errorf("read last seq: %w", err)
-	default:
-		view.LastCreatedAt = time.UnixMilli(lastMs).UTC()
-	}
-	if err := readRecords(ctx, tx, dids, view.Records); err != nil {
-		return err
-	}
-	view.Load = func(more []string) error { return readRecords(ctx, tx, more, view.Records) }
-	if source != "" {
-		if view.Cursor, err = readCursor(ctx, tx, source); err != nil {
+		if err := t.insertChunk(ctx, ext.chunk); err != nil {
 			return err
 		}
 	}
-	batch, err := decide(view)
-	if err != nil {
-		return err
+	if ingest {
+		return sqliteInsertIngest(ctx, t.tx, b)
 	}
-	changed, err := checkAppend(source, view, &batch)
-	if err != nil {
-		return err
-	}
-	writes := batch.Writes
-	if !changed {
-		return tx.Rollback()
-	}
-	var ext *treeExtension
-	if len(writes) > 0 {
-		if ext, err = s.tree.extend(ctx, sqlTree{tx}, view.LastSeq, writeEntries(writes)); err != nil {
-			return err
-		}
-		if err := s.insertWrites(ctx, tx, writes); err != nil {
-			return err
-		}
-		if err := (sqlTree{tx}).insertChunk(ctx, ext.chunk); err != nil {
-			return err
-		}
-	}
-	if source != "" {
-		if err := s.insertIngest(ctx, tx, &batch); err != nil {
-			return err
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		s.tree.failed()
-		return fmt.Errorf("commit: %w", err)
-	}
-	s.tree.committed(ext)
 	return nil
 }
 
-func (s *SQLiteStore) insertWrites(ctx context.Context, tx *sql.Tx, writes []Write) error {
+func (t sqliteAppend) commit(context.Context) error   { return t.tx.Commit() }
+func (t sqliteAppend) rollback(context.Context) error { return t.tx.Rollback() }
+
+func sqliteInsertWrites(ctx context.Context, tx *sql.Tx, writes []Write) error {
 	// Ops go in statements of opsPerInsert rows (one prepared statement
 	// for full ones, one for the rest): a statement costs more than a row.
 	prepared := map[int]*sql.Stmt{}
@@ -240,8 +195,8 @@ func (s *SQLiteStore) insertWrites(ctx context.Context, tx *sql.Tx, writes []Wri
 // opsPerInsert is the number of ops an INSERT statement writes.
 const opsPerInsert = 64
 
-// insertIngest writes an ingest's rejections and its new cursor.
-func (s *SQLiteStore) insertIngest(ctx context.Context, tx *sql.Tx, b *Batch) error {
+// sqliteInsertIngest writes an ingest's rejections and its new cursor.
+func sqliteInsertIngest(ctx context.Context, tx *sql.Tx, b *Batch) error {
 	if len(b.Rejections) > 0 {
 		ins, err := tx.PrepareContext(ctx, `INSERT INTO rejected (source, line, did, cid, raw, kind, reason, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`)
 		if err != nil {
@@ -279,36 +234,6 @@ func nonNil(b []byte) []byte {
 	return b
 }
 
-// readCursor reads the cursor of source through q.
-func readCursor(ctx context.Context, q interface {
-	QueryRowContext(context.Context, string, ...any) *sql.Row
-}, source string) (Cursor, error) {
-	c := Cursor{Source: source}
-	var ms int64
-	switch err := q.QueryRowContext(ctx, `SELECT line, seq, updated_at FROM cursors WHERE source = ?`, source).Scan(&c.Line, &c.Seq, &ms); {
-	case errors.Is(err, sql.ErrNoRows):
-		return c, nil
-	case err != nil:
-		return c, fmt.Errorf("read the cursor of %s: %w", source, err)
-	}
-	c.UpdatedAt = time.UnixMilli(ms).UTC()
-	return c, nil
-}
-
-func (s *SQLiteStore) Cursor(ctx context.Context, source string) (Cursor, error) {
-	return readCursor(ctx, s.db, source)
-}
-
-func (s *SQLiteStore) Rejections(ctx context.Context, source string, after int64, limit int) ([]Rejection, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, source, line, did, cid, raw, kind, reason, created_at FROM rejected
-		WHERE id > ? AND (? = '' OR source = ?) ORDER BY id LIMIT ?`, after, source, source, limit)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	return scanRejections(rows)
-}
-
 // scanRejections reads rows of (id, source, line, did, cid, raw, kind,
 // reason, created_at). The caller closes rows.
 func scanRejections(rows opRows) ([]Rejection, error) {
@@ -335,13 +260,9 @@ const recordsSQL = `SELECT o.did, o.seq, o.created_at, o.op, o.signer FROM opera
 	WHERE o.did IN (?%s) AND NOT EXISTS (SELECT 1 FROM nullified n WHERE n.seq = o.seq)
 	ORDER BY o.did, o.seq`
 
-type sqlQuerier interface {
-	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-}
-
 // readRecords reads the records of dids that exist into recs, a few
 // hundred per query.
-func readRecords(ctx context.Context, q sqlQuerier, dids []string, recs map[string]*DIDRecord) error {
+func (t sqliteAppend) readRecords(ctx context.Context, dids []string, recs map[string]*DIDRecord) error {
 	keys, err := didKeys(dids)
 	if err != nil {
 		return err
@@ -352,7 +273,7 @@ func readRecords(ctx context.Context, q sqlQuerier, dids []string, recs map[stri
 		for i := range args {
 			args[i] = keys[i]
 		}
-		rows, err := q.QueryContext(ctx, fmt.Sprintf(recordsSQL, strings.Repeat(", ?", n-1)), args...)
+		rows, err := t.query(ctx, fmt.Sprintf(recordsSQL, strings.Repeat(", ?", n-1)), args...)
 		if err != nil {
 			return fmt.Errorf("read DID states: %w", err)
 		}
@@ -364,130 +285,6 @@ func readRecords(ctx context.Context, q sqlQuerier, dids []string, recs map[stri
 		keys = keys[n:]
 	}
 	return nil
-}
-
-func (s *SQLiteStore) Record(ctx context.Context, did string) (*DIDRecord, error) {
-	if !validate.ValidDID(did) {
-		return nil, ErrNotFound
-	}
-	recs := map[string]*DIDRecord{}
-	if err := readRecords(ctx, s, []string{did}, recs); err != nil {
-		return nil, err
-	}
-	rec := recs[did]
-	if rec == nil {
-		return nil, ErrNotFound
-	}
-	return rec, nil
-}
-
-// headSQL selects a DID's latest non-nullified op.
-const headSQL = `SELECT o.seq, o.did, o.created_at, o.op FROM operations o
-	WHERE o.did = %s AND NOT EXISTS (SELECT 1 FROM nullified n WHERE n.seq = o.seq)
-	ORDER BY o.seq DESC LIMIT 1`
-
-func (s *SQLiteStore) Head(ctx context.Context, did string) (Entry, error) {
-	key, err := didKey(did)
-	if err != nil {
-		return Entry{}, ErrNotFound
-	}
-	return firstEntry(s.entries(ctx, false, fmt.Sprintf(headSQL, "?"), key))
-}
-
-// firstEntry returns the only entry of a one-row read, or ErrNotFound.
-func firstEntry(es []Entry, err error) (Entry, error) {
-	if err != nil {
-		return Entry{}, err
-	}
-	if len(es) == 0 {
-		return Entry{}, ErrNotFound
-	}
-	return es[0], nil
-}
-
-func (s *SQLiteStore) Ops(ctx context.Context, did string) ([]Entry, error) {
-	key, err := didKey(did)
-	if err != nil {
-		return nil, nil
-	}
-	return s.entries(ctx, true, `SELECT o.seq, o.did, o.created_at, o.op, n.seq IS NOT NULL
-		FROM operations o LEFT JOIN nullified n ON n.seq = o.seq WHERE o.did = ? ORDER BY o.seq`, key)
-}
-
-func (s *SQLiteStore) Op(ctx context.Context, seq int64) (Entry, error) {
-	return firstEntry(s.entries(ctx, false, `SELECT seq, did, created_at, op FROM operations WHERE seq = ?`, seq))
-}
-
-func (s *SQLiteStore) Export(ctx context.Context, after int64, limit int) ([]Entry, error) {
-	return s.entries(ctx, false, `SELECT seq, did, created_at, op FROM operations WHERE seq > ? ORDER BY seq LIMIT ?`, after, limit)
-}
-
-func (s *SQLiteStore) ExportByTime(ctx context.Context, after time.Time, limit int) ([]Entry, error) {
-	const cols = `SELECT o.seq, o.did, o.created_at, o.op, n.seq IS NOT NULL FROM operations o LEFT JOIN nullified n ON n.seq = o.seq`
-	return exportByTime(limit, func() ([]Entry, error) {
-		return s.entries(ctx, true, cols+` WHERE o.created_at > ? ORDER BY o.created_at, o.seq LIMIT ?`, after.UnixMilli(), limit)
-	}, func(ms int64) ([]Entry, error) {
-		return s.entries(ctx, true, cols+` WHERE o.created_at = ? ORDER BY o.seq`, ms)
-	})
-}
-
-// entries runs the read q and scans its rows of (seq, did, created_at,
-// op[, nullified]).
-func (s *SQLiteStore) entries(ctx context.Context, withNullified bool, q string, args ...any) ([]Entry, error) {
-	rows, err := s.query(ctx, q, args...)
-	if err != nil {
-		return nil, err
-	}
-	return scanSQLEntries(rows, withNullified)
-}
-
-func scanSQLEntries(rows *sql.Rows, withNullified bool) ([]Entry, error) {
-	defer rows.Close()
-	return scanEntries(rows, withNullified)
-}
-
-// The rejection lookups (see rejected.go).
-
-func (s *SQLiteStore) HasRejection(ctx context.Context, r Rejection) (bool, error) {
-	var found bool
-	err := s.db.QueryRowContext(ctx, sqliteHasRejection, r.Source, r.Line, r.DID, r.CID, r.Reason, nonNil(r.Raw)).Scan(&found)
-	if err != nil {
-		return false, fmt.Errorf("look up a rejection of %s: %w", r.Source, err)
-	}
-	return found, nil
-}
-
-func (s *SQLiteStore) RejectionsAt(ctx context.Context, source string, line int64) ([]Rejection, error) {
-	rows, err := s.db.QueryContext(ctx, sqliteRejectionsAt, source, line)
-	if err != nil {
-		return nil, fmt.Errorf("read the rejections of %s at line %d: %w", source, line, err)
-	}
-	defer rows.Close()
-	return scanRejections(rows)
-}
-
-// The derived-state check's reads (DerivedReader, see derived.go).
-
-func (s *SQLiteStore) OpsByDID(ctx context.Context, afterDID string, afterSeq int64, limit int) ([]DerivedOp, error) {
-	key, err := derivedAfter(afterDID)
-	if err != nil {
-		return nil, err
-	}
-	rows, err := s.query(ctx, derivedCols+` WHERE (o.did, o.seq) > (?, ?) ORDER BY o.did, o.seq LIMIT ?`, key, afterSeq, limit)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	return scanDerived(rows)
-}
-
-func (s *SQLiteStore) StrayNullified(ctx context.Context, limit int) ([]int64, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT n.seq FROM nullified n WHERE NOT EXISTS (SELECT 1 FROM operations o WHERE o.seq = n.seq) ORDER BY n.seq LIMIT ?`, limit)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	return scanSeqs(rows)
 }
 
 // The handle index (HandleIndex, see handles.go).
@@ -518,227 +315,38 @@ func (s *SQLiteStore) insertHandles(ctx context.Context, tx *sql.Tx, entries []*
 	return nil
 }
 
-func (s *SQLiteStore) DIDsForHandle(ctx context.Context, handle string) ([]string, error) {
-	h, err := NormalizeHandle(handle)
-	if err != nil {
-		return nil, err
-	}
-	rows, err := s.query(ctx, `SELECT did FROM handles WHERE handle = ? ORDER BY did LIMIT ?`, h, MaxHandleDIDs)
-	if err != nil {
-		return nil, fmt.Errorf("look up handle: %w", err)
-	}
-	defer rows.Close()
-	return scanHandleDIDs(rows)
-}
-
 func (s *SQLiteStore) HandlesBehind(ctx context.Context) (int64, error) {
-	var n int64
-	err := s.db.QueryRowContext(ctx, `SELECT COALESCE((SELECT MAX((SELECT COALESCE(MAX(seq), 0) FROM operations) - done, 0) FROM handles_backfill), 0)`).Scan(&n)
-	return n, err
+	return s.scalar(ctx, `SELECT COALESCE((SELECT MAX((SELECT COALESCE(MAX(seq), 0) FROM operations) - done, 0) FROM handles_backfill), 0)`)
 }
 
-func (s *SQLiteStore) ExtendHandles(ctx context.Context, limit int) (n int, err error) {
+func (s *SQLiteStore) ExtendHandles(ctx context.Context, limit int) (int, error) {
 	tx, err := s.db.BeginTx(ctx, nil) // BEGIN IMMEDIATE: one catch-up at a time
 	if err != nil {
 		return 0, fmt.Errorf("begin: %w", err)
 	}
-	defer tx.Rollback()
-	var done int64
-	switch err := tx.QueryRowContext(ctx, `SELECT done FROM handles_backfill WHERE id = 1`).Scan(&done); {
-	case errors.Is(err, sql.ErrNoRows):
-		return 0, nil
-	case err != nil:
-		return 0, fmt.Errorf("read the handle index's backfill: %w", err)
-	}
-	rows, err := tx.QueryContext(ctx, `SELECT seq, did, created_at, op FROM operations WHERE seq > ? ORDER BY seq LIMIT ?`, done, limit)
-	if err != nil {
-		return 0, err
-	}
-	es, err := scanSQLEntries(rows, false)
-	if err != nil || len(es) == 0 {
-		return 0, err
-	}
-	last, err := backfillEnd(es, done)
-	if err != nil {
-		return 0, err
-	}
-	if err := s.insertHandles(ctx, tx, entryPtrs(es)); err != nil {
-		return 0, err
-	}
-	if _, err := tx.ExecContext(ctx, `UPDATE handles_backfill SET done = ? WHERE id = 1`, last); err != nil {
-		return 0, err
-	}
-	if err := tx.Commit(); err != nil {
-		return 0, fmt.Errorf("commit: %w", err)
-	}
-	return len(es), nil
+	t := sqliteAppend{dbTree{sqliteDB{h: tx}}, tx}
+	return extendHandlesIn(ctx, t, `SELECT done FROM handles_backfill WHERE id = 1`, limit, func(es []*Entry) error {
+		return s.insertHandles(ctx, t.tx, es)
+	})
 }
 
 // The counts (Stats, see stats.go).
 
-func (s *SQLiteStore) RejectionSize(ctx context.Context, source string) (int64, int64, error) {
-	rows, err := s.query(ctx, sqliteRejectionSizeSQL, source)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer rows.Close()
-	var n, b int64
-	if rows.Next() {
-		if err := rows.Scan(&n, &b); err != nil {
-			return 0, 0, err
-		}
-	}
-	return n, b, rows.Err()
-}
-
-func (s *SQLiteStore) CountOpsAfter(ctx context.Context, t time.Time) (int64, error) {
-	return s.count(ctx, countOpsAfterSQL, t.UnixMilli())
-}
-
-func (s *SQLiteStore) CountRejections(ctx context.Context, source string) (int64, error) {
-	return s.count(ctx, countRejectionsSQL, source)
-}
-
-func (s *SQLiteStore) count(ctx context.Context, q string, arg any) (int64, error) {
-	rows, err := s.query(ctx, fmt.Sprintf(q, "?"), arg)
-	if err != nil {
-		return 0, err
-	}
-	defer rows.Close()
-	var n int64
-	if rows.Next() {
-		if err := rows.Scan(&n); err != nil {
-			return 0, err
-		}
-	}
-	return n, rows.Err()
+func (s *SQLiteStore) RejectionSize(ctx context.Context, source string) (n, b int64, err error) {
+	err = s.db.QueryRowContext(ctx, sqliteRejectionSizeSQL, source).Scan(&n, &b)
+	return n, b, err
 }
 
 // The transparency log's tree and checkpoint (see tree.go).
 
-// sqlTree is the tree's access to SQLite, in a transaction or not.
-type sqlTree struct {
-	q interface {
-		QueryContext(context.Context, string, ...any) (*sql.Rows, error)
-		QueryRowContext(context.Context, string, ...any) *sql.Row
-		ExecContext(context.Context, string, ...any) (sql.Result, error)
-	}
-}
-
-func (t sqlTree) treeEnd(ctx context.Context) (int64, error) {
-	var end int64
-	err := t.q.QueryRowContext(ctx, `SELECT COALESCE(MAX(last_seq), 0) FROM tree_hashes`).Scan(&end)
-	return end, err
-}
-
-func (t sqlTree) chunkAt(ctx context.Context, seq int64) (treeChunk, bool, error) {
-	var (
-		first, last int64
-		hashes      []byte
-	)
-	err := t.q.QueryRowContext(ctx, `SELECT first_seq, last_seq, hashes FROM tree_hashes WHERE first_seq <= ? ORDER BY first_seq DESC LIMIT 1`, seq).Scan(&first, &last, &hashes)
-	if errors.Is(err, sql.ErrNoRows) || (err == nil && last < seq) {
-		return treeChunk{}, false, nil
-	}
-	if err != nil {
-		return treeChunk{}, false, err
-	}
-	c, err := chunkBytes(first, last, hashes)
-	return c, err == nil, err
-}
-
-func (t sqlTree) chunksIn(ctx context.Context, from, to int64) ([]treeChunk, error) {
-	rows, err := t.q.QueryContext(ctx, `SELECT first_seq, last_seq, hashes FROM tree_hashes
-		WHERE first_seq >= COALESCE((SELECT MAX(first_seq) FROM tree_hashes WHERE first_seq <= ?), 0) AND first_seq <= ?
-		ORDER BY first_seq`, from, to)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	return scanChunks(rows)
-}
-
-func (t sqlTree) insertChunk(ctx context.Context, c treeChunk) error {
-	if _, err := t.q.ExecContext(ctx, `INSERT INTO tree_hashes (first_seq, last_seq, hashes) VALUES (?, ?, ?)`, c.first, c.last, c.hashes); err != nil {
-		return fmt.Errorf("insert tree hashes of %d…%d: %w", c.first, c.last, err)
-	}
-	return nil
-}
-
-func (s *SQLiteStore) TreeSize(ctx context.Context) (int64, error) {
-	return sqlTree{s.db}.treeEnd(ctx)
-}
-
-func (s *SQLiteStore) ReadHashes(ctx context.Context, idx []int64) ([]tlog.Hash, error) {
-	return readHashes(ctx, sqlTree{s.db}, idx)
-}
-
-func (s *SQLiteStore) ExtendTree(ctx context.Context, limit int) (n int, err error) {
+func (s *SQLiteStore) ExtendTree(ctx context.Context, limit int) (int, error) {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, fmt.Errorf("begin: %w", err)
 	}
-	defer func() {
-		if err != nil {
-			tx.Rollback()
-		}
-	}()
-	var last int64
-	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM operations`).Scan(&last); err != nil {
-		return 0, err
-	}
-	ext, err := extendTree(ctx, sqlTree{tx}, s.tree, last, limit, func(after int64, limit int) ([]Entry, error) {
-		rows, err := tx.QueryContext(ctx, `SELECT seq, did, created_at, op FROM operations WHERE seq > ? ORDER BY seq LIMIT ?`, after, limit)
-		if err != nil {
-			return nil, err
-		}
-		return scanSQLEntries(rows, false)
-	})
-	if err != nil || ext == nil {
-		tx.Rollback()
-		return 0, err
-	}
-	if err := tx.Commit(); err != nil {
-		return 0, err
-	}
-	return int(ext.chunk.last - ext.chunk.first + 1), nil
-}
-
-func (s *SQLiteStore) Checkpoint(ctx context.Context) (Checkpoint, error) {
-	var (
-		c          Checkpoint
-		root, note []byte
-		ms         int64
-	)
-	err := s.db.QueryRowContext(ctx, `SELECT size, root, note, signed_at FROM checkpoint WHERE id = 1`).Scan(&c.Size, &root, &note, &ms)
-	if errors.Is(err, sql.ErrNoRows) {
-		return c, ErrNotFound
-	}
-	if err != nil {
-		return c, err
-	}
-	return checkpointRow(c, root, note, ms)
+	return extendTreeIn(ctx, sqliteAppend{dbTree{sqliteDB{h: tx}}, tx}, s.tree, limit)
 }
 
 func (s *SQLiteStore) SwapCheckpoint(ctx context.Context, old *Checkpoint, next Checkpoint) error {
-	var (
-		res sql.Result
-		err error
-	)
-	if old == nil {
-		res, err = s.db.ExecContext(ctx, `INSERT INTO checkpoint (id, size, root, note, signed_at) SELECT 1, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM checkpoint)`,
-			next.Size, next.Root[:], next.Note, next.SignedAt.UnixMilli())
-	} else {
-		res, err = s.db.ExecContext(ctx, `UPDATE checkpoint SET size = ?, root = ?, note = ?, signed_at = ? WHERE id = 1 AND size = ? AND note = ?`,
-			next.Size, next.Root[:], next.Note, next.SignedAt.UnixMilli(), old.Size, old.Note)
-	}
-	if err != nil {
-		return fmt.Errorf("store the checkpoint: %w", err)
-	}
-	if n, err := res.RowsAffected(); err != nil {
-		return err
-	} else if n != 1 {
-		return ErrCheckpointRace
-	}
-	return nil
+	return swapCheckpoint(ctx, s.reads.h, `INSERT INTO checkpoint (id, size, root, note, signed_at) SELECT 1, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM checkpoint)`, old, next)
 }

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/plcdir/plc"
+	"github.com/plcdir/plc/internal/defaults"
 )
 
 // The transparency log is an RFC 6962 Merkle tree over the op sequence:
@@ -403,9 +404,7 @@ func VerifyTree(ctx context.Context, store Store, sizes []int64, progress func(s
 // transparency log existed (a database migrated from an earlier version),
 // batch ops per transaction. It returns how many ops it covered.
 func CatchUpTree(ctx context.Context, store Store, batch int) (int64, error) {
-	if batch <= 0 {
-		batch = 8192
-	}
+	defaults.Positive(&batch, 8192)
 	var total int64
 	for {
 		n, err := store.ExtendTree(ctx, batch)

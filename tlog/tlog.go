@@ -1,6 +1,7 @@
 package tlog
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	sumdb "golang.org/x/mod/sumdb/tlog"
 
 	"github.com/plcdir/plc"
+	"github.com/plcdir/plc/internal/defaults"
 	"github.com/plcdir/plc/oplog"
 )
 
@@ -68,12 +70,8 @@ func New(store oplog.Store, key *Key, opts Options) *TLog {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
-	if opts.Interval <= 0 {
-		opts.Interval = time.Second
-	}
+	opts.Logger = cmp.Or(opts.Logger, slog.Default())
+	defaults.Positive(&opts.Interval, time.Second)
 	if opts.Wait == nil {
 		opts.Wait = Sleep
 	}

@@ -2,6 +2,7 @@ package web
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"embed"
@@ -137,15 +138,11 @@ func New(cfg Config) *UI {
 	if cfg.Handles == nil {
 		cfg.Handles, _ = cfg.Store.(oplog.HandleIndex)
 	}
-	if cfg.HandleCatchUp == 0 {
-		cfg.HandleCatchUp = 20000
-	}
+	cfg.HandleCatchUp = cmp.Or(cfg.HandleCatchUp, 20000)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
+	cfg.Logger = cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler))
 	sum := sha256.Sum256(styleCSS)
 	u := &UI{cfg: cfg, pages: parsePages(), cssTag: hex.EncodeToString(sum[:6])}
 	mux := http.NewServeMux()

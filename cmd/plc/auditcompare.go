@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	cryptorand "crypto/rand"
 	"encoding/binary"
@@ -103,9 +104,7 @@ document).`, e)
 		}
 	} else {
 		n := *sample
-		if n == 0 {
-			n = 100
-		}
+		n = cmp.Or(n, 100)
 		if !set["seed"] {
 			var s [8]byte
 			cryptorand.Read(s[:])

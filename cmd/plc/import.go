@@ -74,13 +74,11 @@ on a database error or an interruption, 2 on usage or input errors.`, e)
 		return code
 	}
 	if fs.NArg() != 1 {
-		fmt.Fprintf(e.Stderr, "plc import: want exactly one FILE (or - for standard input)\nUsage: plc import [flags] FILE|-\n")
-		return exitUsage
+		return e.Failf(exitUsage, "plc import: want exactly one FILE (or - for standard input)\nUsage: plc import [flags] FILE|-")
 	}
 	c.Input = fs.Arg(0)
 	if err := c.validate(); err != nil {
-		fmt.Fprintf(e.Stderr, "plc import: %v\n", err)
-		return exitUsage
+		return e.Failf(exitUsage, "plc import: %v", err)
 	}
 	return importExport(ctx, c, e)
 }
@@ -96,21 +94,18 @@ func importExport(ctx context.Context, c importConfig, e env) int {
 	}
 	in, size, err := openInput(c.Input, e.Stdin)
 	if err != nil {
-		fmt.Fprintf(e.Stderr, "plc import: %v\n", err)
-		return exitUsage
+		return e.Failf(exitUsage, "plc import: %v", err)
 	}
 	defer in.Close()
 	r, err := cli.Decompress(in)
 	if err != nil {
-		fmt.Fprintf(e.Stderr, "plc import: %s: %v\n", name, err)
-		return exitUsage
+		return e.Failf(exitUsage, "plc import: %s: %v", name, err)
 	}
 	defer r.Close()
 
 	store, _, err := oplog.Open(ctx, c.DB)
 	if err != nil {
-		fmt.Fprintf(e.Stderr, "plc import: %v\n", err)
-		return exitFailure
+		return e.Failf(exitFailure, "plc import: %v", err)
 	}
 	defer store.Close()
 	log := oplog.NewLog(store, oplog.Options{NoRateLimit: true, Now: c.now, MaxClockSkew: c.MaxClockSkew})
@@ -133,8 +128,7 @@ func importExport(ctx context.Context, c importConfig, e env) int {
 	})
 	p.clear()
 	if errors.Is(err, oplog.ErrNotExport) {
-		fmt.Fprintf(e.Stderr, "plc import: %s: %v\n", name, err)
-		return exitUsage
+		return e.Failf(exitUsage, "plc import: %s: %v", name, err)
 	}
 	verb := "done"
 	if err != nil {
@@ -150,14 +144,11 @@ func importExport(ctx context.Context, c importConfig, e env) int {
 	case err == nil:
 		return exitOK
 	case errors.Is(err, oplog.ErrInput):
-		fmt.Fprintf(e.Stderr, "plc import: %s: %v\n", name, err)
-		return exitUsage
+		return e.Failf(exitUsage, "plc import: %s: %v", name, err)
 	case ctx.Err() != nil:
-		fmt.Fprintf(e.Stderr, "plc import: interrupted; run the same command again to resume\n")
-		return exitFailure
+		return e.Failf(exitFailure, "plc import: interrupted; run the same command again to resume")
 	}
-	fmt.Fprintf(e.Stderr, "plc import: %v; run the same command again to resume\n", err)
-	return exitFailure
+	return e.Failf(exitFailure, "plc import: %v; run the same command again to resume", err)
 }
 
 // countingFile is the input, counting the bytes read from it (for the

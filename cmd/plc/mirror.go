@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/http"
@@ -90,9 +91,7 @@ with the same defaults.`, e)
 	defer stop()
 	var syncErr error
 	c.NoDIDRateLimit = true // ops come from the upstream, judged by the chain rules only
-	if audit == 0 {
-		audit = -1
-	}
+	audit = cmp.Or(audit, -1)
 	hook := func(log *oplog.Log, reg *prometheus.Registry, cfg *api.Config) (func(context.Context), error) {
 		p := &progress{w: e.Stderr, tty: isTerminal(e.Stderr), now: time.Now, cmd: "plc mirror: backfill"}
 		p.start = time.Now()

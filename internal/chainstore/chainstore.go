@@ -20,6 +20,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/plcdir/plc/internal/defaults"
 	"github.com/plcdir/plc/validate"
 )
 
@@ -56,9 +57,7 @@ type ref struct{ slab, off, n, size uint32 }
 // New returns an empty Store whose slabs are slab bytes (DefaultSlab when
 // slab ≤ 0); a larger state gets a slab of its own.
 func New[K comparable](slab int) *Store[K] {
-	if slab <= 0 {
-		slab = DefaultSlab
-	}
+	defaults.Positive(&slab, DefaultSlab)
 	return &Store[K]{refs: map[K]ref{}, slab: slab}
 }
 

@@ -117,6 +117,5 @@ func RunGroup(ctx context.Context, e Env, group, what string, subs []Command, ar
 			return c.Run(ctx, e, args[1:])
 		}
 	}
-	fmt.Fprintf(e.Stderr, "plc %s: unknown %s %q\nRun 'plc %s help' for the list.\n", group, what, args[0], group)
-	return ExitUsage
+	return e.Failf(ExitUsage, "plc %s: unknown %s %q\nRun 'plc %s help' for the list.", group, what, args[0], group)
 }

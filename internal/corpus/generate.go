@@ -192,9 +192,7 @@ func Generate(ctx context.Context, w io.Writer, cfg Config) (Stats, error) {
 	if err := cfg.check(); err != nil {
 		return Stats{}, err
 	}
-	if cfg.Workers == 0 {
-		cfg.Workers = runtime.GOMAXPROCS(0)
-	}
+	cfg.Workers = cmp.Or(cfg.Workers, runtime.GOMAXPROCS(0))
 	begin := time.Now()
 	var err error
 	pl := newPlanner(cfg)

@@ -15,6 +15,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+
+	"github.com/plcdir/plc/internal/defaults"
 )
 
 // Mode is one attack.
@@ -60,9 +62,7 @@ type Config struct {
 
 // Handler serves the directory of cfg.Mode.
 func Handler(cfg Config) http.Handler {
-	if cfg.LineBytes <= 0 {
-		cfg.LineBytes = 1024
-	}
+	defaults.Positive(&cfg.LineBytes, 1024)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if cfg.Mode == Redirect {
 			w.Header().Set("Location", cfg.Target)

@@ -3,6 +3,7 @@
 package optest
 
 import (
+	"cmp"
 	"fmt"
 	"testing"
 
@@ -96,9 +97,7 @@ func NewIdentity(t testing.TB, handle string, nRotation int) *Identity {
 // Accept for that).
 func (id *Identity) Update(t testing.TB, prev *validate.Op, signer int, handle string) *validate.Op {
 	t.Helper()
-	if prev == nil {
-		prev = id.Head
-	}
+	prev = cmp.Or(prev, id.Head)
 	body := id.Body
 	body.Prev = prev.CID()
 	body.AlsoKnownAs = []string{"at://" + handle}
@@ -108,9 +107,7 @@ func (id *Identity) Update(t testing.TB, prev *validate.Op, signer int, handle s
 // Tombstone returns a tombstone after prev (nil: after Head).
 func (id *Identity) Tombstone(t testing.TB, prev *validate.Op, signer int) *validate.Op {
 	t.Helper()
-	if prev == nil {
-		prev = id.Head
-	}
+	prev = cmp.Or(prev, id.Head)
 	return Sign(t, validate.Operation{Type: validate.TypeTombstone, Prev: prev.CID()}, id.Rotation[signer])
 }
 

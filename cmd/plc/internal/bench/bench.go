@@ -73,14 +73,12 @@ latency percentiles.`, e)
 		return code
 	}
 	if *ops < 1 || *conc < 1 {
-		fmt.Fprintln(e.Stderr, "plc bench write: --ops and --concurrency must be at least 1")
-		return cli.ExitUsage
+		return e.Failf(cli.ExitUsage, "plc bench write: --ops and --concurrency must be at least 1")
 	}
 	fmt.Fprintf(e.Stderr, "signing %d ops...\n", *ops)
 	bodies, dids, err := signGenesisOps(*ops)
 	if err != nil {
-		fmt.Fprintf(e.Stderr, "plc bench write: %v\n", err)
-		return cli.ExitFailure
+		return e.Failf(cli.ExitFailure, "plc bench write: %v", err)
 	}
 	client := benchClient(*conc)
 	base := strings.TrimRight(*url, "/")
@@ -125,8 +123,7 @@ latency percentiles.`, e)
 		ok, failed.Load(), *conc, elapsed.Round(time.Millisecond), float64(ok)/elapsed.Seconds(),
 		lat.quantile(0.5).Round(time.Microsecond), lat.quantile(0.99).Round(time.Microsecond), lat.quantile(0.999).Round(time.Microsecond))
 	if msg := firstErr.Load(); msg != nil {
-		fmt.Fprintf(e.Stderr, "first failure: %s\n", msg)
-		return cli.ExitFailure
+		return e.Failf(cli.ExitFailure, "first failure: %s", msg)
 	}
 	return cli.ExitOK
 }
@@ -204,24 +201,20 @@ percentiles.`, e)
 		return code
 	}
 	if *reqs < 1 || *conc < 1 {
-		fmt.Fprintln(e.Stderr, "plc bench resolve: --requests and --concurrency must be at least 1")
-		return cli.ExitUsage
+		return e.Failf(cli.ExitUsage, "plc bench resolve: --requests and --concurrency must be at least 1")
 	}
 	base := strings.TrimRight(*url, "/")
 	hc := benchClient(*conc)
 	dir, err := client.New(base, hc)
 	if err != nil {
-		fmt.Fprintf(e.Stderr, "plc bench resolve: %v\n", err)
-		return cli.ExitUsage
+		return e.Failf(cli.ExitUsage, "plc bench resolve: %v", err)
 	}
 	dids, err := exportDIDs(ctx, dir)
 	if err != nil {
-		fmt.Fprintf(e.Stderr, "plc bench resolve: %v\n", err)
-		return cli.ExitFailure
+		return e.Failf(cli.ExitFailure, "plc bench resolve: %v", err)
 	}
 	if len(dids) == 0 {
-		fmt.Fprintln(e.Stderr, "plc bench resolve: the directory has no DIDs (run plc bench write first)")
-		return cli.ExitFailure
+		return e.Failf(cli.ExitFailure, "plc bench resolve: the directory has no DIDs (run plc bench write first)")
 	}
 	var (
 		next   atomic.Int64

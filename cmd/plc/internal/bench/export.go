@@ -23,43 +23,36 @@ from cursor 0 up to the seq the paging ended at; reports ops/s for each.`, e)
 	}
 	dir, err := client.New(*url, benchClient(1))
 	if err != nil {
-		fmt.Fprintf(e.Stderr, "plc bench export: %v\n", err)
-		return cli.ExitUsage
+		return e.Failf(cli.ExitUsage, "plc bench export: %v", err)
 	}
 
 	start := time.Now()
 	if _, err := exportDIDs(ctx, dir); err != nil {
-		fmt.Fprintf(e.Stderr, "plc bench export: %v\n", err)
-		return cli.ExitFailure
+		return e.Failf(cli.ExitFailure, "plc bench export: %v", err)
 	}
 	pageTime := time.Since(start)
 	latest, err := dir.LatestSeq(ctx)
 	if err != nil {
-		fmt.Fprintf(e.Stderr, "plc bench export: %v\n", err)
-		return cli.ExitFailure
+		return e.Failf(cli.ExitFailure, "plc bench export: %v", err)
 	}
 	if latest == 0 {
-		fmt.Fprintln(e.Stderr, "plc bench export: the directory is empty")
-		return cli.ExitFailure
+		return e.Failf(cli.ExitFailure, "plc bench export: the directory is empty")
 	}
 
 	start = time.Now()
 	conn, err := dir.Stream(ctx, 0)
 	if err != nil {
-		fmt.Fprintf(e.Stderr, "plc bench export: stream: %v\n", err)
-		return cli.ExitFailure
+		return e.Failf(cli.ExitFailure, "plc bench export: stream: %v", err)
 	}
 	var seq int64
 	for seq < latest {
 		_, msg, err := conn.Read(ctx)
 		if err != nil {
-			fmt.Fprintf(e.Stderr, "plc bench export: stream ended at seq %d of %d: %v\n", seq, latest, err)
-			return cli.ExitFailure
+			return e.Failf(cli.ExitFailure, "plc bench export: stream ended at seq %d of %d: %v", seq, latest, err)
 		}
 		ev, err := plc.ReadLineHead(msg)
 		if err != nil || ev.Seq != seq+1 {
-			fmt.Fprintf(e.Stderr, "plc bench export: stream event after seq %d: %v (seq %d)\n", seq, err, ev.Seq)
-			return cli.ExitFailure
+			return e.Failf(cli.ExitFailure, "plc bench export: stream event after seq %d: %v (seq %d)", seq, err, ev.Seq)
 		}
 		seq = ev.Seq
 	}

@@ -37,24 +37,20 @@ summary goes to stderr.`, e)
 		return code
 	}
 	if fs.NArg() != 0 || (*dids > 0) == (*ops > 0) || *dids < 0 || *ops < 0 {
-		fmt.Fprintln(e.Stderr, "plc bench gen: give exactly one of --dids N and --ops N (N ≥ 1)")
-		return cli.ExitUsage
+		return e.Failf(cli.ExitUsage, "plc bench gen: give exactly one of --dids N and --ops N (N ≥ 1)")
 	}
 	if !(*rate >= 0 && *rate <= 1) || *workers < 1 {
-		fmt.Fprintln(e.Stderr, "plc bench gen: --invalid-rate must be in [0, 1] and --workers at least 1")
-		return cli.ExitUsage
+		return e.Failf(cli.ExitUsage, "plc bench gen: --invalid-rate must be in [0, 1] and --workers at least 1")
 	}
 	cfg := corpus.Config{DIDs: *dids, Ops: *ops, Seed: *seed, InvalidRate: *rate, Workers: *workers, Shape: corpus.Shape(*shape)}
 	switch cfg.Shape {
 	case corpus.ShapeDirectory, corpus.ShapeLongGap, corpus.ShapeKeyChurn, corpus.ShapeSharedKeys:
 	case corpus.ShapeLongChain:
 		if *ops <= 0 {
-			fmt.Fprintln(e.Stderr, "plc bench gen: --shape longchain takes --ops N (the length of the chain), not --dids")
-			return cli.ExitUsage
+			return e.Failf(cli.ExitUsage, "plc bench gen: --shape longchain takes --ops N (the length of the chain), not --dids")
 		}
 	default:
-		fmt.Fprintf(e.Stderr, "plc bench gen: unknown --shape %q (want one of %v)\n", *shape, corpus.Shapes())
-		return cli.ExitUsage
+		return e.Failf(cli.ExitUsage, "plc bench gen: unknown --shape %q (want one of %v)", *shape, corpus.Shapes())
 	}
 
 	var w io.Writer = e.Stdout
@@ -62,8 +58,7 @@ summary goes to stderr.`, e)
 	if *out != "-" {
 		var err error
 		if f, err = os.Create(*out); err != nil {
-			fmt.Fprintf(e.Stderr, "plc bench gen: %v\n", err)
-			return cli.ExitUsage
+			return e.Failf(cli.ExitUsage, "plc bench gen: %v", err)
 		}
 		w = f
 	}

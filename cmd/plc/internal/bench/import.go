@@ -34,49 +34,41 @@ a row to a markdown file (BENCHMARKS.md).`, e)
 		return code
 	}
 	if fs.NArg() != 1 {
-		fmt.Fprintln(e.Stderr, "Usage: plc bench import [--db DB] [--append FILE] CORPUS")
-		return cli.ExitUsage
+		return e.Failf(cli.ExitUsage, "Usage: plc bench import [--db DB] [--append FILE] CORPUS")
 	}
 	corpus := fs.Arg(0)
 	sample, err := readSample(corpus, 20000)
 	if err != nil {
-		fmt.Fprintf(e.Stderr, "plc bench import: %v\n", err)
-		return cli.ExitUsage
+		return e.Failf(cli.ExitUsage, "plc bench import: %v", err)
 	}
 	workers := runtime.GOMAXPROCS(0)
 	bound, err := signatureBound(sample, workers)
 	if err != nil {
-		fmt.Fprintf(e.Stderr, "plc bench import: %v\n", err)
-		return cli.ExitFailure
+		return e.Failf(cli.ExitFailure, "plc bench import: %v", err)
 	}
 
 	store, _, err := oplog.Open(ctx, db)
 	if err != nil {
-		fmt.Fprintf(e.Stderr, "plc bench import: %v\n", err)
-		return cli.ExitFailure
+		return e.Failf(cli.ExitFailure, "plc bench import: %v", err)
 	}
 	defer store.Close()
 	if seq, err := store.LatestSeq(ctx); err != nil || seq != 0 {
-		fmt.Fprintf(e.Stderr, "plc bench import: %s must be an empty database (latest seq %d, %v)\n", oplog.RedactDB(db), seq, err)
-		return cli.ExitUsage
+		return e.Failf(cli.ExitUsage, "plc bench import: %s must be an empty database (latest seq %d, %v)", oplog.RedactDB(db), seq, err)
 	}
 	in, err := os.Open(corpus)
 	if err != nil {
-		fmt.Fprintf(e.Stderr, "plc bench import: %v\n", err)
-		return cli.ExitUsage
+		return e.Failf(cli.ExitUsage, "plc bench import: %v", err)
 	}
 	defer in.Close()
 	log := oplog.NewLog(store, oplog.Options{NoRateLimit: true})
 	if *cpuProfile != "" {
 		pf, err := os.Create(*cpuProfile)
 		if err != nil {
-			fmt.Fprintf(e.Stderr, "plc bench import: %v\n", err)
-			return cli.ExitUsage
+			return e.Failf(cli.ExitUsage, "plc bench import: %v", err)
 		}
 		defer pf.Close()
 		if err := pprof.StartCPUProfile(pf); err != nil {
-			fmt.Fprintf(e.Stderr, "plc bench import: %v\n", err)
-			return cli.ExitFailure
+			return e.Failf(cli.ExitFailure, "plc bench import: %v", err)
 		}
 	}
 	start := time.Now()
@@ -87,20 +79,17 @@ a row to a markdown file (BENCHMARKS.md).`, e)
 	}
 	if *memProfile != "" {
 		if err := writeHeapProfile(*memProfile); err != nil {
-			fmt.Fprintf(e.Stderr, "plc bench import: %v\n", err)
-			return cli.ExitFailure
+			return e.Failf(cli.ExitFailure, "plc bench import: %v", err)
 		}
 	}
 	log.Close()
 	if err != nil {
-		fmt.Fprintf(e.Stderr, "plc bench import: %v\n", err)
-		return cli.ExitFailure
+		return e.Failf(cli.ExitFailure, "plc bench import: %v", err)
 	}
 	store.Close() // SQLite checkpoints its WAL into the file on the last close
 	size, err := dbBytes(ctx, db)
 	if err != nil {
-		fmt.Fprintf(e.Stderr, "plc bench import: database size: %v\n", err)
-		return cli.ExitFailure
+		return e.Failf(cli.ExitFailure, "plc bench import: database size: %v", err)
 	}
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
@@ -116,8 +105,7 @@ a row to a markdown file (BENCHMARKS.md).`, e)
 		row := fmt.Sprintf("| %s | import | %s | %d | %.0f ops/s | %.2f | %d MB | %.0f B/op |\n",
 			time.Now().UTC().Format("2006-01-02"), backend, st.Imported, rate, rate/bound, ru.Maxrss/1024, perOp)
 		if err := appendRow(*appendTo, row); err != nil {
-			fmt.Fprintf(e.Stderr, "plc bench import: %v\n", err)
-			return cli.ExitFailure
+			return e.Failf(cli.ExitFailure, "plc bench import: %v", err)
 		}
 	}
 	return cli.ExitOK

@@ -65,36 +65,30 @@ that counts.`, e)
 		return code
 	}
 	if fs.NArg() != 1 || *workers < 1 {
-		fmt.Fprintln(e.Stderr, "Usage: plc bench verify [--workers N] [--cpuprofile FILE] [--memprofile FILE] CORPUS")
-		return cli.ExitUsage
+		return e.Failf(cli.ExitUsage, "Usage: plc bench verify [--workers N] [--cpuprofile FILE] [--memprofile FILE] CORPUS")
 	}
 	path := fs.Arg(0)
 	sample, err := readSample(path, 20000)
 	if err != nil {
-		fmt.Fprintf(e.Stderr, "plc bench verify: %v\n", err)
-		return cli.ExitUsage
+		return e.Failf(cli.ExitUsage, "plc bench verify: %v", err)
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		fmt.Fprintf(e.Stderr, "plc bench verify: %v\n", err)
-		return cli.ExitUsage
+		return e.Failf(cli.ExitUsage, "plc bench verify: %v", err)
 	}
 	defer f.Close()
 	r, err := cli.Decompress(f)
 	if err != nil {
-		fmt.Fprintf(e.Stderr, "plc bench verify: %s: %v\n", path, err)
-		return cli.ExitUsage
+		return e.Failf(cli.ExitUsage, "plc bench verify: %s: %v", path, err)
 	}
 	if *cpuProfile != "" {
 		pf, err := os.Create(*cpuProfile)
 		if err != nil {
-			fmt.Fprintf(e.Stderr, "plc bench verify: %v\n", err)
-			return cli.ExitUsage
+			return e.Failf(cli.ExitUsage, "plc bench verify: %v", err)
 		}
 		defer pf.Close()
 		if err := pprof.StartCPUProfile(pf); err != nil {
-			fmt.Fprintf(e.Stderr, "plc bench verify: %v\n", err)
-			return cli.ExitFailure
+			return e.Failf(cli.ExitFailure, "plc bench verify: %v", err)
 		}
 	}
 	rep, err := audit.VerifyExport(ctx, r, audit.ExportOptions{Workers: *workers})
@@ -102,20 +96,17 @@ that counts.`, e)
 		pprof.StopCPUProfile()
 	}
 	if err != nil {
-		fmt.Fprintf(e.Stderr, "plc bench verify: %s: %v\n", path, err)
-		return cli.ExitUsage
+		return e.Failf(cli.ExitUsage, "plc bench verify: %s: %v", path, err)
 	}
 	if *memProfile != "" {
 		if err := writeHeapProfile(*memProfile); err != nil {
-			fmt.Fprintf(e.Stderr, "plc bench verify: %v\n", err)
-			return cli.ExitFailure
+			return e.Failf(cli.ExitFailure, "plc bench verify: %v", err)
 		}
 	}
 	runtime.GC() // the replay's garbage is not the bound's
 	bound, err := signatureBound(sample, *workers)
 	if err != nil {
-		fmt.Fprintf(e.Stderr, "plc bench verify: %v\n", err)
-		return cli.ExitFailure
+		return e.Failf(cli.ExitFailure, "plc bench verify: %v", err)
 	}
 
 	fmt.Fprintf(e.Stdout, "scenario         verify\nops              %d (%d rejected)\nworkers          %d\nvalidator        %.0f ops/s\nsignature bound  %.0f ops/s (%d workers × one core)\nratio            %.2f\n",
