@@ -1,7 +1,6 @@
-package hostile_test
+package mirror_test
 
 import (
-	"context"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -16,10 +15,10 @@ import (
 	"github.com/plcdir/plc/oplog"
 )
 
-// mirrorOf is a mirror of the hostile directory of cfg, into a fresh
+// hostileMirror is a mirror of the hostile directory of cfg, into a fresh
 // SQLite log. Its stream timeouts fire at once, but the first (the
 // handshake's): the modes that attack the stream are met without waiting.
-func mirrorOf(t *testing.T, cfg hostile.Config, mc mirror.Config) *mirror.Mirror {
+func hostileMirror(t *testing.T, cfg hostile.Config, mc mirror.Config) *mirror.Mirror {
 	t.Helper()
 	release := make(chan struct{})
 	cfg.Release = release
@@ -60,20 +59,14 @@ func mirrorOf(t *testing.T, cfg hostile.Config, mc mirror.Config) *mirror.Mirror
 	return m
 }
 
-func ctx(t *testing.T) context.Context {
-	c, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	t.Cleanup(cancel)
-	return c
-}
-
-// TestModes runs a mirror against each mode and checks that it holds.
-func TestModes(t *testing.T) {
+// TestHostileUpstreamModes runs a mirror against each mode of package hostile and checks that it holds.
+func TestHostileUpstreamModes(t *testing.T) {
 	t.Run(string(hostile.Redirect), func(t *testing.T) {
 		var hits atomic.Int64
 		inside := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.Add(1) }))
 		defer inside.Close()
-		m := mirrorOf(t, hostile.Config{Mode: hostile.Redirect, Target: inside.URL + "/secret"}, mirror.Config{})
-		if err := m.Sync(ctx(t)); err == nil || !strings.Contains(err.Error(), "not followed") {
+		m := hostileMirror(t, hostile.Config{Mode: hostile.Redirect, Target: inside.URL + "/secret"}, mirror.Config{})
+		if err := m.Sync(ctxFor(t)); err == nil || !strings.Contains(err.Error(), "not followed") {
 			t.Fatalf("Sync: %v", err)
 		}
 		if hits.Load() != 0 {
@@ -81,34 +74,34 @@ func TestModes(t *testing.T) {
 		}
 	})
 	t.Run(string(hostile.Junk), func(t *testing.T) {
-		m := mirrorOf(t, hostile.Config{Mode: hostile.Junk}, mirror.Config{MaxEvidenceRows: 5})
+		m := hostileMirror(t, hostile.Config{Mode: hostile.Junk}, mirror.Config{MaxEvidenceRows: 5})
 		for range 20 {
-			if err := m.Sync(ctx(t)); err == nil || !strings.Contains(err.Error(), "rejected") {
+			if err := m.Sync(ctxFor(t)); err == nil || !strings.Contains(err.Error(), "rejected") {
 				t.Fatalf("Sync of a page of junk: %v, want it to end the round", err)
 			}
 		}
-		if ev := m.Status(ctx(t)).Evidence; ev.Rows > 5 || !ev.Full || ev.Dropped < 100 {
+		if ev := m.Status(ctxFor(t)).Evidence; ev.Rows > 5 || !ev.Full || ev.Dropped < 100 {
 			t.Fatalf("evidence %+v", ev)
 		}
 	})
 	t.Run(string(hostile.RepeatedSeq), func(t *testing.T) {
-		m := mirrorOf(t, hostile.Config{Mode: hostile.RepeatedSeq}, mirror.Config{})
-		if err := m.Sync(ctx(t)); err == nil || !strings.Contains(err.Error(), "last line") {
+		m := hostileMirror(t, hostile.Config{Mode: hostile.RepeatedSeq}, mirror.Config{})
+		if err := m.Sync(ctxFor(t)); err == nil || !strings.Contains(err.Error(), "last line") {
 			t.Fatalf("Sync: %v", err)
 		}
-		if st := m.Status(ctx(t)); st.LagOps > 10 {
+		if st := m.Status(ctxFor(t)); st.LagOps > 10 {
 			t.Fatalf("lagOps %d", st.LagOps)
 		}
 	})
 	t.Run(string(hostile.SilentStream), func(t *testing.T) {
-		m := mirrorOf(t, hostile.Config{Mode: hostile.SilentStream}, mirror.Config{})
-		if err := m.Step(ctx(t)); err == nil || !strings.Contains(err.Error(), "no pong") {
+		m := hostileMirror(t, hostile.Config{Mode: hostile.SilentStream}, mirror.Config{})
+		if err := m.Step(ctxFor(t)); err == nil || !strings.Contains(err.Error(), "no pong") {
 			t.Fatalf("Step: %v", err)
 		}
 	})
 	t.Run(string(hostile.StalledHandshake), func(t *testing.T) {
-		m := mirrorOf(t, hostile.Config{Mode: hostile.StalledHandshake}, mirror.Config{})
-		if err := m.Step(ctx(t)); err == nil || !strings.Contains(err.Error(), "no handshake") {
+		m := hostileMirror(t, hostile.Config{Mode: hostile.StalledHandshake}, mirror.Config{})
+		if err := m.Step(ctxFor(t)); err == nil || !strings.Contains(err.Error(), "no handshake") {
 			t.Fatalf("Step: %v", err)
 		}
 	})
