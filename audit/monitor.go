@@ -21,6 +21,7 @@ import (
 
 	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/client"
+	"github.com/plcdir/plc/internal/defaults"
 	"github.com/plcdir/plc/oplog"
 	plctlog "github.com/plcdir/plc/tlog"
 	"github.com/plcdir/plc/validate"
@@ -182,7 +183,7 @@ func OpenMonitor(opts MonitorOptions) (*Monitor, error) {
 		opts.Now = time.Now
 	}
 	if opts.Wait == nil {
-		opts.Wait = plctlog.Sleep
+		opts.Wait = defaults.Sleep
 	}
 	if err := os.MkdirAll(opts.Dir, 0o750); err != nil {
 		return nil, err
@@ -299,7 +300,7 @@ type badTile struct{ reason string }
 
 func (e *badTile) Error() string { return e.reason }
 
-func (f *tileFetcher) Height() int { return plctlog.TileHeight }
+func (f *tileFetcher) Height() int { return plc.TileHeight }
 
 func (f *tileFetcher) ReadTiles(tiles []tlog.Tile) ([][]byte, error) {
 	f.last = map[string][]byte{}
@@ -330,7 +331,7 @@ func (f *tileFetcher) ReadTiles(tiles []tlog.Tile) ([][]byte, error) {
 
 func (f *tileFetcher) SaveTiles(tiles []tlog.Tile, data [][]byte) {
 	for i, t := range tiles {
-		if t.L > 0 || t.W < plctlog.TileWidth {
+		if t.L > 0 || t.W < plc.TileWidth {
 			f.cache[t] = data[i]
 		}
 	}
@@ -499,7 +500,7 @@ func (m *Monitor) Round(ctx context.Context) (MonitorRound, error) {
 			return res, err
 		}
 		start += n
-		if start < body.Size && start/plctlog.TileWidth%64 == 0 {
+		if start < body.Size && start/plc.TileWidth%64 == 0 {
 			m.progress("verified entries up to seq %d of %d", start, body.Size)
 		}
 	}
@@ -541,10 +542,10 @@ func signatureProblem(msg []byte, v note.Verifier, err error) string {
 // leaf index start, in the tree of size size. It returns how many entries
 // it replayed.
 func (m *Monitor) entries(ctx context.Context, r *round, thr tlog.HashReader, start, size int64) (int64, error) {
-	tile := tlog.TileForIndex(plctlog.TileHeight, tlog.StoredHashIndex(0, start))
+	tile := tlog.TileForIndex(plc.TileHeight, tlog.StoredHashIndex(0, start))
 	tile.L = -1
-	first := tile.N * plctlog.TileWidth
-	tile.W = int(min(plctlog.TileWidth, size-first))
+	first := tile.N * plc.TileWidth
+	tile.W = int(min(plc.TileWidth, size-first))
 	p := plc.TilePath(tile)
 	b, err := fetched(m.dir.Tile(ctx, tile))
 	if errors.Is(err, client.ErrTooLong) {

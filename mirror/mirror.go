@@ -27,7 +27,6 @@ import (
 	"github.com/plcdir/plc/client"
 	"github.com/plcdir/plc/internal/defaults"
 	"github.com/plcdir/plc/oplog"
-	"github.com/plcdir/plc/tlog"
 )
 
 // Config configures a Mirror. Upstream and Log are required.
@@ -140,7 +139,7 @@ func New(cfg Config) (*Mirror, error) {
 		cfg.Now = time.Now
 	}
 	if cfg.Wait == nil {
-		cfg.Wait = tlog.Sleep
+		cfg.Wait = defaults.Sleep
 	}
 	if cfg.After == nil {
 		cfg.After = time.After

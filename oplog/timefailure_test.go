@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/plcdir/plc/internal/storetest"
 	"github.com/plcdir/plc/internal/testclock"
 	"github.com/plcdir/plc/oplog"
 	"github.com/plcdir/plc/validate"
@@ -344,7 +345,7 @@ func testTimeAndFailures(t *testing.T, migrated func(t *testing.T) (oplog.Store,
 		s, _ := migrated(t)
 		fs := &failStore{Store: s}
 		c := testclock.New(at(time.Second))
-		var logs lockedBuffer
+		var logs storetest.Buffer
 		reg := prometheus.NewRegistry()
 		l := oplog.NewLog(fs, oplog.Options{
 			Now:                c.Now,
@@ -491,24 +492,6 @@ type sqliteError int
 
 func (e sqliteError) Error() string { return "sqlite error " + strconv.Itoa(int(e)) }
 func (e sqliteError) Code() int     { return int(e) }
-
-// lockedBuffer collects log output written from several goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // counterSum returns the sum of the counters registered in reg under
 // name.

@@ -18,12 +18,6 @@ import (
 	"github.com/plcdir/plc/oplog"
 )
 
-// TileHeight and TileWidth are the shape of the tiles the log serves.
-const (
-	TileHeight = plc.TileHeight
-	TileWidth  = plc.TileWidth
-)
-
 // ServeHTTP serves the transparency log under /tlog/:
 //
 //	GET /tlog/checkpoint                       the latest signed checkpoint (with cosignatures)
@@ -87,7 +81,7 @@ var errTileBeyondTree = errors.New("tile beyond any tree")
 // errTileBeyondTree.
 func parseTile(p string) (sumdb.Tile, error) {
 	malformed := errors.New("malformed tile path")
-	tile := sumdb.Tile{H: TileHeight, W: TileWidth}
+	tile := sumdb.Tile{H: plc.TileHeight, W: plc.TileWidth}
 	level, rest, ok := strings.Cut(p, "/")
 	if !ok {
 		return tile, malformed
@@ -102,7 +96,7 @@ func parseTile(p string) (sumdb.Tile, error) {
 		tile.L = int(l)
 	}
 	if idx, w, ok := strings.Cut(rest, ".p/"); ok {
-		width, ok := parseDecimal(w, TileWidth-1)
+		width, ok := parseDecimal(w, plc.TileWidth-1)
 		if !ok || width == 0 {
 			return tile, malformed
 		}
@@ -168,11 +162,11 @@ func tileInTree(tile sumdb.Tile, size int64) bool {
 	if tile.N < 0 || level > 7 || size <= 0 {
 		return false
 	}
-	have := size >> (uint(level) * TileHeight)
+	have := size >> (uint(level) * plc.TileHeight)
 	if have < int64(tile.W) {
 		return false
 	}
-	return tile.N <= (have-int64(tile.W))/TileWidth
+	return tile.N <= (have-int64(tile.W))/plc.TileWidth
 }
 
 func (t *TLog) serveTile(w http.ResponseWriter, r *http.Request, p string) {
@@ -185,7 +179,7 @@ func (t *TLog) serveTile(w http.ResponseWriter, r *http.Request, p string) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("%s: want /tlog/tile/<L>/<N>[.p/<W>] or /tlog/tile/entries/<N>[.p/<W>]", err))
 		return
 	}
-	full := tile.W == TileWidth
+	full := tile.W == plc.TileWidth
 	key := tile.Path()
 	if full {
 		if b, ok := t.tiles.get(key); ok {
@@ -206,7 +200,7 @@ func (t *TLog) serveTile(w http.ResponseWriter, r *http.Request, p string) {
 	}
 	var b []byte
 	if tile.L == -1 {
-		es, err := t.store.Export(ctx, tile.N*TileWidth, tile.W)
+		es, err := t.store.Export(ctx, tile.N*plc.TileWidth, tile.W)
 		if err == nil && len(es) != tile.W {
 			err = fmt.Errorf("read %d entries of tile %s, want %d", len(es), key, tile.W)
 		}

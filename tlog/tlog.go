@@ -73,7 +73,7 @@ func New(store oplog.Store, key *Key, opts Options) *TLog {
 	opts.Logger = cmp.Or(opts.Logger, slog.Default())
 	defaults.Positive(&opts.Interval, time.Second)
 	if opts.Wait == nil {
-		opts.Wait = Sleep
+		opts.Wait = defaults.Sleep
 	}
 	return &TLog{store: store, key: key, opts: opts, tiles: newTileCache(4096)}
 }
@@ -335,16 +335,4 @@ func leafBundle(es []oplog.Entry) ([]byte, error) {
 		}
 	}
 	return b, nil
-}
-
-// Sleep waits for d or until ctx is done: the default Options.Wait.
-func Sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }

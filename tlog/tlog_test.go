@@ -18,6 +18,7 @@ import (
 	"github.com/transparency-dev/merkle/rfc6962"
 	sumdb "golang.org/x/mod/sumdb/tlog"
 
+	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/internal/corpus"
 	"github.com/plcdir/plc/internal/storetest"
 	"github.com/plcdir/plc/oplog"
@@ -368,13 +369,13 @@ type tileReader struct {
 	get func(string) (int, http.Header, []byte)
 }
 
-func (r tileReader) Height() int { return tlog.TileHeight }
+func (r tileReader) Height() int { return plc.TileHeight }
 
 func (r tileReader) ReadTiles(tiles []sumdb.Tile) ([][]byte, error) {
 	out := make([][]byte, len(tiles))
 	for i, tile := range tiles {
 		// The C2SP path: tlog's without the height.
-		p := strings.TrimPrefix(tile.Path(), fmt.Sprintf("tile/%d/", tlog.TileHeight))
+		p := strings.TrimPrefix(tile.Path(), fmt.Sprintf("tile/%d/", plc.TileHeight))
 		code, _, b := r.get("/tlog/tile/" + p)
 		if code != 200 {
 			return nil, fmt.Errorf("tile %s: %d %s", p, code, b)

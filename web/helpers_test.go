@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -41,8 +40,7 @@ type directory struct {
 	tlog  *tlog.TLog
 	ui    *web.UI
 	srv   *httptest.Server
-	logs  *bytes.Buffer
-	logMu *sync.Mutex
+	logs  *storetest.Buffer
 }
 
 type dirOptions struct {
@@ -55,8 +53,8 @@ type dirOptions struct {
 func newDirectory(t *testing.T, o dirOptions) *directory {
 	t.Helper()
 	store, _ := storetest.SQLite(t)
-	d := &directory{t: t, clock: testclock.New(t0), store: store, logs: &bytes.Buffer{}, logMu: &sync.Mutex{}}
-	logger := slog.New(slog.NewTextHandler(lockedWriter{d.logMu, d.logs}, nil))
+	d := &directory{t: t, clock: testclock.New(t0), store: store, logs: &storetest.Buffer{}}
+	logger := slog.New(slog.NewTextHandler(d.logs, nil))
 	d.log = oplog.NewLog(store, oplog.Options{Now: d.clock.Now, NoRateLimit: true})
 	t.Cleanup(d.log.Close)
 	cfg := web.Config{Store: store, Version: "test", Now: d.clock.Now, Logger: logger, Mirror: o.mirror}
@@ -85,22 +83,7 @@ func newDirectory(t *testing.T, o dirOptions) *directory {
 	return d
 }
 
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  io.Writer
-}
-
-func (l lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
-}
-
-func (d *directory) logText() string {
-	d.logMu.Lock()
-	defer d.logMu.Unlock()
-	return d.logs.String()
-}
+func (d *directory) logText() string { return d.logs.String() }
 
 // submit appends op to did's log at the clock's time.
 func (d *directory) submit(did string, op *validate.Op) oplog.Entry {
