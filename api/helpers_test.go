@@ -21,9 +21,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/plcdir/plc/internal/pgtest"
-	"github.com/plcdir/plc/internal/storetest"
 	"github.com/plcdir/plc/internal/testclock"
 	"github.com/plcdir/plc/oplog"
+	"github.com/plcdir/plc/oplog/storetest"
 	"github.com/plcdir/plc/validate"
 )
 

@@ -6,7 +6,7 @@ import (
 	plctlog "github.com/plcdir/plc/tlog"
 )
 
-// Test support of the monitor and export tests beside internal/storetest's:
+// Test support of the monitor and export tests beside oplog/storetest's:
 // a transparency-log key.
 
 func wtKey(t testing.TB, origin string) *plctlog.Key {

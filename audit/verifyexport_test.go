@@ -23,8 +23,8 @@ import (
 	"github.com/plcdir/plc/audit"
 	"github.com/plcdir/plc/client"
 	"github.com/plcdir/plc/internal/corpus"
-	"github.com/plcdir/plc/internal/storetest"
 	"github.com/plcdir/plc/oplog"
+	"github.com/plcdir/plc/oplog/storetest"
 	"github.com/plcdir/plc/validate"
 )
 

@@ -20,8 +20,8 @@ import (
 
 	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/internal/corpus"
-	"github.com/plcdir/plc/internal/storetest"
 	"github.com/plcdir/plc/oplog"
+	"github.com/plcdir/plc/oplog/storetest"
 	"github.com/plcdir/plc/oplog/tamper"
 	"github.com/plcdir/plc/tlog"
 )

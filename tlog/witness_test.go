@@ -28,8 +28,8 @@ import (
 	sumdb "golang.org/x/mod/sumdb/tlog"
 
 	"github.com/plcdir/plc"
-	"github.com/plcdir/plc/internal/storetest"
 	"github.com/plcdir/plc/oplog"
+	"github.com/plcdir/plc/oplog/storetest"
 	"github.com/plcdir/plc/tlog"
 )
 

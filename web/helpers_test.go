@@ -15,9 +15,9 @@ import (
 
 	"github.com/plcdir/plc/api"
 	"github.com/plcdir/plc/internal/optest"
-	"github.com/plcdir/plc/internal/storetest"
 	"github.com/plcdir/plc/internal/testclock"
 	"github.com/plcdir/plc/oplog"
+	"github.com/plcdir/plc/oplog/storetest"
 	"github.com/plcdir/plc/tlog"
 	"github.com/plcdir/plc/validate"
 	"github.com/plcdir/plc/web"

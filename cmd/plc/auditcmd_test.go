@@ -20,8 +20,8 @@ import (
 	"github.com/plcdir/plc/api"
 	"github.com/plcdir/plc/audit"
 	"github.com/plcdir/plc/internal/corpus"
-	"github.com/plcdir/plc/internal/storetest"
 	"github.com/plcdir/plc/oplog"
+	"github.com/plcdir/plc/oplog/storetest"
 )
 
 // Tests of `plc audit verify-export` and `plc audit compare` as a user

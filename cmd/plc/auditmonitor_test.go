@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/plcdir/plc/internal/storetest"
+	"github.com/plcdir/plc/oplog/storetest"
 	"github.com/plcdir/plc/tlog"
 )
 

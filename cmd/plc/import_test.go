@@ -28,8 +28,8 @@ import (
 	"github.com/plcdir/plc/internal/cli"
 	"github.com/plcdir/plc/internal/optest"
 	"github.com/plcdir/plc/internal/pgtest"
-	"github.com/plcdir/plc/internal/storetest"
 	"github.com/plcdir/plc/oplog"
+	"github.com/plcdir/plc/oplog/storetest"
 	"github.com/plcdir/plc/validate"
 )
 
