@@ -103,6 +103,16 @@ func (s *SQLiteStore) Append(ctx context.Context, source string, dids []string, 
 	if err != nil {
 		return fmt.Errorf("begin append: %w", err)
 	}
+	// Each multi-row insert of a batch keeps a statement journal (to undo
+	// that statement alone), which SQLite writes to a temporary file above
+	// 64 KiB: one write call per page of every batch. Kept in memory it is
+	// bounded by a statement's pages. Set here, not in the DSN, because
+	// temp_store applies to sorts too, and an index built by a migration
+	// on a large log must be able to spill to disk.
+	if _, err := tx.ExecContext(ctx, "PRAGMA temp_store = MEMORY"); err != nil {
+		tx.Rollback()
+		return fmt.Errorf("begin append: %w", err)
+	}
 	return runAppend(ctx, sqliteAppend{dbTree{sqliteDB{h: tx}}, tx}, s.tree, source, dids, decide)
 }
 

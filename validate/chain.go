@@ -85,13 +85,13 @@ func (s *State) next(op *Op, createdAt time.Time, inPlace bool) (State, Applied,
 	if err := checkKeys(op); err != nil {
 		return State{}, Applied{}, err
 	}
-	sig, err := DecodeSignature(op.op.Sig)
+	sig, err := op.signature()
 	if err != nil {
 		return State{}, Applied{}, invalidSignature(op, err.Error())
 	}
 
 	if len(s.Ops) == 0 {
-		return s.genesis(op, &sig, createdAt)
+		return s.genesis(op, sig, createdAt)
 	}
 	if op.op.Prev == "" {
 		return State{}, Applied{}, errMisordered
@@ -110,7 +110,7 @@ func (s *State) next(op *Op, createdAt time.Time, inPlace bool) (State, Applied,
 	fork := idx < len(s.Ops)-1
 	var applied Applied
 	if !fork {
-		applied.Signer = firstSigner(prev.RotationKeys, op, &sig)
+		applied.Signer = firstSigner(prev.RotationKeys, op, sig)
 		if applied.Signer < 0 {
 			return State{}, Applied{}, invalidSignature(op, "no rotation key of the previous op verifies it")
 		}
@@ -119,7 +119,7 @@ func (s *State) next(op *Op, createdAt time.Time, inPlace bool) (State, Applied,
 		// signed the first op being nullified may sign it.
 		n0 := &s.Ops[idx+1]
 		allowed := prev.RotationKeys[:min(n0.Signer, len(prev.RotationKeys))]
-		applied.Signer = firstSigner(allowed, op, &sig)
+		applied.Signer = firstSigner(allowed, op, sig)
 		if applied.Signer < 0 {
 			return State{}, Applied{}, invalidSignature(op, fmt.Sprintf(
 				"fork: no rotation key of higher priority than key %d (the signer of %s) verifies it", n0.Signer, n0.CID))
@@ -218,11 +218,11 @@ func firstSigner(keys []string, op *Op, sig *Signature) int {
 // VerifySignature reports whether op's signature verifies against key, a
 // did:key rotation key.
 func VerifySignature(op *Op, key string) bool {
-	sig, err := DecodeSignature(op.op.Sig)
+	sig, err := op.signature()
 	if err != nil {
 		return false
 	}
-	return firstSigner([]string{key}, op, &sig) == 0
+	return firstSigner([]string{key}, op, sig) == 0
 }
 
 func invalidSignature(op *Op, reason string) *Error {

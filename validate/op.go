@@ -103,6 +103,18 @@ type Op struct {
 	// compact is the op's compact encoding, made once (see Compact).
 	compactOnce sync.Once
 	compact     []byte
+	// sig is the op's decoded signature, decoded once (see signature).
+	sigOnce sync.Once
+	sig     Signature
+	sigErr  error
+}
+
+// signature returns op's decoded signature (DecodeSignature of its sig
+// field), decoding it once: the stored form, the check ahead of the append
+// lock and the chain rules all need it.
+func (op *Op) signature() (*Signature, error) {
+	op.sigOnce.Do(func() { op.sig, op.sigErr = DecodeSignature(op.op.Sig) })
+	return &op.sig, op.sigErr
 }
 
 type verdict struct {
