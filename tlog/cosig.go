@@ -280,3 +280,23 @@ func (c *Cosigner) Sign(msg []byte) ([]byte, error) {
 	}
 	return append(sig, s...), nil
 }
+
+// NewVerifier returns the note.Verifier of a log's checkpoint key: a
+// signed-note Ed25519 key (type 0x01) or a C2SP tlog-cosignature key,
+// which tlog-checkpoint recommends a log sign with in its ML-DSA-44 form
+// (type 0x06; Ed25519, type 0x04, is accepted too).
+func NewVerifier(vkey string) (note.Verifier, error) {
+	vkey = strings.TrimSpace(vkey)
+	if v, err := note.NewVerifier(vkey); err == nil {
+		return v, nil
+	}
+	v, err := NewCosignatureVerifier(vkey)
+	if err != nil {
+		if strings.Contains(err.Error(), "plain Ed25519") {
+			// note.NewVerifier refused a type 0x01 key: a malformed one.
+			return nil, fmt.Errorf("verifier key %q: a malformed Ed25519 signed-note key", vkey)
+		}
+		return nil, err
+	}
+	return v, nil
+}
