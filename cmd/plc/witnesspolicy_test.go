@@ -123,3 +123,41 @@ func TestWitnessPolicyOfAnotherLogIsRefused(t *testing.T) {
 		t.Fatalf("openTLog with the log's own policy: %v", err)
 	}
 }
+
+// TestAuditMonitorWitnessPolicy: plc audit monitor --witness-policy
+// reports a checkpoint without the policy's quorum as an inconsistency
+// (exit 1, evidence written); a policy that needs none passes; a bad
+// policy file is a usage error.
+func TestAuditMonitorWitnessPolicy(t *testing.T) {
+	ctx := context.Background()
+	srv, vkey := monitoredLog(t, 40)
+	ed := cosignerVKey(t, tlog.CosignatureEd25519, "ed.example/w")
+	pq := cosignerVKey(t, tlog.CosignatureMLDSA44, "pq.example/w")
+	needsOne := writePolicy(t, fmt.Sprintf("log %s\nwitness ed %s\nwitness pq %s\ngroup g any ed pq\nquorum g\n", vkey, ed, pq))
+
+	dir := t.TempDir()
+	code, _, stderr := runPLCEnv(ctx, map[string]string{"PLC_MONITOR_WITNESS_POLICY": needsOne}, "audit", "monitor", srv.URL, "--state", dir, "--vkey", vkey, "--once")
+	if code != exitFailure || !strings.Contains(stderr, "INCONSISTENCY (no-quorum)") || !strings.Contains(stderr, "evidence written to "+filepath.Join(dir, "evidence-")) {
+		t.Fatalf("a checkpoint without cosignatures: exit %d\n%s", code, stderr)
+	}
+	if evs, _ := filepath.Glob(filepath.Join(dir, "evidence-*-no-quorum.json")); len(evs) != 1 {
+		t.Fatalf("evidence files: %v", evs)
+	}
+
+	none := writePolicy(t, fmt.Sprintf("witness ed %s\nquorum none\n", ed))
+	code, _, stderr = runPLC(t, ctx, nil, "audit", "monitor", srv.URL, "--state", t.TempDir(), "--vkey", vkey, "--witness-policy", none, "--once")
+	if code != exitOK {
+		t.Fatalf("quorum none: exit %d\n%s", code, stderr)
+	}
+
+	for _, tc := range []struct{ policy, want string }{
+		{writePolicy(t, "witness ed "+ed+"\nquorum ed\nquorum ed\n"), "line 3: a second quorum line"},
+		{writePolicy(t, fmt.Sprintf("log %s\nwitness ed %s\nquorum ed\n", cosignerVKey(t, tlog.CosignatureMLDSA44, "plc.test"), ed)), "log lines name other keys"},
+		{filepath.Join(t.TempDir(), "missing"), "--witness-policy"},
+	} {
+		code, _, stderr = runPLC(t, ctx, nil, "audit", "monitor", srv.URL, "--state", t.TempDir(), "--vkey", vkey, "--witness-policy", tc.policy, "--once")
+		if code != exitUsage || !strings.Contains(stderr, tc.want) {
+			t.Errorf("policy %s: exit %d, want 2 saying %q\n%s", tc.policy, code, tc.want, stderr)
+		}
+	}
+}
