@@ -129,3 +129,68 @@ func TestWitnessesOfBothKindsCosignTheSameLog(t *testing.T) {
 		t.Fatalf("the served checkpoint: %v, %d verified signatures, want the log's and both witnesses'", err, len(n.Sigs))
 	}
 }
+
+// TestMLDSALogKeyIsWitnessed: a log whose own checkpoint key is ML-DSA-44
+// (type 0x06) signs checkpoints that verify with its verifier key, and
+// witnesses of both kinds cosign them.
+func TestMLDSALogKeyIsWitnessed(t *testing.T) {
+	skey, vkey, err := tlog.GenerateKeyOfType(tlog.KeyMLDSA44, "plc.test/tlog")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := tlog.ParseKey(skey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if key.VKey != vkey || key.Origin() != "plc.test/tlog" {
+		t.Fatalf("ParseKey: %q %q", key.VKey, key.Origin())
+	}
+	s, _ := storetest.SQLite(t)
+	ed := newTestWitness(t, "ed.example/witness", vkey)
+	pq := newTestWitnessMLDSA(t, "pq.example/witness", vkey)
+	var logs storetest.Buffer
+	storetest.Load(t, s, storetest.Corpus(t, 21, 80))
+	wtRound(t, s, key, &logs, ed.witness(t), pq.witness(t))
+	cp, names := wtCosigners(t, s, key, ed, pq)
+	if cp.Size != 80 || len(names) != 2 {
+		t.Fatalf("checkpoint of size %d cosigned by %v\n%s", cp.Size, names, logs.String())
+	}
+	v, err := tlog.NewVerifier(vkey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, n, err := tlog.OpenCheckpoint(cp.Note, v)
+	if err != nil || body.Size != 80 {
+		t.Fatalf("OpenCheckpoint with the ML-DSA-44 verifier key: %+v, %v", body, err)
+	}
+	// The log's line is an ML-DSA-44 cosignature of its own checkpoint.
+	lw := &testWitness{name: key.Origin(), vkey: vkey, hash: v.KeyHash()}
+	wtCheckMLDSALine(t, lw, n.Text, "— "+n.Sigs[0].Name+" "+n.Sigs[0].Base64)
+}
+
+func TestNewVerifierOfLogKeys(t *testing.T) {
+	for _, typ := range []byte{tlog.KeyEd25519, tlog.KeyMLDSA44} {
+		_, vkey, err := tlog.GenerateKeyOfType(typ, "plc.test/tlog")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v, err := tlog.NewVerifier(vkey); err != nil || v.Name() != "plc.test/tlog" {
+			t.Fatalf("NewVerifier of a type 0x%02x key: %v", typ, err)
+		}
+	}
+	if _, _, err := tlog.GenerateKeyOfType(0x05, "plc.test/tlog"); err == nil || !strings.Contains(err.Error(), "0x05") {
+		t.Fatalf("GenerateKeyOfType(0x05): %v", err)
+	}
+	for _, bad := range []string{"nonsense", "plc.test+00000000+AQ==", "plc.test+00000000+BQAAAA=="} {
+		if _, err := tlog.NewVerifier(bad); err == nil {
+			t.Errorf("NewVerifier(%q) accepted it", bad)
+		}
+	}
+	// An ML-DSA-44 private key whose hash does not match is refused.
+	skey, _, _ := tlog.GenerateKeyOfType(tlog.KeyMLDSA44, "plc.test/tlog")
+	parts := strings.SplitN(skey, "+", 5)
+	parts[3] = "00000000"
+	if _, err := tlog.ParseKey(strings.Join(parts, "+")); err == nil || !strings.Contains(err.Error(), "does not match") {
+		t.Fatalf("ParseKey with a wrong hash: %v", err)
+	}
+}

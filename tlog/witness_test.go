@@ -91,7 +91,7 @@ func newTestWitness(t *testing.T, name string, logVKey string) *testWitness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lv, err := note.NewVerifier(logVKey)
+	lv, err := tlog.NewVerifier(logVKey)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -191,21 +191,27 @@ func checkDerived(ctx context.Context, mode string, store oplog.Store, tl *tlog.
 }
 
 func runKeygen(ctx context.Context, e env, args []string) int {
-	fs := cli.NewFlagSet("keygen", "plc keygen --out FILE [--origin NAME]",
-		`Writes a new Ed25519 transparency-log checkpoint key to FILE (mode 0600;
+	fs := cli.NewFlagSet("keygen", "plc keygen --out FILE [--origin NAME] [--type ed25519|ml-dsa-44]",
+		`Writes a new transparency-log checkpoint key to FILE (mode 0600;
 an existing file is never overwritten) and prints its verifier key, which
 monitors, witnesses and plc audit use to check the log's checkpoints. The
 origin names the log in its checkpoints: use the directory's host name.
 Pass the file to plc serve or plc mirror with --checkpoint-key.`, e)
 	out := fs.String("out", "", "key file to create (required)")
 	origin := fs.String("origin", tlog.DefaultOrigin(), "the log's origin (the key's name)")
+	typ := fs.String("type", "ed25519", "the key's kind: ed25519 (signed-note Ed25519, which the most verifiers read) or ml-dsa-44 (a C2SP tlog-cosignature ML-DSA-44 key, as tlog-checkpoint recommends; post-quantum)")
 	if code, done := cli.ParseFlags(fs, args); done {
 		return code
 	}
 	if *out == "" || fs.NArg() > 0 {
-		return e.Failf(exitUsage, "plc keygen: want --out FILE and no arguments\nUsage: plc keygen --out FILE [--origin NAME]")
+		return e.Failf(exitUsage, "plc keygen: want --out FILE and no arguments\nUsage: plc keygen --out FILE [--origin NAME] [--type ed25519|ml-dsa-44]")
 	}
-	skey, vkey, err := tlog.GenerateKey(*origin)
+	kinds := map[string]byte{"ed25519": tlog.KeyEd25519, "ml-dsa-44": tlog.KeyMLDSA44}
+	kind, ok := kinds[*typ]
+	if !ok {
+		return e.Failf(exitUsage, "plc keygen: --type %q: want ed25519 or ml-dsa-44", *typ)
+	}
+	skey, vkey, err := tlog.GenerateKeyOfType(kind, *origin)
 	if err != nil {
 		return e.Failf(exitUsage, "plc keygen: %v", err)
 	}

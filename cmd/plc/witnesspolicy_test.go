@@ -5,12 +5,14 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/plcdir/plc/oplog"
+	"github.com/plcdir/plc/oplog/storetest"
 	"github.com/plcdir/plc/tlog"
 )
 
@@ -159,5 +161,36 @@ func TestAuditMonitorWitnessPolicy(t *testing.T) {
 		if code != exitUsage || !strings.Contains(stderr, tc.want) {
 			t.Errorf("policy %s: exit %d, want 2 saying %q\n%s", tc.policy, code, tc.want, stderr)
 		}
+	}
+}
+
+// TestKeygenMLDSA44: plc keygen --type ml-dsa-44 makes a log key that
+// signs checkpoints plc audit monitor verifies with the printed vkey.
+func TestKeygenMLDSA44(t *testing.T) {
+	ctx := context.Background()
+	keyFile := filepath.Join(t.TempDir(), "checkpoint.key")
+	code, stdout, stderr := runPLC(t, ctx, nil, "keygen", "--out", keyFile, "--origin", "plc.test/tlog", "--type", "ml-dsa-44")
+	if code != exitOK {
+		t.Fatalf("keygen: exit %d\n%s", code, stderr)
+	}
+	vkey := strings.TrimSpace(stdout)
+	key, err := tlog.LoadKey(keyFile)
+	if err != nil || key.VKey != vkey {
+		t.Fatalf("LoadKey: %v; vkey %q, printed %q", err, key.VKey, vkey)
+	}
+	if v, err := tlog.NewVerifier(vkey); err != nil || v.Name() != "plc.test/tlog" {
+		t.Fatalf("the printed vkey: %v", err)
+	}
+	s, _ := storetest.SQLite(t)
+	storetest.Load(t, s, storetest.Corpus(t, 5, 30))
+	srv := httptest.NewServer(tlog.New(s, key, tlog.Options{}))
+	defer srv.Close()
+	code, _, stderr = runPLC(t, ctx, nil, "audit", "monitor", srv.URL, "--state", t.TempDir(), "--vkey", vkey, "--once")
+	if code != exitOK || !strings.Contains(stderr, "checkpoint of size 30") {
+		t.Fatalf("monitor of an ML-DSA-44 log: exit %d\n%s", code, stderr)
+	}
+	code, _, stderr = runPLC(t, ctx, nil, "keygen", "--out", filepath.Join(t.TempDir(), "k"), "--type", "rsa")
+	if code != exitUsage || !strings.Contains(stderr, `--type "rsa": want ed25519 or ml-dsa-44`) {
+		t.Fatalf("keygen --type rsa: exit %d\n%s", code, stderr)
 	}
 }
