@@ -239,3 +239,27 @@ func TestPolicyCosignatures(t *testing.T) {
 		t.Fatalf("Cosignatures of a line moved from another checkpoint = %+v", c)
 	}
 }
+
+// TestREADMEPolicyExample: the policy of the README parses as written,
+// and a log can meet its quorum with the witnesses it can ask.
+func TestREADMEPolicyExample(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(readme), "```\n# witnesses.policy")
+	block, _, ok2 := strings.Cut(rest, "```")
+	if !ok || !ok2 {
+		t.Fatal("the README has no witnesses.policy example")
+	}
+	p, err := tlog.ParsePolicy([]byte("# witnesses.policy" + block))
+	if err != nil {
+		t.Fatalf("the README's policy: %v", err)
+	}
+	if err := p.CheckReachable(); err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Witnesses()) != 2 || p.Quorum() != 2 {
+		t.Fatalf("the README's policy: %d witnesses to ask, quorum %d; it says 2 and 2", len(p.Witnesses()), p.Quorum())
+	}
+}
