@@ -212,7 +212,7 @@ func ParsePolicy(b []byte) (*Policy, error) {
 
 // Witnesses returns the policy's witnesses that have a URL, in the order
 // of the file: those the log asks to cosign its checkpoints
-// (Options.Witnesses).
+// (Options.Witnesses). Each call returns new Witnesses.
 func (p *Policy) Witnesses() []*Witness {
 	var ws []*Witness
 	for _, w := range p.witnesses {
