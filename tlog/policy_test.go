@@ -263,3 +263,38 @@ func TestREADMEPolicyExample(t *testing.T) {
 		t.Fatalf("the README's policy: %d witnesses to ask, quorum %d; it says 2 and 2", len(p.Witnesses()), p.Quorum())
 	}
 }
+
+// FuzzParsePolicy: ParsePolicy never panics, and a policy it accepts is
+// consistent: the witnesses a log asks meet the quorum when
+// CheckReachable accepts it, and the least cosignatures Quorum names are
+// none exactly when nothing is needed.
+func FuzzParsePolicy(f *testing.F) {
+	var vkeys []string
+	for _, n := range []string{"a.example/w", "b.example/w"} {
+		_, v, err := tlog.GenerateCosignerKey(tlog.CosignatureEd25519, n)
+		if err != nil {
+			f.Fatal(err)
+		}
+		vkeys = append(vkeys, v)
+	}
+	f.Add(fmt.Sprintf("witness a %s https://a.example\nwitness b %s\ngroup g any a b\nquorum g\n", vkeys[0], vkeys[1]))
+	f.Add(fmt.Sprintf("witness a %s https://a.example # c\nwitness b %s https://b.example\ngroup g 2 a b\ngroup h all g a\nquorum h\n", vkeys[0], vkeys[1]))
+	f.Add("quorum none\n")
+	f.Add("group g any\nquorum g\n")
+	f.Fuzz(func(t *testing.T, src string) {
+		p, err := tlog.ParsePolicy([]byte(src))
+		if err != nil {
+			return
+		}
+		var asked []string
+		for _, w := range p.Witnesses() {
+			asked = append(asked, w.VKey)
+		}
+		if p.CheckReachable() == nil && !p.Satisfied(asked) {
+			t.Fatalf("CheckReachable accepts a policy its witnesses cannot meet:\n%s", src)
+		}
+		if (p.Quorum() == 0) != p.Satisfied(nil) {
+			t.Fatalf("Quorum() = %d but Satisfied(nil) = %v:\n%s", p.Quorum(), p.Satisfied(nil), src)
+		}
+	})
+}
