@@ -290,13 +290,17 @@ func NewVerifier(vkey string) (note.Verifier, error) {
 	if v, err := note.NewVerifier(vkey); err == nil {
 		return v, nil
 	}
-	v, err := NewCosignatureVerifier(vkey)
-	if err != nil {
-		if strings.Contains(err.Error(), "plain Ed25519") {
-			// note.NewVerifier refused a type 0x01 key: a malformed one.
-			return nil, fmt.Errorf("verifier key %q: a malformed Ed25519 signed-note key", vkey)
+	parts := strings.SplitN(vkey, "+", 3)
+	if len(parts) == 3 {
+		if key, err := base64.StdEncoding.DecodeString(parts[2]); err == nil && len(key) > 0 {
+			switch key[0] {
+			case 0x01:
+				return nil, fmt.Errorf("verifier key %q: a malformed Ed25519 signed-note key", vkey)
+			case CosignatureEd25519, CosignatureMLDSA44:
+			default:
+				return nil, fmt.Errorf("verifier key %q has signature type 0x%02x: want a log key of type 0x01 (Ed25519) or 0x06 (ML-DSA-44)", vkey, key[0])
+			}
 		}
-		return nil, err
 	}
-	return v, nil
+	return NewCosignatureVerifier(vkey)
 }

@@ -181,9 +181,14 @@ func TestNewVerifierOfLogKeys(t *testing.T) {
 	if _, _, err := tlog.GenerateKeyOfType(0x05, "plc.test/tlog"); err == nil || !strings.Contains(err.Error(), "0x05") {
 		t.Fatalf("GenerateKeyOfType(0x05): %v", err)
 	}
-	for _, bad := range []string{"nonsense", "plc.test+00000000+AQ==", "plc.test+00000000+BQAAAA=="} {
-		if _, err := tlog.NewVerifier(bad); err == nil {
-			t.Errorf("NewVerifier(%q) accepted it", bad)
+	for _, tc := range []struct{ vkey, want string }{
+		{"nonsense", "<name>+<hash>+<key>"},
+		{"plc.test+00000000+AQ==", "malformed Ed25519 signed-note key"},
+		{"plc.test+00000000+BQAAAA==", "type 0x05: want a log key of type 0x01 (Ed25519) or 0x06 (ML-DSA-44)"},
+		{"plc.test+00000000+BgAAAA==", "ML-DSA-44 public key"},
+	} {
+		if _, err := tlog.NewVerifier(tc.vkey); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("NewVerifier(%q) = %v, want an error saying %q", tc.vkey, err, tc.want)
 		}
 	}
 	// An ML-DSA-44 private key whose hash does not match is refused.
