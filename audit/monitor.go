@@ -41,7 +41,9 @@ import (
 //     into its own SQLite store through the same ingest as plc import and
 //     plc mirror;
 //   - its own store's tree, which it computes itself, has the checkpoint's
-//     root.
+//     root;
+//   - with a witness policy (MonitorOptions.Policy), the cosignatures of
+//     the policy's witnesses verify and meet its quorum.
 //
 // Its state is a directory: the last verified checkpoint (checkpoint),
 // the replayed log (monitor.sqlite), and an evidence file for each
@@ -78,6 +80,13 @@ const (
 	// KindRootMismatch: the tree the monitor computed from the entries
 	// does not have the checkpoint's root.
 	KindRootMismatch = "root-mismatch"
+	// KindBadCosignature: a cosignature line of a witness of the policy
+	// (its name and key ID) does not verify: a forged or corrupted
+	// cosignature, which the log published.
+	KindBadCosignature = "bad-cosignature"
+	// KindNoQuorum: the checkpoint's valid cosignatures do not meet the
+	// witness policy's quorum.
+	KindNoQuorum = "no-quorum"
 )
 
 // Inconsistency is what a monitor found wrong with the log; the evidence
@@ -114,6 +123,11 @@ type Evidence struct {
 	Tiles map[string][]byte `json:"tiles,omitempty"`
 	// Bundle is an entry bundle that could not be read (when not huge).
 	Bundle []byte `json:"bundle,omitempty"`
+	// Cosigners are the witnesses of the policy (by their verifier keys)
+	// whose cosignatures of Checkpoint verify, InvalidCosigners those
+	// whose cosignature lines do not (KindNoQuorum, KindBadCosignature).
+	Cosigners        []string `json:"cosigners,omitempty"`
+	InvalidCosigners []string `json:"invalidCosigners,omitempty"`
 }
 
 // MonitorOptions configure a Monitor.
@@ -124,6 +138,10 @@ type MonitorOptions struct {
 	Dir string
 	// VKey is the log's checkpoint verifier key.
 	VKey string
+	// Policy, if set, is the witness policy every checkpoint fetched must
+	// meet: its witnesses' cosignatures must verify (other signers are
+	// ignored) and meet its quorum. Its log lines, if any, must name VKey.
+	Policy *plctlog.Policy
 	// Client fetches (nil: one with client.DefaultTimeout).
 	Client *http.Client
 	// Progress receives progress lines (nil: none).
@@ -169,9 +187,14 @@ func OpenMonitor(opts MonitorOptions) (*Monitor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: URL: %w", ErrMonitorUsage, err)
 	}
-	v, err := note.NewVerifier(strings.TrimSpace(opts.VKey))
+	v, err := plctlog.NewVerifier(opts.VKey)
 	if err != nil {
 		return nil, fmt.Errorf("%w: verifier key %q: %v (want the log's <origin>+<hash>+<key>, as plc serve logs it)", ErrMonitorUsage, opts.VKey, err)
+	}
+	if opts.Policy != nil {
+		if err := opts.Policy.CheckLog(opts.VKey); err != nil {
+			return nil, fmt.Errorf("%w: witness policy: %v", ErrMonitorUsage, err)
+		}
 	}
 	if opts.Dir == "" {
 		return nil, fmt.Errorf("%w: no state directory", ErrMonitorUsage)
@@ -432,6 +455,9 @@ func (m *Monitor) Round(ctx context.Context) (MonitorRound, error) {
 		return res, r.fail(KindBadSignature, "%s", signatureProblem(msg, m.verifier, err))
 	}
 	res.Size = body.Size
+	if err := r.checkPolicy(body); err != nil {
+		return res, err
+	}
 	local, err := m.store.TreeSize(ctx)
 	if err != nil {
 		return res, err
@@ -516,6 +542,37 @@ func (m *Monitor) Round(ctx context.Context) (MonitorRound, error) {
 		return res, err
 	}
 	return res, nil
+}
+
+// checkPolicy checks the checkpoint's cosignatures against the witness
+// policy, if any: a policy witness's cosignature that does not verify,
+// or valid ones that do not meet the quorum, is an inconsistency.
+func (r *round) checkPolicy(body plc.CheckpointBody) error {
+	p := r.m.opts.Policy
+	if p == nil {
+		return nil
+	}
+	c := p.Cosignatures(r.msg)
+	r.evidence.Cosigners, r.evidence.InvalidCosigners = c.Verified, c.Invalid
+	names := func(vkeys []string) string {
+		if len(vkeys) == 0 {
+			return "none"
+		}
+		var ns []string
+		for _, v := range vkeys {
+			ns = append(ns, p.Name(v))
+		}
+		return strings.Join(ns, ", ")
+	}
+	if len(c.Invalid) > 0 {
+		return r.fail(KindBadCosignature, "the checkpoint of size %d carries cosignatures by the policy's witnesses %s that do not verify: forged or corrupted",
+			body.Size, names(c.Invalid))
+	}
+	if !p.Satisfied(c.Verified) {
+		return r.fail(KindNoQuorum, "the checkpoint of size %d is cosigned by the policy's witnesses %s, which do not meet its quorum (at least %d cosignatures)",
+			body.Size, names(c.Verified), p.Quorum())
+	}
+	return nil
 }
 
 func b64(h tlog.Hash) string { return base64.StdEncoding.EncodeToString(h[:]) }

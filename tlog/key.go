@@ -18,8 +18,10 @@ import (
 	"github.com/plcdir/plc/oplog"
 )
 
-// Key is a transparency log's checkpoint key: an Ed25519 signed-note key
-// whose name is the log's origin.
+// Key is a transparency log's checkpoint key, whose name is the log's
+// origin: an Ed25519 signed-note key (type 0x01), or an ML-DSA-44
+// tlog-cosignature key (type 0x06), which C2SP tlog-checkpoint
+// recommends a log sign its checkpoints with.
 type Key struct {
 	Signer   note.Signer
 	Verifier note.Verifier
@@ -32,13 +34,36 @@ type Key struct {
 // Origin returns the log's origin: the key's name.
 func (k *Key) Origin() string { return k.Signer.Name() }
 
-// GenerateKey returns a new checkpoint key for origin, as the signed-note
-// private and verifier key strings.
+// GenerateKey returns a new Ed25519 checkpoint key for origin, as the
+// signed-note private and verifier key strings.
 func GenerateKey(origin string) (skey, vkey string, err error) {
+	return GenerateKeyOfType(KeyEd25519, origin)
+}
+
+// The kinds of checkpoint keys, by signed-note signature type.
+const (
+	// KeyEd25519 is a signed-note Ed25519 key (type 0x01).
+	KeyEd25519 byte = 0x01
+	// KeyMLDSA44 is an ML-DSA-44 tlog-cosignature key (type 0x06): the
+	// log signs each checkpoint with a cosignature of its own (a
+	// timestamp, and an ML-DSA-44 signature of the origin, size and
+	// root hash; see SubtreeMessage).
+	KeyMLDSA44 = CosignatureMLDSA44
+)
+
+// GenerateKeyOfType returns a new checkpoint key of type typ (KeyEd25519
+// or KeyMLDSA44) for origin, as private and verifier key strings.
+func GenerateKeyOfType(typ byte, origin string) (skey, vkey string, err error) {
 	if err := checkOrigin(origin); err != nil {
 		return "", "", err
 	}
-	return note.GenerateKey(rand.Reader, origin)
+	switch typ {
+	case KeyEd25519:
+		return note.GenerateKey(rand.Reader, origin)
+	case KeyMLDSA44:
+		return GenerateCosignerKey(CosignatureMLDSA44, origin)
+	}
+	return "", "", fmt.Errorf("checkpoint key type 0x%02x: want 0x01 (Ed25519) or 0x06 (ML-DSA-44)", typ)
 }
 
 // checkOrigin refuses a name the signed-note format cannot carry.
@@ -53,9 +78,14 @@ func checkOrigin(origin string) error {
 // '+' and DEL.
 func notInOrigin(r rune) bool { return r <= ' ' || r == '+' || r == 0x7f }
 
-// ParseKey reads a private key in signed-note form.
+// ParseKey reads a private key in signed-note form: an Ed25519 one, or
+// an ML-DSA-44 one (PRIVATE+KEY+<origin>+<hash>+<base64(0x06 || 32-byte
+// seed)>, see Cosigner).
 func ParseKey(skey string) (*Key, error) {
 	skey = strings.TrimSpace(skey)
+	if k, ok, err := parseMLDSAKey(skey); ok {
+		return k, err
+	}
 	signer, err := note.NewSigner(skey)
 	if err != nil {
 		return nil, errors.New("not a signed-note private key (PRIVATE+KEY+<origin>+<hash>+<key>)")
@@ -80,6 +110,30 @@ func ParseKey(skey string) (*Key, error) {
 		return nil, errors.New("private key's hash does not match its public key")
 	}
 	return &Key{Signer: signer, Verifier: verifier, VKey: vkey}, nil
+}
+
+// parseMLDSAKey parses skey if it is an ML-DSA-44 private key (ok).
+func parseMLDSAKey(skey string) (k *Key, ok bool, err error) {
+	parts := strings.SplitN(skey, "+", 5)
+	if len(parts) != 5 {
+		return nil, false, nil
+	}
+	raw, err := base64.StdEncoding.DecodeString(parts[4])
+	if err != nil || len(raw) == 0 || raw[0] != KeyMLDSA44 {
+		return nil, false, nil
+	}
+	c, err := NewCosigner(skey)
+	if err != nil {
+		return nil, true, err
+	}
+	if err := checkOrigin(c.Name()); err != nil {
+		return nil, true, err
+	}
+	v, err := NewCosignatureVerifier(c.VKey())
+	if err != nil {
+		return nil, true, err
+	}
+	return &Key{Signer: c, Verifier: v, VKey: c.VKey()}, true, nil
 }
 
 // LoadKey reads the key file at path.

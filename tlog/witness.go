@@ -46,9 +46,9 @@ type Witness struct {
 	// URL is the witness's submission prefix (add-checkpoint is POSTed
 	// under it).
 	URL string
-	// VKey is the witness's verifier key: a C2SP tlog-cosignature
-	// (cosignature/v1, signature type 0x04) key,
-	// <name>+<hash>+<base64(0x04 || Ed25519 public key)>.
+	// VKey is the witness's verifier key: a C2SP tlog-cosignature key,
+	// Ed25519 (type 0x04) or ML-DSA-44 (type 0x06); see
+	// NewCosignatureVerifier.
 	VKey string
 	// Client sends the requests (nil: one with client.DefaultTimeout;
 	// each request is bounded by WitnessTimeout anyway).
@@ -63,8 +63,8 @@ type Witness struct {
 }
 
 // ParseWitness parses the flag form of a witness, URL=VKEY: an http(s)
-// URL (without query or fragment) and the witness's cosignature/v1
-// verifier key.
+// URL (without query or fragment) and the witness's cosignature
+// verifier key (see NewCosignatureVerifier).
 func ParseWitness(s string) (*Witness, error) {
 	u, vkey, ok := strings.Cut(strings.TrimSpace(s), "=")
 	if !ok || u == "" || vkey == "" {
@@ -99,12 +99,18 @@ func (w *Witness) String() string {
 }
 
 // NewCosignatureVerifier returns the note.Verifier of a C2SP
-// tlog-cosignature Ed25519 key (signature type 0x04): it checks
-// cosignature/v1 signatures, a timestamp and an Ed25519 signature of
+// tlog-cosignature key, <name>+<hash>+<base64(type || public key)>, of
+// either kind:
 //
-//	"cosignature/v1\ntime <timestamp>\n" || the checkpoint text
+//   - Ed25519 (type 0x04): a timestamp and an Ed25519 signature of
+//     "cosignature/v1\ntime <timestamp>\n" || the checkpoint text
+//     (CosignatureMessage);
+//   - ML-DSA-44 (type 0x06): a timestamp and an ML-DSA-44 signature of
+//     the subtree/v1 message of the checkpoint (SubtreeMessage); a
+//     checkpoint with extension lines, which it would not cover, never
+//     verifies.
 //
-// (golang.org/x/mod/sumdb/note's own verifiers know type 0x01 only).
+// (golang.org/x/mod/sumdb/note's own verifiers know type 0x01 only.)
 // tlog-witness requires witnesses to answer with cosignatures, so plain
 // Ed25519 note keys (type 0x01) are refused with an explanation.
 func NewCosignatureVerifier(vkey string) (note.Verifier, error) {
@@ -126,19 +132,14 @@ func NewCosignatureVerifier(vkey string) (note.Verifier, error) {
 	if err != nil || len(key) == 0 {
 		return nil, fmt.Errorf("verifier key %q: the key is not base64", vkey)
 	}
-	switch {
-	case key[0] == 0x01:
-		return nil, fmt.Errorf("verifier key %q is a plain Ed25519 signed-note key (type 0x01): a witness cosigns with a C2SP tlog-cosignature key (cosignature/v1, type 0x04)", vkey)
-	case key[0] != cosignatureType:
-		return nil, fmt.Errorf("verifier key %q has signature type 0x%02x: want a C2SP tlog-cosignature Ed25519 key (type 0x04)", vkey, key[0])
-	case len(key) != 1+ed25519.PublicKeySize:
-		return nil, fmt.Errorf("verifier key %q: want a 32-byte Ed25519 public key", vkey)
+	v, err := cosignatureVerifierFor(vkey, name, key)
+	if err != nil {
+		return nil, err
 	}
-	hash := keyID(name, key)
-	if hash != binary.BigEndian.Uint32(h) {
-		return nil, fmt.Errorf("verifier key %q: the key hash does not match the key (want %08x)", vkey, hash)
+	if v.KeyHash() != binary.BigEndian.Uint32(h) {
+		return nil, fmt.Errorf("verifier key %q: the key hash does not match the key (want %08x)", vkey, v.KeyHash())
 	}
-	return &cosignatureVerifier{name: name, hash: hash, pub: ed25519.PublicKey(key[1:])}, nil
+	return v, nil
 }
 
 // keyID is the signed-note key ID: SHA-256(name || "\n" || type || key)[:4].

@@ -13,6 +13,7 @@ import (
 	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/audit"
 	"github.com/plcdir/plc/internal/cli"
+	"github.com/plcdir/plc/tlog"
 	"github.com/plcdir/plc/validate"
 )
 
@@ -59,7 +60,7 @@ or read errors.`, e)
 	var verifier note.Verifier
 	if *withProof {
 		var err error
-		if verifier, err = note.NewVerifier(*vkey); err != nil {
+		if verifier, err = tlog.NewVerifier(*vkey); err != nil {
 			return e.Failf(exitUsage, "plc audit verify-log: --proof needs the directory's verifier key: --vkey %q: %v", *vkey, err)
 		}
 	}

@@ -10,9 +10,10 @@ import (
 	"github.com/plcdir/plc/audit"
 	"github.com/plcdir/plc/client"
 	"github.com/plcdir/plc/internal/cli"
+	"github.com/plcdir/plc/tlog"
 )
 
-const monitorUsage = "plc audit monitor URL --state DIR --vkey VKEY [--once] [--interval D]"
+const monitorUsage = "plc audit monitor URL --state DIR --vkey VKEY [--witness-policy FILE] [--once] [--interval D]"
 
 func runAuditMonitor(ctx context.Context, e env, args []string) int {
 	fs := cli.NewFlagSet("monitor", monitorUsage,
@@ -29,7 +30,10 @@ the signed checkpoint (/tlog/checkpoint) and checks:
     its seq is its index + 1, and the did:plc rules accept its op after
     every entry before it (the monitor replays the log into its own
     database, DIR/monitor.sqlite);
-  - that the tree of the replayed entries has the checkpoint's root.
+  - that the tree of the replayed entries has the checkpoint's root;
+  - with --witness-policy FILE (the policy format of plc serve, see the
+    README): that the cosignatures of the policy's witnesses verify
+    (other signers are ignored) and meet its quorum.
 
 On any inconsistency it writes an evidence file in DIR (JSON: the kind,
 the reason, the previous and new checkpoints, the failing proof, tiles or
@@ -43,12 +47,14 @@ errors.`, e)
 	f := cli.NewFlags(fs, e)
 	var (
 		state, vkey string
+		policyFile  string
 		once        bool
 		interval    time.Duration
 		timeout     time.Duration
 	)
 	f.Str(&state, "state", "PLC_MONITOR_STATE", "", "state directory: the last verified checkpoint, the replayed log, evidence files (required)")
 	f.Str(&vkey, "vkey", "PLC_MONITOR_VKEY", "", "the log's checkpoint verifier key (required)")
+	f.Str(&policyFile, "witness-policy", "PLC_MONITOR_WITNESS_POLICY", "", "witness policy file: every checkpoint must carry valid cosignatures meeting its quorum")
 	f.Bool(&once, "once", "PLC_MONITOR_ONCE", "run one round and exit")
 	f.Duration(&interval, "interval", "PLC_MONITOR_INTERVAL", 10*time.Second, "time between rounds")
 	f.Duration(&timeout, "timeout", "PLC_MONITOR_TIMEOUT", client.DefaultTimeout, "timeout of each HTTP request")
@@ -73,10 +79,19 @@ errors.`, e)
 	case timeout <= 0:
 		return fail("--timeout must be positive")
 	}
+	var policy *tlog.Policy
+	if policyFile != "" {
+		p, err := tlog.ReadPolicyFile(policyFile)
+		if err != nil {
+			return fail("--witness-policy: %v", err)
+		}
+		policy = p
+	}
 	m, err := audit.OpenMonitor(audit.MonitorOptions{
 		URL:      pos[0],
 		Dir:      state,
 		VKey:     vkey,
+		Policy:   policy,
 		Client:   &http.Client{Timeout: timeout},
 		Progress: prefixWriter{e, "plc audit monitor: "},
 	})

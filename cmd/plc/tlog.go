@@ -25,6 +25,13 @@ type tlogConfig struct {
 	// Witnesses are URL=VKEY pairs; validate parses them into witnesses.
 	Witnesses []string
 	witnesses []*tlog.Witness
+	// WitnessPolicy is a witness policy file (tlog.Policy's format), the
+	// other way to name the witnesses, with a quorum.
+	WitnessPolicy string
+	policy        *tlog.Policy
+	// quorum is how many of the witnesses must cosign a checkpoint: the
+	// policy's (tlog.Policy.Quorum), or all of those given by --witness.
+	quorum int
 	// StartupCheck is how the derived state (nullified, signer indexes)
 	// is checked at startup: "full" (every signature) or "quick" (the
 	// chains replayed with the stored signer indexes; the signatures of
@@ -41,19 +48,34 @@ func tlogFlags(f *cli.Flags, c *tlogConfig) {
 		_, err := tlog.ParseWitness(s)
 		return err
 	})
+	f.Str(&c.WitnessPolicy, "witness-policy", "PLC_WITNESS_POLICY", "", "witness policy file: the witnesses (with URLs) and the quorum of their cosignatures each checkpoint needs (see README); instead of --witness")
 }
 
 func (c *tlogConfig) validate() error {
 	if c.StartupCheck != "quick" && c.StartupCheck != "full" {
 		return fmt.Errorf("--startup-check %q: want quick or full", c.StartupCheck)
 	}
-	c.witnesses = nil
+	c.witnesses, c.policy, c.quorum = nil, nil, 0
 	for _, s := range c.Witnesses {
 		w, err := tlog.ParseWitness(s)
 		if err != nil {
 			return fmt.Errorf("--witness %q: %v", s, err)
 		}
 		c.witnesses = append(c.witnesses, w)
+	}
+	c.quorum = len(c.witnesses)
+	if c.WitnessPolicy != "" {
+		if len(c.Witnesses) > 0 {
+			return errors.New("--witness-policy and --witness: name the witnesses in one of them (the policy file, to set a quorum)")
+		}
+		p, err := tlog.ReadPolicyFile(c.WitnessPolicy)
+		if err != nil {
+			return fmt.Errorf("--witness-policy: %w", err)
+		}
+		if err := p.CheckReachable(); err != nil {
+			return fmt.Errorf("--witness-policy %s: %w", c.WitnessPolicy, err)
+		}
+		c.policy, c.witnesses, c.quorum = p, p.Witnesses(), p.Quorum()
 	}
 	if c.Origin != "" {
 		if _, _, err := tlog.GenerateKey(c.Origin); err != nil {
@@ -81,6 +103,11 @@ func openTLog(ctx context.Context, c *serveConfig, store oplog.Store, logger *sl
 	}
 	if err != nil {
 		return nil, err
+	}
+	if p := c.TLog.policy; p != nil {
+		if err := p.CheckLog(key.VKey); err != nil {
+			return nil, fmt.Errorf("--witness-policy %s: %w", c.TLog.WitnessPolicy, err)
+		}
 	}
 	tl := tlog.New(store, key, tlog.Options{Logger: logger, Witnesses: c.TLog.witnesses})
 	// The tree and the derived state are checked side by side: each reads
@@ -164,21 +191,27 @@ func checkDerived(ctx context.Context, mode string, store oplog.Store, tl *tlog.
 }
 
 func runKeygen(ctx context.Context, e env, args []string) int {
-	fs := cli.NewFlagSet("keygen", "plc keygen --out FILE [--origin NAME]",
-		`Writes a new Ed25519 transparency-log checkpoint key to FILE (mode 0600;
+	fs := cli.NewFlagSet("keygen", "plc keygen --out FILE [--origin NAME] [--type ed25519|ml-dsa-44]",
+		`Writes a new transparency-log checkpoint key to FILE (mode 0600;
 an existing file is never overwritten) and prints its verifier key, which
 monitors, witnesses and plc audit use to check the log's checkpoints. The
 origin names the log in its checkpoints: use the directory's host name.
 Pass the file to plc serve or plc mirror with --checkpoint-key.`, e)
 	out := fs.String("out", "", "key file to create (required)")
 	origin := fs.String("origin", tlog.DefaultOrigin(), "the log's origin (the key's name)")
+	typ := fs.String("type", "ed25519", "the key's kind: ed25519 (signed-note Ed25519, which the most verifiers read) or ml-dsa-44 (a C2SP tlog-cosignature ML-DSA-44 key, as tlog-checkpoint recommends; post-quantum)")
 	if code, done := cli.ParseFlags(fs, args); done {
 		return code
 	}
 	if *out == "" || fs.NArg() > 0 {
-		return e.Failf(exitUsage, "plc keygen: want --out FILE and no arguments\nUsage: plc keygen --out FILE [--origin NAME]")
+		return e.Failf(exitUsage, "plc keygen: want --out FILE and no arguments\nUsage: plc keygen --out FILE [--origin NAME] [--type ed25519|ml-dsa-44]")
 	}
-	skey, vkey, err := tlog.GenerateKey(*origin)
+	kinds := map[string]byte{"ed25519": tlog.KeyEd25519, "ml-dsa-44": tlog.KeyMLDSA44}
+	kind, ok := kinds[*typ]
+	if !ok {
+		return e.Failf(exitUsage, "plc keygen: --type %q: want ed25519 or ml-dsa-44", *typ)
+	}
+	skey, vkey, err := tlog.GenerateKeyOfType(kind, *origin)
 	if err != nil {
 		return e.Failf(exitUsage, "plc keygen: %v", err)
 	}
