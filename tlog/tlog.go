@@ -312,6 +312,10 @@ func (t *TLog) missingCosignatures() bool {
 	return slices.Contains(t.cosigners(cp.Note), false)
 }
 
+// signAttempts bounds the signing rounds of a request that needs a
+// checkpoint covering an op.
+const signAttempts = 3
+
 // CheckpointNote returns the latest checkpoint's note (with cosignatures),
 // signing the first one if none exists yet.
 func (t *TLog) CheckpointNote(ctx context.Context) (oplog.Checkpoint, error) {
@@ -344,9 +348,11 @@ func (t *TLog) InclusionProofs(ctx context.Context, seqs []int64) (oplog.Checkpo
 	if err != nil {
 		return cp, nil, err
 	}
-	if slices.Max(append(seqs, 0)) > cp.Size {
-		// An op newer than the checkpoint: wait for the next one (at most
-		// Interval away) rather than answer without its proof.
+	// An op newer than the checkpoint: wait for the next one (at most
+	// Interval away) rather than answer without its proof. The signer of
+	// the next one may be another caller that read the tree before the op
+	// was committed: then sign again.
+	for attempt := 0; slices.Max(append(seqs, 0)) > cp.Size && attempt < signAttempts; attempt++ {
 		if wait := t.opts.Interval - t.opts.Now().Sub(cp.SignedAt); wait > 0 {
 			if err := t.opts.Wait(ctx, wait); err != nil {
 				return cp, nil, err

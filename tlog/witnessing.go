@@ -74,17 +74,17 @@ type WitnessStatus struct {
 	// Name is the witness's key name.
 	Name string `json:"name"`
 	// CosignedSize is the tree size it last cosigned (-1: none since start).
-	CosignedSize int64 `json:"cosigned_size"`
+	CosignedSize int64 `json:"cosignedSize"`
 	// LastSuccess is when it last cosigned (nil: not since start).
-	LastSuccess *time.Time `json:"last_success"`
+	LastSuccess *time.Time `json:"lastSuccess"`
 	// ConsecutiveFailures counts its failures since its last success.
-	ConsecutiveFailures int64 `json:"consecutive_failures"`
+	ConsecutiveFailures int64 `json:"consecutiveFailures"`
 	// FailuresTotal counts its failures since start.
-	FailuresTotal int64 `json:"failures_total"`
+	FailuresTotal int64 `json:"failuresTotal"`
 	// ClaimedSize, when set, is a tree size larger than the log's latest
 	// checkpoint that the witness claimed to have cosigned: not trusted,
 	// and evidence of a fork or a rolled-back database.
-	ClaimedSize int64 `json:"claimed_size,omitempty"`
+	ClaimedSize int64 `json:"claimedSize,omitempty"`
 }
 
 // witnessMetrics are the per-witness metrics; the witness label is the
