@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	sumdb "golang.org/x/mod/sumdb/tlog"
 
 	"github.com/plcdir/plc/oplog"
@@ -304,6 +305,13 @@ func TestWitnessHealthAndMetrics(t *testing.T) {
 		t.Fatalf("health: %+v", h)
 	}
 
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if problems, err := promlint.NewWithMetricFamilies(mfs).Lint(); err != nil || len(problems) != 0 {
+		t.Errorf("the metrics do not lint: %+v %v", problems, err)
+	}
 	for _, tc := range []struct {
 		metric, witness string
 		want            float64
