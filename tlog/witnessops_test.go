@@ -431,3 +431,54 @@ func TestWitnessClaimingALargerTreeIsReportedNotTrusted(t *testing.T) {
 		t.Fatalf("the witness saw %+v", got)
 	}
 }
+
+// TestASlowWitnessHoldsBackNoOther: while one witness takes its time, the
+// other cosigns every new checkpoint and the quorum it makes is met; the
+// slow one has one request in flight at a time and is then asked about
+// the latest checkpoint only, with a proof from the size it cosigned.
+func TestASlowWitnessHoldsBackNoOther(t *testing.T) {
+	lines := storetest.Corpus(t, 21, 150)
+	s, _ := storetest.SQLite(t)
+	key := newKey(t, "plc.test")
+	fast := newTestWitness(t, "fast.example/witness", key.VKey)
+	slow := newTestWitness(t, "slow.example/witness", key.VKey)
+	release, answered := make(chan struct{}), make(chan struct{})
+	var releaseOnce sync.Once
+	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) })
+	slow.mu.Lock()
+	slow.before = func() { <-release }
+	slow.mu.Unlock()
+	storetest.Load(t, s, lines[:50])
+	r := newRunner(t)
+	tl, logs := witnessLog(t, s, key, r, 1, fast.witness(t), slow.witness(t))
+	r.start(t, tl) // signs 50
+
+	ctx := context.Background()
+	for _, n := range []int{50, 100, 150} {
+		if n > 50 {
+			storetest.Load(t, s, lines[n-50:n])
+		}
+		cp, proofs, err := tl.InclusionProofs(ctx, []int64{int64(n)})
+		if err != nil || cp.Size != int64(n) || proofs[int64(n)] == nil {
+			t.Fatalf("InclusionProofs(%d): size %d, %v", n, cp.Size, err)
+		}
+		if have, need := tl.Cosignatures(cp.Note); have != 1 || need != 1 {
+			t.Fatalf("checkpoint %d: %d/%d cosignatures\n%s", n, have, need, logs.String())
+		}
+	}
+	if got := slow.reqs(); len(got) != 1 || got[0].size != 50 {
+		t.Fatalf("the slow witness saw %+v, want one request (size 50) in flight", got)
+	}
+	slow.mu.Lock()
+	slow.before = func() { close(answered) }
+	slow.mu.Unlock()
+	releaseOnce.Do(func() { close(release) })
+	<-answered
+	got := slow.reqs()
+	if len(got) != 2 || got[1].old != 50 || got[1].size != 150 || got[1].proof == 0 || got[1].status != 200 {
+		t.Fatalf("the slow witness saw %+v, want then the latest checkpoint (150) from 50\n%s", got, logs.String())
+	}
+	if got := fast.reqs(); len(got) != 3 {
+		t.Fatalf("the fast witness saw %+v, want each checkpoint", got)
+	}
+}
