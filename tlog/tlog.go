@@ -45,8 +45,10 @@ type Options struct {
 	// Interval is the least time between two checkpoints (default 1s),
 	// across every process signing for the log (by their signing times).
 	Interval time.Duration
-	// Wait sleeps for d or until ctx ends (default: a timer); tests
-	// inject their own.
+	// Wait sleeps for d or until ctx ends (default: a timer): Run's
+	// Interval between rounds, a proof request's wait for the next
+	// checkpoint, and the quorum timer (QuorumTimeout); tests inject
+	// their own.
 	Wait func(ctx context.Context, d time.Duration) error
 	// Witnesses are asked to cosign every checkpoint the log publishes
 	// (while Run runs).

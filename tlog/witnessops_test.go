@@ -482,3 +482,40 @@ func TestASlowWitnessHoldsBackNoOther(t *testing.T) {
 		t.Fatalf("the fast witness saw %+v, want each checkpoint", got)
 	}
 }
+
+// TestCheckpointOfAFreshLogIsServedCosigned: GET /tlog/checkpoint on a log
+// with no ops serves its first checkpoint with the witness's cosignature.
+func TestCheckpointOfAFreshLogIsServedCosigned(t *testing.T) {
+	s, _ := storetest.SQLite(t)
+	key := newKey(t, "plc.test")
+	w := newTestWitness(t, "w.example/witness", key.VKey)
+	r := newRunner(t)
+	tl, logs := witnessLog(t, s, key, r, 0, w.witness(t))
+	srv := httptest.NewServer(tl)
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		for { // let Run's rounds pass
+			select {
+			case <-r.idle:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	done := make(chan struct{})
+	go func() { defer close(done); tl.Run(ctx, nil) }()
+	defer func() { cancel(); <-done }()
+
+	resp, err := http.Get(srv.URL + "/tlog/checkpoint")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if q, c := resp.Header.Get(tlog.HeaderWitnessQuorum), resp.Header.Get(tlog.HeaderWitnessCosignatures); resp.StatusCode != 200 || q != "met" || c != "1/1" {
+		t.Fatalf("GET /tlog/checkpoint: %d, %q %q\n%s", resp.StatusCode, q, c, logs.String())
+	}
+	if cp, names := wtCosigners(t, s, key, w); cp.Size != 0 || len(names) != 1 {
+		t.Fatalf("checkpoint of size %d cosigned by %v", cp.Size, names)
+	}
+}
