@@ -278,12 +278,15 @@ func (t *TLog) witnessWorker(ctx context.Context, s *witnessState) {
 		}
 	}
 	for first := true; ; first = false {
+		// The latest checkpoint is read under wmu, so that one published
+		// while the worker decides to end finds it idle (offer holds wmu
+		// too).
+		t.wmu.Lock()
 		cp, ok := t.current()
 		var by []bool
 		if ok {
 			by = t.cosigners(cp.Note)
 		}
-		t.wmu.Lock()
 		// Once Run stops, the request a worker was started for is still
 		// made; no further one.
 		if !ok || (!first && t.runCtx == nil) || ctx.Err() != nil || !t.due(s, &cp, by[idx]) {
