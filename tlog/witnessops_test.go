@@ -519,3 +519,25 @@ func TestCheckpointOfAFreshLogIsServedCosigned(t *testing.T) {
 		t.Fatalf("checkpoint of size %d cosigned by %v", cp.Size, names)
 	}
 }
+
+// TestCosignaturesFromTwoProcessesAreMergedNotDropped: two processes
+// sharing the store, each with its witness, cosign the same checkpoint at
+// the same time; the one whose compare-and-swap loses adds its
+// cosignature to the other's note instead of dropping it.
+func TestCosignaturesFromTwoProcessesAreMergedNotDropped(t *testing.T) {
+	s, _ := storetest.SQLite(t)
+	key := newKey(t, "plc.test")
+	w1 := newTestWitness(t, "w1.example/witness", key.VKey)
+	w2 := newTestWitness(t, "w2.example/witness", key.VKey)
+	storetest.Load(t, s, storetest.Corpus(t, 21, 30))
+	if _, _, err := tlog.New(s, key, tlog.Options{}).Sign(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := roundLog(t, s, key, time.Now, w2.witness(t))
+	hooked := &swapHook{Store: s, before: func() { witnessRound(t, b) }}
+	a, logs := roundLog(t, hooked, key, time.Now, w1.witness(t))
+	witnessRound(t, a)
+	if cp, names := wtCosigners(t, s, key, w1, w2); cp.Size != 30 || len(names) != 2 {
+		t.Fatalf("checkpoint of size %d cosigned by %v, want both\n%s", cp.Size, names, logs.String())
+	}
+}
