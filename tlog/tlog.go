@@ -57,6 +57,11 @@ type Options struct {
 	// count as witnessed; 0 means all of them (when there are any). A
 	// quorum larger than len(Witnesses) is never met.
 	Quorum int
+	// QuorumMet, if set, is the rule instead of counting to Quorum: it
+	// reports whether the witnesses with the verifier keys cosigned (their
+	// cosignatures verified) meet the quorum, as a witness policy with
+	// groups decides (its Satisfied). Quorum is then only reported.
+	QuorumMet func(cosigned []string) bool
 	// QuorumTimeout bounds how long a request for the checkpoint or for
 	// inclusion proofs waits for the quorum's cosignatures of the
 	// checkpoint it needs (default DefaultQuorumTimeout). Requests for

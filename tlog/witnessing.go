@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -434,22 +435,29 @@ func (t *TLog) cosigners(note []byte) []bool {
 // cosigned the checkpoint note, verified, and how many the quorum needs
 // (Options.Quorum; 0 without witnesses).
 func (t *TLog) Cosignatures(note []byte) (have, need int) {
+	return len(t.cosignedKeys(note)), t.quorum()
+}
+
+// cosignedKeys returns the verifier keys of the witnesses whose
+// cosignatures in note verify, each once.
+func (t *TLog) cosignedKeys(note []byte) []string {
 	if len(t.opts.Witnesses) == 0 {
-		return 0, 0
+		return nil
 	}
-	by := t.cosigners(note)
-	seen := map[string]bool{}
-	for i, ok := range by {
-		if k := t.opts.Witnesses[i].VKey; ok && !seen[k] {
-			seen[k] = true
-			have++
+	var keys []string
+	for i, ok := range t.cosigners(note) {
+		if k := t.opts.Witnesses[i].VKey; ok && !slices.Contains(keys, k) {
+			keys = append(keys, k)
 		}
 	}
-	return have, t.quorum()
+	return keys
 }
 
 // quorum is how many witnesses must cosign.
 func (t *TLog) quorum() int {
+	if len(t.opts.Witnesses) == 0 {
+		return 0
+	}
 	if t.opts.Quorum <= 0 {
 		return len(t.opts.Witnesses)
 	}
@@ -457,10 +465,16 @@ func (t *TLog) quorum() int {
 }
 
 // witnessed reports whether note carries the quorum (always, without
-// witnesses).
+// witnesses): Options.QuorumMet decides when set, else the count.
 func (t *TLog) witnessed(note []byte) bool {
-	have, need := t.Cosignatures(note)
-	return have >= need
+	if len(t.opts.Witnesses) == 0 {
+		return true
+	}
+	keys := t.cosignedKeys(note)
+	if t.opts.QuorumMet != nil {
+		return t.opts.QuorumMet(keys)
+	}
+	return len(keys) >= t.quorum()
 }
 
 // quorumWait is the shared timer of the requests waiting for one
@@ -550,7 +564,7 @@ func (t *TLog) SetWitnessHeaders(h http.Header, note []byte) {
 	}
 	have, need := t.Cosignatures(note)
 	q := "met"
-	if have < need {
+	if !t.witnessed(note) {
 		q = "missing"
 	}
 	h.Set(HeaderWitnessQuorum, q)

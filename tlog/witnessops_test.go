@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -238,6 +239,26 @@ func TestQuorumWaitIsBoundedAndShared(t *testing.T) {
 		}
 		if r.timers.Load() != 0 {
 			t.Fatal("waited for a quorum already met")
+		}
+	})
+	t.Run("TheRuleDecidesOverTheCount", func(t *testing.T) {
+		// A policy's rule: the down witness is needed, whatever the count.
+		r := newRunner(t)
+		tl := tlog.New(s, key, tlog.Options{
+			Interval: time.Nanosecond, Wait: r.wait, QuorumTimeout: testQuorumTimeout,
+			Witnesses: []*tlog.Witness{up.witness(t), down.witness(t)}, Quorum: 1,
+			QuorumMet: func(keys []string) bool { return slices.Contains(keys, down.vkey) },
+		})
+		r.start(t, tl)
+		close(r.timeout)
+		cp, witnessed, err := tl.WitnessedCheckpoint(context.Background())
+		if err != nil || witnessed {
+			t.Fatalf("WitnessedCheckpoint: witnessed %v, %v", witnessed, err)
+		}
+		h := http.Header{}
+		tl.SetWitnessHeaders(h, cp.Note)
+		if h.Get(tlog.HeaderWitnessQuorum) != "missing" || h.Get(tlog.HeaderWitnessCosignatures) != "1/1" {
+			t.Fatalf("headers %v", h)
 		}
 	})
 }
