@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math"
 	"net/http"
 	"sort"
@@ -97,7 +98,8 @@ type Config struct {
 	// Extra, if set, serves GET /_mirror/divergences (else 404).
 	Extra http.Handler
 	// TLog, if set, is the directory's transparency log: it serves GET
-	// /tlog/… and the inclusion proofs of GET /:did/log/audit?proof=true.
+	// /tlog/… and the inclusion proofs of GET /:did/log/audit?proof=true,
+	// and adds its witnesses' state to GET /_health.
 	TLog TLog
 	// UI, if set, serves the web pages for people (package web): GET /,
 	// GET /ui and GET /ui/…. Nil: / answers 404 as before. No API route
@@ -111,7 +113,15 @@ type TLog interface {
 	http.Handler
 	// InclusionProofs returns the latest checkpoint and the inclusion
 	// proofs against it of the ops with seqs (none for ops newer than it).
+	// With witnesses, it waits (bounded) for a checkpoint that carries the
+	// witness quorum's cosignatures.
 	InclusionProofs(ctx context.Context, seqs []int64) (oplog.Checkpoint, map[int64][]tlog.Hash, error)
+	// SetWitnessHeaders sets the headers that say whether the checkpoint
+	// note carries the witness quorum (nothing without witnesses).
+	SetWitnessHeaders(h http.Header, note []byte)
+	// Health returns fields for GET /_health (the witnesses' state), or
+	// nil.
+	Health() map[string]any
 }
 
 // Server is the directory's HTTP API. It implements http.Handler; the
@@ -155,8 +165,19 @@ func (s *Server) health(c *gin.Context) {
 	}
 	b = append(b, `,"seq":`...)
 	b = strconv.AppendInt(b, seq, 10)
+	var extra map[string]any
+	if s.tlog != nil {
+		extra = s.tlog.Health()
+	}
 	if s.health2 != nil {
-		extra := s.health2()
+		more := s.health2()
+		if extra == nil {
+			extra = more
+		} else {
+			maps.Copy(extra, more)
+		}
+	}
+	if extra != nil {
 		keys := make([]string, 0, len(extra))
 		for k := range extra {
 			keys = append(keys, k)
@@ -302,6 +323,7 @@ func (s *Server) auditLog(c *gin.Context) error {
 		if cp, proofs, err = s.tlog.InclusionProofs(c.Request.Context(), seqs); err != nil {
 			return fmt.Errorf("inclusion proofs: %w", err)
 		}
+		s.tlog.SetWitnessHeaders(c.Writer.Header(), cp.Note)
 	}
 	b := []byte{'['}
 	for i := range ops {

@@ -2,8 +2,10 @@
 // op log (leaf i is the op with seq i+1, package plc's Leaf), whose hashes
 // oplog stores with the ops. TLog signs checkpoints of it, only once the
 // tree is proved to extend the latest one, by compare-and-swap (processes
-// sharing a store never sign a fork); asks witnesses (C2SP tlog-witness)
-// to cosign them, a witness that fails costing only its cosignature;
+// sharing a store never sign a fork); sends every checkpoint it publishes,
+// whoever signed it, to its witnesses (C2SP tlog-witness), a witness that
+// fails costing only its cosignature, and lets a request wait, bounded,
+// for the witness quorum's cosignatures;
 // serves checkpoint, tiles, entry bundles and proofs (C2SP tlog-tiles);
 // and at startup refuses a store whose ops do not hash to its tree and
 // checkpoint or that holds ops it never wrote. OpenKey never creates a

@@ -52,12 +52,13 @@ func writeError(w http.ResponseWriter, code int, msg string) {
 }
 
 func (t *TLog) serveCheckpoint(w http.ResponseWriter, r *http.Request) {
-	cp, err := t.CheckpointNote(r.Context())
+	cp, _, err := t.WitnessedCheckpoint(r.Context())
 	if err != nil {
 		t.opts.Logger.Error("read the checkpoint", "err", err)
 		writeError(w, http.StatusServiceUnavailable, "the checkpoint is not available")
 		return
 	}
+	t.SetWitnessHeaders(w.Header(), cp.Note)
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.Write(cp.Note)

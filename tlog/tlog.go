@@ -45,11 +45,28 @@ type Options struct {
 	// Interval is the least time between two checkpoints (default 1s),
 	// across every process signing for the log (by their signing times).
 	Interval time.Duration
-	// Wait sleeps for d or until ctx ends (default: a timer); tests
-	// inject their own.
+	// Wait sleeps for d or until ctx ends (default: a timer): Run's
+	// Interval between rounds, a proof request's wait for the next
+	// checkpoint, and the quorum timer (QuorumTimeout); tests inject
+	// their own.
 	Wait func(ctx context.Context, d time.Duration) error
-	// Witnesses are asked to cosign each new checkpoint.
+	// Witnesses are asked to cosign every checkpoint the log publishes
+	// (while Run runs).
 	Witnesses []*Witness
+	// Quorum is how many of Witnesses must cosign a checkpoint for it to
+	// count as witnessed; 0 means all of them (when there are any). A
+	// quorum larger than len(Witnesses) is never met.
+	Quorum int
+	// QuorumMet, if set, is the rule instead of counting to Quorum: it
+	// reports whether the witnesses with the verifier keys cosigned (their
+	// cosignatures verified) meet the quorum, as a witness policy with
+	// groups decides (its Satisfied). Quorum is then only reported.
+	QuorumMet func(cosigned []string) bool
+	// QuorumTimeout bounds how long a request for the checkpoint or for
+	// inclusion proofs waits for the quorum's cosignatures of the
+	// checkpoint it needs (default DefaultQuorumTimeout). Requests for
+	// one checkpoint share one timer, started by the first of them.
+	QuorumTimeout time.Duration
 }
 
 // TLog is a directory's transparency log: it signs checkpoints over the
@@ -60,9 +77,22 @@ type TLog struct {
 	key   *Key
 	opts  Options
 
-	mu     sync.Mutex
-	latest *oplog.Checkpoint // nil: not read yet
-	tiles  *tileCache
+	mu      sync.Mutex
+	latest  *oplog.Checkpoint // nil: not read yet
+	updated chan struct{}     // closed and replaced when latest changes
+	tiles   *tileCache
+
+	// Witnessing (witnessing.go).
+	metrics *witnessMetrics
+	wmu     sync.Mutex
+	wstate  []*witnessState // one per Options.Witnesses
+	runCtx  context.Context // set while Run runs: witness workers start under it
+	workers sync.WaitGroup
+	qwait   *quorumWait
+	mergeMu sync.Mutex // serialises this process's cosignature merges
+	cmu     sync.Mutex // guards the cosigners cache
+	cnote   []byte
+	cby     []bool
 }
 
 // New returns the transparency log of store, signing with key.
@@ -75,7 +105,10 @@ func New(store oplog.Store, key *Key, opts Options) *TLog {
 	if opts.Wait == nil {
 		opts.Wait = defaults.Sleep
 	}
-	return &TLog{store: store, key: key, opts: opts, tiles: newTileCache(4096)}
+	defaults.Positive(&opts.QuorumTimeout, DefaultQuorumTimeout)
+	t := &TLog{store: store, key: key, opts: opts, tiles: newTileCache(4096)}
+	t.initWitnessing()
+	return t
 }
 
 // Key returns the log's checkpoint key.
@@ -147,11 +180,9 @@ func (t *TLog) Check(ctx context.Context, progress func(seq int64)) error {
 			return &StartupError{fmt.Sprintf("the ops recompute to another tree than the latest signed checkpoint (size %d): history was rewritten", cp.Size)}
 		}
 	}
-	t.mu.Lock()
 	if hasCheckpoint {
-		t.latest = &cp
+		t.publish(cp)
 	}
-	t.mu.Unlock()
 	return nil
 }
 
@@ -162,11 +193,7 @@ func (t *TLog) Latest(ctx context.Context) (oplog.Checkpoint, error) {
 	if err != nil {
 		return cp, err
 	}
-	t.mu.Lock()
-	if t.latest == nil || cp.Size >= t.latest.Size {
-		t.latest = &cp
-	}
-	t.mu.Unlock()
+	t.publish(cp)
 	return cp, nil
 }
 
@@ -188,6 +215,7 @@ func (t *TLog) Sign(ctx context.Context) (oplog.Checkpoint, bool, error) {
 		return prev, false, err
 	}
 	if old != nil && (size <= old.Size || t.opts.Now().Sub(old.SignedAt) < t.opts.Interval) {
+		t.publish(prev)         // perhaps another process's, or cosigned since
 		return prev, false, nil // nothing new, or signed less than Interval ago
 	}
 	root, err := sumdb.TreeHash(size, oplog.HashReader(ctx, t.store))
@@ -213,9 +241,7 @@ func (t *TLog) Sign(ctx context.Context) (oplog.Checkpoint, bool, error) {
 		}
 		return prev, false, err
 	}
-	t.mu.Lock()
-	t.latest = &next
-	t.mu.Unlock()
+	t.publish(next)
 	return next, true, nil
 }
 
@@ -237,14 +263,22 @@ func (t *TLog) checkExtends(ctx context.Context, old *oplog.Checkpoint, size int
 }
 
 // Run signs a checkpoint whenever the log grew, at most once per
-// Interval, until ctx ends. changed returns a channel closed at the next
-// commit (oplog.Log.Changed); nil polls every Interval instead.
+// Interval, and has the witnesses cosign every checkpoint the log
+// publishes (whoever signed it), until ctx ends. changed returns a
+// channel closed at the next commit (oplog.Log.Changed); nil polls every
+// Interval instead. While a witness's cosignature of the latest checkpoint
+// is missing, Run polls the store every Interval (another process sharing
+// it may sign or cosign) and asks a failed witness again after
+// WitnessRetry. Run returns once the witness requests in flight ended.
 func (t *TLog) Run(ctx context.Context, changed func() <-chan struct{}) {
+	t.startWitnessing(ctx)
+	defer t.stopWitnessing()
 	for {
 		var ch <-chan struct{}
 		if changed != nil {
 			ch = changed()
 		}
+		upd := t.updates()
 		cp, signed, err := t.Sign(ctx)
 		switch {
 		case ctx.Err() != nil:
@@ -253,23 +287,41 @@ func (t *TLog) Run(ctx context.Context, changed func() <-chan struct{}) {
 			t.opts.Logger.Error("signing a checkpoint failed", "err", err)
 		case signed:
 			t.opts.Logger.Debug("checkpoint signed", "size", cp.Size)
-			t.cosign(ctx, cp)
 		}
+		t.offer() // a checkpoint signed elsewhere, or a witness to ask again
 		if err := t.opts.Wait(ctx, t.opts.Interval); err != nil {
 			return
 		}
 		if size, err := t.store.TreeSize(ctx); err == nil && cp.Size < size {
 			continue // grew while waiting: sign now
 		}
+		if t.missingCosignatures() {
+			continue // poll: cosignatures may come from elsewhere, retries are due
+		}
 		if ch != nil {
 			select {
 			case <-ch:
+			case <-upd:
 			case <-ctx.Done():
 				return
 			}
 		}
 	}
 }
+
+// missingCosignatures reports whether a configured witness has not
+// cosigned the latest checkpoint this process knows.
+func (t *TLog) missingCosignatures() bool {
+	cp, ok := t.current()
+	if !ok || len(t.opts.Witnesses) == 0 {
+		return false
+	}
+	return slices.Contains(t.cosigners(cp.Note), false)
+}
+
+// signAttempts bounds the signing rounds of a request that needs a
+// checkpoint covering an op.
+const signAttempts = 3
 
 // CheckpointNote returns the latest checkpoint's note (with cosignatures),
 // signing the first one if none exists yet.
@@ -281,16 +333,33 @@ func (t *TLog) CheckpointNote(ctx context.Context) (oplog.Checkpoint, error) {
 	return cp, err
 }
 
+// WitnessedCheckpoint is CheckpointNote, waiting (see Options.QuorumTimeout)
+// for the checkpoint to carry the witness quorum's cosignatures. witnessed
+// is false when the wait ended without the quorum: cp is then the best
+// checkpoint the log has.
+func (t *TLog) WitnessedCheckpoint(ctx context.Context) (cp oplog.Checkpoint, witnessed bool, err error) {
+	if cp, err = t.CheckpointNote(ctx); err != nil {
+		return cp, false, err
+	}
+	return t.awaitQuorum(ctx, cp)
+}
+
 // InclusionProofs returns proofs for the ops with seqs against the latest
-// checkpoint; ops newer than it get none (they will be in the next).
+// checkpoint; ops newer than it get none (they will be in the next). With
+// witnesses, it waits (see Options.QuorumTimeout) for a checkpoint that
+// carries the quorum's cosignatures and proves against it; when the wait
+// ends without the quorum, it proves against the best checkpoint it has
+// (Cosignatures of its note says how many witnesses cosigned it).
 func (t *TLog) InclusionProofs(ctx context.Context, seqs []int64) (oplog.Checkpoint, map[int64][]sumdb.Hash, error) {
 	cp, err := t.CheckpointNote(ctx)
 	if err != nil {
 		return cp, nil, err
 	}
-	if slices.Max(append(seqs, 0)) > cp.Size {
-		// An op newer than the checkpoint: wait for the next one (at most
-		// Interval away) rather than answer without its proof.
+	// An op newer than the checkpoint: wait for the next one (at most
+	// Interval away) rather than answer without its proof. The signer of
+	// the next one may be another caller that read the tree before the op
+	// was committed: then sign again.
+	for attempt := 0; slices.Max(append(seqs, 0)) > cp.Size && attempt < signAttempts; attempt++ {
 		if wait := t.opts.Interval - t.opts.Now().Sub(cp.SignedAt); wait > 0 {
 			if err := t.opts.Wait(ctx, wait); err != nil {
 				return cp, nil, err
@@ -299,6 +368,9 @@ func (t *TLog) InclusionProofs(ctx context.Context, seqs []int64) (oplog.Checkpo
 		if cp, _, err = t.Sign(ctx); err != nil {
 			return cp, nil, err
 		}
+	}
+	if cp, _, err = t.awaitQuorum(ctx, cp); err != nil {
+		return cp, nil, err
 	}
 	out := make(map[int64][]sumdb.Hash, len(seqs))
 	r := oplog.HashReader(ctx, t.store)

@@ -34,9 +34,6 @@ const (
 	maxWitnessResponse = 64 << 10
 	// maxProofLines is the most consistency proof lines tlog-witness allows.
 	maxProofLines = 63
-	// cosignatureType is the signed-note signature type of Ed25519
-	// cosignature/v1 keys.
-	cosignatureType = 0x04
 )
 
 // Witness is a C2SP tlog-witness the log asks to cosign its checkpoints.
@@ -188,55 +185,6 @@ func CosignatureMessage(ts uint64, text []byte) []byte {
 	return append(m, text...)
 }
 
-// cosign sends cp to the log's witnesses and publishes what they sign.
-func (t *TLog) cosign(ctx context.Context, cp oplog.Checkpoint) {
-	ws := t.opts.Witnesses
-	if len(ws) == 0 {
-		return
-	}
-	_, n, err := OpenCheckpoint(cp.Note, t.key.Verifier)
-	if err != nil {
-		t.opts.Logger.Error("cosigning: the checkpoint does not open with the log's key", "size", cp.Size, "err", err)
-		return
-	}
-	text := n.Text
-	sigs := make([][]string, len(ws))
-	var wg sync.WaitGroup
-	for i, w := range ws {
-		wg.Go(func() {
-			lines, err := t.askWitness(ctx, w, cp, text)
-			if err != nil {
-				if ctx.Err() == nil {
-					t.opts.Logger.Error("a witness did not cosign the checkpoint", "witness", w.String(), "size", cp.Size, "err", err)
-				}
-				return
-			}
-			sigs[i] = lines
-		})
-	}
-	wg.Wait()
-	next := cp
-	next.Note = addSignatures(cp.Note, sigs)
-	if bytes.Equal(next.Note, cp.Note) {
-		return
-	}
-	switch err := t.store.SwapCheckpoint(ctx, &cp, next); {
-	case errors.Is(err, oplog.ErrCheckpointRace):
-		// A newer checkpoint (or another process's cosignatures) stands.
-		t.opts.Logger.Debug("cosignatures dropped: the checkpoint was replaced meanwhile", "size", cp.Size)
-		return
-	case err != nil:
-		t.opts.Logger.Error("storing the cosigned checkpoint failed", "size", cp.Size, "err", err)
-		return
-	}
-	t.mu.Lock()
-	if t.latest == nil || t.latest.Size <= next.Size {
-		t.latest = &next
-	}
-	t.mu.Unlock()
-	t.opts.Logger.Debug("checkpoint cosigned", "size", cp.Size, "cosignatures", bytes.Count(next.Note, []byte("\n— "))-bytes.Count(cp.Note, []byte("\n— ")))
-}
-
 // addSignatures appends signature lines to a signed note, skipping those
 // whose key (name and hash) already signed it.
 func addSignatures(msg []byte, lines [][]string) []byte {
@@ -278,19 +226,32 @@ func (c *witnessConflict) Error() string {
 	return fmt.Sprintf("409 Conflict: the witness last cosigned tree size %d", c.size)
 }
 
+// errSuperseded: the witness already cosigned a newer checkpoint of the
+// log than the one it was asked about (another process sent it one): not
+// a failure, the newer checkpoint is offered in turn.
+var errSuperseded = errors.New("the witness already cosigned a newer checkpoint of this log")
+
 // askWitness runs add-checkpoint for cp with w and returns the verified
 // cosignature lines. A 409 Conflict (the witness cosigned another size
-// than the log remembered) is retried once from the witness's size.
-func (t *TLog) askWitness(ctx context.Context, w *Witness, cp oplog.Checkpoint, text string) ([]string, error) {
+// than the log remembered: the log or the witness restarted, or another
+// process sharing the store asked it) is retried from the witness's size,
+// with a consistency proof from it, when that size is one the log
+// signed; a size larger than the log's latest checkpoint is reported and
+// not trusted.
+func (t *TLog) askWitness(ctx context.Context, w *Witness, cp oplog.Checkpoint) ([]string, error) {
 	if err := w.init(); err != nil {
 		return nil, err
 	}
+	_, n, err := OpenCheckpoint(cp.Note, t.key.Verifier)
+	if err != nil {
+		return nil, fmt.Errorf("the checkpoint does not open with the log's key: %w", err)
+	}
 	old := w.cosigned.Load()
+	if old > cp.Size {
+		return nil, errSuperseded
+	}
 	for attempt := 0; ; attempt++ {
-		if old > cp.Size {
-			return nil, fmt.Errorf("the witness already cosigned a larger tree (size %d) than this checkpoint's", old)
-		}
-		lines, err := t.addCheckpoint(ctx, w, old, cp, text)
+		lines, err := t.addCheckpoint(ctx, w, old, cp, n.Text)
 		var c *witnessConflict
 		switch {
 		case err == nil:
@@ -299,16 +260,29 @@ func (t *TLog) askWitness(ctx context.Context, w *Witness, cp oplog.Checkpoint, 
 		case !errors.As(err, &c):
 			return nil, err
 		}
-		w.cosigned.Store(c.size)
 		switch {
 		case c.size == old && old == cp.Size:
 			return nil, fmt.Errorf("%w, the size of this checkpoint, with another root hash: the witness saw a fork of this log", err)
 		case c.size == old:
 			return nil, fmt.Errorf("%w, the old size sent", err)
-		case attempt > 0:
+		case c.size > cp.Size:
+			latest, rerr := t.store.Checkpoint(ctx)
+			if rerr != nil {
+				return nil, fmt.Errorf("%w; reading the log's latest checkpoint: %v", err, rerr)
+			}
+			if c.size > latest.Size {
+				t.recordClaim(w, c.size)
+				return nil, fmt.Errorf("%w, beyond the log's latest checkpoint (size %d): not trusted: "+
+					"the witness saw another log under this origin or a fork, or the database was rolled back", err, latest.Size)
+			}
+			w.cosigned.Store(c.size)
+			return nil, errSuperseded
+		case attempt >= 2:
 			return nil, err
 		}
-		t.opts.Logger.Info("a witness holds another size than the log remembered: retrying from it", "witness", w.String(), "old", old, "witness_size", c.size)
+		w.cosigned.Store(c.size)
+		t.opts.Logger.Info("a witness holds another size than the log remembered: bringing it forward with a consistency proof from its size",
+			"witness", w.String(), "old", old, "witness_size", c.size, "size", cp.Size)
 		old = c.size
 	}
 }

@@ -222,6 +222,9 @@ func serveWith(ctx context.Context, c serveConfig, logger *slog.Logger, hook dir
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	opMetrics := oplog.NewMetrics(reg)
+	if err := tl.RegisterMetrics(reg); err != nil {
+		return err
+	}
 	log := oplog.NewLog(store, oplog.Options{NoRateLimit: c.NoDIDRateLimit, Metrics: opMetrics, MaxClockSkew: c.MaxClockSkew, Logger: logger})
 	streamer := api.NewStreamer(log, api.StreamOptions{Logger: logger})
 	apiCfg := api.Config{

@@ -109,7 +109,11 @@ func openTLog(ctx context.Context, c *serveConfig, store oplog.Store, logger *sl
 			return nil, fmt.Errorf("--witness-policy %s: %w", c.TLog.WitnessPolicy, err)
 		}
 	}
-	tl := tlog.New(store, key, tlog.Options{Logger: logger, Witnesses: c.TLog.witnesses})
+	opts := tlog.Options{Logger: logger, Witnesses: c.TLog.witnesses, Quorum: c.TLog.quorum}
+	if p := c.TLog.policy; p != nil {
+		opts.QuorumMet = p.Satisfied
+	}
+	tl := tlog.New(store, key, opts)
 	// The tree and the derived state are checked side by side: each reads
 	// the whole log, one in seq order, the other by DID. A failure of the
 	// tree check stops the other and is the one reported (an op changed,
