@@ -192,6 +192,13 @@ func (p *proc) log() string {
 // exits first or says nothing of the kind within waitBound.
 func (p *proc) waitFor(t *testing.T, what string, match func(string) bool) string {
 	t.Helper()
+	return p.waitForUnless(t, what, match, func(string) bool { return false })
+}
+
+// waitForUnless is waitFor that fails the test at once on a line that
+// fail accepts before one that match accepts.
+func (p *proc) waitForUnless(t *testing.T, what string, match, fail func(string) bool) string {
+	t.Helper()
 	bound := time.NewTimer(waitBound)
 	defer bound.Stop()
 	seen := 0
@@ -203,6 +210,9 @@ func (p *proc) waitFor(t *testing.T, what string, match func(string) bool) strin
 		for _, l := range lines {
 			if match(l) {
 				return l
+			}
+			if fail(l) {
+				t.Fatalf("%s, waiting for %s: %s", p.name, what, l)
 			}
 		}
 		if exited {
@@ -462,7 +472,10 @@ func TestLitewitnessCosignsTheCheckpoints(t *testing.T) {
 
 	p := servePLC(t, bin, dir, addr, "--checkpoint-key", keyFile, "--witness", "http://"+waddr+"="+wvkey)
 	url := "http://" + addr
-	p.waitFor(t, "a cosigned checkpoint of the imported ops", logMsg("checkpoint cosigned", map[string]any{"size": logOps}))
+	// A witness that refuses a checkpoint or a proof fails the test at
+	// once.
+	refused := logMsg("a witness did not cosign the checkpoint", nil)
+	p.waitForUnless(t, "a cosigned checkpoint of the imported ops", logMsg("checkpoint cosigned", map[string]any{"size": logOps}), refused)
 	cp := cosignedCheckpoint(t, url, vkey, wvkey)
 	if cp.Size != logOps || cp.Origin != origin {
 		t.Fatalf("checkpoint %+v, want %d entries of %s", cp, logOps, origin)
@@ -476,7 +489,7 @@ func TestLitewitnessCosignsTheCheckpoints(t *testing.T) {
 	id := optest.NewIdentity(t, "witnessed.test", 1)
 	post(t, url, id.DID, id.Head)
 	post(t, url, id.DID, id.Update(t, nil, 0, "witnessed2.test"))
-	p.waitFor(t, "a cosigned checkpoint of the grown log", logMsg("checkpoint cosigned", map[string]any{"size": logOps + 2}))
+	p.waitForUnless(t, "a cosigned checkpoint of the grown log", logMsg("checkpoint cosigned", map[string]any{"size": logOps + 2}), refused)
 	cp2 := cosignedCheckpoint(t, url, vkey, wvkey)
 	if cp2.Size != logOps+2 {
 		t.Fatalf("checkpoint of %d entries, want %d", cp2.Size, logOps+2)
