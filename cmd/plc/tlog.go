@@ -175,7 +175,7 @@ https://plc.example.com/tlog/. The default is this machine's host name
 followed by /tlog. Pass the file to plc serve or plc mirror with
 --checkpoint-key.`, e)
 	out := fs.String("out", "", "key file to create (required)")
-	origin := fs.String("origin", tlog.DefaultOrigin(), "the log's origin (the key's name): its URL prefix without the scheme, e.g. plc.example.com/tlog")
+	origin := fs.String("origin", tlog.DefaultOrigin(), "the log's origin (the key's name)")
 	if code, done := cli.ParseFlags(fs, args); done {
 		return code
 	}
