@@ -75,14 +75,25 @@ func bins(t *testing.T) string {
 	}
 	buildOnce.Do(build)
 	if buildErr != nil {
-		if os.Getenv("PLC_REQUIRE_INTEROP") == "" {
-			if err := proxyReachable(); err != nil {
-				t.Skipf("the Go module proxy cannot be reached (%v), so the tools cannot be built; PLC_REQUIRE_INTEROP=1 makes this a failure\n%v", err, buildErr)
-			}
+		if why := skipWhy(); why != nil {
+			t.Skipf("%v, so the tools cannot be built; PLC_REQUIRE_INTEROP=1 makes this a failure\n%v", why, buildErr)
 		}
 		t.Fatal(buildErr)
 	}
 	return binDir
+}
+
+// skipWhy returns why a failed build of the tools may skip the tests, or
+// nil when it must fail them: it may skip only when PLC_REQUIRE_INTEROP is
+// unset and the Go module proxy cannot be reached.
+func skipWhy() error {
+	if os.Getenv("PLC_REQUIRE_INTEROP") != "" {
+		return nil
+	}
+	if err := proxyReachable(); err != nil {
+		return fmt.Errorf("the Go module proxy cannot be reached (%v)", err)
+	}
+	return nil
 }
 
 func build() {
@@ -628,5 +639,33 @@ func TestGoatReadsDIDs(t *testing.T) {
 	}
 	if want := []string{create.CID(), update.CID()}; !reflect.DeepEqual(cids, want) {
 		t.Fatalf("goat plc dump lists %v, want %v", cids, want)
+	}
+}
+
+// The interop tests may skip only when the Go module proxy cannot be
+// reached and PLC_REQUIRE_INTEROP is unset: a build failure with the proxy
+// up, or under PLC_REQUIRE_INTEROP, is a failure.
+func TestInteropSkipsOnlyWithoutTheProxy(t *testing.T) {
+	up := httptest.NewServer(http.NotFoundHandler())
+	defer up.Close()
+	down := httptest.NewServer(http.NotFoundHandler())
+	down.Close()
+	for _, tc := range []struct {
+		proxy, require string
+		skip           bool
+	}{
+		{up.URL, "", false},
+		{up.URL + ",direct", "", false},
+		{down.URL, "", true},
+		{"off", "", true},
+		{"direct", "", true},
+		{down.URL, "1", false},
+		{"off", "1", false},
+	} {
+		t.Setenv("GOPROXY", tc.proxy)
+		t.Setenv("PLC_REQUIRE_INTEROP", tc.require)
+		if why := skipWhy(); (why != nil) != tc.skip {
+			t.Errorf("GOPROXY=%s PLC_REQUIRE_INTEROP=%q: skip reason %v, want skip %v", tc.proxy, tc.require, why, tc.skip)
+		}
 	}
 }
