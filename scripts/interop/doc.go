@@ -7,6 +7,8 @@
 //   - fsck (github.com/transparency-dev/tessera), a C2SP tlog-tiles client,
 //     recomputes the whole tree from the entry bundles and hash tiles, full
 //     and partial, and checks it against the signed checkpoint;
+//   - torchwood's tile client (tools/tileclient is a thin command around
+//     it) reads every entry, authenticated against the checkpoint's tree;
 //   - goat (github.com/bluesky-social/indigo), the atproto CLI, reads the
 //     DIDs the test creates and updates.
 //

@@ -40,6 +40,8 @@ var toolPackages = []string{
 	"filippo.io/torchwood/cmd/witnessctl",
 	"github.com/transparency-dev/tessera/cmd/fsck",
 	"github.com/bluesky-social/indigo/cmd/goat",
+	// A thin command around torchwood's tile client (Client, TileFetcher).
+	"./tileclient",
 }
 
 // waitBound bounds every wait for a child process to say something: a
@@ -521,12 +523,14 @@ func fsck(t *testing.T, bin, dir, url, pubFile string) (ok bool, out string) {
 	return err == nil && !bytes.Contains(b, []byte("fsck failed")), string(b)
 }
 
-// tessera's fsck, a tlog-tiles client of another project, recomputes the
-// whole tree from plc's entry bundles and hash tiles, full and partial,
-// and finds the root of the signed checkpoint. Served through a proxy
-// that changes one byte of the partial entry bundle, the same fsck
-// fails: the check is real.
-func TestTesseraFsckVerifiesTheLog(t *testing.T) {
+// Two tlog-tiles clients of other projects read plc's log end to end.
+// tessera's fsck recomputes the whole tree from the entry bundles and hash
+// tiles, full and partial, and finds the root of the signed checkpoint;
+// served through a proxy that changes one byte of the partial entry
+// bundle, the same fsck fails: the check is real. torchwood's client reads
+// every entry, authenticated against the checkpoint's tree, and the
+// entries are the imported ops, in order.
+func TestTileClientsVerifyTheLog(t *testing.T) {
 	bin := bins(t)
 	dir := t.TempDir()
 	addr := freePort(t)
@@ -553,6 +557,28 @@ func TestTesseraFsckVerifiesTheLog(t *testing.T) {
 	}
 	t.Logf("fsck:\n%s", out)
 
+	tc := strings.Split(strings.TrimSuffix(run(t, dir, filepath.Join(bin, "tileclient"), "-url", url+"/tlog/", "-vkey", vkey), "\n"), "\n")
+	if want := fmt.Sprintf("%s %d", cp.Origin, logOps); tc[0] != want {
+		t.Fatalf("torchwood's client read the checkpoint %q, want %q", tc[0], want)
+	}
+	exported := exportedOps(t, filepath.Join(dir, "ops.jsonl"))
+	if len(tc)-1 != len(exported) {
+		t.Fatalf("torchwood's client read %d entries, want %d", len(tc)-1, len(exported))
+	}
+	for i, line := range tc[1:] {
+		b, err := base64.StdEncoding.DecodeString(line)
+		if err != nil {
+			t.Fatalf("entry %d: %v", i, err)
+		}
+		l, err := plc.ParseLeaf(b)
+		if err != nil {
+			t.Fatalf("entry %d is no plc leaf: %v", i, err)
+		}
+		if e := exported[i]; l.Seq != int64(i)+1 || l.DID != e.DID || l.CID != e.CID {
+			t.Fatalf("entry %d holds seq %d %s %s, want seq %d %s %s", i, l.Seq, l.DID, l.CID, i+1, e.DID, e.CID)
+		}
+	}
+
 	partial := fmt.Sprintf("/tlog/tile/entries/%03d.p/%d", logOps/256, logOps%256)
 	tampered := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		resp, err := http.Get(url + r.URL.Path)
@@ -574,7 +600,33 @@ func TestTesseraFsckVerifiesTheLog(t *testing.T) {
 	if ok {
 		t.Fatalf("fsck accepted a log whose entry bundle %s was changed:\n%s", partial, out)
 	}
+	cmd := exec.Command(filepath.Join(bin, "tileclient"), "-url", tampered.URL+"/tlog/", "-vkey", vkey)
+	cmd.Dir = dir
+	if b, err := cmd.CombinedOutput(); err == nil {
+		t.Fatalf("torchwood's client read a log whose entry bundle %s was changed:\n%.2000s", partial, b)
+	}
 
+}
+
+// exportedOps reads the DID and CID of each line of a seq-mode export.
+func exportedOps(t *testing.T, file string) []struct{ DID, CID string } {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ops []struct{ DID, CID string }
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var l struct {
+			DID string `json:"did"`
+			CID string `json:"cid"`
+		}
+		if err := json.Unmarshal([]byte(line), &l); err != nil {
+			t.Fatal(err)
+		}
+		ops = append(ops, struct{ DID, CID string }{l.DID, l.CID})
+	}
+	return ops
 }
 
 // goatJSON decodes the JSON values goat printed one after another.

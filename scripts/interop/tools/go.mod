@@ -10,7 +10,11 @@ tool (
 )
 
 require (
-	filippo.io/torchwood v0.6.1 // indirect
+	filippo.io/torchwood v0.6.1
+	golang.org/x/mod v0.33.0
+)
+
+require (
 	github.com/DataDog/zstd v1.4.5 // indirect
 	github.com/RobinUS2/golang-moving-average v1.0.0 // indirect
 	github.com/RussellLuo/slidingwindow v0.0.0-20200528002341-535bb99d338b // indirect
@@ -136,7 +140,6 @@ require (
 	go.uber.org/zap v1.26.0 // indirect
 	golang.org/x/crypto v0.48.0 // indirect
 	golang.org/x/exp v0.0.0-20250408133849-7e4ce0ab07d0 // indirect
-	golang.org/x/mod v0.33.0 // indirect
 	golang.org/x/net v0.50.0 // indirect
 	golang.org/x/sync v0.19.0 // indirect
 	golang.org/x/sys v0.41.0 // indirect
