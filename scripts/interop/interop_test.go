@@ -108,7 +108,8 @@ func build() {
 	goCmd := func(workdir string, args ...string) error {
 		cmd := exec.Command("go", args...)
 		cmd.Dir = workdir
-		cmd.Env = append(os.Environ(), "GOWORK=off")
+		// No C compiler needed: every tool builds in pure Go.
+		cmd.Env = append(os.Environ(), "GOWORK=off", "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return fmt.Errorf("go %s (in %s): %v\n%s", strings.Join(args, " "), workdir, err, out)
 		}
