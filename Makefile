@@ -2,7 +2,7 @@ GO       ?= go
 FUZZTIME ?= 10s
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: build test check unit fuzz bench attack clean
+.PHONY: build test check unit fuzz bench attack interop clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o bin/plc ./cmd/plc
@@ -31,6 +31,11 @@ fuzz:
 
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem -count=6 ./validate
+
+# The third-party verifiers alone (README, "Interoperability"); make test
+# runs them too, as part of ./...
+interop:
+	$(GO) test -count=1 -v ./scripts/interop
 
 # The attack suite against the real binary (README, "The attack suite").
 attack:

@@ -1,6 +1,8 @@
 package tlog
 
 import (
+	"bytes"
+	"compress/gzip"
 	"container/list"
 	"encoding/base64"
 	"encoding/json"
@@ -23,6 +25,7 @@ import (
 //	GET /tlog/checkpoint                       the latest signed checkpoint (with cosignatures)
 //	GET /tlog/tile/<L>/<N>[.p/<W>]             hash tiles (C2SP tlog-tiles)
 //	GET /tlog/tile/entries/<N>[.p/<W>]         entry bundles: each leaf, length-prefixed
+//	                                           (gzip-encoded when the client accepts it)
 //	GET /tlog/proof/consistency?old=N&new=M    a consistency proof between two tree sizes
 func (t *TLog) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -182,9 +185,10 @@ func (t *TLog) serveTile(w http.ResponseWriter, r *http.Request, p string) {
 	}
 	full := tile.W == plc.TileWidth
 	key := tile.Path()
+	gz := tile.L == -1 && acceptsGzip(r.Header.Values("Accept-Encoding"))
 	if full {
-		if b, ok := t.tiles.get(key); ok {
-			writeTile(w, b, true)
+		if b, ok := t.tiles.get(cacheKey(key, gz)); ok {
+			writeTile(w, b, tile.L == -1, gz)
 			return
 		}
 	}
@@ -208,6 +212,9 @@ func (t *TLog) serveTile(w http.ResponseWriter, r *http.Request, p string) {
 		if err == nil {
 			b, err = leafBundle(es)
 		}
+		if err == nil && gz {
+			b, err = gzipBytes(b)
+		}
 		if err != nil {
 			t.opts.Logger.Error("read an entry bundle", "tile", key, "err", err)
 			writeError(w, http.StatusServiceUnavailable, "the entries are not available")
@@ -222,19 +229,87 @@ func (t *TLog) serveTile(w http.ResponseWriter, r *http.Request, p string) {
 		}
 	}
 	if full {
-		t.tiles.put(key, b)
+		t.tiles.put(cacheKey(key, gz), b)
 	}
-	writeTile(w, b, full)
+	writeTile(w, b, tile.L == -1, gz)
 }
 
-func writeTile(w http.ResponseWriter, b []byte, full bool) {
-	w.Header().Set("Content-Type", "application/octet-stream")
-	if full {
-		w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
-	} else {
-		w.Header().Set("Cache-Control", "public, max-age=1")
+// cacheKey is the tile cache's key of a tile's bytes: its path, and a
+// suffix no path has for an entry bundle's gzip encoding.
+func cacheKey(path string, gz bool) string {
+	if gz {
+		return path + " gzip"
 	}
+	return path
+}
+
+// writeTile writes a tile or an entry bundle. Every tile the tree holds,
+// full or partial (a partial tile is named by its width, so its bytes never
+// change either), is immutable: C2SP tlog-tiles asks for long-lived caching
+// headers on both. Entry bundles are gzip-compressed at the HTTP layer when
+// the client accepts it (tlog-tiles: they SHOULD be compressed), and vary
+// by Accept-Encoding so that a cache keeps both forms apart.
+func writeTile(w http.ResponseWriter, b []byte, bundle, gz bool) {
+	h := w.Header()
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("Cache-Control", "public, max-age=31536000, immutable")
+	if bundle {
+		h.Set("Vary", "Accept-Encoding")
+	}
+	if gz {
+		h.Set("Content-Encoding", "gzip")
+	}
+	h.Set("Content-Length", strconv.Itoa(len(b)))
 	w.Write(b)
+}
+
+// gzipBytes compresses b in the gzip format.
+func gzipBytes(b []byte) ([]byte, error) {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	if _, err := zw.Write(b); err != nil {
+		return nil, err
+	}
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// acceptsGzip reports whether Accept-Encoding header values allow a gzip
+// body (RFC 9110, section 12.5.3): gzip (or x-gzip) or "*" listed with a
+// non-zero weight, and not excluded by gzip;q=0. Without the header the
+// answer is no: a client that says nothing gets the identity encoding.
+func acceptsGzip(values []string) bool {
+	gz, star := -1.0, -1.0
+	for _, v := range values {
+		for _, item := range strings.Split(v, ",") {
+			coding, params, _ := strings.Cut(item, ";")
+			coding = strings.ToLower(strings.TrimSpace(coding))
+			q := 1.0
+			for _, p := range strings.Split(params, ";") {
+				name, val, ok := strings.Cut(strings.TrimSpace(p), "=")
+				if !ok || strings.ToLower(strings.TrimSpace(name)) != "q" {
+					continue
+				}
+				f, err := strconv.ParseFloat(strings.TrimSpace(val), 64)
+				if err != nil || f < 0 || f > 1 {
+					f = 0
+				}
+				q = f
+			}
+			switch coding {
+			case "gzip", "x-gzip":
+				gz = max(gz, q)
+			case "*":
+				star = max(star, q)
+			}
+		}
+	}
+	if gz >= 0 {
+		return gz > 0
+	}
+	return star > 0
 }
 
 // ConsistencyResponse is the body of /tlog/proof/consistency.

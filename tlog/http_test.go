@@ -1,6 +1,8 @@
 package tlog_test
 
 import (
+	"bytes"
+	"compress/gzip"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -93,5 +95,124 @@ func TestTileIndexOverflowIsNotTileZero(t *testing.T) {
 		if code != http.StatusOK && !strings.HasPrefix(b, `{"message":`) {
 			t.Errorf("GET %s: %d body %.200q, want a JSON message", tc.path, code, b)
 		}
+	}
+}
+
+// rawGet fetches path without the transport's transparent gzip handling,
+// so the test sees the bytes and the Content-Encoding the log sent.
+func rawGet(t *testing.T, url, acceptEncoding string) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if acceptEncoding != "" {
+		req.Header.Set("Accept-Encoding", acceptEncoding)
+	}
+	c := &http.Client{Transport: &http.Transport{DisableCompression: true}}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, b
+}
+
+// A partial tile or entry bundle is named by its width: its bytes never
+// change, like a full one's. The log served them with max-age=1, so every
+// CDN and client fetched them again and again; C2SP tlog-tiles asks for
+// long-lived caching headers on the whole tile endpoint.
+func TestPartialTilesAreNotServedAsMutable(t *testing.T) {
+	s, _ := storetest.SQLite(t)
+	load(t, s, corpusLines(t, 300), 100)
+	srv := httptest.NewServer(tlog.New(s, newKey(t, "plc.test/tlog"), tlog.Options{}))
+	defer srv.Close()
+	for _, p := range []string{
+		"/tlog/tile/0/000", "/tlog/tile/0/001.p/44", "/tlog/tile/1/000.p/1",
+		"/tlog/tile/entries/000", "/tlog/tile/entries/001.p/44",
+	} {
+		// Twice: the second answer of a full tile comes from the cache.
+		for range 2 {
+			resp, b := rawGet(t, srv.URL+p, "")
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("GET %s: %d %s", p, resp.StatusCode, b)
+			}
+			if cc := resp.Header.Get("Cache-Control"); cc != "public, max-age=31536000, immutable" {
+				t.Errorf("GET %s: Cache-Control %q, want it immutable", p, cc)
+			}
+		}
+	}
+}
+
+// C2SP tlog-tiles: entry bundles SHOULD be compressed at the HTTP layer.
+// A client that accepts gzip gets the bundle gzip-encoded (the same bytes
+// once decompressed), one that does not, or refuses it with q=0, gets it
+// as it is; hash tiles, which do not compress, are never encoded.
+func TestEntryBundlesAreGzipEncodedWhenAccepted(t *testing.T) {
+	s, _ := storetest.SQLite(t)
+	load(t, s, corpusLines(t, 300), 100)
+	srv := httptest.NewServer(tlog.New(s, newKey(t, "plc.test/tlog"), tlog.Options{}))
+	defer srv.Close()
+	for _, p := range []string{"/tlog/tile/entries/000", "/tlog/tile/entries/001.p/44"} {
+		_, plain := rawGet(t, srv.URL+p, "")
+		for _, tc := range []struct {
+			accept string
+			gzip   bool
+		}{
+			{"", false},
+			{"identity", false},
+			{"gzip", true},
+			{"gzip, identity", true},
+			{"br;q=1.0, GZIP;q=0.5", true},
+			{"*", true},
+			{"gzip;q=0", false},
+			{"gzip;q=0, *", false},
+			{"*;q=0", false},
+			{"deflate", false},
+		} {
+			// Twice: a full bundle's second answer comes from the cache,
+			// which keeps each encoding apart.
+			for range 2 {
+				resp, b := rawGet(t, srv.URL+p, tc.accept)
+				if resp.StatusCode != http.StatusOK {
+					t.Fatalf("GET %s: %d %s", p, resp.StatusCode, b)
+				}
+				if v := resp.Header.Get("Vary"); v != "Accept-Encoding" {
+					t.Errorf("GET %s: Vary %q, want Accept-Encoding", p, v)
+				}
+				enc := resp.Header.Get("Content-Encoding")
+				if !tc.gzip {
+					if enc != "" || !bytes.Equal(b, plain) {
+						t.Fatalf("GET %s, Accept-Encoding %q: Content-Encoding %q, want the bundle unencoded", p, tc.accept, enc)
+					}
+					continue
+				}
+				if enc != "gzip" {
+					t.Fatalf("GET %s, Accept-Encoding %q: Content-Encoding %q, want gzip", p, tc.accept, enc)
+				}
+				zr, err := gzip.NewReader(bytes.NewReader(b))
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, err := io.ReadAll(zr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(got, plain) {
+					t.Fatalf("GET %s: the gzip body holds other bytes than the bundle", p)
+				}
+				if len(b) >= len(plain) {
+					t.Errorf("GET %s: gzip body of %d bytes for a bundle of %d", p, len(b), len(plain))
+				}
+			}
+		}
+	}
+	resp, _ := rawGet(t, srv.URL+"/tlog/tile/0/000", "gzip")
+	if enc := resp.Header.Get("Content-Encoding"); enc != "" {
+		t.Errorf("hash tile: Content-Encoding %q, want none", enc)
 	}
 }

@@ -69,7 +69,7 @@ func GenerateKeyOfType(typ byte, origin string) (skey, vkey string, err error) {
 // checkOrigin refuses a name the signed-note format cannot carry.
 func checkOrigin(origin string) error {
 	if origin == "" || strings.ContainsFunc(origin, notInOrigin) {
-		return fmt.Errorf("origin %q: want a non-empty name without spaces or '+' (e.g. plc.example.com)", origin)
+		return fmt.Errorf("origin %q: want a non-empty name without spaces or '+', the log's URL prefix without its scheme (e.g. plc.example.com/tlog)", origin)
 	}
 	return nil
 }
@@ -217,18 +217,21 @@ func OpenKey(ctx context.Context, store oplog.Store, file, dir, origin string, l
 	return ParseKey(skey)
 }
 
-// DefaultOrigin is the origin of a key created without one: the host name
-// with the runes an origin cannot hold replaced by '-' (plc.local without
-// one).
+// DefaultOrigin is the origin of a key created without one: the log's URL
+// prefix without its scheme, as C2SP tlog-tiles recommends, for a log
+// served under /tlog/ at this machine's host name: "<host>/tlog", the host
+// name with the runes an origin cannot hold replaced by '-' (plc.local
+// without one). A directory served under another name should pass its own
+// (e.g. plc.example.com/tlog for https://plc.example.com/tlog/).
 func DefaultOrigin() string {
 	h, err := os.Hostname()
 	if err != nil || h == "" {
-		return "plc.local"
+		h = "plc.local"
 	}
 	return strings.Map(func(r rune) rune {
-		if notInOrigin(r) {
+		if notInOrigin(r) || r == '/' {
 			return '-'
 		}
 		return r
-	}, h)
+	}, h) + "/tlog"
 }

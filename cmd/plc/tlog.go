@@ -19,8 +19,8 @@ type tlogConfig struct {
 	// CheckpointKey is the checkpoint key file; empty: checkpoint.key in
 	// the data directory, created when the log is new.
 	CheckpointKey string
-	// Origin names a key created in the data directory (default: the
-	// host name).
+	// Origin names a key created in the data directory (default:
+	// tlog.DefaultOrigin, <host name>/tlog).
 	Origin string
 	// Witnesses are URL=VKEY pairs; validate parses them into witnesses.
 	Witnesses []string
@@ -42,7 +42,7 @@ type tlogConfig struct {
 
 func tlogFlags(f *cli.Flags, c *tlogConfig) {
 	f.Str(&c.CheckpointKey, "checkpoint-key", "PLC_CHECKPOINT_KEY", "", "transparency-log checkpoint key file (plc keygen); default: checkpoint.key in the data directory, created for a new log")
-	f.Str(&c.Origin, "origin", "PLC_ORIGIN", "", "origin (key name) of a checkpoint key created in the data directory (default: the host name)")
+	f.Str(&c.Origin, "origin", "PLC_ORIGIN", "", "origin (key name) of a checkpoint key created in the data directory: the log's URL prefix without its scheme, e.g. plc.example.com/tlog (default: <host name>/tlog)")
 	f.Str(&c.StartupCheck, "startup-check", "PLC_STARTUP_CHECK", "quick", "startup check of the derived state (nullified, signer indexes): quick or full (every signature again)")
 	f.List(&c.Witnesses, "witness", "PLC_WITNESSES", "a witness to cosign checkpoints, as URL=VKEY", func(s string) error {
 		_, err := tlog.ParseWitness(s)
@@ -199,8 +199,12 @@ func runKeygen(ctx context.Context, e env, args []string) int {
 		`Writes a new transparency-log checkpoint key to FILE (mode 0600;
 an existing file is never overwritten) and prints its verifier key, which
 monitors, witnesses and plc audit use to check the log's checkpoints. The
-origin names the log in its checkpoints: use the directory's host name.
-Pass the file to plc serve or plc mirror with --checkpoint-key.`, e)
+origin names the log in its checkpoints: use the log's URL prefix without
+its scheme and trailing slash (C2SP tlog-tiles), e.g. plc.example.com/tlog
+for a directory at https://plc.example.com, whose log is served under
+https://plc.example.com/tlog/. The default is this machine's host name
+followed by /tlog. Pass the file to plc serve or plc mirror with
+--checkpoint-key.`, e)
 	out := fs.String("out", "", "key file to create (required)")
 	origin := fs.String("origin", tlog.DefaultOrigin(), "the log's origin (the key's name)")
 	typ := fs.String("type", "ed25519", "the key's kind: ed25519 (signed-note Ed25519, which the most verifiers read) or ml-dsa-44 (a C2SP tlog-cosignature ML-DSA-44 key, as tlog-checkpoint recommends; post-quantum)")
