@@ -28,6 +28,7 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzParseCompact$$' -fuzztime=$(FUZZTIME) ./validate
 	$(GO) test -run='^$$' -fuzz='^FuzzExportLine$$' -fuzztime=$(FUZZTIME) .
 	$(GO) test -run='^$$' -fuzz='^FuzzLeaf$$' -fuzztime=$(FUZZTIME) .
+	$(GO) test -run='^$$' -fuzz='^FuzzParsePolicy$$' -fuzztime=$(FUZZTIME) ./tlog
 
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem -count=6 ./validate
