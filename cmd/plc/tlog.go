@@ -85,6 +85,17 @@ func (c *tlogConfig) validate() error {
 	return nil
 }
 
+// options are the log's options: the witnesses and their quorum, the
+// policy's rule when a policy names them (its groups may need more than
+// a count).
+func (c *tlogConfig) options(logger *slog.Logger) tlog.Options {
+	opts := tlog.Options{Logger: logger, Witnesses: c.witnesses, Quorum: c.quorum}
+	if c.policy != nil {
+		opts.QuorumMet = c.policy.Satisfied
+	}
+	return opts
+}
+
 // dataDir is where the embedded default keeps its files: the SQLite
 // database's folder, or ./plc-data beside a PostgreSQL database.
 func dataDir(db string) string {
@@ -109,11 +120,7 @@ func openTLog(ctx context.Context, c *serveConfig, store oplog.Store, logger *sl
 			return nil, fmt.Errorf("--witness-policy %s: %w", c.TLog.WitnessPolicy, err)
 		}
 	}
-	opts := tlog.Options{Logger: logger, Witnesses: c.TLog.witnesses, Quorum: c.TLog.quorum}
-	if p := c.TLog.policy; p != nil {
-		opts.QuorumMet = p.Satisfied
-	}
-	tl := tlog.New(store, key, opts)
+	tl := tlog.New(store, key, c.TLog.options(logger))
 	// The tree and the derived state are checked side by side: each reads
 	// the whole log, one in seq order, the other by DID. A failure of the
 	// tree check stops the other and is the one reported (an op changed,

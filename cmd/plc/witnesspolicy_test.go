@@ -194,3 +194,40 @@ func TestKeygenMLDSA44(t *testing.T) {
 		t.Fatalf("keygen --type rsa: exit %d\n%s", code, stderr)
 	}
 }
+
+// TestWitnessPolicyGroupsDecideTheQuorum: the log is given the policy's
+// own rule, not only its least count. With all-of(any(a, b), any(c, d))
+// two cosignatures may or may not meet the quorum; a count of 2 would
+// take a and b as a quorum.
+func TestWitnessPolicyGroupsDecideTheQuorum(t *testing.T) {
+	k := map[string]string{}
+	src := ""
+	for _, n := range []string{"a", "b", "c", "d"} {
+		k[n] = cosignerVKey(t, tlog.CosignatureEd25519, n+".example/w")
+		src += fmt.Sprintf("witness %s %s https://%s.example/w\n", n, k[n], n)
+	}
+	src += "group ab any a b\ngroup cd any c d\ngroup both all ab cd\nquorum both\n"
+	c := tlogConfig{StartupCheck: "quick", WitnessPolicy: writePolicy(t, src)}
+	if err := c.validate(); err != nil {
+		t.Fatal(err)
+	}
+	opts := c.options(slog.Default())
+	if len(opts.Witnesses) != 4 || opts.QuorumMet == nil {
+		t.Fatalf("options: %d witnesses, QuorumMet set %v; want 4 and the policy's rule", len(opts.Witnesses), opts.QuorumMet != nil)
+	}
+	if opts.QuorumMet([]string{k["a"], k["b"]}) {
+		t.Error("a and b met the quorum all-of(any(a, b), any(c, d))")
+	}
+	if !opts.QuorumMet([]string{k["a"], k["d"]}) {
+		t.Error("a and d did not meet the quorum all-of(any(a, b), any(c, d))")
+	}
+
+	// --witness: every witness given, counted.
+	w := tlogConfig{StartupCheck: "quick", Witnesses: []string{"https://a.example/w=" + k["a"], "https://b.example/w=" + k["b"]}}
+	if err := w.validate(); err != nil {
+		t.Fatal(err)
+	}
+	if o := w.options(slog.Default()); o.Quorum != 2 || o.QuorumMet != nil {
+		t.Errorf("--witness twice: quorum %d, rule set %v; want 2 counted", o.Quorum, o.QuorumMet != nil)
+	}
+}
