@@ -186,7 +186,9 @@ func Replay(ctx context.Context, l *Log, src LineSource, opts ImportOptions) (Im
 		if ch.err != nil {
 			return st, ch.err
 		}
-		if opts.Progress != nil {
+		// A batch is a chunk with lines to take or skip; the input's end
+		// may come as a chunk of its own, with none.
+		if opts.Progress != nil && (len(ch.items) > 0 || ch.skipped > 0) {
 			opts.Progress(st)
 		}
 		done = ch.last

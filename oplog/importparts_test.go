@@ -100,6 +100,34 @@ func testImportParts(t *testing.T, migrated func(t *testing.T) (oplog.Store, str
 		checkSameLog(t, s, h.want(t, migrated))
 	})
 
+	// A source that is never ready ends in a chunk of its own, with no
+	// lines: that is not a batch, and Progress is not called for it (a
+	// mirror that fetches the next page from Progress was told twice
+	// about its last batch, as the race in the test above could show).
+	t.Run("ProgressIsCalledOncePerBatchAndNotForTheEnd", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		h := newHistory(t, k)
+		s, _ := migrated(t)
+		r := &partSource{parts: make(chan string, 1)}
+		r.parts <- h.export(t)
+		r.lines = nil
+		var calls int64
+		st, err := oplog.Replay(ctx, newLog(t, s), neverReady{r}, oplog.ImportOptions{Source: "never-ready", BatchSize: 1000,
+			Progress: func(oplog.ImportStats) {
+				calls++
+				if calls == 1 {
+					close(r.parts) // the input ends after what has arrived
+				}
+			}})
+		if err != nil || st.Imported != int64(len(h.ops)) {
+			t.Fatalf("Replay: %+v, %v; want %d ops", st, err, len(h.ops))
+		}
+		if calls != st.Batches {
+			t.Fatalf("Progress called %d times for %d batches", calls, st.Batches)
+		}
+	})
+
 	t.Run("ImportDoesNotCutAtPartsThatHaveArrived", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
@@ -118,3 +146,9 @@ func testImportParts(t *testing.T, migrated func(t *testing.T) (oplog.Store, str
 		checkSameLog(t, s, h.want(t, migrated))
 	})
 }
+
+// neverReady is a source that never says a line is ready without waiting:
+// each line is a batch of its own, and the input's end comes apart.
+type neverReady struct{ *partSource }
+
+func (neverReady) Ready() bool { return false }
