@@ -64,6 +64,9 @@ type ReadRouter struct {
 	metrics  *ReplicaMetrics
 	fence    fence
 	next     atomic.Uint64 // round-robin start
+	// primaryID is the primary cluster's system identifier (0: the role
+	// may not read it, and replicas are not checked).
+	primaryID int64
 }
 
 // ReplicaOptions configure a ReadRouter.
@@ -117,6 +120,8 @@ type replica struct {
 	r       reads
 	applied atomic.Int64 // largest seq seen on it
 	up      atomic.Bool  // in rotation
+	// verified: it was found to be a replica of the primary's cluster.
+	verified atomic.Bool
 
 	mu        sync.Mutex
 	state     ReplicaState
@@ -127,9 +132,11 @@ type replica struct {
 
 // OpenReadRouter opens the replicas at urls for reads of primary. Each
 // must be a replica of primary's cluster: a server with another system
-// identifier is refused (when the role may read it: pg_control_system).
-// The replicas start in rotation if they answer; Check and Run keep their
-// state.
+// identifier is refused (when the role may read it: pg_control_system),
+// at start with an error, later by never being put in rotation. A replica
+// that does not answer at start is out of rotation until it does; the
+// others start in rotation if they are within MaxLag. Check and Run keep
+// their state.
 func OpenReadRouter(ctx context.Context, primary *PostgresStore, urls []string, opts ReplicaOptions) (*ReadRouter, error) {
 	defaults.Positive(&opts.MaxLag, DefaultReplicaMaxLag)
 	defaults.Positive(&opts.Timeout, 2*time.Second)
@@ -138,8 +145,8 @@ func OpenReadRouter(ctx context.Context, primary *PostgresStore, urls []string, 
 	}
 	rr := &ReadRouter{PostgresStore: primary, opts: opts, metrics: newReplicaMetrics(opts.Registry)}
 	rr.fence.query = rr.round
-	primaryID, err := systemID(ctx, primary.pool)
-	if err != nil {
+	var err error
+	if rr.primaryID, err = systemID(ctx, primary.pool); err != nil {
 		return nil, fmt.Errorf("read the primary's system identifier: %w", err)
 	}
 	for i, u := range urls {
@@ -158,20 +165,43 @@ func OpenReadRouter(ctx context.Context, primary *PostgresStore, urls []string, 
 		}
 		rep := &replica{label: fmt.Sprint(i), db: RedactURL(u), pool: pool, r: reads{pgDB{pool}}, state: ReplicaDown}
 		rr.replicas = append(rr.replicas, rep)
-		if primaryID != 0 {
-			id, err := systemID(ctx, pool)
-			if err != nil {
-				rr.closeReplicas()
-				return nil, fmt.Errorf("read db %s: %w", rep.db, err)
-			}
-			if id != 0 && id != primaryID {
-				rr.closeReplicas()
-				return nil, fmt.Errorf("read db %s is not a replica of the primary (system identifier %d, the primary's %d)", rep.db, id, primaryID)
-			}
+		// A replica that does not answer yet starts out of rotation, and
+		// is identified when it does (see verify).
+		vctx, cancel := context.WithTimeout(ctx, rr.opts.Timeout)
+		err = rr.verify(vctx, rep)
+		cancel()
+		if errors.Is(err, errNotAReplica) {
+			rr.closeReplicas()
+			return nil, err
 		}
 	}
 	rr.Check(ctx)
 	return rr, nil
+}
+
+// errNotAReplica: a read db is another cluster than the primary.
+var errNotAReplica = errors.New("not a replica of the primary")
+
+// verify checks, once, that r is a replica of the primary's cluster. A
+// replica not verified is never put in rotation.
+func (rr *ReadRouter) verify(ctx context.Context, r *replica) error {
+	if r.verified.Load() {
+		return nil
+	}
+	if rr.primaryID != 0 {
+		id, err := systemID(ctx, r.pool)
+		if err != nil {
+			rr.down(r, err)
+			return err
+		}
+		if id != 0 && id != rr.primaryID {
+			err := fmt.Errorf("read db %s is %w (system identifier %d, the primary's %d)", r.db, errNotAReplica, id, rr.primaryID)
+			rr.down(r, err)
+			return err
+		}
+	}
+	r.verified.Store(true)
+	return nil
 }
 
 // systemID returns the cluster's system identifier, or 0 when the role
@@ -234,6 +264,9 @@ func (rr *ReadRouter) measure(ctx context.Context, latest int64, reps []*replica
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			if rr.verify(ctx, r) != nil {
+				return
+			}
 			seq, err := r.r.LatestSeq(ctx)
 			if err != nil {
 				rr.down(r, err)

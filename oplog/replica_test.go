@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -495,4 +496,62 @@ func metricValue(m prometheus.Metric) float64 {
 		return d.Counter.GetValue()
 	}
 	return d.Gauge.GetValue()
+}
+
+// TestReadDBOfAnotherClusterNeverAnswers: a read db whose system
+// identifier is not the primary's (a server that is not its replica, a
+// wrong URL) is taken out of rotation and stays out.
+func TestReadDBOfAnotherClusterNeverAnswers(t *testing.T) {
+	e := openRouter(t, oplog.ReplicaOptions{}, nil)
+	ctx := context.Background()
+	oplog.PretendPrimaryIs(e.rr, 12345)
+	e.rr.Check(ctx)
+	h := e.rr.Health()[0]
+	if h.State != oplog.ReplicaDown || !strings.Contains(h.Error, "not a replica of the primary") {
+		t.Fatalf("health of a read db of another cluster: %+v", h)
+	}
+	before := e.replicaReads()
+	if _, err := e.rr.Export(ctx, 0, 10); err != nil {
+		t.Fatal(err)
+	}
+	e.rr.Check(ctx)
+	if _, err := e.rr.Export(ctx, 0, 10); err != nil {
+		t.Fatal(err)
+	}
+	if e.replicaReads() != before {
+		t.Fatal("a read db of another cluster answered")
+	}
+}
+
+// TestReplicaDownAtStartJoinsWhenItAnswers: a replica that does not answer
+// when the router opens does not stop it; it is out of rotation until a
+// Check finds it answering.
+func TestReplicaDownAtStartJoinsWhenItAnswers(t *testing.T) {
+	u := pgtest.URL(t)
+	ru := pgtest.ReplicaURL(t, u)
+	if _, err := oplog.Prepare(u); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	primary, err := oplog.OpenPostgres(ctx, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { primary.Close() })
+	p := startProxy(t, ru)
+	p.stop()
+	rr, err := oplog.OpenReadRouter(ctx, primary, []string{p.url(t, ru)}, oplog.ReplicaOptions{})
+	if err != nil {
+		t.Fatalf("a replica down at start stops the router: %v", err)
+	}
+	t.Cleanup(func() { rr.Close() })
+	if h := rr.Health()[0]; h.State != oplog.ReplicaDown || h.Error == "" {
+		t.Fatalf("health of a replica down at start: %+v", h)
+	}
+	if _, err := rr.Export(ctx, 0, 10); err != nil {
+		t.Fatalf("read with the replica down: %v", err)
+	}
+	p.start(t)
+	e := &routerEnv{primary: primary, rr: rr}
+	e.waitState(t, oplog.ReplicaUp, 0)
 }
