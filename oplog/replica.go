@@ -52,9 +52,10 @@ import (
 //
 // # Rotation
 //
-// A replica whose read or progress query fails is taken out of rotation
-// at once (the read is answered by the primary: clients see no error), as
-// is one more than MaxLag ops behind the primary. Check, which Run calls
+// A replica whose read or progress query fails, or takes longer than
+// ReadTimeout (Timeout), is taken out of rotation at once (the read is
+// answered by the primary: clients see no error), as is one more than
+// MaxLag ops behind the primary. Check, which Run calls
 // every interval, measures every replica again and puts back those that
 // answer and are within MaxLag.
 type ReadRouter struct {
@@ -77,6 +78,10 @@ type ReplicaOptions struct {
 	// Timeout bounds each query of progress (the fence on the primary, a
 	// replica's max(seq)); default 2s.
 	Timeout time.Duration
+	// ReadTimeout bounds a read on a replica (default 5s): past it the
+	// replica is taken out of rotation and the primary answers, so a
+	// replica that hangs costs a client that much time at most.
+	ReadTimeout time.Duration
 	// Registry receives the replicas' metrics (nil: kept, not registered).
 	Registry prometheus.Registerer
 	// Now is the clock of the health report (default time.Now).
@@ -140,6 +145,7 @@ type replica struct {
 func OpenReadRouter(ctx context.Context, primary *PostgresStore, urls []string, opts ReplicaOptions) (*ReadRouter, error) {
 	defaults.Positive(&opts.MaxLag, DefaultReplicaMaxLag)
 	defaults.Positive(&opts.Timeout, 2*time.Second)
+	defaults.Positive(&opts.ReadTimeout, 5*time.Second)
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -307,6 +313,8 @@ func (rr *ReadRouter) down(r *replica, err error) {
 	r.mu.Lock()
 	r.state, r.lastErr, r.checkedAt = ReplicaDown, err.Error(), rr.opts.Now()
 	r.up.Store(false)
+	// What answers at its address next is identified again.
+	r.verified.Store(false)
 	r.mu.Unlock()
 	rr.metrics.setUp(r.label, false)
 }
@@ -377,10 +385,12 @@ const (
 )
 
 // routed runs read on a replica that may answer it, else on the primary.
-func routed[T any](ctx context.Context, rr *ReadRouter, read func(reads) (T, error)) (T, error) {
+func routed[T any](ctx context.Context, rr *ReadRouter, read func(context.Context, reads) (T, error)) (T, error) {
 	r, why := rr.pick(ctx)
 	if r != nil {
-		v, err := read(r.r)
+		rctx, cancel := context.WithTimeout(ctx, rr.opts.ReadTimeout)
+		v, err := read(rctx, r.r)
+		cancel()
 		if err == nil || errors.Is(err, ErrNotFound) {
 			rr.metrics.Reads.WithLabelValues(r.label).Inc()
 			return v, err
@@ -392,27 +402,27 @@ func routed[T any](ctx context.Context, rr *ReadRouter, read func(reads) (T, err
 		why = fallbackError
 	}
 	rr.metrics.Fallbacks.WithLabelValues(why).Inc()
-	return read(rr.PostgresStore.reads)
+	return read(ctx, rr.PostgresStore.reads)
 }
 
 func (rr *ReadRouter) Head(ctx context.Context, did string) (Entry, error) {
-	return routed(ctx, rr, func(r reads) (Entry, error) { return r.Head(ctx, did) })
+	return routed(ctx, rr, func(ctx context.Context, r reads) (Entry, error) { return r.Head(ctx, did) })
 }
 
 func (rr *ReadRouter) Ops(ctx context.Context, did string) ([]Entry, error) {
-	return routed(ctx, rr, func(r reads) ([]Entry, error) { return r.Ops(ctx, did) })
+	return routed(ctx, rr, func(ctx context.Context, r reads) ([]Entry, error) { return r.Ops(ctx, did) })
 }
 
 func (rr *ReadRouter) Op(ctx context.Context, seq int64) (Entry, error) {
-	return routed(ctx, rr, func(r reads) (Entry, error) { return r.Op(ctx, seq) })
+	return routed(ctx, rr, func(ctx context.Context, r reads) (Entry, error) { return r.Op(ctx, seq) })
 }
 
 func (rr *ReadRouter) Export(ctx context.Context, after int64, limit int) ([]Entry, error) {
-	return routed(ctx, rr, func(r reads) ([]Entry, error) { return r.Export(ctx, after, limit) })
+	return routed(ctx, rr, func(ctx context.Context, r reads) ([]Entry, error) { return r.Export(ctx, after, limit) })
 }
 
 func (rr *ReadRouter) ExportByTime(ctx context.Context, after time.Time, limit int) ([]Entry, error) {
-	return routed(ctx, rr, func(r reads) ([]Entry, error) { return r.ExportByTime(ctx, after, limit) })
+	return routed(ctx, rr, func(ctx context.Context, r reads) ([]Entry, error) { return r.ExportByTime(ctx, after, limit) })
 }
 
 var _ Store = (*ReadRouter)(nil)

@@ -3,7 +3,6 @@ package oplog_test
 import (
 	"context"
 	"errors"
-	"io"
 	"net"
 	"net/url"
 	"path/filepath"
@@ -385,6 +384,9 @@ type proxy struct {
 	mu     sync.Mutex
 	ln     net.Listener
 	conns  map[net.Conn]struct{}
+	// hang: bytes are read and dropped, never forwarded (a replica that
+	// hangs).
+	hang atomic.Bool
 }
 
 func startProxy(t *testing.T, replica string) *proxy {
@@ -443,10 +445,26 @@ func (p *proxy) start(t *testing.T) {
 			}
 			p.conns[c], p.conns[s] = struct{}{}, struct{}{}
 			p.mu.Unlock()
-			go func() { io.Copy(s, c); s.Close(); c.Close() }()
-			go func() { io.Copy(c, s); s.Close(); c.Close() }()
+			go func() { p.copy(s, c); s.Close(); c.Close() }()
+			go func() { p.copy(c, s); s.Close(); c.Close() }()
 		}
 	}()
+}
+
+// copy forwards src to dst, dropping what comes while p hangs.
+func (p *proxy) copy(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 && !p.hang.Load() {
+			if _, err := dst.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 func (p *proxy) stop() {
@@ -554,4 +572,30 @@ func TestReplicaDownAtStartJoinsWhenItAnswers(t *testing.T) {
 	p.start(t)
 	e := &routerEnv{primary: primary, rr: rr}
 	e.waitState(t, oplog.ReplicaUp, 0)
+}
+
+// TestHungReplicaCostsAReadAtMostReadTimeout: a replica that stops
+// answering without closing its connections (a network black hole) is
+// given ReadTimeout, then the primary answers and it leaves rotation.
+func TestHungReplicaCostsAReadAtMostReadTimeout(t *testing.T) {
+	var p *proxy
+	e := openRouter(t, oplog.ReplicaOptions{ReadTimeout: 100 * time.Millisecond, Timeout: 100 * time.Millisecond}, func(primary, replica string) string {
+		p = startProxy(t, replica)
+		return p.url(t, replica)
+	})
+	ctx := context.Background()
+	es := newDIDs(t, e.rr, 2, 0)
+	e.waitState(t, oplog.ReplicaUp, 2)
+	p.hang.Store(true)
+	t.Cleanup(p.stop) // before the router closes: its hung connections end
+	head, err := e.rr.Head(ctx, es[0].DID)
+	if err != nil || head.CID != es[0].CID {
+		t.Fatalf("Head with the replica hung = %s, %v", head.CID, err)
+	}
+	if h := e.rr.Health()[0]; h.State != oplog.ReplicaDown {
+		t.Fatalf("health of a hung replica: %+v", h)
+	}
+	if e.fallbacks("error") != 1 {
+		t.Fatalf("fallbacks(error) = %v, want 1", e.fallbacks("error"))
+	}
 }
