@@ -11,15 +11,17 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/plcdir/plc/internal/defaults"
 )
 
 // ReadRouter is a PostgresStore whose reads of the log (Head, Ops, Op,
-// Export, ExportByTime) may be answered by PostgreSQL streaming replicas
-// of its primary. Everything else — Append and the rest of the write
+// Export, ExportByTime, and the transparency log's ReadHashes: tiles and
+// proofs) may be answered by PostgreSQL streaming replicas of its
+// primary. Everything else — Append and the rest of the write
 // path, Record (which the write path reads), LatestSeq, Ping, the
-// transparency log's tree and checkpoint, cursors, rejections and the
+// transparency log's tree size and checkpoint, cursors, rejections and the
 // capabilities of the PostgresStore — goes to the primary. Callers cannot
 // tell who answered: a replica answers only what the primary would have
 // answered when the read began.
@@ -127,6 +129,8 @@ type replica struct {
 	up      atomic.Bool  // in rotation
 	// verified: it was found to be a replica of the primary's cluster.
 	verified atomic.Bool
+	// tree is the last seq its transparency-log tree was seen to cover.
+	tree atomic.Int64
 
 	mu        sync.Mutex
 	state     ReplicaState
@@ -423,6 +427,64 @@ func (rr *ReadRouter) Export(ctx context.Context, after int64, limit int) ([]Ent
 
 func (rr *ReadRouter) ExportByTime(ctx context.Context, after time.Time, limit int) ([]Entry, error) {
 	return routed(ctx, rr, func(ctx context.Context, r reads) ([]Entry, error) { return r.ExportByTime(ctx, after, limit) })
+}
+
+// ReadHashes reads the transparency log's hashes (tiles, proofs) from a
+// replica whose stored tree covers every one of them, else from the
+// primary. Stored hashes never change, so no fence is needed: only that
+// the replica has them. The tree's chunks are committed in order, so a
+// replica whose tree ends at or after the seq of the record holding a
+// hash has it.
+func (rr *ReadRouter) ReadHashes(ctx context.Context, idx []int64) ([]tlog.Hash, error) {
+	var need int64
+	for _, x := range idx {
+		if x < 0 {
+			return rr.PostgresStore.ReadHashes(ctx, idx) // its error
+		}
+		need = max(need, recordOf(x))
+	}
+	why := fallbackUnavailable
+	n := len(rr.replicas)
+	start := int(rr.next.Add(1) % uint64(max(n, 1)))
+	for i := range n {
+		r := rr.replicas[(start+i)%n]
+		if !r.up.Load() {
+			continue
+		}
+		if r.tree.Load() < need {
+			qctx, cancel := context.WithTimeout(ctx, rr.opts.Timeout)
+			end, err := r.r.TreeSize(qctx)
+			cancel()
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil, ctx.Err()
+				}
+				rr.down(r, err)
+				why = fallbackError
+				continue
+			}
+			for cur := r.tree.Load(); end > cur && !r.tree.CompareAndSwap(cur, end); cur = r.tree.Load() {
+			}
+			if end < need {
+				why = fallbackBehind
+				continue
+			}
+		}
+		rctx, cancel := context.WithTimeout(ctx, rr.opts.ReadTimeout)
+		h, err := r.r.ReadHashes(rctx, idx)
+		cancel()
+		if err == nil {
+			rr.metrics.Reads.WithLabelValues(r.label).Inc()
+			return h, nil
+		}
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		rr.down(r, err)
+		why = fallbackError
+	}
+	rr.metrics.Fallbacks.WithLabelValues(why).Inc()
+	return rr.PostgresStore.ReadHashes(ctx, idx)
 }
 
 var _ Store = (*ReadRouter)(nil)

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/plcdir/plc/internal/pgtest"
 	"github.com/plcdir/plc/oplog"
@@ -598,4 +600,41 @@ func TestHungReplicaCostsAReadAtMostReadTimeout(t *testing.T) {
 	if e.fallbacks("error") != 1 {
 		t.Fatalf("fallbacks(error) = %v, want 1", e.fallbacks("error"))
 	}
+}
+
+// TestReadHashesFromAReplicaOnlyWhenItHasThem: tiles and proofs read the
+// transparency log's hashes from a replica whose tree covers them, and
+// from the primary those it has not replayed.
+func TestReadHashesFromAReplicaOnlyWhenItHasThem(t *testing.T) {
+	e := openRouter(t, oplog.ReplicaOptions{}, nil)
+	ctx := context.Background()
+	newDIDs(t, e.rr, 4, 0)
+	if n, err := e.primary.TreeSize(ctx); err != nil || n != 4 {
+		t.Fatalf("primary TreeSize = %d, %v; want 4", n, err)
+	}
+	e.waitState(t, oplog.ReplicaUp, 4)
+	check := func(idx []int64, fromReplica bool) {
+		t.Helper()
+		want, err := e.primary.ReadHashes(ctx, idx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := e.replicaReads()
+		got, err := e.rr.ReadHashes(ctx, idx)
+		if err != nil || !slices.Equal(got, want) {
+			t.Fatalf("ReadHashes(%v) = %v, %v; want %v", idx, got, err, want)
+		}
+		if answered := e.replicaReads() > before; answered != fromReplica {
+			t.Fatalf("ReadHashes(%v): answered by the replica %v, want %v", idx, answered, fromReplica)
+		}
+	}
+	check([]int64{tlog.StoredHashIndex(0, 0), tlog.StoredHashIndex(0, 3), tlog.StoredHashIndex(2, 0)}, true)
+	e.pauseReplay(t)
+	newDIDs(t, e.rr, 2, 4)
+	behind := e.fallbacks("behind")
+	check([]int64{tlog.StoredHashIndex(0, 1), tlog.StoredHashIndex(0, 5)}, false)
+	if e.fallbacks("behind") != behind+1 {
+		t.Fatal("the primary's answer was not counted as a fallback")
+	}
+	check([]int64{tlog.StoredHashIndex(1, 1)}, true)
 }

@@ -258,21 +258,7 @@ func serveWith(ctx context.Context, c serveConfig, logger *slog.Logger, hook dir
 	}
 	defer store.Close()
 	logger.Info("database ready", "db", oplog.RedactDB(c.DB), "schema_version", schema.Version)
-	tl, err := openTLog(ctx, &c, store, logger)
-	if err != nil {
-		if ctx.Err() != nil {
-			logger.Info("stopped before serving")
-			return nil
-		}
-		return err
-	}
-
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	opMetrics := oplog.NewMetrics(reg)
-	if err := tl.RegisterMetrics(reg); err != nil {
-		return err
-	}
 	var router *oplog.ReadRouter
 	readStore := store
 	if len(c.ReadDB) > 0 {
@@ -289,6 +275,20 @@ func serveWith(ctx context.Context, c serveConfig, logger *slog.Logger, hook dir
 			logger.Info("read replica", "db", h.DB, "state", h.State, "lag_ops", h.LagOps)
 		}
 		readStore = router
+	}
+	tl, err := openTLog(ctx, &c, readStore, logger)
+	if err != nil {
+		if ctx.Err() != nil {
+			logger.Info("stopped before serving")
+			return nil
+		}
+		return err
+	}
+
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	opMetrics := oplog.NewMetrics(reg)
+	if err := tl.RegisterMetrics(reg); err != nil {
+		return err
 	}
 	log := oplog.NewLog(readStore, oplog.Options{NoRateLimit: c.NoDIDRateLimit, Metrics: opMetrics, MaxClockSkew: c.MaxClockSkew, Logger: logger})
 	streamer := api.NewStreamer(log, api.StreamOptions{Logger: logger})
