@@ -12,6 +12,15 @@
 # would have). PLC_PG_CONF, if set, is appended to postgresql.conf: for
 # diagnostics, e.g. shared_preload_libraries = 'pg_stat_statements'.
 #
+# A streaming replica of the cluster is made too (PLC_PG_REPLICA=0 turns it
+# off): pg_basebackup -R from the primary (wal_level=replica, a
+# replication user allowed by a pg_hba line on the socket), started on a
+# second port and socket directory, hot standby. PLC_TEST_POSTGRES_REPLICA
+# is then the URL of the same database on the replica (tests take the
+# replica URL of their own database with internal/pgtest.ReplicaURL), and
+# PLC_TEST_PGREPLICA_DATA its data directory. It is stopped and removed
+# with the primary.
+#
 # If PLC_TEST_POSTGRES is already set (a CI service, say), CMD runs with it
 # as is. If no PostgreSQL binaries are found, CMD runs without it: tests
 # that need PostgreSQL skip, or fail under PLC_REQUIRE_POSTGRES=1.
@@ -56,7 +65,11 @@ fi
 # A short path: the socket path must fit in 107 bytes.
 dir=$(mktemp -d /tmp/plcpg.XXXXXX)
 started=0
+replica_started=0
 cleanup() {
+	if [ "$replica_started" = 1 ]; then
+		as_pg "$bindir/pg_ctl" -D "$dir/replica" -m immediate -w stop >/dev/null 2>&1 || true
+	fi
 	if [ "$started" = 1 ]; then
 		as_pg "$bindir/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true
 	fi
@@ -80,7 +93,9 @@ fi
 
 # Only the socket file's name depends on the port (no TCP listener), but
 # a private number keeps it distinct from any real server's.
-port=$((20000 + RANDOM % 30000))
+# Ports below 32768 (out of the usual ephemeral range); the replica takes
+# the next one.
+port=$((20000 + RANDOM % 12000))
 cat >>"$dir/data/postgresql.conf" <<CONF
 listen_addresses = ''
 unix_socket_directories = '$dir'
@@ -89,8 +104,14 @@ fsync = on
 synchronous_commit = on
 max_connections = 400
 shared_buffers = ${PLC_PG_SHARED_BUFFERS:-32MB}
+wal_level = replica
+max_wal_senders = 4
+hot_standby = on
+hot_standby_feedback = on
 ${PLC_PG_CONF:-}
 CONF
+# The replica connects as a replication user over the socket.
+echo "local replication replicator trust" >>"$dir/data/pg_hba.conf"
 
 started=1
 if ! as_pg "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null; then
@@ -115,6 +136,37 @@ if ! as_pg "$psql" -X -q -h "$dir" -p "$port" -U postgres -d postgres -v ON_ERRO
 fi
 
 export PLC_TEST_POSTGRES="postgres://postgres@/$db?host=$dir&port=$port"
+
+if [ "${PLC_PG_REPLICA:-1}" != 0 ]; then
+	rport=$((port + 1))
+	mkdir "$dir/r"
+	if [ "$(id -u)" = 0 ]; then
+		chown postgres: "$dir/r"
+	fi
+	chmod 700 "$dir/r"
+	if ! as_pg "$psql" -X -q -h "$dir" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 \
+		-c "CREATE ROLE replicator WITH REPLICATION LOGIN" >/dev/null; then
+		echo "with-postgres: could not create the replication user" >&2
+		exit 1
+	fi
+	if ! as_pg "$bindir/pg_basebackup" -h "$dir" -p "$port" -U replicator -D "$dir/replica" -R -X stream -c fast --no-sync >"$dir/basebackup.log" 2>&1; then
+		cat "$dir/basebackup.log" >&2
+		echo "with-postgres: pg_basebackup failed" >&2
+		exit 1
+	fi
+	cat >>"$dir/replica/postgresql.conf" <<CONF
+unix_socket_directories = '$dir/r'
+port = $rport
+CONF
+	replica_started=1
+	if ! as_pg "$bindir/pg_ctl" -D "$dir/replica" -l "$dir/replica.log" -w -t 60 start >/dev/null; then
+		cat "$dir/replica.log" >&2
+		echo "with-postgres: the replica did not start" >&2
+		exit 1
+	fi
+	export PLC_TEST_POSTGRES_REPLICA="postgres://postgres@/$db?host=$dir/r&port=$rport"
+	export PLC_TEST_PGREPLICA_DATA="$dir/replica"
+fi
 # For tests that stop and start the server (scripts/attack dbkill).
 export PLC_TEST_PGDATA="$dir/data" PLC_TEST_PGBIN="$bindir"
 rc=0

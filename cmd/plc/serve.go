@@ -58,6 +58,13 @@ type serveConfig struct {
 	// comes from the proxy).
 	MaxConns      int
 	MaxConnsPerIP int
+	// ReadDB are PostgreSQL streaming replicas of DB that answer the read
+	// routes (see oplog.ReadRouter); empty: the primary answers all.
+	ReadDB []string
+	// ReadDBMaxLag is how many ops a replica may be behind and stay in
+	// rotation; ReadDBCheck how often the replicas are measured.
+	ReadDBMaxLag int
+	ReadDBCheck  time.Duration
 }
 
 // serverFlags binds the flags plc serve and plc mirror share: the
@@ -154,6 +161,43 @@ func (c *serveConfig) connLimits(logger *slog.Logger) (total, perIP int) {
 	return total, perIP
 }
 
+// readDBFlags binds the read replicas' flags (plc serve only).
+func readDBFlags(f *cli.Flags, c *serveConfig) {
+	f.List(&c.ReadDB, "read-db", "PLC_READ_DB", "a postgres:// URL of a streaming replica of --db that answers reads", func(s string) error {
+		if !oplog.IsPostgres(s) {
+			return errors.New("not a postgres:// URL: read replicas are PostgreSQL streaming replicas of --db")
+		}
+		return nil
+	})
+	f.Int(&c.ReadDBMaxLag, "read-db-max-lag", "PLC_READ_DB_MAX_LAG", oplog.DefaultReplicaMaxLag, "ops a read replica may be behind the primary and stay in rotation")
+	f.Duration(&c.ReadDBCheck, "read-db-check", "PLC_READ_DB_CHECK", time.Second, "how often the read replicas' lag is measured (and those caught up put back in rotation)")
+}
+
+// validateReadDB checks the replicas' settings: PostgreSQL on both sides.
+func (c *serveConfig) validateReadDB() error {
+	if len(c.ReadDB) == 0 {
+		return nil
+	}
+	if !oplog.IsPostgres(c.DB) {
+		return errors.New("--read-db needs a PostgreSQL --db: read replicas are streaming replicas of a PostgreSQL primary (SQLite has none)")
+	}
+	for i, u := range c.ReadDB {
+		if !oplog.IsPostgres(u) {
+			return fmt.Errorf("--read-db %d: not a postgres:// URL", i+1)
+		}
+		if _, err := url.Parse(u); err != nil {
+			return fmt.Errorf("--read-db %d: invalid URL: %v", i+1, redactErr(err))
+		}
+	}
+	if c.ReadDBMaxLag < 1 {
+		return errors.New("--read-db-max-lag must be at least 1")
+	}
+	if c.ReadDBCheck <= 0 {
+		return errors.New("--read-db-check must be positive")
+	}
+	return nil
+}
+
 // redactErr keeps a URL parse error from echoing a password.
 func redactErr(err error) string {
 	var ue *url.Error
@@ -173,6 +217,7 @@ start) and the API on :2582.`, e)
 	f := cli.NewFlags(fs, e)
 	serverFlags(f, &c)
 	f.Bool(&c.NoDIDRateLimit, "no-did-rate-limit", "PLC_NO_DID_RATE_LIMIT", "turn off the per-DID operation rate limit")
+	readDBFlags(f, &c)
 	if code, done := f.Parse("plc serve", args); done {
 		return code
 	}
@@ -180,6 +225,9 @@ start) and the API on :2582.`, e)
 		return e.Failf(exitUsage, "plc serve: unexpected argument %q", fs.Arg(0))
 	}
 	if err := c.validate(); err != nil {
+		return e.Failf(exitUsage, "plc serve: %v", err)
+	}
+	if err := c.validateReadDB(); err != nil {
 		return e.Failf(exitUsage, "plc serve: %v", err)
 	}
 	logger, _ := newLogger(c.LogFormat, c.LogLevel, e.Stderr)
@@ -210,7 +258,25 @@ func serveWith(ctx context.Context, c serveConfig, logger *slog.Logger, hook dir
 	}
 	defer store.Close()
 	logger.Info("database ready", "db", oplog.RedactDB(c.DB), "schema_version", schema.Version)
-	tl, err := openTLog(ctx, &c, store, logger)
+	reg := prometheus.NewRegistry()
+	var router *oplog.ReadRouter
+	readStore := store
+	if len(c.ReadDB) > 0 {
+		pg, ok := store.(*oplog.PostgresStore)
+		if !ok {
+			return errors.New("--read-db needs a PostgreSQL --db")
+		}
+		router, err = oplog.OpenReadRouter(ctx, pg, c.ReadDB, oplog.ReplicaOptions{MaxLag: int64(c.ReadDBMaxLag), Registry: reg})
+		if err != nil {
+			return err
+		}
+		defer router.Close()
+		for _, h := range router.Health() {
+			logger.Info("read replica", "db", h.DB, "state", h.State, "lag_ops", h.LagOps)
+		}
+		readStore = router
+	}
+	tl, err := openTLog(ctx, &c, readStore, logger)
 	if err != nil {
 		if ctx.Err() != nil {
 			logger.Info("stopped before serving")
@@ -219,13 +285,12 @@ func serveWith(ctx context.Context, c serveConfig, logger *slog.Logger, hook dir
 		return err
 	}
 
-	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	opMetrics := oplog.NewMetrics(reg)
 	if err := tl.RegisterMetrics(reg); err != nil {
 		return err
 	}
-	log := oplog.NewLog(store, oplog.Options{NoRateLimit: c.NoDIDRateLimit, Metrics: opMetrics, MaxClockSkew: c.MaxClockSkew, Logger: logger})
+	log := oplog.NewLog(readStore, oplog.Options{NoRateLimit: c.NoDIDRateLimit, Metrics: opMetrics, MaxClockSkew: c.MaxClockSkew, Logger: logger})
 	streamer := api.NewStreamer(log, api.StreamOptions{Logger: logger})
 	apiCfg := api.Config{
 		Log:        log,
@@ -245,6 +310,17 @@ func serveWith(ctx context.Context, c serveConfig, logger *slog.Logger, hook dir
 			streamer.Close()
 			log.Close()
 			return err
+		}
+	}
+	if router != nil {
+		health := apiCfg.Health
+		apiCfg.Health = func() map[string]any {
+			m := map[string]any{}
+			if health != nil {
+				m = health()
+			}
+			m["replicas"] = router.Health()
+			return m
 		}
 	}
 	if apiCfg.UI == nil {
@@ -308,9 +384,17 @@ func serveWith(ctx context.Context, c serveConfig, logger *slog.Logger, hook dir
 				oplog.IndexHandles(roleCtx, idx, oplog.HandleIndexInterval, logger)
 			}
 		}()
+		rDone := make(chan struct{})
+		go func() {
+			defer close(rDone)
+			if router != nil {
+				router.Run(roleCtx, c.ReadDBCheck)
+			}
+		}()
 		if run != nil {
 			run(roleCtx)
 		}
+		<-rDone
 		<-tlDone
 		<-hDone
 	}()

@@ -24,6 +24,9 @@ import (
 const (
 	EnvURL     = "PLC_TEST_POSTGRES"
 	EnvRequire = "PLC_REQUIRE_POSTGRES"
+	// EnvReplicaURL is the URL of the same database on a streaming
+	// replica of the test cluster (scripts/with-postgres.sh makes one).
+	EnvReplicaURL = "PLC_TEST_POSTGRES_REPLICA"
 )
 
 // URL returns the URL of a new, empty database on the test cluster, which
@@ -71,4 +74,43 @@ func URL(t testing.TB) string {
 	})
 	u.Path = "/" + name
 	return u.String()
+}
+
+// ReplicaURL returns the URL, on the test cluster's streaming replica, of
+// the database primary (a URL from URL) names, once the replica has
+// replayed its creation. It skips the test when no replica is configured,
+// or fails it if PLC_REQUIRE_POSTGRES=1.
+func ReplicaURL(t testing.TB, primary string) string {
+	t.Helper()
+	base := os.Getenv(EnvReplicaURL)
+	if base == "" {
+		if os.Getenv(EnvRequire) == "1" {
+			t.Fatalf("%s is not set and %s=1: replica tests must run (use scripts/with-postgres.sh)", EnvReplicaURL, EnvRequire)
+		}
+		t.Skipf("%s is not set: skipping replica test (run under scripts/with-postgres.sh)", EnvReplicaURL)
+	}
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatalf("%s is not a URL: %v", EnvReplicaURL, err.(*url.Error).Err)
+	}
+	p, err := url.Parse(primary)
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	u.Path = p.Path
+	// The database appears on the replica when its creation is replayed.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		conn, err := pgx.Connect(ctx, u.String())
+		cancel()
+		if err == nil {
+			conn.Close(context.Background())
+			return u.String()
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pgtest: the replica has no database %s after a minute: %v", p.Path, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
