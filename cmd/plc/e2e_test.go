@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -458,8 +459,40 @@ func TestBenchScenariosAgainstRealServer(t *testing.T) {
 		t.Fatalf("the server holds %d ops after bench write --ops 60", got)
 	}
 	out = runCLI("bench", "resolve", "--url", s.url, "--requests", "200", "--concurrency", "4")
-	if !strings.Contains(out, "DIDs         60\n") || !strings.Contains(out, "requests     200 (0 failed, 0 tombstoned)") {
+	if !strings.Contains(out, "DIDs         60 (uniform)\n") || !strings.Contains(out, "requests     200 (0 failed, 0 tombstoned, 0 not modified)") {
 		t.Fatalf("bench resolve:\n%s", out)
+	}
+	// A hot set of 5 DIDs with their ETags: at most 5 answers in flight
+	// per DID are full ones, the rest 304.
+	didsFile := filepath.Join(t.TempDir(), "dids")
+	out = runCLI("bench", "resolve", "--url", s.url, "--requests", "200", "--concurrency", "4", "--hot", "5", "--etag", "--save-dids", didsFile)
+	var notModified int
+	if _, err := fmt.Sscanf(out[strings.Index(out, "tombstoned, ")+len("tombstoned, "):], "%d not modified", &notModified); err != nil || notModified < 200-5*4 ||
+		!strings.Contains(out, "DIDs         60 (hot set of 5)\n") {
+		t.Fatalf("bench resolve --hot 5 --etag (%d not modified):\n%s", notModified, out)
+	}
+	// The baseline server, resolved with the DIDs saved: it prints its
+	// address once it listens.
+	ctx, stop := context.WithCancel(t.Context())
+	pr, pw := io.Pipe()
+	served := make(chan int, 1)
+	go func() {
+		served <- run(ctx, []string{"bench", "static", "--listen", "127.0.0.1:0"}, env{Stdin: strings.NewReader(""), Stdout: pw, Stderr: io.Discard, Getenv: func(string) string { return "" }})
+		pw.Close()
+	}()
+	line, err := bufio.NewReader(pr).ReadString('\n')
+	var addr string
+	if _, serr := fmt.Sscanf(line, "serving 536 bytes at http://%s", &addr); err != nil || serr != nil {
+		t.Fatalf("bench static: %q %v %v", line, err, serr)
+	}
+	go io.Copy(io.Discard, pr)
+	out = runCLI("bench", "resolve", "--url", "http://"+addr, "--dids", didsFile, "--requests", "100", "--concurrency", "2")
+	if !strings.Contains(out, "DIDs         60 (uniform)\n") || !strings.Contains(out, "requests     100 (0 failed") {
+		t.Fatalf("bench resolve against bench static:\n%s", out)
+	}
+	stop()
+	if code := <-served; code != 0 {
+		t.Fatalf("bench static: exit %d", code)
 	}
 	out = runCLI("bench", "export", "--url", s.url)
 	if !strings.Contains(out, "ops              60\n") {
