@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
@@ -456,4 +457,47 @@ func metricValue(m prometheus.Metric) float64 {
 		return c.GetValue()
 	}
 	return d.GetGauge().GetValue()
+}
+
+// seqOutageStore also fails LatestSeq.
+type seqOutageStore struct{ readOutageStore }
+
+func (s *seqOutageStore) LatestSeq(ctx context.Context) (int64, error) {
+	if err := s.failing(); err != nil {
+		return 0, err
+	}
+	return s.Store.LatestSeq(ctx)
+}
+
+// TestReadCacheServesNothingUncheckedWhileTheDatabaseIsDown: when the
+// latest seq cannot be read, a cached answer may be stale: the request
+// reads the database (and gets its 503), it is not answered from memory.
+func TestReadCacheServesNothingUncheckedWhileTheDatabaseIsDown(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		down := &seqOutageStore{}
+		env := newAPIEnv(t, b, envOptions{
+			wrap:   func(s oplog.Store) oplog.Store { down.Store = s; return down },
+			config: func(c *Config) { c.ReadCacheBytes = 1 << 20 },
+		})
+		k := keys(t, 1)
+		g := genesisOp(t, "alice.test", k[0], k[0])
+		did := g.GenesisDID()
+		env.mustSubmit(did, g)
+		for _, p := range readPaths {
+			env.get("/" + did + p)
+		}
+		down.fail(fmt.Errorf("query: %w", &pgconn.PgError{Code: "08006", Message: "connection failure"}))
+		for _, p := range readPaths {
+			r := env.get("/" + did + p)
+			r.expectMessage(t, http.StatusServiceUnavailable, "Database unavailable, retry later")
+			if r.header.Get("ETag") != "" || r.header.Get("Cache-Control") != "no-cache" {
+				t.Errorf("GET %s while down: ETag %q Cache-Control %q", p, r.header.Get("ETag"), r.header.Get("Cache-Control"))
+			}
+		}
+		if got := metricValue(env.srv.cache.m.bypass); got != float64(len(readPaths)) {
+			t.Errorf("bypass %v, want %d", got, len(readPaths))
+		}
+		down.fail(nil)
+		env.get("/"+did).expect(t, http.StatusOK, ctDIDDoc, docOf(did, g))
+	})
 }
