@@ -499,3 +499,59 @@ func TestBenchScenariosAgainstRealServer(t *testing.T) {
 		t.Fatalf("bench export:\n%s", out)
 	}
 }
+
+// TestTwoProcessesCachedReadsSeeEachOthersWrites: two plc serve processes
+// on one database, each with its cache of rendered answers: after a POST
+// to either is answered 200, a read from either shows the op, and the
+// ETag a client held before it no longer matches.
+func TestTwoProcessesCachedReadsSeeEachOthersWrites(t *testing.T) {
+	backends(t, func(t *testing.T, db string) {
+		a := startServer(t, db, "--no-did-rate-limit")
+		b := startServer(t, db, "--no-did-rate-limit")
+		urls := []string{a.url, b.url}
+		id := optest.NewIdentity(t, "cache.test", 1)
+		if code, body, err := post(a.url, id.Head, id.DID); err != nil || code != 200 {
+			t.Fatalf("genesis: %d %s %v", code, body, err)
+		}
+		get := func(url, etag string) (int, string, string) {
+			t.Helper()
+			req, _ := http.NewRequest(http.MethodGet, url+"/"+id.DID, nil)
+			if etag != "" {
+				req.Header.Set("If-None-Match", etag)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			return resp.StatusCode, string(body), resp.Header.Get("ETag")
+		}
+		tags := make([]string, 2)
+		for i, u := range urls {
+			code, _, tag := get(u, "")
+			if code != 200 || tag == "" {
+				t.Fatalf("GET from server %d: %d, ETag %q", i, code, tag)
+			}
+			if code, _, _ := get(u, tag); code != http.StatusNotModified {
+				t.Fatalf("GET from server %d with its ETag: %d, want 304", i, code)
+			}
+			tags[i] = tag
+		}
+		for n := range 6 {
+			handle := fmt.Sprintf("cache%d.test", n)
+			op := id.Update(t, nil, 0, handle)
+			if code, body, err := post(urls[n%2], op, id.DID); err != nil || code != 200 {
+				t.Fatalf("update %d: %d %s %v", n, code, body, err)
+			}
+			id.Accept(op)
+			for i, u := range urls {
+				code, body, tag := get(u, tags[i])
+				if code != 200 || !strings.Contains(body, `"at://`+handle+`"`) || tag == tags[i] {
+					t.Fatalf("after update %d through server %d, server %d answers %d (ETag %q, held %q): %s", n, n%2, i, code, tag, tags[i], body)
+				}
+				tags[i] = tag
+			}
+		}
+	})
+}
