@@ -7,4 +7,10 @@
 // Access-Control-Allow-Origin: *. The web UI (Config.UI, package web),
 // when set, answers its own paths only — GET /, /ui and /ui/… — with HTML;
 // no API route ever does.
+//
+// The read routes of a DID carry an ETag (the DID's latest op and the
+// route) and answer 304 to a matching If-None-Match; every read route sets
+// the Cache-Control a CDN may follow (read.go). With Config.ReadCacheBytes
+// the rendered answers are kept in memory, exact under appends by any
+// process sharing the database (readcache.go).
 package api

@@ -40,6 +40,7 @@ func New(cfg Config) *Server {
 		health2:   cfg.Health,
 		tlog:      cfg.TLog,
 	}
+	s.cache = newReadCache(s.store, cfg.ReadCacheBytes, cfg.Registry)
 	if cfg.IPRate > 0 {
 		s.limiter = newIPLimiter(cfg.IPRate, cfg.IPBurst, now)
 	}
@@ -68,11 +69,11 @@ func New(cfg Config) *Server {
 	e.GET("/openapi.yaml", s.openapi)
 	e.GET("/export", s.handle(s.export))
 	e.GET(routeStream, s.exportStream)
-	e.GET("/:did", s.handle(s.current(true)))
-	e.GET("/:did/data", s.handle(s.current(false)))
-	e.GET("/:did/log", s.handle(s.opLog))
-	e.GET("/:did/log/audit", s.handle(s.auditLog))
-	e.GET("/:did/log/last", s.handle(s.lastOp))
+	e.GET("/:did", s.serveRead(routeDoc))
+	e.GET("/:did/data", s.serveRead(routeData))
+	e.GET("/:did/log", s.serveRead(routeLog))
+	e.GET("/:did/log/audit", s.serveRead(routeAudit))
+	e.GET("/:did/log/last", s.serveRead(routeLast))
 	e.POST("/:did", s.handle(s.submit))
 	extra := cfg.Extra
 	e.GET("/_mirror/divergences", func(c *gin.Context) {

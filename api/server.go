@@ -106,6 +106,14 @@ type Config struct {
 	// ever answers HTML: GET /:did stays the JSON document whatever the
 	// Accept header says.
 	UI http.Handler
+	// ReadCacheBytes bounds the memory of the cache of rendered answers of
+	// the /:did read routes (DefaultReadCacheBytes is plc serve's default).
+	// 0 or less: no cache, every read goes to the store. The cache is exact
+	// whoever appends (see readCache): each request that uses it costs one
+	// LatestSeq query shared with the requests waiting beside it. Its
+	// fills assume the Store's reads, after LatestSeq returned N, see at
+	// least N.
+	ReadCacheBytes int64
 }
 
 // TLog is what the API needs of the transparency log (plc/tlog's *TLog).
@@ -141,6 +149,7 @@ type Server struct {
 	forward   http.Handler
 	health2   func() map[string]any
 	tlog      TLog
+	cache     *readCache // nil: no cache
 }
 
 // Handlers, one a route (the routes are in router.go).
@@ -216,141 +225,6 @@ func (s *Server) exportStream(c *gin.Context) {
 	s.stream.ServeHTTP(c.Writer, c.Request)
 }
 
-// head returns the latest non-nullified op of a DID for the read routes:
-// 404 for a DID that is not registered, 400 for one that is not a did:plc.
-func (s *Server) head(c *gin.Context, did string) (*validate.Op, error) {
-	if err := readableDID(did); err != nil {
-		return nil, err
-	}
-	e, err := s.store.Head(c.Request.Context(), did)
-	if errors.Is(err, oplog.ErrNotFound) {
-		return nil, notRegistered(did)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read head of %s: %w", did, err)
-	}
-	return e.Decoded, nil
-}
-
-// current answers GET /:did (doc) or GET /:did/data: the rendered
-// document or data of an active DID.
-func (s *Server) current(doc bool) func(*gin.Context) error {
-	return func(c *gin.Context) error {
-		did := didParam(c)
-		head, err := s.head(c, did)
-		if err != nil {
-			return err
-		}
-		data, ok := head.Data()
-		if !ok {
-			return &httpError{http.StatusNotFound, "DID not available: " + did}
-		}
-		if doc {
-			c.Data(http.StatusOK, contentDIDDoc, validate.AppendDocumentJSON(nil, did, data))
-		} else {
-			c.Data(http.StatusOK, contentJSON, validate.AppendDataJSON(nil, did, data))
-		}
-		return nil
-	}
-}
-
-// ops returns every op of the DID in the path, nullified ones included.
-func (s *Server) ops(c *gin.Context) ([]oplog.Entry, error) {
-	did := didParam(c)
-	if err := readableDID(did); err != nil {
-		return nil, err
-	}
-	ops, err := s.store.Ops(c.Request.Context(), did)
-	if err != nil {
-		return nil, fmt.Errorf("read ops of %s: %w", did, err)
-	}
-	if len(ops) == 0 {
-		return nil, notRegistered(did)
-	}
-	return ops, nil
-}
-
-// GET /:did/log
-func (s *Server) opLog(c *gin.Context) error {
-	ops, err := s.ops(c)
-	if err != nil {
-		return err
-	}
-	b := []byte{'['}
-	n := 0
-	for i := range ops {
-		if ops[i].Nullified {
-			continue
-		}
-		if n > 0 {
-			b = append(b, ',')
-		}
-		n++
-		if b, err = appendOpJSON(b, &ops[i]); err != nil {
-			return err
-		}
-	}
-	c.Data(http.StatusOK, contentJSON, append(b, ']'))
-	return nil
-}
-
-// GET /:did/log/audit[?proof=true]
-func (s *Server) auditLog(c *gin.Context) error {
-	withProof := false
-	switch p := c.Query("proof"); p {
-	case "", "false":
-	case "true":
-		if s.tlog == nil {
-			return &httpError{http.StatusBadRequest, "this directory keeps no transparency log: proof=true is not available"}
-		}
-		withProof = true
-	default:
-		return &httpError{http.StatusBadRequest, "proof must be true or false"}
-	}
-	ops, err := s.ops(c)
-	if err != nil {
-		return err
-	}
-	var (
-		cp     oplog.Checkpoint
-		proofs map[int64][]tlog.Hash
-	)
-	if withProof {
-		seqs := make([]int64, len(ops))
-		for i := range ops {
-			seqs[i] = ops[i].Seq
-		}
-		if cp, proofs, err = s.tlog.InclusionProofs(c.Request.Context(), seqs); err != nil {
-			return fmt.Errorf("inclusion proofs: %w", err)
-		}
-		s.tlog.SetWitnessHeaders(c.Writer.Header(), cp.Note)
-	}
-	b := []byte{'['}
-	for i := range ops {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		if b, err = appendAuditEntry(b, &ops[i]); err != nil {
-			return err
-		}
-		if withProof {
-			b = appendProof(b[:len(b)-1], ops[i].Seq, &cp, proofs[ops[i].Seq])
-		}
-	}
-	c.Data(http.StatusOK, contentJSON, append(b, ']'))
-	return nil
-}
-
-// GET /:did/log/last
-func (s *Server) lastOp(c *gin.Context) error {
-	head, err := s.head(c, didParam(c))
-	if err != nil {
-		return err
-	}
-	c.Data(http.StatusOK, contentJSON, head.AppendJSON(nil))
-	return nil
-}
-
 // POST /:did
 func (s *Server) submit(c *gin.Context) error {
 	did := didParam(c)
@@ -406,6 +280,7 @@ func (s *Server) submit(c *gin.Context) error {
 
 // GET /export
 func (s *Server) export(c *gin.Context) error {
+	c.Header("Cache-Control", cacheControlNone)
 	count := maxExportCount
 	if p := queryParam(c, "count"); p != "" {
 		n, ok := jsParseInt(p)
@@ -421,7 +296,8 @@ func (s *Server) export(c *gin.Context) error {
 		line    func([]byte, *oplog.Entry) ([]byte, error)
 		err     error
 	)
-	if after != "" && allDigits(after) {
+	seqMode := after != "" && allDigits(after)
+	if seqMode {
 		seq, perr := strconv.ParseInt(after, 10, 64)
 		if perr != nil {
 			seq = math.MaxInt64 // out of range: past every seq
@@ -453,6 +329,11 @@ func (s *Server) export(c *gin.Context) error {
 		if b, err = line(b, &entries[i]); err != nil {
 			return err
 		}
+	}
+	if seqMode && len(entries) == count {
+		// Seqs are dense and a seq-mode line states no nullification: a
+		// full page of them never changes.
+		c.Header("Cache-Control", cacheControlImmutable)
 	}
 	c.Data(http.StatusOK, contentJSONL, b)
 	return nil

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -458,11 +459,99 @@ func TestBenchScenariosAgainstRealServer(t *testing.T) {
 		t.Fatalf("the server holds %d ops after bench write --ops 60", got)
 	}
 	out = runCLI("bench", "resolve", "--url", s.url, "--requests", "200", "--concurrency", "4")
-	if !strings.Contains(out, "DIDs         60\n") || !strings.Contains(out, "requests     200 (0 failed, 0 tombstoned)") {
+	if !strings.Contains(out, "DIDs         60 (uniform)\n") || !strings.Contains(out, "requests     200 (0 failed, 0 tombstoned, 0 not modified)") {
 		t.Fatalf("bench resolve:\n%s", out)
+	}
+	// A hot set of 5 DIDs with their ETags: at most 5 answers in flight
+	// per DID are full ones, the rest 304.
+	didsFile := filepath.Join(t.TempDir(), "dids")
+	out = runCLI("bench", "resolve", "--url", s.url, "--requests", "200", "--concurrency", "4", "--hot", "5", "--etag", "--save-dids", didsFile)
+	var notModified int
+	if _, err := fmt.Sscanf(out[strings.Index(out, "tombstoned, ")+len("tombstoned, "):], "%d not modified", &notModified); err != nil || notModified < 200-5*4 ||
+		!strings.Contains(out, "DIDs         60 (hot set of 5)\n") {
+		t.Fatalf("bench resolve --hot 5 --etag (%d not modified):\n%s", notModified, out)
+	}
+	// The baseline server, resolved with the DIDs saved: it prints its
+	// address once it listens.
+	ctx, stop := context.WithCancel(t.Context())
+	pr, pw := io.Pipe()
+	served := make(chan int, 1)
+	go func() {
+		served <- run(ctx, []string{"bench", "static", "--listen", "127.0.0.1:0"}, env{Stdin: strings.NewReader(""), Stdout: pw, Stderr: io.Discard, Getenv: func(string) string { return "" }})
+		pw.Close()
+	}()
+	line, err := bufio.NewReader(pr).ReadString('\n')
+	var addr string
+	if _, serr := fmt.Sscanf(line, "serving 536 bytes at http://%s", &addr); err != nil || serr != nil {
+		t.Fatalf("bench static: %q %v %v", line, err, serr)
+	}
+	go io.Copy(io.Discard, pr)
+	out = runCLI("bench", "resolve", "--url", "http://"+addr, "--dids", didsFile, "--requests", "100", "--concurrency", "2")
+	if !strings.Contains(out, "DIDs         60 (uniform)\n") || !strings.Contains(out, "requests     100 (0 failed") {
+		t.Fatalf("bench resolve against bench static:\n%s", out)
+	}
+	stop()
+	if code := <-served; code != 0 {
+		t.Fatalf("bench static: exit %d", code)
 	}
 	out = runCLI("bench", "export", "--url", s.url)
 	if !strings.Contains(out, "ops              60\n") {
 		t.Fatalf("bench export:\n%s", out)
 	}
+}
+
+// TestTwoProcessesCachedReadsSeeEachOthersWrites: two plc serve processes
+// on one database, each with its cache of rendered answers: after a POST
+// to either is answered 200, a read from either shows the op, and the
+// ETag a client held before it no longer matches.
+func TestTwoProcessesCachedReadsSeeEachOthersWrites(t *testing.T) {
+	backends(t, func(t *testing.T, db string) {
+		a := startServer(t, db, "--no-did-rate-limit")
+		b := startServer(t, db, "--no-did-rate-limit")
+		urls := []string{a.url, b.url}
+		id := optest.NewIdentity(t, "cache.test", 1)
+		if code, body, err := post(a.url, id.Head, id.DID); err != nil || code != 200 {
+			t.Fatalf("genesis: %d %s %v", code, body, err)
+		}
+		get := func(url, etag string) (int, string, string) {
+			t.Helper()
+			req, _ := http.NewRequest(http.MethodGet, url+"/"+id.DID, nil)
+			if etag != "" {
+				req.Header.Set("If-None-Match", etag)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			return resp.StatusCode, string(body), resp.Header.Get("ETag")
+		}
+		tags := make([]string, 2)
+		for i, u := range urls {
+			code, _, tag := get(u, "")
+			if code != 200 || tag == "" {
+				t.Fatalf("GET from server %d: %d, ETag %q", i, code, tag)
+			}
+			if code, _, _ := get(u, tag); code != http.StatusNotModified {
+				t.Fatalf("GET from server %d with its ETag: %d, want 304", i, code)
+			}
+			tags[i] = tag
+		}
+		for n := range 6 {
+			handle := fmt.Sprintf("cache%d.test", n)
+			op := id.Update(t, nil, 0, handle)
+			if code, body, err := post(urls[n%2], op, id.DID); err != nil || code != 200 {
+				t.Fatalf("update %d: %d %s %v", n, code, body, err)
+			}
+			id.Accept(op)
+			for i, u := range urls {
+				code, body, tag := get(u, tags[i])
+				if code != 200 || !strings.Contains(body, `"at://`+handle+`"`) || tag == tags[i] {
+					t.Fatalf("after update %d through server %d, server %d answers %d (ETag %q, held %q): %s", n, n%2, i, code, tag, tags[i], body)
+				}
+				tags[i] = tag
+			}
+		}
+	})
 }

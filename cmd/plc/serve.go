@@ -65,6 +65,9 @@ type serveConfig struct {
 	// rotation; ReadDBCheck how often the replicas are measured.
 	ReadDBMaxLag int
 	ReadDBCheck  time.Duration
+	// ReadCacheBytes bounds the cache of rendered answers of the /:did
+	// read routes (api.Config.ReadCacheBytes); 0 turns it off.
+	ReadCacheBytes int
 }
 
 // serverFlags binds the flags plc serve and plc mirror share: the
@@ -78,6 +81,7 @@ func serverFlags(f *cli.Flags, c *serveConfig) {
 	f.Bool(&c.TrustProxy, "trust-proxy", "PLC_TRUST_PROXY", "take client IPs from X-Forwarded-For (behind a proxy)")
 	f.Int(&c.MaxConns, "max-conns", "PLC_MAX_CONNS", defaultMaxConns, "most API connections open at once; over it a new one replaces the oldest idle one or is closed (0: no bound)")
 	f.Int(&c.MaxConnsPerIP, "max-conns-per-ip", "PLC_MAX_CONNS_PER_IP", -1, fmt.Sprintf("most API connections of one client IP (IPv6: /64); -1: %d, or no bound with --trust-proxy; 0: no bound", defaultMaxConnsPerIP))
+	f.Int(&c.ReadCacheBytes, "read-cache-bytes", "PLC_READ_CACHE_BYTES", api.DefaultReadCacheBytes, "memory of the cache of rendered /:did answers, kept exact under appends by any process (0: off)")
 	f.Duration(&c.ShutdownTimeout, "shutdown-timeout", "PLC_SHUTDOWN_TIMEOUT", 15*time.Second, "graceful shutdown deadline")
 	clockSkewFlag(f, &c.MaxClockSkew)
 	tlogFlags(f, &c.TLog)
@@ -115,6 +119,9 @@ func (c *serveConfig) validate() error {
 	}
 	if c.MaxConns < 0 || c.MaxConnsPerIP < -1 {
 		return errors.New("--max-conns must not be negative, --max-conns-per-ip not below -1")
+	}
+	if c.ReadCacheBytes < 0 {
+		return errors.New("--read-cache-bytes must not be negative")
 	}
 	if c.ShutdownTimeout <= 0 {
 		return errors.New("--shutdown-timeout must be positive")
@@ -303,6 +310,8 @@ func serveWith(ctx context.Context, c serveConfig, logger *slog.Logger, hook dir
 		IPBurst:    c.IPBurst,
 		Stream:     streamer,
 		TLog:       tl,
+
+		ReadCacheBytes: int64(c.ReadCacheBytes),
 	}
 	var run func(ctx context.Context)
 	if hook != nil {

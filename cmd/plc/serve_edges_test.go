@@ -88,3 +88,47 @@ func grepLines(s, substr string) string {
 	}
 	return fmt.Sprint(out)
 }
+
+// --read-cache-bytes reaches the API: its cache's metrics are there by
+// default and absent with 0; a negative size is refused.
+func TestServeReadCacheFlag(t *testing.T) {
+	did := "/did:plc:" + strings.Repeat("a", 24)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "plc_read_cache_misses_total 2\n"},
+		{[]string{"--read-cache-bytes", "0"}, ""},
+	} {
+		s := startServer(t, filepath.Join(t.TempDir(), "plc.sqlite"), append(c.args, "--metrics-listen", "127.0.0.1:0")...)
+		for range 2 {
+			resp, err := http.Get(s.url + did)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusNotFound || resp.Header.Get("Cache-Control") != "no-cache" {
+				t.Fatalf("GET %s: %d %q", did, resp.StatusCode, resp.Header.Get("Cache-Control"))
+			}
+		}
+		resp, err := http.Get(s.metricsURL + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if c.want == "" {
+			if strings.Contains(string(b), "plc_read_cache_") {
+				t.Errorf("%v: the cache's metrics are there", c.args)
+			}
+		} else if !strings.Contains(string(b), c.want) {
+			t.Errorf("%v: /metrics has no %q", c.args, c.want)
+		}
+	}
+	var stderr strings.Builder
+	code := run(t.Context(), []string{"serve", "--read-cache-bytes", "-1", "--db", filepath.Join(t.TempDir(), "plc.sqlite")},
+		env{Stdin: strings.NewReader(""), Stdout: io.Discard, Stderr: &stderr, Getenv: func(string) string { return "" }})
+	if code == 0 || !strings.Contains(stderr.String(), "--read-cache-bytes must not be negative") {
+		t.Errorf("--read-cache-bytes -1: exit %d, %q", code, stderr.String())
+	}
+}

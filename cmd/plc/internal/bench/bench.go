@@ -3,10 +3,8 @@ package bench
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"runtime"
 	"slices"
@@ -33,6 +31,7 @@ func Run(ctx context.Context, e cli.Env, args []string) int {
 		{Name: "export", Summary: "/export paging and /export/stream backfill rates", Run: runBenchExport},
 		{Name: "import", Summary: "plc import of a corpus: ops/s, ratio to the signature bound, peak RSS, bytes per op", Run: runBenchImport},
 		{Name: "gen", Summary: "generate a signed synthetic export corpus", Run: runBenchGen},
+		{Name: "static", Summary: "a bare HTTP server answering every GET with one fixed body: the baseline of resolve", Run: runBenchStatic},
 	}, args)
 }
 
@@ -186,84 +185,6 @@ func benchGenesis(i int) (*validate.Op, error) {
 		AlsoKnownAs:         []string{"at://bench" + strconv.Itoa(i) + ".bsky.social"},
 		Services:            []validate.Service{{ID: "atproto_pds", Type: "AtprotoPersonalDataServer", Endpoint: "https://morel.us-east.host.bsky.network"}},
 	}, rot)
-}
-
-func runBenchResolve(ctx context.Context, e cli.Env, args []string) int {
-	fs := cli.NewFlagSet("bench resolve", "plc bench resolve --url URL [--requests N] [--concurrency C]",
-		`Lists the directory's DIDs from its /export, then GETs /:did for DIDs
-drawn at random with C connections, and reports requests/s and latency
-percentiles.`, e)
-	url := fs.String("url", "http://127.0.0.1:2582", "directory URL")
-	reqs := fs.Int("requests", 100000, "requests to send")
-	conc := fs.Int("concurrency", 32, "connections")
-	seed := fs.Uint64("seed", 1, "seed for the DID draw")
-	if code, done := cli.ParseFlags(fs, args); done {
-		return code
-	}
-	if *reqs < 1 || *conc < 1 {
-		return e.Failf(cli.ExitUsage, "plc bench resolve: --requests and --concurrency must be at least 1")
-	}
-	base := strings.TrimRight(*url, "/")
-	hc := benchClient(*conc)
-	dir, err := client.New(base, hc)
-	if err != nil {
-		return e.Failf(cli.ExitUsage, "plc bench resolve: %v", err)
-	}
-	dids, err := exportDIDs(ctx, dir)
-	if err != nil {
-		return e.Failf(cli.ExitFailure, "plc bench resolve: %v", err)
-	}
-	if len(dids) == 0 {
-		return e.Failf(cli.ExitFailure, "plc bench resolve: the directory has no DIDs (run plc bench write first)")
-	}
-	var (
-		next   atomic.Int64
-		failed atomic.Int64
-		gone   atomic.Int64 // 404: tombstoned DIDs
-		lat    = make(latencies, *reqs)
-		wg     sync.WaitGroup
-	)
-	start := time.Now()
-	for w := range *conc {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rng := rand.New(rand.NewPCG(*seed, uint64(w)))
-			for ctx.Err() == nil {
-				i := int(next.Add(1) - 1)
-				if i >= *reqs {
-					return
-				}
-				did := dids[rng.IntN(len(dids))]
-				t0 := time.Now()
-				resp, err := hc.Get(base + "/" + did)
-				if err == nil {
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					switch resp.StatusCode {
-					case 200:
-					case 404: // a tombstoned DID: a correct answer
-						gone.Add(1)
-					default:
-						err = errors.New(resp.Status)
-					}
-				}
-				lat[i] = time.Since(t0)
-				if err != nil {
-					failed.Add(1)
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	fmt.Fprintf(e.Stdout, "scenario     resolve\nDIDs         %d\nrequests     %d (%d failed, %d tombstoned)\nconcurrency  %d\nelapsed      %s\nthroughput   %.0f req/s\nlatency      p50 %s  p99 %s  p999 %s\n",
-		len(dids), *reqs, failed.Load(), gone.Load(), *conc, elapsed.Round(time.Millisecond), float64(*reqs)/elapsed.Seconds(),
-		lat.quantile(0.5).Round(time.Microsecond), lat.quantile(0.99).Round(time.Microsecond), lat.quantile(0.999).Round(time.Microsecond))
-	if failed.Load() > 0 {
-		return cli.ExitFailure
-	}
-	return cli.ExitOK
 }
 
 // exportDIDs pages through the seq-mode export and returns each DID once.

@@ -1,0 +1,313 @@
+package api
+
+import (
+	"container/list"
+	"context"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/plcdir/plc/oplog"
+)
+
+// DefaultReadCacheBytes is the default memory, in bytes, of the cache of
+// rendered answers plc serve keeps (Config.ReadCacheBytes): about 100,000
+// DID documents.
+const DefaultReadCacheBytes = 64 << 20
+
+const (
+	// readCacheMaxScan is how many appended ops a round reads to learn
+	// which DIDs they touched; further behind, it forgets every answer.
+	readCacheMaxScan = 4096
+	// readCacheTimeout bounds the queries of one round.
+	readCacheTimeout = 5 * time.Second
+	// readCacheEntryOverhead is the memory counted for an entry besides
+	// its bytes (map slot, list element, headers).
+	readCacheEntryOverhead = 200
+)
+
+// readCache keeps rendered answers of the read routes of DIDs, keyed by
+// route and DID, bounded by bytes (least recently used first out), and
+// exact when any process appends to the log.
+//
+// Exactness comes from the log's seq. Every entry is the answer as of the
+// seq at: no op appended at or before it changed the entry's DID since the
+// entry was read. Before a request uses the cache, a round asks the store
+// for its latest seq; if the log has grown, it reads the ops after at
+// (Store.Export, at most readCacheMaxScan of them, else it drops
+// everything), forgets the answers of the DIDs they touched, and moves at
+// to the latest seq. A request only uses a round that started after it
+// arrived, so it sees every op committed before it, by this process or any
+// other sharing the database: the answer it gets equals a fresh read at a
+// seq at least that high. Rounds run one at a time and the requests that
+// arrive during one share the next, so under load the cost is one
+// LatestSeq query per round, not per request.
+//
+// An answer read after a round is stored only if no other round moved at
+// meanwhile, and the read must see the log at least at at: true of one
+// database, and of any Store whose reads after LatestSeq returned N see
+// at least N.
+type readCache struct {
+	store   oplog.Store
+	max     int64
+	maxScan int64
+	m       *readCacheMetrics
+
+	mu      sync.Mutex
+	at      int64 // every entry is current at this seq; -1: none yet
+	entries map[cacheKey]*list.Element
+	lru     list.List // of *cacheEntry, most recently used first
+	bytes   int64
+	running bool       // a round is running
+	next    *syncRound // the round the requests that arrived since the running one started wait for
+}
+
+type cacheKey struct {
+	route readRoute
+	did   string
+}
+
+type cacheEntry struct {
+	key  cacheKey
+	a    *answer
+	cost int64
+}
+
+// syncRound is one check of the store's latest seq, shared by the requests
+// that wait for it.
+type syncRound struct {
+	done chan struct{}
+	at   int64
+	err  error
+}
+
+// newReadCache returns a cache of max bytes over store, or nil (no cache)
+// when max is 0 or less.
+func newReadCache(store oplog.Store, max int64, reg prometheus.Registerer) *readCache {
+	if max <= 0 {
+		return nil
+	}
+	return &readCache{
+		store:   store,
+		max:     max,
+		maxScan: readCacheMaxScan,
+		m:       newReadCacheMetrics(reg),
+		at:      -1,
+		entries: map[cacheKey]*list.Element{},
+	}
+}
+
+// get returns the answer of route for did: the cached one when it is
+// current, else render's (stored for the next requests). A nil cache
+// always renders.
+func (c *readCache) get(ctx context.Context, route readRoute, did string, render func() (*answer, error)) (*answer, error) {
+	if c == nil {
+		return render()
+	}
+	at, err := c.sync(ctx)
+	if err != nil {
+		// What changed is not known: read, and store nothing.
+		c.m.bypass.Inc()
+		return render()
+	}
+	k := cacheKey{route, did}
+	if a := c.lookup(k); a != nil {
+		c.m.hits.Inc()
+		return a, nil
+	}
+	c.m.misses.Inc()
+	a, err := render()
+	if err != nil {
+		return nil, err
+	}
+	c.put(k, at, a)
+	return a, nil
+}
+
+// sync waits for a round that starts after the call and returns the seq
+// the cache is current at after it.
+func (c *readCache) sync(ctx context.Context) (int64, error) {
+	c.mu.Lock()
+	r := c.next
+	if r == nil {
+		r = &syncRound{done: make(chan struct{})}
+		c.next = r
+	}
+	if !c.running {
+		c.running = true
+		go c.run()
+	}
+	c.mu.Unlock()
+	select {
+	case <-r.done:
+		return r.at, r.err
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+// run runs the waiting rounds, one after the other, until none waits.
+func (c *readCache) run() {
+	for {
+		c.mu.Lock()
+		r := c.next
+		c.next = nil
+		if r == nil {
+			c.running = false
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+		r.at, r.err = c.advance()
+		close(r.done)
+	}
+}
+
+// advance brings the cache to the store's latest seq: it forgets the
+// answers of the DIDs the ops after at touched (everything, when they are
+// too many to read or cannot all be read). Only run calls it, so only one
+// runs at a time and nothing else moves at.
+func (c *readCache) advance() (int64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), readCacheTimeout)
+	defer cancel()
+	latest, err := c.store.LatestSeq(ctx)
+	if err != nil {
+		return 0, err
+	}
+	c.mu.Lock()
+	at := c.at
+	c.mu.Unlock()
+	if latest == at {
+		return at, nil
+	}
+	if at < 0 || latest < at || latest-at > c.maxScan {
+		// A first round, a log that shrank (another database), or too much
+		// to read: start again.
+		c.reset(latest)
+		return latest, nil
+	}
+	changed := map[string]bool{}
+	after := at
+	for after < latest {
+		es, err := c.store.Export(ctx, after, int(min(latest-after, maxExportCount)))
+		if err != nil {
+			return 0, err
+		}
+		if len(es) == 0 {
+			break
+		}
+		for i := range es {
+			changed[es[i].DID] = true
+			after = max(after, es[i].Seq)
+		}
+	}
+	if after < latest {
+		// The ops the latest seq counts could not all be read.
+		c.reset(latest)
+		return latest, nil
+	}
+	c.mu.Lock()
+	n := 0
+	for did := range changed {
+		for r := range numReadRoutes {
+			if el, ok := c.entries[cacheKey{r, did}]; ok {
+				c.removeLocked(el)
+				n++
+			}
+		}
+	}
+	c.at = latest
+	c.setGaugesLocked()
+	c.mu.Unlock()
+	c.m.invalidations.Add(float64(n))
+	return latest, nil
+}
+
+// reset forgets every answer; the cache is then current at at.
+func (c *readCache) reset(at int64) {
+	c.mu.Lock()
+	c.entries = map[cacheKey]*list.Element{}
+	c.lru.Init()
+	c.bytes = 0
+	c.at = at
+	c.setGaugesLocked()
+	c.mu.Unlock()
+	c.m.resets.Inc()
+}
+
+// lookup returns the cached answer of k, or nil.
+func (c *readCache) lookup(k cacheKey) *answer {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	el, ok := c.entries[k]
+	if !ok {
+		return nil
+	}
+	c.lru.MoveToFront(el)
+	return el.Value.(*cacheEntry).a
+}
+
+// put stores a, read after the round that left the cache current at at,
+// unless another round came since (the read may predate an op that round
+// saw) or a is too large to be worth a share of the cache.
+func (c *readCache) put(k cacheKey, at int64, a *answer) {
+	cost := int64(len(a.body)+len(a.etag)+len(k.did)) + readCacheEntryOverhead
+	if cost > c.max/8 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.at != at {
+		return
+	}
+	if el, ok := c.entries[k]; ok {
+		c.removeLocked(el)
+	}
+	c.entries[k] = c.lru.PushFront(&cacheEntry{key: k, a: a, cost: cost})
+	c.bytes += cost
+	for c.bytes > c.max {
+		c.removeLocked(c.lru.Back())
+		c.m.evictions.Inc()
+	}
+	c.setGaugesLocked()
+}
+
+func (c *readCache) removeLocked(el *list.Element) {
+	e := c.lru.Remove(el).(*cacheEntry)
+	delete(c.entries, e.key)
+	c.bytes -= e.cost
+}
+
+func (c *readCache) setGaugesLocked() {
+	c.m.bytes.Set(float64(c.bytes))
+	c.m.entries.Set(float64(len(c.entries)))
+}
+
+type readCacheMetrics struct {
+	hits, misses, bypass, evictions, invalidations, resets prometheus.Counter
+	bytes, entries                                         prometheus.Gauge
+}
+
+func newReadCacheMetrics(reg prometheus.Registerer) *readCacheMetrics {
+	counter := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Name: "plc_read_cache_" + name, Help: help})
+	}
+	gauge := func(name, help string) prometheus.Gauge {
+		return prometheus.NewGauge(prometheus.GaugeOpts{Name: "plc_read_cache_" + name, Help: help})
+	}
+	m := &readCacheMetrics{
+		hits:          counter("hits_total", "Reads of a DID answered from the cache of rendered answers."),
+		misses:        counter("misses_total", "Reads of a DID the cache of rendered answers did not hold (read from the database)."),
+		bypass:        counter("bypass_total", "Reads of a DID answered from the database without the cache, because the log's latest seq could not be read."),
+		evictions:     counter("evictions_total", "Answers dropped from the cache to stay within its size."),
+		invalidations: counter("invalidations_total", "Answers dropped from the cache because an op of their DID was appended."),
+		resets:        counter("resets_total", "Times the cache dropped every answer (at start, or too many ops appended at once to read)."),
+		bytes:         gauge("bytes", "Memory the cache of rendered answers counts for its entries."),
+		entries:       gauge("entries", "Answers in the cache of rendered answers."),
+	}
+	if reg != nil {
+		reg.MustRegister(m.hits, m.misses, m.bypass, m.evictions, m.invalidations, m.resets, m.bytes, m.entries)
+	}
+	return m
+}

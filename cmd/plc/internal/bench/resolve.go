@@ -1,0 +1,208 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/plcdir/plc/client"
+	"github.com/plcdir/plc/internal/cli"
+)
+
+func runBenchResolve(ctx context.Context, e cli.Env, args []string) int {
+	fs := cli.NewFlagSet("bench resolve", "plc bench resolve --url URL [--requests N] [--concurrency C] [--hot N] [--etag] [--dids FILE] [--save-dids FILE]",
+		`Lists the directory's DIDs from its /export (or reads them from --dids),
+then GETs /:did for DIDs drawn at random with C connections, and reports
+requests/s and latency percentiles. --hot N draws from the first N DIDs
+only (a hot set; 0: all of them, a uniform spread). --etag sends, for a
+DID already answered once, its ETag in If-None-Match, and counts the 304
+answers. --save-dids writes the DIDs listed, one a line, for a later run
+with --dids (e.g. against plc bench static).`, e)
+	url := fs.String("url", "http://127.0.0.1:2582", "directory URL")
+	reqs := fs.Int("requests", 100000, "requests to send")
+	conc := fs.Int("concurrency", 32, "connections")
+	seed := fs.Uint64("seed", 1, "seed for the DID draw")
+	hot := fs.Int("hot", 0, "draw from the first N DIDs only (0: all)")
+	etag := fs.Bool("etag", false, "send If-None-Match with the ETag of a DID's earlier answer")
+	didsFile := fs.String("dids", "", "read the DIDs from FILE (one a line) instead of /export")
+	saveDIDs := fs.String("save-dids", "", "write the DIDs listed to FILE")
+	if code, done := cli.ParseFlags(fs, args); done {
+		return code
+	}
+	if *reqs < 1 || *conc < 1 || *hot < 0 {
+		return e.Failf(cli.ExitUsage, "plc bench resolve: --requests and --concurrency must be at least 1, --hot not negative")
+	}
+	base := strings.TrimRight(*url, "/")
+	hc := benchClient(*conc)
+	var (
+		dids []string
+		err  error
+	)
+	if *didsFile != "" {
+		dids, err = readDIDs(*didsFile)
+	} else {
+		var dir *client.Client
+		if dir, err = client.New(base, hc); err != nil {
+			return e.Failf(cli.ExitUsage, "plc bench resolve: %v", err)
+		}
+		dids, err = exportDIDs(ctx, dir)
+	}
+	if err != nil {
+		return e.Failf(cli.ExitFailure, "plc bench resolve: %v", err)
+	}
+	if len(dids) == 0 {
+		return e.Failf(cli.ExitFailure, "plc bench resolve: the directory has no DIDs (run plc bench write first)")
+	}
+	if *saveDIDs != "" {
+		if err := os.WriteFile(*saveDIDs, []byte(strings.Join(dids, "\n")+"\n"), 0o644); err != nil {
+			return e.Failf(cli.ExitFailure, "plc bench resolve: %v", err)
+		}
+	}
+	draw := dids
+	if *hot > 0 && *hot < len(dids) {
+		draw = dids[:*hot]
+	}
+	var (
+		next        atomic.Int64
+		failed      atomic.Int64
+		gone        atomic.Int64 // 404: tombstoned DIDs
+		notModified atomic.Int64
+		tags        = make([]atomic.Pointer[string], len(draw))
+		lat         = make(latencies, *reqs)
+		wg          sync.WaitGroup
+	)
+	start := time.Now()
+	for w := range *conc {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(*seed, uint64(w)))
+			for ctx.Err() == nil {
+				i := int(next.Add(1) - 1)
+				if i >= *reqs {
+					return
+				}
+				d := rng.IntN(len(draw))
+				req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/"+draw[d], nil)
+				if err != nil {
+					failed.Add(1)
+					continue
+				}
+				if tag := tags[d].Load(); *etag && tag != nil {
+					req.Header.Set("If-None-Match", *tag)
+				}
+				t0 := time.Now()
+				resp, err := hc.Do(req)
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					switch resp.StatusCode {
+					case http.StatusOK:
+						if tag := resp.Header.Get("ETag"); *etag && tag != "" {
+							tags[d].Store(&tag)
+						}
+					case http.StatusNotModified:
+						notModified.Add(1)
+					case http.StatusNotFound: // a tombstoned DID: a correct answer
+						gone.Add(1)
+					default:
+						err = errors.New(resp.Status)
+					}
+				}
+				lat[i] = time.Since(t0)
+				if err != nil {
+					failed.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	spread := "uniform"
+	if len(draw) < len(dids) {
+		spread = fmt.Sprintf("hot set of %d", len(draw))
+	}
+	fmt.Fprintf(e.Stdout, "scenario     resolve\nDIDs         %d (%s)\nrequests     %d (%d failed, %d tombstoned, %d not modified)\nconcurrency  %d\nelapsed      %s\nthroughput   %.0f req/s\nlatency      p50 %s  p99 %s  p999 %s\n",
+		len(dids), spread, *reqs, failed.Load(), gone.Load(), notModified.Load(), *conc, elapsed.Round(time.Millisecond), float64(*reqs)/elapsed.Seconds(),
+		lat.quantile(0.5).Round(time.Microsecond), lat.quantile(0.99).Round(time.Microsecond), lat.quantile(0.999).Round(time.Microsecond))
+	if failed.Load() > 0 {
+		return cli.ExitFailure
+	}
+	return cli.ExitOK
+}
+
+// readDIDs reads a file of DIDs, one a line (blank lines skipped).
+func readDIDs(path string) ([]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var dids []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if d := strings.TrimSpace(sc.Text()); d != "" {
+			dids = append(dids, d)
+		}
+	}
+	return dids, sc.Err()
+}
+
+// staticBodySize is the size of a typical DID document: the body plc
+// bench static answers by default.
+const staticBodySize = 536
+
+func runBenchStatic(ctx context.Context, e cli.Env, args []string) int {
+	fs := cli.NewFlagSet("bench static", "plc bench static [--listen ADDR] [--size N]",
+		`Serves every GET, whatever its path, with 200 and one fixed JSON body of
+N bytes from a bare net/http server, until interrupted: the bound plc
+bench resolve is compared with on the same machine.`, e)
+	listen := fs.String("listen", "127.0.0.1:2583", "listen address")
+	size := fs.Int("size", staticBodySize, "body size in bytes (at least 16)")
+	if code, done := cli.ParseFlags(fs, args); done {
+		return code
+	}
+	if *size < 16 || *size > 1<<20 {
+		return e.Failf(cli.ExitUsage, "plc bench static: --size must be between 16 and 1048576")
+	}
+	body := staticBody(*size)
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return e.Failf(cli.ExitFailure, "plc bench static: %v", err)
+	}
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/did+ld+json; charset=utf-8")
+			w.Write(body)
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       time.Minute,
+	}
+	fmt.Fprintf(e.Stdout, "serving %d bytes at http://%s\n", len(body), ln.Addr())
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return e.Failf(cli.ExitFailure, "plc bench static: %v", err)
+	}
+	return cli.ExitOK
+}
+
+// staticBody is a JSON object of exactly n bytes (n ≥ 16).
+func staticBody(n int) []byte {
+	b := make([]byte, 0, n)
+	b = append(b, `{"padding":"`...)
+	for len(b) < n-2 {
+		b = append(b, 'x')
+	}
+	return append(b, `"}`...)
+}
