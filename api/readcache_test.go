@@ -61,17 +61,52 @@ func sharedStores(t *testing.T, b backend) (oplog.Store, oplog.Store) {
 	if _, err := oplog.MigrateUp(url); err != nil {
 		t.Fatalf("migrate: %v", err)
 	}
-	open := func() oplog.Store {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		s, err := oplog.OpenPostgres(ctx, url)
-		if err != nil {
-			t.Fatalf("open postgres: %v", err)
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
+	if b.name == routedBackend.name {
+		return openRouted(t, url), openPG(t, url)
 	}
-	return open(), open()
+	return openPG(t, url), openPG(t, url)
+}
+
+// routedBackend is PostgreSQL with this process's reads routed to the
+// test cluster's streaming replica (plc serve --read-db): the cache must
+// stay exact when a replica answers its reads.
+var routedBackend = backend{name: "postgres-replica"}
+
+// cacheBackends are the backends of the cache's exactness tests.
+var cacheBackends = append(append([]backend{}, backends...), routedBackend)
+
+// openRouted opens a ReadRouter over the database url and its replica,
+// in rotation (checked until it is, for at most a minute).
+func openRouted(t *testing.T, url string) oplog.Store {
+	t.Helper()
+	ru := pgtest.ReplicaURL(t, url)
+	primary := openPG(t, url).(*oplog.PostgresStore)
+	ctx := context.Background()
+	rr, err := oplog.OpenReadRouter(ctx, primary, []string{ru}, oplog.ReplicaOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rr.Close() })
+	deadline := time.Now().Add(time.Minute)
+	for rr.Check(ctx); rr.Health()[0].State != oplog.ReplicaUp; rr.Check(ctx) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the replica is not in rotation after a minute: %+v", rr.Health()[0])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return rr
+}
+
+func openPG(t *testing.T, url string) oplog.Store {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s, err := oplog.OpenPostgres(ctx, url)
+	if err != nil {
+		t.Fatalf("open postgres: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
 }
 
 // cachedEnv is an apiEnv with a cache of max bytes whose store is counted,
@@ -170,7 +205,7 @@ func TestReadCacheOffReadsEveryTime(t *testing.T) {
 // after an append by this process (POST) and by another process on the
 // same database, nullifications included.
 func TestReadCacheSeesWritesOfEveryProcess(t *testing.T) {
-	forEachBackend(t, func(t *testing.T, b backend) {
+	forBackends(t, cacheBackends, func(t *testing.T, b backend) {
 		env := newCachedEnv(t, b, 1<<20)
 		did, g, u1, ks := recoverySetup(t, env.apiEnv)
 		warm := func() {
@@ -346,7 +381,7 @@ func TestReadCacheStaysWithinItsBytes(t *testing.T) {
 // readers resolve them; every answer is the DID's state at some seq no
 // older than the last write acknowledged before the read began.
 func TestReadCacheAnswersAreNeverOlderThanTheLastAcknowledgedWrite(t *testing.T) {
-	forEachBackend(t, func(t *testing.T, b backend) {
+	forBackends(t, cacheBackends, func(t *testing.T, b backend) {
 		for _, writer := range []string{"this", "other"} {
 			t.Run(writer, func(t *testing.T) {
 				env := newCachedEnv(t, b, 1<<20)
@@ -500,4 +535,11 @@ func TestReadCacheServesNothingUncheckedWhileTheDatabaseIsDown(t *testing.T) {
 		down.fail(nil)
 		env.get("/"+did).expect(t, http.StatusOK, ctDIDDoc, docOf(did, g))
 	})
+}
+
+// forBackends runs f as a subtest per backend of bs.
+func forBackends(t *testing.T, bs []backend, f func(t *testing.T, b backend)) {
+	for _, b := range bs {
+		t.Run(b.name, func(t *testing.T) { f(t, b) })
+	}
 }
