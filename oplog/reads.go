@@ -52,7 +52,10 @@ func (d sqliteDB) query(ctx context.Context, q string, args ...any) (dbRows, err
 		err  error
 	)
 	if d.prepared != nil {
-		rows, err = d.prepared.query(ctx, q, args...)
+		var st *sql.Stmt
+		if st, err = d.prepared.stmt(ctx, q); err == nil {
+			rows, err = st.QueryContext(ctx, args...)
+		}
 	} else {
 		rows, err = d.h.QueryContext(ctx, q, args...)
 	}
@@ -63,8 +66,20 @@ func (d sqliteDB) query(ctx context.Context, q string, args ...any) (dbRows, err
 }
 
 func (d sqliteDB) queryRow(ctx context.Context, q string, args ...any) rowScanner {
+	if d.prepared != nil {
+		st, err := d.prepared.stmt(ctx, q)
+		if err != nil {
+			return errRow{err}
+		}
+		return st.QueryRowContext(ctx, args...)
+	}
 	return d.h.QueryRowContext(ctx, q, args...)
 }
+
+// errRow is a row whose query could not be prepared: Scan returns why.
+type errRow struct{ err error }
+
+func (r errRow) Scan(...any) error { return r.err }
 
 func (d sqliteDB) exec(ctx context.Context, q string, args ...any) (int64, error) {
 	res, err := d.h.ExecContext(ctx, q, args...)

@@ -25,23 +25,22 @@ type SQLiteStore struct {
 	tree  *treeCache
 }
 
-// query runs a read through a statement prepared once per store: SQLite
-// would otherwise parse the SQL again on every call.
-func (s *SQLiteStore) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
-	st, ok := s.stmts.Load(q)
-	if !ok {
-		p, err := s.db.PrepareContext(ctx, q)
-		if err != nil {
-			return nil, err
-		}
-		if prev, loaded := s.stmts.LoadOrStore(q, p); loaded {
-			p.Close()
-			st = prev
-		} else {
-			st = p
-		}
+// stmt returns the statement of q, prepared once per store: SQLite would
+// otherwise parse the SQL again on every call (for a query as small as
+// the latest seq, most of its cost).
+func (s *SQLiteStore) stmt(ctx context.Context, q string) (*sql.Stmt, error) {
+	if st, ok := s.stmts.Load(q); ok {
+		return st.(*sql.Stmt), nil
 	}
-	return st.(*sql.Stmt).QueryContext(ctx, args...)
+	p, err := s.db.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	if prev, loaded := s.stmts.LoadOrStore(q, p); loaded {
+		p.Close()
+		return prev.(*sql.Stmt), nil
+	}
+	return p, nil
 }
 
 // SQLiteDSN returns the driver DSN for the database file at path.
