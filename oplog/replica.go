@@ -292,10 +292,11 @@ func (rr *ReadRouter) measure(ctx context.Context, latest int64, reps []*replica
 			} else {
 				r.state = ReplicaUp
 			}
-			r.up.Store(r.state == ReplicaUp)
+			up := r.state == ReplicaUp
+			r.up.Store(up)
 			r.mu.Unlock()
 			rr.metrics.Lag.WithLabelValues(r.label).Set(float64(lag))
-			rr.metrics.setUp(r.label, r.state == ReplicaUp)
+			rr.metrics.setUp(r.label, up)
 		}()
 	}
 	wg.Wait()
