@@ -198,6 +198,13 @@ func openPostgresStore(t *testing.T) oplog.Store {
 	if _, err := oplog.MigrateUp(url); err != nil {
 		t.Fatalf("migrate: %v", err)
 	}
+	return openPG(t, url)
+}
+
+// openPG opens the migrated PostgreSQL database url, closed when the test
+// ends.
+func openPG(t *testing.T, url string) oplog.Store {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	s, err := oplog.OpenPostgres(ctx, url)

@@ -97,18 +97,6 @@ func openRouted(t *testing.T, url string) oplog.Store {
 	return rr
 }
 
-func openPG(t *testing.T, url string) oplog.Store {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	s, err := oplog.OpenPostgres(ctx, url)
-	if err != nil {
-		t.Fatalf("open postgres: %v", err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
-}
-
 // cachedEnv is an apiEnv with a cache of max bytes whose store is counted,
 // and another Log (another process) on the same database.
 type cachedEnv struct {

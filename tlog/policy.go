@@ -1,9 +1,6 @@
 package tlog
 
 import (
-	"bytes"
-	"encoding/base64"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -344,24 +341,14 @@ type Cosignatures struct {
 // ignored (the log's own, unknown witnesses').
 func (p *Policy) Cosignatures(msg []byte) Cosignatures {
 	var c Cosignatures
-	split := bytes.LastIndex(msg, []byte("\n\n"))
-	if split < 0 {
-		return c
-	}
-	text := msg[:split+1]
-	for _, line := range strings.Split(strings.TrimSuffix(string(msg[split+2:]), "\n"), "\n") {
-		name, b64, _ := strings.Cut(strings.TrimPrefix(line, "— "), " ")
-		raw, err := base64.StdEncoding.DecodeString(b64)
-		if err != nil || len(raw) < 4 {
-			continue
-		}
-		hash := binary.BigEndian.Uint32(raw)
+	text, lines := splitNote(msg)
+	for _, l := range lines {
 		for _, w := range p.witnesses {
-			if w.verifier.Name() != name || w.verifier.KeyHash() != hash {
+			if w.verifier.Name() != l.name || w.verifier.KeyHash() != l.hash {
 				continue
 			}
-			one := make([]byte, 0, len(text)+1+len(line)+1)
-			one = append(append(append(one, text...), '\n'), line...)
+			one := make([]byte, 0, len(text)+1+len(l.line)+1)
+			one = append(append(append(one, text...), '\n'), l.line...)
 			one = append(one, '\n')
 			if _, err := note.Open(one, note.VerifierList(w.verifier)); err != nil {
 				if !slices.Contains(c.Invalid, w.vkey) {

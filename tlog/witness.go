@@ -209,6 +209,34 @@ func addSignatures(msg []byte, lines [][]string) []byte {
 	return out
 }
 
+// sigLine is a signature line of a signed note: "— NAME BASE64", whose
+// decoded bytes start with the 4-byte key ID.
+type sigLine struct {
+	line string // the line, without its newline
+	name string
+	hash uint32 // the key ID
+	sig  []byte // what follows the key ID
+}
+
+// splitNote returns the text of the signed note msg (up to and with the
+// newline before the blank line) and its signature lines that parse; no
+// text when msg has no signature block.
+func splitNote(msg []byte) (text []byte, lines []sigLine) {
+	split := bytes.LastIndex(msg, []byte("\n\n"))
+	if split < 0 {
+		return nil, nil
+	}
+	for _, l := range strings.Split(strings.TrimSuffix(string(msg[split+2:]), "\n"), "\n") {
+		name, b64, ok := strings.Cut(strings.TrimPrefix(l, "— "), " ")
+		raw, err := base64.StdEncoding.DecodeString(b64)
+		if !ok || err != nil || len(raw) < 4 {
+			continue
+		}
+		lines = append(lines, sigLine{line: l, name: name, hash: binary.BigEndian.Uint32(raw), sig: raw[4:]})
+	}
+	return msg[:split+1], lines
+}
+
 // sigKey returns the name and key ID of a signature line.
 func sigKey(line string) string {
 	name, b64, _ := strings.Cut(strings.TrimPrefix(line, "— "), " ")

@@ -3,8 +3,6 @@ package tlog
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
-	"encoding/binary"
 	"errors"
 	"net/http"
 	"slices"
@@ -407,22 +405,16 @@ func (t *TLog) cosigners(note []byte) []bool {
 	}
 	t.cmu.Unlock()
 	by := make([]bool, len(t.opts.Witnesses))
-	split := bytes.LastIndex(note, []byte("\n\n"))
-	if split < 0 {
-		return by
-	}
-	text := note[:split+1]
-	for _, l := range strings.Split(strings.TrimSuffix(string(note[split+2:]), "\n"), "\n") {
-		name, b64, ok := strings.Cut(strings.TrimPrefix(l, "— "), " ")
-		sig, err := base64.StdEncoding.DecodeString(b64)
-		if !ok || err != nil || len(sig) < 5 {
+	text, lines := splitNote(note)
+	for _, l := range lines {
+		if len(l.sig) == 0 {
 			continue
 		}
 		for i, w := range t.opts.Witnesses {
-			if by[i] || w.init() != nil || w.verifier.Name() != name || w.verifier.KeyHash() != binary.BigEndian.Uint32(sig) {
+			if by[i] || w.init() != nil || w.verifier.Name() != l.name || w.verifier.KeyHash() != l.hash {
 				continue
 			}
-			by[i] = w.verifier.Verify(text, sig[4:])
+			by[i] = w.verifier.Verify(text, l.sig)
 		}
 	}
 	t.cmu.Lock()

@@ -34,17 +34,7 @@ const (
 // configured, or fails it if PLC_REQUIRE_POSTGRES=1.
 func URL(t testing.TB) string {
 	t.Helper()
-	base := os.Getenv(EnvURL)
-	if base == "" {
-		if os.Getenv(EnvRequire) == "1" {
-			t.Fatalf("%s is not set and %s=1: PostgreSQL tests must run (use scripts/with-postgres.sh)", EnvURL, EnvRequire)
-		}
-		t.Skipf("%s is not set: skipping PostgreSQL test (run under scripts/with-postgres.sh)", EnvURL)
-	}
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatalf("%s is not a URL: %v", EnvURL, err.(*url.Error).Err)
-	}
+	base, u := configured(t, EnvURL, "PostgreSQL")
 	var b [8]byte
 	rand.Read(b[:])
 	name := "plctest_" + hex.EncodeToString(b[:])
@@ -82,17 +72,7 @@ func URL(t testing.TB) string {
 // or fails it if PLC_REQUIRE_POSTGRES=1.
 func ReplicaURL(t testing.TB, primary string) string {
 	t.Helper()
-	base := os.Getenv(EnvReplicaURL)
-	if base == "" {
-		if os.Getenv(EnvRequire) == "1" {
-			t.Fatalf("%s is not set and %s=1: replica tests must run (use scripts/with-postgres.sh)", EnvReplicaURL, EnvRequire)
-		}
-		t.Skipf("%s is not set: skipping replica test (run under scripts/with-postgres.sh)", EnvReplicaURL)
-	}
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatalf("%s is not a URL: %v", EnvReplicaURL, err.(*url.Error).Err)
-	}
+	_, u := configured(t, EnvReplicaURL, "replica")
 	p, err := url.Parse(primary)
 	if err != nil {
 		t.Fatalf("pgtest: %v", err)
@@ -113,4 +93,24 @@ func ReplicaURL(t testing.TB, primary string) string {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// configured returns the URL in the environment variable env, as given
+// and parsed, skipping
+// the test when it is not set (or failing it if PLC_REQUIRE_POSTGRES=1);
+// what names the tests in the messages.
+func configured(t testing.TB, env, what string) (string, *url.URL) {
+	t.Helper()
+	base := os.Getenv(env)
+	if base == "" {
+		if os.Getenv(EnvRequire) == "1" {
+			t.Fatalf("%s is not set and %s=1: %s tests must run (use scripts/with-postgres.sh)", env, EnvRequire, what)
+		}
+		t.Skipf("%s is not set: skipping %s test (run under scripts/with-postgres.sh)", env, what)
+	}
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatalf("%s is not a URL: %v", env, err.(*url.Error).Err)
+	}
+	return base, u
 }
