@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -48,11 +49,22 @@ const (
 // meanwhile, and the read must see the log at least at at: true of one
 // database, and of any Store whose reads after LatestSeq returned N see
 // at least N.
+//
+// A store that is an oplog.ChangeProbe spares the rounds while the log
+// stands still: a round takes the probe's token before it reads the
+// latest seq, and a request that then finds the same token knows nothing
+// was committed since, so the cache is current at the round's seq for it
+// too, and it answers from the cache without waiting for a round.
 type readCache struct {
 	store   oplog.Store
+	probe   oplog.ChangeProbe // nil: every request waits for a round
 	max     int64
 	maxScan int64
 	m       *readCacheMetrics
+
+	// still is the token of the last round that brought the cache to the
+	// store's latest seq, with that seq; nil when there is none.
+	still atomic.Pointer[stillState]
 
 	mu      sync.Mutex
 	at      int64 // every entry is current at this seq; -1: none yet
@@ -61,6 +73,13 @@ type readCache struct {
 	bytes   int64
 	running bool       // a round is running
 	next    *syncRound // the round the requests that arrived since the running one started wait for
+}
+
+// stillState: the probe's token, taken before a round read the latest
+// seq at, with the cache current at at.
+type stillState struct {
+	tok oplog.ChangeToken
+	at  int64
 }
 
 type cacheKey struct {
@@ -88,8 +107,10 @@ func newReadCache(store oplog.Store, max int64, reg prometheus.Registerer) *read
 	if max <= 0 {
 		return nil
 	}
+	probe, _ := store.(oplog.ChangeProbe)
 	return &readCache{
 		store:   store,
+		probe:   probe,
 		max:     max,
 		maxScan: readCacheMaxScan,
 		m:       newReadCacheMetrics(reg),
@@ -105,7 +126,11 @@ func (c *readCache) get(ctx context.Context, route readRoute, did string, render
 	if c == nil {
 		return render()
 	}
-	at, err := c.sync(ctx)
+	at, still := c.stillAt()
+	var err error
+	if !still {
+		at, err = c.sync(ctx)
+	}
 	if err != nil {
 		// What changed is not known: read, and store nothing.
 		c.m.bypass.Inc()
@@ -123,6 +148,24 @@ func (c *readCache) get(ctx context.Context, route readRoute, did string, render
 	}
 	c.put(k, at, a)
 	return a, nil
+}
+
+// stillAt returns the seq the cache is current at when the probe shows no
+// commit since the last round that read the latest seq.
+func (c *readCache) stillAt() (int64, bool) {
+	if c.probe == nil {
+		return 0, false
+	}
+	s := c.still.Load()
+	if s == nil {
+		return 0, false
+	}
+	tok, ok := c.probe.ChangeToken()
+	if !ok || tok != s.tok {
+		return 0, false
+	}
+	c.m.still.Inc()
+	return s.at, true
 }
 
 // sync waits for a round that starts after the call and returns the seq
@@ -169,6 +212,14 @@ func (c *readCache) run() {
 // too many to read or cannot all be read). Only run calls it, so only one
 // runs at a time and nothing else moves at.
 func (c *readCache) advance() (int64, error) {
+	c.m.rounds.Inc()
+	var tok oplog.ChangeToken
+	tokOK := false
+	if c.probe != nil {
+		// Before the latest seq is read: a commit after the token was
+		// taken changes the token, whether or not the seq read shows it.
+		tok, tokOK = c.probe.ChangeToken()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), readCacheTimeout)
 	defer cancel()
 	latest, err := c.store.LatestSeq(ctx)
@@ -179,12 +230,14 @@ func (c *readCache) advance() (int64, error) {
 	at := c.at
 	c.mu.Unlock()
 	if latest == at {
+		c.setStill(tok, tokOK, at)
 		return at, nil
 	}
 	if at < 0 || latest < at || latest-at > c.maxScan {
 		// A first round, a log that shrank (another database), or too much
 		// to read: start again.
 		c.reset(latest)
+		c.setStill(tok, tokOK, latest)
 		return latest, nil
 	}
 	changed := map[string]bool{}
@@ -205,6 +258,7 @@ func (c *readCache) advance() (int64, error) {
 	if after < latest {
 		// The ops the latest seq counts could not all be read.
 		c.reset(latest)
+		c.setStill(tok, tokOK, latest)
 		return latest, nil
 	}
 	c.mu.Lock()
@@ -221,7 +275,19 @@ func (c *readCache) advance() (int64, error) {
 	c.setGaugesLocked()
 	c.mu.Unlock()
 	c.m.invalidations.Add(float64(n))
+	c.setStill(tok, tokOK, latest)
 	return latest, nil
+}
+
+// setStill records the token taken before a round read the latest seq,
+// with the seq the cache is current at after it (or forgets the last one,
+// when the probe could not tell).
+func (c *readCache) setStill(tok oplog.ChangeToken, ok bool, at int64) {
+	if !ok {
+		c.still.Store(nil)
+		return
+	}
+	c.still.Store(&stillState{tok: tok, at: at})
 }
 
 // reset forgets every answer; the cache is then current at at.
@@ -286,6 +352,7 @@ func (c *readCache) setGaugesLocked() {
 
 type readCacheMetrics struct {
 	hits, misses, bypass, evictions, invalidations, resets prometheus.Counter
+	rounds, still                                          prometheus.Counter
 	bytes, entries                                         prometheus.Gauge
 }
 
@@ -303,11 +370,13 @@ func newReadCacheMetrics(reg prometheus.Registerer) *readCacheMetrics {
 		evictions:     counter("evictions_total", "Answers dropped from the cache to stay within its size."),
 		invalidations: counter("invalidations_total", "Answers dropped from the cache because an op of their DID was appended."),
 		resets:        counter("resets_total", "Times the cache dropped every answer (at start, or too many ops appended at once to read)."),
+		rounds:        counter("rounds_total", "Reads of the log's latest seq by the cache of rendered answers, each shared by the requests that arrived before it."),
+		still:         counter("still_total", "Reads of a DID that found, without a query, that nothing was committed since the cache's last read of the latest seq (SQLite's WAL-index header)."),
 		bytes:         gauge("bytes", "Memory the cache of rendered answers counts for its entries."),
 		entries:       gauge("entries", "Answers in the cache of rendered answers."),
 	}
 	if reg != nil {
-		reg.MustRegister(m.hits, m.misses, m.bypass, m.evictions, m.invalidations, m.resets, m.bytes, m.entries)
+		reg.MustRegister(m.hits, m.misses, m.bypass, m.evictions, m.invalidations, m.resets, m.rounds, m.still, m.bytes, m.entries)
 	}
 	return m
 }

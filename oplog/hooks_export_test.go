@@ -3,3 +3,7 @@ package oplog
 // SetQueuedHook sets a function Submit calls after it has queued an op
 // (nil: none), so tests can fill one batch deterministically.
 func SetQueuedHook(f func()) { testHookQueued = f }
+
+// NewWALProbeForTest returns the SQLite store's change probe over the
+// WAL-index file at shmPath.
+func NewWALProbeForTest(shmPath string) ChangeProbe { return &walProbe{path: shmPath} }

@@ -23,6 +23,7 @@ type SQLiteStore struct {
 	db    *sql.DB
 	stmts sync.Map // query → *sql.Stmt, prepared on first use
 	tree  *treeCache
+	probe *walProbe
 }
 
 // stmt returns the statement of q, prepared once per store: SQLite would
@@ -82,7 +83,7 @@ func OpenSQLite(path string) (*SQLiteStore, error) {
 		db.Close()
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 	}
-	s := &SQLiteStore{db: db, tree: newTreeCache()}
+	s := &SQLiteStore{db: db, tree: newTreeCache(), probe: newWALProbe(path)}
 	s.reads = reads{sqliteDB{h: db, prepared: s}}
 	return s, nil
 }
@@ -90,7 +91,12 @@ func OpenSQLite(path string) (*SQLiteStore, error) {
 // DB returns the underlying handle (for migrations and tests).
 func (s *SQLiteStore) DB() *sql.DB { return s.db }
 
+// ChangeToken implements ChangeProbe from the WAL-index header SQLite
+// keeps beside the database (see walProbe).
+func (s *SQLiteStore) ChangeToken() (ChangeToken, bool) { return s.probe.ChangeToken() }
+
 func (s *SQLiteStore) Close() error {
+	s.probe.close()
 	s.stmts.Range(func(_, v any) bool { v.(*sql.Stmt).Close(); return true })
 	return s.db.Close()
 }
