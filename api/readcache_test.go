@@ -215,6 +215,66 @@ func TestReadCacheAnswersWithoutAQueryWhileTheLogStandsStill(t *testing.T) {
 	}
 }
 
+// TestReadCacheNotifiedOnPostgresAnswersWithoutAQuery: with the listener
+// of plc serve --read-cache-notify, repeated reads on PostgreSQL cost no
+// latest-seq query, this process's writes show at once, and another
+// process's once its notice has arrived.
+func TestReadCacheNotifiedOnPostgresAnswersWithoutAQuery(t *testing.T) {
+	env := newCachedEnv(t, backends[1], 1<<20)
+	pg, ok := env.counted.Store.(*oplog.PostgresStore)
+	if !ok {
+		t.Fatalf("the store is a %T", env.counted.Store)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := pg.ListenForChanges(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ks := keys(t, 1)
+	g := genesisOp(t, "alice.test", ks[0], ks[0])
+	did := g.GenesisDID()
+	env.mustSubmit(did, g)
+	env.get("/"+did).expect(t, http.StatusOK, ctDIDDoc, docOf(did, g))
+	m := env.srv.cache.m
+	// The notice of the genesis may still come: wait until the reads stop
+	// needing rounds, within a bound.
+	for i := 0; ; i++ {
+		rounds := metricValue(m.rounds)
+		env.get("/" + did)
+		if metricValue(m.rounds) == rounds {
+			break
+		}
+		if i == 1000 {
+			t.Fatal("every read still needs a round")
+		}
+	}
+	rounds := metricValue(m.rounds)
+	for range 20 {
+		env.get("/"+did).expect(t, http.StatusOK, ctDIDDoc, docOf(did, g))
+	}
+	if got := metricValue(m.rounds); got != rounds {
+		t.Errorf("%v latest-seq rounds for 20 reads of a log that stood still, want none", got-rounds)
+	}
+
+	// This process's own write: seen by the next read.
+	env.clock.Advance(time.Minute)
+	u := updateOp(t, g, "bob.test", ks[0], ks[0])
+	env.mustSubmit(did, u)
+	env.get("/"+did).expect(t, http.StatusOK, ctDIDDoc, docOf(did, u))
+
+	// Another process's: seen once its notice has come.
+	env.clock.Advance(time.Minute)
+	u2 := updateOp(t, u, "carol.test", ks[0], ks[0])
+	noticed := pg.TokenChanged()
+	env.submitOther(did, u2)
+	select {
+	case <-noticed:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no notice of the other process's commit within 30 s")
+	}
+	env.get("/"+did).expect(t, http.StatusOK, ctDIDDoc, docOf(did, u2))
+}
+
 func TestReadCacheOffReadsEveryTime(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		env := newCachedEnv(t, b, 0)

@@ -17,7 +17,9 @@ import (
 type ChangeProbe interface {
 	// ChangeToken returns the token, or ok false when it cannot tell
 	// (the caller must then read the store). Two equal tokens with ok
-	// true mean no commit came between the two calls.
+	// true mean no commit came between the two calls: exactly on SQLite;
+	// on PostgreSQL, no commit of this process and no other process's
+	// commit whose notice has arrived (see PostgresStore.ListenForChanges).
 	ChangeToken() (tok ChangeToken, ok bool)
 }
 

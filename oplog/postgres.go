@@ -1,6 +1,8 @@
 package oplog
 
 import (
+	"time"
+
 	"context"
 	"errors"
 	"fmt"
@@ -24,6 +26,9 @@ type PostgresStore struct {
 	reads
 	pool *pgxpool.Pool
 	tree *treeCache
+
+	changes     pgChanges     // see ListenForChanges
+	listenRetry time.Duration // the first wait before listening again
 }
 
 // OpenPostgres connects to the PostgreSQL database at url (a postgres:// URL
@@ -53,7 +58,7 @@ func OpenPostgres(ctx context.Context, url string) (*PostgresStore, error) {
 		pool.Close()
 		return nil, fmt.Errorf("open postgres %s: %w", RedactURL(url), err)
 	}
-	return &PostgresStore{reads: reads{pgDB{pool}}, pool: pool, tree: newTreeCache()}, nil
+	return &PostgresStore{reads: reads{pgDB{pool}}, pool: pool, tree: newTreeCache(), listenRetry: time.Second}, nil
 }
 
 // noParallel is the setting that turns parallel query off (at 0).
@@ -121,7 +126,12 @@ func (s *PostgresStore) Append(ctx context.Context, source string, dids []string
 		tx.Rollback(context.WithoutCancel(ctx))
 		return fmt.Errorf("take the append lock: %w", err)
 	}
-	return runAppend(ctx, pgAppend{dbTree{pgDB{tx}}, tx}, s.tree, source, dids, decide)
+	err = runAppend(ctx, pgAppend{dbTree{pgDB{tx}}, tx}, s.tree, source, dids, decide)
+	if err == nil {
+		// This process's readers need not wait for the notice.
+		s.changes.bump()
+	}
+	return err
 }
 
 // pgAppend is a PostgreSQL append transaction (see runAppend).
@@ -131,7 +141,15 @@ type pgAppend struct {
 }
 
 func (t pgAppend) write(ctx context.Context, b *Batch, ingest bool, ext *treeExtension) error {
-	return insertWrites(ctx, t.tx, b.Writes, ingest, b, ext)
+	if err := insertWrites(ctx, t.tx, b.Writes, ingest, b, ext); err != nil {
+		return err
+	}
+	if len(b.Writes) == 0 {
+		return nil
+	}
+	// Delivered when the transaction commits (see ListenForChanges).
+	_, err := t.tx.Exec(ctx, notifySQL)
+	return err
 }
 
 func (t pgAppend) commit(ctx context.Context) error { return t.tx.Commit(ctx) }

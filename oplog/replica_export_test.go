@@ -1,5 +1,7 @@
 package oplog
 
+import "time"
+
 // PretendPrimaryIs makes rr take id as the primary's system identifier
 // and identify its replicas again at the next Check.
 func PretendPrimaryIs(rr *ReadRouter, id int64) {
@@ -8,3 +10,7 @@ func PretendPrimaryIs(rr *ReadRouter, id int64) {
 		r.verified.Store(false)
 	}
 }
+
+// SetListenRetryForTest sets the first wait before s's listener connects
+// again.
+func SetListenRetryForTest(s *PostgresStore, d time.Duration) { s.listenRetry = d }

@@ -54,8 +54,9 @@
 //     the size of a mirror's stored evidence (counted from what it stores
 //     itself without them).
 //   - ChangeProbe: a cheap token that changes at every commit by any
-//     process (SQLite's WAL-index header), which spares the API's cache of
-//     rendered answers its latest-seq query while the log stands still.
+//     process (SQLite's WAL-index header; PostgreSQL's notices, when
+//     listened for), which spares the API's cache of rendered answers its
+//     latest-seq query while the log stands still.
 //   - The handles of the concrete stores (SQLiteStore.DB,
 //     PostgresStore.Pool) are for migrations, tests and diagnostics only.
 package oplog

@@ -68,6 +68,10 @@ type serveConfig struct {
 	// ReadCacheBytes bounds the cache of rendered answers of the /:did
 	// read routes (api.Config.ReadCacheBytes); 0 turns it off.
 	ReadCacheBytes int
+	// ReadCacheNotify: on PostgreSQL, the cache learns of other processes'
+	// commits from their notices (oplog.PostgresStore.ListenForChanges)
+	// instead of reading the latest seq for every round of requests.
+	ReadCacheNotify bool
 }
 
 // serverFlags binds the flags plc serve and plc mirror share: the
@@ -178,10 +182,17 @@ func readDBFlags(f *cli.Flags, c *serveConfig) {
 	})
 	f.Int(&c.ReadDBMaxLag, "read-db-max-lag", "PLC_READ_DB_MAX_LAG", oplog.DefaultReplicaMaxLag, "ops a read replica may be behind the primary and stay in rotation")
 	f.Duration(&c.ReadDBCheck, "read-db-check", "PLC_READ_DB_CHECK", time.Second, "how often the read replicas' lag is measured (and those caught up put back in rotation)")
+	f.Bool(&c.ReadCacheNotify, "read-cache-notify", "PLC_READ_CACHE_NOTIFY", "PostgreSQL: the cache of rendered answers learns of other processes' commits from their notices (LISTEN/NOTIFY) instead of a query per round of requests; their ops then show after the notice arrives, not as soon as they are acknowledged")
 }
 
 // validateReadDB checks the replicas' settings: PostgreSQL on both sides.
 func (c *serveConfig) validateReadDB() error {
+	if c.ReadCacheNotify && !oplog.IsPostgres(c.DB) {
+		return errors.New("--read-cache-notify needs a PostgreSQL --db: on SQLite the cache learns of every commit without a query, exactly, from the database's WAL index")
+	}
+	if c.ReadCacheNotify && c.ReadCacheBytes == 0 {
+		return errors.New("--read-cache-notify needs the cache of rendered answers (--read-cache-bytes above 0)")
+	}
 	if len(c.ReadDB) == 0 {
 		return nil
 	}
@@ -282,6 +293,16 @@ func serveWith(ctx context.Context, c serveConfig, logger *slog.Logger, hook dir
 			logger.Info("read replica", "db", h.DB, "state", h.State, "lag_ops", h.LagOps)
 		}
 		readStore = router
+	}
+	if c.ReadCacheNotify {
+		pg, ok := store.(*oplog.PostgresStore)
+		if !ok {
+			return errors.New("--read-cache-notify needs a PostgreSQL --db")
+		}
+		if err := pg.ListenForChanges(ctx); err != nil {
+			return err
+		}
+		logger.Info("cache of rendered answers: notified of commits (LISTEN/NOTIFY)")
 	}
 	tl, err := openTLog(ctx, &c, readStore, logger)
 	if err != nil {

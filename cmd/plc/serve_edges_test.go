@@ -10,6 +10,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/plcdir/plc/internal/optest"
+	"github.com/plcdir/plc/internal/pgtest"
 )
 
 // The real `plc serve` bounds each client's connections (a new one takes
@@ -130,5 +133,56 @@ func TestServeReadCacheFlag(t *testing.T) {
 		env{Stdin: strings.NewReader(""), Stdout: io.Discard, Stderr: &stderr, Getenv: func(string) string { return "" }})
 	if code == 0 || !strings.Contains(stderr.String(), "--read-cache-bytes must not be negative") {
 		t.Errorf("--read-cache-bytes -1: exit %d, %q", code, stderr.String())
+	}
+}
+
+// TestServeReadCacheNotifyFlag: --read-cache-notify is refused where it
+// means nothing (SQLite, no cache) and, on PostgreSQL, serves this
+// process's writes at once and another process's once noticed.
+func TestServeReadCacheNotifyFlag(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--db", filepath.Join(t.TempDir(), "plc.sqlite")}, "--read-cache-notify needs a PostgreSQL --db"},
+		{[]string{"--db", "postgres://127.0.0.1:1/plc", "--read-cache-bytes", "0"}, "--read-cache-notify needs the cache of rendered answers"},
+	} {
+		var stderr strings.Builder
+		code := run(t.Context(), append([]string{"serve", "--read-cache-notify"}, c.args...),
+			env{Stdin: strings.NewReader(""), Stdout: io.Discard, Stderr: &stderr, Getenv: func(string) string { return "" }})
+		if code != exitUsage || !strings.Contains(stderr.String(), c.want) {
+			t.Errorf("%v: exit %d, %q; want %d and %q", c.args, code, stderr.String(), exitUsage, c.want)
+		}
+	}
+
+	db := pgtest.URL(t)
+	a := startServer(t, db, "--no-did-rate-limit", "--read-cache-notify")
+	b := startServer(t, db, "--no-did-rate-limit", "--read-cache-notify")
+	id := optest.NewIdentity(t, "notify.test", 1)
+	get := func(url string) string {
+		t.Helper()
+		resp, err := http.Get(url + "/" + id.DID + "/log/audit")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return string(body)
+	}
+	// b answers (and keeps) "not registered" first.
+	if got := get(b.url); !strings.Contains(got, "DID not registered") {
+		t.Fatalf("before the genesis: %s", got)
+	}
+	if code, body, err := post(a.url, id.Head, id.DID); err != nil || code != 200 {
+		t.Fatalf("genesis: %d %s %v", code, body, err)
+	}
+	if got := get(a.url); !strings.Contains(got, id.Head.CID()) {
+		t.Fatalf("the writing process does not show its own op at once: %s", got)
+	}
+	// The other process shows it once the notice arrives: poll, bounded.
+	for i := 0; !strings.Contains(get(b.url), id.Head.CID()); i++ {
+		if i == 10000 {
+			t.Fatal("the other process never showed the op")
+		}
 	}
 }
