@@ -16,6 +16,10 @@
 #     requests: a uniform spread over every DID, a hot set of the first HOT
 #     DIDs, and both again with --etag (the client sends the ETag it got:
 #     the answers are 304);
+#   - on PostgreSQL, the same again with --read-cache-notify (backend
+#     "postgres+notify"), unless PG_NOTIFY=0;
+#   - with TWO=1, two plc serve processes on the database, the client's
+#     connections taken in turn by each (server "plc×2"), uniform and hot;
 #   - `plc bench static`, resolved with the same DIDs, uniform and hot;
 #   - with wrk installed, also `wrk -t2 -c$CONCURRENCY -d${WRK_SECONDS}s`
 #     on one DID of plc serve and on plc bench static.
@@ -30,7 +34,9 @@
 #
 # Environment: REQUESTS (200000), CONCURRENCY (32), HOT (1000), CORPUS_DIR
 # (/tmp), BACKENDS (sqlite, plus postgres under with-postgres.sh),
-# WRK_SECONDS (10).
+# WRK_SECONDS (10), SERVE_FLAGS (more plc serve flags, e.g.
+# "--read-cache-bytes 1073741824" for a cache that holds a million DIDs),
+# PG_NOTIFY (1), TWO (0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,6 +45,9 @@ CONCURRENCY=${CONCURRENCY:-32}
 HOT=${HOT:-1000}
 CORPUS_DIR=${CORPUS_DIR:-/tmp}
 WRK_SECONDS=${WRK_SECONDS:-10}
+SERVE_FLAGS=${SERVE_FLAGS:-}
+PG_NOTIFY=${PG_NOTIFY:-1}
+TWO=${TWO:-0}
 if [ -n "${PLC_TEST_POSTGRES:-}" ]; then
 	BACKENDS=${BACKENDS:-sqlite postgres}
 else
@@ -174,23 +183,42 @@ for n in "${sizes[@]}"; do
 		esac
 		log "$n DIDs, $backend: importing"
 		"$plc" import --db "$db" "$corpus" >"$work/import.log" 2>&1 || { tail -n 20 "$work/import.log" >&2; die "plc import failed"; }
-		port=$(free_port)
-		"$plc" serve --db "$db" --listen "127.0.0.1:$port" --log-level warn --no-ui >"$work/serve.log" 2>&1 &
-		serve_pid=$!
-		pids+=("$serve_pid")
-		url=http://127.0.0.1:$port
-		wait_up "$url/_health" "$serve_pid" "$work/serve.log"
-		dids=$work/dids-$n
-		tag="$n $backend"
-		resolve "$tag plc uniform" "$url" --save-dids "$dids"
-		resolve "$tag plc hot" "$url" --dids "$dids" --hot "$HOT"
-		resolve "$tag plc-304 uniform" "$url" --dids "$dids" --etag
-		resolve "$tag plc-304 hot" "$url" --dids "$dids" --hot "$HOT" --etag
-		resolve "$tag static uniform" "$static_url" --dids "$dids"
-		resolve "$tag static hot" "$static_url" --dids "$dids" --hot "$HOT"
-		wrk_run "$tag plc" "$url/$(head -n1 "$dids")"
-		wrk_run "$tag static" "$static_url/$(head -n1 "$dids")"
-		stop "$serve_pid"
+		modes=("")
+		if [ "$backend" = postgres ] && [ "$PG_NOTIFY" = 1 ]; then
+			modes+=("--read-cache-notify")
+		fi
+		for mode in "${modes[@]}"; do
+			# shellcheck disable=SC2086 # SERVE_FLAGS is a list of flags
+			start_serve() { # LOG: starts plc serve; sets url and serve_pid
+				local port
+				port=$(free_port)
+				"$plc" serve --db "$db" --listen "127.0.0.1:$port" --log-level warn --no-ui $mode $SERVE_FLAGS >"$1" 2>&1 &
+				serve_pid=$!
+				pids+=("$serve_pid")
+				url=http://127.0.0.1:$port
+				wait_up "$url/_health" "$serve_pid" "$1"
+			}
+			start_serve "$work/serve.log"
+			first_pid=$serve_pid first_url=$url
+			dids=$work/dids-$n
+			tag="$n $backend${mode:+ +notify}"
+			tag=${tag// +notify/+notify}
+			resolve "$tag plc uniform" "$url" --save-dids "$dids"
+			resolve "$tag plc hot" "$url" --dids "$dids" --hot "$HOT"
+			resolve "$tag plc-304 uniform" "$url" --dids "$dids" --etag
+			resolve "$tag plc-304 hot" "$url" --dids "$dids" --hot "$HOT" --etag
+			if [ "$TWO" = 1 ]; then
+				start_serve "$work/serve2.log"
+				resolve "$tag plc×2 uniform" "$first_url,$url" --dids "$dids"
+				resolve "$tag plc×2 hot" "$first_url,$url" --dids "$dids" --hot "$HOT"
+				stop "$serve_pid"
+			fi
+			resolve "$tag static uniform" "$static_url" --dids "$dids"
+			resolve "$tag static hot" "$static_url" --dids "$dids" --hot "$HOT"
+			wrk_run "$tag plc" "$first_url/$(head -n1 "$dids")"
+			wrk_run "$tag static" "$static_url/$(head -n1 "$dids")"
+			stop "$first_pid"
+		done
 		[ "$backend" = sqlite ] && rm -f "$db" "$db-wal" "$db-shm"
 	done
 done

@@ -28,7 +28,7 @@ only (a hot set; 0: all of them, a uniform spread). --etag sends, for a
 DID already answered once, its ETag in If-None-Match, and counts the 304
 answers. --save-dids writes the DIDs listed, one a line, for a later run
 with --dids (e.g. against plc bench static).`, e)
-	url := fs.String("url", "http://127.0.0.1:2582", "directory URL")
+	url := fs.String("url", "http://127.0.0.1:2582", "directory URL; several, comma-separated, are API processes of one directory, taken in turn by the connections")
 	reqs := fs.Int("requests", 100000, "requests to send")
 	conc := fs.Int("concurrency", 32, "connections")
 	seed := fs.Uint64("seed", 1, "seed for the DID draw")
@@ -42,7 +42,11 @@ with --dids (e.g. against plc bench static).`, e)
 	if *reqs < 1 || *conc < 1 || *hot < 0 {
 		return e.Failf(cli.ExitUsage, "plc bench resolve: --requests and --concurrency must be at least 1, --hot not negative")
 	}
-	base := strings.TrimRight(*url, "/")
+	var bases []string
+	for u := range strings.SplitSeq(*url, ",") {
+		bases = append(bases, strings.TrimRight(u, "/"))
+	}
+	base := bases[0]
 	hc := benchClient(*conc)
 	var (
 		dids []string
@@ -85,6 +89,7 @@ with --dids (e.g. against plc bench static).`, e)
 	for w := range *conc {
 		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(*seed, uint64(w)))
+			base := bases[w%len(bases)]
 			for ctx.Err() == nil {
 				i := int(next.Add(1) - 1)
 				if i >= *reqs {
