@@ -36,7 +36,8 @@
 # (/tmp), BACKENDS (sqlite, plus postgres under with-postgres.sh),
 # WRK_SECONDS (10), SERVE_FLAGS (more plc serve flags, e.g.
 # "--read-cache-bytes 1073741824" for a cache that holds a million DIDs),
-# PG_NOTIFY (1), TWO (0).
+# PG_NOTIFY (1), TWO (0), WARM (0; 1: also a uniform spread after a pass
+# over every DID, untimed: "warm-uniform", a cache in its steady state).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,6 +49,7 @@ WRK_SECONDS=${WRK_SECONDS:-10}
 SERVE_FLAGS=${SERVE_FLAGS:-}
 PG_NOTIFY=${PG_NOTIFY:-1}
 TWO=${TWO:-0}
+WARM=${WARM:-0}
 if [ -n "${PLC_TEST_POSTGRES:-}" ]; then
 	BACKENDS=${BACKENDS:-sqlite postgres}
 else
@@ -204,6 +206,9 @@ for n in "${sizes[@]}"; do
 			tag="$n $backend${mode:+ +notify}"
 			tag=${tag// +notify/+notify}
 			resolve "$tag plc uniform" "$url" --save-dids "$dids"
+			if [ "$WARM" = 1 ]; then
+				resolve "$tag plc warm-uniform" "$url" --dids "$dids" --warm
+			fi
 			resolve "$tag plc hot" "$url" --dids "$dids" --hot "$HOT"
 			resolve "$tag plc-304 uniform" "$url" --dids "$dids" --etag
 			resolve "$tag plc-304 hot" "$url" --dids "$dids" --hot "$HOT" --etag
@@ -214,6 +219,9 @@ for n in "${sizes[@]}"; do
 				stop "$serve_pid"
 			fi
 			resolve "$tag static uniform" "$static_url" --dids "$dids"
+			if [ "$WARM" = 1 ]; then
+				resolve "$tag static warm-uniform" "$static_url" --dids "$dids"
+			fi
 			resolve "$tag static hot" "$static_url" --dids "$dids" --hot "$HOT"
 			wrk_run "$tag plc" "$first_url/$(head -n1 "$dids")"
 			wrk_run "$tag static" "$static_url/$(head -n1 "$dids")"

@@ -471,6 +471,11 @@ func TestBenchScenariosAgainstRealServer(t *testing.T) {
 		!strings.Contains(out, "DIDs         60 (hot set of 5)\n") {
 		t.Fatalf("bench resolve --hot 5 --etag (%d not modified):\n%s", notModified, out)
 	}
+	// Two URLs (the same process twice) and a warm-up pass first.
+	out = runCLI("bench", "resolve", "--url", s.url+","+s.url+"/", "--dids", didsFile, "--warm", "--requests", "100", "--concurrency", "2")
+	if !strings.Contains(out, "requests     100 (0 failed, 0 tombstoned") {
+		t.Fatalf("bench resolve --warm with two URLs:\n%s", out)
+	}
 	// The baseline server, resolved with the DIDs saved: it prints its
 	// address once it listens.
 	ctx, stop := context.WithCancel(t.Context())

@@ -20,14 +20,16 @@ import (
 )
 
 func runBenchResolve(ctx context.Context, e cli.Env, args []string) int {
-	fs := cli.NewFlagSet("bench resolve", "plc bench resolve --url URL [--requests N] [--concurrency C] [--hot N] [--etag] [--dids FILE] [--save-dids FILE]",
+	fs := cli.NewFlagSet("bench resolve", "plc bench resolve --url URL [--requests N] [--concurrency C] [--hot N] [--etag] [--warm] [--dids FILE] [--save-dids FILE]",
 		`Lists the directory's DIDs from its /export (or reads them from --dids),
 then GETs /:did for DIDs drawn at random with C connections, and reports
 requests/s and latency percentiles. --hot N draws from the first N DIDs
 only (a hot set; 0: all of them, a uniform spread). --etag sends, for a
 DID already answered once, its ETag in If-None-Match, and counts the 304
-answers. --save-dids writes the DIDs listed, one a line, for a later run
-with --dids (e.g. against plc bench static).`, e)
+answers. --warm first GETs every DID of the draw once, untimed, so a
+server's cache is in its steady state. --save-dids writes the DIDs
+listed, one a line, for a later run with --dids (e.g. against plc bench
+static).`, e)
 	url := fs.String("url", "http://127.0.0.1:2582", "directory URL; several, comma-separated, are API processes of one directory, taken in turn by the connections")
 	reqs := fs.Int("requests", 100000, "requests to send")
 	conc := fs.Int("concurrency", 32, "connections")
@@ -36,6 +38,7 @@ with --dids (e.g. against plc bench static).`, e)
 	etag := fs.Bool("etag", false, "send If-None-Match with the ETag of a DID's earlier answer")
 	didsFile := fs.String("dids", "", "read the DIDs from FILE (one a line) instead of /export")
 	saveDIDs := fs.String("save-dids", "", "write the DIDs listed to FILE")
+	warm := fs.Bool("warm", false, "first GET every DID of the draw once, untimed (a server's cache in its steady state)")
 	if code, done := cli.ParseFlags(fs, args); done {
 		return code
 	}
@@ -75,6 +78,11 @@ with --dids (e.g. against plc bench static).`, e)
 	draw := dids
 	if *hot > 0 && *hot < len(dids) {
 		draw = dids[:*hot]
+	}
+	if *warm {
+		if err := warmUp(ctx, hc, bases, draw, *conc); err != nil {
+			return e.Failf(cli.ExitFailure, "plc bench resolve: warming up: %v", err)
+		}
 	}
 	var (
 		next        atomic.Int64
@@ -142,6 +150,46 @@ with --dids (e.g. against plc bench static).`, e)
 		return cli.ExitFailure
 	}
 	return cli.ExitOK
+}
+
+// warmUp GETs each of dids once with conc connections (the servers of
+// bases in turn), failing on the first answer that is neither 200 nor 404.
+func warmUp(ctx context.Context, hc *http.Client, bases, dids []string, conc int) error {
+	var (
+		next atomic.Int64
+		bad  atomic.Pointer[error]
+		wg   sync.WaitGroup
+	)
+	for w := range conc {
+		wg.Go(func() {
+			base := bases[w%len(bases)]
+			for ctx.Err() == nil && bad.Load() == nil {
+				i := int(next.Add(1) - 1)
+				if i >= len(dids) {
+					return
+				}
+				req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/"+dids[i], nil)
+				if err == nil {
+					var resp *http.Response
+					if resp, err = hc.Do(req); err == nil {
+						io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+						if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusNotFound {
+							err = fmt.Errorf("%s: %s", dids[i], resp.Status)
+						}
+					}
+				}
+				if err != nil {
+					bad.CompareAndSwap(nil, &err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if p := bad.Load(); p != nil {
+		return *p
+	}
+	return ctx.Err()
 }
 
 // readDIDs reads a file of DIDs, one a line (blank lines skipped).
