@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/plcdir/plc"
@@ -19,9 +20,13 @@ import (
 // fetcher) asks for each page as soon as the one before it has arrived —
 // the next after= is the last seq of that page, read from its last line —
 // so that the upstream serves page k+1 while page k is being ingested. It
-// runs at most prefetchPages pages ahead of the pipeline, so memory stays
-// bounded by MaxBody a page. Pages reach the pipeline whole, in order, and
-// Ready when they have arrived. A page that cannot be used is an error:
+// runs ahead of the pipeline by at most prefetchPages pages and, before it
+// asks for another, until the pages waiting hold fewer than prefetchBytes
+// (so memory stays bounded by prefetchBytes and one page's MaxBody). Pages
+// reach the pipeline whole, in order, and Ready when they have arrived:
+// running several pages ahead, a backfill from a fast upstream commits
+// whole batches (oplog.DefaultImportBatch lines), not a page or two at a
+// time. A page that cannot be used is an error:
 // none of it is handed over, Next returns it after the pages before it,
 // and the Replay stops after committing what came before.
 type seqPages struct {
@@ -29,8 +34,9 @@ type seqPages struct {
 	after int64 // the fetcher's position: the last seq asked past
 	count int
 
-	pages chan [][]byte // the lines to ingest of the pages fetched, in order
-	done  chan struct{} // closed when the fetcher has returned
+	pages  chan [][]byte // the lines to ingest of the pages fetched, in order
+	done   chan struct{} // closed when the fetcher has returned
+	budget *byteBudget   // the bytes of the pages fetched and not yet taken
 	// Written by the fetcher before it closes pages (and done):
 	end       error // what ended the pages: nil (a short page), a bad page, ctx's end
 	lastEmpty bool  // the last page fetched held no line
@@ -40,16 +46,68 @@ type seqPages struct {
 	closed bool     // pages is closed and drained
 }
 
-// prefetchPages bounds the pages fetched but not yet read: one waiting in
-// the channel, one waiting to be put there.
-const prefetchPages = 2
+// What a backfill fetches ahead of the pipeline: at most prefetchPages
+// pages (one of them waiting to be put in the channel), and no further
+// page once those waiting hold prefetchBytes.
+const (
+	prefetchPages = 16
+	prefetchBytes = 16 << 20
+)
+
+// byteBudget counts bytes held, and lets a producer wait until fewer than
+// max are.
+type byteBudget struct {
+	max   int64
+	held  atomic.Int64
+	freed chan struct{} // signalled (without blocking) at each release
+}
+
+func newByteBudget(max int64) *byteBudget {
+	return &byteBudget{max: max, freed: make(chan struct{}, 1)}
+}
+
+// room reports whether fewer than max bytes are held.
+func (b *byteBudget) room() bool { return b.held.Load() < b.max }
+
+// wait returns true once fewer than max bytes are held, false if ctx ends
+// first.
+func (b *byteBudget) wait(ctx context.Context) bool {
+	for !b.room() {
+		select {
+		case <-b.freed:
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return true
+}
+
+func (b *byteBudget) hold(n int64) { b.held.Add(n) }
+
+func (b *byteBudget) release(n int64) {
+	b.held.Add(-n)
+	select {
+	case b.freed <- struct{}{}:
+	default:
+	}
+}
+
+// pageBytes is what a page's lines weigh in the prefetch budget.
+func pageBytes(lines [][]byte) int64 {
+	n := int64(0)
+	for _, l := range lines {
+		n += int64(len(l)) + 24 // and its slice header
+	}
+	return n
+}
 
 // newSeqPages starts a source of the pages after seq after; its fetcher
 // runs until the last page, a bad page, or ctx's end. Wait for it
 // (<-r.done) before reading r.end or r.lastEmpty.
 func newSeqPages(ctx context.Context, m *Mirror, after int64, count int) *seqPages {
 	r := &seqPages{m: m, after: after, count: count,
-		pages: make(chan [][]byte, prefetchPages-1), done: make(chan struct{})}
+		pages: make(chan [][]byte, prefetchPages-1), done: make(chan struct{}),
+		budget: newByteBudget(prefetchBytes)}
 	go r.fetch(ctx)
 	return r
 }
@@ -60,12 +118,17 @@ func (r *seqPages) fetch(ctx context.Context) {
 	defer close(r.done)
 	defer close(r.pages)
 	for {
+		if !r.budget.wait(ctx) {
+			r.end = ctx.Err()
+			return
+		}
 		b, last, err := r.fetchPage(ctx)
 		if err != nil && !errors.Is(err, errMostlyRejected) {
 			r.end = err
 			return
 		}
 		if len(b) > 0 {
+			r.budget.hold(pageBytes(b))
 			select {
 			case r.pages <- b:
 			case <-ctx.Done():
@@ -136,6 +199,9 @@ func (r *seqPages) Next(context.Context) (oplog.Line, error) {
 // pages is closed).
 func (r *seqPages) take(page [][]byte) {
 	r.closed, r.left = page == nil, page
+	if page != nil {
+		r.budget.release(pageBytes(page))
+	}
 }
 
 // Ready reports whether Next would return without waiting for the
