@@ -1,0 +1,260 @@
+package opbuild
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bluesky-social/indigo/atproto/atcrypto"
+
+	"github.com/plcdir/plc"
+	"github.com/plcdir/plc/validate"
+)
+
+func genKey(t *testing.T, curve validate.Curve) *Key {
+	t.Helper()
+	k, err := GenerateKey(curve)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func TestKeyFileRoundTripInGoatsForm(t *testing.T) {
+	for _, curve := range []validate.Curve{validate.CurveK256, validate.CurveP256} {
+		k := genKey(t, curve)
+		path := filepath.Join(t.TempDir(), "k")
+		if err := WriteKeyFile(path, k); err != nil {
+			t.Fatal(err)
+		}
+		st, err := os.Stat(path)
+		if err != nil || st.Mode().Perm() != 0o600 {
+			t.Fatalf("key file mode %v, %v; want 0600", st.Mode(), err)
+		}
+		got, err := LoadKeyFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.DIDKey != k.DIDKey || got.Curve != curve {
+			t.Fatalf("%s: loaded %s %s, wrote %s", curve, got.DIDKey, got.Curve, k.DIDKey)
+		}
+		// indigo (and so goat) reads the file's form as the same key.
+		b, _ := os.ReadFile(path)
+		priv, err := atcrypto.ParsePrivateMultibase(strings.TrimSpace(string(b)))
+		if err != nil {
+			t.Fatalf("%s: indigo cannot read %q: %v", curve, b, err)
+		}
+		pub, _ := priv.PublicKey()
+		if pub.DIDKey() != k.DIDKey {
+			t.Fatalf("%s: indigo reads %s, want %s", curve, pub.DIDKey(), k.DIDKey)
+		}
+		// It signs what validate verifies.
+		op, err := validate.Sign(validate.Operation{Type: validate.TypeOperation, RotationKeys: []string{k.DIDKey}}, got)
+		if err != nil || !validate.VerifySignature(op, k.DIDKey) {
+			t.Fatalf("%s: signature does not verify: %v", curve, err)
+		}
+	}
+}
+
+func TestWriteKeyFileNeverOverwritesAKey(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "k")
+	first := genKey(t, validate.CurveK256)
+	if err := WriteKeyFile(path, first); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteKeyFile(path, genKey(t, validate.CurveK256)); err == nil || !strings.Contains(err.Error(), "refusing to overwrite") {
+		t.Fatalf("second write: %v", err)
+	}
+	if got, err := LoadKeyFile(path); err != nil || got.DIDKey != first.DIDKey {
+		t.Fatalf("the first key was replaced: %v", err)
+	}
+}
+
+func TestLoadKeyFileRefusesUnusableFiles(t *testing.T) {
+	dir := t.TempDir()
+	k := genKey(t, validate.CurveP256)
+	write := func(name, content string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), mode); err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(p, mode)
+		return p
+	}
+	for _, c := range []struct {
+		name, path, want string
+		class            error
+	}{
+		{"missing", filepath.Join(dir, "nope"), "no such file", nil},
+		{"readable by others", write("open", k.Multibase(), 0o644), "other users may read it (mode 0644); run chmod 600", ErrKeyFile},
+		{"a public key", write("pub", k.DIDKey, 0o600), "holds a public key (did:key)", ErrKeyFile},
+		{"a checkpoint key", write("tlog", "PRIVATE+KEY+plc.test+1234+AAAA", 0o600), "transparency-log checkpoint key", ErrKeyFile},
+		{"garbage", write("junk", "hello", 0o600), "not a K-256 or P-256 private key", ErrKeyFile},
+		{"too long", write("long", strings.Repeat("z", MaxKeyFileBytes+1), 0o600), "over 4096 bytes", ErrKeyFile},
+		{"a directory", dir, "not a regular file", ErrKeyFile},
+	} {
+		_, err := LoadKeyFile(c.path)
+		if err == nil || !strings.Contains(err.Error(), c.want) || (c.class != nil && !errors.Is(err, c.class)) {
+			t.Errorf("%s: %v; want %q", c.name, err, c.want)
+		}
+	}
+}
+
+func TestLooksLikeKey(t *testing.T) {
+	k := genKey(t, validate.CurveK256)
+	if !LooksLikeKey(k.Multibase()) || LooksLikeKey("recovery.key") || LooksLikeKey(k.DIDKey) {
+		t.Fatal("LooksLikeKey misjudges")
+	}
+}
+
+// chain is a DID's audit log as a directory would serve it.
+type chain struct {
+	t   *testing.T
+	did string
+	log []plc.AuditEntry
+}
+
+// accept appends res's op, accepted at res.At, and returns the replayed
+// history.
+func (c *chain) accept(res *Result) *History {
+	c.t.Helper()
+	for _, n := range res.Nullifies {
+		for i := range c.log {
+			if c.log[i].CID == n {
+				c.log[i].Nullified = true
+			}
+		}
+	}
+	c.log = append(c.log, plc.AuditEntry{DID: res.DID, Operation: res.Op.AppendJSON(nil), CID: res.Op.CID(), CreatedAt: stamp(res.At)})
+	c.did = res.DID
+	return c.history()
+}
+
+func (c *chain) history() *History {
+	c.t.Helper()
+	h, err := Replay(c.did, c.log)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return h
+}
+
+func must(t *testing.T) func(*Result, error) *Result {
+	return func(res *Result, err error) *Result {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+}
+
+func handleOf(t *testing.T, doc []byte) string {
+	t.Helper()
+	var d struct {
+		AlsoKnownAs []string `json:"alsoKnownAs"`
+	}
+	if err := json.Unmarshal(doc, &d); err != nil || len(d.AlsoKnownAs) == 0 {
+		t.Fatalf("document %s: %v", doc, err)
+	}
+	return d.AlsoKnownAs[0]
+}
+
+var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+// hostile makes a DID with rotation keys [recovery, rotation], an own
+// update signed by recovery at t0+1h, and a hostile update signed by the
+// lower-priority rotation key at t0+2h that removes recovery.
+func hostile(t *testing.T) (c *chain, recovery, rotation *Key, own, evil *Result) {
+	recovery, rotation = genKey(t, validate.CurveK256), genKey(t, validate.CurveP256)
+	c = &chain{t: t}
+	h := c.accept(must(t)(BuildGenesis(Genesis{RotationKeys: []string{recovery.DIDKey, rotation.DIDKey}, Handle: "alice.test", PDS: "https://pds.test"}, rotation, t0)))
+	own = must(t)(h.Update(Changes{Handle: "alice2.test"}, recovery, t0.Add(time.Hour)))
+	h = c.accept(own)
+	thief := genKey(t, validate.CurveK256)
+	evil = must(t)(h.Update(Changes{Handle: "evil.test", RemoveRotationKeys: []string{recovery.DIDKey}, AddRotationKeys: []string{thief.DIDKey}}, rotation, t0.Add(2*time.Hour)))
+	c.accept(evil)
+	return c, recovery, rotation, own, evil
+}
+
+// A recovery nullifies only the ops the key outranks, not the owner's own
+// update before them, and restores the state before the hostile op.
+func TestRecoverNullifiesOnlyWhatTheKeyOutranks(t *testing.T) {
+	c, recovery, _, own, evil := hostile(t)
+	res := must(t)(c.history().Recover(Changes{}, recovery, t0.Add(3*time.Hour)))
+	if len(res.Nullifies) != 1 || res.Nullifies[0] != evil.Op.CID() || res.Op.Prev() != own.Op.CID() {
+		t.Fatalf("recovery forks from %s nullifying %v; want from %s nullifying %s", res.Op.Prev(), res.Nullifies, own.Op.CID(), evil.Op.CID())
+	}
+	if got := handleOf(t, res.Document); got != "at://alice2.test" {
+		t.Fatalf("restored handle %s", got)
+	}
+	h := c.accept(res)
+	if head, _ := h.State.Head(); head.CID != res.Op.CID() || !h.Entries[2].Nullified {
+		t.Fatalf("replayed history does not end with the recovery")
+	}
+}
+
+// TestRecoveryAfterTheWindowIsRefusedLocally: 72 hours after the hostile
+// op a recovery still passes; a millisecond later it is refused here with
+// the reason, before anything is sent.
+func TestRecoveryAfterTheWindowIsRefusedLocally(t *testing.T) {
+	c, recovery, _, _, evil := hostile(t)
+	evilAt := t0.Add(2 * time.Hour)
+	must(t)(c.history().Recover(Changes{}, recovery, evilAt.Add(validate.RecoveryWindow)))
+	_, err := c.history().Recover(Changes{}, recovery, evilAt.Add(validate.RecoveryWindow+time.Millisecond))
+	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "too late") || !strings.Contains(err.Error(), evil.Op.CID()) ||
+		!strings.Contains(err.Error(), "the window closed at 2026-03-04T14:00:00.000Z") {
+		t.Fatalf("late recovery: %v", err)
+	}
+}
+
+func TestRecoverWithALowerPriorityKeyIsRefused(t *testing.T) {
+	c, _, rotation, _, _ := hostile(t)
+	_, err := c.history().Recover(Changes{}, rotation, t0.Add(3*time.Hour))
+	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "may nullify no op") {
+		t.Fatalf("recovery with the lower key: %v", err)
+	}
+}
+
+func TestUpdateRefusesAKeyTheHeadDoesNotList(t *testing.T) {
+	c, recovery, _, _, _ := hostile(t)
+	_, err := c.history().Update(Changes{Handle: "back.test"}, recovery, t0.Add(3*time.Hour))
+	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "is not a rotation key") {
+		t.Fatalf("update with a removed key: %v", err)
+	}
+}
+
+// An op that fails the directory's rules is refused by Check with the
+// validator's class.
+func TestCheckRefusesWhatTheDirectoryWould(t *testing.T) {
+	c, recovery, rotation, _, evil := hostile(t)
+	h := c.history()
+	body := evil.Op.Operation()
+	body.Prev = evil.Op.CID()
+	body.AlsoKnownAs = []string{"at://mine.test"}
+	op, err := validate.Sign(body, recovery) // recovery is no longer a rotation key
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Check(op, t0.Add(3*time.Hour)); !errors.Is(err, ErrRefused) || !errors.Is(err, validate.ErrInvalidSignature) {
+		t.Fatalf("op signed by a removed key: %v", err)
+	}
+	if _, err := h.Update(Changes{Handle: "not a handle"}, rotation, t0.Add(3*time.Hour)); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "handle") {
+		t.Fatalf("malformed handle: %v", err)
+	}
+	if _, err := h.Update(Changes{PDS: "ftp://pds.test"}, rotation, t0.Add(3*time.Hour)); !errors.Is(err, ErrRefused) {
+		t.Fatalf("malformed PDS: %v", err)
+	}
+}
+
+func TestReplayRefusesAFalseNullifiedFlag(t *testing.T) {
+	c, _, _, _, _ := hostile(t)
+	c.log[1].Nullified = true
+	if _, err := Replay(c.did, c.log); !errors.Is(err, ErrHistory) || !strings.Contains(err.Error(), "nullified=true") {
+		t.Fatalf("false flag: %v", err)
+	}
+}
