@@ -247,10 +247,11 @@ directory's rules at this machine's time.
 
 func runOpRecover(ctx context.Context, e env, args []string) int {
 	const usage = "plc op recover --did D --directory URL --key FILE [changes as for update] [--dry-run]"
-	fs := cli.NewFlagSet("op recover", usage, `Fetches the DID's audit log and finds the ops --key may nullify: those
-after the latest op in whose rotation keys --key comes before the key
-that signed the op after it (a key of higher priority may undo what a
-lower one did within 72 hours of it). Builds the op that forks from there,
+	fs := cli.NewFlagSet("op recover", usage, `Fetches the DID's audit log and finds the ops --key may nullify: walking
+back from the head, the ops signed by keys of lower priority than --key
+(listed after it in their prev's rotation keys, or by keys of ops that no
+longer list it); a key of higher priority may undo what a lower one did
+within 72 hours of it. Builds the op that forks from the op before them,
 restoring that op's state with the changes asked for (for instance
 --remove-rotation-key of a stolen key), signs it and checks it with the
 directory's rules at this machine's time: outside the 72-hour window it is

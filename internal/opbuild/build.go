@@ -103,33 +103,44 @@ func (h *History) Update(ch Changes, key *Key, now time.Time) (*Result, error) {
 	return h.build(head.CID, ch, key, now)
 }
 
-// Recover builds a recovery fork: signed by key, it nullifies the ops
-// that key outranks — the ops after the latest non-nullified op prev in
-// whose rotation keys key comes before the key that signed the op after
-// prev — and restores prev's state, with ch applied. The first op it
-// nullifies must have been accepted at most validate.RecoveryWindow
-// before now; the op is checked as a directory would at now.
+// Recover builds a recovery fork signed by key. The ops it nullifies are
+// the latest ones, back to the latest op not signed by a key of lower
+// priority than key (one listed after key in the rotation keys of its
+// prev, or in keys that do not list key at all): that op becomes the
+// fork's prev, and its state is restored, with ch applied. The fork must
+// be allowed — key listed in prev's rotation keys before the key that
+// signed the first op it nullifies — and that op must have been accepted
+// at most validate.RecoveryWindow before now; the op is then checked as a
+// directory would at now.
 func (h *History) Recover(ch Changes, key *Key, now time.Time) (*Result, error) {
 	ops := h.State.Ops
-	for i := len(ops) - 2; i >= 0; i-- {
-		prev, n0 := ops[i], ops[i+1]
-		k := slices.Index(prev.RotationKeys, key.DIDKey)
-		if prev.Tombstone || k < 0 || k >= n0.Signer {
-			continue
+	idx := len(ops) - 1
+	for ; idx > 0; idx-- {
+		k := slices.Index(ops[idx-1].RotationKeys, key.DIDKey)
+		if k >= 0 && ops[idx].Signer <= k {
+			break // signed by key or one of higher priority: kept
 		}
-		at := h.judgeTime(now)
-		if lapsed := at.Sub(n0.CreatedAt); lapsed > validate.RecoveryWindow {
-			return nil, fmt.Errorf("%w: too late: the ops %s may nullify start with %s, accepted at %s, %s ago; a recovery must come within %s of it (the window closed at %s)",
-				ErrRefused, key.DIDKey, n0.CID, stamp(n0.CreatedAt), lapsed.Round(time.Second), validate.RecoveryWindow,
-				stamp(n0.CreatedAt.Add(validate.RecoveryWindow)))
+	}
+	if idx == len(ops)-1 {
+		head, _ := h.State.Head()
+		if len(ops) < 2 {
+			return nil, fmt.Errorf("%w: %s has no op after its genesis to nullify", ErrRefused, h.DID)
 		}
-		return h.build(prev.CID, ch, key, now)
+		return nil, fmt.Errorf("%w: %s may nullify no op of %s: its latest op %s was signed by a key of the same or higher priority (signers: %s)",
+			ErrRefused, key.DIDKey, h.DID, head.CID, h.signers())
 	}
-	if len(ops) < 2 {
-		return nil, fmt.Errorf("%w: %s has no op after its genesis to nullify", ErrRefused, h.DID)
+	prev, n0 := ops[idx], ops[idx+1]
+	if k := slices.Index(prev.RotationKeys, key.DIDKey); prev.Tombstone || k < 0 {
+		return nil, fmt.Errorf("%w: %s may nullify no op of %s: the ops after %s were not signed by a key of higher priority, and %s is not among its rotation keys (signers: %s)",
+			ErrRefused, key.DIDKey, h.DID, prev.CID, key.DIDKey, h.signers())
 	}
-	return nil, fmt.Errorf("%w: %s may nullify no op of %s: a recovery must be signed by a rotation key of an op listed before the key that signed the op after it (signers: %s)",
-		ErrRefused, key.DIDKey, h.DID, h.signers())
+	at := h.judgeTime(now)
+	if lapsed := at.Sub(n0.CreatedAt); lapsed > validate.RecoveryWindow {
+		return nil, fmt.Errorf("%w: too late: the ops %s may nullify start with %s, accepted at %s, %s ago; a recovery must come within %s of it (the window closed at %s)",
+			ErrRefused, key.DIDKey, n0.CID, stamp(n0.CreatedAt), lapsed.Round(time.Second), validate.RecoveryWindow,
+			stamp(n0.CreatedAt.Add(validate.RecoveryWindow)))
+	}
+	return h.build(prev.CID, ch, key, now)
 }
 
 // signers describes who signed each non-nullified op after the genesis.

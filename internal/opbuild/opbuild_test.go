@@ -258,3 +258,36 @@ func TestReplayRefusesAFalseNullifiedFlag(t *testing.T) {
 		t.Fatalf("false flag: %v", err)
 	}
 }
+
+// TestRecoverUndoesEveryHostileOpNotJustTheLast: a thief who signed two
+// updates with the lower-priority key; the recovery forks from before the
+// first, so the state restored is the owner's, not the thief's first.
+func TestRecoverUndoesEveryHostileOpNotJustTheLast(t *testing.T) {
+	recovery, rotation := genKey(t, validate.CurveK256), genKey(t, validate.CurveK256)
+	c := &chain{t: t}
+	g := must(t)(BuildGenesis(Genesis{RotationKeys: []string{recovery.DIDKey, rotation.DIDKey}, Handle: "alice.test", PDS: "https://pds.test"}, rotation, t0))
+	h := c.accept(g)
+	e1 := must(t)(h.Update(Changes{PDS: "https://evil.test"}, rotation, t0.Add(time.Hour)))
+	h = c.accept(e1)
+	e2 := must(t)(h.Update(Changes{Handle: "evil.test", RemoveRotationKeys: []string{recovery.DIDKey}}, rotation, t0.Add(2*time.Hour)))
+	h = c.accept(e2)
+	res := must(t)(h.Recover(Changes{}, recovery, t0.Add(3*time.Hour)))
+	if res.Op.Prev() != g.Op.CID() || len(res.Nullifies) != 2 || res.Nullifies[0] != e1.Op.CID() || res.Nullifies[1] != e2.Op.CID() {
+		t.Fatalf("recovery forks from %s nullifying %v; want from the genesis nullifying both hostile ops", res.Op.Prev(), res.Nullifies)
+	}
+	if string(res.Document) != string(g.Document) {
+		t.Fatalf("restored document %s\nwant %s", res.Document, g.Document)
+	}
+}
+
+// A key the owner removed on purpose cannot undo what came after.
+func TestRecoverWithAKeyTheOwnerRemovedIsRefused(t *testing.T) {
+	recovery, rotation := genKey(t, validate.CurveK256), genKey(t, validate.CurveK256)
+	c := &chain{t: t}
+	h := c.accept(must(t)(BuildGenesis(Genesis{RotationKeys: []string{recovery.DIDKey, rotation.DIDKey}}, rotation, t0)))
+	h = c.accept(must(t)(h.Update(Changes{RemoveRotationKeys: []string{recovery.DIDKey}}, recovery, t0.Add(time.Hour))))
+	h = c.accept(must(t)(h.Update(Changes{Handle: "later.test"}, rotation, t0.Add(2*time.Hour))))
+	if _, err := h.Recover(Changes{}, recovery, t0.Add(3*time.Hour)); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "may nullify no op") {
+		t.Fatalf("recovery with a removed key: %v", err)
+	}
+}
