@@ -242,20 +242,25 @@ directory's rules at this machine's time.
 	if o.ch.Empty() {
 		return e.Failf(exitUsage, "plc op update: nothing to change: give --handle, --pds, --signing-key, --add-rotation-key or --remove-rotation-key")
 	}
-	return o.run(ctx, e, "plc op update", (*opbuild.History).Update)
+	return o.run(ctx, e, "plc op update", func(h *opbuild.History, key *opbuild.Key, now time.Time) (*opbuild.Result, error) {
+		return h.Update(o.ch, key, now)
+	})
 }
 
 func runOpRecover(ctx context.Context, e env, args []string) int {
-	const usage = "plc op recover --did D --directory URL --key FILE [changes as for update] [--dry-run]"
+	const usage = "plc op recover --did D --directory URL --key FILE [--nullify-from CID] [changes as for update] [--dry-run]"
 	fs := cli.NewFlagSet("op recover", usage, `Fetches the DID's audit log and finds the ops --key may nullify: walking
 back from the head, the ops signed by keys of lower priority than --key
 (listed after it in their prev's rotation keys, or by keys of ops that no
 longer list it); a key of higher priority may undo what a lower one did
 within 72 hours of it. Builds the op that forks from the op before them,
 restoring that op's state with the changes asked for (for instance
---remove-rotation-key of a stolen key), signs it and checks it with the
-directory's rules at this machine's time: outside the 72-hour window it is
-refused, saying when the window closed.
+--remove-rotation-key of a stolen key); of those ops, only the ones
+accepted within the last 72 hours can be nullified. The owner's own
+updates signed by the stolen key are among them: --nullify-from CID
+starts at a chosen op instead, keeping the ones before it. Signs the op
+and checks it with the directory's rules at this machine's time: outside
+the 72-hour window it is refused, saying when the window closed.
 
 `+opSubmitHelp+`
 
@@ -263,16 +268,19 @@ refused, saying when the window closed.
 	var o opCommon
 	f := cli.NewFlags(fs, e)
 	o.bind(fs, f)
+	from := fs.String("nullify-from", "", "CID of the first op to nullify (default: every op back to the latest not signed by a key of lower priority than --key, within the window)")
 	if code, done := f.Parse("plc op recover", args); done {
 		return code
 	}
 	if fs.NArg() > 0 || o.did == "" {
 		return e.Failf(exitUsage, "plc op recover: want --did, --directory, --key and no arguments\nUsage: %s", usage)
 	}
-	return o.run(ctx, e, "plc op recover", (*opbuild.History).Recover)
+	return o.run(ctx, e, "plc op recover", func(h *opbuild.History, key *opbuild.Key, now time.Time) (*opbuild.Result, error) {
+		return h.Recover(o.ch, key, *from, now)
+	})
 }
 
-func (o *opCommon) run(ctx context.Context, e env, cmd string, build func(*opbuild.History, opbuild.Changes, *opbuild.Key, time.Time) (*opbuild.Result, error)) int {
+func (o *opCommon) run(ctx context.Context, e env, cmd string, build func(*opbuild.History, *opbuild.Key, time.Time) (*opbuild.Result, error)) int {
 	key, err := keyFile("key", o.key)
 	if err != nil {
 		return e.Failf(exitUsage, "%s: %v", cmd, err)
@@ -285,7 +293,7 @@ func (o *opCommon) run(ctx context.Context, e env, cmd string, build func(*opbui
 	if err != nil {
 		return e.Failf(exitFailure, "%s: %v", cmd, err)
 	}
-	res, err := build(h, o.ch, key, time.Now())
+	res, err := build(h, key, time.Now())
 	if err != nil {
 		return e.Failf(exitFailure, "%s: %v", cmd, err)
 	}

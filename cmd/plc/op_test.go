@@ -187,7 +187,8 @@ func TestOpEndToEnd(t *testing.T) {
 	// The race: the lower-priority key (new.key, index 1) is stolen; the
 	// thief removes the recovery key and points the DID elsewhere.
 	thief := keygen(t, keys, "thief.key", "k256")
-	opRun(t, exitOK, update(newKey, "--remove-rotation-key", recovery, "--add-rotation-key", thief, "--handle", "evil.test", "--pds", "https://evil.test")...)
+	stdout, _ = opRun(t, exitOK, update(newKey, "--remove-rotation-key", recovery, "--add-rotation-key", thief, "--handle", "evil.test", "--pds", "https://evil.test")...)
+	hostile := printed(t, stdout).CID
 	if _, _, d := getDocument(t, srv.url, did); d.AlsoKnownAs[0] != "at://evil.test" {
 		t.Fatalf("the hostile update did not land: %+v", d)
 	}
@@ -196,9 +197,16 @@ func TestOpEndToEnd(t *testing.T) {
 	if !strings.Contains(stderr, "may nullify no op") {
 		t.Fatalf("recovery with the stolen key: %s", stderr)
 	}
-	stdout, _ = opRun(t, exitOK, "op", "recover", "--did", did, "--directory", dir, "--key", recovery)
-	if len(printed(t, stdout).Nullifies) != 1 {
-		t.Fatalf("recovery nullifies %v", printed(t, stdout).Nullifies)
+	// By default the recovery would also undo the owner's own updates
+	// signed by the stolen key in the window; a dry run shows it.
+	stdout, _ = opRun(t, exitOK, "op", "recover", "--did", did, "--directory", dir, "--key", recovery, "--dry-run")
+	if n := len(printed(t, stdout).Nullifies); n != 6 {
+		t.Fatalf("a default recovery would nullify %d ops, want the 6 signed by lower-priority keys", n)
+	}
+	// --nullify-from the thief's op undoes only it.
+	stdout, _ = opRun(t, exitOK, "op", "recover", "--did", did, "--directory", dir, "--key", recovery, "--nullify-from", hostile)
+	if n := printed(t, stdout).Nullifies; len(n) != 1 || n[0] != hostile {
+		t.Fatalf("recovery nullifies %v, want %s", n, hostile)
 	}
 	if _, after, _ := getDocument(t, srv.url, did); string(after) != string(before) {
 		t.Fatalf("the recovery did not restore the document:\nbefore %s\nafter  %s", before, after)

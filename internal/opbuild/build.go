@@ -103,44 +103,74 @@ func (h *History) Update(ch Changes, key *Key, now time.Time) (*Result, error) {
 	return h.build(head.CID, ch, key, now)
 }
 
-// Recover builds a recovery fork signed by key. The ops it nullifies are
-// the latest ones, back to the latest op not signed by a key of lower
-// priority than key (one listed after key in the rotation keys of its
-// prev, or in keys that do not list key at all): that op becomes the
-// fork's prev, and its state is restored, with ch applied. The fork must
-// be allowed — key listed in prev's rotation keys before the key that
-// signed the first op it nullifies — and that op must have been accepted
-// at most validate.RecoveryWindow before now; the op is then checked as a
-// directory would at now.
-func (h *History) Recover(ch Changes, key *Key, now time.Time) (*Result, error) {
+// Recover builds a recovery fork signed by key, restoring the state of
+// the op it forks from with ch applied, and checks it as a directory
+// would at now.
+//
+// With from empty, the ops it nullifies are the latest ones, back to the
+// latest op not signed by a key of lower priority than key (one listed
+// after key in the rotation keys of its prev, or in keys that do not list
+// key at all) — of them, those accepted within validate.RecoveryWindow of
+// now, the only ones a fork may still nullify. With from set (a CID), the
+// fork nullifies that op and every non-nullified op after it.
+//
+// Either way the fork must be allowed — key listed in its prev's rotation
+// keys before the key that signed the first op it nullifies, that op
+// accepted at most validate.RecoveryWindow before now — or it is refused
+// with the reason.
+func (h *History) Recover(ch Changes, key *Key, from string, now time.Time) (*Result, error) {
 	ops := h.State.Ops
-	idx := len(ops) - 1
-	for ; idx > 0; idx-- {
-		k := slices.Index(ops[idx-1].RotationKeys, key.DIDKey)
-		if k >= 0 && ops[idx].Signer <= k {
-			break // signed by key or one of higher priority: kept
-		}
+	at := h.judgeTime(now)
+	if len(ops) < 2 {
+		return nil, fmt.Errorf("%w: %s has no op after its genesis to nullify", ErrRefused, h.DID)
 	}
-	if idx == len(ops)-1 {
-		head, _ := h.State.Head()
-		if len(ops) < 2 {
-			return nil, fmt.Errorf("%w: %s has no op after its genesis to nullify", ErrRefused, h.DID)
+	var idx int // the fork's prev
+	if from != "" {
+		j := slices.IndexFunc(ops, func(o validate.ChainOp) bool { return o.CID == from })
+		switch {
+		case j < 0:
+			return nil, fmt.Errorf("%w: %s is not a non-nullified op of %s", ErrRefused, from, h.DID)
+		case j == 0:
+			return nil, fmt.Errorf("%w: %s is the genesis op: a DID's genesis cannot be nullified", ErrRefused, from)
 		}
-		return nil, fmt.Errorf("%w: %s may nullify no op of %s: its latest op %s was signed by a key of the same or higher priority (signers: %s)",
-			ErrRefused, key.DIDKey, h.DID, head.CID, h.signers())
+		idx = j - 1
+	} else {
+		idx = len(ops) - 1
+		for ; idx > 0; idx-- {
+			k := slices.Index(ops[idx-1].RotationKeys, key.DIDKey)
+			if k >= 0 && ops[idx].Signer <= k {
+				break // signed by key or one of higher priority: kept
+			}
+		}
+		if idx == len(ops)-1 {
+			return nil, fmt.Errorf("%w: %s may nullify no op of %s: its latest op %s was signed by a key of the same or higher priority (signers: %s)",
+				ErrRefused, key.DIDKey, h.DID, ops[idx].CID, h.signers())
+		}
+		// Of those, only the ops still within the window.
+		last := ops[len(ops)-1]
+		for idx < len(ops)-1 && at.Sub(ops[idx+1].CreatedAt) > validate.RecoveryWindow {
+			idx++
+		}
+		if idx == len(ops)-1 {
+			return nil, tooLate(key, last, at)
+		}
 	}
 	prev, n0 := ops[idx], ops[idx+1]
-	if k := slices.Index(prev.RotationKeys, key.DIDKey); prev.Tombstone || k < 0 {
-		return nil, fmt.Errorf("%w: %s may nullify no op of %s: the ops after %s were not signed by a key of higher priority, and %s is not among its rotation keys (signers: %s)",
-			ErrRefused, key.DIDKey, h.DID, prev.CID, key.DIDKey, h.signers())
+	if k := slices.Index(prev.RotationKeys, key.DIDKey); prev.Tombstone || k < 0 || k >= n0.Signer {
+		return nil, fmt.Errorf("%w: %s may not nullify %s: a fork from %s must be signed by one of its rotation keys listed before the key that signed %s (signers: %s)",
+			ErrRefused, key.DIDKey, n0.CID, prev.CID, n0.CID, h.signers())
 	}
-	at := h.judgeTime(now)
-	if lapsed := at.Sub(n0.CreatedAt); lapsed > validate.RecoveryWindow {
-		return nil, fmt.Errorf("%w: too late: the ops %s may nullify start with %s, accepted at %s, %s ago; a recovery must come within %s of it (the window closed at %s)",
-			ErrRefused, key.DIDKey, n0.CID, stamp(n0.CreatedAt), lapsed.Round(time.Second), validate.RecoveryWindow,
-			stamp(n0.CreatedAt.Add(validate.RecoveryWindow)))
+	if at.Sub(n0.CreatedAt) > validate.RecoveryWindow {
+		return nil, tooLate(key, n0, at)
 	}
 	return h.build(prev.CID, ch, key, now)
+}
+
+// tooLate is the refusal of a recovery of op at "at", past the window.
+func tooLate(key *Key, op validate.ChainOp, at time.Time) error {
+	return fmt.Errorf("%w: too late: %s, the op %s would have to nullify, was accepted at %s, %s ago; a recovery must come within %s of it (the window closed at %s)",
+		ErrRefused, op.CID, key.DIDKey, stamp(op.CreatedAt), at.Sub(op.CreatedAt).Round(time.Second), validate.RecoveryWindow,
+		stamp(op.CreatedAt.Add(validate.RecoveryWindow)))
 }
 
 // signers describes who signed each non-nullified op after the genesis.

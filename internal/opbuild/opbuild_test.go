@@ -185,7 +185,7 @@ func hostile(t *testing.T) (c *chain, recovery, rotation *Key, own, evil *Result
 // update before them, and restores the state before the hostile op.
 func TestRecoverNullifiesOnlyWhatTheKeyOutranks(t *testing.T) {
 	c, recovery, _, own, evil := hostile(t)
-	res := must(t)(c.history().Recover(Changes{}, recovery, t0.Add(3*time.Hour)))
+	res := must(t)(c.history().Recover(Changes{}, recovery, "", t0.Add(3*time.Hour)))
 	if len(res.Nullifies) != 1 || res.Nullifies[0] != evil.Op.CID() || res.Op.Prev() != own.Op.CID() {
 		t.Fatalf("recovery forks from %s nullifying %v; want from %s nullifying %s", res.Op.Prev(), res.Nullifies, own.Op.CID(), evil.Op.CID())
 	}
@@ -204,8 +204,8 @@ func TestRecoverNullifiesOnlyWhatTheKeyOutranks(t *testing.T) {
 func TestRecoveryAfterTheWindowIsRefusedLocally(t *testing.T) {
 	c, recovery, _, _, evil := hostile(t)
 	evilAt := t0.Add(2 * time.Hour)
-	must(t)(c.history().Recover(Changes{}, recovery, evilAt.Add(validate.RecoveryWindow)))
-	_, err := c.history().Recover(Changes{}, recovery, evilAt.Add(validate.RecoveryWindow+time.Millisecond))
+	must(t)(c.history().Recover(Changes{}, recovery, "", evilAt.Add(validate.RecoveryWindow)))
+	_, err := c.history().Recover(Changes{}, recovery, "", evilAt.Add(validate.RecoveryWindow+time.Millisecond))
 	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "too late") || !strings.Contains(err.Error(), evil.Op.CID()) ||
 		!strings.Contains(err.Error(), "the window closed at 2026-03-04T14:00:00.000Z") {
 		t.Fatalf("late recovery: %v", err)
@@ -214,7 +214,7 @@ func TestRecoveryAfterTheWindowIsRefusedLocally(t *testing.T) {
 
 func TestRecoverWithALowerPriorityKeyIsRefused(t *testing.T) {
 	c, _, rotation, _, _ := hostile(t)
-	_, err := c.history().Recover(Changes{}, rotation, t0.Add(3*time.Hour))
+	_, err := c.history().Recover(Changes{}, rotation, "", t0.Add(3*time.Hour))
 	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "may nullify no op") {
 		t.Fatalf("recovery with the lower key: %v", err)
 	}
@@ -271,7 +271,7 @@ func TestRecoverUndoesEveryHostileOpNotJustTheLast(t *testing.T) {
 	h = c.accept(e1)
 	e2 := must(t)(h.Update(Changes{Handle: "evil.test", RemoveRotationKeys: []string{recovery.DIDKey}}, rotation, t0.Add(2*time.Hour)))
 	h = c.accept(e2)
-	res := must(t)(h.Recover(Changes{}, recovery, t0.Add(3*time.Hour)))
+	res := must(t)(h.Recover(Changes{}, recovery, "", t0.Add(3*time.Hour)))
 	if res.Op.Prev() != g.Op.CID() || len(res.Nullifies) != 2 || res.Nullifies[0] != e1.Op.CID() || res.Nullifies[1] != e2.Op.CID() {
 		t.Fatalf("recovery forks from %s nullifying %v; want from the genesis nullifying both hostile ops", res.Op.Prev(), res.Nullifies)
 	}
@@ -287,7 +287,49 @@ func TestRecoverWithAKeyTheOwnerRemovedIsRefused(t *testing.T) {
 	h := c.accept(must(t)(BuildGenesis(Genesis{RotationKeys: []string{recovery.DIDKey, rotation.DIDKey}}, rotation, t0)))
 	h = c.accept(must(t)(h.Update(Changes{RemoveRotationKeys: []string{recovery.DIDKey}}, recovery, t0.Add(time.Hour))))
 	h = c.accept(must(t)(h.Update(Changes{Handle: "later.test"}, rotation, t0.Add(2*time.Hour))))
-	if _, err := h.Recover(Changes{}, recovery, t0.Add(3*time.Hour)); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "may nullify no op") {
+	if _, err := h.Recover(Changes{}, recovery, "", t0.Add(3*time.Hour)); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "may not nullify") {
 		t.Fatalf("recovery with a removed key: %v", err)
+	}
+}
+
+// Of the ops a lower-priority key signed, a recovery nullifies those the
+// window still allows, rather than refusing because the oldest is too old.
+func TestRecoverNullifiesOnlyWhatTheWindowStillAllows(t *testing.T) {
+	recovery, rotation := genKey(t, validate.CurveK256), genKey(t, validate.CurveK256)
+	c := &chain{t: t}
+	h := c.accept(must(t)(BuildGenesis(Genesis{RotationKeys: []string{recovery.DIDKey, rotation.DIDKey}}, rotation, t0)))
+	old := must(t)(h.Update(Changes{Handle: "old.test"}, rotation, t0.Add(time.Hour)))
+	h = c.accept(old)
+	recent := must(t)(h.Update(Changes{Handle: "recent.test"}, rotation, t0.Add(80*time.Hour)))
+	h = c.accept(recent)
+	res := must(t)(h.Recover(Changes{}, recovery, "", t0.Add(81*time.Hour)))
+	if res.Op.Prev() != old.Op.CID() || len(res.Nullifies) != 1 || res.Nullifies[0] != recent.Op.CID() {
+		t.Fatalf("recovery forks from %s nullifying %v; want from %s nullifying %s", res.Op.Prev(), res.Nullifies, old.Op.CID(), recent.Op.CID())
+	}
+	// Asked to nullify from the old op, it refuses, saying why.
+	if _, err := h.Recover(Changes{}, recovery, old.Op.CID(), t0.Add(81*time.Hour)); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "too late") {
+		t.Fatalf("recovery from an op past the window: %v", err)
+	}
+}
+
+// With a chosen first op, the recovery nullifies from there only; the
+// genesis and unknown ops cannot be chosen.
+func TestRecoverFromAChosenOp(t *testing.T) {
+	recovery, rotation := genKey(t, validate.CurveK256), genKey(t, validate.CurveK256)
+	c := &chain{t: t}
+	g := must(t)(BuildGenesis(Genesis{RotationKeys: []string{recovery.DIDKey, rotation.DIDKey}, Handle: "alice.test"}, rotation, t0))
+	h := c.accept(g)
+	mine := must(t)(h.Update(Changes{Handle: "mine.test"}, rotation, t0.Add(time.Hour)))
+	h = c.accept(mine)
+	evil := must(t)(h.Update(Changes{Handle: "evil.test"}, rotation, t0.Add(2*time.Hour)))
+	h = c.accept(evil)
+	res := must(t)(h.Recover(Changes{}, recovery, evil.Op.CID(), t0.Add(3*time.Hour)))
+	if res.Op.Prev() != mine.Op.CID() || len(res.Nullifies) != 1 || handleOf(t, res.Document) != "at://mine.test" {
+		t.Fatalf("recovery from %s: prev %s, nullifies %v", evil.Op.CID(), res.Op.Prev(), res.Nullifies)
+	}
+	for from, want := range map[string]string{g.Op.CID(): "genesis", "bafyreiaaaa": "not a non-nullified op"} {
+		if _, err := h.Recover(Changes{}, recovery, from, t0.Add(3*time.Hour)); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), want) {
+			t.Errorf("recovery from %s: %v", from, err)
+		}
 	}
 }
