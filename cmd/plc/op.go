@@ -178,7 +178,7 @@ a file.
 }
 
 // directoryClient is the client of --directory, which the command needs.
-func directoryClient(cmd, directory string) (*client.Client, error) {
+func directoryClient(directory string) (*client.Client, error) {
 	if directory == "" {
 		return nil, fmt.Errorf("--directory URL is required")
 	}
@@ -285,7 +285,7 @@ func (o *opCommon) run(ctx context.Context, e env, cmd string, build func(*opbui
 	if err != nil {
 		return e.Failf(exitUsage, "%s: %v", cmd, err)
 	}
-	c, err := directoryClient(cmd, o.directory)
+	c, err := directoryClient(o.directory)
 	if err != nil {
 		return e.Failf(exitUsage, "%s: %v", cmd, err)
 	}
@@ -327,7 +327,7 @@ func finishOp(ctx context.Context, e env, cmd string, res *opbuild.Result, direc
 		fmt.Fprintf(e.Stderr, "dry run: %s %s checked, not sent\n", res.DID, res.Op.CID())
 		return exitOK
 	}
-	c, err := directoryClient(cmd, directory)
+	c, err := directoryClient(directory)
 	if err != nil {
 		return e.Failf(exitUsage, "%s: %v", cmd, err)
 	}
@@ -443,7 +443,7 @@ the input names it.`, e)
 	if f.Err != nil {
 		return e.Failf(exitUsage, "plc op submit: %v", f.Err)
 	}
-	c, err := directoryClient("plc op submit", directory)
+	c, err := directoryClient(directory)
 	if err != nil {
 		return e.Failf(exitUsage, "plc op submit: %v\nUsage: %s", err, usage)
 	}
