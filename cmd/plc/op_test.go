@@ -281,6 +281,20 @@ func TestOpKeyErrors(t *testing.T) {
 			t.Errorf("%s: exit %d, want %d with %q:\n%s", c.name, code, c.code, c.want, stderr)
 		}
 	}
+	// Rotation keys keep the order of the flags, files and did:keys mixed.
+	other := keygen(t, dir, "other.key", "k256")
+	o, err := opbuild.LoadKeyFile(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, _ := opRun(t, exitOK, "op", "genesis", "--rotation-did-key", o.DIDKey, "--rotation-key", good)
+	var op struct {
+		RotationKeys []string `json:"rotationKeys"`
+	}
+	if err := json.Unmarshal(printed(t, stdout).Operation, &op); err != nil || len(op.RotationKeys) != 2 || op.RotationKeys[0] != o.DIDKey || op.RotationKeys[1] != k.DIDKey {
+		t.Fatalf("rotation keys %v, want [%s %s]", op.RotationKeys, o.DIDKey, k.DIDKey)
+	}
+
 	// A genesis without a directory only prints (nothing to send it to).
 	stdout, stderr := opRun(t, exitOK, "op", "genesis", "--rotation-key", good, "--handle", "a.test")
 	if p := printed(t, stdout); !strings.HasPrefix(p.DID, "did:plc:") || !strings.Contains(stderr, "dry run") {
