@@ -34,7 +34,7 @@ func runOp(ctx context.Context, e env, args []string) int {
 }
 
 const opKeyHelp = `Private keys are read from files only (the multibase form plc keygen
---type k256|p256 and goat key generate write; mode 0600): a key given on
+--type k256|p256 and goat crypto generate write; mode 0600): a key given on
 the command line is refused.`
 
 const opSubmitHelp = `With --directory the op is submitted there (POST /:did) once it passed

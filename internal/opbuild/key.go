@@ -90,7 +90,7 @@ func ParseKey(text string) (*Key, error) {
 	}
 	priv, err := atcrypto.ParsePrivateMultibase(text)
 	if err != nil {
-		return nil, fmt.Errorf("%w: not a K-256 or P-256 private key in multibase form (z…, as plc keygen --type k256 and goat key generate write): %v", ErrKeyFile, err)
+		return nil, fmt.Errorf("%w: not a K-256 or P-256 private key in multibase form (z…, as plc keygen --type k256 and goat crypto generate write): %v", ErrKeyFile, err)
 	}
 	return newKey(priv)
 }
