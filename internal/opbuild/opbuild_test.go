@@ -3,6 +3,7 @@ package opbuild
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -331,5 +332,87 @@ func TestRecoverFromAChosenOp(t *testing.T) {
 		if _, err := h.Recover(Changes{}, recovery, from, t0.Add(3*time.Hour)); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), want) {
 			t.Errorf("recovery from %s: %v", from, err)
 		}
+	}
+}
+
+func TestChangesAreAppliedAndChecked(t *testing.T) {
+	recovery, rotation, signing := genKey(t, validate.CurveK256), genKey(t, validate.CurveP256), genKey(t, validate.CurveK256)
+	c := &chain{t: t}
+	h := c.accept(must(t)(BuildGenesis(Genesis{RotationKeys: []string{recovery.DIDKey, rotation.DIDKey}, Handle: "alice.test", PDS: "https://pds.test"}, rotation, t0)))
+	now := t0.Add(time.Hour)
+
+	res := must(t)(h.Update(Changes{SigningKey: signing.DIDKey, AddRotationKeys: []string{signing.DIDKey}, RemoveRotationKeys: []string{recovery.DIDKey}}, rotation, now))
+	data, _ := res.Op.Data()
+	if len(data.VerificationMethods) != 1 || data.VerificationMethods[0] != (validate.VerificationMethod{ID: "atproto", Key: signing.DIDKey}) {
+		t.Errorf("verification methods %v", data.VerificationMethods)
+	}
+	if len(data.RotationKeys) != 2 || data.RotationKeys[0] != rotation.DIDKey || data.RotationKeys[1] != signing.DIDKey {
+		t.Errorf("rotation keys %v: want the added key last", data.RotationKeys)
+	}
+	if !strings.Contains(string(res.Document), signing.DIDKey[len("did:key:"):]) {
+		t.Errorf("document %s does not carry the new signing key", res.Document)
+	}
+
+	for _, c := range []struct {
+		name string
+		ch   Changes
+		want string
+	}{
+		{"remove an absent key", Changes{RemoveRotationKeys: []string{signing.DIDKey}}, "not one of the keys"},
+		{"add a present key", Changes{AddRotationKeys: []string{rotation.DIDKey}}, "already one of the keys"},
+		{"remove every key", Changes{RemoveRotationKeys: []string{recovery.DIDKey, rotation.DIDKey}}, "lock the DID"},
+		{"add an ed25519 rotation key", Changes{AddRotationKeys: []string{"did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK"}}, "rotation key"},
+		{"a signing key that is no did:key", Changes{SigningKey: "zQ3sh"}, "signing key"},
+	} {
+		if _, err := h.Update(c.ch, rotation, now); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v; want %q", c.name, err, c.want)
+		}
+	}
+}
+
+// A machine whose clock is behind the DID's latest op builds the op as
+// the directory will date it: 1 ms after that op.
+func TestOpsAreJudgedAtTheTimeTheDirectoryWillDateThem(t *testing.T) {
+	rotation := genKey(t, validate.CurveK256)
+	c := &chain{t: t}
+	h := c.accept(must(t)(BuildGenesis(Genesis{RotationKeys: []string{rotation.DIDKey}}, rotation, t0)))
+	res := must(t)(h.Update(Changes{Handle: "a.test"}, rotation, t0.Add(-time.Minute)))
+	if want := t0.Add(time.Millisecond); !res.At.Equal(want) {
+		t.Fatalf("judged at %s, want %s", res.At, want)
+	}
+}
+
+// The per-DID rate limit is checked locally; a recovery is exempt, as
+// on the directory.
+func TestRateLimitIsCheckedLocallyAndRecoveriesAreExempt(t *testing.T) {
+	recovery, rotation := genKey(t, validate.CurveK256), genKey(t, validate.CurveK256)
+	c := &chain{t: t}
+	h := c.accept(must(t)(BuildGenesis(Genesis{RotationKeys: []string{recovery.DIDKey, rotation.DIDKey}}, rotation, t0)))
+	at := t0
+	for i := range validate.RateLimitHour - 1 {
+		at = at.Add(time.Minute)
+		h = c.accept(must(t)(h.Update(Changes{Handle: fmt.Sprintf("h%d.test", i)}, rotation, at)))
+	}
+	at = at.Add(time.Minute)
+	if _, err := h.Update(Changes{Handle: "one-too-many.test"}, rotation, at); !errors.Is(err, validate.ErrRateLimit) {
+		t.Fatalf("op over the hourly limit: %v", err)
+	}
+	if _, err := h.Recover(Changes{}, recovery, "", at); err != nil {
+		t.Fatalf("a recovery over the hourly limit: %v", err)
+	}
+}
+
+func TestReplayRefusesAnotherDIDsOpOrAWrongCID(t *testing.T) {
+	c, _, _, _, _ := hostile(t)
+	other, _, _, _, _ := hostile(t)
+	log := append([]plc.AuditEntry(nil), c.log...)
+	log[1] = other.log[1]
+	if _, err := Replay(c.did, log); !errors.Is(err, ErrHistory) {
+		t.Fatalf("another DID's op: %v", err)
+	}
+	log = append([]plc.AuditEntry(nil), c.log...)
+	log[1].CID = log[2].CID
+	if _, err := Replay(c.did, log); !errors.Is(err, ErrHistory) || !strings.Contains(err.Error(), "hashes to") {
+		t.Fatalf("a wrong CID: %v", err)
 	}
 }
