@@ -3,12 +3,14 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"path/filepath"
 	"time"
 
 	"github.com/plcdir/plc/internal/cli"
+	"github.com/plcdir/plc/internal/opbuild"
 	"github.com/plcdir/plc/oplog"
 	"github.com/plcdir/plc/tlog"
 	"github.com/plcdir/plc/validate"
@@ -202,7 +204,8 @@ func checkDerived(ctx context.Context, mode string, store oplog.Store, tl *tlog.
 }
 
 func runKeygen(ctx context.Context, e env, args []string) int {
-	fs := cli.NewFlagSet("keygen", "plc keygen --out FILE [--origin NAME] [--type ed25519|ml-dsa-44]",
+	const usage = "plc keygen --out FILE [--origin NAME] [--type ed25519|ml-dsa-44|k256|p256]"
+	fs := cli.NewFlagSet("keygen", usage,
 		`Writes a new transparency-log checkpoint key to FILE (mode 0600;
 an existing file is never overwritten) and prints its verifier key, which
 monitors, witnesses and plc audit use to check the log's checkpoints. The
@@ -211,20 +214,40 @@ its scheme and trailing slash (C2SP tlog-tiles), e.g. plc.example.com/tlog
 for a directory at https://plc.example.com, whose log is served under
 https://plc.example.com/tlog/. The default is this machine's host name
 followed by /tlog. Pass the file to plc serve or plc mirror with
---checkpoint-key.`, e)
+--checkpoint-key.
+
+With --type k256 or p256 it writes a did:plc rotation (or signing) key
+instead: a secp256k1 or NIST P-256 private key in the multibase form goat
+uses, and prints its public did:key. plc op reads these files.`, e)
 	out := fs.String("out", "", "key file to create (required)")
-	origin := fs.String("origin", tlog.DefaultOrigin(), "the log's origin (the key's name)")
-	typ := fs.String("type", "ed25519", "the key's kind: ed25519 (signed-note Ed25519, which the most verifiers read) or ml-dsa-44 (a C2SP tlog-cosignature ML-DSA-44 key, as tlog-checkpoint recommends; post-quantum)")
+	origin := fs.String("origin", tlog.DefaultOrigin(), "the log's origin (the key's name; transparency-log keys only)")
+	typ := fs.String("type", "ed25519", "the key's kind: ed25519 (signed-note Ed25519, which the most verifiers read) or ml-dsa-44 (a C2SP tlog-cosignature ML-DSA-44 key, as tlog-checkpoint recommends; post-quantum) for a checkpoint key; k256 or p256 for a did:plc rotation key")
 	if code, done := cli.ParseFlags(fs, args); done {
 		return code
 	}
 	if *out == "" || fs.NArg() > 0 {
-		return e.Failf(exitUsage, "plc keygen: want --out FILE and no arguments\nUsage: plc keygen --out FILE [--origin NAME] [--type ed25519|ml-dsa-44]")
+		return e.Failf(exitUsage, "plc keygen: want --out FILE and no arguments\nUsage: %s", usage)
+	}
+	if curve, ok := map[string]validate.Curve{"k256": validate.CurveK256, "p256": validate.CurveP256}[*typ]; ok {
+		originSet := false
+		fs.Visit(func(f *flag.Flag) { originSet = originSet || f.Name == "origin" })
+		if originSet {
+			return e.Failf(exitUsage, "plc keygen: --origin names a transparency log's key; a %s key has none", *typ)
+		}
+		k, err := opbuild.GenerateKey(curve)
+		if err != nil {
+			return e.Failf(exitFailure, "plc keygen: %v", err)
+		}
+		if err := opbuild.WriteKeyFile(*out, k); err != nil {
+			return e.Failf(exitUsage, "plc keygen: %v", err)
+		}
+		fmt.Fprintln(e.Stdout, k.DIDKey)
+		return exitOK
 	}
 	kinds := map[string]byte{"ed25519": tlog.KeyEd25519, "ml-dsa-44": tlog.KeyMLDSA44}
 	kind, ok := kinds[*typ]
 	if !ok {
-		return e.Failf(exitUsage, "plc keygen: --type %q: want ed25519 or ml-dsa-44", *typ)
+		return e.Failf(exitUsage, "plc keygen: --type %q: want ed25519 or ml-dsa-44 (checkpoint keys), k256 or p256 (did:plc rotation keys)", *typ)
 	}
 	skey, vkey, err := tlog.GenerateKeyOfType(kind, *origin)
 	if err != nil {

@@ -10,7 +10,8 @@
 //   - torchwood's tile client (tools/tileclient is a thin command around
 //     it) reads every entry, authenticated against the checkpoint's tree;
 //   - goat (github.com/bluesky-social/indigo), the atproto CLI, reads the
-//     DIDs the test creates and updates.
+//     DIDs the test creates and updates, and shares key files with plc
+//     keygen and plc op.
 //
 // The tools' versions are pinned in tools/go.mod, a module of its own so
 // that the project's dependency graph does not grow by theirs; the tests
