@@ -141,15 +141,7 @@ type pgAppend struct {
 }
 
 func (t pgAppend) write(ctx context.Context, b *Batch, ingest bool, ext *treeExtension) error {
-	if err := insertWrites(ctx, t.tx, b.Writes, ingest, b, ext); err != nil {
-		return err
-	}
-	if len(b.Writes) == 0 {
-		return nil
-	}
-	// Delivered when the transaction commits (see ListenForChanges).
-	_, err := t.tx.Exec(ctx, notifySQL)
-	return err
+	return insertWrites(ctx, t.tx, b.Writes, ingest, b, ext)
 }
 
 func (t pgAppend) commit(ctx context.Context) error { return t.tx.Commit(ctx) }
@@ -176,7 +168,7 @@ func (t pgAppend) readRecords(ctx context.Context, dids []string, recs map[strin
 
 // insertWrites writes the ops, nullifications and records of a batch, and
 // for an ingest its rejections and cursor, with one statement per table,
-// sent together in one round trip.
+// sent together in one round trip with the notice of the new ops.
 func insertWrites(ctx context.Context, tx pgx.Tx, writes []Write, ingest bool, ib *Batch, ext *treeExtension) error {
 	var (
 		seqs, createdAt      []int64
@@ -218,6 +210,10 @@ func insertWrites(ctx context.Context, tx pgx.Tx, writes []Write, ingest bool, i
 		queue("insert ops", `INSERT INTO operations (seq, did, created_at, op, signer)
 		SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::bigint[], $4::bytea[], $5::smallint[])`,
 			seqs, opDIDs, createdAt, ops, signers)
+	}
+	if len(seqs) > 0 {
+		// Delivered when the transaction commits (see ListenForChanges).
+		queue("notify", notifySQL)
 	}
 	if ext != nil {
 		queue("insert tree hashes", `INSERT INTO tree_hashes (first_seq, last_seq, hashes) VALUES ($1, $2, $3)`, ext.chunk.first, ext.chunk.last, ext.chunk.hashes)
