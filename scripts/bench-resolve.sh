@@ -17,7 +17,7 @@
 #     DIDs, and both again with --etag (the client sends the ETag it got:
 #     the answers are 304);
 #   - on PostgreSQL, the same again with --read-cache-notify (backend
-#     "postgres+notify"), unless PG_NOTIFY=0;
+#     "postgres+notify"), unless PG_NOTIFY=0 (PG_STRICT=0 runs only that);
 #   - with TWO=1, two plc serve processes on the database, the client's
 #     connections taken in turn by each (server "plc×2"), uniform and hot;
 #   - `plc bench static`, resolved with the same DIDs, uniform and hot;
@@ -36,7 +36,7 @@
 # (/tmp), BACKENDS (sqlite, plus postgres under with-postgres.sh),
 # WRK_SECONDS (10), SERVE_FLAGS (more plc serve flags, e.g.
 # "--read-cache-bytes 1073741824" for a cache that holds a million DIDs),
-# PG_NOTIFY (1), TWO (0), WARM (0; 1: also a uniform spread after a pass
+# PG_NOTIFY (1), PG_STRICT (1), TWO (0), WARM (0; 1: also a uniform spread after a pass
 # over every DID, untimed: "warm-uniform", a cache in its steady state).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,6 +48,7 @@ CORPUS_DIR=${CORPUS_DIR:-/tmp}
 WRK_SECONDS=${WRK_SECONDS:-10}
 SERVE_FLAGS=${SERVE_FLAGS:-}
 PG_NOTIFY=${PG_NOTIFY:-1}
+PG_STRICT=${PG_STRICT:-1}
 TWO=${TWO:-0}
 WARM=${WARM:-0}
 if [ -n "${PLC_TEST_POSTGRES:-}" ]; then
@@ -186,8 +187,10 @@ for n in "${sizes[@]}"; do
 		log "$n DIDs, $backend: importing"
 		"$plc" import --db "$db" "$corpus" >"$work/import.log" 2>&1 || { tail -n 20 "$work/import.log" >&2; die "plc import failed"; }
 		modes=("")
-		if [ "$backend" = postgres ] && [ "$PG_NOTIFY" = 1 ]; then
-			modes+=("--read-cache-notify")
+		if [ "$backend" = postgres ]; then
+			modes=()
+			[ "$PG_STRICT" = 1 ] && modes+=("")
+			[ "$PG_NOTIFY" = 1 ] && modes+=("--read-cache-notify")
 		fi
 		for mode in "${modes[@]}"; do
 			# shellcheck disable=SC2086 # SERVE_FLAGS is a list of flags
