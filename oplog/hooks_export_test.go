@@ -3,3 +3,11 @@ package oplog
 // SetQueuedHook sets a function Submit calls after it has queued an op
 // (nil: none), so tests can fill one batch deterministically.
 func SetQueuedHook(f func()) { testHookQueued = f }
+
+// SetHeadsPerQuery sets how many DIDs one query of Heads looks up, until
+// the test ends.
+func SetHeadsPerQuery(t interface{ Cleanup(func()) }, n int) {
+	old := headsPerQuery
+	headsPerQuery = n
+	t.Cleanup(func() { headsPerQuery = old })
+}
