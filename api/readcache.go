@@ -125,6 +125,55 @@ func (c *readCache) get(ctx context.Context, route readRoute, did string, render
 	return a, nil
 }
 
+// cacheView is the cache as one request that reads many DIDs uses it
+// (POST /dids): one round for the whole request, then a lookup and,
+// on a miss, a fill per DID. The zero value (no cache, or a round that
+// failed) finds nothing and stores nothing.
+type cacheView struct {
+	c  *readCache
+	at int64
+	// bypass: the round failed; what changed is not known.
+	bypass bool
+}
+
+// view waits for a round that starts after the call, as get does, and
+// returns the view of the cache after it.
+func (c *readCache) view(ctx context.Context) cacheView {
+	if c == nil {
+		return cacheView{}
+	}
+	at, err := c.sync(ctx)
+	if err != nil {
+		return cacheView{c: c, bypass: true}
+	}
+	return cacheView{c: c, at: at}
+}
+
+// lookup returns the cached answer of route for did, or nil.
+func (v cacheView) lookup(route readRoute, did string) *answer {
+	if v.c == nil {
+		return nil
+	}
+	if v.bypass {
+		v.c.m.bypass.Inc()
+		return nil
+	}
+	a := v.c.lookup(cacheKey{route, did})
+	if a != nil {
+		v.c.m.hits.Inc()
+	} else {
+		v.c.m.misses.Inc()
+	}
+	return a
+}
+
+// put stores a, read after the view's round, as route's answer for did.
+func (v cacheView) put(route readRoute, did string, a *answer) {
+	if v.c != nil && !v.bypass {
+		v.c.put(cacheKey{route, did}, v.at, a)
+	}
+}
+
 // sync waits for a round that starts after the call and returns the seq
 // the cache is current at after it.
 func (c *readCache) sync(ctx context.Context) (int64, error) {
