@@ -64,8 +64,12 @@ func (e *apiEnv) bulk(body []byte) reply {
 }
 
 func foundLine(did, doc string) string { return fmt.Sprintf(`{"did":%q,"document":%s}`, did, doc) }
-func notFoundLine(did string) string   { return fmt.Sprintf(`{"did":%q,"document":null,"notFound":true}`, did) }
-func tombstonedLine(did string) string { return fmt.Sprintf(`{"did":%q,"document":null,"tombstoned":true}`, did) }
+func notFoundLine(did string) string {
+	return fmt.Sprintf(`{"did":%q,"document":null,"notFound":true}`, did)
+}
+func tombstonedLine(did string) string {
+	return fmt.Sprintf(`{"did":%q,"document":null,"tombstoned":true}`, did)
+}
 
 func jsonLines(lines ...string) string { return strings.Join(lines, "\n") + "\n" }
 
@@ -280,7 +284,7 @@ func TestBulkResolveIsRateLimitedLikeOtherReads(t *testing.T) {
 	env := newAPIEnv(t, backends[0], envOptions{config: func(c *Config) { c.IPRate, c.IPBurst = 1, 2 }})
 	body := bulkBody(fakeDID(1))
 	env.bulk(body).expect(t, http.StatusOK, contentJSONL, jsonLines(notFoundLine(fakeDID(1))))
-	env.get("/" + fakeDID(1)).expectMessage(t, http.StatusNotFound, "DID not registered: "+fakeDID(1))
+	env.get("/"+fakeDID(1)).expectMessage(t, http.StatusNotFound, "DID not registered: "+fakeDID(1))
 	r := env.bulk(body)
 	r.expectMessage(t, http.StatusTooManyRequests, "Too many requests, retry later")
 	if r.header.Get("Retry-After") == "" {
