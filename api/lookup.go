@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,8 +26,8 @@ import (
 
 // handleCatchUp: a lookup first brings the handle index up to the log
 // when it is at most this many ops behind (the web UI's search does the
-// same; the directory's own indexer does the rest).
-const handleCatchUp = 20000
+// same; the directory's own indexer does the rest). A variable for tests.
+var handleCatchUp int64 = 20000
 
 // claimsNote is the note every answer carries.
 const claimsNote = "claims, not proofs: a DID's controller may list any handle in alsoKnownAs; " +
@@ -120,12 +121,14 @@ func (s *Server) lookupHandle(c *gin.Context) error {
 		}
 		out.Claims = append(out.Claims, claim)
 	}
-	b, err := json.Marshal(out)
-	if err != nil {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(out); err != nil {
 		return err
 	}
 	c.Header("Cache-Control", cacheControlRead)
-	c.Data(http.StatusOK, contentJSON, b)
+	c.Data(http.StatusOK, contentJSON, bytes.TrimSuffix(b.Bytes(), []byte("\n")))
 	return nil
 }
 
