@@ -3,10 +3,12 @@ package api
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -333,6 +335,41 @@ func TestBulkResolveCutOffNeverLooksComplete(t *testing.T) {
 		}
 		if n := bytes.Count(body, []byte("\n")); n != oplog.HeadsPerQuery {
 			t.Fatalf("%d lines before the cut, want the first batch's %d", n, oplog.HeadsPerQuery)
+		}
+	})
+}
+
+// FuzzParseDIDList: the body parser never panics, accepts only 1 to 1000
+// well-formed DIDs, and accepts exactly what it reads back from their
+// plain encoding.
+func FuzzParseDIDList(f *testing.F) {
+	d := fakeDID(9)
+	for _, seed := range []string{
+		`{"dids": ["` + d + `"]}`, `{"dids": []}`, `{"dids": [1]}`, `{}`, `[]`, `{"dids": ["` + d + `"], "x": 1}`,
+		`{"dids": [["` + d + `"]]}`, `{"dids": ["` + d + `"]} x`, ` {"dids" : [ "` + d + `" , "` + d + `" ] } `,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		dids, err := parseDIDList(bytes.NewReader(body))
+		if err != nil {
+			if he, ok := err.(*httpError); !ok || he.status != http.StatusBadRequest {
+				t.Fatalf("error %v is not a 400", err)
+			}
+			return
+		}
+		if len(dids) < 1 || len(dids) > maxBulkDIDs {
+			t.Fatalf("accepted %d DIDs", len(dids))
+		}
+		var v struct {
+			DIDs []string `json:"dids"`
+		}
+		if err := json.Unmarshal(body, &v); err != nil || !slices.Equal(v.DIDs, dids) {
+			t.Fatalf("accepted %q as %q; encoding/json reads %q, %v", body, dids, v.DIDs, err)
+		}
+		again, err := parseDIDList(bytes.NewReader(bulkBody(dids...)))
+		if err != nil || !slices.Equal(again, dids) {
+			t.Fatalf("the plain encoding of %q reads back as %q, %v", dids, again, err)
 		}
 	})
 }
