@@ -166,8 +166,12 @@ func TestBulkResolveReadsOneQueryPerBatchAndFillsTheCache(t *testing.T) {
 // TestBulkResolveRefusesWhatIsNotAListOfDIDs: every malformed body is a
 // 400 with a message saying what is wrong, before any query.
 func TestBulkResolveRefusesWhatIsNotAListOfDIDs(t *testing.T) {
+	forEachBackend(t, testBulkResolveRefuses)
+}
+
+func testBulkResolveRefuses(t *testing.T, b backend) {
 	var counting *headsCountingStore
-	env := newAPIEnv(t, backends[0], envOptions{wrap: func(s oplog.Store) oplog.Store { counting = &headsCountingStore{Store: s}; return counting }})
+	env := newAPIEnv(t, b, envOptions{wrap: func(s oplog.Store) oplog.Store { counting = &headsCountingStore{Store: s}; return counting }})
 	d := fakeDID(7)
 	tooMany := make([]string, maxBulkDIDs+1)
 	for i := range tooMany {
