@@ -377,3 +377,26 @@ func FuzzParseDIDList(f *testing.F) {
 		}
 	})
 }
+
+// TestBulkResolveSeesAnotherProcessesWrites: the cache POST /dids reads
+// and fills stays exact when another process appends, and with the reads
+// routed to a streaming replica (plc serve --read-db).
+func TestBulkResolveSeesAnotherProcessesWrites(t *testing.T) {
+	for _, b := range cacheBackends {
+		t.Run(b.name, func(t *testing.T) {
+			e := newCachedEnv(t, b, DefaultReadCacheBytes)
+			k := keys(t, 1)
+			g := genesisOp(t, "a.test", k[0], k[0])
+			did := g.GenesisDID()
+			e.bulk(bulkBody(did)).expect(t, http.StatusOK, contentJSONL, jsonLines(notFoundLine(did)))
+			e.submitOther(did, g)
+			e.bulk(bulkBody(did)).expect(t, http.StatusOK, contentJSONL, jsonLines(foundLine(did, docOf(did, g))))
+			e.bulk(bulkBody(did)).expect(t, http.StatusOK, contentJSONL, jsonLines(foundLine(did, docOf(did, g))))
+			u := updateOp(t, g, "b.test", k[0], k[0])
+			e.submitOther(did, u)
+			e.bulk(bulkBody(did)).expect(t, http.StatusOK, contentJSONL, jsonLines(foundLine(did, docOf(did, u))))
+			e.submitOther(did, tombstoneOp(t, u, k[0]))
+			e.bulk(bulkBody(did, did)).expect(t, http.StatusOK, contentJSONL, jsonLines(tombstonedLine(did), tombstonedLine(did)))
+		})
+	}
+}
