@@ -13,4 +13,9 @@
 // the Cache-Control a CDN may follow (read.go). With Config.ReadCacheBytes
 // the rendered answers are kept in memory, exact under appends by any
 // process sharing the database (readcache.go).
+//
+// Beyond the reference's routes: POST /dids resolves up to 1000 DIDs in
+// one request, streamed as JSON lines through the same cache and one
+// store query per batch (bulk.go); GET /_lookup/handle/:handle answers
+// the DIDs whose current document claims a handle (lookup.go).
 package api

@@ -127,25 +127,7 @@ func (s *Server) render(c *gin.Context, route readRoute, did string) (*answer, e
 		if err != nil {
 			return nil, fmt.Errorf("read head of %s: %w", did, err)
 		}
-		head, err := entryOp(&e)
-		if err != nil {
-			return nil, err
-		}
-		a := &answer{contentType: contentJSON, etag: etagOf(route, &e), seq: e.Seq}
-		if route == routeLast {
-			a.body = head.AppendJSON(nil)
-			return a, nil
-		}
-		data, ok := head.Data()
-		if !ok {
-			return nil, &httpError{http.StatusNotFound, "DID not available: " + did}
-		}
-		if route == routeDoc {
-			a.contentType, a.body = contentDIDDoc, validate.AppendDocumentJSON(nil, did, data)
-		} else {
-			a.body = validate.AppendDataJSON(nil, did, data)
-		}
-		return a, nil
+		return headAnswer(route, did, &e)
 	}
 	ops, err := s.ops(c, did)
 	if err != nil {
@@ -173,6 +155,31 @@ func (s *Server) render(c *gin.Context, route readRoute, did string) (*answer, e
 		}
 	}
 	a.body = append(b, ']')
+	return a, nil
+}
+
+// headAnswer renders the answer of route (routeDoc, routeData or
+// routeLast) for did from e, its head (Store.Head). The document and the
+// data of a tombstoned DID are a 404.
+func headAnswer(route readRoute, did string, e *oplog.Entry) (*answer, error) {
+	head, err := entryOp(e)
+	if err != nil {
+		return nil, err
+	}
+	a := &answer{contentType: contentJSON, etag: etagOf(route, e), seq: e.Seq}
+	if route == routeLast {
+		a.body = head.AppendJSON(nil)
+		return a, nil
+	}
+	data, ok := head.Data()
+	if !ok {
+		return nil, &httpError{http.StatusNotFound, "DID not available: " + did}
+	}
+	if route == routeDoc {
+		a.contentType, a.body = contentDIDDoc, validate.AppendDocumentJSON(nil, did, data)
+	} else {
+		a.body = validate.AppendDataJSON(nil, did, data)
+	}
 	return a, nil
 }
 

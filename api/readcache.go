@@ -126,11 +126,7 @@ func (c *readCache) get(ctx context.Context, route readRoute, did string, render
 	if c == nil {
 		return render()
 	}
-	at, still := c.stillAt()
-	var err error
-	if !still {
-		at, err = c.sync(ctx)
-	}
+	at, err := c.current(ctx)
 	if err != nil {
 		// What changed is not known: read, and store nothing.
 		c.m.bypass.Inc()
@@ -150,6 +146,17 @@ func (c *readCache) get(ctx context.Context, route readRoute, did string, render
 	return a, nil
 }
 
+// current returns the seq the cache is current at for a request that
+// arrived before the call: without a query when the probe shows nothing
+// committed since the last round, else after a round that starts after
+// the call.
+func (c *readCache) current(ctx context.Context) (int64, error) {
+	if at, ok := c.stillAt(); ok {
+		return at, nil
+	}
+	return c.sync(ctx)
+}
+
 // stillAt returns the seq the cache is current at when the probe shows no
 // commit since the last round that read the latest seq.
 func (c *readCache) stillAt() (int64, bool) {
@@ -166,6 +173,55 @@ func (c *readCache) stillAt() (int64, bool) {
 	}
 	c.m.still.Inc()
 	return s.at, true
+}
+
+// cacheView is the cache as one request that reads many DIDs uses it
+// (POST /dids): one round for the whole request, then a lookup and,
+// on a miss, a fill per DID. The zero value (no cache, or a round that
+// failed) finds nothing and stores nothing.
+type cacheView struct {
+	c  *readCache
+	at int64
+	// bypass: the round failed; what changed is not known.
+	bypass bool
+}
+
+// view finds the seq the cache is current at, as get does, and returns
+// the view of the cache at it.
+func (c *readCache) view(ctx context.Context) cacheView {
+	if c == nil {
+		return cacheView{}
+	}
+	at, err := c.current(ctx)
+	if err != nil {
+		return cacheView{c: c, bypass: true}
+	}
+	return cacheView{c: c, at: at}
+}
+
+// lookup returns the cached answer of route for did, or nil.
+func (v cacheView) lookup(route readRoute, did string) *answer {
+	if v.c == nil {
+		return nil
+	}
+	if v.bypass {
+		v.c.m.bypass.Inc()
+		return nil
+	}
+	a := v.c.lookup(cacheKey{route, did})
+	if a != nil {
+		v.c.m.hits.Inc()
+	} else {
+		v.c.m.misses.Inc()
+	}
+	return a
+}
+
+// put stores a, read after the view's round, as route's answer for did.
+func (v cacheView) put(route readRoute, did string, a *answer) {
+	if v.c != nil && !v.bypass {
+		v.c.put(cacheKey{route, did}, v.at, a)
+	}
 }
 
 // sync waits for a round that starts after the call and returns the seq

@@ -41,6 +41,7 @@ func New(cfg Config) *Server {
 		tlog:      cfg.TLog,
 	}
 	s.cache = newReadCache(s.store, cfg.ReadCacheBytes, cfg.Registry)
+	s.bulk = newBulkMetrics(cfg.Registry)
 	if cfg.IPRate > 0 {
 		s.limiter = newIPLimiter(cfg.IPRate, cfg.IPBurst, now)
 	}
@@ -75,6 +76,8 @@ func New(cfg Config) *Server {
 	e.GET("/:did/log/audit", s.serveRead(routeAudit))
 	e.GET("/:did/log/last", s.serveRead(routeLast))
 	e.POST("/:did", s.handle(s.submit))
+	e.POST("/dids", s.handle(s.resolveMany))
+	e.GET("/_lookup/handle/:handle", s.handle(s.lookupHandle))
 	extra := cfg.Extra
 	e.GET("/_mirror/divergences", func(c *gin.Context) {
 		if extra == nil {

@@ -150,6 +150,7 @@ type Server struct {
 	health2   func() map[string]any
 	tlog      TLog
 	cache     *readCache // nil: no cache
+	bulk      *bulkMetrics
 }
 
 // Handlers, one a route (the routes are in router.go).

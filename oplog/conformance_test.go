@@ -373,6 +373,57 @@ func testStore(t *testing.T, open func(t *testing.T) (oplog.Store, string)) {
 		}
 	})
 
+	t.Run("HeadsAnswerWhatHeadAnswers", func(t *testing.T) {
+		s, _ := migrated(t)
+		// Three DIDs a query, so that five make two queries, the second
+		// padded.
+		oplog.SetHeadsPerQuery(t, 3)
+		g, u, f := recoveryChain(t)
+		forked := g.GenesisDID()
+		live := genesis(t, "live.test", k[1])
+		gone := genesis(t, "gone.test", k[0])
+		renamed := genesis(t, "old.test", k[0])
+		appendOps(t, s, gen(g, at(time.Second)), gen(live, at(time.Second)), gen(gone, at(time.Second)), gen(renamed, at(time.Second)))
+		appendOps(t, s, next(forked, u, at(2*time.Second)), next(gone.GenesisDID(), tombstone(t, gone, k[0]), at(2*time.Second)),
+			next(renamed.GenesisDID(), update(t, renamed, k[0], "new.test", k[0]), at(2*time.Second)))
+		appendOps(t, s, next(forked, f, at(3*time.Second)))
+		unknown := "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa"
+		asked := []string{unknown, forked, live.GenesisDID(), "did:web:example.com", gone.GenesisDID(), forked, renamed.GenesisDID()}
+		heads, err := s.Heads(ctx, asked)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(heads) != 4 {
+			t.Fatalf("Heads: %d entries, want 4 (%v)", len(heads), slices.Collect(maps.Keys(heads)))
+		}
+		for _, did := range asked {
+			want, err := s.Head(ctx, did)
+			got, ok := heads[did]
+			if errors.Is(err, oplog.ErrNotFound) {
+				if ok {
+					t.Fatalf("Heads has %s, which Head does not find", did)
+				}
+				continue
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !ok || got.Decoded == nil {
+				t.Fatalf("Heads lacks %s (or its decoded op)", did)
+			}
+			checkEntries(t, "Heads "+did, []oplog.Entry{got}, []oplog.Entry{want})
+		}
+		if heads[forked].CID != f.CID() {
+			t.Fatalf("the head of the forked DID is %s, want the recovering op %s (the nullified op is no head)", heads[forked].CID, f.CID())
+		}
+		if heads[gone.GenesisDID()].Decoded.Type() != validate.TypeTombstone {
+			t.Fatalf("the head of a tombstoned DID is not its tombstone")
+		}
+		if empty, err := s.Heads(ctx, nil); err != nil || len(empty) != 0 {
+			t.Fatalf("Heads of none: %v, %v", empty, err)
+		}
+	})
+
 	t.Run("HistoryRewriteRefusedByDatabase", func(t *testing.T) {
 		s, dsn := migrated(t)
 		db := tamper.Open(t, dsn)

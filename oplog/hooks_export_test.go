@@ -7,3 +7,11 @@ func SetQueuedHook(f func()) { testHookQueued = f }
 // NewWALProbeForTest returns the SQLite store's change probe over the
 // WAL-index file at shmPath.
 func NewWALProbeForTest(shmPath string) ChangeProbe { return &walProbe{path: shmPath} }
+
+// SetHeadsPerQuery sets how many DIDs one query of Heads looks up, until
+// the test ends.
+func SetHeadsPerQuery(t interface{ Cleanup(func()) }, n int) {
+	old := headsPerQuery
+	headsPerQuery = n
+	t.Cleanup(func() { headsPerQuery = old })
+}

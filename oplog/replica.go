@@ -16,7 +16,7 @@ import (
 	"github.com/plcdir/plc/internal/defaults"
 )
 
-// ReadRouter is a PostgresStore whose reads of the log (Head, Ops, Op,
+// ReadRouter is a PostgresStore whose reads of the log (Head, Heads, Ops, Op,
 // Export, ExportByTime, and the transparency log's ReadHashes: tiles and
 // proofs) may be answered by PostgreSQL streaming replicas of its
 // primary. Everything else — Append and the rest of the write
@@ -412,6 +412,10 @@ func routed[T any](ctx context.Context, rr *ReadRouter, read func(context.Contex
 
 func (rr *ReadRouter) Head(ctx context.Context, did string) (Entry, error) {
 	return routed(ctx, rr, func(ctx context.Context, r reads) (Entry, error) { return r.Head(ctx, did) })
+}
+
+func (rr *ReadRouter) Heads(ctx context.Context, dids []string) (map[string]Entry, error) {
+	return routed(ctx, rr, func(ctx context.Context, r reads) (map[string]Entry, error) { return r.Heads(ctx, dids) })
 }
 
 func (rr *ReadRouter) Ops(ctx context.Context, did string) ([]Entry, error) {

@@ -38,7 +38,7 @@
 //
 // Store holds what the log itself needs (Append, Record) and what every
 // role of the directory reads on any backend: resolution and the exports
-// (Head, Ops, Op, Export, ExportByTime, LatestSeq), the sources' cursors
+// (Head, Heads, Ops, Op, Export, ExportByTime, LatestSeq), the sources' cursors
 // and rejections (Cursor, Rejections, RejectionsAt, HasRejection: the
 // mirror's divergence records, whose lookups a mirror cannot do without),
 // and the transparency log's storage, which Append writes in the same
@@ -254,6 +254,10 @@ type Store interface {
 	// Head returns the latest non-nullified op of did (what resolution
 	// needs: one op, not the whole record), or ErrNotFound.
 	Head(ctx context.Context, did string) (Entry, error)
+	// Heads returns what Head returns for each of dids that is
+	// registered, keyed by DID (the others are absent), in one query per
+	// HeadsPerQuery DIDs: bulk resolution.
+	Heads(ctx context.Context, dids []string) (map[string]Entry, error)
 	// Ops returns every op of did in log order, with Nullified set.
 	Ops(ctx context.Context, did string) ([]Entry, error)
 	// Op returns the op with the given seq, or ErrNotFound.

@@ -462,6 +462,14 @@ func TestBenchScenariosAgainstRealServer(t *testing.T) {
 	if !strings.Contains(out, "DIDs         60 (uniform)\n") || !strings.Contains(out, "requests     200 (0 failed, 0 tombstoned, 0 not modified)") {
 		t.Fatalf("bench resolve:\n%s", out)
 	}
+	// Bulk against single reads: both resolve every DID of the set, and
+	// both rates and their ratio are printed.
+	out = runCLI("bench", "resolve", "--url", s.url, "--bulk", "--batch", "100", "--rounds", "2", "--concurrency", "2")
+	if !strings.Contains(out, "DIDs         100 per set (of 60 listed)\n") || strings.Count(out, "0 failed)") != 4 ||
+		!strings.Contains(out, "concurrency  1\n") || !strings.Contains(out, "concurrency  2\n") || strings.Count(out, "ratio ") != 2 ||
+		!strings.Contains(out, "POST /dids  ") || !strings.Contains(out, "(400 DIDs in ") {
+		t.Fatalf("bench resolve --bulk:\n%s", out)
+	}
 	// A hot set of 5 DIDs with their ETags: at most 5 answers in flight
 	// per DID are full ones, the rest 304.
 	didsFile := filepath.Join(t.TempDir(), "dids")

@@ -20,7 +20,7 @@ import (
 )
 
 func runBenchResolve(ctx context.Context, e cli.Env, args []string) int {
-	fs := cli.NewFlagSet("bench resolve", "plc bench resolve --url URL [--requests N] [--concurrency C] [--hot N] [--etag] [--warm] [--dids FILE] [--save-dids FILE]",
+fs := cli.NewFlagSet("bench resolve", "plc bench resolve --url URL [--requests N] [--concurrency C] [--hot N] [--etag] [--warm] [--dids FILE] [--save-dids FILE] [--bulk [--batch N] [--rounds R]]",
 		`Lists the directory's DIDs from its /export (or reads them from --dids),
 then GETs /:did for DIDs drawn at random with C connections, and reports
 requests/s and latency percentiles. --hot N draws from the first N DIDs
@@ -29,7 +29,13 @@ DID already answered once, its ETag in If-None-Match, and counts the 304
 answers. --warm first GETs every DID of the draw once, untimed, so a
 server's cache is in its steady state. --save-dids writes the DIDs
 listed, one a line, for a later run with --dids (e.g. against plc bench
-static).`, e)
+static).
+
+--bulk compares bulk resolution with single reads instead: it draws one
+set of --batch DIDs (default 1000; repeated when the directory has
+fewer) and resolves it R times per connection, as GET /:did for each DID
+and as one POST /dids, first over one connection, then over C; it
+reports the DIDs resolved per second of each and the ratio.`, e)
 	url := fs.String("url", "http://127.0.0.1:2582", "directory URL; several, comma-separated, are API processes of one directory, taken in turn by the connections")
 	reqs := fs.Int("requests", 100000, "requests to send")
 	conc := fs.Int("concurrency", 32, "connections")
@@ -39,11 +45,17 @@ static).`, e)
 	didsFile := fs.String("dids", "", "read the DIDs from FILE (one a line) instead of /export")
 	saveDIDs := fs.String("save-dids", "", "write the DIDs listed to FILE")
 	warm := fs.Bool("warm", false, "first GET every DID of the draw once, untimed (a server's cache in its steady state)")
+	bulk := fs.Bool("bulk", false, "compare POST /dids with GET /:did over one set of DIDs")
+	batch := fs.Int("batch", 1000, "with --bulk: DIDs in the set (1 to 1000)")
+	rounds := fs.Int("rounds", 10, "with --bulk: times each connection resolves the set each way")
 	if code, done := cli.ParseFlags(fs, args); done {
 		return code
 	}
 	if *reqs < 1 || *conc < 1 || *hot < 0 {
 		return e.Failf(cli.ExitUsage, "plc bench resolve: --requests and --concurrency must be at least 1, --hot not negative")
+	}
+	if *bulk && (*batch < 1 || *batch > 1000 || *rounds < 1) {
+		return e.Failf(cli.ExitUsage, "plc bench resolve: --batch must be between 1 and 1000, --rounds at least 1")
 	}
 	var bases []string
 	for u := range strings.SplitSeq(*url, ",") {
@@ -74,6 +86,9 @@ static).`, e)
 		if err := os.WriteFile(*saveDIDs, []byte(strings.Join(dids, "\n")+"\n"), 0o644); err != nil {
 			return e.Failf(cli.ExitFailure, "plc bench resolve: %v", err)
 		}
+	}
+	if *bulk {
+		return runBulkResolve(ctx, e, hc, base, dids, bulkOptions{batch: *batch, rounds: *rounds, conc: *conc, seed: *seed})
 	}
 	draw := dids
 	if *hot > 0 && *hot < len(dids) {
