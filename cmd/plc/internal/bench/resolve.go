@@ -20,7 +20,7 @@ import (
 )
 
 func runBenchResolve(ctx context.Context, e cli.Env, args []string) int {
-fs := cli.NewFlagSet("bench resolve", "plc bench resolve --url URL [--requests N] [--concurrency C] [--hot N] [--etag] [--warm] [--dids FILE] [--save-dids FILE] [--bulk [--batch N] [--rounds R]]",
+	fs := cli.NewFlagSet("bench resolve", "plc bench resolve --url URL [--requests N] [--concurrency C] [--hot N] [--etag] [--warm] [--dids FILE] [--save-dids FILE] [--bulk [--batch N] [--rounds R]]",
 		`Lists the directory's DIDs from its /export (or reads them from --dids),
 then GETs /:did for DIDs drawn at random with C connections, and reports
 requests/s and latency percentiles. --hot N draws from the first N DIDs
