@@ -1,0 +1,279 @@
+package main
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/plcdir/plc/api"
+	"github.com/plcdir/plc/bundle"
+	"github.com/plcdir/plc/oplog"
+	"github.com/plcdir/plc/oplog/storetest"
+	"github.com/plcdir/plc/tlog"
+)
+
+// servedExport is the concatenation of the seq-mode /export pages of the
+// directory at url, each line ended by a newline.
+func servedExport(t *testing.T, url string) []byte {
+	t.Helper()
+	var b []byte
+	for _, l := range exportLines(t, url) {
+		b = append(append(b, l...), '\n')
+	}
+	return b
+}
+
+// loadedDB imports lines into db (either backend) with plc import.
+func loadedDB(t *testing.T, db string, lines [][]byte) {
+	t.Helper()
+	in := writeFile(t, "corpus.jsonl", append(bytes.Join(lines, []byte("\n")), '\n'))
+	if code, _, stderr := runPLC(t, context.Background(), nil, "import", "--db", db, in); code != exitOK {
+		t.Fatalf("import: exit %d\n%s", code, stderr)
+	}
+}
+
+// serveDB serves db's log with plc's API.
+func serveDB(t *testing.T, store oplog.Store) string {
+	t.Helper()
+	l := oplog.NewLog(store, oplog.Options{NoRateLimit: true})
+	srv := httptest.NewServer(api.New(api.Config{Log: l}))
+	t.Cleanup(func() { srv.Close(); l.Close() })
+	return srv.URL
+}
+
+func decompressed(t *testing.T, path string) []byte {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var r io.Reader
+	switch filepath.Ext(path) {
+	case ".gz":
+		if r, err = gzip.NewReader(f); err != nil {
+			t.Fatal(err)
+		}
+	case ".zst":
+		d, err := zstd.NewReader(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		r = d
+	default:
+		r = f
+	}
+	b, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestExportEqualsTheServedPages: plc export writes, byte for byte, the
+// seq-mode /export pages a server of the same database serves, whole or
+// after a seq, plain or compressed, on both backends.
+func TestExportEqualsTheServedPages(t *testing.T) {
+	lines := storetest.Corpus(t, 21, 2300)[:2300]
+	backends(t, func(t *testing.T, db string) {
+		ctx := context.Background()
+		loadedDB(t, db, lines)
+		want := servedExport(t, serveDB(t, openDB(t, db)))
+		if n := bytes.Count(want, []byte("\n")); n != len(lines) {
+			t.Fatalf("served %d lines, want %d", n, len(lines))
+		}
+		code, stdout, stderr := runPLC(t, ctx, nil, "export", "--db", db)
+		if code != exitOK || stdout != string(want) {
+			t.Fatalf("exit %d, %d bytes, want the served %d\n%s", code, len(stdout), len(want), stderr)
+		}
+		cut := bytes.Index(want, lines[1233])
+		code, stdout, _ = runPLC(t, ctx, nil, "export", "--db", db, "--after", "1233")
+		if code != exitOK || stdout != string(want[cut:]) {
+			t.Fatalf("--after 1233: exit %d, %d bytes, want %d", code, len(stdout), len(want)-cut)
+		}
+		for _, name := range []string{"out.jsonl", "out.jsonl.gz", "out.jsonl.zst"} {
+			out := filepath.Join(t.TempDir(), name)
+			if code, _, stderr := runPLC(t, ctx, nil, "export", "--db", db, "--out", out); code != exitOK {
+				t.Fatalf("--out %s: exit %d\n%s", name, code, stderr)
+			}
+			if got := decompressed(t, out); !bytes.Equal(got, want) {
+				t.Fatalf("--out %s: %d bytes, want %d", name, len(got), len(want))
+			}
+		}
+	})
+}
+
+func TestExportUsageErrors(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "plc.sqlite")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--after", "-1"}, "--after must not be negative"},
+		{[]string{"--compress", "lz4"}, `--compress "lz4": want none, gzip or zstd`},
+		{[]string{"--bundles", "x", "--after", "5"}, "--after, --out and --compress are for export lines"},
+		{[]string{"--bundle-size", "5"}, "--bundle-size is for --bundles"},
+		{[]string{"extra"}, `unexpected argument "extra"`},
+	} {
+		code, _, stderr := runPLC(t, context.Background(), nil, append([]string{"export", "--db", db}, tc.args...)...)
+		if code != exitUsage || !strings.Contains(stderr, tc.want) {
+			t.Errorf("%v: exit %d %q, want %q", tc.args, code, stderr, tc.want)
+		}
+	}
+}
+
+// signedDB is an SQLite log of lines with a signed checkpoint; it returns
+// the database and the key's verifier key.
+func signedDB(t *testing.T, lines [][]byte) (db, vkey string) {
+	t.Helper()
+	db = filepath.Join(t.TempDir(), "plc.sqlite")
+	loadedDB(t, db, lines)
+	return db, signCheckpoint(t, openDB(t, db))
+}
+
+func signCheckpoint(t *testing.T, s oplog.Store) string {
+	t.Helper()
+	skey, vkey, err := tlog.GenerateKey("plc.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := tlog.ParseKey(skey)
+	if _, _, err := tlog.New(s, key, tlog.Options{}).Sign(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return vkey
+}
+
+// TestImportOfABundleFolder: plc export --bundles, then plc import of
+// the folder into a fresh database, gives the log's first full bundles.
+func TestImportOfABundleFolder(t *testing.T) {
+	ctx := context.Background()
+	lines := storetest.Corpus(t, 22, 250)[:250]
+	db, vkey := signedDB(t, lines)
+	dir := filepath.Join(t.TempDir(), "bundles")
+	code, stdout, stderr := runPLC(t, ctx, nil, "export", "--db", db, "--bundles", dir, "--bundle-size", "100")
+	if code != exitOK || !strings.Contains(stdout, "2 bundles (2 new), checkpoint of size 250") {
+		t.Fatalf("export --bundles: exit %d %q\n%s", code, stdout, stderr)
+	}
+	fresh := filepath.Join(t.TempDir(), "fresh.sqlite")
+	if code, _, stderr := runPLC(t, ctx, nil, "import", "--db", fresh, dir); code != exitUsage || !strings.Contains(stderr, "--vkey VKEY is required") {
+		t.Fatalf("without --vkey: exit %d\n%s", code, stderr)
+	}
+	code, stdout, stderr = runPLC(t, ctx, nil, "import", "--db", fresh, "--vkey", vkey, dir)
+	if code != exitOK || !strings.Contains(stdout, "200 imported, 0 rejected") {
+		t.Fatalf("import: exit %d %q\n%s", code, stdout, stderr)
+	}
+	_, got, _ := runPLC(t, ctx, nil, "export", "--db", fresh)
+	if want := string(append(bytes.Join(lines[:200], []byte("\n")), '\n')); got != want {
+		t.Fatalf("the imported log is not the bundles' %d ops", 200)
+	}
+	// A key that did not sign: refused, nothing imported.
+	_, other, _ := tlog.GenerateKey("plc.test")
+	fresh2 := filepath.Join(t.TempDir(), "fresh2.sqlite")
+	code, _, stderr = runPLC(t, ctx, nil, "import", "--db", fresh2, "--vkey", other, dir)
+	if code != exitUsage || !strings.Contains(stderr, "bundles refused: the checkpoint is not one the log's key plc.test signed") {
+		t.Fatalf("another key: exit %d\n%s", code, stderr)
+	}
+}
+
+// TestMirrorBootstrapsFromBundlesOnAStaticServerThenFollows is the round
+// trip: a directory's bundles, served by a plain file server, bootstrap a
+// fresh mirror, which then follows the upstream past them (ops added
+// after the bundles were written): the two logs end up identical, and
+// the upstream was asked only for what comes after the bundles.
+func TestMirrorBootstrapsFromBundlesOnAStaticServerThenFollows(t *testing.T) {
+	ctx := context.Background()
+	lines := storetest.Corpus(t, 23, 380)[:380]
+	db, vkey := signedDB(t, lines[:320])
+	dir := filepath.Join(t.TempDir(), "bundles")
+	if code, _, stderr := runPLC(t, ctx, nil, "export", "--db", db, "--bundles", dir, "--bundle-size", "100"); code != exitOK {
+		t.Fatalf("export --bundles: exit %d\n%s", code, stderr)
+	}
+	store := openDB(t, db)
+	storetest.Load(t, store, lines[320:])
+
+	var (
+		mu      sync.Mutex
+		afters  []string
+		fetched []string
+	)
+	l := oplog.NewLog(store, oplog.Options{NoRateLimit: true})
+	h := api.New(api.Config{Log: l})
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/export" && r.URL.Query().Get("count") != "1" { // not the mode detection
+			mu.Lock()
+			afters = append(afters, r.URL.Query().Get("after"))
+			mu.Unlock()
+		}
+		h.ServeHTTP(w, r)
+	}))
+	t.Cleanup(func() { upstream.Close(); l.Close() })
+	up := upstream.URL
+	files := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		fetched = append(fetched, r.URL.Path)
+		mu.Unlock()
+		http.FileServer(http.Dir(dir)).ServeHTTP(w, r)
+	}))
+	t.Cleanup(files.Close)
+
+	mdb := filepath.Join(t.TempDir(), "mirror.sqlite")
+	code, stdout, stderr := runPLC(t, ctx, nil, "mirror", "--once", "--upstream", up, "--db", mdb, "--listen", "127.0.0.1:0",
+		"--audit-interval", "0", "--log-format", "json", "--bootstrap", files.URL, "--bootstrap-vkey", vkey)
+	if code != exitOK || !strings.Contains(stdout, "caught up") {
+		t.Fatalf("mirror: exit %d %q\n%s", code, stdout, stderr)
+	}
+	if !strings.Contains(stderr, `"msg":"bootstrap done","imported":300`) {
+		t.Fatalf("no bootstrap of 300 ops in the log:\n%s", stderr)
+	}
+	mu.Lock()
+	if len(fetched) != 4 || fetched[0] != "/"+bundle.IndexName {
+		t.Errorf("files fetched: %v, want the index and 3 bundles", fetched)
+	}
+	if len(afters) == 0 || afters[0] != "300" {
+		t.Errorf("the upstream's export was asked after %v, first after 300 (the bundles' end)", afters)
+	}
+	mu.Unlock()
+	got := servedExport(t, serveDB(t, openDB(t, mdb)))
+	if want := servedExport(t, up); !bytes.Equal(got, want) || bytes.Count(want, []byte("\n")) != 380 {
+		t.Fatalf("the mirror's log (%d bytes) is not the upstream's (%d bytes)", len(got), len(want))
+	}
+}
+
+// TestMirrorBootstrapRefusesBundlesOfAnotherKey: a mirror told to start
+// from bundles another key signed stops, naming the failure, and has
+// taken nothing.
+func TestMirrorBootstrapRefusesBundlesOfAnotherKey(t *testing.T) {
+	ctx := context.Background()
+	db, _ := signedDB(t, storetest.Corpus(t, 24, 120)[:120])
+	dir := filepath.Join(t.TempDir(), "bundles")
+	if code, _, stderr := runPLC(t, ctx, nil, "export", "--db", db, "--bundles", dir, "--bundle-size", "50"); code != exitOK {
+		t.Fatalf("export --bundles: exit %d\n%s", code, stderr)
+	}
+	_, other, _ := tlog.GenerateKey("plc.test")
+	up := serveDB(t, openDB(t, db))
+	mdb := filepath.Join(t.TempDir(), "mirror.sqlite")
+	code, _, stderr := runPLC(t, ctx, nil, "mirror", "--once", "--upstream", up, "--db", mdb, "--listen", "127.0.0.1:0",
+		"--audit-interval", "0", "--bootstrap", dir, "--bootstrap-vkey", other)
+	if code != exitFailure || !strings.Contains(stderr, "bundles refused: the checkpoint is not one the log's key plc.test signed") {
+		t.Fatalf("exit %d\n%s", code, stderr)
+	}
+	if n, _ := openDB(t, mdb).LatestSeq(ctx); n != 0 {
+		t.Fatalf("the mirror took %d ops", n)
+	}
+	code, _, stderr = runPLC(t, ctx, nil, "mirror", "--once", "--upstream", up, "--db", mdb, "--bootstrap", dir)
+	if code != exitUsage || !strings.Contains(stderr, "--bootstrap-vkey VKEY is required") {
+		t.Fatalf("without a key: exit %d\n%s", code, stderr)
+	}
+}
