@@ -277,3 +277,11 @@ func TestMirrorBootstrapRefusesBundlesOfAnotherKey(t *testing.T) {
 		t.Fatalf("without a key: exit %d\n%s", code, stderr)
 	}
 }
+
+func TestServeBundlesMustBeAFolder(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "none")
+	code, _, stderr := runPLC(t, context.Background(), nil, "serve", "--db", filepath.Join(t.TempDir(), "plc.sqlite"), "--bundles", missing)
+	if code != exitUsage || !strings.Contains(stderr, "--bundles "+missing+": not a folder") {
+		t.Fatalf("exit %d\n%s", code, stderr)
+	}
+}
