@@ -285,3 +285,18 @@ func TestServeBundlesMustBeAFolder(t *testing.T) {
 		t.Fatalf("exit %d\n%s", code, stderr)
 	}
 }
+
+// TestBenchBundlesRunsAtASmallSize: the benchmark of exports and the
+// bootstrap works end to end on a small corpus.
+func TestBenchBundlesRunsAtASmallSize(t *testing.T) {
+	ctx := context.Background()
+	corpus := writeFile(t, "corpus.jsonl", append(bytes.Join(storetest.Corpus(t, 25, 300)[:300], []byte("\n")), '\n'))
+	db := filepath.Join(t.TempDir(), "dst.sqlite")
+	code, stdout, stderr := runPLC(t, ctx, nil, "bench", "bundles", "--db", db, "--bundle-size", "100", corpus)
+	if code != exitOK || !strings.Contains(stdout, "export bundles   3 bundles of 100 ops") || !strings.Contains(stdout, "bootstrap        300 ops (0 rejected)") || !strings.Contains(stdout, "ratio") {
+		t.Fatalf("exit %d\n%s%s", code, stdout, stderr)
+	}
+	if code, _, stderr := runPLC(t, ctx, nil, "bench", "bundles", "--db", db, corpus); code != exitUsage || !strings.Contains(stderr, "must be an empty database") {
+		t.Fatalf("a database not empty: exit %d\n%s", code, stderr)
+	}
+}
