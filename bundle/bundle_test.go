@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/zstd"
+	"golang.org/x/mod/sumdb/note"
 
 	"github.com/plcdir/plc/bundle"
 	"github.com/plcdir/plc/client"
@@ -355,5 +356,57 @@ func TestHandlerServesTheFolderOnly(t *testing.T) {
 	got, err := readAll(t, bundle.Remote{C: c}, l.vkey)
 	if err != nil || !bytes.Equal(got, joinLines(l.lines[:50])) {
 		t.Fatalf("over HTTP: %d bytes, %v", len(got), err)
+	}
+}
+
+// TestWitnessPolicyIsChecked: with a witness policy, a checkpoint without
+// the quorum's cosignatures, or with a forged one, is refused; a
+// cosigned one is read.
+func TestWitnessPolicyIsChecked(t *testing.T) {
+	l, f := tampered(t)
+	wskey, wvkey, err := tlog.GenerateCosignerKey(tlog.CosignatureEd25519, "w.example/w1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := tlog.NewCosigner(wskey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy, err := tlog.ParsePolicy([]byte("log " + l.vkey + "\nwitness w1 " + wvkey + "\nquorum w1\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := func() error {
+		r, err := bundle.Open(context.Background(), bundle.Dir(f.dir), bundle.Options{VKey: l.vkey, Policy: policy})
+		if err == nil {
+			_, err = io.ReadAll(r)
+			r.Close()
+		}
+		return err
+	}
+	if err := open(); !errors.Is(err, bundle.ErrRefused) || !strings.Contains(err.Error(), "does not meet its quorum") {
+		t.Fatalf("without the cosignature: %v", err)
+	}
+	v, _ := tlog.NewVerifier(l.vkey)
+	n, err := note.Open([]byte(f.idx.Checkpoint), note.VerifierList(v))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cosigned, err := note.Sign(n, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.idx.Checkpoint = string(cosigned)
+	f.save(t)
+	if err := open(); err != nil {
+		t.Fatalf("cosigned: %v", err)
+	}
+	forged := bytes.Clone(cosigned)
+	i := len(forged) - 10 // inside the cosignature's base64
+	forged[i] = map[bool]byte{true: 'B', false: 'A'}[forged[i] == 'A']
+	f.idx.Checkpoint = string(forged)
+	f.save(t)
+	if err := open(); !errors.Is(err, bundle.ErrRefused) || !strings.Contains(err.Error(), "do not verify") {
+		t.Fatalf("a forged cosignature: %v", err)
 	}
 }

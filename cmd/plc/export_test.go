@@ -156,35 +156,43 @@ func signCheckpoint(t *testing.T, s oplog.Store) string {
 }
 
 // TestImportOfABundleFolder: plc export --bundles, then plc import of
-// the folder into a fresh database, gives the log's first full bundles.
+// the folder into a fresh database, gives the log's first full bundles,
+// on both backends; a second import of the folder takes nothing twice.
 func TestImportOfABundleFolder(t *testing.T) {
-	ctx := context.Background()
 	lines := storetest.Corpus(t, 22, 250)[:250]
-	db, vkey := signedDB(t, lines)
-	dir := filepath.Join(t.TempDir(), "bundles")
-	code, stdout, stderr := runPLC(t, ctx, nil, "export", "--db", db, "--bundles", dir, "--bundle-size", "100")
-	if code != exitOK || !strings.Contains(stdout, "2 bundles (2 new), checkpoint of size 250") {
-		t.Fatalf("export --bundles: exit %d %q\n%s", code, stdout, stderr)
-	}
-	fresh := filepath.Join(t.TempDir(), "fresh.sqlite")
-	if code, _, stderr := runPLC(t, ctx, nil, "import", "--db", fresh, dir); code != exitUsage || !strings.Contains(stderr, "--vkey VKEY is required") {
-		t.Fatalf("without --vkey: exit %d\n%s", code, stderr)
-	}
-	code, stdout, stderr = runPLC(t, ctx, nil, "import", "--db", fresh, "--vkey", vkey, dir)
-	if code != exitOK || !strings.Contains(stdout, "200 imported, 0 rejected") {
-		t.Fatalf("import: exit %d %q\n%s", code, stdout, stderr)
-	}
-	_, got, _ := runPLC(t, ctx, nil, "export", "--db", fresh)
-	if want := string(append(bytes.Join(lines[:200], []byte("\n")), '\n')); got != want {
-		t.Fatalf("the imported log is not the bundles' %d ops", 200)
-	}
-	// A key that did not sign: refused, nothing imported.
-	_, other, _ := tlog.GenerateKey("plc.test")
-	fresh2 := filepath.Join(t.TempDir(), "fresh2.sqlite")
-	code, _, stderr = runPLC(t, ctx, nil, "import", "--db", fresh2, "--vkey", other, dir)
-	if code != exitUsage || !strings.Contains(stderr, "bundles refused: the checkpoint is not one the log's key plc.test signed") {
-		t.Fatalf("another key: exit %d\n%s", code, stderr)
-	}
+	backends(t, func(t *testing.T, db string) {
+		ctx := context.Background()
+		loadedDB(t, db, lines)
+		vkey := signCheckpoint(t, openDB(t, db))
+		dir := filepath.Join(t.TempDir(), "bundles")
+		code, stdout, stderr := runPLC(t, ctx, nil, "export", "--db", db, "--bundles", dir, "--bundle-size", "100")
+		if code != exitOK || !strings.Contains(stdout, "2 bundles (2 new), checkpoint of size 250") {
+			t.Fatalf("export --bundles: exit %d %q\n%s", code, stdout, stderr)
+		}
+		fresh := filepath.Join(t.TempDir(), "fresh.sqlite")
+		if code, _, stderr := runPLC(t, ctx, nil, "import", "--db", fresh, dir); code != exitUsage || !strings.Contains(stderr, "--vkey VKEY is required") {
+			t.Fatalf("without --vkey: exit %d\n%s", code, stderr)
+		}
+		code, stdout, stderr = runPLC(t, ctx, nil, "import", "--db", fresh, "--vkey", vkey, dir)
+		if code != exitOK || !strings.Contains(stdout, "200 imported, 0 rejected") {
+			t.Fatalf("import: exit %d %q\n%s", code, stdout, stderr)
+		}
+		_, got, _ := runPLC(t, ctx, nil, "export", "--db", fresh)
+		if want := string(append(bytes.Join(lines[:200], []byte("\n")), '\n')); got != want {
+			t.Fatalf("the imported log is not the bundles' %d ops", 200)
+		}
+		code, stdout, _ = runPLC(t, ctx, nil, "import", "--db", fresh, "--vkey", vkey, dir)
+		if code != exitOK || !strings.Contains(stdout, "0 imported, 0 rejected, 200 skipped") {
+			t.Fatalf("again: exit %d %q", code, stdout)
+		}
+		// A key that did not sign: refused, nothing imported.
+		_, other, _ := tlog.GenerateKey("plc.test")
+		fresh2 := filepath.Join(t.TempDir(), "fresh2.sqlite")
+		code, _, stderr = runPLC(t, ctx, nil, "import", "--db", fresh2, "--vkey", other, dir)
+		if code != exitUsage || !strings.Contains(stderr, "bundles refused: the checkpoint is not one the log's key plc.test signed") {
+			t.Fatalf("another key: exit %d\n%s", code, stderr)
+		}
+	})
 }
 
 // TestMirrorBootstrapsFromBundlesOnAStaticServerThenFollows is the round
