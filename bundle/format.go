@@ -25,7 +25,7 @@ const (
 	// file): a reader holds one bundle, and the next, in memory.
 	MaxContentBytes = 256 << 20
 	// MaxIndexBytes bounds an index.
-	MaxIndexBytes = 256 << 20
+	MaxIndexBytes = 64 << 20
 	// MaxCheckpointBytes bounds the checkpoint note in an index.
 	MaxCheckpointBytes = 1 << 20
 )

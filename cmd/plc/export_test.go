@@ -308,3 +308,42 @@ func TestBenchBundlesRunsAtASmallSize(t *testing.T) {
 		t.Fatalf("a database not empty: exit %d\n%s", code, stderr)
 	}
 }
+
+// TestImportRefusesSwappedBundlesAfterTheGoodOnes: bundles 2 and 3
+// swapped (their index entries' hashes too, as a host would): plc import
+// takes bundle 1, then stops, naming bundle 2 and what is wrong with it.
+func TestImportRefusesSwappedBundlesAfterTheGoodOnes(t *testing.T) {
+	ctx := context.Background()
+	db, vkey := signedDB(t, storetest.Corpus(t, 26, 150)[:150])
+	dir := filepath.Join(t.TempDir(), "bundles")
+	if code, _, stderr := runPLC(t, ctx, nil, "export", "--db", db, "--bundles", dir, "--bundle-size", "50"); code != exitOK {
+		t.Fatalf("export --bundles: exit %d\n%s", code, stderr)
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, bundle.IndexName))
+	idx, err := bundle.ParseIndex(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x2, x3 := &idx.Bundles[1], &idx.Bundles[2]
+	x2.Bytes, x3.Bytes = x3.Bytes, x2.Bytes
+	x2.SHA256, x3.SHA256 = x3.SHA256, x2.SHA256
+	x2.ContentBytes, x3.ContentBytes = x3.ContentBytes, x2.ContentBytes
+	x2.ContentSHA256, x3.ContentSHA256 = x3.ContentSHA256, x2.ContentSHA256
+	if b, err = idx.Marshal(); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, bundle.IndexName), b, 0o644)
+	f2, _ := os.ReadFile(filepath.Join(dir, x2.File))
+	f3, _ := os.ReadFile(filepath.Join(dir, x3.File))
+	os.WriteFile(filepath.Join(dir, x2.File), f3, 0o644)
+	os.WriteFile(filepath.Join(dir, x3.File), f2, 0o644)
+
+	fresh := filepath.Join(t.TempDir(), "fresh.sqlite")
+	code, stdout, stderr := runPLC(t, ctx, nil, "import", "--db", fresh, "--vkey", vkey, dir)
+	if code != exitUsage || !strings.Contains(stderr, "bundles refused: bundle 2 (000002.jsonl.zst, seqs 51–100): line 1 has seq 101, want 51") {
+		t.Fatalf("exit %d %q\n%s", code, stdout, stderr)
+	}
+	if n, _ := openDB(t, fresh).LatestSeq(ctx); n != 50 {
+		t.Fatalf("imported up to seq %d, want bundle 1's 50", n)
+	}
+}
