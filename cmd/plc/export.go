@@ -91,6 +91,11 @@ Serve the folder with any static file server, or plc serve --bundles DIR.`, e)
 	if c.Compress != "none" && c.Compress != "gzip" && c.Compress != "zstd" {
 		return fail("--compress %q: want none, gzip or zstd", c.Compress)
 	}
+	if !oplog.IsPostgres(c.DB) {
+		if _, err := os.Stat(c.DB); err != nil {
+			return fail("no database at %s (--db)", c.DB)
+		}
+	}
 	store, _, err := oplog.Open(ctx, c.DB)
 	if err != nil {
 		return e.Failf(exitFailure, "plc export: %v", err)

@@ -125,6 +125,7 @@ func TestExportUsageErrors(t *testing.T) {
 		{[]string{"--bundles", "x", "--after", "5"}, "--after, --out and --compress are for export lines"},
 		{[]string{"--bundle-size", "5"}, "--bundle-size is for --bundles"},
 		{[]string{"extra"}, `unexpected argument "extra"`},
+		{nil, "no database at " + db},
 	} {
 		code, _, stderr := runPLC(t, context.Background(), nil, append([]string{"export", "--db", db}, tc.args...)...)
 		if code != exitUsage || !strings.Contains(stderr, tc.want) {

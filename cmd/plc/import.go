@@ -76,7 +76,7 @@ on a database error or an interruption, 2 on usage or input errors.`, e)
 		return code
 	}
 	if fs.NArg() != 1 {
-		return e.Failf(exitUsage, "plc import: want exactly one FILE (or - for standard input, or a bundle folder)\nUsage: plc import [flags] FILE|-|DIR")
+		return e.Failf(exitUsage, "plc import: want exactly one FILE (or - for standard input)\nUsage: plc import [flags] FILE|-|DIR")
 	}
 	c.Input = fs.Arg(0)
 	if err := c.validate(); err != nil {
