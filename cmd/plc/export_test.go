@@ -348,3 +348,18 @@ func TestImportRefusesSwappedBundlesAfterTheGoodOnes(t *testing.T) {
 		t.Fatalf("imported up to seq %d, want bundle 1's 50", n)
 	}
 }
+
+// TestServeBundlesServesTheFolder: plc serve --bundles DIR serves the
+// folder's files at /bundles/ (the real binary).
+func TestServeBundlesServesTheFolder(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, bundle.IndexName), []byte(`{"format":"plc-bundles/1"}`), 0o644)
+	s := startServer(t, filepath.Join(t.TempDir(), "plc.sqlite"), "--bundles", dir)
+	code, body := getBody(t, s.url+"/bundles/"+bundle.IndexName)
+	if code != http.StatusOK || string(body) != `{"format":"plc-bundles/1"}` {
+		t.Fatalf("%d %s", code, body)
+	}
+	if code, _ := getBody(t, s.url+"/bundles/"+bundle.FileName(1)); code != http.StatusNotFound {
+		t.Fatalf("a bundle not there: %d", code)
+	}
+}
