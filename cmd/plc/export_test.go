@@ -363,3 +363,31 @@ func TestServeBundlesServesTheFolder(t *testing.T) {
 		t.Fatalf("a bundle not there: %d", code)
 	}
 }
+
+// TestImportOfABundleFolderChecksTheWitnessPolicy: with --witness-policy,
+// a checkpoint without the quorum's cosignatures is refused; a policy of
+// another log is a usage error.
+func TestImportOfABundleFolderChecksTheWitnessPolicy(t *testing.T) {
+	ctx := context.Background()
+	db, vkey := signedDB(t, storetest.Corpus(t, 27, 60)[:60])
+	dir := filepath.Join(t.TempDir(), "bundles")
+	if code, _, stderr := runPLC(t, ctx, nil, "export", "--db", db, "--bundles", dir, "--bundle-size", "30"); code != exitOK {
+		t.Fatalf("export --bundles: exit %d\n%s", code, stderr)
+	}
+	_, wvkey, err := tlog.GenerateCosignerKey(tlog.CosignatureEd25519, "w.example/w1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy := writeFile(t, "w.policy", []byte("witness w1 "+wvkey+"\nquorum w1\n"))
+	fresh := filepath.Join(t.TempDir(), "fresh.sqlite")
+	code, _, stderr := runPLC(t, ctx, nil, "import", "--db", fresh, "--vkey", vkey, "--witness-policy", policy, dir)
+	if code != exitUsage || !strings.Contains(stderr, "does not meet its quorum") {
+		t.Fatalf("no cosignature: exit %d\n%s", code, stderr)
+	}
+	_, other, _ := tlog.GenerateKey("plc.test")
+	otherLog := writeFile(t, "o.policy", []byte("log "+other+"\nwitness w1 "+wvkey+"\nquorum w1\n"))
+	code, _, stderr = runPLC(t, ctx, nil, "import", "--db", fresh, "--vkey", vkey, "--witness-policy", otherLog, dir)
+	if code != exitUsage || !strings.Contains(stderr, "--witness-policy: the policy's log lines name other keys") {
+		t.Fatalf("a policy of another log: exit %d\n%s", code, stderr)
+	}
+}
