@@ -86,6 +86,14 @@ func New(cfg Config) *Server {
 		}
 		extra.ServeHTTP(c.Writer, c.Request)
 	})
+	bundles := cfg.Bundles
+	e.GET("/bundles/*file", func(c *gin.Context) {
+		if bundles == nil {
+			writeMessage(c, http.StatusNotFound, "Not Found: this directory serves no bundles")
+			return
+		}
+		http.StripPrefix("/bundles", bundles).ServeHTTP(c.Writer, c.Request)
+	})
 	if ui := cfg.UI; ui != nil {
 		serveUI := func(c *gin.Context) { ui.ServeHTTP(c.Writer, c.Request) }
 		e.GET("/", serveUI)

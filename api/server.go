@@ -97,6 +97,9 @@ type Config struct {
 	Health func() map[string]any
 	// Extra, if set, serves GET /_mirror/divergences (else 404).
 	Extra http.Handler
+	// Bundles, if set, serves GET /bundles/<file> (package bundle's
+	// Handler, given the path after /bundles); else 404.
+	Bundles http.Handler
 	// TLog, if set, is the directory's transparency log: it serves GET
 	// /tlog/… and the inclusion proofs of GET /:did/log/audit?proof=true,
 	// and adds its witnesses' state to GET /_health.

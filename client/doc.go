@@ -1,7 +1,9 @@
 // Package client is the one HTTP client of a did:plc directory's public
 // API: export pages (seq mode and legacy), the live /export/stream, audit
 // logs, documents, /_health, and the transparency log's checkpoint, tiles
-// and entry bundles. The mirror and plc audit read a directory through it;
+// and entry bundles; and, with File, the files of a static folder served
+// under a base URL (a bundle folder). The mirror and plc audit read a
+// directory through it;
 // Post, under the same contract, sends a request to another server (the
 // transparency log's witnesses).
 //

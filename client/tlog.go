@@ -30,3 +30,11 @@ func (c *Client) Tile(ctx context.Context, t tlog.Tile) ([]byte, error) {
 	_, b, err := c.get(ctx, "/tlog/"+plc.TilePath(t), nil, limit)
 	return b, err
 }
+
+// File fetches the file name under the base URL (a static folder, such as
+// a bundle folder), at most limit bytes: a longer answer is a
+// *StatusError of class ErrTooLong.
+func (c *Client) File(ctx context.Context, name string, limit int64) ([]byte, error) {
+	_, b, err := c.get(ctx, "/"+name, nil, limit)
+	return b, err
+}

@@ -50,11 +50,12 @@ func (c *importConfig) validate() error {
 
 func runImport(ctx context.Context, e env, args []string) int {
 	var c importConfig
-	fs := cli.NewFlagSet("import", "plc import [flags] FILE|-",
+	fs := cli.NewFlagSet("import", "plc import [flags] FILE|-|DIR",
 		`Imports an export into the log: the lines of a seq-mode export
 ({"type":"sequenced_op", did, operation, cid, createdAt, seq}) or of a
 legacy export ({did, operation, cid, nullified, createdAt}), from FILE or
-from standard input (-), plain, gzip or zstd. Every op is verified and
+from standard input (-), plain, gzip or zstd; or a folder of bundles
+(DIR, see plc export --bundles; --vkey required). Every op is verified and
 judged by the chain rules at its own createdAt; invalid lines are not
 applied, but reported ("rejected line <n> <did> <cid>: <reason>") and kept
 in the database's rejected table, and the import goes on.
@@ -70,15 +71,19 @@ on a database error or an interruption, 2 on usage or input errors.`, e)
 	f.Int(&c.Batch, "batch", "PLC_IMPORT_BATCH", oplog.DefaultImportBatch, "lines per transaction")
 	f.Int(&c.Workers, "workers", "PLC_WORKERS", oplog.DefaultImportWorkers(), "goroutines parsing lines and checking signatures (default: one per core, and one more)")
 	clockSkewFlag(f, &c.MaxClockSkew)
+	bf := bundleImportFlags(f)
 	if code, done := f.Parse("plc import", args); done {
 		return code
 	}
 	if fs.NArg() != 1 {
-		return e.Failf(exitUsage, "plc import: want exactly one FILE (or - for standard input)\nUsage: plc import [flags] FILE|-")
+		return e.Failf(exitUsage, "plc import: want exactly one FILE (or - for standard input)\nUsage: plc import [flags] FILE|-|DIR")
 	}
 	c.Input = fs.Arg(0)
 	if err := c.validate(); err != nil {
 		return e.Failf(exitUsage, "plc import: %v", err)
+	}
+	if isBundleFolder(c.Input) {
+		return importBundles(ctx, c, bf, e)
 	}
 	return importExport(ctx, c, e)
 }
@@ -102,7 +107,16 @@ func importExport(ctx context.Context, c importConfig, e env) int {
 		return e.Failf(exitUsage, "plc import: %s: %v", name, err)
 	}
 	defer r.Close()
+	return importFrom(ctx, c, e, name, r, size, &in.n)
+}
 
+// importFrom imports the export lines of r, named name in messages (size
+// is the input's size and read counts what was read of it, for the ETA;
+// 0 and nil: unknown), and reports on it; it returns the exit code.
+func importFrom(ctx context.Context, c importConfig, e env, name string, r io.Reader, size int64, read *atomic.Int64) int {
+	if c.now == nil {
+		c.now = time.Now
+	}
 	store, _, err := oplog.Open(ctx, c.DB)
 	if err != nil {
 		return e.Failf(exitFailure, "plc import: %v", err)
@@ -111,7 +125,7 @@ func importExport(ctx context.Context, c importConfig, e env) int {
 	log := oplog.NewLog(store, oplog.Options{NoRateLimit: true, Now: c.now, MaxClockSkew: c.MaxClockSkew})
 	defer log.Close()
 
-	p := &progress{w: e.Stderr, tty: isTerminal(e.Stderr), now: c.now, size: size, read: &in.n, cmd: "plc import"}
+	p := &progress{w: e.Stderr, tty: isTerminal(e.Stderr), now: c.now, size: size, read: read, cmd: "plc import"}
 	p.start = c.now()
 	p.last = p.start
 	st, err := oplog.Import(ctx, log, r, oplog.ImportOptions{

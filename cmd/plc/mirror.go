@@ -3,6 +3,7 @@ package main
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httputil"
@@ -13,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/plcdir/plc/api"
+	"github.com/plcdir/plc/bundle"
 	"github.com/plcdir/plc/internal/cli"
 	"github.com/plcdir/plc/mirror"
 	"github.com/plcdir/plc/oplog"
@@ -39,7 +41,12 @@ same read API (including /export and /export/stream, so mirrors can
 chain); records what the upstream serves that the rules reject, or that
 contradicts what it served before, at GET /_mirror/divergences. POST /:did
 answers 405 unless --forward-writes. --db and --listen are plc serve's,
-with the same defaults.`, e)
+with the same defaults.
+
+With --bootstrap DIR|URL (a bundle folder of the upstream's log, see plc
+export --bundles) and --bootstrap-vkey (the upstream's checkpoint key), it
+first imports the bundles, each once it is checked against their signed
+checkpoint, then goes on from the upstream's export after their last seq.`, e)
 	f := cli.NewFlags(fs, e)
 	f.Str(&upstream, "upstream", "PLC_UPSTREAM", "", "base URL of the directory to mirror (required)")
 	serverFlags(f, &c)
@@ -52,6 +59,7 @@ with the same defaults.`, e)
 	f.Duration(&sIdle, "stream-idle", "PLC_MIRROR_STREAM_IDLE", time.Minute, "silence on the upstream stream after which the mirror pings it and checks the export for ops it missed")
 	f.Int(&evRows, "max-evidence-rows", "PLC_MIRROR_MAX_EVIDENCE_ROWS", mirror.DefaultMaxEvidenceRows, "divergence records stored at most; past the cap (rows or bytes) divergences are counted, not stored")
 	f.Int(&evBytes, "max-evidence-bytes", "PLC_MIRROR_MAX_EVIDENCE_BYTES", mirror.DefaultMaxEvidenceBytes, "bytes of divergence records (evidence, reason, DID, CID) stored at most")
+	bootSrc, bootCheck := bootstrapFlags(f)
 	if code, done := f.Parse("plc mirror", args); done {
 		return code
 	}
@@ -85,6 +93,16 @@ with the same defaults.`, e)
 	}
 	if err := c.validate(); err != nil {
 		return e.Failf(exitUsage, "plc mirror: %v", err)
+	}
+	var bootOpts bundle.Options
+	if *bootSrc != "" {
+		var err error
+		if bootOpts, err = bootCheck.options("--bootstrap-"); err != nil {
+			return e.Failf(exitUsage, "plc mirror: %v", err)
+		}
+		if _, err := bundleFetcher(*bootSrc); err != nil {
+			return e.Failf(exitUsage, "plc mirror: --bootstrap: %v", err)
+		}
 	}
 	logger, _ := newLogger(c.LogFormat, c.LogLevel, e.Stderr)
 	ctx, stop := context.WithCancel(ctx)
@@ -134,6 +152,12 @@ with the same defaults.`, e)
 		logger.Info("mirroring", "upstream", up.Redacted(), "pollInterval", poll.String())
 		return func(ctx context.Context) {
 			defer p.clear()
+			if *bootSrc != "" {
+				if syncErr = bootstrap(ctx, *bootSrc, bootOpts, log, m.Source(), p, logger); syncErr != nil {
+					stop()
+					return
+				}
+			}
 			if !once {
 				m.Run(ctx)
 				return
@@ -149,6 +173,9 @@ with the same defaults.`, e)
 	if err := serveWith(ctx, c, logger, hook); err != nil {
 		logger.Error("plc mirror stopped", "err", err)
 		return e.Failf(exitFailure, "plc mirror: %v", err)
+	}
+	if errors.Is(syncErr, bundle.ErrRefused) {
+		return e.Failf(exitFailure, "plc mirror: %v", syncErr)
 	}
 	if syncErr != nil {
 		return e.Failf(exitFailure, "plc mirror: %v; run it again to go on from the committed cursor", syncErr)

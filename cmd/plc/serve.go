@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"net/url"
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/plcdir/plc/api"
+	"github.com/plcdir/plc/bundle"
 	"github.com/plcdir/plc/internal/cli"
 	"github.com/plcdir/plc/oplog"
 )
@@ -72,6 +74,8 @@ type serveConfig struct {
 	// commits from their notices (oplog.PostgresStore.ListenForChanges)
 	// instead of reading the latest seq for every round of requests.
 	ReadCacheNotify bool
+	// Bundles is a bundle folder served at /bundles/ (empty: none).
+	Bundles string
 }
 
 // serverFlags binds the flags plc serve and plc mirror share: the
@@ -90,6 +94,7 @@ func serverFlags(f *cli.Flags, c *serveConfig) {
 	clockSkewFlag(f, &c.MaxClockSkew)
 	tlogFlags(f, &c.TLog)
 	f.Bool(&c.NoUI, "no-ui", "PLC_NO_UI", "serve the API only: no web UI at / and /ui/")
+	f.Str(&c.Bundles, "bundles", "PLC_BUNDLES", "", "a bundle folder (plc export --bundles) to serve read-only at /bundles/")
 	logFlags(f, &c.LogFormat, &c.LogLevel)
 }
 
@@ -132,6 +137,11 @@ func (c *serveConfig) validate() error {
 	}
 	if err := validateClockSkew(c.MaxClockSkew); err != nil {
 		return err
+	}
+	if c.Bundles != "" {
+		if fi, err := os.Stat(c.Bundles); err != nil || !fi.IsDir() {
+			return fmt.Errorf("--bundles %s: not a folder (plc export --bundles DIR writes one)", c.Bundles)
+		}
 	}
 	if _, err := newLogger(c.LogFormat, c.LogLevel, nil); err != nil {
 		return err
@@ -333,6 +343,9 @@ func serveWith(ctx context.Context, c serveConfig, logger *slog.Logger, hook dir
 		TLog:       tl,
 
 		ReadCacheBytes: int64(c.ReadCacheBytes),
+	}
+	if c.Bundles != "" {
+		apiCfg.Bundles = bundle.Handler(c.Bundles)
 	}
 	var run func(ctx context.Context)
 	if hook != nil {

@@ -30,6 +30,7 @@ func Run(ctx context.Context, e cli.Env, args []string) int {
 		{Name: "verify", Summary: "the validator over a corpus, beside the bare signature-check bound", Run: runBenchVerify},
 		{Name: "export", Summary: "/export paging and /export/stream backfill rates", Run: runBenchExport},
 		{Name: "import", Summary: "plc import of a corpus: ops/s, ratio to the signature bound, peak RSS, bytes per op", Run: runBenchImport},
+		{Name: "bundles", Summary: "plc export (lines, bundles) rates, bundle bytes per op, and the bootstrap from local bundles ÷ the signature bound", Run: runBenchBundles},
 		{Name: "gen", Summary: "generate a signed synthetic export corpus", Run: runBenchGen},
 		{Name: "static", Summary: "a bare HTTP server answering every GET with one fixed body: the baseline of resolve", Run: runBenchStatic},
 	}, args)
