@@ -33,6 +33,7 @@ func commands() []command {
 		{Name: "import", Summary: "import an export file (verified, resumable)", Run: runImport},
 		{Name: "migrate", Summary: "manage the database schema (up, version)", Run: runMigrate},
 		{Name: "audit", Summary: "independent verification (plc audit help)", Run: runAudit},
+		{Name: "watch", Summary: "register webhooks for the new ops of DIDs (add, list, remove, enable)", Run: runWatch},
 		{Name: "keygen", Summary: "create a transparency-log checkpoint key", Run: runKeygen},
 		{Name: "bench", Summary: "load a running directory (plc bench help)", Run: bench.Run},
 		{Name: "version", Summary: "print the version", Run: runVersion},
