@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/plcdir/plc/internal/defaults"
 	"github.com/plcdir/plc/validate"
@@ -56,6 +57,8 @@ type WatchOptions struct {
 	After     func(d time.Duration) <-chan time.Time
 	// Logger receives the streams' errors (default: discarded).
 	Logger *slog.Logger
+	// Registry receives the streams' metrics (nil: kept, not registered).
+	Registry prometheus.Registerer
 }
 
 // Watcher serves GET /_watch over a watch.Hub.
@@ -69,6 +72,9 @@ type Watcher struct {
 
 	mu   sync.Mutex
 	open int
+
+	openGauge prometheus.Gauge
+	ended     *prometheus.CounterVec
 }
 
 // NewWatcher returns the handler of GET /_watch over hub. Close ends its
@@ -90,7 +96,20 @@ func NewWatcher(hub *watch.Hub, opts WatchOptions) *Watcher {
 		opts.After = time.After
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Watcher{hub: hub, opts: opts, logger: cmp.Or(opts.Logger, slog.New(slog.DiscardHandler)), stopCtx: ctx, stop: cancel}
+	w := &Watcher{hub: hub, opts: opts, logger: cmp.Or(opts.Logger, slog.New(slog.DiscardHandler)), stopCtx: ctx, stop: cancel,
+		openGauge: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "plc_watch_streams_open",
+			Help: "Open GET /_watch streams.",
+		}),
+		ended: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "plc_watch_streams_ended_total",
+			Help: "GET /_watch streams ended, by reason (TooSlow, Lifetime, Shutdown, Internal, or gone: the client left).",
+		}, []string{"reason"}),
+	}
+	if opts.Registry != nil {
+		opts.Registry.MustRegister(w.openGauge, w.ended)
+	}
+	return w
 }
 
 // Close ends every open stream with a Shutdown error event (call it when
@@ -143,12 +162,14 @@ func (w *Watcher) acquire() bool {
 		return false
 	}
 	w.open++
+	w.openGauge.Set(float64(w.open))
 	return true
 }
 
 func (w *Watcher) release() {
 	w.mu.Lock()
 	w.open--
+	w.openGauge.Set(float64(w.open))
 	w.mu.Unlock()
 }
 
@@ -230,8 +251,11 @@ func (w *Watcher) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	tick, stopTick := w.opts.NewTicker(w.opts.KeepAlive)
 	defer stopTick()
 	lifetime := w.opts.After(w.opts.MaxLifetime)
-	end := func(reason, msg string) {
-		b := append([]byte("event: error\ndata: {\"error\":"), validate.AppendJSONString(nil, reason)...)
+	reason := "gone"
+	defer func() { w.ended.WithLabelValues(reason).Inc() }()
+	end := func(why, msg string) {
+		reason = why
+		b := append([]byte("event: error\ndata: {\"error\":"), validate.AppendJSONString(nil, why)...)
 		b = append(b, `,"message":`...)
 		b = validate.AppendJSONString(b, msg)
 		send(append(b, "}\n\n"...))

@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/plcdir/plc/internal/optest"
 	"github.com/plcdir/plc/oplog"
 	"github.com/plcdir/plc/validate"
@@ -28,6 +30,7 @@ import (
 type watchEnv struct {
 	*apiEnv
 	hub       *watch.Hub
+	watcher   *Watcher
 	key       ed25519.PrivateKey
 	tickers   chan chan time.Time // each new stream's keep-alive ticker
 	lifetimes chan chan time.Time // each new stream's lifetime
@@ -50,16 +53,15 @@ func newWatchEnv(t *testing.T, b backend, opts WatchOptions) *watchEnv {
 		e.lifetimes <- c
 		return c
 	}
-	var watcher *Watcher
 	e.apiEnv = newAPIEnv(t, b, envOptions{noRateLimit: true, config: func(c *Config) {
 		e.hub = watch.NewHub(c.Log, watch.HubOptions{PollInterval: time.Hour})
-		watcher = NewWatcher(e.hub, opts)
-		c.Watch = watcher
+		e.watcher = NewWatcher(e.hub, opts)
+		c.Watch = e.watcher
 		c.WatchKey = key.Public().(ed25519.PublicKey)
 	}})
 	// Before the HTTP server's Close, which waits for the streams.
 	t.Cleanup(func() {
-		watcher.Close()
+		e.watcher.Close()
 		e.hub.Close()
 	})
 	return e
@@ -334,6 +336,10 @@ func TestWatchHostileRotationThenRecovery(t *testing.T) {
 		}
 		if _, err := live.rd.ReadByte(); err != io.EOF {
 			t.Fatalf("after the lifetime: %v, want EOF", err)
+		}
+		var m dto.Metric
+		if err := e.watcher.ended.WithLabelValues("Lifetime").Write(&m); err != nil || m.GetCounter().GetValue() != 1 {
+			t.Fatalf("streams ended at their lifetime: %v, %v; want 1", m.GetCounter().GetValue(), err)
 		}
 	})
 }

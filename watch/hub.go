@@ -63,7 +63,8 @@ type Hub struct {
 	closed  bool
 	head    int64 // the last seq fanned out
 	watches map[*Watch]struct{}
-	failing bool // the last read failed (logged once)
+	byDID   map[string]map[*Watch]struct{} // the watches of each watched DID
+	failing bool                           // the last read failed (logged once)
 }
 
 // NewHub returns a Hub over log and starts following it; Close stops it.
@@ -81,6 +82,7 @@ func NewHub(log *oplog.Log, opts HubOptions) *Hub {
 		kick:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
 		watches: make(map[*Watch]struct{}),
+		byDID:   make(map[string]map[*Watch]struct{}),
 	}
 	go h.run()
 	return h
@@ -95,6 +97,7 @@ func (h *Hub) Close() {
 			w.end(ErrClosed)
 		}
 		clear(h.watches)
+		clear(h.byDID)
 		h.mu.Unlock()
 		h.stop()
 		<-h.done
@@ -142,7 +145,7 @@ func (h *Hub) Watch(ctx context.Context, dids []string, after int64, buffer int)
 		h.head = latest
 	}
 	from := h.head
-	h.watches[w] = struct{}{}
+	h.add(w)
 	h.mu.Unlock()
 	select {
 	case h.kick <- struct{}{}:
@@ -214,7 +217,7 @@ func (w *Watch) Last() int64 { return w.last }
 // Close ends the Watch.
 func (w *Watch) Close() {
 	w.h.mu.Lock()
-	delete(w.h.watches, w)
+	w.h.remove(w)
 	w.h.mu.Unlock()
 	w.end(ErrClosed)
 }
@@ -269,10 +272,12 @@ func (h *Hub) pump() {
 		// A Watch that started after the read may have moved head (when
 		// none was open); then the read is stale.
 		if h.head == from && last > from {
-			for w := range h.watches {
-				if !w.deliver(evs) {
-					delete(h.watches, w)
-					w.end(ErrTooSlow)
+			for _, ev := range evs {
+				for w := range h.byDID[ev.DID] {
+					if !w.deliver(ev) {
+						h.remove(w)
+						w.end(ErrTooSlow)
+					}
 				}
 			}
 			h.head = last
@@ -301,7 +306,7 @@ func (h *Hub) read(from int64) (evs []Event, last int64, full bool, err error) {
 	var dids []string
 	for i := range entries {
 		d := entries[i].DID
-		if !slices.Contains(dids, d) && h.watched(d) {
+		if len(h.byDID[d]) > 0 && !slices.Contains(dids, d) {
 			dids = append(dids, d)
 		}
 	}
@@ -321,28 +326,39 @@ func (h *Hub) read(from int64) (evs []Event, last int64, full bool, err error) {
 	return evs, last, len(entries) == hubPageSize, nil
 }
 
-// watched reports whether a Watch has did; h.mu is held.
-func (h *Hub) watched(did string) bool {
-	for w := range h.watches {
-		if w.dids[did] {
-			return true
+// add registers w; h.mu is held.
+func (h *Hub) add(w *Watch) {
+	h.watches[w] = struct{}{}
+	for d := range w.dids {
+		ws := h.byDID[d]
+		if ws == nil {
+			ws = make(map[*Watch]struct{})
+			h.byDID[d] = ws
 		}
+		ws[w] = struct{}{}
 	}
-	return false
 }
 
-// deliver queues w's Events of evs without blocking; false when its
-// buffer is full.
-func (w *Watch) deliver(evs []Event) bool {
-	for _, ev := range evs {
-		if !w.dids[ev.DID] {
-			continue
-		}
-		select {
-		case w.live <- ev:
-		default:
-			return false
+// remove unregisters w; h.mu is held.
+func (h *Hub) remove(w *Watch) {
+	if _, ok := h.watches[w]; !ok {
+		return
+	}
+	delete(h.watches, w)
+	for d := range w.dids {
+		delete(h.byDID[d], w)
+		if len(h.byDID[d]) == 0 {
+			delete(h.byDID, d)
 		}
 	}
-	return true
+}
+
+// deliver queues ev without blocking; false when w's buffer is full.
+func (w *Watch) deliver(ev Event) bool {
+	select {
+	case w.live <- ev:
+		return true
+	default:
+		return false
+	}
 }

@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/plcdir/plc/internal/optest"
 	"github.com/plcdir/plc/internal/testclock"
 	"github.com/plcdir/plc/oplog"
@@ -342,7 +344,8 @@ func TestWebhookReceiverDownThenUpGetsEverythingOnce(t *testing.T) {
 	r.status = []int{503, 500, 503}
 	key := newKey(t)
 	clock := newFakeAfter()
-	e.runWorker(key, watch.WorkerOptions{After: clock.after, Now: e.clock.Now, MinBackoff: time.Second, MaxBackoff: 3 * time.Second})
+	reg := prometheus.NewRegistry()
+	e.runWorker(key, watch.WorkerOptions{After: clock.after, Now: e.clock.Now, MinBackoff: time.Second, MaxBackoff: 3 * time.Second, Registry: reg})
 	e.submit(h.id.DID, h.rotation)
 	e.submit(h.id.DID, h.recovery)
 
@@ -375,6 +378,23 @@ func TestWebhookReceiverDownThenUpGetsEverythingOnce(t *testing.T) {
 	case d := <-r.got:
 		t.Fatalf("an extra delivery: %s", d.body)
 	default:
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			name := mf.GetName()
+			for _, l := range m.GetLabel() {
+				name += "/" + l.GetValue()
+			}
+			got[name] = m.GetCounter().GetValue()
+		}
+	}
+	if got["plc_webhook_attempts_total/ok"] != 2 || got["plc_webhook_attempts_total/failed"] != 3 {
+		t.Fatalf("attempt metrics %v, want 2 ok and 3 failed", got)
 	}
 }
 

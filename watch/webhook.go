@@ -15,6 +15,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/plcdir/plc/internal/defaults"
 	"github.com/plcdir/plc/oplog"
 )
@@ -73,6 +75,9 @@ type WorkerOptions struct {
 	Transport http.RoundTripper
 	// Logger receives the deliveries' failures (default: discarded).
 	Logger *slog.Logger
+	// Registry receives the deliveries' metrics (nil: kept, not
+	// registered).
+	Registry prometheus.Registerer
 }
 
 // Worker delivers the Events of the registered webhooks' DIDs. Each
@@ -85,6 +90,10 @@ type Worker struct {
 	opts   WorkerOptions
 	client *http.Client
 	logger *slog.Logger
+
+	delivered prometheus.Counter
+	failed    prometheus.Counter
+	disabled  prometheus.Counter
 }
 
 // NewWorker returns a Worker that delivers the Events hub reads to the
@@ -105,11 +114,25 @@ func NewWorker(hub *Hub, store oplog.WebhookStore, key ed25519.PrivateKey, opts 
 	if opts.Transport == nil {
 		opts.Transport = http.DefaultTransport.(*http.Transport).Clone()
 	}
+	attempts := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "plc_webhook_attempts_total",
+		Help: "Webhook delivery attempts, by result (ok: the receiver answered 2xx; failed).",
+	}, []string{"result"})
+	disabled := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "plc_webhooks_disabled_total",
+		Help: "Webhooks disabled because their attempts at one op ran out.",
+	})
+	if opts.Registry != nil {
+		opts.Registry.MustRegister(attempts, disabled)
+	}
 	return &Worker{
-		hub:   hub,
-		store: store,
-		key:   key,
-		opts:  opts,
+		delivered: attempts.WithLabelValues("ok"),
+		failed:    attempts.WithLabelValues("failed"),
+		disabled:  disabled,
+		hub:       hub,
+		store:     store,
+		key:       key,
+		opts:      opts,
 		client: &http.Client{
 			Transport:     opts.Transport,
 			Timeout:       opts.Timeout,
@@ -219,15 +242,18 @@ func (w *Worker) deliverWatch(ctx context.Context, wt *Watch, h *oplog.Webhook) 
 				return true
 			}
 			if err == nil {
+				w.delivered.Inc()
 				h.Cursor, h.Failures, h.LastError = ev.Seq, 0, ""
 				if w.save(ctx, h) {
 					return true
 				}
 				break
 			}
+			w.failed.Inc()
 			h.Failures++
 			h.LastError = err.Error()
 			if h.Failures >= w.opts.MaxAttempts {
+				w.disabled.Inc()
 				h.Disabled = true
 				w.logger.Error("webhooks: attempts ran out, webhook disabled (plc watch enable resumes it)",
 					"webhook", h.ID, "did", h.DID, "seq", ev.Seq, "attempts", h.Failures, "err", err)

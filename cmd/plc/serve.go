@@ -314,7 +314,7 @@ func serveWith(ctx context.Context, c serveConfig, logger *slog.Logger, hook dir
 	}
 	hub := watch.NewHub(log, watch.HubOptions{Logger: logger})
 	defer hub.Close()
-	watcher := api.NewWatcher(hub, api.WatchOptions{Logger: logger})
+	watcher := api.NewWatcher(hub, api.WatchOptions{Logger: logger, Registry: reg})
 	apiCfg := api.Config{
 		Log:        log,
 		OpMetrics:  opMetrics,
@@ -423,7 +423,7 @@ func serveWith(ctx context.Context, c serveConfig, logger *slog.Logger, hook dir
 		go func() {
 			defer close(wDone)
 			if ws, ok := oplog.WebhooksOf(store); ok {
-				watch.NewWorker(hub, ws, webhookKey, watch.WorkerOptions{Logger: logger}).Run(roleCtx)
+				watch.NewWorker(hub, ws, webhookKey, watch.WorkerOptions{Logger: logger, Registry: reg}).Run(roleCtx)
 			}
 		}()
 		if run != nil {
