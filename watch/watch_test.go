@@ -30,14 +30,14 @@ import (
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	clock *testclock.Clock
 	store *oplog.SQLiteStore
 	log   *oplog.Log
 	hub   *watch.Hub
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	s, _ := storetest.SQLite(t)
 	e := &env{t: t, clock: testclock.New(t0), store: s}
