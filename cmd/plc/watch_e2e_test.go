@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -137,6 +138,67 @@ func TestWatchAgainstTheBinary(t *testing.T) {
 		<-s.done
 		if code := s.cmd.ProcessState.ExitCode(); code != 0 {
 			t.Fatalf("exit code %d after SIGTERM", code)
+		}
+	})
+}
+
+// TestWatchOnAMirror: a mirror serves GET /_watch and delivers webhooks
+// for the ops it replicates, as plc serve does for those it accepts.
+func TestWatchOnAMirror(t *testing.T) {
+	backends(t, func(t *testing.T, db string) {
+		id := optest.NewIdentity(t, "bob.test", 2)
+		up := startServer(t, filepath.Join(t.TempDir(), "upstream.sqlite"))
+		if code, b, err := post(up.url, id.Head, id.DID); err != nil || code != 200 {
+			t.Fatalf("POST: %d %s %v", code, b, err)
+		}
+		got := make(chan string, 10)
+		recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			b, _ := io.ReadAll(r.Body)
+			got <- string(b)
+		}))
+		defer recv.Close()
+		bin := plcBinary(t)
+		if out, err := exec.Command(bin, "watch", "add", "--db", db, "--did", id.DID, "--url", recv.URL).CombinedOutput(); err != nil {
+			t.Fatalf("plc watch add: %v\n%s", err, out)
+		}
+		m := startMirror(t, up.url, db)
+		m.await(t, "mirror: following the upstream's stream")
+		resp, err := http.Get(m.url + "/_watch?did=" + url.QueryEscape(id.DID) + "&after=0")
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("GET /_watch on the mirror: %v %v", resp, err)
+		}
+		defer resp.Body.Close()
+		op := id.Update(t, nil, 1, "bob2.test")
+		if code, b, err := post(up.url, op, id.DID); err != nil || code != 200 {
+			t.Fatalf("POST: %d %s %v", code, b, err)
+		}
+		rd := bufio.NewReader(resp.Body)
+		var seqs []int64
+		for len(seqs) < 2 {
+			line, err := rd.ReadString('\n')
+			if err != nil {
+				t.Fatalf("stream: %v", err)
+			}
+			if data, ok := strings.CutPrefix(strings.TrimSpace(line), "data: "); ok {
+				var c watch.Change
+				if err := json.Unmarshal([]byte(data), &c); err != nil {
+					t.Fatal(err)
+				}
+				seqs = append(seqs, c.Seq)
+			}
+		}
+		if !slices.Equal(seqs, []int64{1, 2}) {
+			t.Fatalf("the mirror's stream: seqs %v, want [1 2]", seqs)
+		}
+		for _, want := range []string{`"changed":["created"]`, `"changed":["handle"]`} {
+			select {
+			case b := <-got:
+				if !strings.Contains(b, want) {
+					t.Fatalf("delivery %s, want %s", b, want)
+				}
+			case <-time.After(time.Minute):
+				t.Fatalf("no delivery with %s", want)
+			}
 		}
 	})
 }
