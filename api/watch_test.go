@@ -427,3 +427,87 @@ func TestWebhookHangingReceiverDoesNotSlowPosts(t *testing.T) {
 		}
 	})
 }
+
+// blockedWriter is a ResponseWriter whose writes, after the first, wait
+// until release is closed; entered receives each write's bytes as it
+// starts.
+type blockedWriter struct {
+	header  http.Header
+	entered chan string
+	release chan struct{}
+	writes  int
+	out     strings.Builder
+}
+
+func (w *blockedWriter) Header() http.Header { return w.header }
+func (w *blockedWriter) WriteHeader(int)     {}
+func (w *blockedWriter) Flush()              {}
+func (w *blockedWriter) Write(b []byte) (int, error) {
+	w.entered <- string(b)
+	if w.writes++; w.writes > 1 {
+		<-w.release
+	}
+	return w.out.Write(b)
+}
+
+// TestSlowWatchClientIsDroppedWithAnErrorEvent: a client that does not
+// take its events while more than Buffer of them come is sent what was
+// queued, then a TooSlow error event, and dropped; it never holds up the
+// Hub.
+func TestSlowWatchClientIsDroppedWithAnErrorEvent(t *testing.T) {
+	e := newWatchEnv(t, backends[0], WatchOptions{})
+	w := NewWatcher(e.hub, WatchOptions{Buffer: 1, NewTicker: func(time.Duration) (<-chan time.Time, func()) { return nil, func() {} },
+		After: func(time.Duration) <-chan time.Time { return nil }})
+	id := optest.NewIdentity(t, "dave.test", 1)
+	e.submitAt(time.Minute, id.DID, id.Head)
+	bw := &blockedWriter{header: http.Header{}, entered: make(chan string, 100), release: make(chan struct{})}
+	req := httptest.NewRequest(http.MethodGet, "/_watch?did="+url.QueryEscape(id.DID), nil)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		w.ServeHTTP(bw, req)
+	}()
+	<-bw.entered // ": watching"
+	op := id.Update(t, nil, 0, "dave1.test")
+	id.Accept(op)
+	e.submitAt(time.Minute, id.DID, op)
+	if got := <-bw.entered; !strings.HasPrefix(got, "id: 2\n") {
+		t.Fatalf("write %q, want the event of seq 2", got)
+	}
+	// The handler is stuck writing seq 2: four more ops, committed at
+	// once, overflow its buffer of one.
+	var lines strings.Builder
+	for i := range 4 {
+		op := id.Update(t, nil, 0, optest.Handle(i))
+		id.Accept(op)
+		lines.Write(validate.AppendSequencedJSON(nil, id.DID, op, e.clock.Now().Add(time.Duration(i+1)*time.Second), int64(3+i)))
+		lines.WriteByte('\n')
+	}
+	if _, err := oplog.Import(context.Background(), e.log, strings.NewReader(lines.String()), oplog.ImportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// Every Watch of the Hub sees the batch at once: once another has
+	// it, the slow one has overflowed.
+	other, err := e.hub.Watch(context.Background(), []string{id.DID}, 2, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	for range 4 {
+		if _, err := other.Next(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(bw.release)
+	<-done
+	for len(bw.entered) > 0 {
+		<-bw.entered
+	}
+	out := bw.out.String()
+	if !strings.HasSuffix(out, "event: error\ndata: {\"error\":\"TooSlow\",\"message\":\"more than 1 events waited for this client: reconnect with Last-Event-ID\"}\n\n") {
+		t.Fatalf("the stream did not end with TooSlow:\n%s", out)
+	}
+	if n := strings.Count(out, "event: op\n"); n < 2 || n > 3 {
+		t.Fatalf("%d op events before the error, want the one being written and those queued (2 or 3):\n%s", n, out)
+	}
+}
