@@ -100,28 +100,41 @@ func OpenKey(path string, create bool) (ed25519.PrivateKey, error) {
 	return ed25519.NewKeyFromSeed(seed), nil
 }
 
+// createKey writes a new key to path, unless another process has just
+// done so: the file is written whole under a temporary name, then linked
+// to path, so a reader never sees half of it, and the key already there
+// wins.
 func createKey(path string) (ed25519.PrivateKey, error) {
 	_, key, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("webhook key: %w", err)
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := os.CreateTemp(dir, ".webhook-key-*")
 	if err != nil {
 		return nil, fmt.Errorf("webhook key: %w", err)
 	}
+	defer os.Remove(f.Name())
 	line := keyFilePrefix + base64.StdEncoding.EncodeToString(key.Seed()) + "\n"
-	if _, err := f.WriteString(line); err != nil {
-		f.Close()
+	_, err = f.WriteString(line)
+	if err == nil {
+		err = f.Chmod(0o600)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		return nil, fmt.Errorf("webhook key: %w", err)
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("webhook key: %w", err)
-	}
-	if err := f.Close(); err != nil {
+	if err := os.Link(f.Name(), path); errors.Is(err, fs.ErrExist) {
+		return OpenKey(path, false)
+	} else if err != nil {
 		return nil, fmt.Errorf("webhook key: %w", err)
 	}
 	return key, nil

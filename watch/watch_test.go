@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -520,11 +521,41 @@ func TestKeyFile(t *testing.T) {
 	if err != nil || !k.Equal(again) {
 		t.Fatalf("reopened: %v, same key %v", err, k.Equal(again))
 	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("key file mode: %v, %v; want 0600", fi.Mode(), err)
+	}
 	bad := filepath.Join(t.TempDir(), "bad.key")
 	if err := writeFile(bad, "not a key\n"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := watch.OpenKey(bad, true); err == nil {
 		t.Fatal("a malformed key file opened")
+	}
+}
+
+// TestWebhookKeyCreatedByProcessesAtOnceIsOneKey: servers starting
+// together on one data directory (two plc serve on one PostgreSQL) agree
+// on one key; none fails because another created the file first, nor
+// reads it half-written.
+func TestWebhookKeyCreatedByProcessesAtOnceIsOneKey(t *testing.T) {
+	shared := filepath.Join(t.TempDir(), "shared.key")
+	keys := make(chan ed25519.PrivateKey, 8)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			k, err := watch.OpenKey(shared, true)
+			if err != nil {
+				t.Error(err)
+			}
+			keys <- k
+		})
+	}
+	wg.Wait()
+	close(keys)
+	first := <-keys
+	for k := range keys {
+		if !first.Equal(k) {
+			t.Fatal("two keys created for one file")
+		}
 	}
 }
