@@ -35,8 +35,12 @@ type HubOptions struct {
 	// seen at once.
 	PollInterval time.Duration
 	// MaxBacklog bounds the Events a new Watch replays from the store
-	// (default 10 000).
+	// (default 1000), and so the memory one holds before its reader takes
+	// them.
 	MaxBacklog int
+	// StoreReads bounds the store reads of new Watches' replays made at
+	// once, leaving the rest of the database pool to the API (default 2).
+	StoreReads int
 	// Logger receives the Hub's errors (default: discarded).
 	Logger *slog.Logger
 }
@@ -58,6 +62,7 @@ type Hub struct {
 	kick   chan struct{}
 	done   chan struct{}
 	closer sync.Once
+	reads  chan struct{} // a slot per replay read in progress
 
 	mu      sync.Mutex
 	closed  bool
@@ -70,7 +75,8 @@ type Hub struct {
 // NewHub returns a Hub over log and starts following it; Close stops it.
 func NewHub(log *oplog.Log, opts HubOptions) *Hub {
 	defaults.Positive(&opts.PollInterval, 250*time.Millisecond)
-	defaults.Positive(&opts.MaxBacklog, 10_000)
+	defaults.Positive(&opts.MaxBacklog, 1000)
+	defaults.Positive(&opts.StoreReads, 2)
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &Hub{
 		log:     log,
@@ -80,6 +86,7 @@ func NewHub(log *oplog.Log, opts HubOptions) *Hub {
 		ctx:     ctx,
 		stop:    cancel,
 		kick:    make(chan struct{}, 1),
+		reads:   make(chan struct{}, opts.StoreReads),
 		done:    make(chan struct{}),
 		watches: make(map[*Watch]struct{}),
 		byDID:   make(map[string]map[*Watch]struct{}),
@@ -159,7 +166,7 @@ func (h *Hub) Watch(ctx context.Context, dids []string, after int64, buffer int)
 	// The ops up to the Hub's position come from the store; the Hub sends
 	// the later ones.
 	for d := range w.dids {
-		ops, err := h.store.Ops(rctx, d)
+		ops, err := h.replayOps(rctx, d)
 		if err != nil {
 			w.Close()
 			return nil, fmt.Errorf("read the ops of %s: %w", d, err)
@@ -177,6 +184,18 @@ func (h *Hub) Watch(ctx context.Context, dids []string, after int64, buffer int)
 	}
 	slices.SortFunc(w.backlog, func(a, b Event) int { return cmp.Compare(a.Seq, b.Seq) })
 	return w, nil
+}
+
+// replayOps reads did's ops for a replay, holding one of the StoreReads
+// slots.
+func (h *Hub) replayOps(ctx context.Context, did string) ([]oplog.Entry, error) {
+	select {
+	case h.reads <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-h.reads }()
+	return h.store.Ops(ctx, did)
 }
 
 // Next returns the next Event, waiting for one. It returns the Watch's

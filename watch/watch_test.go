@@ -40,11 +40,16 @@ type env struct {
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
+	return newEnvWith(t, watch.HubOptions{PollInterval: time.Hour})
+}
+
+func newEnvWith(t testing.TB, opts watch.HubOptions) *env {
+	t.Helper()
 	s, _ := storetest.SQLite(t)
 	e := &env{t: t, clock: testclock.New(t0), store: s}
 	e.log = oplog.NewLog(s, oplog.Options{Now: e.clock.Now, NoRateLimit: true})
 	t.Cleanup(e.log.Close)
-	e.hub = watch.NewHub(e.log, watch.HubOptions{PollInterval: time.Hour})
+	e.hub = watch.NewHub(e.log, opts)
 	t.Cleanup(e.hub.Close)
 	return e
 }
@@ -557,5 +562,39 @@ func TestWebhookKeyCreatedByProcessesAtOnceIsOneKey(t *testing.T) {
 		if !first.Equal(k) {
 			t.Fatal("two keys created for one file")
 		}
+	}
+}
+
+// TestWebhookFarBehindGetsEverythingInOrder: a webhook whose DID has more
+// ops after its cursor than a Watch replays (its worker was stopped while
+// they came) gets them all, in order, once.
+func TestWebhookFarBehindGetsEverythingInOrder(t *testing.T) {
+	e := newEnvWith(t, watch.HubOptions{PollInterval: time.Hour, MaxBacklog: 2})
+	id := optest.NewIdentity(t, "erin.test", 1)
+	e.submit(id.DID, id.Head)
+	r := newReceiver(t)
+	hook, err := e.store.AddWebhook(context.Background(), id.DID, r.srv.URL, 10, 100, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		op := id.Update(t, nil, 0, optest.Handle(i))
+		id.Accept(op)
+		e.submit(id.DID, op)
+	}
+	if _, err := e.hub.Watch(context.Background(), []string{id.DID}, 1, 10); !errors.Is(err, watch.ErrBacklog) {
+		t.Fatalf("a Watch after seq 1: %v, want ErrBacklog", err)
+	}
+	e.runWorker(newKey(t), watch.WorkerOptions{After: newFakeAfter().after, Now: e.clock.Now})
+	for want := int64(2); want <= 6; want++ {
+		if c := decode(t, r.next(t).body); c.Seq != want {
+			t.Fatalf("delivery of seq %d, want %d", c.Seq, want)
+		}
+	}
+	waitCursor(t, e.store, hook.ID, 6)
+	select {
+	case d := <-r.got:
+		t.Fatalf("an extra delivery: %s", d.body)
+	default:
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -210,6 +211,12 @@ func (w *Worker) deliverAll(ctx context.Context, h oplog.Webhook) {
 	}
 	for ctx.Err() == nil {
 		wt, err := w.hub.Watch(ctx, []string{h.DID}, h.Cursor, w.opts.Buffer)
+		if errors.Is(err, ErrBacklog) {
+			if w.deliverBacklog(ctx, &h) {
+				return
+			}
+			continue
+		}
 		if err != nil {
 			if ctx.Err() == nil && !errors.Is(err, ErrClosed) {
 				w.logger.Error("webhooks: reading ops", "webhook", h.ID, "did", h.DID, "cursor", h.Cursor, "err", err)
@@ -236,34 +243,63 @@ func (w *Worker) deliverWatch(ctx context.Context, wt *Watch, h *oplog.Webhook) 
 			// Too slow: read what it missed from the store, from the cursor.
 			return !errors.Is(err, ErrTooSlow)
 		}
-		for {
-			err := w.post(ctx, h, ev)
-			if ctx.Err() != nil {
-				return true
-			}
-			if err == nil {
-				w.delivered.Inc()
-				h.Cursor, h.Failures, h.LastError = ev.Seq, 0, ""
-				if w.save(ctx, h) {
-					return true
-				}
-				break
-			}
-			w.failed.Inc()
-			h.Failures++
-			h.LastError = err.Error()
-			if h.Failures >= w.opts.MaxAttempts {
-				w.disabled.Inc()
-				h.Disabled = true
-				w.logger.Error("webhooks: attempts ran out, webhook disabled (plc watch enable resumes it)",
-					"webhook", h.ID, "did", h.DID, "seq", ev.Seq, "attempts", h.Failures, "err", err)
-				w.save(ctx, h)
-				return true
-			}
-			w.logger.Warn("webhooks: delivery failed", "webhook", h.ID, "did", h.DID, "seq", ev.Seq, "attempt", h.Failures, "err", err)
-			if w.save(ctx, h) || !w.wait(ctx, w.backoff(h.Failures)) {
-				return true
-			}
+		if w.deliver(ctx, h, ev) {
+			return true
+		}
+	}
+}
+
+// deliverBacklog delivers, from the store, the first MaxBacklog Events
+// after h's cursor: more than a Watch replays (a receiver down for long, a
+// busy DID). True when h is done.
+func (w *Worker) deliverBacklog(ctx context.Context, h *oplog.Webhook) bool {
+	ops, err := w.hub.replayOps(ctx, h.DID)
+	var evs []Event
+	if err == nil {
+		evs, err = describe(ops, h.Cursor, math.MaxInt64)
+	}
+	if err != nil {
+		if ctx.Err() == nil {
+			w.logger.Error("webhooks: reading ops", "webhook", h.ID, "did", h.DID, "cursor", h.Cursor, "err", err)
+		}
+		return !w.wait(ctx, w.opts.Reload)
+	}
+	for _, ev := range evs[:min(len(evs), w.hub.opts.MaxBacklog)] {
+		if w.deliver(ctx, h, ev) {
+			return true
+		}
+	}
+	return false
+}
+
+// deliver delivers ev to h, retrying with backoff until the receiver takes
+// it (the cursor moves past it) or the attempts run out (h is disabled).
+// True when h is done: disabled, removed, or ctx ended.
+func (w *Worker) deliver(ctx context.Context, h *oplog.Webhook, ev Event) bool {
+	for {
+		err := w.post(ctx, h, ev)
+		if ctx.Err() != nil {
+			return true
+		}
+		if err == nil {
+			w.delivered.Inc()
+			h.Cursor, h.Failures, h.LastError = ev.Seq, 0, ""
+			return w.save(ctx, h)
+		}
+		w.failed.Inc()
+		h.Failures++
+		h.LastError = err.Error()
+		if h.Failures >= w.opts.MaxAttempts {
+			w.disabled.Inc()
+			h.Disabled = true
+			w.logger.Error("webhooks: attempts ran out, webhook disabled (plc watch enable resumes it)",
+				"webhook", h.ID, "did", h.DID, "seq", ev.Seq, "attempts", h.Failures, "err", err)
+			w.save(ctx, h)
+			return true
+		}
+		w.logger.Warn("webhooks: delivery failed", "webhook", h.ID, "did", h.DID, "seq", ev.Seq, "attempt", h.Failures, "err", err)
+		if w.save(ctx, h) || !w.wait(ctx, w.backoff(h.Failures)) {
+			return true
 		}
 	}
 }
