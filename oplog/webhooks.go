@@ -56,6 +56,12 @@ type WebhookStore interface {
 	// SaveWebhook records the delivery state of webhook id (its cursor
 	// never moves back); a webhook removed meanwhile is ErrNotFound.
 	SaveWebhook(ctx context.Context, id, cursor int64, failures int, disabled bool, lastError string) error
+	// LeaseWebhooks takes or renews, for holder, the lease on delivering
+	// the webhooks until now+ttl, and reports whether holder has it: it
+	// does unless another holder's lease has not expired at now.
+	LeaseWebhooks(ctx context.Context, holder string, now time.Time, ttl time.Duration) (bool, error)
+	// ReleaseWebhooks gives up holder's lease, if it has it.
+	ReleaseWebhooks(ctx context.Context, holder string) error
 }
 
 // WebhooksOf returns the WebhookStore of store (the primary's, for a
@@ -164,6 +170,22 @@ func (r reads) SaveWebhook(ctx context.Context, id, cursor int64, failures int, 
 	}
 	if n == 0 {
 		return ErrNotFound
+	}
+	return nil
+}
+
+func (r reads) LeaseWebhooks(ctx context.Context, holder string, now time.Time, ttl time.Duration) (bool, error) {
+	n, err := r.h.exec(ctx, `UPDATE webhook_lease SET holder = ?, expires_at = ? WHERE id = 1 AND (holder = ? OR expires_at < ?)`,
+		holder, now.Add(ttl).UnixMilli(), holder, now.UnixMilli())
+	if err != nil {
+		return false, fmt.Errorf("lease webhooks: %w", err)
+	}
+	return n == 1, nil
+}
+
+func (r reads) ReleaseWebhooks(ctx context.Context, holder string) error {
+	if _, err := r.h.exec(ctx, `UPDATE webhook_lease SET expires_at = 0 WHERE id = 1 AND holder = ?`, holder); err != nil {
+		return fmt.Errorf("release webhooks: %w", err)
 	}
 	return nil
 }

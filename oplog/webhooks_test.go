@@ -100,4 +100,28 @@ func testWebhooks(t *testing.T, s oplog.Store) {
 	if err := ws.EnableWebhook(ctx, a.ID); !errors.Is(err, oplog.ErrNotFound) {
 		t.Fatalf("enabling a removed webhook: %v, want ErrNotFound", err)
 	}
+
+	// One holder of the delivery lease at a time, until it expires or is
+	// released.
+	lease := func(holder string, at time.Duration, want bool) {
+		t.Helper()
+		got, err := ws.LeaseWebhooks(ctx, holder, now.Add(at), 30*time.Second)
+		if err != nil || got != want {
+			t.Fatalf("lease for %s at +%s: %v, %v; want %v", holder, at, got, err, want)
+		}
+	}
+	lease("p1", 0, true)
+	lease("p2", time.Second, false)
+	lease("p1", 20*time.Second, true) // renewed: now until +50s
+	lease("p2", 40*time.Second, false)
+	lease("p2", 51*time.Second, true) // p1's expired
+	lease("p1", 52*time.Second, false)
+	if err := ws.ReleaseWebhooks(ctx, "p1"); err != nil { // not the holder: nothing
+		t.Fatal(err)
+	}
+	lease("p1", 53*time.Second, false)
+	if err := ws.ReleaseWebhooks(ctx, "p2"); err != nil {
+		t.Fatal(err)
+	}
+	lease("p1", 54*time.Second, true)
 }

@@ -22,6 +22,7 @@
 //   - webhooks: the callbacks registered for one DID's new ops (plc watch
 //     add), each with the cursor of its delivery worker, its failures and
 //     whether its attempts ran out; operator state, updated and deleted.
+//     webhook_lease names the one process that delivers them.
 package sql
 
 import "embed"

@@ -598,3 +598,49 @@ func TestWebhookFarBehindGetsEverythingInOrder(t *testing.T) {
 	default:
 	}
 }
+
+// TestTwoProcessesDeliverEachOpOnce: of two workers over one database
+// (two plc serve on one PostgreSQL), only the holder of the delivery lease
+// delivers; when it stops, the other takes over from the cursor.
+func TestTwoProcessesDeliverEachOpOnce(t *testing.T) {
+	e := newEnv(t)
+	h := newHostile(t)
+	e.submit(h.id.DID, h.id.Head)
+	r := newReceiver(t)
+	hook, err := e.store.AddWebhook(context.Background(), h.id.DID, r.srv.URL, 10, 100, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := newKey(t)
+	stopFirst := e.runWorker(key, watch.WorkerOptions{After: newFakeAfter().after, Now: e.clock.Now})
+	secondAfter := make(chan time.Time)
+	second := watch.NewWorker(e.hub, e.store, key, watch.WorkerOptions{Reload: time.Minute, Now: e.clock.Now,
+		After: func(d time.Duration) <-chan time.Time {
+			if d == time.Minute {
+				return secondAfter
+			}
+			return nil
+		}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); second.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	e.submit(h.id.DID, h.rotation)
+	if c := decode(t, r.next(t).body); c.Seq != 2 {
+		t.Fatalf("seq %d, want 2", c.Seq)
+	}
+	waitCursor(t, e.store, hook.ID, 2)
+	stopFirst() // releases the lease
+	secondAfter <- time.Time{}
+	e.submit(h.id.DID, h.recovery)
+	if c := decode(t, r.next(t).body); c.Seq != 3 {
+		t.Fatalf("after the takeover: seq %d, want 3 (and not 2 again)", c.Seq)
+	}
+	waitCursor(t, e.store, hook.ID, 3)
+	select {
+	case d := <-r.got:
+		t.Fatalf("a second delivery: %s", d.body)
+	default:
+	}
+}

@@ -5,6 +5,8 @@ import (
 	"cmp"
 	"context"
 	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -61,7 +63,9 @@ type WorkerOptions struct {
 	MinBackoff time.Duration
 	MaxBackoff time.Duration
 	// Reload is how often the registered webhooks are read again (default
-	// 10s): added ones start, removed ones stop.
+	// 10s): added ones start, removed ones stop. The lease on delivering
+	// them (one process of those sharing the database delivers) is renewed
+	// as often, for three times as long.
 	Reload time.Duration
 	// Buffer bounds the Events waiting for one webhook's deliveries
 	// (default 64); past it, the webhook reads them again from the store.
@@ -91,6 +95,7 @@ type Worker struct {
 	opts   WorkerOptions
 	client *http.Client
 	logger *slog.Logger
+	holder string // this worker's id in the delivery lease
 
 	delivered prometheus.Counter
 	failed    prometheus.Counter
@@ -126,7 +131,10 @@ func NewWorker(hub *Hub, store oplog.WebhookStore, key ed25519.PrivateKey, opts 
 	if opts.Registry != nil {
 		opts.Registry.MustRegister(attempts, disabled)
 	}
+	id := make([]byte, 12)
+	rand.Read(id)
 	return &Worker{
+		holder:    hex.EncodeToString(id),
 		delivered: attempts.WithLabelValues("ok"),
 		failed:    attempts.WithLabelValues("failed"),
 		disabled:  disabled,
@@ -144,7 +152,8 @@ func NewWorker(hub *Hub, store oplog.WebhookStore, key ed25519.PrivateKey, opts 
 }
 
 // Run delivers until ctx ends, then waits for the deliveries in progress
-// to stop.
+// to stop. Of the workers sharing a database, only the one that holds the
+// delivery lease delivers; the others take it over when it expires.
 func (w *Worker) Run(ctx context.Context) {
 	type running struct {
 		cancel context.CancelFunc
@@ -152,13 +161,42 @@ func (w *Worker) Run(ctx context.Context) {
 	}
 	active := map[int64]*running{}
 	var wg sync.WaitGroup
-	defer func() {
-		for _, r := range active {
+	stopAll := func() {
+		for id, r := range active {
 			r.cancel()
+			delete(active, id)
 		}
 		wg.Wait()
+	}
+	defer func() {
+		stopAll()
+		rctx, cancel := context.WithTimeout(context.Background(), w.opts.Timeout)
+		defer cancel()
+		if err := w.store.ReleaseWebhooks(rctx, w.holder); err != nil {
+			w.logger.Warn("webhooks: releasing the delivery lease", "err", err)
+		}
 	}()
+	leased := false
 	for {
+		held, err := w.store.LeaseWebhooks(ctx, w.holder, w.opts.Now(), 3*w.opts.Reload)
+		if err != nil && ctx.Err() == nil {
+			w.logger.Error("webhooks: renewing the delivery lease", "err", err)
+		}
+		if held != leased && ctx.Err() == nil {
+			w.logger.Info("webhooks: delivery lease", "held", held)
+		}
+		leased = held
+		if !held {
+			// Another process delivers (or the lease could not be
+			// renewed, and another may take it over).
+			stopAll()
+			select {
+			case <-ctx.Done():
+				return
+			case <-w.opts.After(w.opts.Reload):
+			}
+			continue
+		}
 		hooks, err := w.store.Webhooks(ctx)
 		if err != nil && ctx.Err() == nil {
 			w.logger.Error("webhooks: reading the registered webhooks", "err", err)

@@ -17,3 +17,14 @@ CREATE TABLE webhooks (
     last_error TEXT    NOT NULL DEFAULT '',
     UNIQUE (did, url)
 );
+
+-- webhook_lease: which process delivers the webhooks, when several share
+-- the database (plc serve processes over one PostgreSQL): the holder (a
+-- random id per process) owns it until expires_at (unix milliseconds) and
+-- renews it; another takes it over only once it has expired.
+CREATE TABLE webhook_lease (
+    id         SMALLINT PRIMARY KEY CHECK (id = 1),
+    holder     TEXT     NOT NULL,
+    expires_at BIGINT   NOT NULL
+);
+INSERT INTO webhook_lease (id, holder, expires_at) VALUES (1, '', 0);
