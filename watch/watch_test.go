@@ -644,3 +644,35 @@ func TestTwoProcessesDeliverEachOpOnce(t *testing.T) {
 	default:
 	}
 }
+
+// TestWatchSeesCommitsOfAnotherProcess: ops committed by another process
+// sharing the database (no commit signal here) reach the watches at the
+// next poll.
+func TestWatchSeesCommitsOfAnotherProcess(t *testing.T) {
+	s, path := storetest.SQLite(t)
+	clock := testclock.New(t0)
+	here := oplog.NewLog(s, oplog.Options{Now: clock.Now, NoRateLimit: true})
+	t.Cleanup(here.Close)
+	hub := watch.NewHub(here, watch.HubOptions{PollInterval: time.Millisecond})
+	t.Cleanup(hub.Close)
+	other, err := oplog.OpenSQLite(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { other.Close() })
+	there := oplog.NewLog(other, oplog.Options{Now: clock.Now, NoRateLimit: true})
+	t.Cleanup(there.Close)
+
+	id := optest.NewIdentity(t, "frank.test", 1)
+	w, err := hub.Watch(context.Background(), []string{id.DID}, -1, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if _, err := there.Submit(context.Background(), id.DID, id.Head); err != nil {
+		t.Fatal(err)
+	}
+	if c := next(t, w); c.Seq != 1 || !slices.Equal(c.Changed, []string{"created"}) {
+		t.Fatalf("event %+v, want the genesis op", c)
+	}
+}
