@@ -22,5 +22,6 @@
 // Webhooks (a Worker) are Watches of one DID each, resumed from a cursor
 // kept in the database (oplog.WebhookStore): each Event is POSTed as JSON,
 // signed with an Ed25519 key (Signer), retried with exponential backoff,
-// and the cursor moves past an op only once its receiver took it.
+// and the cursor moves past an op only once its receiver took it. Of the
+// processes sharing a database, the one holding a lease in it delivers.
 package watch
