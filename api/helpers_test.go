@@ -383,6 +383,8 @@ func specPath(escaped string) string {
 	switch escaped {
 	case "/_health", "/openapi.yaml", "/export", "/export/stream", "/dids":
 		return escaped
+	case "/_watch", "/_watch/key":
+		return escaped
 	case "/", "/ui":
 		return "" // the web UI's, when Config.UI is set: not in the API contract
 	}

@@ -100,6 +100,14 @@ func New(cfg Config) *Server {
 		e.GET("/ui", serveUI)
 		e.GET("/ui/*path", serveUI)
 	}
+	e.GET("/_watch", func(c *gin.Context) {
+		if cfg.Watch == nil {
+			writeMessage(c, http.StatusNotFound, "Not Found: this directory serves no watch streams")
+			return
+		}
+		cfg.Watch.ServeHTTP(c.Writer, c.Request)
+	})
+	e.GET("/_watch/key", func(c *gin.Context) { serveWatchKey(c, cfg.WatchKey) })
 	e.GET("/tlog/*path", func(c *gin.Context) {
 		if s.tlog == nil {
 			writeMessage(c, http.StatusNotFound, "Not Found: this directory keeps no transparency log")
@@ -114,7 +122,7 @@ func New(cfg Config) *Server {
 // staticPaths are the routes without a parameter. A concrete path wins
 // over /:did (as OpenAPI path matching has it), so only GET is allowed on
 // them.
-var staticPaths = map[string]bool{"/_health": true, "/openapi.yaml": true, "/export": true, routeStream: true, "/_mirror/divergences": true}
+var staticPaths = map[string]bool{"/_health": true, "/openapi.yaml": true, "/export": true, routeStream: true, "/_mirror/divergences": true, "/_watch": true, "/_watch/key": true}
 
 // ServeHTTP answers HEAD as GET (net/http drops the body) and ignores one
 // trailing slash, as the reference's express router does.
@@ -184,7 +192,7 @@ func (s *Server) observe(c *gin.Context) {
 	route = cmp.Or(route, routeUnmatched)
 	elapsed := time.Since(start)
 	status := c.Writer.Status()
-	if route != routeStream { // a WebSocket's duration is not a latency
+	if route != routeStream && route != "/_watch" { // a stream's duration is not a latency
 		s.metrics.latency.WithLabelValues(route, methodLabel(c.Request.Method), statusClass(status)).Observe(elapsed.Seconds())
 	}
 	ctx := c.Request.Context()

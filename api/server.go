@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	_ "embed"
 	"encoding/json"
 	"errors"
@@ -82,6 +83,12 @@ type Config struct {
 	// client's address to that header; otherwise clients choose their own
 	// key.
 	TrustProxy bool
+	// Watch serves GET /_watch (a Watcher: the server-sent events of the
+	// new ops of chosen DIDs). Nil: the route answers 404.
+	Watch http.Handler
+	// WatchKey, if set, is the Ed25519 public key that signs webhook
+	// deliveries, published at GET /_watch/key (else 404).
+	WatchKey ed25519.PublicKey
 	// Stream serves GET /export/stream (the WebSocket event stream). Nil: the
 	// route answers 501.
 	Stream http.Handler

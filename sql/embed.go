@@ -19,6 +19,10 @@
 //     (not written by the append transactions), only ever added to (so it
 //     holds stale pairs: readers check the current document), and
 //     rebuildable. handles_backfill records the last seq it covers.
+//   - webhooks: the callbacks registered for one DID's new ops (plc watch
+//     add), each with the cursor of its delivery worker, its failures and
+//     whether its attempts ran out; operator state, updated and deleted.
+//     webhook_lease names the one process that delivers them.
 package sql
 
 import "embed"

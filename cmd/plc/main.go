@@ -34,6 +34,7 @@ func commands() []command {
 		{Name: "export", Summary: "write the log as export lines, or as bundles (offline, from the database)", Run: runExport},
 		{Name: "migrate", Summary: "manage the database schema (up, version)", Run: runMigrate},
 		{Name: "audit", Summary: "independent verification (plc audit help)", Run: runAudit},
+		{Name: "watch", Summary: "register webhooks for the new ops of DIDs (add, list, remove, enable)", Run: runWatch},
 		{Name: "keygen", Summary: "create a transparency-log checkpoint key, or a did:plc rotation key", Run: runKeygen},
 		{Name: "op", Summary: "build, sign and submit a DID's operations from key files (plc op help)", Run: runOp},
 		{Name: "bench", Summary: "load a running directory (plc bench help)", Run: bench.Run},

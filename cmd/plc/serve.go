@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +22,7 @@ import (
 	"github.com/plcdir/plc/bundle"
 	"github.com/plcdir/plc/internal/cli"
 	"github.com/plcdir/plc/oplog"
+	"github.com/plcdir/plc/watch"
 )
 
 // serveConfig is everything `plc serve` needs. It is filled from flags
@@ -76,6 +78,10 @@ type serveConfig struct {
 	ReadCacheNotify bool
 	// Bundles is a bundle folder served at /bundles/ (empty: none).
 	Bundles string
+	// WebhookKey is the file of the Ed25519 key that signs webhook
+	// deliveries, created when missing; empty: webhook.key in the data
+	// directory.
+	WebhookKey string
 }
 
 // serverFlags binds the flags plc serve and plc mirror share: the
@@ -95,6 +101,7 @@ func serverFlags(f *cli.Flags, c *serveConfig) {
 	tlogFlags(f, &c.TLog)
 	f.Bool(&c.NoUI, "no-ui", "PLC_NO_UI", "serve the API only: no web UI at / and /ui/")
 	f.Str(&c.Bundles, "bundles", "PLC_BUNDLES", "", "a bundle folder (plc export --bundles) to serve read-only at /bundles/")
+	f.Str(&c.WebhookKey, "webhook-key", "PLC_WEBHOOK_KEY", "", "the Ed25519 key file that signs webhook deliveries (GET /_watch/key publishes its public key), created when missing; default: webhook.key in the data directory")
 	logFlags(f, &c.LogFormat, &c.LogLevel)
 }
 
@@ -330,6 +337,15 @@ func serveWith(ctx context.Context, c serveConfig, logger *slog.Logger, hook dir
 	}
 	log := oplog.NewLog(readStore, oplog.Options{NoRateLimit: c.NoDIDRateLimit, Metrics: opMetrics, MaxClockSkew: c.MaxClockSkew, Logger: logger})
 	streamer := api.NewStreamer(log, api.StreamOptions{Logger: logger})
+	webhookKey, err := watch.OpenKey(webhookKeyPath(&c), true)
+	if err != nil {
+		streamer.Close()
+		log.Close()
+		return err
+	}
+	hub := watch.NewHub(log, watch.HubOptions{Logger: logger})
+	defer hub.Close()
+	watcher := api.NewWatcher(hub, api.WatchOptions{Logger: logger, Registry: reg})
 	apiCfg := api.Config{
 		Log:        log,
 		OpMetrics:  opMetrics,
@@ -341,6 +357,8 @@ func serveWith(ctx context.Context, c serveConfig, logger *slog.Logger, hook dir
 		IPBurst:    c.IPBurst,
 		Stream:     streamer,
 		TLog:       tl,
+		Watch:      watcher,
+		WatchKey:   webhookKey.Public().(ed25519.PublicKey),
 
 		ReadCacheBytes: int64(c.ReadCacheBytes),
 	}
@@ -381,6 +399,7 @@ func serveWith(ctx context.Context, c serveConfig, logger *slog.Logger, hook dir
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
+	srv.RegisterOnShutdown(watcher.Close)
 	maxConns, maxPerIP := c.connLimits(logger)
 	conns := api.NewConnLimiter(api.ConnLimits{MaxConns: maxConns, MaxPerIP: maxPerIP, Registry: reg, Logger: logger})
 	srv.ConnState = conns.ConnState
@@ -434,9 +453,17 @@ func serveWith(ctx context.Context, c serveConfig, logger *slog.Logger, hook dir
 				router.Run(roleCtx, c.ReadDBCheck)
 			}
 		}()
+		wDone := make(chan struct{})
+		go func() {
+			defer close(wDone)
+			if ws, ok := oplog.WebhooksOf(store); ok {
+				watch.NewWorker(hub, ws, webhookKey, watch.WorkerOptions{Logger: logger, Registry: reg}).Run(roleCtx)
+			}
+		}()
 		if run != nil {
 			run(roleCtx)
 		}
+		<-wDone
 		<-rDone
 		<-tlDone
 		<-hDone

@@ -18,7 +18,7 @@ func TestServeRefusesUnusableSchema(t *testing.T) {
 	for _, tc := range []struct {
 		name, sql, want string
 	}{
-		{"newer", `UPDATE schema_migrations SET version = 99`, "version 99 is newer than this binary's 5; run a newer plc"},
+		{"newer", `UPDATE schema_migrations SET version = 99`, "version 99 is newer than this binary's 6; run a newer plc"},
 		{"dirty", `UPDATE schema_migrations SET dirty = 1`, "dirty (a migration failed half-way)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,0 +1,2 @@
+DROP TABLE webhook_lease;
+DROP TABLE webhooks;
