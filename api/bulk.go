@@ -140,7 +140,7 @@ func (s *Server) resolveBatch(c *gin.Context, view cacheView, batch []string, re
 		if !ok {
 			continue
 		}
-		op, err := entryOp(&e)
+		op, err := e.ParsedOp()
 		if err != nil {
 			return nil, nil, err
 		}

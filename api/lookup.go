@@ -105,7 +105,7 @@ func (s *Server) lookupHandle(c *gin.Context) error {
 		if !ok {
 			continue
 		}
-		op, err := entryOp(&e)
+		op, err := e.ParsedOp()
 		if err != nil {
 			return err
 		}

@@ -162,7 +162,7 @@ func (s *Server) render(c *gin.Context, route readRoute, did string) (*answer, e
 // routeLast) for did from e, its head (Store.Head). The document and the
 // data of a tombstoned DID are a 404.
 func headAnswer(route readRoute, did string, e *oplog.Entry) (*answer, error) {
-	head, err := entryOp(e)
+	head, err := e.ParsedOp()
 	if err != nil {
 		return nil, err
 	}

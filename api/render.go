@@ -2,7 +2,6 @@ package api
 
 import (
 	"encoding/base64"
-	"fmt"
 	"strconv"
 
 	"golang.org/x/mod/sumdb/tlog"
@@ -13,23 +12,9 @@ import (
 
 // Renderings of log entries, byte-compatible with the reference.
 
-// entryOp returns the parsed op of e.
-func entryOp(e *oplog.Entry) (*validate.Op, error) {
-	if e.Decoded != nil {
-		return e.Decoded, nil
-	}
-	op, err := validate.ParseCBOR(e.Op)
-	if err != nil {
-		// The log holds only ops that parsed when they were appended: this
-		// is a corrupted database, not a client error.
-		return nil, fmt.Errorf("op %d (%s) in the log does not parse: %w", e.Seq, e.CID, err)
-	}
-	return op, nil
-}
-
 // appendOpJSON appends the op of e as JSON in the reference key order.
 func appendOpJSON(dst []byte, e *oplog.Entry) ([]byte, error) {
-	op, err := entryOp(e)
+	op, err := e.ParsedOp()
 	if err != nil {
 		return dst, err
 	}
@@ -39,7 +24,7 @@ func appendOpJSON(dst []byte, e *oplog.Entry) ([]byte, error) {
 // appendAuditEntry appends e as an /:did/log/audit element (a legacy
 // /export line).
 func appendAuditEntry(dst []byte, e *oplog.Entry) ([]byte, error) {
-	op, err := entryOp(e)
+	op, err := e.ParsedOp()
 	if err != nil {
 		return dst, err
 	}
@@ -49,7 +34,7 @@ func appendAuditEntry(dst []byte, e *oplog.Entry) ([]byte, error) {
 // appendSequencedEntry appends e as a seq-mode /export line (an
 // /export/stream event).
 func appendSequencedEntry(dst []byte, e *oplog.Entry) ([]byte, error) {
-	op, err := entryOp(e)
+	op, err := e.ParsedOp()
 	if err != nil {
 		return dst, err
 	}

@@ -1,13 +1,14 @@
 package bundle
 
 import (
-	"encoding/json"
 	"errors"
 	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/plcdir/plc/tlog"
 )
 
 // Handler serves the bundle folder dir read-only: GET or HEAD of /NAME,
@@ -20,27 +21,27 @@ func Handler(dir string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")
-			writeError(w, http.StatusMethodNotAllowed, "Method Not Allowed")
+			tlog.WriteJSONError(w, http.StatusMethodNotAllowed, "Method Not Allowed")
 			return
 		}
 		name := strings.TrimPrefix(r.URL.Path, "/")
 		if !fileNameRE.MatchString(name) {
-			writeError(w, http.StatusNotFound, "Not Found: not a file of the bundle folder")
+			tlog.WriteJSONError(w, http.StatusNotFound, "Not Found: not a file of the bundle folder")
 			return
 		}
 		f, err := os.Open(filepath.Join(dir, name))
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
-				writeError(w, http.StatusNotFound, "Not Found")
+				tlog.WriteJSONError(w, http.StatusNotFound, "Not Found")
 			} else {
-				writeError(w, http.StatusServiceUnavailable, "the bundle folder cannot be read")
+				tlog.WriteJSONError(w, http.StatusServiceUnavailable, "the bundle folder cannot be read")
 			}
 			return
 		}
 		defer f.Close()
 		fi, err := f.Stat()
 		if err != nil || !fi.Mode().IsRegular() {
-			writeError(w, http.StatusNotFound, "Not Found")
+			tlog.WriteJSONError(w, http.StatusNotFound, "Not Found")
 			return
 		}
 		if name == IndexName {
@@ -52,12 +53,4 @@ func Handler(dir string) http.Handler {
 		}
 		http.ServeContent(w, r, name, fi.ModTime(), f)
 	})
-}
-
-func writeError(w http.ResponseWriter, code int, msg string) {
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(code)
-	b, _ := json.Marshal(map[string]string{"message": msg})
-	w.Write(b)
 }

@@ -64,6 +64,7 @@ package oplog
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"golang.org/x/mod/sumdb/tlog"
@@ -87,6 +88,20 @@ type Entry struct {
 	// Nullified is filled by reads that report it (Ops, ExportByTime); it
 	// is derived state, as of the read.
 	Nullified bool
+}
+
+// ParsedOp returns the parsed op of e: Decoded, or the op parsed from its
+// bytes. The log holds only ops that parsed when they were appended, so an
+// error is a corrupted database, not a client's mistake.
+func (e *Entry) ParsedOp() (*validate.Op, error) {
+	if e.Decoded != nil {
+		return e.Decoded, nil
+	}
+	op, err := validate.ParseCBOR(e.Op)
+	if err != nil {
+		return nil, fmt.Errorf("op %d (%s) in the log does not parse: %w", e.Seq, e.CID, err)
+	}
+	return op, nil
 }
 
 // DIDRecord is the current, derived state of one DID.

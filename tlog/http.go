@@ -30,7 +30,7 @@ import (
 func (t *TLog) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
-		writeError(w, http.StatusMethodNotAllowed, "Method Not Allowed")
+		WriteJSONError(w, http.StatusMethodNotAllowed, "Method Not Allowed")
 		return
 	}
 	path := r.URL.Path
@@ -42,11 +42,13 @@ func (t *TLog) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case path == "/tlog/proof/consistency":
 		t.serveConsistency(w, r)
 	default:
-		writeError(w, http.StatusNotFound, "Not Found")
+		WriteJSONError(w, http.StatusNotFound, "Not Found")
 	}
 }
 
-func writeError(w http.ResponseWriter, code int, msg string) {
+// WriteJSONError answers code with the directory's JSON error body
+// ({"message": msg}), not to be stored by any cache.
+func WriteJSONError(w http.ResponseWriter, code int, msg string) {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(code)
@@ -58,7 +60,7 @@ func (t *TLog) serveCheckpoint(w http.ResponseWriter, r *http.Request) {
 	cp, _, err := t.WitnessedCheckpoint(r.Context())
 	if err != nil {
 		t.opts.Logger.Error("read the checkpoint", "err", err)
-		writeError(w, http.StatusServiceUnavailable, "the checkpoint is not available")
+		WriteJSONError(w, http.StatusServiceUnavailable, "the checkpoint is not available")
 		return
 	}
 	t.SetWitnessHeaders(w.Header(), cp.Note)
@@ -176,11 +178,11 @@ func tileInTree(tile sumdb.Tile, size int64) bool {
 func (t *TLog) serveTile(w http.ResponseWriter, r *http.Request, p string) {
 	tile, err := parseTile(p)
 	if errors.Is(err, errTileBeyondTree) {
-		writeError(w, http.StatusNotFound, "tile not found: no tree holds it")
+		WriteJSONError(w, http.StatusNotFound, "tile not found: no tree holds it")
 		return
 	}
 	if err != nil {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("%s: want /tlog/tile/<L>/<N>[.p/<W>] or /tlog/tile/entries/<N>[.p/<W>]", err))
+		WriteJSONError(w, http.StatusBadRequest, fmt.Sprintf("%s: want /tlog/tile/<L>/<N>[.p/<W>] or /tlog/tile/entries/<N>[.p/<W>]", err))
 		return
 	}
 	full := tile.W == plc.TileWidth
@@ -196,11 +198,11 @@ func (t *TLog) serveTile(w http.ResponseWriter, r *http.Request, p string) {
 	size, err := t.store.TreeSize(ctx)
 	if err != nil {
 		t.opts.Logger.Error("read the tree size", "err", err)
-		writeError(w, http.StatusServiceUnavailable, "the tree is not available")
+		WriteJSONError(w, http.StatusServiceUnavailable, "the tree is not available")
 		return
 	}
 	if !tileInTree(tile, size) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("tile not found: the tree holds %d entries", size))
+		WriteJSONError(w, http.StatusNotFound, fmt.Sprintf("tile not found: the tree holds %d entries", size))
 		return
 	}
 	var b []byte
@@ -217,14 +219,14 @@ func (t *TLog) serveTile(w http.ResponseWriter, r *http.Request, p string) {
 		}
 		if err != nil {
 			t.opts.Logger.Error("read an entry bundle", "tile", key, "err", err)
-			writeError(w, http.StatusServiceUnavailable, "the entries are not available")
+			WriteJSONError(w, http.StatusServiceUnavailable, "the entries are not available")
 			return
 		}
 	} else {
 		b, err = sumdb.ReadTileData(tile, oplog.HashReader(ctx, t.store))
 		if err != nil {
 			t.opts.Logger.Error("read a tile", "tile", key, "err", err)
-			writeError(w, http.StatusServiceUnavailable, "the tile is not available")
+			WriteJSONError(w, http.StatusServiceUnavailable, "the tile is not available")
 			return
 		}
 	}
@@ -330,23 +332,23 @@ func (t *TLog) serveConsistency(w http.ResponseWriter, r *http.Request) {
 	oldSize, ok1 := param("old")
 	newSize, ok2 := param("new")
 	if !ok1 || !ok2 || newSize < oldSize {
-		writeError(w, http.StatusBadRequest, "want old and new tree sizes with 0 <= old <= new")
+		WriteJSONError(w, http.StatusBadRequest, "want old and new tree sizes with 0 <= old <= new")
 		return
 	}
 	ctx := r.Context()
 	size, err := t.store.TreeSize(ctx)
 	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, "the tree is not available")
+		WriteJSONError(w, http.StatusServiceUnavailable, "the tree is not available")
 		return
 	}
 	if newSize > size {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("tree size %d not found: the tree holds %d entries", newSize, size))
+		WriteJSONError(w, http.StatusNotFound, fmt.Sprintf("tree size %d not found: the tree holds %d entries", newSize, size))
 		return
 	}
 	p, err := t.ConsistencyProof(ctx, oldSize, newSize)
 	if err != nil {
 		t.opts.Logger.Error("consistency proof", "old", oldSize, "new", newSize, "err", err)
-		writeError(w, http.StatusServiceUnavailable, "the proof is not available")
+		WriteJSONError(w, http.StatusServiceUnavailable, "the proof is not available")
 		return
 	}
 	resp := ConsistencyResponse{Old: oldSize, New: newSize, Proof: EncodeHashes(p)}

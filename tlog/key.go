@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/plcdir/plc/internal/keyfile"
 	"github.com/plcdir/plc/oplog"
 )
 
@@ -151,28 +152,7 @@ func LoadKey(path string) (*Key, error) {
 
 // WriteKeyFile writes skey to a new file at path (mode 0600, its
 // directory created), refusing to overwrite an existing one.
-func WriteKeyFile(path, skey string) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
-		return err
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("%s exists: refusing to overwrite a key: %w", path, err)
-		}
-		return err
-	}
-	if _, err := f.WriteString(skey + "\n"); err != nil {
-		f.Close()
-		os.Remove(path)
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
+func WriteKeyFile(path, skey string) error { return keyfile.Create(path, skey+"\n") }
 
 // OpenKey returns the checkpoint key of the log in store, and never starts
 // a new log by accident: it loads file when set, else dir's

@@ -100,7 +100,7 @@ func describe(ops []oplog.Entry, after, upTo int64) ([]Event, error) {
 		if e.Seq > upTo {
 			break
 		}
-		op, err := entryOp(e)
+		op, err := e.ParsedOp()
 		if err != nil {
 			return nil, err
 		}
@@ -130,17 +130,6 @@ func describe(ops []oplog.Entry, after, upTo int64) ([]Event, error) {
 		chain = append(chain[:base], link{e, op})
 	}
 	return out, nil
-}
-
-func entryOp(e *oplog.Entry) (*validate.Op, error) {
-	if e.Decoded != nil {
-		return e.Decoded, nil
-	}
-	op, err := validate.ParseCBOR(e.Op)
-	if err != nil {
-		return nil, fmt.Errorf("op %d (%s) in the log does not parse: %w", e.Seq, e.CID, err)
-	}
-	return op, nil
 }
 
 // stateOf returns the state op makes, nil for a tombstone.

@@ -8,10 +8,11 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/plcdir/plc/internal/keyfile"
 )
 
 // Webhook signatures.
@@ -109,30 +110,8 @@ func createKey(path string) (ed25519.PrivateKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return nil, fmt.Errorf("webhook key: %w", err)
-	}
-	f, err := os.CreateTemp(dir, ".webhook-key-*")
-	if err != nil {
-		return nil, fmt.Errorf("webhook key: %w", err)
-	}
-	defer os.Remove(f.Name())
 	line := keyFilePrefix + base64.StdEncoding.EncodeToString(key.Seed()) + "\n"
-	_, err = f.WriteString(line)
-	if err == nil {
-		err = f.Chmod(0o600)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return nil, fmt.Errorf("webhook key: %w", err)
-	}
-	if err := os.Link(f.Name(), path); errors.Is(err, fs.ErrExist) {
+	if err := keyfile.Create(path, line); errors.Is(err, keyfile.ErrExists) {
 		return OpenKey(path, false)
 	} else if err != nil {
 		return nil, fmt.Errorf("webhook key: %w", err)

@@ -4,14 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
-	"path/filepath"
 	"runtime"
 	"strings"
 
 	"github.com/bluesky-social/indigo/atproto/atcrypto"
 
+	"github.com/plcdir/plc/internal/keyfile"
 	"github.com/plcdir/plc/validate"
 )
 
@@ -137,26 +136,4 @@ func LoadKeyFile(path string) (*Key, error) {
 
 // WriteKeyFile writes k to a new file at path, mode 0600. An existing
 // file is never overwritten.
-func WriteKeyFile(path string, k *Key) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("%s exists: refusing to overwrite a key: %w", path, err)
-		}
-		return err
-	}
-	if _, err := f.WriteString(k.Multibase() + "\n"); err != nil {
-		f.Close()
-		os.Remove(path)
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		os.Remove(path)
-		return err
-	}
-	return f.Close()
-}
+func WriteKeyFile(path string, k *Key) error { return keyfile.Create(path, k.Multibase()+"\n") }
