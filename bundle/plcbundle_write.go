@@ -49,6 +49,10 @@ type PlcbundleExportStats struct {
 	Existing, Written int
 }
 
+// ErrPlcbundleOrigin: WritePlcbundles was asked to extend a repository of
+// another origin.
+var ErrPlcbundleOrigin = errors.New("a repository of another origin")
+
 // maxPlcbundlePage bounds the ops read at once: a page must hold a whole
 // millisecond's ops.
 const maxPlcbundlePage = 1 << 20
@@ -93,7 +97,7 @@ func WritePlcbundles(ctx context.Context, src PlcbundleOpSource, dir string, opt
 	case err != nil:
 		return st, err
 	case idx.Origin != opts.Origin:
-		return st, fmt.Errorf("plcbundle export: %s holds a repository of origin %q, not %q: not extending it", dir, idx.Origin, opts.Origin)
+		return st, fmt.Errorf("plcbundle export: %w: %s has origin %q, not %q: not extending it", ErrPlcbundleOrigin, dir, idx.Origin, opts.Origin)
 	}
 	w.idx = idx
 	st.Existing = len(idx.Bundles)

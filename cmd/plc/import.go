@@ -80,6 +80,9 @@ on a database error or an interruption, 2 on usage or input errors.`, e)
 	if err := c.validate(); err != nil {
 		return e.Failf(exitUsage, "plc import: %v", err)
 	}
+	if code, ok := importForeign(ctx, c, e); ok {
+		return code
+	}
 	return importExport(ctx, c, e)
 }
 

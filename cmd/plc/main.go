@@ -31,6 +31,7 @@ func commands() []command {
 		{Name: "serve", Summary: "run the directory (HTTP API over the operation log)", Run: runServe},
 		{Name: "mirror", Summary: "replicate and verify another directory, and serve it", Run: runMirror},
 		{Name: "import", Summary: "import an export file (verified, resumable)", Run: runImport},
+		{Name: "export-plcbundle", Summary: "write the log as a plcbundle V1 repository (incremental)", Run: runExportPlcbundle},
 		{Name: "migrate", Summary: "manage the database schema (up, version)", Run: runMigrate},
 		{Name: "audit", Summary: "independent verification (plc audit help)", Run: runAudit},
 		{Name: "keygen", Summary: "create a transparency-log checkpoint key", Run: runKeygen},
