@@ -82,6 +82,9 @@ func (r *PlcbundleReader) Source() string {
 // not read at all, and the first line handed over is numbered 1.
 func (r *PlcbundleReader) Skip(n int64) { r.skip = max(n, 0) }
 
+// Skipped returns the lines Skip passed over.
+func (r *PlcbundleReader) Skipped() int64 { return r.skip }
+
 // Ready: the lines are at hand.
 func (r *PlcbundleReader) Ready() bool { return true }
 

@@ -124,6 +124,9 @@ func (r *WeeklyReader) Source() (string, error) {
 // before the first Next: the first line handed over is numbered 1.
 func (r *WeeklyReader) Skip(n int64) { r.skip = max(n, 0) }
 
+// Skipped returns the objects Skip passed over.
+func (r *WeeklyReader) Skipped() int64 { return r.skip }
+
 // Ready: the lines are at hand.
 func (r *WeeklyReader) Ready() bool { return true }
 

@@ -16,8 +16,7 @@ import (
 // foreignSource is an input in a foreign bulk format, read by package
 // bundle: a plcbundle V1 repository or allegedly's weekly files.
 type foreignSource interface {
-	oplog.LineSource
-	Skip(n int64)
+	bundle.ForeignSource
 	Close() error
 }
 
@@ -100,30 +99,21 @@ func runImportForeign(ctx context.Context, c importConfig, e env, format string,
 		return e.Failf(exitFailure, "plc import: %v", err)
 	}
 	defer store.Close()
-	cur, err := store.Cursor(ctx, name)
-	if err != nil {
-		return e.Failf(exitFailure, "plc import: %v", err)
-	}
-	src.Skip(cur.Line)
 	log := oplog.NewLog(store, oplog.Options{NoRateLimit: true, Now: c.now, MaxClockSkew: c.MaxClockSkew})
 	defer log.Close()
 
-	fmt.Fprintf(e.Stderr, "plc import: %s: %s, source %s", c.Input, format, name)
-	if cur.Line > 0 {
-		fmt.Fprintf(e.Stderr, ", resuming after line %d", cur.Line)
-	}
-	fmt.Fprintln(e.Stderr)
+	fmt.Fprintf(e.Stderr, "plc import: %s: %s, source %s\n", c.Input, format, name)
 	var read atomic.Int64
-	p := &progress{w: e.Stderr, tty: isTerminal(e.Stderr), now: c.now, size: max(total-cur.Line, 0), read: &read, cmd: "plc import"}
+	p := &progress{w: e.Stderr, tty: isTerminal(e.Stderr), now: c.now, size: total, read: &read, cmd: "plc import"}
 	p.start = c.now()
 	p.last = p.start
-	st, err := oplog.Replay(ctx, log, src, oplog.ImportOptions{
+	done, st, err := bundle.ReplayForeign(ctx, log, src, oplog.ImportOptions{
 		Source:    name,
 		BatchSize: c.Batch,
 		Workers:   c.Workers,
 		Rejected:  p.rejected,
 		Progress: func(st oplog.ImportStats) {
-			read.Store(st.Lines)
+			read.Store(src.Skipped() + st.Lines)
 			p.batch(st)
 			if c.afterBatch != nil {
 				c.afterBatch(st)
@@ -137,7 +127,7 @@ func runImportForeign(ctx context.Context, c importConfig, e env, format string,
 	}
 	elapsed := c.now().Sub(p.start)
 	fmt.Fprintf(e.Stdout, "%s: %d lines: %d imported, %d rejected, %d skipped (already imported); %s ops/s, %s\n",
-		verb, cur.Line+st.Lines, st.Imported, st.Rejected, cur.Line+st.Skipped, rate(st.Imported, elapsed), elapsed.Round(time.Millisecond))
+		verb, done+st.Lines, st.Imported, st.Rejected, done+st.Skipped, rate(st.Imported, elapsed), elapsed.Round(time.Millisecond))
 	if st.Rejected > 0 {
 		fmt.Fprintf(e.Stdout, "%d lines rejected: not applied; reported above and kept in the database (table rejected, source %s)\n", st.Rejected, name)
 	}
