@@ -59,9 +59,9 @@ func TestWeeklyScannerSplitsObjectsWithOrWithoutNewlines(t *testing.T) {
 
 func TestWeeklyScannerRefusesWhatIsNotAnObjectStream(t *testing.T) {
 	for in, want := range map[string]string{
-		`{"a":1}x{"b":2}`:     `byte 7: 'x'`,
-		`{"a":1}{"b":"}`:      `cut by the end of the file`,
-		`[{"a":1}]`:           `byte 0: '['`,
+		`{"a":1}x{"b":2}`:      `byte 7: 'x'`,
+		`{"a":1}{"b":"}`:       `cut by the end of the file`,
+		`[{"a":1}]`:            `byte 0: '['`,
 		`{"a":1}` + "\n" + `7`: `byte 8: '7'`,
 	} {
 		_, err := scanAll(in)
