@@ -94,6 +94,7 @@ func WritePlcbundles(ctx context.Context, src PlcbundleOpSource, dir string, opt
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		idx = &PlcbundleIndex{Version: PlcbundleVersion, Origin: opts.Origin}
+		w.dirty = true // a new repository has an index, even with no bundle yet
 	case err != nil:
 		return st, err
 	case idx.Origin != opts.Origin:
@@ -296,6 +297,9 @@ func (w *plcbundleWriter) flush() error {
 
 func (w *plcbundleWriter) writeIndex() error {
 	w.idx.UpdatedAt = w.opts.Now().UTC().Format(time.RFC3339Nano)
+	if w.idx.Bundles == nil {
+		w.idx.Bundles = []PlcbundleMeta{} // [], not null
+	}
 	b, err := json.MarshalIndent(w.idx, "", "  ")
 	if err != nil {
 		return err

@@ -210,6 +210,10 @@ func TestWritePlcbundlesTakesOnlyOpsBeforeTheCutoff(t *testing.T) {
 	if err != nil || st.Written != 0 {
 		t.Fatalf("%+v, %v: want nothing written", st, err)
 	}
+	// A new repository has its index from the start, empty.
+	if idx, err := ReadPlcbundleIndex(dir); err != nil || len(idx.Bundles) != 0 {
+		t.Fatalf("index of the new repository: %v, %v", idx, err)
+	}
 	st, err = writePb(t, &pbTimeSource{es}, dir, es[PlcbundleOps+50].CreatedAt, 0)
 	if err != nil || st.Written != 1 {
 		t.Fatalf("%+v, %v: want one bundle", st, err)
