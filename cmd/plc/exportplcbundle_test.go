@@ -13,6 +13,8 @@ import (
 
 	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/bundle"
+	"github.com/plcdir/plc/internal/pgtest"
+	"github.com/plcdir/plc/oplog"
 	"github.com/plcdir/plc/oplog/storetest"
 	"github.com/plcdir/plc/validate"
 )
@@ -143,5 +145,45 @@ func TestImportWeeklyFileAndFolder(t *testing.T) {
 	code, _, errOut = runPLC(t, context.Background(), nil, "import", "--db", filepath.Join(t.TempDir(), "plc.sqlite"), bad)
 	if code != exitUsage || !strings.Contains(errOut, "bad weekly file") {
 		t.Fatalf("bad weekly file: exit %d\n%s", code, errOut)
+	}
+}
+
+// TestExportPlcbundleIsTheSameOnBothBackends: the same log gives the same
+// bundle (the same content_hash) from SQLite and PostgreSQL, and the
+// bundle imports on each.
+func TestExportPlcbundleIsTheSameOnBothBackends(t *testing.T) {
+	if testing.Short() {
+		t.Skip("imports 10,050 ops and 10,000 on each backend")
+	}
+	lines := storetest.Corpus(t, 19, bundle.PlcbundleOps+50)
+	export := writeFile(t, "export.jsonl", bytes.Join(lines, []byte("\n")))
+	hashes := map[string]string{}
+	backends(t, func(t *testing.T, db string) {
+		if code, out, errOut := runPLC(t, context.Background(), nil, "import", "--db", db, export); code != exitOK {
+			t.Fatalf("import: exit %d\n%s%s", code, out, errOut)
+		}
+		dir := filepath.Join(t.TempDir(), "bundles")
+		if code, out, errOut := runPLC(t, context.Background(), nil, "export-plcbundle", "--db", db, "--origin", "https://plc.example", "--min-age", "0s", dir); code != exitOK || !strings.Contains(out, "1 bundles written") {
+			t.Fatalf("export: exit %d\n%s%s", code, out, errOut)
+		}
+		idx, err := bundle.ReadPlcbundleIndex(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hashes[t.Name()] = idx.Bundles[0].ContentHash
+		dst := filepath.Join(t.TempDir(), "copy.sqlite")
+		if oplog.IsPostgres(db) {
+			dst = pgtest.URL(t)
+		}
+		if code, out, errOut := runPLC(t, context.Background(), nil, "import", "--db", dst, dir); code != exitOK || !strings.Contains(out, "10000 imported, 0 rejected") {
+			t.Fatalf("import of the bundles: exit %d\n%s%s", code, out, errOut)
+		}
+	})
+	var first string
+	for _, h := range hashes {
+		if first != "" && h != first {
+			t.Fatalf("content hashes differ between backends: %v", hashes)
+		}
+		first = h
 	}
 }
