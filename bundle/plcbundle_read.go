@@ -38,6 +38,7 @@ type PlcbundleReader struct {
 	cur  *zstd.Decoder // the current bundle's lines, or nil
 	lr   *oplog.LineReader
 	base int64 // the number of the lines before the current bundle
+	err  error // the error that ended the source, returned again
 }
 
 // OpenPlcbundle opens the repository in dir: its index must pass
@@ -88,8 +89,20 @@ func (r *PlcbundleReader) Skipped() int64 { return r.skip }
 // Ready: the lines are at hand.
 func (r *PlcbundleReader) Ready() bool { return true }
 
-// Next returns the next line (see PlcbundleReader).
+// Next returns the next line (see PlcbundleReader). Once it has returned
+// an error (io.EOF included), it returns that error again.
 func (r *PlcbundleReader) Next(ctx context.Context) (oplog.Line, error) {
+	if r.err != nil {
+		return oplog.Line{}, r.err
+	}
+	l, err := r.next1(ctx)
+	if err != nil && ctx.Err() == nil {
+		r.err = err
+	}
+	return l, err
+}
+
+func (r *PlcbundleReader) next1(ctx context.Context) (oplog.Line, error) {
 	for {
 		if r.lr != nil {
 			b, n, err := r.lr.Append(nil)

@@ -369,6 +369,17 @@ func TestPlcbundleTamperingIsRefused(t *testing.T) {
 			if err == nil {
 				t.Fatalf("read %d lines and no error", len(got))
 			}
+			if !tt.atOpen {
+				// The source ends at the error: the bundles after it are
+				// not read.
+				r, _ := OpenPlcbundle(dir)
+				r.Skip(int64(tt.read))
+				_, err1 := r.Next(context.Background())
+				if l, err2 := r.Next(context.Background()); err1 == nil || err2 != err1 {
+					t.Fatalf("after %v: %s, %v", err1, l.Raw, err2)
+				}
+				r.Close()
+			}
 			if !errors.Is(err, ErrPlcbundleRefused) {
 				t.Fatalf("error %v is not ErrPlcbundleRefused", err)
 			}

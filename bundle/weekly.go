@@ -85,9 +85,10 @@ type WeeklyReader struct {
 	skip  int64 // the objects passed over
 	n     int64 // the objects read
 
-	f  *os.File
-	zr *gzip.Reader
-	sc *weeklyScanner
+	f   *os.File
+	zr  *gzip.Reader
+	sc  *weeklyScanner
+	err error // the error that ended the source, returned again
 }
 
 // OpenWeekly opens the weekly files at paths, in that order.
@@ -130,8 +131,20 @@ func (r *WeeklyReader) Skipped() int64 { return r.skip }
 // Ready: the lines are at hand.
 func (r *WeeklyReader) Ready() bool { return true }
 
-// Next returns the next object as a line (see WeeklyReader).
+// Next returns the next object as a line (see WeeklyReader). Once it has
+// returned an error (io.EOF included), it returns that error again.
 func (r *WeeklyReader) Next(ctx context.Context) (oplog.Line, error) {
+	if r.err != nil {
+		return oplog.Line{}, r.err
+	}
+	l, err := r.next1(ctx)
+	if err != nil && ctx.Err() == nil {
+		r.err = err
+	}
+	return l, err
+}
+
+func (r *WeeklyReader) next1(ctx context.Context) (oplog.Line, error) {
 	for {
 		if r.sc != nil {
 			b, err := r.sc.next()

@@ -239,15 +239,26 @@ func TestWeeklyReaderSkipsAndNumbersAcrossFiles(t *testing.T) {
 	}
 }
 
+// TestWeeklyReaderRefusesABadFile: the error names the file, and the
+// files after it are not read (the source ends at the error).
 func TestWeeklyReaderRefusesABadFile(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "0.jsonl.gz")
 	os.WriteFile(p, []byte("not gzip"), 0o644)
-	r, _ := OpenWeekly([]string{p})
+	var z bytes.Buffer
+	zw := gzip.NewWriter(&z)
+	zw.Write([]byte(`{"a":1}`))
+	zw.Close()
+	good := filepath.Join(dir, "604800.jsonl.gz")
+	os.WriteFile(good, z.Bytes(), 0o644)
+	r, _ := OpenWeekly([]string{p, good})
 	defer r.Close()
 	_, err := r.Next(context.Background())
 	if !errors.Is(err, ErrWeekly) || !errors.Is(err, oplog.ErrInput) || !strings.Contains(err.Error(), "0.jsonl.gz") {
 		t.Fatalf("error %v, want ErrWeekly naming the file", err)
+	}
+	if l, err2 := r.Next(context.Background()); err2 != err {
+		t.Fatalf("after the error: %s, %v", l.Raw, err2)
 	}
 }
 
