@@ -22,6 +22,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/oplog"
@@ -105,14 +106,14 @@ func OpenWeekly(paths []string) (*WeeklyReader, error) {
 }
 
 // Source names the input for an import's cursor: "weekly:" and the first
-// 32 hex digits of the SHA-256 of the first file's first object. It reads
-// that object.
+// 32 hex digits of the SHA-256 of the first object (of the first file
+// that holds one). It reads up to that object.
 func (r *WeeklyReader) Source() (string, error) {
-	first := &WeeklyReader{paths: r.paths[:1]}
+	first := &WeeklyReader{paths: r.paths}
 	defer first.Close()
 	l, err := first.Next(context.Background())
 	if errors.Is(err, io.EOF) {
-		return "", fmt.Errorf("%w: %s holds no op", ErrWeekly, r.paths[0])
+		return "", fmt.Errorf("%w: no op in %s", ErrWeekly, strings.Join(r.paths, ", "))
 	}
 	if err != nil {
 		return "", err

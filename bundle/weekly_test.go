@@ -281,3 +281,29 @@ func sortByCreatedAt(t testing.TB, lines [][]byte) [][]byte {
 	slices.SortStableFunc(out, func(a, b []byte) int { return strings.Compare(key(a), key(b)) })
 	return out
 }
+
+// TestWeeklySourceIsNamedAfterTheFirstOp: an empty first week does not
+// stop the import, and the name does not depend on the files' framing.
+func TestWeeklySourceIsNamedAfterTheFirstOp(t *testing.T) {
+	write := func(dir, name, body string) string {
+		var z bytes.Buffer
+		zw := gzip.NewWriter(&z)
+		zw.Write([]byte(body))
+		zw.Close()
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, z.Bytes(), 0o644)
+		return p
+	}
+	a, b := t.TempDir(), t.TempDir()
+	r1, _ := OpenWeekly([]string{write(a, "0.jsonl.gz", "\n"), write(a, "604800.jsonl.gz", `{"a":1}{"a":2}`)})
+	r2, _ := OpenWeekly([]string{write(b, "604800.jsonl.gz", "{\"a\":1}\n{\"a\":3}\n")})
+	n1, err1 := r1.Source()
+	n2, err2 := r2.Source()
+	if err1 != nil || err2 != nil || n1 != n2 || !strings.HasPrefix(n1, "weekly:") {
+		t.Fatalf("sources %q (%v) and %q (%v)", n1, err1, n2, err2)
+	}
+	r3, _ := OpenWeekly([]string{write(t.TempDir(), "0.jsonl.gz", " ")})
+	if _, err := r3.Source(); !errors.Is(err, ErrWeekly) || !strings.Contains(err.Error(), "no op") {
+		t.Fatalf("empty files: %v", err)
+	}
+}
