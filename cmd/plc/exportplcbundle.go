@@ -61,7 +61,8 @@ flag the log states), zstd in 100-line frames after a metadata frame,
 chained by SHA-256, and the index plc_bundles.json. Only ops older than
 --min-age are bundled, so that their nullified flags are final; the ops
 past the last full bundle wait for a later run. Run it again to add the
-bundles that have filled since: the bundles written are checked and kept.
+bundles that have filled since: the last bundle is checked, and the
+repository goes on after it.
 
 Exit status: 0 when done, 1 on a database or file error, 2 on usage
 errors or when DIR holds a repository that fails its checks or has

@@ -187,3 +187,20 @@ func TestExportPlcbundleIsTheSameOnBothBackends(t *testing.T) {
 		first = h
 	}
 }
+
+func TestExportPlcbundleUsageErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "want exactly one DIR"},
+		{[]string{"a", "b"}, "want exactly one DIR"},
+		{[]string{"--min-age", "-1h", "dir"}, "--min-age must not be negative"},
+		{[]string{"--origin", "", "dir"}, "--origin must not be empty"},
+	} {
+		code, _, errOut := runPLC(t, context.Background(), nil, append([]string{"export-plcbundle"}, tc.args...)...)
+		if code != exitUsage || !strings.Contains(errOut, tc.want) {
+			t.Errorf("%q: exit %d, %s; want 2 and %q", tc.args, code, errOut, tc.want)
+		}
+	}
+}
