@@ -31,7 +31,7 @@ func BenchmarkPlcbundleWrite(b *testing.B) {
 	b.ReportMetric(float64(size)/float64(len(es)), "bytes/op")
 }
 
-func benchRepository(b *testing.B) string {
+func pbBenchRepository(b *testing.B) string {
 	b.Helper()
 	dir := b.TempDir()
 	if _, err := WritePlcbundles(context.Background(), &pbTimeSource{pbEntries(b, 2*PlcbundleOps)}, dir,
@@ -42,7 +42,7 @@ func benchRepository(b *testing.B) string {
 }
 
 func BenchmarkPlcbundleRead(b *testing.B) {
-	dir := benchRepository(b)
+	dir := pbBenchRepository(b)
 	for b.Loop() {
 		r, err := OpenPlcbundle(dir)
 		if err != nil {
@@ -61,7 +61,7 @@ func BenchmarkPlcbundleRead(b *testing.B) {
 }
 
 func BenchmarkPlcbundleImport(b *testing.B) {
-	lines, _, _ := verdictLines(b, PlcbundleOps)
+	lines, _, _ := pbVerdictLines(b, PlcbundleOps)
 	dir := b.TempDir()
 	writePbFixture(b, dir, lines, pbFixture{})
 	var imported int64

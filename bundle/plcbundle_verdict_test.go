@@ -25,7 +25,7 @@ import (
 // import goes on.
 
 // purged are real ops the rules reject, and what their rejection says.
-var purged = []struct {
+var pbPurged = []struct {
 	file   string
 	reason *regexp.Regexp
 }{
@@ -34,11 +34,11 @@ var purged = []struct {
 	{"../testdata/plc-purged/invalidated-genesis-line23.json", regexp.MustCompile(`vanity`)},
 }
 
-// purgedLines returns the purged ops as legacy export lines (the audit
+// pbPurgedLines returns the purged ops as legacy export lines (the audit
 // log entries, compacted), with their CIDs.
-func purgedLines(t testing.TB) (lines [][]byte, cids []string) {
+func pbPurgedLines(t testing.TB) (lines [][]byte, cids []string) {
 	t.Helper()
-	for _, p := range purged {
+	for _, p := range pbPurged {
 		b, err := os.ReadFile(p.file)
 		if err != nil {
 			t.Fatal(err)
@@ -59,59 +59,59 @@ func purgedLines(t testing.TB) (lines [][]byte, cids []string) {
 	return lines, cids
 }
 
-// verdictCorpus is a generated corpus as legacy lines in createdAt order
+// pbVerdictCorpus is a generated corpus as legacy lines in createdAt order
 // (seq-mode lines re-rendered, nullified false: a foreign file's flags
 // are not trusted anyway), with which of them are invalid.
-type verdictCorpus struct {
+type pbVerdictCorpus struct {
 	lines   [][]byte
 	invalid []bool
 	times   []time.Time
 }
 
 var (
-	vcOnce sync.Once
-	vc     verdictCorpus
-	vcErr  error
+	pbVCOnce sync.Once
+	pbVC     pbVerdictCorpus
+	pbVCErr  error
 )
 
-const verdictOps = 2*PlcbundleOps + 400
+const pbVerdictOps = 2*PlcbundleOps + 400
 
-func theVerdictCorpus(t testing.TB) verdictCorpus {
+func pbTheVerdictCorpus(t testing.TB) pbVerdictCorpus {
 	t.Helper()
-	vcOnce.Do(func() {
+	pbVCOnce.Do(func() {
 		var buf bytes.Buffer
 		bad := map[int64]bool{}
-		_, vcErr = corpus.Generate(context.Background(), &buf, corpus.Config{
-			Ops: verdictOps, Seed: 18, InvalidRate: 0.01,
+		_, pbVCErr = corpus.Generate(context.Background(), &buf, corpus.Config{
+			Ops: pbVerdictOps, Seed: 18, InvalidRate: 0.01,
 			OnInvalid: func(seq int64, _ corpus.InvalidKind) { bad[seq] = true },
 		})
-		if vcErr != nil {
+		if pbVCErr != nil {
 			return
 		}
 		for i, raw := range bytes.Split(buf.Bytes(), []byte("\n")) {
 			x, _, err := plc.ParseExportLine(raw)
 			if err != nil {
-				vcErr = err
+				pbVCErr = err
 				return
 			}
-			vc.lines = append(vc.lines, validate.AppendAuditEntryJSON(nil, x.DID, x.Op, false, x.CreatedAt))
-			vc.invalid = append(vc.invalid, bad[int64(i+1)])
-			vc.times = append(vc.times, x.CreatedAt)
+			pbVC.lines = append(pbVC.lines, validate.AppendAuditEntryJSON(nil, x.DID, x.Op, false, x.CreatedAt))
+			pbVC.invalid = append(pbVC.invalid, bad[int64(i+1)])
+			pbVC.times = append(pbVC.times, x.CreatedAt)
 		}
 	})
-	if vcErr != nil {
-		t.Fatal(vcErr)
+	if pbVCErr != nil {
+		t.Fatal(pbVCErr)
 	}
-	return vc
+	return pbVC
 }
 
-// verdictLines returns n lines: the corpus's first n-3 and the three
+// pbVerdictLines returns n lines: the corpus's first n-3 and the three
 // purged ops among them (at 5000, 5001, 5002), with the number of valid
 // ones.
-func verdictLines(t testing.TB, n int) (lines [][]byte, valid int, purgedCIDs []string) {
+func pbVerdictLines(t testing.TB, n int) (lines [][]byte, valid int, purgedCIDs []string) {
 	t.Helper()
-	c := theVerdictCorpus(t)
-	p, cids := purgedLines(t)
+	c := pbTheVerdictCorpus(t)
+	p, cids := pbPurgedLines(t)
 	lines = append(lines, c.lines[:5000]...)
 	lines = append(lines, p...)
 	lines = append(lines, c.lines[5000:n-len(p)]...)
@@ -123,9 +123,9 @@ func verdictLines(t testing.TB, n int) (lines [][]byte, valid int, purgedCIDs []
 	return lines, valid, cids
 }
 
-// checkVerdicts checks an import's totals and that every rejected line is
+// pbCheckVerdicts checks an import's totals and that every rejected line is
 // recorded, the purged ones with their reasons.
-func checkVerdicts(t *testing.T, store oplog.Store, source string, st oplog.ImportStats, lines, valid int, purgedCIDs []string) {
+func pbCheckVerdicts(t *testing.T, store oplog.Store, source string, st oplog.ImportStats, lines, valid int, purgedCIDs []string) {
 	t.Helper()
 	if st.Imported != int64(valid) || st.Rejected != int64(lines-valid) {
 		t.Fatalf("imported %d, rejected %d; want %d and %d", st.Imported, st.Rejected, valid, lines-valid)
@@ -144,16 +144,16 @@ func checkVerdicts(t *testing.T, store oplog.Store, source string, st oplog.Impo
 	for i, cid := range purgedCIDs {
 		r, ok := byCID[cid]
 		if !ok {
-			t.Errorf("purged op %s (%s) not recorded as rejected", cid, purged[i].file)
+			t.Errorf("purged op %s (%s) not recorded as rejected", cid, pbPurged[i].file)
 			continue
 		}
-		if !purged[i].reason.MatchString(r.Reason) {
-			t.Errorf("purged op %s rejected for %q, want %v", cid, r.Reason, purged[i].reason)
+		if !pbPurged[i].reason.MatchString(r.Reason) {
+			t.Errorf("purged op %s rejected for %q, want %v", cid, r.Reason, pbPurged[i].reason)
 		}
 	}
 }
 
-func importForeign(t *testing.T, store oplog.Store, src ForeignSource, source string) (int64, oplog.ImportStats) {
+func pbImport(t *testing.T, store oplog.Store, src ForeignSource, source string) (int64, oplog.ImportStats) {
 	t.Helper()
 	l := oplog.NewLog(store, oplog.Options{NoRateLimit: true})
 	defer l.Close()
@@ -168,7 +168,7 @@ func TestPlcbundleImportVerdicts(t *testing.T) {
 	if testing.Short() {
 		t.Skip("signs and verifies 20,000 ops")
 	}
-	lines, valid, cids := verdictLines(t, 2*PlcbundleOps)
+	lines, valid, cids := pbVerdictLines(t, 2*PlcbundleOps)
 	dir := t.TempDir()
 	es := writePbFixture(t, dir, lines, pbFixture{single: map[int]bool{2: true}})
 	// First the repository as it was with one bundle; then grown by one.
@@ -179,7 +179,7 @@ func TestPlcbundleImportVerdicts(t *testing.T) {
 		t.Fatal(err)
 	}
 	source := r.Source()
-	_, st1 := importForeign(t, store, r, source)
+	_, st1 := pbImport(t, store, r, source)
 
 	writePbIndex(t, dir, "https://plc.example", es)
 	r, err = OpenPlcbundle(dir)
@@ -189,16 +189,16 @@ func TestPlcbundleImportVerdicts(t *testing.T) {
 	if r.Source() != source {
 		t.Fatalf("the grown repository is source %s, was %s", r.Source(), source)
 	}
-	done, st2 := importForeign(t, store, r, source)
+	done, st2 := pbImport(t, store, r, source)
 	if done != PlcbundleOps {
 		t.Fatalf("the second import passed over %d lines, want %d", done, PlcbundleOps)
 	}
 	st := oplog.ImportStats{Imported: st1.Imported + st2.Imported, Rejected: st1.Rejected + st2.Rejected}
-	checkVerdicts(t, store, source, st, len(lines), valid, cids)
+	pbCheckVerdicts(t, store, source, st, len(lines), valid, cids)
 
 	// Again: nothing left to do.
 	r, _ = OpenPlcbundle(dir)
-	done, st3 := importForeign(t, store, r, source)
+	done, st3 := pbImport(t, store, r, source)
 	if done != 2*PlcbundleOps || st3.Imported != 0 || st3.Rejected != 0 || st3.Lines != 0 {
 		t.Fatalf("a rerun passed over %d lines and did %+v", done, st3)
 	}
@@ -210,7 +210,7 @@ func TestPlcbundleImportStopsAtAnAlteredBundle(t *testing.T) {
 	if testing.Short() {
 		t.Skip("signs and verifies 20,000 ops")
 	}
-	lines, _, _ := verdictLines(t, 2*PlcbundleOps)
+	lines, _, _ := pbVerdictLines(t, 2*PlcbundleOps)
 	dir := t.TempDir()
 	writePbFixture(t, dir, lines, pbFixture{})
 	path := filepath.Join(dir, PlcbundleFileName(2))

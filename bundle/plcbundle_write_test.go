@@ -42,7 +42,7 @@ var pbT0 = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 // nullified, in (createdAt, cid) order.
 func pbEntries(t testing.TB, n int) []oplog.Entry {
 	t.Helper()
-	c := theVerdictCorpus(t)
+	c := pbTheVerdictCorpus(t)
 	es := make([]oplog.Entry, n)
 	for i := range es {
 		x, _, err := plc.ParseExportLine(c.lines[i])

@@ -23,7 +23,7 @@ import (
 // Tests of the weekly-file reader: objects with and without newlines
 // between them, bounded objects, and import verdicts.
 
-func scanAll(in string) ([]string, error) {
+func weeklyScanAll(in string) ([]string, error) {
 	s := newWeeklyScanner(strings.NewReader(in))
 	var out []string
 	for {
@@ -47,7 +47,7 @@ func TestWeeklyScannerSplitsObjectsWithOrWithoutNewlines(t *testing.T) {
 		a + "\n" + b + "\n" + c + "\n",
 		"\n " + a + "\r\n\t" + b + c + "\n\n",
 	} {
-		got, err := scanAll(in)
+		got, err := weeklyScanAll(in)
 		if err != nil {
 			t.Fatalf("%q: %v", in, err)
 		}
@@ -64,7 +64,7 @@ func TestWeeklyScannerRefusesWhatIsNotAnObjectStream(t *testing.T) {
 		`[{"a":1}]`:            `byte 0: '['`,
 		`{"a":1}` + "\n" + `7`: `byte 8: '7'`,
 	} {
-		_, err := scanAll(in)
+		_, err := weeklyScanAll(in)
 		if !errors.Is(err, ErrWeekly) || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: error %v, want ErrWeekly saying %q", in, err, want)
 		}
@@ -76,7 +76,7 @@ func TestWeeklyScannerRefusesWhatIsNotAnObjectStream(t *testing.T) {
 // the next one is read whole.
 func TestWeeklyScannerDoesNotBufferAGiantObject(t *testing.T) {
 	giant := `{"x":"` + strings.Repeat("a", 10*plc.MaxLineBytes) + `"}`
-	got, err := scanAll(giant + `{"b":2}`)
+	got, err := weeklyScanAll(giant + `{"b":2}`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +147,7 @@ func writeWeeklyFixture(t testing.TB, dir string, lines [][]byte) []string {
 			t.Fatal(err)
 		}
 		var created struct{ T int64 }
-		ts, _ := parseTestTime(x.CreatedAt)
+		ts, _ := weeklyUnix(x.CreatedAt)
 		created.T = ts
 		week := created.T / WeeklySeconds * WeeklySeconds
 		if week != cur {
@@ -168,11 +168,11 @@ func TestWeeklyImportVerdicts(t *testing.T) {
 	if testing.Short() {
 		t.Skip("signs and verifies thousands of ops")
 	}
-	lines, valid, cids := verdictLines(t, 6000)
+	lines, valid, cids := pbVerdictLines(t, 6000)
 	// The purged ops are dated 2023 and 2024: they go into files of
 	// their own weeks, in week order, like the real ones.
 	dir := t.TempDir()
-	files := writeWeeklyFixture(t, dir, sortByCreatedAt(t, lines))
+	files := writeWeeklyFixture(t, dir, weeklySortByCreatedAt(t, lines))
 	if len(files) < 3 {
 		t.Fatalf("only %d weekly files", len(files))
 	}
@@ -190,16 +190,16 @@ func TestWeeklyImportVerdicts(t *testing.T) {
 		t.Fatal(err)
 	}
 	store, _ := storetest.SQLite(t)
-	_, st := importForeign(t, store, r, source)
+	_, st := pbImport(t, store, r, source)
 	if st.Lines != int64(len(lines)) {
 		t.Fatalf("%d lines read, want %d", st.Lines, len(lines))
 	}
-	checkVerdicts(t, store, source, st, len(lines), valid, cids)
+	pbCheckVerdicts(t, store, source, st, len(lines), valid, cids)
 
 	// Again: every object is passed over.
 	r2, _ := OpenWeekly(paths)
 	defer r2.Close()
-	done, st2 := importForeign(t, store, r2, source)
+	done, st2 := pbImport(t, store, r2, source)
 	if done != int64(len(lines)) || st2.Imported+st2.Rejected != 0 {
 		t.Fatalf("a rerun passed over %d objects and did %+v", done, st2)
 	}
@@ -262,13 +262,13 @@ func TestWeeklyReaderRefusesABadFile(t *testing.T) {
 	}
 }
 
-func parseTestTime(s string) (int64, error) {
+func weeklyUnix(s string) (int64, error) {
 	t, err := time.Parse(time.RFC3339Nano, s)
 	return t.Unix(), err
 }
 
-// sortByCreatedAt returns lines in createdAt order (stable).
-func sortByCreatedAt(t testing.TB, lines [][]byte) [][]byte {
+// weeklySortByCreatedAt returns lines in createdAt order (stable).
+func weeklySortByCreatedAt(t testing.TB, lines [][]byte) [][]byte {
 	t.Helper()
 	out := slices.Clone(lines)
 	key := func(l []byte) string {

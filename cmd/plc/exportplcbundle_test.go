@@ -24,8 +24,8 @@ import (
 // the same ops; an altered one is refused; weekly files are found by
 // name, alone or in a folder.
 
-// createdAtOf returns the createdAt of a seq-mode corpus line.
-func createdAtOf(t *testing.T, line []byte) time.Time {
+// plcbundleCreatedAtOf returns the createdAt of a seq-mode corpus line.
+func plcbundleCreatedAtOf(t *testing.T, line []byte) time.Time {
 	t.Helper()
 	x, _, err := plc.ParseExportLine(line)
 	if err != nil {
@@ -48,12 +48,12 @@ func TestExportPlcbundleThenImportIt(t *testing.T) {
 	// By default only ops 73 h old are bundled: 73 h after the
 	// 10,000th op, there are not 10,000 of them.
 	cfg := exportPlcbundleConfig{DB: srcDB, Dir: dir, Origin: "https://plc.example", MinAge: defaultPlcbundleMinAge,
-		now: func() time.Time { return createdAtOf(t, lines[bundle.PlcbundleOps-1]).Add(73 * time.Hour) }}
+		now: func() time.Time { return plcbundleCreatedAtOf(t, lines[bundle.PlcbundleOps-1]).Add(73 * time.Hour) }}
 	if code := exportPlcbundle(context.Background(), cfg, e); code != exitOK || !strings.Contains(stdout.String(), "done: 0 bundles written, 0 in all") {
 		t.Fatalf("exit %d\n%s%s", code, &stdout, &stderr)
 	}
 	stdout.Reset()
-	cfg.now = func() time.Time { return createdAtOf(t, lines[bundle.PlcbundleOps+100]).Add(73 * time.Hour) }
+	cfg.now = func() time.Time { return plcbundleCreatedAtOf(t, lines[bundle.PlcbundleOps+100]).Add(73 * time.Hour) }
 	if code := exportPlcbundle(context.Background(), cfg, e); code != exitOK || !strings.Contains(stdout.String(), "done: 1 bundles written, 1 in all") {
 		t.Fatalf("exit %d\n%s%s", code, &stdout, &stderr)
 	}
@@ -122,7 +122,7 @@ func TestImportWeeklyFileAndFolder(t *testing.T) {
 	zw.Write(body.Bytes())
 	zw.Close()
 	dir := t.TempDir()
-	week := createdAtOf(t, lines[0]).Unix() / bundle.WeeklySeconds * bundle.WeeklySeconds
+	week := plcbundleCreatedAtOf(t, lines[0]).Unix() / bundle.WeeklySeconds * bundle.WeeklySeconds
 	file := filepath.Join(dir, fmt.Sprintf("%d.jsonl.gz", week))
 	os.WriteFile(file, z.Bytes(), 0o644)
 
