@@ -236,3 +236,42 @@ func TestPlcbundleImportStopsAtAnAlteredBundle(t *testing.T) {
 		t.Fatalf("cursor at line %d, want %d", c.Line, PlcbundleOps)
 	}
 }
+
+// TestPlcbundleImportResumesMidBundle: an import interrupted inside a
+// bundle goes on after its last committed batch; nothing is imported or
+// rejected twice.
+func TestPlcbundleImportResumesMidBundle(t *testing.T) {
+	if testing.Short() {
+		t.Skip("verifies 10,000 ops")
+	}
+	lines, valid, cids := pbVerdictLines(t, PlcbundleOps)
+	dir := t.TempDir()
+	writePbFixture(t, dir, lines, pbFixture{})
+	store, _ := storetest.SQLite(t)
+	l := oplog.NewLog(store, oplog.Options{NoRateLimit: true})
+	defer l.Close()
+
+	r, _ := OpenPlcbundle(dir)
+	ctx, cancel := context.WithCancel(context.Background())
+	_, st1, err := ReplayForeign(ctx, l, r, oplog.ImportOptions{Source: r.Source(), BatchSize: 1000, Workers: 2,
+		Progress: func(st oplog.ImportStats) {
+			if st.Batches == 3 {
+				cancel()
+			}
+		}})
+	cancel()
+	if err == nil {
+		t.Fatal("the interrupted import ended without an error")
+	}
+	r.Close()
+	r, _ = OpenPlcbundle(dir)
+	done, st2, err := ReplayForeign(context.Background(), l, r, oplog.ImportOptions{Source: r.Source(), BatchSize: 1000, Workers: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if done == 0 || done%1000 != 0 || done >= PlcbundleOps {
+		t.Fatalf("the second import passed over %d lines, want whole batches of the first", done)
+	}
+	st := oplog.ImportStats{Imported: st1.Imported + st2.Imported, Rejected: st1.Rejected + st2.Rejected}
+	pbCheckVerdicts(t, store, r.Source(), st, len(lines), valid, cids)
+}
