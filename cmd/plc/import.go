@@ -63,6 +63,10 @@ in the database's rejected table, and the import goes on.
 The position is committed with each batch of ops: after an interruption,
 run the same command again to resume; nothing is applied twice.
 
+FILE may also be a foreign bulk format: a plcbundle V1 repository (a
+folder with plc_bundles.json; its hash chain is checked), or allegedly's
+weekly files (<week start>.jsonl.gz, or a folder of them).
+
 Exit status: 0 when the whole input is done (even with rejected lines), 1
 on a database error or an interruption, 2 on usage or input errors.`, e)
 	f := cli.NewFlags(fs, e)
@@ -84,6 +88,9 @@ on a database error or an interruption, 2 on usage or input errors.`, e)
 	}
 	if isBundleFolder(c.Input) {
 		return importBundles(ctx, c, bf, e)
+	}
+	if code, ok := importForeign(ctx, c, e); ok {
+		return code
 	}
 	return importExport(ctx, c, e)
 }

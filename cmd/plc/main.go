@@ -32,6 +32,7 @@ func commands() []command {
 		{Name: "mirror", Summary: "replicate and verify another directory, and serve it", Run: runMirror},
 		{Name: "import", Summary: "import an export file (verified, resumable)", Run: runImport},
 		{Name: "export", Summary: "write the log as export lines, or as bundles (offline, from the database)", Run: runExport},
+		{Name: "export-plcbundle", Summary: "write the log as a plcbundle V1 repository (incremental)", Run: runExportPlcbundle},
 		{Name: "migrate", Summary: "manage the database schema (up, version)", Run: runMigrate},
 		{Name: "audit", Summary: "independent verification (plc audit help)", Run: runAudit},
 		{Name: "watch", Summary: "register webhooks for the new ops of DIDs (add, list, remove, enable)", Run: runWatch},
