@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -281,7 +280,7 @@ func (w *plcbundleWriter) flush() error {
 	}
 	m.CompressedHash = PlcbundleContentHash(file)
 	m.CompressedSize = int64(len(file))
-	if err := plcbundleWriteFile(filepath.Join(w.dir, PlcbundleFileName(n)), file); err != nil {
+	if err := writeFileAtomic(w.dir, PlcbundleFileName(n), file); err != nil {
 		return err
 	}
 	w.idx.Bundles = append(w.idx.Bundles, m)
@@ -304,35 +303,10 @@ func (w *plcbundleWriter) writeIndex() error {
 	if err != nil {
 		return err
 	}
-	if err := plcbundleWriteFile(filepath.Join(w.dir, PlcbundleIndexFile), append(b, '\n')); err != nil {
+	if err := writeFileAtomic(w.dir, PlcbundleIndexFile, append(b, '\n')); err != nil {
 		return err
 	}
 	w.dirty = false
 	return nil
 }
 
-// plcbundleWriteFile writes b to path through a temporary file in the same
-// folder, synced and renamed: path holds the old content or the new one.
-func plcbundleWriteFile(path string, b []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
-}
