@@ -309,4 +309,3 @@ func (w *plcbundleWriter) writeIndex() error {
 	w.dirty = false
 	return nil
 }
-
