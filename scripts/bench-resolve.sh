@@ -125,6 +125,20 @@ wait_up() {
 	die "$1 did not answer within 30s"
 }
 
+# settle URL: waits (at most 30 min) until the handle index has caught up
+# with the log (GET /_lookup/handle/… answers no indexBehind): the server
+# fills it in after an import, and its commits would otherwise be measured.
+settle() {
+	local i out
+	for i in $(seq 18000); do
+		if out=$(curl -fs "$1/_lookup/handle/settle.example.com" 2>/dev/null) && [[ $out != *'"indexBehind"'* ]]; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	die "$1: the handle index did not catch up within 30 min"
+}
+
 stop() { # PID
 	kill "$1" 2>/dev/null || true
 	wait "$1" 2>/dev/null || true
@@ -202,6 +216,7 @@ for n in "${sizes[@]}"; do
 				pids+=("$serve_pid")
 				url=http://127.0.0.1:$port
 				wait_up "$url/_health" "$serve_pid" "$1"
+				settle "$url"
 			}
 			start_serve "$work/serve.log"
 			first_pid=$serve_pid first_url=$url
