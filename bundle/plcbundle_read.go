@@ -32,13 +32,12 @@ import (
 type PlcbundleReader struct {
 	dir  string
 	idx  *PlcbundleIndex
-	next int   // the index entry of the next bundle to open
-	skip int64 // the lines passed over
+	next int // the index entry of the next bundle to open
+	foreignLines
 
 	cur  *zstd.Decoder // the current bundle's lines, or nil
 	lr   *oplog.LineReader
 	base int64 // the number of the lines before the current bundle
-	err  error // the error that ended the source, returned again
 }
 
 // OpenPlcbundle opens the repository in dir: its index must pass
@@ -78,28 +77,10 @@ func (r *PlcbundleReader) Source() string {
 	return "plcbundle:" + r.idx.Bundles[0].Hash[:32]
 }
 
-// Skip passes over the first n lines of the repository (those an earlier
-// import did), before the first Next: the bundles entirely before them are
-// not read at all, and the first line handed over is numbered 1.
-func (r *PlcbundleReader) Skip(n int64) { r.skip = max(n, 0) }
-
-// Skipped returns the lines Skip passed over.
-func (r *PlcbundleReader) Skipped() int64 { return r.skip }
-
-// Ready: the lines are at hand.
-func (r *PlcbundleReader) Ready() bool { return true }
-
 // Next returns the next line (see PlcbundleReader). Once it has returned
 // an error (io.EOF included), it returns that error again.
 func (r *PlcbundleReader) Next(ctx context.Context) (oplog.Line, error) {
-	if r.err != nil {
-		return oplog.Line{}, r.err
-	}
-	l, err := r.next1(ctx)
-	if err != nil && ctx.Err() == nil {
-		r.err = err
-	}
-	return l, err
+	return r.sticky(ctx, r.next1)
 }
 
 func (r *PlcbundleReader) next1(ctx context.Context) (oplog.Line, error) {

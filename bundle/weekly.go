@@ -83,13 +83,12 @@ func WeeklyFiles(dir string) ([]string, error) {
 type WeeklyReader struct {
 	paths []string
 	next  int   // the next file to open
-	skip  int64 // the objects passed over
 	n     int64 // the objects read
+	foreignLines
 
-	f   *os.File
-	zr  *gzip.Reader
-	sc  *weeklyScanner
-	err error // the error that ended the source, returned again
+	f  *os.File
+	zr *gzip.Reader
+	sc *weeklyScanner
 }
 
 // OpenWeekly opens the weekly files at paths, in that order.
@@ -122,28 +121,9 @@ func (r *WeeklyReader) Source() (string, error) {
 	return "weekly:" + hex.EncodeToString(sum[:16]), nil
 }
 
-// Skip passes over the first n objects (those an earlier import did),
-// before the first Next: the first line handed over is numbered 1.
-func (r *WeeklyReader) Skip(n int64) { r.skip = max(n, 0) }
-
-// Skipped returns the objects Skip passed over.
-func (r *WeeklyReader) Skipped() int64 { return r.skip }
-
-// Ready: the lines are at hand.
-func (r *WeeklyReader) Ready() bool { return true }
-
 // Next returns the next object as a line (see WeeklyReader). Once it has
 // returned an error (io.EOF included), it returns that error again.
-func (r *WeeklyReader) Next(ctx context.Context) (oplog.Line, error) {
-	if r.err != nil {
-		return oplog.Line{}, r.err
-	}
-	l, err := r.next1(ctx)
-	if err != nil && ctx.Err() == nil {
-		r.err = err
-	}
-	return l, err
-}
+func (r *WeeklyReader) Next(ctx context.Context) (oplog.Line, error) { return r.sticky(ctx, r.next1) }
 
 func (r *WeeklyReader) next1(ctx context.Context) (oplog.Line, error) {
 	for {
