@@ -45,12 +45,9 @@ func ExportLines(ctx context.Context, store oplog.Store, after int64, w io.Write
 
 // appendLine appends e's seq-mode export line and a newline.
 func appendLine(dst []byte, e *oplog.Entry) ([]byte, error) {
-	op := e.Decoded
-	if op == nil {
-		var err error
-		if op, err = validate.ParseCBOR(e.Op); err != nil {
-			return dst, fmt.Errorf("op %d (%s) in the log does not parse: %w", e.Seq, e.CID, err)
-		}
+	op, err := e.ParsedOp()
+	if err != nil {
+		return dst, err
 	}
 	return append(validate.AppendSequencedJSON(dst, e.DID, op, e.CreatedAt, e.Seq), '\n'), nil
 }

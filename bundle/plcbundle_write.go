@@ -203,12 +203,9 @@ type plcbundleWriter struct {
 }
 
 func (w *plcbundleWriter) add(e *oplog.Entry) error {
-	op := e.Decoded
-	if op == nil {
-		var err error
-		if op, err = validate.ParseCBOR(e.Op); err != nil {
-			return fmt.Errorf("op %d (%s) in the log does not parse: %w", e.Seq, e.CID, err)
-		}
+	op, err := e.ParsedOp()
+	if err != nil {
+		return err
 	}
 	if len(w.lines) == 0 {
 		w.start, w.dids = e.CreatedAt, map[string]bool{}

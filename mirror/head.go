@@ -113,11 +113,9 @@ func (m *Mirror) heldAt(ctx context.Context, c oplog.Cursor) (heldLine, bool, er
 	if err != nil {
 		return heldLine{}, false, err
 	}
-	op := e.Decoded
-	if op == nil {
-		if op, err = validate.ParseCBOR(e.Op); err != nil {
-			return heldLine{}, false, fmt.Errorf("op %d of the log does not parse: %w", seq, err)
-		}
+	op, err := e.ParsedOp()
+	if err != nil {
+		return heldLine{}, false, err
 	}
 	return heldLine{line: validate.AppendSequencedJSON(nil, e.DID, op, e.CreatedAt, c.Seq), did: e.DID, cid: e.CID}, true, nil
 }

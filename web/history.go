@@ -110,12 +110,9 @@ func history(entries []oplog.Entry, signers map[int64]int) ([]opView, error) {
 	byCID := make(map[string]int, len(entries))
 	for i := range entries {
 		e := &entries[i]
-		op := e.Decoded
-		if op == nil {
-			var err error
-			if op, err = validate.ParseCBOR(e.Op); err != nil {
-				return nil, fmt.Errorf("op %d (%s) of %s does not parse: %w", e.Seq, e.CID, e.DID, err)
-			}
+		op, err := e.ParsedOp()
+		if err != nil {
+			return nil, err
 		}
 		ops[i] = op
 		views[i] = opView{

@@ -419,12 +419,9 @@ func (u *UI) searchHandle(w http.ResponseWriter, r *http.Request, q, handle stri
 // claims reports whether e, a DID's head, lists handle (normalised) in
 // its alsoKnownAs: a tombstone lists none.
 func claims(e *oplog.Entry, handle string) (bool, error) {
-	op := e.Decoded
-	if op == nil {
-		var err error
-		if op, err = validate.ParseCBOR(e.Op); err != nil {
-			return false, fmt.Errorf("op %d: %w", e.Seq, err)
-		}
+	op, err := e.ParsedOp()
+	if err != nil {
+		return false, err
 	}
 	d, ok := op.Data()
 	if !ok {
@@ -780,12 +777,10 @@ func (u *UI) did(w http.ResponseWriter, r *http.Request) {
 		if entries[i].Nullified {
 			continue
 		}
-		op := entries[i].Decoded
-		if op == nil {
-			if op, err = validate.ParseCBOR(entries[i].Op); err != nil {
-				u.failed(w, r, err)
-				return
-			}
+		op, err := entries[i].ParsedOp()
+		if err != nil {
+			u.failed(w, r, err)
+			return
 		}
 		d, ok := op.Data()
 		if !ok {
