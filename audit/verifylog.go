@@ -3,6 +3,7 @@ package audit
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/validate"
@@ -46,24 +47,35 @@ func (f *LogFailure) Error() string {
 
 func (f *LogFailure) Unwrap() error { return f.Err }
 
-// VerifyLog replays entries in order, each at its createdAt, and checks
-// every CID, the DID, every signature, the chain rules, and that the
-// recorded nullified flags equal the recomputed ones.
-func VerifyLog(entries []plc.AuditEntry) LogResult {
-	if len(entries) == 0 {
-		return LogResult{Failure: &LogFailure{Index: -1, Err: ErrEmptyLog}}
+// Replayed is an audit log as ReplayLog replayed it: per entry, in order,
+// the parsed op, its createdAt, the index of the key that signed it among
+// those allowed to (validate.ChainOp.Signer) and its nullified flag as the
+// chain rules compute it; and the chain state after the last.
+type Replayed struct {
+	Ops       []*validate.Op
+	CreatedAt []time.Time
+	Signers   []int
+	Nullified []bool
+	State     validate.State
+}
+
+// ReplayLog replays the audit log entries of did in order, each at its
+// createdAt, and checks every entry's DID and CID, every signature, the
+// chain rules, and that the recorded nullified flags equal the recomputed
+// ones. It returns the first failure, or the replayed log (that of a DID
+// with no ops when entries is empty).
+func ReplayLog(did string, entries []plc.AuditEntry) (*Replayed, *LogFailure) {
+	r := &Replayed{State: validate.State{DID: did}}
+	fail := func(i int, err error) (*Replayed, *LogFailure) {
+		return nil, &LogFailure{Index: i, CID: entries[i].CID, Err: err}
 	}
-	did := entries[0].DID
-	res := LogResult{DID: did, Ops: len(entries)}
-	fail := func(i int, err error) LogResult {
-		res.Failure = &LogFailure{Index: i, CID: entries[i].CID, Err: err}
-		return res
+	if len(entries) == 0 {
+		return r, nil
 	}
 	if !validate.ValidDID(did) {
 		return fail(0, fmt.Errorf("%w: %q is not a did:plc identifier", ErrDIDMismatch, did))
 	}
-	st := validate.State{DID: did}
-	nullified := make([]bool, len(entries))
+	r.Nullified = make([]bool, len(entries))
 	index := make(map[string]int, len(entries))
 	for i, e := range entries {
 		if e.DID != did {
@@ -83,20 +95,42 @@ func VerifyLog(entries []plc.AuditEntry) LogResult {
 		if op.CID() != e.CID {
 			return fail(i, fmt.Errorf("%w: operation hashes to %s", ErrCIDMismatch, op.CID()))
 		}
-		applied, err := st.Apply(op, createdAt) // st is ours: extended in place
+		applied, err := r.State.Apply(op, createdAt) // the state is ours: extended in place
 		if err != nil {
 			return fail(i, err)
 		}
 		for _, c := range applied.Nullified {
-			nullified[index[c]] = true
+			r.Nullified[index[c]] = true
 		}
 		index[op.CID()] = i
+		r.Ops = append(r.Ops, op)
+		r.CreatedAt = append(r.CreatedAt, createdAt)
+		r.Signers = append(r.Signers, applied.Signer)
 	}
 	for i, e := range entries {
-		if e.Nullified != nullified[i] {
-			return fail(i, fmt.Errorf("%w: recorded %t, recomputed %t", ErrNullifiedMismatch, e.Nullified, nullified[i]))
+		if e.Nullified != r.Nullified[i] {
+			return fail(i, fmt.Errorf("%w: recorded %t, recomputed %t", ErrNullifiedMismatch, e.Nullified, r.Nullified[i]))
 		}
-		if nullified[i] {
+	}
+	return r, nil
+}
+
+// VerifyLog replays entries in order, each at its createdAt, and checks
+// every CID, the DID, every signature, the chain rules, and that the
+// recorded nullified flags equal the recomputed ones (see ReplayLog).
+func VerifyLog(entries []plc.AuditEntry) LogResult {
+	if len(entries) == 0 {
+		return LogResult{Failure: &LogFailure{Index: -1, Err: ErrEmptyLog}}
+	}
+	did := entries[0].DID
+	res := LogResult{DID: did, Ops: len(entries)}
+	r, f := ReplayLog(did, entries)
+	if f != nil {
+		res.Failure = f
+		return res
+	}
+	for _, n := range r.Nullified {
+		if n {
 			res.Nullified++
 		}
 	}

@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/plcdir/plc/client"
+	"github.com/plcdir/plc/cmd/plc/internal/opbuild"
 	"github.com/plcdir/plc/internal/cli"
-	"github.com/plcdir/plc/internal/opbuild"
 	"github.com/plcdir/plc/validate"
 )
 

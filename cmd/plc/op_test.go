@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/plcdir/plc/api"
-	"github.com/plcdir/plc/internal/opbuild"
+	"github.com/plcdir/plc/cmd/plc/internal/opbuild"
 	"github.com/plcdir/plc/internal/testclock"
 	"github.com/plcdir/plc/oplog"
 	"github.com/plcdir/plc/oplog/storetest"

@@ -9,8 +9,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/plcdir/plc/cmd/plc/internal/opbuild"
 	"github.com/plcdir/plc/internal/cli"
-	"github.com/plcdir/plc/internal/opbuild"
 	"github.com/plcdir/plc/oplog"
 	"github.com/plcdir/plc/tlog"
 	"github.com/plcdir/plc/validate"

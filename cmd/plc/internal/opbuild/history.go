@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/plcdir/plc"
+	"github.com/plcdir/plc/audit"
 	"github.com/plcdir/plc/validate"
 )
 
@@ -33,47 +34,25 @@ type History struct {
 }
 
 // Replay replays a DID's audit log (GET /:did/log/audit), each op at its
-// createdAt: every CID, signature and chain rule is recomputed, and the
-// log's nullified flags must equal the recomputed ones.
+// createdAt (audit.ReplayLog): every CID, signature and chain rule is
+// recomputed, and the log's nullified flags must equal the recomputed ones.
 func Replay(did string, log []plc.AuditEntry) (*History, error) {
 	if !validate.ValidDID(did) {
 		return nil, fmt.Errorf("%q is not a did:plc identifier", did)
 	}
-	h := &History{DID: did, State: validate.State{DID: did}}
-	index := make(map[string]int, len(log))
-	for i, e := range log {
-		fail := func(format string, a ...any) error {
-			return fmt.Errorf("%w: entry %d (%s): %s", ErrHistory, i, e.CID, fmt.Sprintf(format, a...))
+	r, f := audit.ReplayLog(did, log)
+	if f != nil {
+		msg := describe(f.Err)
+		if errors.Is(f.Err, audit.ErrNullifiedMismatch) {
+			said := log[f.Index].Nullified
+			msg = fmt.Sprintf("the directory says nullified=%t, the chain rules say %t", said, !said)
 		}
-		if e.DID != did {
-			return nil, fail("it is an op of %s", e.DID)
-		}
-		at, err := validate.ParseTimestamp(e.CreatedAt)
-		if err != nil {
-			return nil, fail("createdAt %q: %v", e.CreatedAt, err)
-		}
-		op, err := validate.ParseJSON(e.Operation)
-		if err != nil {
-			return nil, fail("%v", err)
-		}
-		if op.CID() != e.CID {
-			return nil, fail("the op hashes to %s", op.CID())
-		}
-		applied, err := h.State.Apply(op, at) // the state is ours: extended in place
-		if err != nil {
-			return nil, fail("%s", describe(err))
-		}
-		for _, c := range applied.Nullified {
-			h.Entries[index[c]].Nullified = true
-		}
-		index[op.CID()] = len(h.Entries)
-		h.Entries = append(h.Entries, Entry{Op: op, CreatedAt: at.UTC().Truncate(time.Millisecond), Signer: applied.Signer})
+		return nil, fmt.Errorf("%w: entry %d (%s): %s", ErrHistory, f.Index, f.CID, msg)
 	}
-	for i, e := range log {
-		if e.Nullified != h.Entries[i].Nullified {
-			return nil, fmt.Errorf("%w: entry %d (%s): the directory says nullified=%t, the chain rules say %t",
-				ErrHistory, i, e.CID, e.Nullified, h.Entries[i].Nullified)
-		}
+	h := &History{DID: did, State: r.State}
+	for i, op := range r.Ops {
+		h.Entries = append(h.Entries, Entry{Op: op, CreatedAt: r.CreatedAt[i].UTC().Truncate(time.Millisecond),
+			Nullified: r.Nullified[i], Signer: r.Signers[i]})
 	}
 	return h, nil
 }
