@@ -18,6 +18,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/bundle"
 	"github.com/plcdir/plc/client"
 	"github.com/plcdir/plc/internal/testclock"
@@ -408,5 +409,65 @@ func TestWitnessPolicyIsChecked(t *testing.T) {
 	f.save(t)
 	if err := open(); !errors.Is(err, bundle.ErrRefused) || !strings.Contains(err.Error(), "do not verify") {
 		t.Fatalf("a forged cosignature: %v", err)
+	}
+}
+
+// TestNextHandsOverTheCheckedLinesParsed: read as an oplog.LineSource, a
+// Reader hands over the lines Read gives, numbered from 1, each with the
+// parse its check made (so an import does not read it again); a refused
+// bundle ends it with oplog.ErrInput wrapping the *Error, after the lines
+// of the bundles before it.
+func TestNextHandsOverTheCheckedLinesParsed(t *testing.T) {
+	ctx := context.Background()
+	l, f := tampered(t)
+	r, err := bundle.Open(ctx, bundle.Dir(f.dir), bundle.Options{VKey: l.vkey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []oplog.Line
+	for {
+		line, err := r.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, line)
+	}
+	r.Close()
+	if len(got) != 200 {
+		t.Fatalf("%d lines, want 200", len(got))
+	}
+	for i, line := range got {
+		want, _, err := plc.ParseExportLine(l.lines[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if line.N != int64(i+1) || !bytes.Equal(line.Raw, l.lines[i]) || line.Parsed == nil ||
+			line.Parsed.Seq != want.Seq || line.Parsed.CID != want.CID || !bytes.Equal(line.Parsed.Op.SignedCBOR(), want.Op.SignedCBOR()) {
+			t.Fatalf("line %d: N %d, %q, parsed %+v; want line %d %q", i+1, line.N, line.Raw, line.Parsed, i+1, l.lines[i])
+		}
+	}
+
+	c := f.content(t, 3)
+	lines := bytes.Split(bytes.TrimSuffix(c, []byte("\n")), []byte("\n"))
+	f.put(t, 3, joinLines(append(lines[:10:10], lines[11:]...)))
+	r, err = bundle.Open(ctx, bundle.Dir(f.dir), bundle.Options{VKey: l.vkey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	n := 0
+	for {
+		line, err := r.Next(ctx)
+		if err == nil {
+			n++
+			continue
+		}
+		var be *bundle.Error
+		if !errors.Is(err, oplog.ErrInput) || !errors.As(err, &be) || be.Bundle != 3 || n != 100 || line.N != 100 {
+			t.Fatalf("after %d lines (N %d): %v; want bundle 3 refused as ErrInput after 100", n, line.N, err)
+		}
+		break
 	}
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/client"
+	"github.com/plcdir/plc/oplog"
 	plctlog "github.com/plcdir/plc/tlog"
 )
 
@@ -106,18 +107,25 @@ type Options struct {
 // in seq order, handing over each bundle only once it is checked (see the
 // package doc). The next bundle is fetched and checked while the one
 // before it is read.
+//
+// Read reads them as bytes; Next hands them over as an oplog.LineSource,
+// each with the parse the check made of it. A Reader is read one way or
+// the other, not both.
 type Reader struct {
-	idx  *Index
-	cp   plc.CheckpointBody
-	next chan fetched
-	cur  []byte
-	err  error
-	stop context.CancelFunc
-	done chan struct{}
+	idx   *Index
+	cp    plc.CheckpointBody
+	next  chan fetched
+	cur   []byte       // Read's rest of the current bundle
+	lines []oplog.Line // Next's rest of the current bundle
+	n     int64        // the lines Next handed over
+	err   error
+	stop  context.CancelFunc
+	done  chan struct{}
 }
 
 type fetched struct {
 	content []byte
+	lines   []oplog.Line // content's lines, each with its parse
 	err     error
 }
 
@@ -213,6 +221,39 @@ func (r *Reader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// Next returns the next checked line, parsed (see oplog.LineSource). A
+// bundle that fails its checks ends the reader, after the bundles before
+// it, with oplog.ErrInput wrapping its *Error.
+func (r *Reader) Next(ctx context.Context) (oplog.Line, error) {
+	for len(r.lines) == 0 {
+		if errors.Is(r.err, io.EOF) {
+			return oplog.Line{N: r.n}, r.err
+		} else if r.err != nil {
+			return oplog.Line{N: r.n}, fmt.Errorf("%w after line %d: %w", oplog.ErrInput, r.n, r.err)
+		}
+		select {
+		case f, ok := <-r.next:
+			if !ok {
+				r.err = io.EOF
+				continue
+			}
+			r.lines, r.err = f.lines, f.err
+		case <-ctx.Done():
+			return oplog.Line{}, ctx.Err()
+		}
+	}
+	l := r.lines[0]
+	r.lines[0] = oplog.Line{}
+	r.lines = r.lines[1:]
+	r.n++
+	l.N = r.n
+	return l, nil
+}
+
+// Ready reports whether Next would return without waiting for the next
+// bundle's check.
+func (r *Reader) Ready() bool { return len(r.lines) > 0 || len(r.next) > 0 }
+
 // Close stops the fetching and waits for it.
 func (r *Reader) Close() error {
 	r.stop()
@@ -234,8 +275,8 @@ func (r *Reader) run(ctx context.Context, f Fetcher) {
 	var tree compactRange
 	for i := range r.idx.Bundles {
 		e := &r.idx.Bundles[i]
-		content, err := r.check(ctx, f, dec, &tree, e)
-		if !r.send(ctx, fetched{content: content, err: err}) || err != nil {
+		content, lines, err := r.check(ctx, f, dec, &tree, e)
+		if !r.send(ctx, fetched{content: content, lines: lines, err: err}) || err != nil {
 			return
 		}
 	}
@@ -253,52 +294,54 @@ func (r *Reader) send(ctx context.Context, f fetched) bool {
 // check fetches bundle e and checks it: its hashes, its lines' seqs, and
 // that the tree of every leaf up to its last is a prefix of the
 // checkpoint's tree. tree holds the leaves before e and is extended with
-// e's.
-func (r *Reader) check(ctx context.Context, f Fetcher, dec *zstd.Decoder, tree *compactRange, e *Entry) ([]byte, error) {
+// e's. It returns e's content and its lines, each with its parse.
+func (r *Reader) check(ctx context.Context, f Fetcher, dec *zstd.Decoder, tree *compactRange, e *Entry) ([]byte, []oplog.Line, error) {
 	fail := func(format string, a ...any) error {
 		return &Error{Bundle: e.Number, File: e.File, From: e.FirstSeq, To: e.LastSeq, Reason: fmt.Sprintf(format, a...)}
 	}
 	file, err := f.Fetch(ctx, e.File, e.Bytes)
 	if err != nil {
-		return nil, fmt.Errorf("%s: bundle %d: %w", f, e.Number, err)
+		return nil, nil, fmt.Errorf("%s: bundle %d: %w", f, e.Number, err)
 	}
 	if sum := sha256.Sum256(file); int64(len(file)) != e.Bytes || hex.EncodeToString(sum[:]) != e.SHA256 {
-		return nil, fail("the file (%d bytes, SHA-256 %x) is not the one the index lists (%d bytes, SHA-256 %s)", len(file), sum, e.Bytes, e.SHA256)
+		return nil, nil, fail("the file (%d bytes, SHA-256 %x) is not the one the index lists (%d bytes, SHA-256 %s)", len(file), sum, e.Bytes, e.SHA256)
 	}
 	content, err := dec.DecodeAll(file, make([]byte, 0, e.ContentBytes))
 	if err != nil {
-		return nil, fail("not a zstd stream: %v", err)
+		return nil, nil, fail("not a zstd stream: %v", err)
 	}
 	if sum := sha256.Sum256(content); int64(len(content)) != e.ContentBytes || hex.EncodeToString(sum[:]) != e.ContentSHA256 {
-		return nil, fail("its content (%d bytes, SHA-256 %x) is not the one the index lists (%d bytes, SHA-256 %s)", len(content), sum, e.ContentBytes, e.ContentSHA256)
+		return nil, nil, fail("its content (%d bytes, SHA-256 %x) is not the one the index lists (%d bytes, SHA-256 %s)", len(content), sum, e.ContentBytes, e.ContentSHA256)
 	}
 	if tree.size != e.FirstSeq-1 {
-		return nil, fail("it does not follow the bundle before it (which ends at seq %d)", tree.size)
+		return nil, nil, fail("it does not follow the bundle before it (which ends at seq %d)", tree.size)
 	}
 	rest := content
+	var lines []oplog.Line
 	for seq := e.FirstSeq; seq <= e.LastSeq; seq++ {
 		line, after, ok := bytes.Cut(rest, []byte{'\n'})
 		if !ok {
-			return nil, fail("it ends at seq %d: %d ops where %d were listed", seq-1, seq-e.FirstSeq, e.Ops)
+			return nil, nil, fail("it ends at seq %d: %d ops where %d were listed", seq-1, seq-e.FirstSeq, e.Ops)
 		}
 		rest = after
 		x, _, err := plc.ParseExportLine(line)
 		if err != nil {
-			return nil, fail("line %d: %v", seq-e.FirstSeq+1, err)
+			return nil, nil, fail("line %d: %v", seq-e.FirstSeq+1, err)
 		}
 		if x.Seq != seq {
-			return nil, fail("line %d has seq %d, want %d: an op is missing, added or moved", seq-e.FirstSeq+1, x.Seq, seq)
+			return nil, nil, fail("line %d has seq %d, want %d: an op is missing, added or moved", seq-e.FirstSeq+1, x.Seq, seq)
 		}
 		leaf := plc.AppendLeaf(nil, &plc.Leaf{Seq: x.Seq, DID: x.DID, CID: x.CID, CreatedAt: x.CreatedAt, Op: x.Op.SignedCBOR()})
 		tree.append(sumdb.RecordHash(leaf))
+		lines = append(lines, oplog.Line{Raw: line, Parsed: &x})
 	}
 	if len(rest) > 0 {
-		return nil, fail("it holds more lines than its %d ops", e.Ops)
+		return nil, nil, fail("it holds more lines than its %d ops", e.Ops)
 	}
 	if err := sumdb.CheckTree(e.proof(), r.cp.Size, r.cp.Root, tree.size, tree.root()); err != nil {
-		return nil, fail("its ops are not the log's: the tree of seqs 1–%d they give is not a prefix of the tree the checkpoint of size %d signs (an op changed, or a bundle of another log)", e.LastSeq, r.cp.Size)
+		return nil, nil, fail("its ops are not the log's: the tree of seqs 1–%d they give is not a prefix of the tree the checkpoint of size %d signs (an op changed, or a bundle of another log)", e.LastSeq, r.cp.Size)
 	}
-	return content, nil
+	return content, lines, nil
 }
 
 // compactRange is the RFC 6962 tree of the leaves appended so far, as the

@@ -84,6 +84,11 @@ type ImportOptions struct {
 type Line struct {
 	N   int64
 	Raw []byte
+	// Parsed, when not nil, is Raw as plc.ParseExportLine read it without
+	// error, handed over by a source that had to read it anyway (a bundle
+	// reader hashes each op's leaf): Replay takes it instead of reading Raw
+	// again.
+	Parsed *plc.ExportLine
 }
 
 // A LineSource hands a Replay its lines, from one goroutine (which may
@@ -121,8 +126,15 @@ type ImportStats struct {
 // ErrNotExport (the first line is not an export line), ErrInput, a store
 // failure, ctx's end.
 func Import(ctx context.Context, l *Log, r io.Reader, opts ImportOptions) (ImportStats, error) {
+	return ImportLines(ctx, l, NewLineReader(r), opts)
+}
+
+// ImportLines is Import of the lines src hands over, numbered as Import
+// numbers an input's lines (a Line.N of 0 is the one after the line
+// before) and resumed as Import resumes.
+func ImportLines(ctx context.Context, l *Log, src LineSource, opts ImportOptions) (ImportStats, error) {
 	opts.resume = true
-	return Replay(ctx, l, NewLineReader(r), opts)
+	return Replay(ctx, l, src, opts)
 }
 
 // Replay is the one way replayed history enters the log. src hands over
@@ -415,6 +427,9 @@ func (im *importer) prepare(ctx context.Context, in <-chan *importChunk, out cha
 func parseLine(l Line) (it IngestItem, looksLikeExport bool) {
 	if len(l.Raw) > MaxLineBytes {
 		return IngestItem{Line: l.N, Raw: l.Raw[:MaxLineBytes], Err: badLine("line longer than %d bytes", MaxLineBytes)}, false
+	}
+	if l.Parsed != nil {
+		return NewIngestItem(l.N, l.Raw, *l.Parsed, nil), true
 	}
 	x, looksLikeExport, err := plc.ParseExportLine(l.Raw)
 	return NewIngestItem(l.N, l.Raw, x, err), looksLikeExport

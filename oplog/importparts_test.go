@@ -8,8 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/internal/testclock"
 	"github.com/plcdir/plc/oplog"
+	"github.com/plcdir/plc/oplog/storetest"
 )
 
 // partSource is an oplog.LineSource over parts the test hands it one by
@@ -152,3 +154,51 @@ func testImportParts(t *testing.T, migrated func(t *testing.T) (oplog.Store, str
 type neverReady struct{ *partSource }
 
 func (neverReady) Ready() bool { return false }
+
+// sliceSource is an oplog.LineSource over lines at hand.
+type sliceSource struct{ lines []oplog.Line }
+
+func (s *sliceSource) Ready() bool { return true }
+
+func (s *sliceSource) Next(context.Context) (oplog.Line, error) {
+	if len(s.lines) == 0 {
+		return oplog.Line{}, io.EOF
+	}
+	l := s.lines[0]
+	s.lines = s.lines[1:]
+	return l, nil
+}
+
+// TestReplayTakesTheSourcesParse: a line handed over with its parse
+// (Line.Parsed) is not read again: what is stored is the parse, even where
+// the raw bytes beside it say otherwise.
+func TestReplayTakesTheSourcesParse(t *testing.T) {
+	ctx := context.Background()
+	corpus := storetest.Corpus(t, 5, 20)[:20]
+	src := &sliceSource{}
+	for i, raw := range corpus {
+		x, _, err := plc.ParseExportLine(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 3 {
+			raw = []byte(`{"not":"the line"}`)
+		}
+		src.lines = append(src.lines, oplog.Line{Raw: raw, Parsed: &x})
+	}
+	s, _ := storetest.SQLite(t)
+	l := oplog.NewLog(s, oplog.Options{NoRateLimit: true})
+	defer l.Close()
+	st, err := oplog.ImportLines(ctx, l, src, oplog.ImportOptions{Source: "test"})
+	if err != nil || st.Imported != 20 || st.Rejected != 0 {
+		t.Fatalf("ImportLines: %+v, %v; want 20 imported", st, err)
+	}
+	es, err := s.Export(ctx, 0, 100)
+	if err != nil || len(es) != 20 {
+		t.Fatalf("Export: %d entries, %v", len(es), err)
+	}
+	want, _, _ := plc.ParseExportLine(corpus[3])
+	if es[3].CID != want.CID || es[3].DID != want.DID {
+		t.Fatalf("seq 4 is %s %s, want the parse handed over (%s %s)", es[3].DID, es[3].CID, want.DID, want.CID)
+	}
+}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -91,20 +90,23 @@ func importBundles(ctx context.Context, c importConfig, b *bundleCheck, e env) i
 	for _, x := range r.Index().Bundles {
 		size += x.ContentBytes
 	}
-	cr := &countingReader{r: r}
-	return importFrom(ctx, c, e, c.Input, cr, size, &cr.n)
+	cs := &countingSource{LineSource: r}
+	return importFrom(ctx, c, e, c.Input, cs, size, &cs.n)
 }
 
-// countingReader counts the bytes read from r.
-type countingReader struct {
-	r io.Reader
+// countingSource counts the bytes of the lines handed over, each with its
+// newline.
+type countingSource struct {
+	oplog.LineSource
 	n atomic.Int64
 }
 
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n.Add(int64(n))
-	return n, err
+func (c *countingSource) Next(ctx context.Context) (oplog.Line, error) {
+	l, err := c.LineSource.Next(ctx)
+	if err == nil {
+		c.n.Add(int64(len(l.Raw)) + 1)
+	}
+	return l, err
 }
 
 // bootstrapFlags binds plc mirror's --bootstrap flags.
@@ -138,7 +140,7 @@ func bootstrap(ctx context.Context, src string, opts bundle.Options, log *oplog.
 		return nil
 	}
 	logger.Info("bootstrap", "from", f.String(), "bundles", len(r.Index().Bundles), "lastSeq", r.LastSeq(), "checkpoint", r.Checkpoint().Size)
-	st, err := oplog.Import(ctx, log, r, oplog.ImportOptions{Source: source, Progress: p.batch, Rejected: p.rejected})
+	st, err := oplog.ImportLines(ctx, log, r, oplog.ImportOptions{Source: source, Progress: p.batch, Rejected: p.rejected})
 	if err != nil {
 		return fmt.Errorf("bootstrap from %s: %w", f, err)
 	}

@@ -114,13 +114,14 @@ func importExport(ctx context.Context, c importConfig, e env) int {
 		return e.Failf(exitUsage, "plc import: %s: %v", name, err)
 	}
 	defer r.Close()
-	return importFrom(ctx, c, e, name, r, size, &in.n)
+	return importFrom(ctx, c, e, name, oplog.NewLineReader(r), size, &in.n)
 }
 
-// importFrom imports the export lines of r, named name in messages (size
-// is the input's size and read counts what was read of it, for the ETA;
-// 0 and nil: unknown), and reports on it; it returns the exit code.
-func importFrom(ctx context.Context, c importConfig, e env, name string, r io.Reader, size int64, read *atomic.Int64) int {
+// importFrom imports the export lines src hands over, named name in
+// messages (size is the input's size and read counts what was read of it,
+// for the ETA; 0 and nil: unknown), and reports on it; it returns the exit
+// code.
+func importFrom(ctx context.Context, c importConfig, e env, name string, src oplog.LineSource, size int64, read *atomic.Int64) int {
 	if c.now == nil {
 		c.now = time.Now
 	}
@@ -135,7 +136,7 @@ func importFrom(ctx context.Context, c importConfig, e env, name string, r io.Re
 	p := &progress{w: e.Stderr, tty: isTerminal(e.Stderr), now: c.now, size: size, read: read, cmd: "plc import"}
 	p.start = c.now()
 	p.last = p.start
-	st, err := oplog.Import(ctx, log, r, oplog.ImportOptions{
+	st, err := oplog.ImportLines(ctx, log, src, oplog.ImportOptions{
 		Source:    c.Source,
 		BatchSize: c.Batch,
 		Workers:   c.Workers,

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"time"
 
 	"github.com/plcdir/plc/bundle"
@@ -17,7 +18,7 @@ import (
 
 func runBenchBundles(ctx context.Context, e cli.Env, args []string) int {
 	var db string
-	fs := cli.NewFlagSet("bench bundles", "plc bench bundles [--db DB] [--bundle-size N] [--work DIR] CORPUS",
+	fs := cli.NewFlagSet("bench bundles", "plc bench bundles [--db DB] [--bundle-size N] [--work DIR] [--cpuprofile FILE] CORPUS",
 		`Imports a corpus (plc bench gen) into a source log (SQLite, in --work)
 and signs a checkpoint of it with a fresh key (not measured); then
 measures plc export of the log as lines (ops/s), plc export --bundles
@@ -28,6 +29,7 @@ measured in the same run, before and after, as plc bench import does).`, e)
 	f := cli.NewFlags(fs, e)
 	f.DB(&db)
 	size := fs.Int("bundle-size", bundle.DefaultSize, "ops per bundle")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the bootstrap to this file")
 	work := fs.String("work", "", "folder for the source log and the bundles (default: a temporary one, removed at the end)")
 	if code, done := cli.ParseFlags(fs, args); done {
 		return code
@@ -36,13 +38,13 @@ measured in the same run, before and after, as plc bench import does).`, e)
 		return e.Failf(code, "plc bench bundles: "+format, a...)
 	}
 	if fs.NArg() != 1 {
-		return fail(cli.ExitUsage, "want one CORPUS\nUsage: plc bench bundles [--db DB] [--bundle-size N] [--work DIR] CORPUS")
+		return fail(cli.ExitUsage, "want one CORPUS\nUsage: plc bench bundles [--db DB] [--bundle-size N] [--work DIR] [--cpuprofile FILE] CORPUS")
 	}
 	if *size < 1 || *size > bundle.MaxSize {
 		return fail(cli.ExitUsage, "--bundle-size must be 1 to %d", bundle.MaxSize)
 	}
 	corpus := fs.Arg(0)
-	sample, err := readSample(corpus, 20000)
+	sample, err := boundChecks(corpus)
 	if err != nil {
 		return fail(cli.ExitUsage, "%v", err)
 	}
@@ -125,14 +127,29 @@ measured in the same run, before and after, as plc bench import does).`, e)
 		return fail(cli.ExitFailure, "%v", err)
 	}
 	log := oplog.NewLog(dst, oplog.Options{NoRateLimit: true})
+	if *cpuProfile != "" {
+		pf, err := os.Create(*cpuProfile)
+		if err != nil {
+			log.Close()
+			return fail(cli.ExitFailure, "%v", err)
+		}
+		defer pf.Close()
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			log.Close()
+			return fail(cli.ExitFailure, "%v", err)
+		}
+	}
 	start = time.Now()
 	r, err := bundle.Open(ctx, bundle.Dir(bdir), bundle.Options{VKey: vkey})
 	if err != nil {
 		log.Close()
 		return fail(cli.ExitFailure, "%v", err)
 	}
-	st, err := oplog.Import(ctx, log, r, oplog.ImportOptions{})
+	st, err := oplog.ImportLines(ctx, log, r, oplog.ImportOptions{})
 	bootElapsed := time.Since(start)
+	if *cpuProfile != "" {
+		pprof.StopCPUProfile()
+	}
 	r.Close()
 	log.Close()
 	if err != nil {

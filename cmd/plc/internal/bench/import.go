@@ -38,7 +38,7 @@ a row to a markdown file (BENCHMARKS.md).`, e)
 		return e.Failf(cli.ExitUsage, "Usage: plc bench import [--db DB] [--append FILE] CORPUS")
 	}
 	corpus := fs.Arg(0)
-	sample, err := readSample(corpus, 20000)
+	sample, err := boundChecks(corpus)
 	if err != nil {
 		return e.Failf(cli.ExitUsage, "plc bench import: %v", err)
 	}
