@@ -26,6 +26,7 @@ import (
 	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/client"
 	"github.com/plcdir/plc/internal/defaults"
+	"github.com/plcdir/plc/internal/gcbudget"
 	"github.com/plcdir/plc/oplog"
 )
 
@@ -57,6 +58,10 @@ type Config struct {
 	AuditSample int
 	// Progress, if set, is called as Replay's Progress during backfills.
 	Progress func(oplog.ImportStats)
+	// GCHeadroom, if above 0, is the memory a backfill lets the heap grow
+	// by, beyond Go's default, to spare collection work (see
+	// internal/gcbudget); it does nothing when GOGC or GOMEMLIMIT is set.
+	GCHeadroom int64
 	// StreamTimeout bounds the live stream's handshake and the answer to
 	// each ping (default 30 s).
 	StreamTimeout time.Duration
@@ -322,6 +327,7 @@ func (m *Mirror) sawUpstreamSeq(seq int64) {
 // the upstream still serves the op at the cursor (see checkHead).
 func (m *Mirror) Backfill(ctx context.Context) error {
 	m.setState("backfill")
+	defer gcbudget.Start(m.cfg.GCHeadroom)()
 	var (
 		src oplog.LineSource
 		sr  *seqPages

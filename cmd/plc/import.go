@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/plcdir/plc/internal/cli"
+	"github.com/plcdir/plc/internal/gcbudget"
 	"github.com/plcdir/plc/oplog"
 )
 
@@ -86,6 +87,9 @@ on a database error or an interruption, 2 on usage or input errors.`, e)
 	if err := c.validate(); err != nil {
 		return e.Failf(exitUsage, "plc import: %v", err)
 	}
+	// The import allocates fast and keeps little: let the heap grow more
+	// between collections, within a bounded headroom.
+	defer gcbudget.Start(gcbudget.DefaultHeadroom)()
 	if isBundleFolder(c.Input) {
 		return importBundles(ctx, c, bf, e)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/plcdir/plc/api"
 	"github.com/plcdir/plc/bundle"
 	"github.com/plcdir/plc/internal/cli"
+	"github.com/plcdir/plc/internal/gcbudget"
 	"github.com/plcdir/plc/mirror"
 	"github.com/plcdir/plc/oplog"
 )
@@ -127,6 +128,7 @@ checkpoint, then goes on from the upstream's export after their last seq.`, e)
 			Logger:           logger,
 			Registry:         reg,
 			Progress:         p.batch,
+			GCHeadroom:       gcbudget.DefaultHeadroom,
 		})
 		if err != nil {
 			return nil, err
@@ -153,7 +155,10 @@ checkpoint, then goes on from the upstream's export after their last seq.`, e)
 		return func(ctx context.Context) {
 			defer p.clear()
 			if *bootSrc != "" {
-				if syncErr = bootstrap(ctx, *bootSrc, bootOpts, log, m.Source(), p, logger); syncErr != nil {
+				stopBudget := gcbudget.Start(gcbudget.DefaultHeadroom)
+				syncErr = bootstrap(ctx, *bootSrc, bootOpts, log, m.Source(), p, logger)
+				stopBudget()
+				if syncErr != nil {
 					stop()
 					return
 				}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/plcdir/plc/bundle"
 	"github.com/plcdir/plc/internal/cli"
+	"github.com/plcdir/plc/internal/gcbudget"
 	"github.com/plcdir/plc/oplog"
 	"github.com/plcdir/plc/tlog"
 )
@@ -139,6 +140,7 @@ measured in the same run, before and after, as plc bench import does).`, e)
 			return fail(cli.ExitFailure, "%v", err)
 		}
 	}
+	stopBudget := gcbudget.Start(gcbudget.DefaultHeadroom) // as plc import runs
 	start = time.Now()
 	r, err := bundle.Open(ctx, bundle.Dir(bdir), bundle.Options{VKey: vkey})
 	if err != nil {
@@ -147,6 +149,7 @@ measured in the same run, before and after, as plc bench import does).`, e)
 	}
 	st, err := oplog.ImportLines(ctx, log, r, oplog.ImportOptions{})
 	bootElapsed := time.Since(start)
+	stopBudget()
 	if *cpuProfile != "" {
 		pprof.StopCPUProfile()
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/plcdir/plc/internal/cli"
+	"github.com/plcdir/plc/internal/gcbudget"
 	"github.com/plcdir/plc/oplog"
 )
 
@@ -72,9 +73,11 @@ a row to a markdown file (BENCHMARKS.md).`, e)
 			return e.Failf(cli.ExitFailure, "plc bench import: %v", err)
 		}
 	}
+	stopBudget := gcbudget.Start(gcbudget.DefaultHeadroom) // as plc import runs
 	start := time.Now()
 	st, err := oplog.Import(ctx, log, in, oplog.ImportOptions{})
 	elapsed := time.Since(start)
+	stopBudget()
 	if *cpuProfile != "" {
 		pprof.StopCPUProfile()
 	}
