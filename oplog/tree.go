@@ -30,8 +30,12 @@ var ErrTreeBehind = errors.New("the transparency log does not cover every op")
 // LeafData returns the transparency-log leaf of e (plc.Leaf, whose data
 // is a canonical DAG-CBOR map of e's op, CID, DID, seq and createdAt).
 func LeafData(e *Entry) []byte {
-	return plc.AppendLeaf(make([]byte, 0, len(e.Op)+len(e.CID)+len(e.DID)+80),
-		&plc.Leaf{Seq: e.Seq, DID: e.DID, CID: e.CID, CreatedAt: e.CreatedAt, Op: e.Op})
+	return appendLeafData(make([]byte, 0, len(e.Op)+len(e.CID)+len(e.DID)+80), e)
+}
+
+// appendLeafData appends e's LeafData to dst.
+func appendLeafData(dst []byte, e *Entry) []byte {
+	return plc.AppendLeaf(dst, &plc.Leaf{Seq: e.Seq, DID: e.DID, CID: e.CID, CreatedAt: e.CreatedAt, Op: e.Op})
 }
 
 // treeChunk is one row of tree_hashes: the stored hashes of the records
@@ -212,12 +216,14 @@ func (t *treeCache) extend(ctx context.Context, tx treeTx, last int64, entries [
 	}
 	reader := mapReader(ext.frontier)
 	buf := make([]byte, 0, len(entries)*2*tlog.HashSize)
+	var leaf []byte // one leaf's data at a time: StoredHashes keeps none
 	for i, e := range entries {
 		n := last + int64(i)
 		if e.Seq != n+1 {
 			return nil, fmt.Errorf("oplog: tree record for seq %d given as record %d", e.Seq, n)
 		}
-		hs, err := tlog.StoredHashes(n, LeafData(e), reader)
+		leaf = appendLeafData(leaf[:0], e)
+		hs, err := tlog.StoredHashes(n, leaf, reader)
 		if err != nil {
 			return nil, fmt.Errorf("tree hashes of seq %d: %w", e.Seq, err)
 		}

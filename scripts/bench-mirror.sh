@@ -7,7 +7,8 @@
 #   1. `plc bench import` of the corpus into a fresh SQLite file (the
 #      upstream): import ops/s, the signature bound measured in the same
 #      run, peak RSS;
-#   2. `plc serve` on that file (the upstream, on 127.0.0.1);
+#   2. `plc serve` on that file (the upstream, on 127.0.0.1), once its
+#      handle index has caught up with the import;
 #   3. `plc mirror --once` from it into a fresh database, under
 #      /usr/bin/time -v: backfill ops/s (ops ÷ wall time), peak RSS. The
 #      mirror's database is SQLite, or PostgreSQL when PLC_TEST_POSTGRES is
@@ -63,6 +64,15 @@ import_rss=$(awk '$1 == "peak" {print $3}' "$work/import.txt")
 server_pid=$!
 for _ in $(seq 100); do
 	curl -sf "http://127.0.0.1:$PORT/_health" >/dev/null && break
+	sleep 0.1
+done
+# The upstream fills in its handle index after the import (a production
+# upstream has it): wait for that, or its work would be measured as the
+# mirror's.
+for i in $(seq 18000); do
+	out=$(curl -fs "http://127.0.0.1:$PORT/_lookup/handle/settle.example.com" 2>/dev/null) &&
+		[[ $out != *'"indexBehind"'* ]] && break
+	[ "$i" = 18000 ] && { echo "bench-mirror: the upstream's handle index did not catch up within 30 min" >&2; exit 1; }
 	sleep 0.1
 done
 

@@ -1,10 +1,10 @@
 package validate
 
 import (
-	"bytes"
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
+	"slices"
 	"strings"
 
 	"github.com/mr-tron/base58"
@@ -52,12 +52,22 @@ func AppendCompact(dst []byte, op *Op) []byte {
 	dst = appendCompactV1(dst, &op.op)
 	// The compact form is kept only if it decodes to the same signed bytes
 	// (and so the same op and CID: the checks NewOp would make on read pass
-	// for the same content).
-	if back, err := decodeCompactV1(dst[start:]); err == nil && bytes.Equal(signedCBOR(&back), op.signed) {
+	// for the same content). NewOp made op's signed bytes from its content
+	// alone, so the same content has the same signed bytes.
+	if back, err := decodeCompactV1(dst[start:]); err == nil && sameOperation(&back, &op.op) {
 		return dst
 	}
 	dst = append(dst[:start], compactRaw)
 	return append(dst, op.signed...)
+}
+
+// sameOperation reports whether a and b have the same content: the same
+// signed encoding (which reads every field, and slices by their elements).
+func sameOperation(a, b *Operation) bool {
+	return a.Type == b.Type && a.Prev == b.Prev && a.Sig == b.Sig &&
+		a.SigningKey == b.SigningKey && a.RecoveryKey == b.RecoveryKey && a.Handle == b.Handle && a.Service == b.Service &&
+		slices.Equal(a.RotationKeys, b.RotationKeys) && slices.Equal(a.VerificationMethods, b.VerificationMethods) &&
+		slices.Equal(a.AlsoKnownAs, b.AlsoKnownAs) && slices.Equal(a.Services, b.Services)
 }
 
 // Compact returns op's compact encoding (AppendCompact), computed once and
@@ -263,13 +273,6 @@ func decodeCompactV1(b []byte) (Operation, error) {
 		return Operation{}, errCompact
 	}
 	return o, nil
-}
-
-// signedCBOR is the canonical DAG-CBOR encoding of o with its sig, as
-// NewOp makes it.
-func signedCBOR(o *Operation) []byte {
-	body, n := encodeBody(make([]byte, 0, 512), o)
-	return appendSigned(body, n, o.Sig)
 }
 
 // appendSigned is the signed encoding of an op from its unsigned body (the

@@ -68,3 +68,21 @@ func TestOffCurveRotationKeyOnlyFailsWhereChecked(t *testing.T) {
 		}
 	}
 }
+
+// TestForgetParsedKeysMakesTheNextParseAFirstMeeting: ParseDIDKey hands
+// back the key it parsed before, until ForgetParsedKeys, after which the
+// key is parsed again (a benchmark's replay meets it as new).
+func TestForgetParsedKeysMakesTheNextParseAFirstMeeting(t *testing.T) {
+	const s = "did:key:zQ3shokFTS3brHcDQrn82RUDfCZESWL1ZdCEJwekUDPQiYBme"
+	k1, err := validate.ParseDIDKey(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k2, _ := validate.ParseDIDKey(s); k2 != k1 {
+		t.Fatal("a second parse did not find the first one's key")
+	}
+	validate.ForgetParsedKeys()
+	if k3, _ := validate.ParseDIDKey(s); k3 == k1 {
+		t.Fatal("after ForgetParsedKeys the key was still found parsed")
+	}
+}
