@@ -446,9 +446,10 @@ func (c *readCache) clearLocked() {
 	c.bytes = 0
 }
 
-// findLocked returns the slot holding route's answer for did.
-func (c *readCache) findLocked(route readRoute, did string) (uint32, bool) {
-	i, ok := c.index[c.hash(route, did)]
+// findLocked returns the slot holding route's answer for did, whose hash
+// is h.
+func (c *readCache) findLocked(h uint64, route readRoute, did string) (uint32, bool) {
+	i, ok := c.index[h]
 	if !ok {
 		return 0, false
 	}
@@ -462,9 +463,10 @@ func (c *readCache) findLocked(route readRoute, did string) (uint32, bool) {
 // lookup returns the cached answer of k, or the zero answer. The answer
 // shares the entry's bytes, which stay intact when the entry goes.
 func (c *readCache) lookup(k cacheKey) answer {
+	h := c.hash(k.route, k.did)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	i, ok := c.findLocked(k.route, k.did)
+	i, ok := c.findLocked(h, k.route, k.did)
 	if !ok {
 		return answer{}
 	}
@@ -478,7 +480,7 @@ func (c *readCache) lookup(k cacheKey) answer {
 func (c *readCache) invalidateLocked(did string) int {
 	n := 0
 	for r := range numReadRoutes {
-		if i, ok := c.findLocked(r, did); ok {
+		if i, ok := c.findLocked(c.hash(r, did), r, did); ok {
 			c.removeLocked(i)
 			n++
 		}
