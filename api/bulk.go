@@ -82,7 +82,7 @@ func (s *Server) resolveMany(c *gin.Context) error {
 	view := s.cache.view(ctx)
 	var (
 		buf     []byte
-		results = make([]*answer, 0, bulkBatch)
+		results = make([]answer, 0, bulkBatch)
 		heads   = make([]oplog.Entry, 0, bulkBatch)
 	)
 	for start := 0; start < len(dids); start += bulkBatch {
@@ -102,7 +102,11 @@ func (s *Server) resolveMany(c *gin.Context) error {
 		}
 		buf = buf[:0]
 		for i, did := range batch {
-			buf = s.appendBulkLine(buf, did, results[i], &heads[i])
+			var a *answer
+			if results[i].found() {
+				a = &results[i]
+			}
+			buf = s.appendBulkLine(buf, did, a, &heads[i])
 		}
 		if _, err := c.Writer.Write(buf); err != nil {
 			return nil // the client is gone
@@ -113,15 +117,15 @@ func (s *Server) resolveMany(c *gin.Context) error {
 }
 
 // resolveBatch resolves batch: results[i] is the document answer of
-// batch[i], or nil with heads[i] its head (a tombstone) or the zero Entry
-// (not registered).
-func (s *Server) resolveBatch(c *gin.Context, view cacheView, batch []string, results []*answer, heads []oplog.Entry) ([]*answer, []oplog.Entry, error) {
+// batch[i], or the zero answer with heads[i] its head (a tombstone) or
+// the zero Entry (not registered).
+func (s *Server) resolveBatch(c *gin.Context, view cacheView, batch []string, results []answer, heads []oplog.Entry) ([]answer, []oplog.Entry, error) {
 	var missing []string
 	for _, did := range batch {
 		a := view.lookup(routeDoc, did)
 		results = append(results, a)
 		heads = append(heads, oplog.Entry{})
-		if a == nil {
+		if !a.found() {
 			missing = append(missing, did)
 		}
 	}
@@ -133,7 +137,7 @@ func (s *Server) resolveBatch(c *gin.Context, view cacheView, batch []string, re
 		return nil, nil, fmt.Errorf("read the heads of %d DIDs: %w", len(missing), err)
 	}
 	for i, did := range batch {
-		if results[i] != nil {
+		if results[i].found() {
 			continue
 		}
 		e, ok := found[did]
@@ -152,7 +156,7 @@ func (s *Server) resolveBatch(c *gin.Context, view cacheView, batch []string, re
 		if err != nil {
 			return nil, nil, err
 		}
-		results[i] = a
+		results[i] = *a
 		view.put(routeDoc, did, a)
 	}
 	return results, heads, nil

@@ -62,6 +62,10 @@ type answer struct {
 	seq int64
 }
 
+// found tells an answer from the zero answer (not cached): a rendered
+// answer always has a body.
+func (a answer) found() bool { return a.body != nil }
+
 // etagOf returns the entity tag of route's answer for a DID whose latest
 // op is last.
 func etagOf(route readRoute, last *oplog.Entry) string {

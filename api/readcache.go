@@ -1,11 +1,14 @@
 package api
 
 import (
-	"container/list"
 	"context"
+	"hash/maphash"
+	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -23,9 +26,14 @@ const (
 	readCacheMaxScan = 4096
 	// readCacheTimeout bounds the queries of one round.
 	readCacheTimeout = 5 * time.Second
+	// readCacheIndexBytes is an entry's share of the index: an 8-byte key
+	// and a 4-byte value in a table that is at most 7/8 full, with its
+	// control byte and room for growth.
+	readCacheIndexBytes = 32
 	// readCacheEntryOverhead is the memory counted for an entry besides
-	// its bytes (map slot, list element, headers).
-	readCacheEntryOverhead = 200
+	// the allocation of its bytes: its slot, its slice header in data and
+	// its share of the index.
+	readCacheEntryOverhead = int64(unsafe.Sizeof(cacheSlot{})) + int64(unsafe.Sizeof([]byte(nil))) + readCacheIndexBytes
 )
 
 // readCache keeps rendered answers of the read routes of DIDs, keyed by
@@ -55,21 +63,53 @@ const (
 // latest seq, and a request that then finds the same token knows nothing
 // was committed since, so the cache is current at the round's seq for it
 // too, and it answers from the cache without waiting for a round.
+//
+// # Storage
+//
+// A gigabyte of answers is a million entries, and the garbage collector
+// marks the heap at every cycle; so the entries hold (almost) no pointers
+// it has to follow. The index maps a seeded hash of (route, DID) to a slot
+// number (a map of integers, which the collector does not scan); the slots
+// are one slice of fixed-size structs, with the LRU list threaded through
+// them as slot numbers; the bytes of an entry (DID, ETag, content type,
+// body) are one allocation of their own, without pointers, referenced from
+// data by slot number. The collector then follows one pointer per entry
+// and scans nothing inside it.
+//
+// The index holds one entry per hash. Every lookup compares the route and
+// the DID stored in the slot with the ones asked for, so two keys whose
+// hashes collide never get each other's answer: storing one drops the
+// other, which is then a miss.
+//
+// An entry's bytes are written once, before the entry is stored, and never
+// again: evicting, invalidating or replacing an entry only drops the
+// cache's reference, and a request that holds an answer built over them
+// (lookup) keeps them alive and intact until it is done.
 type readCache struct {
 	store   oplog.Store
 	probe   oplog.ChangeProbe // nil: every request waits for a round
 	max     int64
 	maxScan int64
 	m       *readCacheMetrics
+	// hash is the hash of a key in the index; it must be set before the
+	// cache is used (tests inject collisions).
+	hash func(route readRoute, did string) uint64
 
 	// still is the token of the last round that brought the cache to the
 	// store's latest seq, with that seq; nil when there is none.
 	still atomic.Pointer[stillState]
 
-	mu      sync.Mutex
-	at      int64 // every entry is current at this seq; -1: none yet
-	entries map[cacheKey]*list.Element
-	lru     list.List // of *cacheEntry, most recently used first
+	mu    sync.Mutex
+	at    int64             // every entry is current at this seq; -1: none yet
+	index map[uint64]uint32 // hash of the key → slot
+	// slots[0] is the head of the LRU list: its next is the most recently
+	// used entry, its prev the least; a free slot is on the free list,
+	// chained by next.
+	slots []cacheSlot
+	// data[i] is the bytes of the entry in slot i (nil when free): the
+	// DID, the ETag, the content type and the body, in that order.
+	data    [][]byte
+	free    uint32 // the first free slot; 0: none
 	bytes   int64
 	running bool       // a round is running
 	next    *syncRound // the round the requests that arrived since the running one started wait for
@@ -87,10 +127,46 @@ type cacheKey struct {
 	did   string
 }
 
-type cacheEntry struct {
-	key  cacheKey
-	a    *answer
-	cost int64
+// cacheSlot is an entry of the cache, without its bytes. It holds no
+// pointers.
+type cacheSlot struct {
+	hash       uint64
+	seq        int64 // answer.seq
+	prev, next uint32
+	// The lengths of the DID, the ETag and the content type at the start
+	// of the entry's bytes; the body is the rest.
+	didLen, etagLen, typeLen uint32
+	route                    readRoute
+}
+
+// answer returns the answer over b, the slot's bytes. The strings share
+// b's memory, which is never written after the entry was stored (see
+// readCache), so they stay immutable as strings must; the body's capacity
+// ends with it, so an append copies instead of writing into b.
+func (s *cacheSlot) answer(b []byte) answer {
+	etag := b[s.didLen : s.didLen+s.etagLen]
+	typ := b[s.didLen+s.etagLen : s.didLen+s.etagLen+s.typeLen]
+	body := b[s.didLen+s.etagLen+s.typeLen : len(b) : len(b)]
+	return answer{contentType: bytesString(typ), body: body, etag: bytesString(etag), seq: s.seq}
+}
+
+// bytesString returns a string sharing b's memory; b must never be
+// written again.
+func bytesString(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
+}
+
+// seededKeyHash returns a hash of keys under a random seed: the hash of
+// the DID, plus a multiple of the route by an odd constant, so the routes
+// of one DID never collide with each other.
+func seededKeyHash() func(readRoute, string) uint64 {
+	seed := maphash.MakeSeed()
+	return func(route readRoute, did string) uint64 {
+		return maphash.String(seed, did) + uint64(route+1)*0x9e3779b97f4a7c15
+	}
 }
 
 // syncRound is one check of the store's latest seq, shared by the requests
@@ -108,42 +184,51 @@ func newReadCache(store oplog.Store, max int64, reg prometheus.Registerer) *read
 		return nil
 	}
 	probe, _ := store.(oplog.ChangeProbe)
-	return &readCache{
+	c := &readCache{
 		store:   store,
 		probe:   probe,
 		max:     max,
 		maxScan: readCacheMaxScan,
 		m:       newReadCacheMetrics(reg),
+		hash:    seededKeyHash(),
 		at:      -1,
-		entries: map[cacheKey]*list.Element{},
 	}
+	c.clearLocked()
+	return c
 }
 
 // get returns the answer of route for did: the cached one when it is
 // current, else render's (stored for the next requests). A nil cache
 // always renders.
-func (c *readCache) get(ctx context.Context, route readRoute, did string, render func() (*answer, error)) (*answer, error) {
+func (c *readCache) get(ctx context.Context, route readRoute, did string, render func() (*answer, error)) (answer, error) {
 	if c == nil {
-		return render()
+		return rendered(render())
 	}
 	at, err := c.current(ctx)
 	if err != nil {
 		// What changed is not known: read, and store nothing.
 		c.m.bypass.Inc()
-		return render()
+		return rendered(render())
 	}
 	k := cacheKey{route, did}
-	if a := c.lookup(k); a != nil {
+	if a := c.lookup(k); a.found() {
 		c.m.hits.Inc()
 		return a, nil
 	}
 	c.m.misses.Inc()
 	a, err := render()
 	if err != nil {
-		return nil, err
+		return answer{}, err
 	}
 	c.put(k, at, a)
-	return a, nil
+	return *a, nil
+}
+
+func rendered(a *answer, err error) (answer, error) {
+	if err != nil {
+		return answer{}, err
+	}
+	return *a, nil
 }
 
 // current returns the seq the cache is current at for a request that
@@ -199,17 +284,17 @@ func (c *readCache) view(ctx context.Context) cacheView {
 	return cacheView{c: c, at: at}
 }
 
-// lookup returns the cached answer of route for did, or nil.
-func (v cacheView) lookup(route readRoute, did string) *answer {
+// lookup returns the cached answer of route for did, or the zero answer.
+func (v cacheView) lookup(route readRoute, did string) answer {
 	if v.c == nil {
-		return nil
+		return answer{}
 	}
 	if v.bypass {
 		v.c.m.bypass.Inc()
-		return nil
+		return answer{}
 	}
 	a := v.c.lookup(cacheKey{route, did})
-	if a != nil {
+	if a.found() {
 		v.c.m.hits.Inc()
 	} else {
 		v.c.m.misses.Inc()
@@ -320,12 +405,7 @@ func (c *readCache) advance() (int64, error) {
 	c.mu.Lock()
 	n := 0
 	for did := range changed {
-		for r := range numReadRoutes {
-			if el, ok := c.entries[cacheKey{r, did}]; ok {
-				c.removeLocked(el)
-				n++
-			}
-		}
+		n += c.invalidateLocked(did)
 	}
 	c.at = latest
 	c.setGaugesLocked()
@@ -349,61 +429,170 @@ func (c *readCache) setStill(tok oplog.ChangeToken, ok bool, at int64) {
 // reset forgets every answer; the cache is then current at at.
 func (c *readCache) reset(at int64) {
 	c.mu.Lock()
-	c.entries = map[cacheKey]*list.Element{}
-	c.lru.Init()
-	c.bytes = 0
+	c.clearLocked()
 	c.at = at
 	c.setGaugesLocked()
 	c.mu.Unlock()
 	c.m.resets.Inc()
 }
 
-// lookup returns the cached answer of k, or nil.
-func (c *readCache) lookup(k cacheKey) *answer {
+// clearLocked empties the cache, letting go of the memory of its index,
+// slots and entries.
+func (c *readCache) clearLocked() {
+	c.index = map[uint64]uint32{}
+	c.slots = make([]cacheSlot, 1)
+	c.data = make([][]byte, 1)
+	c.free = 0
+	c.bytes = 0
+}
+
+// findLocked returns the slot holding route's answer for did, whose hash
+// is h.
+func (c *readCache) findLocked(h uint64, route readRoute, did string) (uint32, bool) {
+	i, ok := c.index[h]
+	if !ok {
+		return 0, false
+	}
+	// The hash may be another key's.
+	if s := &c.slots[i]; s.route != route || string(c.data[i][:s.didLen]) != did {
+		return 0, false
+	}
+	return i, true
+}
+
+// lookup returns the cached answer of k, or the zero answer. The answer
+// shares the entry's bytes, which stay intact when the entry goes.
+func (c *readCache) lookup(k cacheKey) answer {
+	h := c.hash(k.route, k.did)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	el, ok := c.entries[k]
+	i, ok := c.findLocked(h, k.route, k.did)
 	if !ok {
-		return nil
+		return answer{}
 	}
-	c.lru.MoveToFront(el)
-	return el.Value.(*cacheEntry).a
+	c.unlinkLocked(i)
+	c.linkFrontLocked(i)
+	return c.slots[i].answer(c.data[i])
+}
+
+// invalidateLocked forgets the answers of did on every route and returns
+// how many there were.
+func (c *readCache) invalidateLocked(did string) int {
+	n := 0
+	for r := range numReadRoutes {
+		if i, ok := c.findLocked(c.hash(r, did), r, did); ok {
+			c.removeLocked(i)
+			n++
+		}
+	}
+	return n
 }
 
 // put stores a, read after the round that left the cache current at at,
 // unless another round came since (the read may predate an op that round
 // saw) or a is too large to be worth a share of the cache.
 func (c *readCache) put(k cacheKey, at int64, a *answer) {
-	cost := int64(len(a.body)+len(a.etag)+len(k.did)) + readCacheEntryOverhead
+	n := len(k.did) + len(a.etag) + len(a.contentType) + len(a.body)
+	if uint64(n) > math.MaxUint32 || int64(n)+readCacheEntryOverhead > c.max/8 {
+		return
+	}
+	// A fresh allocation, of the size class append rounds n up to, which
+	// is the memory it takes; written here and never again.
+	b := slices.Grow([]byte(nil), n)
+	b = append(b, k.did...)
+	b = append(b, a.etag...)
+	b = append(b, a.contentType...)
+	b = append(b, a.body...)
+	cost := int64(cap(b)) + readCacheEntryOverhead
 	if cost > c.max/8 {
 		return
 	}
+	h := c.hash(k.route, k.did)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.at != at {
 		return
 	}
-	if el, ok := c.entries[k]; ok {
-		c.removeLocked(el)
+	if i, ok := c.index[h]; ok {
+		// The key's older answer, or another key with the same hash: the
+		// index holds one entry per hash.
+		c.removeLocked(i)
 	}
-	c.entries[k] = c.lru.PushFront(&cacheEntry{key: k, a: a, cost: cost})
-	c.bytes += cost
-	for c.bytes > c.max {
-		c.removeLocked(c.lru.Back())
+	// Room first, so the slot of the least recently used entry is free for
+	// this one.
+	for c.bytes+cost > c.max {
+		c.removeLocked(c.slots[0].prev)
 		c.m.evictions.Inc()
 	}
+	i, ok := c.allocLocked()
+	if !ok {
+		c.setGaugesLocked()
+		return
+	}
+	c.slots[i] = cacheSlot{
+		hash:    h,
+		seq:     a.seq,
+		didLen:  uint32(len(k.did)),
+		etagLen: uint32(len(a.etag)),
+		typeLen: uint32(len(a.contentType)),
+		route:   k.route,
+	}
+	c.data[i] = b
+	c.index[h] = i
+	c.linkFrontLocked(i)
+	c.bytes += cost
 	c.setGaugesLocked()
 }
 
-func (c *readCache) removeLocked(el *list.Element) {
-	e := c.lru.Remove(el).(*cacheEntry)
-	delete(c.entries, e.key)
-	c.bytes -= e.cost
+// allocLocked returns a free slot: the first on the free list, else a new
+// one.
+func (c *readCache) allocLocked() (uint32, bool) {
+	if i := c.free; i != 0 {
+		c.free = c.slots[i].next
+		return i, true
+	}
+	if uint64(len(c.slots)) > math.MaxUint32 {
+		return 0, false
+	}
+	c.slots = append(c.slots, cacheSlot{})
+	c.data = append(c.data, nil)
+	return uint32(len(c.slots) - 1), true
+}
+
+// costLocked is the memory counted for the entry in slot i.
+func (c *readCache) costLocked(i uint32) int64 {
+	return int64(cap(c.data[i])) + readCacheEntryOverhead
+}
+
+// linkFrontLocked puts slot i first (most recently used) in the LRU list.
+func (c *readCache) linkFrontLocked(i uint32) {
+	first := c.slots[0].next
+	c.slots[i].prev, c.slots[i].next = 0, first
+	c.slots[first].prev = i
+	c.slots[0].next = i
+}
+
+// unlinkLocked takes slot i out of the LRU list.
+func (c *readCache) unlinkLocked(i uint32) {
+	prev, next := c.slots[i].prev, c.slots[i].next
+	c.slots[prev].next = next
+	c.slots[next].prev = prev
+}
+
+// removeLocked forgets the entry in slot i and frees the slot. The entry's
+// bytes are only let go of: whoever holds an answer over them keeps them.
+func (c *readCache) removeLocked(i uint32) {
+	c.unlinkLocked(i)
+	delete(c.index, c.slots[i].hash)
+	c.bytes -= c.costLocked(i)
+	c.data[i] = nil
+	c.slots[i] = cacheSlot{next: c.free}
+	c.free = i
 }
 
 func (c *readCache) setGaugesLocked() {
 	c.m.bytes.Set(float64(c.bytes))
-	c.m.entries.Set(float64(len(c.entries)))
+	c.m.entries.Set(float64(len(c.index)))
 }
 
 type readCacheMetrics struct {

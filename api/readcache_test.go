@@ -1,7 +1,6 @@
 package api
 
 import (
-	"container/list"
 	"context"
 	"fmt"
 	"io"
@@ -445,13 +444,14 @@ func TestReadCacheStaysWithinItsBytes(t *testing.T) {
 				env.get("/"+did+"/log/last").expect(t, http.StatusOK, ctJSON, opJSON(ops[i]))
 				c := env.srv.cache
 				c.mu.Lock()
-				used, n := c.bytes, int64(0)
-				for el := c.lru.Front(); el != nil; el = el.Next() {
-					n += el.Value.(*cacheEntry).cost
+				used, n, listed := c.bytes, int64(0), 0
+				for i := c.slots[0].next; i != 0; i = c.slots[i].next {
+					n += c.costLocked(i)
+					listed++
 				}
-				entries := len(c.entries)
+				entries := len(c.index)
 				c.mu.Unlock()
-				if used > max || used != n || entries != c.lru.Len() {
+				if used > max || used != n || entries != listed {
 					t.Fatalf("round %d: %d bytes counted (%d in entries, %d entries), max %d", round, used, n, entries, max)
 				}
 			}
@@ -461,9 +461,10 @@ func TestReadCacheStaysWithinItsBytes(t *testing.T) {
 			t.Errorf("evictions %v bytes %v", metricValue(m.evictions), metricValue(m.bytes))
 		}
 		// An answer larger than an eighth of the cache is not kept.
-		c := &readCache{max: 800, at: 5, entries: map[cacheKey]*list.Element{}, m: newReadCacheMetrics(nil)}
+		c := newReadCache(nil, 800, nil)
+		c.at = 5
 		c.put(cacheKey{routeDoc, "did:plc:x"}, 5, &answer{body: make([]byte, 100)})
-		if len(c.entries) != 0 {
+		if len(c.index) != 0 {
 			t.Errorf("an answer over max/8 was kept")
 		}
 	})
