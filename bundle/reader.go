@@ -108,25 +108,22 @@ type Options struct {
 // package doc). The next bundle is fetched and checked while the one
 // before it is read.
 //
-// Read reads them as bytes; Next hands them over as an oplog.LineSource,
-// each with the parse the check made of it. A Reader is read one way or
-// the other, not both.
+// It is an oplog.LineSource: Next hands over each line with the parse its
+// check made.
 type Reader struct {
 	idx   *Index
 	cp    plc.CheckpointBody
 	next  chan fetched
-	cur   []byte       // Read's rest of the current bundle
-	lines []oplog.Line // Next's rest of the current bundle
-	n     int64        // the lines Next handed over
+	lines []oplog.Line // the rest of the current bundle
+	n     int64        // the lines handed over
 	err   error
 	stop  context.CancelFunc
 	done  chan struct{}
 }
 
 type fetched struct {
-	content []byte
-	lines   []oplog.Line // content's lines, each with its parse
-	err     error
+	lines []oplog.Line // a checked bundle's lines, each with its parse
+	err   error
 }
 
 // Open reads the folder's index and checks its checkpoint against the
@@ -202,25 +199,6 @@ func (r *Reader) LastSeq() int64 {
 	return 0
 }
 
-// Read reads the checked lines. A bundle that fails its checks ends the
-// reader with its *Error, after the bundles before it.
-func (r *Reader) Read(p []byte) (int, error) {
-	for len(r.cur) == 0 {
-		if r.err != nil {
-			return 0, r.err
-		}
-		f, ok := <-r.next
-		if !ok {
-			r.err = io.EOF
-			continue
-		}
-		r.cur, r.err = f.content, f.err
-	}
-	n := copy(p, r.cur)
-	r.cur = r.cur[n:]
-	return n, nil
-}
-
 // Next returns the next checked line, parsed (see oplog.LineSource). A
 // bundle that fails its checks ends the reader, after the bundles before
 // it, with oplog.ErrInput wrapping its *Error.
@@ -275,8 +253,8 @@ func (r *Reader) run(ctx context.Context, f Fetcher) {
 	var tree compactRange
 	for i := range r.idx.Bundles {
 		e := &r.idx.Bundles[i]
-		content, lines, err := r.check(ctx, f, dec, &tree, e)
-		if !r.send(ctx, fetched{content: content, lines: lines, err: err}) || err != nil {
+		lines, err := r.check(ctx, f, dec, &tree, e)
+		if !r.send(ctx, fetched{lines: lines, err: err}) || err != nil {
 			return
 		}
 	}
@@ -294,54 +272,54 @@ func (r *Reader) send(ctx context.Context, f fetched) bool {
 // check fetches bundle e and checks it: its hashes, its lines' seqs, and
 // that the tree of every leaf up to its last is a prefix of the
 // checkpoint's tree. tree holds the leaves before e and is extended with
-// e's. It returns e's content and its lines, each with its parse.
-func (r *Reader) check(ctx context.Context, f Fetcher, dec *zstd.Decoder, tree *compactRange, e *Entry) ([]byte, []oplog.Line, error) {
+// e's. It returns e's lines, each with its parse.
+func (r *Reader) check(ctx context.Context, f Fetcher, dec *zstd.Decoder, tree *compactRange, e *Entry) ([]oplog.Line, error) {
 	fail := func(format string, a ...any) error {
 		return &Error{Bundle: e.Number, File: e.File, From: e.FirstSeq, To: e.LastSeq, Reason: fmt.Sprintf(format, a...)}
 	}
 	file, err := f.Fetch(ctx, e.File, e.Bytes)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s: bundle %d: %w", f, e.Number, err)
+		return nil, fmt.Errorf("%s: bundle %d: %w", f, e.Number, err)
 	}
 	if sum := sha256.Sum256(file); int64(len(file)) != e.Bytes || hex.EncodeToString(sum[:]) != e.SHA256 {
-		return nil, nil, fail("the file (%d bytes, SHA-256 %x) is not the one the index lists (%d bytes, SHA-256 %s)", len(file), sum, e.Bytes, e.SHA256)
+		return nil, fail("the file (%d bytes, SHA-256 %x) is not the one the index lists (%d bytes, SHA-256 %s)", len(file), sum, e.Bytes, e.SHA256)
 	}
 	content, err := dec.DecodeAll(file, make([]byte, 0, e.ContentBytes))
 	if err != nil {
-		return nil, nil, fail("not a zstd stream: %v", err)
+		return nil, fail("not a zstd stream: %v", err)
 	}
 	if sum := sha256.Sum256(content); int64(len(content)) != e.ContentBytes || hex.EncodeToString(sum[:]) != e.ContentSHA256 {
-		return nil, nil, fail("its content (%d bytes, SHA-256 %x) is not the one the index lists (%d bytes, SHA-256 %s)", len(content), sum, e.ContentBytes, e.ContentSHA256)
+		return nil, fail("its content (%d bytes, SHA-256 %x) is not the one the index lists (%d bytes, SHA-256 %s)", len(content), sum, e.ContentBytes, e.ContentSHA256)
 	}
 	if tree.size != e.FirstSeq-1 {
-		return nil, nil, fail("it does not follow the bundle before it (which ends at seq %d)", tree.size)
+		return nil, fail("it does not follow the bundle before it (which ends at seq %d)", tree.size)
 	}
 	rest := content
 	var lines []oplog.Line
 	for seq := e.FirstSeq; seq <= e.LastSeq; seq++ {
 		line, after, ok := bytes.Cut(rest, []byte{'\n'})
 		if !ok {
-			return nil, nil, fail("it ends at seq %d: %d ops where %d were listed", seq-1, seq-e.FirstSeq, e.Ops)
+			return nil, fail("it ends at seq %d: %d ops where %d were listed", seq-1, seq-e.FirstSeq, e.Ops)
 		}
 		rest = after
 		x, _, err := plc.ParseExportLine(line)
 		if err != nil {
-			return nil, nil, fail("line %d: %v", seq-e.FirstSeq+1, err)
+			return nil, fail("line %d: %v", seq-e.FirstSeq+1, err)
 		}
 		if x.Seq != seq {
-			return nil, nil, fail("line %d has seq %d, want %d: an op is missing, added or moved", seq-e.FirstSeq+1, x.Seq, seq)
+			return nil, fail("line %d has seq %d, want %d: an op is missing, added or moved", seq-e.FirstSeq+1, x.Seq, seq)
 		}
 		leaf := plc.AppendLeaf(nil, &plc.Leaf{Seq: x.Seq, DID: x.DID, CID: x.CID, CreatedAt: x.CreatedAt, Op: x.Op.SignedCBOR()})
 		tree.append(sumdb.RecordHash(leaf))
 		lines = append(lines, oplog.Line{Raw: line, Parsed: &x})
 	}
 	if len(rest) > 0 {
-		return nil, nil, fail("it holds more lines than its %d ops", e.Ops)
+		return nil, fail("it holds more lines than its %d ops", e.Ops)
 	}
 	if err := sumdb.CheckTree(e.proof(), r.cp.Size, r.cp.Root, tree.size, tree.root()); err != nil {
-		return nil, nil, fail("its ops are not the log's: the tree of seqs 1–%d they give is not a prefix of the tree the checkpoint of size %d signs (an op changed, or a bundle of another log)", e.LastSeq, r.cp.Size)
+		return nil, fail("its ops are not the log's: the tree of seqs 1–%d they give is not a prefix of the tree the checkpoint of size %d signs (an op changed, or a bundle of another log)", e.LastSeq, r.cp.Size)
 	}
-	return content, lines, nil
+	return lines, nil
 }
 
 // compactRange is the RFC 6962 tree of the leaves appended so far, as the

@@ -101,12 +101,12 @@ func (b *budget) follow() {
 	if b.sample[0].Value.Kind() == metrics.KindUint64 {
 		live = int64(min(b.sample[0].Value.Uint64(), math.MaxInt64/4))
 	}
-	debug.SetMemoryLimit(Limit(live, b.headroom))
+	debug.SetMemoryLimit(limit(live, b.headroom))
 }
 
-// Limit is the memory limit a budget of headroom sets when the last
+// limit is the memory limit a budget of headroom sets when the last
 // collection found live bytes live: twice the live data (GOGC=100's
 // goal) plus the headroom.
-func Limit(live, headroom int64) int64 {
+func limit(live, headroom int64) int64 {
 	return 2*live + headroom
 }

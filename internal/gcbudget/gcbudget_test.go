@@ -19,13 +19,13 @@ func TestStartLetsTheHeapGrowWithinTheHeadroomAndStopPutsBack(t *testing.T) {
 	if p := gcPercent(); p != percent {
 		t.Errorf("GC percent %d during the budget, want %d", p, percent)
 	}
-	limit := debug.SetMemoryLimit(-1)
-	if limit < 64<<20 || limit > 64<<20+2*(1<<30) {
-		t.Errorf("memory limit %d during the budget, want twice the live heap plus 64 MiB", limit)
+	during := debug.SetMemoryLimit(-1)
+	if during < 64<<20 || during > 64<<20+2*(1<<30) {
+		t.Errorf("memory limit %d during the budget, want twice the live heap plus 64 MiB", during)
 	}
 	// A second budget while one runs changes nothing, and its stop neither.
 	Start(1 << 30)()
-	if p, l := gcPercent(), debug.SetMemoryLimit(-1); p != percent || l != limit {
+	if p, l := gcPercent(), debug.SetMemoryLimit(-1); p != percent || l != during {
 		t.Errorf("a second Start changed the settings: %d %d", p, l)
 	}
 	stop()
@@ -57,8 +57,8 @@ func TestLimitIsTwiceTheLiveHeapPlusTheHeadroom(t *testing.T) {
 		{100, 512, 712},
 		{1 << 30, 1 << 29, 5 << 29},
 	} {
-		if got := Limit(c.live, c.headroom); got != c.want {
-			t.Errorf("Limit(%d, %d) = %d, want %d", c.live, c.headroom, got, c.want)
+		if got := limit(c.live, c.headroom); got != c.want {
+			t.Errorf("limit(%d, %d) = %d, want %d", c.live, c.headroom, got, c.want)
 		}
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"runtime/pprof"
 	"time"
 
 	"github.com/plcdir/plc/bundle"
@@ -132,33 +131,24 @@ measured in the same run, before and after, as plc bench import does).`, e)
 	// them for the first time, as a fresh process would.
 	validate.ForgetParsedKeys()
 	runtime.GC()
-	log := oplog.NewLog(dst, oplog.Options{NoRateLimit: true})
-	if *cpuProfile != "" {
-		pf, err := os.Create(*cpuProfile)
-		if err != nil {
-			log.Close()
-			return fail(cli.ExitFailure, "%v", err)
-		}
-		defer pf.Close()
-		if err := pprof.StartCPUProfile(pf); err != nil {
-			log.Close()
-			return fail(cli.ExitFailure, "%v", err)
-		}
-	}
-	stopBudget := gcbudget.Start(gcbudget.DefaultHeadroom) // as plc import runs
-	start = time.Now()
-	r, err := bundle.Open(ctx, bundle.Dir(bdir), bundle.Options{VKey: vkey})
+	stopProfile, err := startCPUProfile(*cpuProfile)
 	if err != nil {
-		log.Close()
 		return fail(cli.ExitFailure, "%v", err)
 	}
-	st, err := oplog.ImportLines(ctx, log, r, oplog.ImportOptions{})
+	log := oplog.NewLog(dst, oplog.Options{NoRateLimit: true})
+	stopBudget := gcbudget.Start(gcbudget.DefaultHeadroom) // as plc import runs
+	start = time.Now()
+	st, err := func() (oplog.ImportStats, error) {
+		r, err := bundle.Open(ctx, bundle.Dir(bdir), bundle.Options{VKey: vkey})
+		if err != nil {
+			return oplog.ImportStats{}, err
+		}
+		defer r.Close()
+		return oplog.ImportLines(ctx, log, r, oplog.ImportOptions{})
+	}()
 	bootElapsed := time.Since(start)
 	stopBudget()
-	if *cpuProfile != "" {
-		pprof.StopCPUProfile()
-	}
-	r.Close()
+	stopProfile()
 	log.Close()
 	if err != nil {
 		return fail(cli.ExitFailure, "bootstrap: %v", err)

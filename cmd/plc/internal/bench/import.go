@@ -63,24 +63,16 @@ a row to a markdown file (BENCHMARKS.md).`, e)
 	}
 	defer in.Close()
 	log := oplog.NewLog(store, oplog.Options{NoRateLimit: true})
-	if *cpuProfile != "" {
-		pf, err := os.Create(*cpuProfile)
-		if err != nil {
-			return e.Failf(cli.ExitUsage, "plc bench import: %v", err)
-		}
-		defer pf.Close()
-		if err := pprof.StartCPUProfile(pf); err != nil {
-			return e.Failf(cli.ExitFailure, "plc bench import: %v", err)
-		}
+	stopProfile, err := startCPUProfile(*cpuProfile)
+	if err != nil {
+		return e.Failf(cli.ExitUsage, "plc bench import: %v", err)
 	}
 	stopBudget := gcbudget.Start(gcbudget.DefaultHeadroom) // as plc import runs
 	start := time.Now()
 	st, err := oplog.Import(ctx, log, in, oplog.ImportOptions{})
 	elapsed := time.Since(start)
 	stopBudget()
-	if *cpuProfile != "" {
-		pprof.StopCPUProfile()
-	}
+	stopProfile()
 	if *memProfile != "" {
 		if err := writeHeapProfile(*memProfile); err != nil {
 			return e.Failf(cli.ExitFailure, "plc bench import: %v", err)
@@ -171,6 +163,26 @@ func appendRow(path, row string) error {
 	}
 	_, err = io.WriteString(f, row)
 	return err
+}
+
+// startCPUProfile starts a CPU profile written to path, and returns what
+// stops it; with path "", it starts none.
+func startCPUProfile(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
 
 // writeHeapProfile writes a profile of the live heap to path.

@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"runtime"
-	"runtime/pprof"
 	"time"
 
 	"github.com/plcdir/plc"
@@ -105,20 +104,12 @@ that counts.`, e)
 	if err != nil {
 		return e.Failf(cli.ExitUsage, "plc bench verify: %s: %v", path, err)
 	}
-	if *cpuProfile != "" {
-		pf, err := os.Create(*cpuProfile)
-		if err != nil {
-			return e.Failf(cli.ExitUsage, "plc bench verify: %v", err)
-		}
-		defer pf.Close()
-		if err := pprof.StartCPUProfile(pf); err != nil {
-			return e.Failf(cli.ExitFailure, "plc bench verify: %v", err)
-		}
+	stopProfile, err := startCPUProfile(*cpuProfile)
+	if err != nil {
+		return e.Failf(cli.ExitUsage, "plc bench verify: %v", err)
 	}
 	rep, err := audit.VerifyExport(ctx, r, audit.ExportOptions{Workers: *workers})
-	if *cpuProfile != "" {
-		pprof.StopCPUProfile()
-	}
+	stopProfile()
 	if err != nil {
 		return e.Failf(cli.ExitUsage, "plc bench verify: %s: %v", path, err)
 	}
