@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -120,6 +121,8 @@ type Mirror struct {
 
 	listing chan struct{} // a slot per divergence listing being written
 	ev      evidence
+
+	backfills atomic.Int32 // Backfill calls running
 }
 
 // New checks cfg and builds the mirror.
@@ -327,6 +330,8 @@ func (m *Mirror) sawUpstreamSeq(seq int64) {
 // the upstream still serves the op at the cursor (see checkHead).
 func (m *Mirror) Backfill(ctx context.Context) error {
 	m.setState("backfill")
+	m.backfills.Add(1)
+	defer m.backfills.Add(-1)
 	defer gcbudget.Start(m.cfg.GCHeadroom)()
 	var (
 		src oplog.LineSource
@@ -369,6 +374,10 @@ func (m *Mirror) Backfill(ctx context.Context) error {
 	}
 	return nil
 }
+
+// Backfilling says whether the mirror is paging through the upstream's
+// export (work that can wait for it, such as the handle index, should).
+func (m *Mirror) Backfilling() bool { return m.backfills.Load() > 0 }
 
 // legacyStart is where a legacy backfill starts: the createdAt of the
 // log's latest op, and the CIDs of the ops at that millisecond.

@@ -142,7 +142,7 @@ func entryPtrs(es []Entry) []*Entry {
 // set) after each. It returns how many ops it indexed; it can be stopped
 // at any time and resumed, and several may run at once.
 func CatchUpHandles(ctx context.Context, idx HandleIndex, batch int, progress func(indexed int64)) (int64, error) {
-	defaults.Positive(&batch, 4096)
+	defaults.Positive(&batch, handleBatch)
 	var total int64
 	for {
 		n, err := idx.ExtendHandles(ctx, batch)
@@ -160,56 +160,80 @@ func CatchUpHandles(ctx context.Context, idx HandleIndex, batch int, progress fu
 // the log beside a running directory.
 const HandleIndexInterval = 5 * time.Second
 
+// handleBatch is how many ops one transaction of the handle index covers
+// by default.
+const handleBatch = 4096
+
+// handleFillIn is how far behind the index must be for IndexHandles to
+// report its progress: a database upgraded from an earlier plc, or a
+// mirror's backfill just ended.
+const handleFillIn = 100_000
+
 // IndexHandles keeps idx up with the log beside a running directory until
-// ctx ends, bringing it up every interval: a derived index only the UI's
-// search reads, written outside the append transactions so that writes do
-// not pay for it. A database upgraded from an earlier plc is filled in
-// first while the directory serves; stopped with ctx, the work goes on at
-// the next start from where it stopped. Failures are logged and retried at
-// the next interval.
-func IndexHandles(ctx context.Context, idx HandleIndex, interval time.Duration, logger *slog.Logger) {
-	behind, err := idx.HandlesBehind(ctx)
-	if err != nil {
-		logger.Warn("reading how far the handle index is behind failed", "err", err)
-	}
-	if behind > 0 {
-		logger.Info("filling in the handle index", "ops", behind)
-		start := time.Now()
-		last := start
-		n, err := CatchUpHandles(ctx, idx, 0, func(done int64) {
-			if time.Since(last) >= 10*time.Second {
-				last = time.Now()
-				logger.Info("filling in the handle index", "ops", done, "of", behind)
-			}
-		})
-		switch {
-		case ctx.Err() != nil:
-			logger.Info("handle index catch-up stopped; it goes on at the next start", "ops", n)
-			return
-		case err != nil:
-			logger.Error("filling in the handle index failed; handle search may miss DIDs", "ops", n, "err", err)
-		default:
-			logger.Info("handle index filled in", "ops", n, "took", time.Since(start).Round(time.Millisecond).String())
-		}
-	}
+// ctx ends, bringing it up at start and every interval: a derived index
+// only the handle lookups read, written outside the append transactions so
+// that writes do not pay for it. While hold (if set) says so (a mirror
+// backfilling or bootstrapping, whose ops arrive faster than any directory
+// writes them) it waits, and stops a catch-up between batches, leaving the
+// cores to the backfill; the lookups say how far behind the index is (and
+// bring it up themselves when that is little). A long catch-up is logged;
+// stopped with ctx, the work goes on at the next start from where it
+// stopped. Failures are logged and retried at the next interval.
+func IndexHandles(ctx context.Context, idx HandleIndex, interval time.Duration, logger *slog.Logger, hold func() bool) {
+	held := func() bool { return hold != nil && hold() }
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+	for first := true; ; first = false {
+		if !first {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+		if held() {
+			continue
 		}
 		// A read first: an idle log costs no write transaction.
 		behind, err := idx.HandlesBehind(ctx)
 		if err != nil && ctx.Err() == nil {
 			logger.Warn("reading how far the handle index is behind failed; retrying", "err", err)
 		}
-		if behind == 0 {
+		if behind <= 0 {
 			continue
 		}
-		if _, err := CatchUpHandles(ctx, idx, 0, nil); err != nil && ctx.Err() == nil {
-			logger.Warn("indexing handles failed; retrying", "err", err)
+		long := behind >= handleFillIn
+		if long {
+			logger.Info("filling in the handle index", "ops", behind)
+		}
+		start := time.Now()
+		last := start
+		var n int64
+		for !held() {
+			k, err := idx.ExtendHandles(ctx, handleBatch)
+			n += int64(k)
+			if err != nil {
+				if ctx.Err() == nil {
+					logger.Warn("indexing handles failed; retrying", "ops", n, "err", err)
+				}
+				break
+			}
+			if k == 0 {
+				if long {
+					logger.Info("handle index filled in", "ops", n, "took", time.Since(start).Round(time.Millisecond).String())
+				}
+				break
+			}
+			if long && time.Since(last) >= 10*time.Second {
+				last = time.Now()
+				logger.Info("filling in the handle index", "ops", n, "of", behind)
+			}
+		}
+		if ctx.Err() != nil {
+			if long {
+				logger.Info("handle index catch-up stopped; it goes on at the next start", "ops", n)
+			}
+			return
 		}
 	}
 }

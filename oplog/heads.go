@@ -19,14 +19,14 @@ var headsPerQuery = HeadsPerQuery
 // list of values (the list is formatted in): one index lookup a DID.
 const sqliteHeadsSQL = `SELECT o.seq, o.did, o.created_at, o.op FROM operations o WHERE o.seq IN (
 	SELECT (SELECT h.seq FROM operations h WHERE h.did = k.column1
-		AND NOT EXISTS (SELECT 1 FROM nullified n WHERE n.seq = h.seq)
+		AND (SELECT n.seq FROM nullified n WHERE n.seq = h.seq) IS NULL
 		ORDER BY h.seq DESC LIMIT 1)
 	FROM (VALUES (?)%s) AS k)`
 
 // pgHeadsSQL is the same for PostgreSQL, over an array parameter.
 const pgHeadsSQL = `SELECT o.seq, o.did, o.created_at, o.op FROM unnest(?::bytea[]) AS k(did)
 	CROSS JOIN LATERAL (SELECT h.seq, h.did, h.created_at, h.op FROM operations h WHERE h.did = k.did
-		AND NOT EXISTS (SELECT 1 FROM nullified n WHERE n.seq = h.seq)
+		AND (SELECT n.seq FROM nullified n WHERE n.seq = h.seq) IS NULL
 		ORDER BY h.seq DESC LIMIT 1) AS o`
 
 // Heads returns the latest non-nullified op of each of dids that is

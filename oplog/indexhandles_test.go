@@ -68,7 +68,7 @@ func TestIndexHandlesFillsInThenFollowsTheLog(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		oplog.IndexHandles(ctx, idx, time.Millisecond, logger)
+		oplog.IndexHandles(ctx, idx, time.Millisecond, logger, nil)
 	}()
 	<-idx.caught
 	idx.mu.Lock()
@@ -82,6 +82,53 @@ func TestIndexHandlesFillsInThenFollowsTheLog(t *testing.T) {
 	idx.mu.Lock()
 	if idx.behind != 0 || idx.failNext != 0 {
 		t.Errorf("%d ops left behind, %d failures not met", idx.behind, idx.failNext)
+	}
+	idx.mu.Unlock()
+	cancel()
+	<-done
+}
+
+// TestHandleIndexWaitsWhileAMirrorBackfills: the worker leaves the cores
+// to a backfill. While hold says so it extends nothing, at start or at any
+// interval, and stops a long catch-up between batches; once hold lets go it
+// catches up with everything.
+func TestHandleIndexWaitsWhileAMirrorBackfills(t *testing.T) {
+	idx := &fakeHandleIndex{behind: 20_000, caught: make(chan struct{}, 1)}
+	var (
+		mu     sync.Mutex
+		held   = true
+		asked  int
+		ticked = make(chan struct{}, 1)
+	)
+	hold := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		asked++
+		if asked == 5 {
+			ticked <- struct{}{}
+		}
+		return held
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		oplog.IndexHandles(ctx, idx, time.Millisecond, slog.New(slog.DiscardHandler), hold)
+	}()
+	<-ticked // held at start and at several intervals since
+	idx.mu.Lock()
+	if len(idx.calls) != 0 {
+		t.Errorf("the index was extended by %v while held", idx.calls)
+	}
+	idx.mu.Unlock()
+
+	mu.Lock()
+	held = false
+	mu.Unlock()
+	<-idx.caught
+	idx.mu.Lock()
+	if idx.behind != 0 {
+		t.Errorf("%d ops left behind once let go", idx.behind)
 	}
 	idx.mu.Unlock()
 	cancel()

@@ -109,7 +109,7 @@ func (s *PostgresStore) Ping(ctx context.Context) error { return s.pool.Ping(ctx
 // pgRecordsSQL selects the non-nullified ops of the DIDs in $1, in (did,
 // seq) order: the rows their records are rebuilt from.
 const pgRecordsSQL = `SELECT o.did, o.seq, o.created_at, o.op, o.signer FROM operations o
-	WHERE o.did = ANY($1) AND NOT EXISTS (SELECT 1 FROM nullified n WHERE n.seq = o.seq)
+	WHERE o.did = ANY($1) AND ` + notNullified + `
 	ORDER BY o.did, o.seq`
 
 // pgRecordSQL is recordSQL (see Record) as PostgreSQL runs it.

@@ -182,7 +182,7 @@ func (r reads) Rejections(ctx context.Context, source string, after int64, limit
 // single DID: the plan for an array of any size expects thousands of rows,
 // and at scale takes parallel workers for a lookup of a few.
 const recordSQL = `SELECT o.did, o.seq, o.created_at, o.op, o.signer FROM operations o
-	WHERE o.did = ? AND NOT EXISTS (SELECT 1 FROM nullified n WHERE n.seq = o.seq)
+	WHERE o.did = ? AND ` + notNullified + `
 	ORDER BY o.seq`
 
 func (r reads) Record(ctx context.Context, did string) (*DIDRecord, error) {
@@ -207,7 +207,7 @@ func (r reads) Record(ctx context.Context, did string) (*DIDRecord, error) {
 
 // headSQL selects a DID's latest non-nullified op.
 const headSQL = `SELECT o.seq, o.did, o.created_at, o.op FROM operations o
-	WHERE o.did = ? AND NOT EXISTS (SELECT 1 FROM nullified n WHERE n.seq = o.seq)
+	WHERE o.did = ? AND ` + notNullified + `
 	ORDER BY o.seq DESC LIMIT 1`
 
 func (r reads) Head(ctx context.Context, did string) (Entry, error) {
@@ -234,13 +234,39 @@ func (r reads) Ops(ctx context.Context, did string) ([]Entry, error) {
 	if err != nil {
 		return nil, nil
 	}
-	return entries(ctx, r.h, true, `SELECT o.seq, o.did, o.created_at, o.op, n.seq IS NOT NULL
-		FROM operations o LEFT JOIN nullified n ON n.seq = o.seq WHERE o.did = ? ORDER BY o.seq`, key)
+	return entries(ctx, r.h, true, opsSQL, key)
 }
+
+// opsSQL selects every op of one DID with its nullified flag, in seq
+// order.
+const opsSQL = `SELECT o.seq, o.did, o.created_at, o.op, ` + isNullified + `
+	FROM operations o WHERE o.did = ? ORDER BY o.seq`
+
+// isNullified is whether the op o is nullified, and notNullified whether it
+// is not: probes of nullified's index by the row's seq, which PostgreSQL
+// runs once per row it returns. Scalar subqueries, because PostgreSQL may
+// run a NOT EXISTS as a join and an EXISTS as a hashed subplan, and either
+// may read and hash the whole of nullified for a read of a few ops: with
+// statistics stale after a bulk load it does, and each read of one DID
+// then costs time in proportion to every op ever nullified.
+const (
+	isNullified  = `(SELECT n.seq FROM nullified n WHERE n.seq = o.seq) IS NOT NULL`
+	notNullified = `(SELECT n.seq FROM nullified n WHERE n.seq = o.seq) IS NULL`
+)
 
 func (r reads) Op(ctx context.Context, seq int64) (Entry, error) {
 	return firstEntry(entries(ctx, r.h, false, `SELECT seq, did, created_at, op FROM operations WHERE seq = ?`, seq))
 }
+
+// exportByTimeSQL selects up to a number of ops, with their nullified
+// flags, created after a time (in ms), in (created_at, seq) order;
+// exportAtTimeSQL those created at a time.
+const (
+	exportByTimeSQL = `SELECT o.seq, o.did, o.created_at, o.op, ` + isNullified + ` FROM operations o
+		WHERE o.created_at > ? ORDER BY o.created_at, o.seq LIMIT ?`
+	exportAtTimeSQL = `SELECT o.seq, o.did, o.created_at, o.op, ` + isNullified + ` FROM operations o
+		WHERE o.created_at = ? ORDER BY o.seq`
+)
 
 // exportSQL selects up to a number of ops after a seq, in seq order.
 const exportSQL = `SELECT seq, did, created_at, op FROM operations WHERE seq > ? ORDER BY seq LIMIT ?`
@@ -250,11 +276,10 @@ func (r reads) Export(ctx context.Context, after int64, limit int) ([]Entry, err
 }
 
 func (r reads) ExportByTime(ctx context.Context, after time.Time, limit int) ([]Entry, error) {
-	const cols = `SELECT o.seq, o.did, o.created_at, o.op, n.seq IS NOT NULL FROM operations o LEFT JOIN nullified n ON n.seq = o.seq`
 	return exportByTime(limit, func() ([]Entry, error) {
-		return entries(ctx, r.h, true, cols+` WHERE o.created_at > ? ORDER BY o.created_at, o.seq LIMIT ?`, after.UnixMilli(), limit)
+		return entries(ctx, r.h, true, exportByTimeSQL, after.UnixMilli(), limit)
 	}, func(ms int64) ([]Entry, error) {
-		return entries(ctx, r.h, true, cols+` WHERE o.created_at = ? ORDER BY o.seq`, ms)
+		return entries(ctx, r.h, true, exportAtTimeSQL, ms)
 	})
 }
 

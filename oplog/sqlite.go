@@ -272,7 +272,7 @@ const recordsPerQuery = 500
 // recordsSQL selects the non-nullified ops of the DIDs in a list, in (did,
 // seq) order: the rows a DID's record is rebuilt from.
 const recordsSQL = `SELECT o.did, o.seq, o.created_at, o.op, o.signer FROM operations o
-	WHERE o.did IN (?%s) AND NOT EXISTS (SELECT 1 FROM nullified n WHERE n.seq = o.seq)
+	WHERE o.did IN (?%s) AND ` + notNullified + `
 	ORDER BY o.did, o.seq`
 
 // readRecords reads the records of dids that exist into recs, a few

@@ -19,7 +19,10 @@
 # SHAPE=longchain it is $CORPUS_DIR/corpus-longchain-N.jsonl, one DID of N
 # ops (`--shape longchain`). The upstream and
 # the mirror share the machine's cores: the figure includes serving the
-# pages.
+# pages. With UPSTREAM=file the upstream is instead `plc bench upstream`,
+# the upstream's export (`plc export`) served from memory, which costs
+# next to no CPU: the mirror's backfill measured on its own, as a mirror
+# whose upstream runs on another machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +31,7 @@ CORPUS_DIR=${CORPUS_DIR:-/tmp}
 BACKEND=${BACKEND:-sqlite}
 PORT=${PORT:-25821}
 SHAPE=${SHAPE:-directory}
+UPSTREAM=${UPSTREAM:-serve}
 [[ $n =~ ^[1-9][0-9]*$ ]] || { echo "bench-mirror: OPS must be a positive integer" >&2; exit 2; }
 [ -x /usr/bin/time ] || { echo "bench-mirror: /usr/bin/time not found (apt-get install time)" >&2; exit 1; }
 
@@ -60,8 +64,18 @@ import_rate=$(awk '$1 == "import" {print $2}' "$work/import.txt")
 bound=$(awk '$1 == "signature" {print $3}' "$work/import.txt")
 import_rss=$(awk '$1 == "peak" {print $3}' "$work/import.txt")
 
-"$plc" serve --db "$work/up.sqlite" --listen "127.0.0.1:$PORT" --log-level warn 2>"$work/serve.log" &
-server_pid=$!
+case $UPSTREAM in
+serve)
+	"$plc" serve --db "$work/up.sqlite" --listen "127.0.0.1:$PORT" --log-level warn 2>"$work/serve.log" &
+	server_pid=$!
+	;;
+file)
+	"$plc" export --db "$work/up.sqlite" --out "$work/up.jsonl"
+	"$plc" bench upstream --listen "127.0.0.1:$PORT" "$work/up.jsonl" >/dev/null 2>"$work/serve.log" &
+	server_pid=$!
+	;;
+*) echo "bench-mirror: UPSTREAM must be serve or file" >&2; exit 2 ;;
+esac
 for _ in $(seq 100); do
 	curl -sf "http://127.0.0.1:$PORT/_health" >/dev/null && break
 	sleep 0.1
@@ -70,6 +84,7 @@ done
 # upstream has it): wait for that, or its work would be measured as the
 # mirror's.
 for i in $(seq 18000); do
+	[ "$UPSTREAM" = serve ] || break
 	out=$(curl -fs "http://127.0.0.1:$PORT/_lookup/handle/settle.example.com" 2>/dev/null) &&
 		[[ $out != *'"indexBehind"'* ]] && break
 	[ "$i" = 18000 ] && { echo "bench-mirror: the upstream's handle index did not catch up within 30 min" >&2; exit 1; }
@@ -96,9 +111,9 @@ start=$(date +%s.%N)
 end=$(date +%s.%N)
 cat "$work/mirror.out" >&2
 mirror_rss=$(awk -F': ' '/Maximum resident set size/ {printf "%d", $2/1024}' "$work/mirror.err")
-awk -v n="$n" -v s="$start" -v e="$end" -v ir="$import_rate" -v b="$bound" -v irss="$import_rss" -v mrss="$mirror_rss" -v be="$BACKEND" 'BEGIN {
+awk -v n="$n" -v s="$start" -v e="$end" -v ir="$import_rate" -v b="$bound" -v irss="$import_rss" -v mrss="$mirror_rss" -v be="$BACKEND" -v up="$UPSTREAM" 'BEGIN {
 	mr = n / (e - s)
-	printf "| backend | ops | plc import | plc mirror --once | mirror ÷ import | mirror ÷ bound | import RSS | mirror RSS |\n"
-	printf "|---|---|---|---|---|---|---|---|\n"
-	printf "| %s | %d | %.0f ops/s | %.0f ops/s | %.2f | %.2f | %s MB | %s MB |\n", be, n, ir, mr, mr / ir, mr / b, irss, mrss
+	printf "| backend | upstream | ops | plc import | plc mirror --once | mirror ÷ import | mirror ÷ bound | import RSS | mirror RSS |\n"
+	printf "|---|---|---|---|---|---|---|---|---|\n"
+	printf "| %s | %s | %d | %.0f ops/s | %.0f ops/s | %.2f | %.2f | %s MB | %s MB |\n", be, up, n, ir, mr, mr / ir, mr / b, irss, mrss
 }'

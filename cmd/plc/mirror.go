@@ -9,6 +9,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -111,7 +112,8 @@ checkpoint, then goes on from the upstream's export after their last seq.`, e)
 	var syncErr error
 	c.NoDIDRateLimit = true // ops come from the upstream, judged by the chain rules only
 	audit = cmp.Or(audit, -1)
-	hook := func(log *oplog.Log, reg *prometheus.Registry, cfg *api.Config) (func(context.Context), error) {
+	var bootstrapping atomic.Bool
+	hook := func(log *oplog.Log, reg *prometheus.Registry, cfg *api.Config) (directoryRole, error) {
 		p := &progress{w: e.Stderr, tty: isTerminal(e.Stderr), now: time.Now, cmd: "plc mirror: backfill"}
 		p.start = time.Now()
 		p.last = p.start
@@ -131,7 +133,7 @@ checkpoint, then goes on from the upstream's export after their last seq.`, e)
 			GCHeadroom:       gcbudget.DefaultHeadroom,
 		})
 		if err != nil {
-			return nil, err
+			return directoryRole{}, err
 		}
 		cfg.ReadOnly = true
 		if forward {
@@ -152,12 +154,14 @@ checkpoint, then goes on from the upstream's export after their last seq.`, e)
 		cfg.Extra = m.Handler()
 		cfg.UI = webUI(c, log, cfg, logger, m)
 		logger.Info("mirroring", "upstream", up.Redacted(), "pollInterval", poll.String())
-		return func(ctx context.Context) {
+		run := func(ctx context.Context) {
 			defer p.clear()
 			if *bootSrc != "" {
+				bootstrapping.Store(true)
 				stopBudget := gcbudget.Start(gcbudget.DefaultHeadroom)
 				syncErr = bootstrap(ctx, *bootSrc, bootOpts, log, m.Source(), p, logger)
 				stopBudget()
+				bootstrapping.Store(false)
 				if syncErr != nil {
 					stop()
 					return
@@ -173,7 +177,9 @@ checkpoint, then goes on from the upstream's export after their last seq.`, e)
 				fmt.Fprintf(e.Stdout, "caught up with %s: cursor %d\n", up.Redacted(), st.Cursor)
 			}
 			stop()
-		}, nil
+		}
+		bulk := func() bool { return bootstrapping.Load() || m.Backfilling() }
+		return directoryRole{Run: run, Bulk: bulk}, nil
 	}
 	if err := serveWith(ctx, c, logger, hook); err != nil {
 		logger.Error("plc mirror stopped", "err", err)

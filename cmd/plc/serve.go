@@ -281,9 +281,17 @@ func serve(ctx context.Context, c serveConfig, logger *slog.Logger) error {
 }
 
 // directoryHook adds a role to the directory serveWith runs (the mirror):
-// it may change the API's configuration, and returns what to run beside
-// the server until ctx ends (before the log closes).
-type directoryHook func(log *oplog.Log, reg *prometheus.Registry, cfg *api.Config) (run func(ctx context.Context), err error)
+// it may change the API's configuration, and returns the role.
+type directoryHook func(log *oplog.Log, reg *prometheus.Registry, cfg *api.Config) (directoryRole, error)
+
+// directoryRole is what a hook adds to a directory.
+type directoryRole struct {
+	// Run runs beside the server until ctx ends (before the log closes).
+	Run func(ctx context.Context)
+	// Bulk (if set) says when the role is writing history in bulk (a
+	// mirror's backfill or bootstrap): the handle index waits meanwhile.
+	Bulk func() bool
+}
 
 // serveWith is serve, with hook's role added when it is set.
 func serveWith(ctx context.Context, c serveConfig, logger *slog.Logger, hook directoryHook) error {
@@ -365,9 +373,9 @@ func serveWith(ctx context.Context, c serveConfig, logger *slog.Logger, hook dir
 	if c.Bundles != "" {
 		apiCfg.Bundles = bundle.Handler(c.Bundles)
 	}
-	var run func(ctx context.Context)
+	var role directoryRole
 	if hook != nil {
-		if run, err = hook(log, reg, &apiCfg); err != nil {
+		if role, err = hook(log, reg, &apiCfg); err != nil {
 			streamer.Close()
 			log.Close()
 			return err
@@ -443,7 +451,7 @@ func serveWith(ctx context.Context, c serveConfig, logger *slog.Logger, hook dir
 		go func() {
 			defer close(hDone)
 			if idx, ok := store.(oplog.HandleIndex); ok {
-				oplog.IndexHandles(roleCtx, idx, oplog.HandleIndexInterval, logger)
+				oplog.IndexHandles(roleCtx, idx, oplog.HandleIndexInterval, logger, role.Bulk)
 			}
 		}()
 		rDone := make(chan struct{})
@@ -460,8 +468,8 @@ func serveWith(ctx context.Context, c serveConfig, logger *slog.Logger, hook dir
 				watch.NewWorker(hub, ws, webhookKey, watch.WorkerOptions{Logger: logger, Registry: reg}).Run(roleCtx)
 			}
 		}()
-		if run != nil {
-			run(roleCtx)
+		if role.Run != nil {
+			role.Run(roleCtx)
 		}
 		<-wDone
 		<-rDone
