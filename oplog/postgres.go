@@ -166,13 +166,9 @@ func (t pgAppend) readRecords(ctx context.Context, dids []string, recs map[strin
 	return nil
 }
 
-// pgCopyOps is the least ops of one write that go in by COPY.
-const pgCopyOps = 256
-
 // insertWrites writes the ops, nullifications and records of a batch, and
 // for an ingest its rejections and cursor, with one statement per table,
-// sent together in one round trip with the notice of the new ops (a large
-// batch's ops by a COPY before them).
+// sent together in one round trip with the notice of the new ops.
 func insertWrites(ctx context.Context, tx pgx.Tx, writes []Write, ingest bool, ib *Batch, ext *treeExtension) error {
 	var (
 		seqs, createdAt      []int64
@@ -210,22 +206,7 @@ func insertWrites(ctx context.Context, tx pgx.Tx, writes []Write, ingest bool, i
 		b.Queue(sql, args...)
 		what = append(what, name)
 	}
-	if len(seqs) >= pgCopyOps {
-		// A large batch (replayed history) goes in by COPY, whose heap
-		// inserts write one WAL record a page instead of one a row: at 1 M
-		// ops a third of the server's time inserting them. It is a round
-		// trip of its own, before the statements that refer to the ops.
-		n, err := tx.CopyFrom(ctx, pgx.Identifier{"operations"}, []string{"seq", "did", "created_at", "op", "signer"},
-			pgx.CopyFromSlice(len(seqs), func(i int) ([]any, error) {
-				return []any{seqs[i], opDIDs[i], createdAt[i], ops[i], signers[i]}, nil
-			}))
-		if err != nil {
-			return fmt.Errorf("insert ops: %w", err)
-		}
-		if n != int64(len(seqs)) {
-			return fmt.Errorf("insert ops: %d of %d rows copied", n, len(seqs))
-		}
-	} else if len(seqs) > 0 {
+	if len(seqs) > 0 {
 		queue("insert ops", `INSERT INTO operations (seq, did, created_at, op, signer)
 		SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::bigint[], $4::bytea[], $5::smallint[])`,
 			seqs, opDIDs, createdAt, ops, signers)
