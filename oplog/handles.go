@@ -165,8 +165,8 @@ const HandleIndexInterval = 5 * time.Second
 const handleBatch = 4096
 
 // handleFillIn is how far behind the index must be for IndexHandles to
-// report its progress: a database upgraded from an earlier plc, or a
-// mirror's backfill just ended.
+// report its progress after its first catch-up: a mirror's backfill just
+// ended.
 const handleFillIn = 100_000
 
 // IndexHandles keeps idx up with the log beside a running directory until
@@ -202,7 +202,9 @@ func IndexHandles(ctx context.Context, idx HandleIndex, interval time.Duration, 
 		if behind <= 0 {
 			continue
 		}
-		long := behind >= handleFillIn
+		// At start (a database upgraded from an earlier plc) and after a
+		// backfill, the catch-up is logged.
+		long := first || behind >= handleFillIn
 		if long {
 			logger.Info("filling in the handle index", "ops", behind)
 		}
