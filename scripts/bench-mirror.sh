@@ -76,8 +76,10 @@ file)
 	;;
 *) echo "bench-mirror: UPSTREAM must be serve or file" >&2; exit 2 ;;
 esac
-for _ in $(seq 100); do
+# bench upstream reads its whole file before it listens.
+for i in $(seq 3000); do
 	curl -sf "http://127.0.0.1:$PORT/_health" >/dev/null && break
+	[ "$i" = 3000 ] && { cat "$work/serve.log" >&2; echo "bench-mirror: the upstream did not start within 5 min" >&2; exit 1; }
 	sleep 0.1
 done
 # The upstream fills in its handle index after the import (a production
