@@ -242,25 +242,28 @@ bench resolve is compared with on the same machine.`, e)
 		return e.Failf(cli.ExitUsage, "plc bench static: --size must be between 16 and 1048576")
 	}
 	body := staticBody(*size)
-	ln, err := net.Listen("tcp", *listen)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/did+ld+json; charset=utf-8")
+		w.Write(body)
+	})
+	return serveUntil(ctx, e, "static", *listen, h, fmt.Sprintf("serving %d bytes", len(body)))
+}
+
+// serveUntil serves h on listen until ctx ends, after printing what it
+// serves and where on stdout, for plc bench NAME.
+func serveUntil(ctx context.Context, e cli.Env, name, listen string, h http.Handler, what string) int {
+	ln, err := net.Listen("tcp", listen)
 	if err != nil {
-		return e.Failf(cli.ExitFailure, "plc bench static: %v", err)
+		return e.Failf(cli.ExitFailure, "plc bench %s: %v", name, err)
 	}
-	srv := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Content-Type", "application/did+ld+json; charset=utf-8")
-			w.Write(body)
-		}),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       time.Minute,
-	}
-	fmt.Fprintf(e.Stdout, "serving %d bytes at http://%s\n", len(body), ln.Addr())
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
+	fmt.Fprintf(e.Stdout, "%s at http://%s\n", what, ln.Addr())
 	go func() {
 		<-ctx.Done()
 		srv.Close()
 	}()
 	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return e.Failf(cli.ExitFailure, "plc bench static: %v", err)
+		return e.Failf(cli.ExitFailure, "plc bench %s: %v", name, err)
 	}
 	return cli.ExitOK
 }

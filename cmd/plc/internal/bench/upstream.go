@@ -6,12 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"sort"
 	"strconv"
-	"time"
 
 	"github.com/plcdir/plc"
 	"github.com/plcdir/plc/internal/cli"
@@ -39,20 +37,7 @@ upstream runs elsewhere). It serves nothing else but /_health.`, e)
 	if err != nil {
 		return e.Failf(cli.ExitFailure, "plc bench upstream: %v", err)
 	}
-	ln, err := net.Listen("tcp", *listen)
-	if err != nil {
-		return e.Failf(cli.ExitFailure, "plc bench upstream: %v", err)
-	}
-	srv := &http.Server{Handler: up, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
-	fmt.Fprintf(e.Stdout, "serving %d ops at http://%s\n", len(up.seqs), ln.Addr())
-	go func() {
-		<-ctx.Done()
-		srv.Close()
-	}()
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return e.Failf(cli.ExitFailure, "plc bench upstream: %v", err)
-	}
-	return cli.ExitOK
+	return serveUntil(ctx, e, "upstream", *listen, up, fmt.Sprintf("serving %d ops", len(up.seqs)))
 }
 
 // upstream is a seq-mode export held in memory: line i is
