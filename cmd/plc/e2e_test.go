@@ -517,17 +517,18 @@ func TestBenchScenariosAgainstRealServer(t *testing.T) {
 	if err := os.WriteFile(exportFile, servedExport(t, s.url), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ctx, stop = context.WithCancel(t.Context())
-	pr, pw = io.Pipe()
+	upCtx, stopUp := context.WithCancel(t.Context())
+	upServed := make(chan int, 1)
+	upR, upW := io.Pipe()
 	go func() {
-		served <- run(ctx, []string{"bench", "upstream", "--listen", "127.0.0.1:0", exportFile}, env{Stdin: strings.NewReader(""), Stdout: pw, Stderr: io.Discard, Getenv: func(string) string { return "" }})
-		pw.Close()
+		upServed <- run(upCtx, []string{"bench", "upstream", "--listen", "127.0.0.1:0", exportFile}, env{Stdin: strings.NewReader(""), Stdout: upW, Stderr: io.Discard, Getenv: func(string) string { return "" }})
+		upW.Close()
 	}()
-	line, err = bufio.NewReader(pr).ReadString('\n')
+	line, err = bufio.NewReader(upR).ReadString('\n')
 	if _, serr := fmt.Sscanf(line, "serving 60 ops at http://%s", &addr); err != nil || serr != nil {
 		t.Fatalf("bench upstream: %q %v %v", line, err, serr)
 	}
-	go io.Copy(io.Discard, pr)
+	go io.Copy(io.Discard, upR)
 	mdb := filepath.Join(t.TempDir(), "mirror.sqlite")
 	if code, stdout, stderr := runPLC(t, t.Context(), nil, "mirror", "--once", "--upstream", "http://"+addr, "--db", mdb,
 		"--listen", "127.0.0.1:0", "--audit-interval", "0", "--page-size", "7"); code != exitOK || !strings.Contains(stdout, "cursor 60") {
@@ -536,8 +537,8 @@ func TestBenchScenariosAgainstRealServer(t *testing.T) {
 	if got, want := servedExport(t, serveDB(t, openDB(t, mdb))), servedExport(t, s.url); !bytes.Equal(got, want) {
 		t.Fatalf("the mirror of bench upstream holds %d bytes of export, the directory %d", len(got), len(want))
 	}
-	stop()
-	if code := <-served; code != 0 {
+	stopUp()
+	if code := <-upServed; code != 0 {
 		t.Fatalf("bench upstream: exit %d", code)
 	}
 }
