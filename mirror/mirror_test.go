@@ -97,10 +97,23 @@ func testConvergence(t *testing.T, b backend) {
 	upStore := upLog.Store()
 
 	mLog := newLog(t, openStore(t, b.dsn(t)))
-	var progress []oplog.ImportStats
-	m := newMirror(t, up.srv.URL, mLog, mirror.Config{PageSize: 64, Progress: func(s oplog.ImportStats) { progress = append(progress, s) }})
+	var (
+		progress    []oplog.ImportStats
+		m           *mirror.Mirror
+		backfilling = true // what Backfilling said at every batch (the handle index waits meanwhile)
+	)
+	m = newMirror(t, up.srv.URL, mLog, mirror.Config{PageSize: 64, Progress: func(s oplog.ImportStats) {
+		progress = append(progress, s)
+		backfilling = backfilling && m.Backfilling()
+	}})
+	if m.Backfilling() {
+		t.Error("Backfilling before any backfill")
+	}
 	if err := m.Sync(ctx); err != nil {
 		t.Fatalf("Sync: %v", err)
+	}
+	if !backfilling || m.Backfilling() {
+		t.Errorf("Backfilling said %v at a batch and %v after Sync, want true and false", backfilling, m.Backfilling())
 	}
 	if m.Mode() != mirror.ModeSeq {
 		t.Fatalf("mode %q, want %q", m.Mode(), mirror.ModeSeq)
