@@ -139,9 +139,10 @@ func entryPtrs(es []Entry) []*Entry {
 // CatchUpHandles indexes the handles of the ops the index does not cover
 // yet (the latest ones, or a whole database migrated from an earlier
 // version), batch ops per transaction (0: a default), calling progress (if
-// set) after each. It returns how many ops it indexed; it can be stopped
-// at any time and resumed, and several may run at once.
-func CatchUpHandles(ctx context.Context, idx HandleIndex, batch int, progress func(indexed int64)) (int64, error) {
+// set) after each; it stops early when progress returns false. It returns
+// how many ops it indexed; it can be stopped at any time and resumed, and
+// several may run at once.
+func CatchUpHandles(ctx context.Context, idx HandleIndex, batch int, progress func(indexed int64) (goOn bool)) (int64, error) {
 	defaults.Positive(&batch, handleBatch)
 	var total int64
 	for {
@@ -150,8 +151,8 @@ func CatchUpHandles(ctx context.Context, idx HandleIndex, batch int, progress fu
 		if err != nil || n == 0 {
 			return total, err
 		}
-		if progress != nil {
-			progress(total)
+		if progress != nil && !progress(total) {
+			return total, nil
 		}
 	}
 }
@@ -180,7 +181,6 @@ const handleFillIn = 100_000
 // stopped with ctx, the work goes on at the next start from where it
 // stopped. Failures are logged and retried at the next interval.
 func IndexHandles(ctx context.Context, idx HandleIndex, interval time.Duration, logger *slog.Logger, hold func() bool) {
-	held := func() bool { return hold != nil && hold() }
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for first := true; ; first = false {
@@ -191,7 +191,7 @@ func IndexHandles(ctx context.Context, idx HandleIndex, interval time.Duration, 
 			case <-t.C:
 			}
 		}
-		if held() {
+		if hold != nil && hold() {
 			continue
 		}
 		// A read first: an idle log costs no write transaction.
@@ -210,26 +210,20 @@ func IndexHandles(ctx context.Context, idx HandleIndex, interval time.Duration, 
 		}
 		start := time.Now()
 		last := start
-		var n int64
-		for !held() {
-			k, err := idx.ExtendHandles(ctx, handleBatch)
-			n += int64(k)
-			if err != nil {
-				if ctx.Err() == nil {
-					logger.Warn("indexing handles failed; retrying", "ops", n, "err", err)
-				}
-				break
-			}
-			if k == 0 {
-				if long {
-					logger.Info("handle index filled in", "ops", n, "took", time.Since(start).Round(time.Millisecond).String())
-				}
-				break
-			}
+		held := false
+		n, err := CatchUpHandles(ctx, idx, 0, func(done int64) bool {
 			if long && time.Since(last) >= 10*time.Second {
 				last = time.Now()
-				logger.Info("filling in the handle index", "ops", n, "of", behind)
+				logger.Info("filling in the handle index", "ops", done, "of", behind)
 			}
+			held = hold != nil && hold()
+			return !held
+		})
+		switch {
+		case err != nil && ctx.Err() == nil:
+			logger.Warn("indexing handles failed; retrying", "ops", n, "err", err)
+		case err == nil && long && !held:
+			logger.Info("handle index filled in", "ops", n, "took", time.Since(start).Round(time.Millisecond).String())
 		}
 		if ctx.Err() != nil {
 			if long {

@@ -164,7 +164,7 @@ func testHandles(t *testing.T, migrated func(t *testing.T) (oplog.Store, string)
 		}
 		other := reopen(t, dsn).(oplog.HandleIndex)
 		var seen []int64
-		total, err := oplog.CatchUpHandles(ctx, other, 2, func(done int64) { seen = append(seen, done) })
+		total, err := oplog.CatchUpHandles(ctx, other, 2, func(done int64) bool { seen = append(seen, done); return true })
 		if err != nil || total != n-3 {
 			t.Fatalf("CatchUpHandles = %d, %v; want %d", total, err, n-3)
 		}

@@ -16,7 +16,9 @@ const HeadsPerQuery = 256
 var headsPerQuery = HeadsPerQuery
 
 // sqliteHeadsSQL selects the latest non-nullified op of each DID in a
-// list of values (the list is formatted in): one index lookup a DID.
+// list of values (the list is formatted in): one index lookup a DID. Both
+// heads queries probe nullified as notNullified does (see it), for their
+// alias h.
 const sqliteHeadsSQL = `SELECT o.seq, o.did, o.created_at, o.op FROM operations o WHERE o.seq IN (
 	SELECT (SELECT h.seq FROM operations h WHERE h.did = k.column1
 		AND (SELECT n.seq FROM nullified n WHERE n.seq = h.seq) IS NULL
