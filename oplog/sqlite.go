@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -44,6 +45,10 @@ func (s *SQLiteStore) stmt(ctx context.Context, q string) (*sql.Stmt, error) {
 	return p, nil
 }
 
+// sqliteMmapSize is SQLite's default ceiling on memory-mapped I/O
+// (SQLITE_MAX_MMAP_SIZE, 0x7fff0000 bytes).
+const sqliteMmapSize = 0x7fff0000
+
 // SQLiteDSN returns the driver DSN for the database file at path.
 func SQLiteDSN(path string) string {
 	q := url.Values{}
@@ -60,6 +65,13 @@ func SQLiteDSN(path string) string {
 	// of a 1 M-op import by half (BENCHMARKS.md, "Import at 1 M ops").
 	q.Add("_pragma", "cache_size(-16384)")
 	q.Add("_pragma", "wal_autocheckpoint(20000)")
+	// Reads map the database file rather than copy each page out of the
+	// OS's cache with a pread: a first resolution of a DID walks three
+	// B-trees whose pages a 16 MiB cache rarely holds at scale, and each
+	// pread was a system call (BENCHMARKS.md, "Cold resolutions"). SQLite
+	// maps at most its compiled-in ceiling (just under 2 GiB) and reads
+	// the rest as before; writes still go through write(2).
+	q.Add("_pragma", "mmap_size("+strconv.Itoa(sqliteMmapSize)+")")
 	q.Set("_txlock", "immediate")
 	return "file:" + path + "?" + q.Encode()
 }
