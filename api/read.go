@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -124,7 +125,7 @@ func (s *Server) serveRead(route readRoute) gin.HandlerFunc {
 func (s *Server) render(c *gin.Context, route readRoute, did string) (*answer, error) {
 	switch route {
 	case routeDoc, routeData, routeLast:
-		e, err := s.store.Head(c.Request.Context(), did)
+		e, err := s.head(c.Request.Context(), did)
 		if errors.Is(err, oplog.ErrNotFound) {
 			return nil, notRegistered(did)
 		}
@@ -160,6 +161,15 @@ func (s *Server) render(c *gin.Context, route readRoute, did string) (*answer, e
 	}
 	a.body = append(b, ']')
 	return a, nil
+}
+
+// head returns the head of did (Store.Head), gathered with other
+// requests' when the store reads faster in batches (oplog.BatchedHeads).
+func (s *Server) head(ctx context.Context, did string) (oplog.Entry, error) {
+	if s.heads != nil {
+		return s.heads.head(ctx, did)
+	}
+	return s.store.Head(ctx, did)
 }
 
 // headAnswer renders the answer of route (routeDoc, routeData or

@@ -11,6 +11,8 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/plcdir/plc/oplog"
 )
 
 // The router: the routes, the order of the middleware every request goes
@@ -41,6 +43,9 @@ func New(cfg Config) *Server {
 		tlog:      cfg.TLog,
 	}
 	s.cache = newReadCache(s.store, cfg.ReadCacheBytes, cfg.Registry)
+	if _, ok := s.store.(oplog.BatchedHeads); ok {
+		s.heads = newHeadBatcher(s.store)
+	}
 	s.bulk = newBulkMetrics(cfg.Registry)
 	if cfg.IPRate > 0 {
 		s.limiter = newIPLimiter(cfg.IPRate, cfg.IPBurst, now)

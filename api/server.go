@@ -159,7 +159,8 @@ type Server struct {
 	forward   http.Handler
 	health2   func() map[string]any
 	tlog      TLog
-	cache     *readCache // nil: no cache
+	cache     *readCache   // nil: no cache
+	heads     *headBatcher // nil: heads are read one at a time
 	bulk      *bulkMetrics
 }
 

@@ -15,6 +15,20 @@ const HeadsPerQuery = 256
 // headsPerQuery is HeadsPerQuery (smaller in tests).
 var headsPerQuery = HeadsPerQuery
 
+// BatchedHeads is a capability of a store whose every read is a round trip
+// to a database server (PostgreSQL): one query of Heads for many DIDs then
+// costs much less than a Head each, and a reader serving many requests at
+// once (the API's reads of DID documents that miss its cache) gathers
+// them. A store without it reads one DID faster with Head than as part of
+// Heads (SQLite, in the process: its query of a list builds a table of
+// the heads' seqs first) and is read one DID at a time.
+type BatchedHeads interface {
+	// PreferBatchedHeads marks the capability; it does nothing.
+	PreferBatchedHeads()
+}
+
+func (*PostgresStore) PreferBatchedHeads() {}
+
 // sqliteHeadsSQL selects the latest non-nullified op of each DID in a
 // list of values (the list is formatted in): one index lookup a DID. Both
 // heads queries probe nullified as notNullified does (see it), for their

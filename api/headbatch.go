@@ -1,0 +1,110 @@
+package api
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/plcdir/plc/oplog"
+)
+
+// Reads of DID heads that miss the cache, gathered: the requests that
+// arrive while earlier reads are running are read together, in one query
+// of Store.Heads, instead of one query each. Under load a database read's
+// fixed costs (a round trip to PostgreSQL, a read transaction and a
+// statement in SQLite) are then paid once for many DIDs; alone, a request
+// is read at once, as before.
+
+const (
+	// headBatchFlights is how many batches may be read at once: enough to
+	// keep the database busy while one batch's answers are handed out.
+	headBatchFlights = 4
+	// headBatchMax is the most DIDs of one batch (one query of Heads).
+	headBatchMax = oplog.HeadsPerQuery
+	// headBatchTimeout bounds the read of one batch, which serves several
+	// requests and so runs under none of their contexts.
+	headBatchTimeout = 5 * time.Second
+)
+
+// headBatcher reads the heads of DIDs (Store.Head) in batches.
+type headBatcher struct {
+	heads func(ctx context.Context, dids []string) (map[string]oplog.Entry, error)
+
+	mu      sync.Mutex
+	waiting []*headWait
+	flights int
+}
+
+// headWait is one request's wait for the head of did.
+type headWait struct {
+	did  string
+	done chan struct{} // closed when e and err are set
+	e    oplog.Entry
+	err  error
+}
+
+func newHeadBatcher(store oplog.Store) *headBatcher {
+	return &headBatcher{heads: store.Heads}
+}
+
+// head returns what Store.Head returns for did (oplog.ErrNotFound for a
+// DID that is not registered), read in a batch with other requests'.
+// The read starts after the call, so it sees every op committed before it;
+// its fence to read replicas is taken then too (see oplog.ReadRouter).
+func (b *headBatcher) head(ctx context.Context, did string) (oplog.Entry, error) {
+	w := &headWait{did: did, done: make(chan struct{})}
+	b.mu.Lock()
+	b.waiting = append(b.waiting, w)
+	if b.flights < headBatchFlights {
+		b.flights++
+		go b.fly()
+	}
+	b.mu.Unlock()
+	select {
+	case <-w.done:
+		return w.e, w.err
+	case <-ctx.Done():
+		return oplog.Entry{}, ctx.Err()
+	}
+}
+
+// fly reads batches of the waiting requests until none is left.
+func (b *headBatcher) fly() {
+	for {
+		b.mu.Lock()
+		n := min(len(b.waiting), headBatchMax)
+		if n == 0 {
+			b.flights--
+			b.mu.Unlock()
+			return
+		}
+		batch := b.waiting[:n:n]
+		b.waiting = b.waiting[n:]
+		if len(b.waiting) == 0 {
+			b.waiting = nil // let the array go
+		}
+		b.mu.Unlock()
+		b.read(batch)
+	}
+}
+
+func (b *headBatcher) read(batch []*headWait) {
+	dids := make([]string, len(batch))
+	for i, w := range batch {
+		dids[i] = w.did
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), headBatchTimeout)
+	got, err := b.heads(ctx, dids)
+	cancel()
+	for _, w := range batch {
+		switch e, ok := got[w.did]; {
+		case err != nil:
+			w.err = err
+		case ok:
+			w.e = e
+		default:
+			w.err = oplog.ErrNotFound
+		}
+		close(w.done)
+	}
+}

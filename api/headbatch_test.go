@@ -1,0 +1,230 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/plcdir/plc/oplog"
+)
+
+// fakeHeads is a Heads that blocks each call until the test releases it,
+// and records the DIDs of each call.
+type fakeHeads struct {
+	mu      sync.Mutex
+	calls   [][]string
+	entered chan []string
+	release chan error
+}
+
+func newFakeHeads() *fakeHeads {
+	return &fakeHeads{entered: make(chan []string, 64), release: make(chan error)}
+}
+
+func (f *fakeHeads) heads(ctx context.Context, dids []string) (map[string]oplog.Entry, error) {
+	f.mu.Lock()
+	f.calls = append(f.calls, slices.Clone(dids))
+	f.mu.Unlock()
+	f.entered <- dids
+	if err := <-f.release; err != nil {
+		return nil, err
+	}
+	out := map[string]oplog.Entry{}
+	for i, d := range dids {
+		if d == "did:plc:absent" {
+			continue
+		}
+		out[d] = oplog.Entry{DID: d, Seq: int64(100 + i)}
+	}
+	return out, nil
+}
+
+// waitQueued returns once n requests wait for a flight.
+func waitQueued(b *headBatcher, n int) {
+	for {
+		b.mu.Lock()
+		w := len(b.waiting)
+		b.mu.Unlock()
+		if w == n {
+			return
+		}
+		runtime.Gosched()
+	}
+}
+
+type headResult struct {
+	did string
+	e   oplog.Entry
+	err error
+}
+
+func startHead(b *headBatcher, ctx context.Context, did string, out chan<- headResult) {
+	go func() {
+		e, err := b.head(ctx, did)
+		out <- headResult{did, e, err}
+	}()
+}
+
+// TestHeadReadsGatherWhileEveryFlightIsBusy: requests that arrive while
+// all flights are reading wait and are then read together, in one query,
+// each answered with its own DID's head, a DID that is not registered
+// with ErrNotFound alone.
+func TestHeadReadsGatherWhileEveryFlightIsBusy(t *testing.T) {
+	f := newFakeHeads()
+	b := &headBatcher{heads: f.heads}
+	out := make(chan headResult, 100)
+	ctx := context.Background()
+
+	// Fill every flight with a read of one DID, held inside the store.
+	for i := range headBatchFlights {
+		startHead(b, ctx, fmt.Sprintf("did:plc:first%d", i), out)
+		if got := <-f.entered; len(got) != 1 {
+			t.Fatalf("flight %d read %v, want one DID", i, got)
+		}
+	}
+	// These wait: no flight is free.
+	waiting := []string{"did:plc:w1", "did:plc:w2", "did:plc:absent", "did:plc:w3", "did:plc:w1"}
+	for _, d := range waiting {
+		startHead(b, ctx, d, out)
+	}
+	// All of them queued before a flight comes back.
+	waitQueued(b, len(waiting))
+	// One flight returns, and reads every waiting request in one call.
+	f.release <- nil
+	batch := slices.Sorted(slices.Values(<-f.entered))
+	if !slices.Equal(batch, slices.Sorted(slices.Values(waiting))) {
+		t.Fatalf("the second read was of %v, want the %d waiting DIDs %v", batch, len(waiting), waiting)
+	}
+	for range headBatchFlights - 1 {
+		f.release <- nil
+	}
+	f.release <- nil
+	got := map[string][]headResult{}
+	for range headBatchFlights + len(waiting) {
+		r := <-out
+		got[r.did] = append(got[r.did], r)
+	}
+	for _, d := range waiting {
+		for _, r := range got[d] {
+			if d == "did:plc:absent" {
+				if !errors.Is(r.err, oplog.ErrNotFound) {
+					t.Errorf("%s: err %v, want ErrNotFound", d, r.err)
+				}
+				continue
+			}
+			if r.err != nil || r.e.DID != d {
+				t.Errorf("%s: got entry of %q, err %v", d, r.e.DID, r.err)
+			}
+		}
+	}
+	if n := len(got["did:plc:w1"]); n != 2 {
+		t.Errorf("the DID asked twice was answered %d times", n)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.flights != 0 || len(b.waiting) != 0 {
+		t.Errorf("after the reads: %d flights, %d waiting, want none", b.flights, len(b.waiting))
+	}
+}
+
+// TestAFailedHeadReadFailsEveryRequestOfItsBatchAndNoOther: a store
+// error reaches each request read in that query (as an error, not as
+// "not found"), and the next request is read afresh.
+func TestAFailedHeadReadFailsEveryRequestOfItsBatchAndNoOther(t *testing.T) {
+	f := newFakeHeads()
+	b := &headBatcher{heads: f.heads}
+	out := make(chan headResult, 10)
+	broken := errors.New("database is down")
+
+	startHead(b, context.Background(), "did:plc:a", out)
+	<-f.entered
+	f.release <- broken
+	if r := <-out; !errors.Is(r.err, broken) {
+		t.Fatalf("got err %v, want the store's", r.err)
+	}
+	startHead(b, context.Background(), "did:plc:b", out)
+	<-f.entered
+	f.release <- nil
+	if r := <-out; r.err != nil || r.e.DID != "did:plc:b" {
+		t.Fatalf("the next read: entry of %q, err %v", r.e.DID, r.err)
+	}
+}
+
+// TestACanceledRequestStopsWaitingForItsBatch: a client that goes away
+// while its DID's read is held is answered with its context's error at
+// once; the read itself completes for the others.
+func TestACanceledRequestStopsWaitingForItsBatch(t *testing.T) {
+	f := newFakeHeads()
+	b := &headBatcher{heads: f.heads}
+	out := make(chan headResult, 10)
+	ctx, cancel := context.WithCancel(context.Background())
+
+	startHead(b, ctx, "did:plc:gone", out)
+	<-f.entered
+	cancel()
+	if r := <-out; !errors.Is(r.err, context.Canceled) {
+		t.Fatalf("got err %v, want context.Canceled", r.err)
+	}
+	f.release <- nil
+	// The flight ends: a later request starts a new one.
+	startHead(b, context.Background(), "did:plc:next", out)
+	<-f.entered
+	f.release <- nil
+	if r := <-out; r.err != nil || r.e.DID != "did:plc:next" {
+		t.Fatalf("the next read: entry of %q, err %v", r.e.DID, r.err)
+	}
+}
+
+// TestBatchesHoldAtMostOneQueryOfDIDs: however many requests wait, one
+// read takes at most headBatchMax of them.
+func TestBatchesHoldAtMostOneQueryOfDIDs(t *testing.T) {
+	f := newFakeHeads()
+	b := &headBatcher{heads: f.heads}
+	n := headBatchMax + 10
+	out := make(chan headResult, n+headBatchFlights)
+	for i := range headBatchFlights {
+		startHead(b, context.Background(), fmt.Sprintf("did:plc:hold%d", i), out)
+		<-f.entered
+	}
+	for i := range n {
+		startHead(b, context.Background(), fmt.Sprintf("did:plc:many%d", i), out)
+	}
+	waitQueued(b, n)
+	// Every read from now on returns at once.
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			select {
+			case <-f.entered:
+				f.release <- nil
+			case <-stop:
+				return
+			}
+		}
+	}()
+	for range headBatchFlights {
+		f.release <- nil
+	}
+	for range n + headBatchFlights {
+		if r := <-out; r.err != nil {
+			t.Fatal(r.err)
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	total := 0
+	for _, c := range f.calls {
+		if len(c) > headBatchMax {
+			t.Fatalf("a read of %d DIDs, want at most %d", len(c), headBatchMax)
+		}
+		total += len(c)
+	}
+	if want := headBatchMax + 10 + headBatchFlights; total != want {
+		t.Fatalf("%d DIDs read in all, want %d", total, want)
+	}
+}
