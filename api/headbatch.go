@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"runtime"
 	"sync"
 	"time"
 
@@ -16,9 +17,6 @@ import (
 // is read at once, as before.
 
 const (
-	// headBatchFlights is how many batches may be read at once: enough to
-	// keep the database busy while one batch's answers are handed out.
-	headBatchFlights = 4
 	// headBatchMax is the most DIDs of one batch (one query of Heads).
 	headBatchMax = oplog.HeadsPerQuery
 	// headBatchTimeout bounds the read of one batch, which serves several
@@ -29,6 +27,12 @@ const (
 // headBatcher reads the heads of DIDs (Store.Head) in batches.
 type headBatcher struct {
 	heads func(ctx context.Context, dids []string) (map[string]oplog.Entry, error)
+	// flightsMax is how many batches may be read at once: one for every
+	// two cores of the process. Fewer flights make larger batches; on two
+	// cores one flight resolved 1.8 times as many DIDs a second as one
+	// query a request, two flights 1.5 times, four 1.2 (BENCHMARKS.md,
+	// "Cold resolutions").
+	flightsMax int
 
 	mu      sync.Mutex
 	waiting []*headWait
@@ -44,7 +48,7 @@ type headWait struct {
 }
 
 func newHeadBatcher(store oplog.Store) *headBatcher {
-	return &headBatcher{heads: store.Heads}
+	return &headBatcher{heads: store.Heads, flightsMax: max(1, runtime.GOMAXPROCS(0)/2)}
 }
 
 // head returns what Store.Head returns for did (oplog.ErrNotFound for a
@@ -55,7 +59,7 @@ func (b *headBatcher) head(ctx context.Context, did string) (oplog.Entry, error)
 	w := &headWait{did: did, done: make(chan struct{})}
 	b.mu.Lock()
 	b.waiting = append(b.waiting, w)
-	if b.flights < headBatchFlights {
+	if b.flights < b.flightsMax {
 		b.flights++
 		go b.fly()
 	}

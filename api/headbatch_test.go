@@ -12,6 +12,10 @@ import (
 	"github.com/plcdir/plc/oplog"
 )
 
+// testFlights is the batcher's flights in these tests: more than one, to
+// show that each flight reads its own DIDs.
+const testFlights = 3
+
 // fakeHeads is a Heads that blocks each call until the test releases it,
 // and records the DIDs of each call.
 type fakeHeads struct {
@@ -75,12 +79,12 @@ func startHead(b *headBatcher, ctx context.Context, did string, out chan<- headR
 // with ErrNotFound alone.
 func TestHeadReadsGatherWhileEveryFlightIsBusy(t *testing.T) {
 	f := newFakeHeads()
-	b := &headBatcher{heads: f.heads}
+	b := &headBatcher{heads: f.heads, flightsMax: testFlights}
 	out := make(chan headResult, 100)
 	ctx := context.Background()
 
 	// Fill every flight with a read of one DID, held inside the store.
-	for i := range headBatchFlights {
+	for i := range testFlights {
 		startHead(b, ctx, fmt.Sprintf("did:plc:first%d", i), out)
 		if got := <-f.entered; len(got) != 1 {
 			t.Fatalf("flight %d read %v, want one DID", i, got)
@@ -99,12 +103,12 @@ func TestHeadReadsGatherWhileEveryFlightIsBusy(t *testing.T) {
 	if !slices.Equal(batch, slices.Sorted(slices.Values(waiting))) {
 		t.Fatalf("the second read was of %v, want the %d waiting DIDs %v", batch, len(waiting), waiting)
 	}
-	for range headBatchFlights - 1 {
+	for range testFlights - 1 {
 		f.release <- nil
 	}
 	f.release <- nil
 	got := map[string][]headResult{}
-	for range headBatchFlights + len(waiting) {
+	for range testFlights + len(waiting) {
 		r := <-out
 		got[r.did] = append(got[r.did], r)
 	}
@@ -136,7 +140,7 @@ func TestHeadReadsGatherWhileEveryFlightIsBusy(t *testing.T) {
 // "not found"), and the next request is read afresh.
 func TestAFailedHeadReadFailsEveryRequestOfItsBatchAndNoOther(t *testing.T) {
 	f := newFakeHeads()
-	b := &headBatcher{heads: f.heads}
+	b := &headBatcher{heads: f.heads, flightsMax: testFlights}
 	out := make(chan headResult, 10)
 	broken := errors.New("database is down")
 
@@ -159,7 +163,7 @@ func TestAFailedHeadReadFailsEveryRequestOfItsBatchAndNoOther(t *testing.T) {
 // once; the read itself completes for the others.
 func TestACanceledRequestStopsWaitingForItsBatch(t *testing.T) {
 	f := newFakeHeads()
-	b := &headBatcher{heads: f.heads}
+	b := &headBatcher{heads: f.heads, flightsMax: testFlights}
 	out := make(chan headResult, 10)
 	ctx, cancel := context.WithCancel(context.Background())
 
@@ -183,10 +187,10 @@ func TestACanceledRequestStopsWaitingForItsBatch(t *testing.T) {
 // read takes at most headBatchMax of them.
 func TestBatchesHoldAtMostOneQueryOfDIDs(t *testing.T) {
 	f := newFakeHeads()
-	b := &headBatcher{heads: f.heads}
+	b := &headBatcher{heads: f.heads, flightsMax: testFlights}
 	n := headBatchMax + 10
-	out := make(chan headResult, n+headBatchFlights)
-	for i := range headBatchFlights {
+	out := make(chan headResult, n+testFlights)
+	for i := range testFlights {
 		startHead(b, context.Background(), fmt.Sprintf("did:plc:hold%d", i), out)
 		<-f.entered
 	}
@@ -207,10 +211,10 @@ func TestBatchesHoldAtMostOneQueryOfDIDs(t *testing.T) {
 			}
 		}
 	}()
-	for range headBatchFlights {
+	for range testFlights {
 		f.release <- nil
 	}
-	for range n + headBatchFlights {
+	for range n + testFlights {
 		if r := <-out; r.err != nil {
 			t.Fatal(r.err)
 		}
@@ -224,7 +228,7 @@ func TestBatchesHoldAtMostOneQueryOfDIDs(t *testing.T) {
 		}
 		total += len(c)
 	}
-	if want := headBatchMax + 10 + headBatchFlights; total != want {
+	if want := headBatchMax + 10 + testFlights; total != want {
 		t.Fatalf("%d DIDs read in all, want %d", total, want)
 	}
 }
