@@ -150,12 +150,7 @@ func TestAFailedHeadReadFailsEveryRequestOfItsBatchAndNoOther(t *testing.T) {
 	if r := <-out; !errors.Is(r.err, broken) {
 		t.Fatalf("got err %v, want the store's", r.err)
 	}
-	startHead(b, context.Background(), "did:plc:b", out)
-	<-f.entered
-	f.release <- nil
-	if r := <-out; r.err != nil || r.e.DID != "did:plc:b" {
-		t.Fatalf("the next read: entry of %q, err %v", r.e.DID, r.err)
-	}
+	readsAfresh(t, b, f, out, "did:plc:b")
 }
 
 // TestACanceledRequestStopsWaitingForItsBatch: a client that goes away
@@ -174,11 +169,19 @@ func TestACanceledRequestStopsWaitingForItsBatch(t *testing.T) {
 		t.Fatalf("got err %v, want context.Canceled", r.err)
 	}
 	f.release <- nil
-	// The flight ends: a later request starts a new one.
-	startHead(b, context.Background(), "did:plc:next", out)
-	<-f.entered
+	readsAfresh(t, b, f, out, "did:plc:next")
+}
+
+// readsAfresh checks that a request for did, after earlier ones ended, is
+// read (in a call of its own) and answered with its head.
+func readsAfresh(t *testing.T, b *headBatcher, f *fakeHeads, out chan headResult, did string) {
+	t.Helper()
+	startHead(b, context.Background(), did, out)
+	if got := <-f.entered; !slices.Equal(got, []string{did}) {
+		t.Fatalf("the next read was of %v, want [%s]", got, did)
+	}
 	f.release <- nil
-	if r := <-out; r.err != nil || r.e.DID != "did:plc:next" {
+	if r := <-out; r.err != nil || r.e.DID != did {
 		t.Fatalf("the next read: entry of %q, err %v", r.e.DID, r.err)
 	}
 }
