@@ -6,6 +6,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/plcdir/plc/oplog"
 )
 
@@ -33,6 +35,8 @@ type headBatcher struct {
 	// query a request, two flights 1.5 times, four 1.2 (BENCHMARKS.md,
 	// "Cold resolutions").
 	flightsMax int
+	// sizes observes the DIDs of each batch (nil: not observed).
+	sizes prometheus.Observer
 
 	mu      sync.Mutex
 	waiting []*headWait
@@ -47,8 +51,16 @@ type headWait struct {
 	err  error
 }
 
-func newHeadBatcher(store oplog.Store) *headBatcher {
-	return &headBatcher{heads: store.Heads, flightsMax: max(1, runtime.GOMAXPROCS(0)/2)}
+func newHeadBatcher(heads func(context.Context, []string) (map[string]oplog.Entry, error), reg prometheus.Registerer) *headBatcher {
+	sizes := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "plc_read_head_batch_dids",
+		Help:    "DIDs read in one query by the gathered reads of DID heads that missed the cache (PostgreSQL).",
+		Buckets: prometheus.ExponentialBuckets(1, 2, 9), // 1 to 256
+	})
+	if reg != nil {
+		reg.MustRegister(sizes)
+	}
+	return &headBatcher{heads: heads, flightsMax: max(1, runtime.GOMAXPROCS(0)/2), sizes: sizes}
 }
 
 // head returns what Store.Head returns for did (oplog.ErrNotFound for a
@@ -93,6 +105,9 @@ func (b *headBatcher) fly() {
 }
 
 func (b *headBatcher) read(batch []*headWait) {
+	if b.sizes != nil {
+		b.sizes.Observe(float64(len(batch)))
+	}
 	dids := make([]string, len(batch))
 	for i, w := range batch {
 		dids[i] = w.did

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/plcdir/plc/oplog"
 )
 
@@ -79,7 +81,9 @@ func startHead(b *headBatcher, ctx context.Context, did string, out chan<- headR
 // with ErrNotFound alone.
 func TestHeadReadsGatherWhileEveryFlightIsBusy(t *testing.T) {
 	f := newFakeHeads()
-	b := &headBatcher{heads: f.heads, flightsMax: testFlights}
+	reg := prometheus.NewRegistry()
+	b := newHeadBatcher(f.heads, reg)
+	b.flightsMax = testFlights
 	out := make(chan headResult, 100)
 	ctx := context.Background()
 
@@ -127,6 +131,18 @@ func TestHeadReadsGatherWhileEveryFlightIsBusy(t *testing.T) {
 	}
 	if n := len(got["did:plc:w1"]); n != 2 {
 		t.Errorf("the DID asked twice was answered %d times", n)
+	}
+	// The metric saw testFlights reads of one DID and one of five.
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(families) != 1 || families[0].GetName() != "plc_read_head_batch_dids" || len(families[0].GetMetric()) != 1 {
+		t.Fatalf("registered %v, want the one histogram plc_read_head_batch_dids", families)
+	}
+	h := families[0].GetMetric()[0].GetHistogram()
+	if c, sum := h.GetSampleCount(), h.GetSampleSum(); c != testFlights+1 || sum != float64(testFlights+len(waiting)) {
+		t.Errorf("batch sizes: %d batches of %v DIDs in all, want %d of %d", c, sum, testFlights+1, testFlights+len(waiting))
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()

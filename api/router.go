@@ -44,7 +44,7 @@ func New(cfg Config) *Server {
 	}
 	s.cache = newReadCache(s.store, cfg.ReadCacheBytes, cfg.Registry)
 	if _, ok := s.store.(oplog.BatchedHeads); ok {
-		s.heads = newHeadBatcher(s.store)
+		s.heads = newHeadBatcher(s.store.Heads, cfg.Registry)
 	}
 	s.bulk = newBulkMetrics(cfg.Registry)
 	if cfg.IPRate > 0 {
