@@ -1,9 +1,11 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"runtime"
 	"slices"
 	"sync"
@@ -250,4 +252,73 @@ func TestBatchesHoldAtMostOneQueryOfDIDs(t *testing.T) {
 	if want := headBatchMax + 10 + testFlights; total != want {
 		t.Fatalf("%d DIDs read in all, want %d", total, want)
 	}
+}
+
+// TestConcurrentResolutionsEachGetTheirOwnDIDsDocument: many clients
+// resolving different DIDs at once, with no cache (every request reads
+// the store), each get the document of the DID they asked for, on both
+// backends; on PostgreSQL every one of those reads went through the
+// gathered reads, and on SQLite none did.
+func TestConcurrentResolutionsEachGetTheirOwnDIDsDocument(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		env := newAPIEnv(t, b, envOptions{noRateLimit: true})
+		ks := keys(t, 1)
+		const nDIDs, clients, each = 24, 16, 30
+		dids := make([]string, nDIDs)
+		handles := make([]string, nDIDs)
+		for i := range dids {
+			handles[i] = fmt.Sprintf("user%d.test", i)
+			g := genesisOp(t, handles[i], ks[0], ks[0])
+			dids[i] = g.GenesisDID()
+			env.mustSubmit(dids[i], g)
+		}
+		errs := make(chan error, clients*each)
+		var wg sync.WaitGroup
+		for c := range clients {
+			wg.Go(func() {
+				client := env.http.Client()
+				for j := range each {
+					i := (c*7 + j*5) % nDIDs
+					resp, err := client.Get(env.http.URL + "/" + dids[i])
+					if err != nil {
+						errs <- err
+						continue
+					}
+					body, err := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					switch {
+					case err != nil:
+						errs <- err
+					case resp.StatusCode != 200:
+						errs <- fmt.Errorf("GET /%s: %d %s", dids[i], resp.StatusCode, body)
+					case !bytes.Contains(body, []byte(`"id":"`+dids[i]+`"`)) || !bytes.Contains(body, []byte(`"at://`+handles[i]+`"`)):
+						errs <- fmt.Errorf("GET /%s answered another document: %s", dids[i], body)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+		families, err := env.reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var read float64
+		found := false
+		for _, f := range families {
+			if f.GetName() == "plc_read_head_batch_dids" {
+				found = true
+				read = f.GetMetric()[0].GetHistogram().GetSampleSum()
+			}
+		}
+		switch {
+		case b.name == "postgres" && read != clients*each:
+			t.Errorf("the gathered reads read %v DIDs, want the %d requests'", read, clients*each)
+		case b.name == "sqlite" && found:
+			t.Error("SQLite's heads went through the gathered reads")
+		}
+	})
 }
