@@ -1,5 +1,10 @@
 GO       ?= go
-FUZZTIME ?= 10s
+# The fuzz run's budget: by default a count of executions a target (about
+# 10 s of each on a 2-core machine), not a duration: Go's fuzzing can fail a
+# duration-bounded run with "context deadline exceeded" and no failing input
+# when a loaded machine starves its workers at the deadline
+# (go.dev/issue/75804). FUZZTIME=60s (or 1000000x) sets one budget for all.
+FUZZTIME ?=
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
 .PHONY: build test check unit fuzz bench attack interop clean
@@ -21,16 +26,16 @@ unit:
 	bash scripts/with-postgres.sh $(GO) test -race -count=1 ./...
 
 fuzz:
-	$(GO) test -run='^$$' -fuzz='^FuzzParseJSON$$' -fuzztime=$(FUZZTIME) ./validate
-	$(GO) test -run='^$$' -fuzz='^FuzzParseCBOR$$' -fuzztime=$(FUZZTIME) ./validate
-	$(GO) test -run='^$$' -fuzz='^FuzzDecodeSignature$$' -fuzztime=$(FUZZTIME) ./validate
-	$(GO) test -run='^$$' -fuzz='^FuzzParseDIDKey$$' -fuzztime=$(FUZZTIME) ./validate
-	$(GO) test -run='^$$' -fuzz='^FuzzParseCompact$$' -fuzztime=$(FUZZTIME) ./validate
-	$(GO) test -run='^$$' -fuzz='^FuzzExportLine$$' -fuzztime=$(FUZZTIME) .
-	$(GO) test -run='^$$' -fuzz='^FuzzLeaf$$' -fuzztime=$(FUZZTIME) .
-	$(GO) test -run='^$$' -fuzz='^FuzzParsePolicy$$' -fuzztime=$(FUZZTIME) ./tlog
-	$(GO) test -run='^$$' -fuzz='^FuzzParseDIDList$$' -fuzztime=$(FUZZTIME) ./api
-	$(GO) test -run='^$$' -fuzz='^FuzzParseIndex$$' -fuzztime=$(FUZZTIME) ./bundle
+	$(GO) test -run='^$$' -fuzz='^FuzzParseJSON$$' -fuzztime=$(or $(FUZZTIME),250000x) ./validate
+	$(GO) test -run='^$$' -fuzz='^FuzzParseCBOR$$' -fuzztime=$(or $(FUZZTIME),400000x) ./validate
+	$(GO) test -run='^$$' -fuzz='^FuzzDecodeSignature$$' -fuzztime=$(or $(FUZZTIME),400000x) ./validate
+	$(GO) test -run='^$$' -fuzz='^FuzzParseDIDKey$$' -fuzztime=$(or $(FUZZTIME),300000x) ./validate
+	$(GO) test -run='^$$' -fuzz='^FuzzParseCompact$$' -fuzztime=$(or $(FUZZTIME),350000x) ./validate
+	$(GO) test -run='^$$' -fuzz='^FuzzExportLine$$' -fuzztime=$(or $(FUZZTIME),300000x) .
+	$(GO) test -run='^$$' -fuzz='^FuzzLeaf$$' -fuzztime=$(or $(FUZZTIME),200000x) .
+	$(GO) test -run='^$$' -fuzz='^FuzzParsePolicy$$' -fuzztime=$(or $(FUZZTIME),60000x) ./tlog
+	$(GO) test -run='^$$' -fuzz='^FuzzParseDIDList$$' -fuzztime=$(or $(FUZZTIME),15000x) ./api
+	$(GO) test -run='^$$' -fuzz='^FuzzParseIndex$$' -fuzztime=$(or $(FUZZTIME),20000x) ./bundle
 
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem -count=6 ./validate
