@@ -532,7 +532,10 @@ func TestMirrorFollowsServeWhileWritesContinue(t *testing.T) {
 				t.Fatalf("keygen: %s", stderr)
 			}
 			code, stdout, stderr := runPLC(t, context.Background(), nil, "mirror", "--once", "--upstream", up.url+"/",
-				"--db", onceDB, "--listen", "127.0.0.1:0", "--log-format", "json", "--page-size", "1000", "--checkpoint-key", keyFile)
+				"--db", onceDB, "--listen", "127.0.0.1:0", "--log-format", "json", "--page-size", "1000", "--checkpoint-key", keyFile,
+				// A PostgreSQL log's default webhook key would go to
+				// ./plc-data, here the package's source folder.
+				"--webhook-key", filepath.Join(t.TempDir(), "webhook.key"))
 			if want := fmt.Sprintf("caught up with %s: cursor %d\n", up.url, len(want)); code != exitOK || stdout != want {
 				t.Fatalf("mirror --once: exit %d, stdout %q, want %q\n%s", code, stdout, want, stderr)
 			}
