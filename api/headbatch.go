@@ -11,12 +11,11 @@ import (
 	"github.com/plcdir/plc/oplog"
 )
 
-// Reads of DID heads that miss the cache, gathered: the requests that
-// arrive while earlier reads are running are read together, in one query
-// of Store.Heads, instead of one query each. Under load a database read's
-// fixed costs (a round trip to PostgreSQL, a read transaction and a
-// statement in SQLite) are then paid once for many DIDs; alone, a request
-// is read at once, as before.
+// Reads of DID heads that miss the cache, gathered (for stores with
+// oplog.BatchedHeads): the requests that arrive while earlier reads are
+// running are read together, in one query of Store.Heads, instead of one
+// query each. Under load a round trip to the database server is then paid
+// once for many DIDs; alone, a request is read at once, as before.
 
 const (
 	// headBatchMax is the most DIDs of one batch (one query of Heads).
@@ -35,7 +34,7 @@ type headBatcher struct {
 	// query a request, two flights 1.5 times, four 1.2 (BENCHMARKS.md,
 	// "Cold resolutions").
 	flightsMax int
-	// sizes observes the DIDs of each batch (nil: not observed).
+	// sizes observes the DIDs of each batch.
 	sizes prometheus.Observer
 
 	mu      sync.Mutex
@@ -105,9 +104,7 @@ func (b *headBatcher) fly() {
 }
 
 func (b *headBatcher) read(batch []*headWait) {
-	if b.sizes != nil {
-		b.sizes.Observe(float64(len(batch)))
-	}
+	b.sizes.Observe(float64(len(batch)))
 	dids := make([]string, len(batch))
 	for i, w := range batch {
 		dids[i] = w.did

@@ -158,7 +158,8 @@ func TestHeadReadsGatherWhileEveryFlightIsBusy(t *testing.T) {
 // "not found"), and the next request is read afresh.
 func TestAFailedHeadReadFailsEveryRequestOfItsBatchAndNoOther(t *testing.T) {
 	f := newFakeHeads()
-	b := &headBatcher{heads: f.heads, flightsMax: testFlights}
+	b := newHeadBatcher(f.heads, nil)
+	b.flightsMax = testFlights
 	out := make(chan headResult, 10)
 	broken := errors.New("database is down")
 
@@ -176,7 +177,8 @@ func TestAFailedHeadReadFailsEveryRequestOfItsBatchAndNoOther(t *testing.T) {
 // once; the read itself completes for the others.
 func TestACanceledRequestStopsWaitingForItsBatch(t *testing.T) {
 	f := newFakeHeads()
-	b := &headBatcher{heads: f.heads, flightsMax: testFlights}
+	b := newHeadBatcher(f.heads, nil)
+	b.flightsMax = testFlights
 	out := make(chan headResult, 10)
 	ctx, cancel := context.WithCancel(context.Background())
 
@@ -208,7 +210,8 @@ func readsAfresh(t *testing.T, b *headBatcher, f *fakeHeads, out chan headResult
 // read takes at most headBatchMax of them.
 func TestBatchesHoldAtMostOneQueryOfDIDs(t *testing.T) {
 	f := newFakeHeads()
-	b := &headBatcher{heads: f.heads, flightsMax: testFlights}
+	b := newHeadBatcher(f.heads, nil)
+	b.flightsMax = testFlights
 	n := headBatchMax + 10
 	out := make(chan headResult, n+testFlights)
 	for i := range testFlights {

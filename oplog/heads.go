@@ -19,9 +19,9 @@ var headsPerQuery = HeadsPerQuery
 // to a database server (PostgreSQL): one query of Heads for many DIDs then
 // costs much less than a Head each, and a reader serving many requests at
 // once (the API's reads of DID documents that miss its cache) gathers
-// them. A store without it reads one DID faster with Head than as part of
-// Heads (SQLite, in the process: its query of a list builds a table of
-// the heads' seqs first) and is read one DID at a time.
+// them. A store without it is read one DID at a time: SQLite's reads are
+// work in the process, which gathering (small batches, one at a time)
+// only moved onto fewer cores (BENCHMARKS.md, "Cold resolutions").
 type BatchedHeads interface {
 	// PreferBatchedHeads marks the capability; it does nothing.
 	PreferBatchedHeads()
