@@ -22,6 +22,10 @@ var didB32 = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(
 
 const didPrefix = "did:plc:"
 
+// DIDKey returns the stored form of did: the 15 bytes its 24 base32
+// characters encode (the did column of both backends).
+func DIDKey(did string) ([]byte, error) { return didKey(did) }
+
 // didKey returns the stored form of did.
 func didKey(did string) ([]byte, error) {
 	if !validate.ValidDID(did) {

@@ -37,7 +37,10 @@
 # WRK_SECONDS (10), SERVE_FLAGS (more plc serve flags, e.g.
 # "--read-cache-bytes 1073741824" for a cache that holds a million DIDs),
 # PG_NOTIFY (1), PG_STRICT (1), TWO (0), WARM (0; 1: also a uniform spread after a pass
-# over every DID, untimed: "warm-uniform", a cache in its steady state).
+# over every DID, untimed: "warm-uniform", a cache in its steady state), FLOOR (0; 1: also
+# `plc bench static --db` on the same database, uniform: server "floor", a bare server that
+# makes one indexed read of each DID's latest op before its fixed body, the least a
+# resolution that misses every cache costs on that backend).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,6 +54,7 @@ PG_NOTIFY=${PG_NOTIFY:-1}
 PG_STRICT=${PG_STRICT:-1}
 TWO=${TWO:-0}
 WARM=${WARM:-0}
+FLOOR=${FLOOR:-0}
 if [ -n "${PLC_TEST_POSTGRES:-}" ]; then
 	BACKENDS=${BACKENDS:-sqlite postgres}
 else
@@ -243,6 +247,15 @@ for n in "${sizes[@]}"; do
 				stop "$serve_pid"
 			fi
 			resolve "$tag static uniform" "$static_url" --dids "$dids"
+			if [ "$FLOOR" = 1 ] && [ -z "$mode" ]; then
+				port=$(free_port)
+				"$plc" bench static --db "$db" --listen "127.0.0.1:$port" >"$work/floor.log" 2>&1 &
+				floor_pid=$!
+				pids+=("$floor_pid")
+				wait_up "http://127.0.0.1:$port/$(head -n1 "$dids")" "$floor_pid" "$work/floor.log"
+				resolve "$tag floor uniform" "http://127.0.0.1:$port" --dids "$dids"
+				stop "$floor_pid"
+			fi
 			if [ "$WARM" = 1 ]; then
 				resolve "$tag static warm-uniform" "$static_url" --dids "$dids"
 			fi

@@ -3,6 +3,7 @@ package bench
 import (
 	"bufio"
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -15,8 +16,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/plcdir/plc/client"
 	"github.com/plcdir/plc/internal/cli"
+	"github.com/plcdir/plc/oplog"
 )
 
 func runBenchResolve(ctx context.Context, e cli.Env, args []string) int {
@@ -229,12 +233,19 @@ func readDIDs(path string) ([]string, error) {
 const staticBodySize = 536
 
 func runBenchStatic(ctx context.Context, e cli.Env, args []string) int {
-	fs := cli.NewFlagSet("bench static", "plc bench static [--listen ADDR] [--size N]",
+	fs := cli.NewFlagSet("bench static", "plc bench static [--listen ADDR] [--size N] [--db DB]",
 		`Serves every GET, whatever its path, with 200 and one fixed JSON body of
 N bytes from a bare net/http server, until interrupted: the bound plc
-bench resolve is compared with on the same machine.`, e)
+bench resolve is compared with on the same machine.
+
+With --db, each GET /DID first reads the DID's latest stored op from that
+database with one indexed query, the least a resolution that misses every
+cache does (no nullification check, no decoding, no document), and then
+answers the same body (404 for a DID the database does not hold): the
+floor of a cold resolution on that backend, beside the bare server.`, e)
 	listen := fs.String("listen", "127.0.0.1:2583", "listen address")
 	size := fs.Int("size", staticBodySize, "body size in bytes (at least 16)")
+	db := fs.String("db", "", "database to read each DID's latest op from: a postgres:// URL or an SQLite file path")
 	if code, done := cli.ParseFlags(fs, args); done {
 		return code
 	}
@@ -242,11 +253,85 @@ bench resolve is compared with on the same machine.`, e)
 		return e.Failf(cli.ExitUsage, "plc bench static: --size must be between 16 and 1048576")
 	}
 	body := staticBody(*size)
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/did+ld+json; charset=utf-8")
 		w.Write(body)
 	})
-	return serveUntil(ctx, e, "static", *listen, h, fmt.Sprintf("serving %d bytes", len(body)))
+	what := fmt.Sprintf("serving %d bytes", len(body))
+	if *db != "" {
+		read, closeDB, err := latestOpReader(ctx, *db)
+		if err != nil {
+			return e.Failf(cli.ExitFailure, "plc bench static: %v", err)
+		}
+		defer closeDB()
+		h = floorHandler(read, body)
+		what += " after one read of each DID's latest op from " + oplog.RedactDB(*db)
+	}
+	return serveUntil(ctx, e, "static", *listen, h, what)
+}
+
+// floorHandler answers GET /DID with body once read found the DID's
+// latest op: 400 for a path that is not a DID, 404 for a DID read does not
+// find, 503 when the read fails.
+func floorHandler(read func(ctx context.Context, key []byte) (bool, error), body []byte) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		key, err := oplog.DIDKey(strings.TrimPrefix(r.URL.Path, "/"))
+		if err != nil {
+			http.Error(w, `{"message":"not a DID"}`, http.StatusBadRequest)
+			return
+		}
+		found, err := read(r.Context(), key)
+		switch {
+		case err != nil:
+			http.Error(w, `{"message":"read failed"}`, http.StatusServiceUnavailable)
+		case !found:
+			http.Error(w, `{"message":"DID not registered"}`, http.StatusNotFound)
+		default:
+			w.Header().Set("Content-Type", "application/did+ld+json; charset=utf-8")
+			w.Write(body)
+		}
+	})
+}
+
+// latestOpSQL reads a DID's latest stored op by the (did, seq) index.
+const latestOpSQL = `SELECT op FROM operations WHERE did = $1 ORDER BY seq DESC LIMIT 1`
+
+// latestOpReader opens db (which must already hold the log's schema) and
+// returns a reader of a DID's latest op by its stored key, through the
+// same driver and pool settings plc serve uses.
+func latestOpReader(ctx context.Context, db string) (func(context.Context, []byte) (bool, error), func(), error) {
+	if oplog.IsPostgres(db) {
+		s, err := oplog.OpenPostgres(ctx, db)
+		if err != nil {
+			return nil, nil, err
+		}
+		pool := s.Pool()
+		return func(ctx context.Context, key []byte) (bool, error) {
+			var op []byte
+			err := pool.QueryRow(ctx, latestOpSQL, key).Scan(&op)
+			if errors.Is(err, pgx.ErrNoRows) {
+				return false, nil
+			}
+			return err == nil, err
+		}, func() { s.Close() }, nil
+	}
+	s, err := oplog.OpenSQLite(db)
+	if err != nil {
+		return nil, nil, err
+	}
+	stmt, err := s.DB().PrepareContext(ctx, latestOpSQL)
+	if err != nil {
+		s.Close()
+		return nil, nil, err
+	}
+	return func(ctx context.Context, key []byte) (bool, error) {
+		var op []byte
+		err := stmt.QueryRowContext(ctx, key).Scan(&op)
+		if errors.Is(err, sql.ErrNoRows) {
+			return false, nil
+		}
+		return err == nil, err
+	}, func() { stmt.Close(); s.Close() }, nil
 }
 
 // serveUntil serves h on listen until ctx ends, after printing what it
