@@ -247,7 +247,7 @@ for n in "${sizes[@]}"; do
 				stop "$serve_pid"
 			fi
 			resolve "$tag static uniform" "$static_url" --dids "$dids"
-			if [ "$FLOOR" = 1 ] && [ -z "$mode" ]; then
+			if [ "$FLOOR" = 1 ] && [ "$mode" = "${modes[0]}" ]; then
 				port=$(free_port)
 				"$plc" bench static --db "$db" --listen "127.0.0.1:$port" >"$work/floor.log" 2>&1 &
 				floor_pid=$!
