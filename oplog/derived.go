@@ -429,7 +429,7 @@ func derivedAfter(did string) ([]byte, error) {
 	if did == "" {
 		return []byte{}, nil
 	}
-	// Not didKey: a row written from outside may hold any bytes.
+	// Not DIDKey: a row written from outside may hold any bytes.
 	return didB32.DecodeString(strings.TrimPrefix(did, didPrefix))
 }
 

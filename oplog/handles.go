@@ -114,7 +114,7 @@ func handlePairs(entries []*Entry) ([]handlePair, error) {
 			}
 			if key == nil {
 				var err error
-				if key, err = didKey(e.DID); err != nil {
+				if key, err = DIDKey(e.DID); err != nil {
 					return nil, err
 				}
 			}

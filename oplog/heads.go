@@ -57,7 +57,7 @@ func (r reads) Heads(ctx context.Context, dids []string) (map[string]Entry, erro
 			continue
 		}
 		seen[d] = true
-		if k, err := didKey(d); err == nil {
+		if k, err := DIDKey(d); err == nil {
 			keys = append(keys, k)
 		}
 	}

@@ -182,7 +182,7 @@ func insertWrites(ctx context.Context, tx pgx.Tx, writes []Write, ingest bool, i
 		if w.Signer < 0 || w.Signer > 1<<15-1 {
 			return fmt.Errorf("insert op %d: signer index %d out of range", e.Seq, w.Signer)
 		}
-		did, err := didKey(e.DID)
+		did, err := DIDKey(e.DID)
 		if err != nil {
 			return err
 		}

@@ -186,7 +186,7 @@ const recordSQL = `SELECT o.did, o.seq, o.created_at, o.op, o.signer FROM operat
 	ORDER BY o.seq`
 
 func (r reads) Record(ctx context.Context, did string) (*DIDRecord, error) {
-	key, err := didKey(did)
+	key, err := DIDKey(did)
 	if err != nil {
 		return nil, ErrNotFound
 	}
@@ -211,7 +211,7 @@ const headSQL = `SELECT o.seq, o.did, o.created_at, o.op FROM operations o
 	ORDER BY o.seq DESC LIMIT 1`
 
 func (r reads) Head(ctx context.Context, did string) (Entry, error) {
-	key, err := didKey(did)
+	key, err := DIDKey(did)
 	if err != nil {
 		return Entry{}, ErrNotFound
 	}
@@ -230,7 +230,7 @@ func firstEntry(es []Entry, err error) (Entry, error) {
 }
 
 func (r reads) Ops(ctx context.Context, did string) ([]Entry, error) {
-	key, err := didKey(did)
+	key, err := DIDKey(did)
 	if err != nil {
 		return nil, nil
 	}

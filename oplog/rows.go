@@ -24,10 +24,7 @@ const didPrefix = "did:plc:"
 
 // DIDKey returns the stored form of did: the 15 bytes its 24 base32
 // characters encode (the did column of both backends).
-func DIDKey(did string) ([]byte, error) { return didKey(did) }
-
-// didKey returns the stored form of did.
-func didKey(did string) ([]byte, error) {
+func DIDKey(did string) ([]byte, error) {
 	if !validate.ValidDID(did) {
 		return nil, fmt.Errorf("oplog: %q is not a did:plc identifier", did)
 	}
@@ -43,7 +40,7 @@ func didKeys(dids []string) ([][]byte, error) {
 			continue
 		}
 		seen[d] = true
-		k, err := didKey(d)
+		k, err := DIDKey(d)
 		if err != nil {
 			return nil, err
 		}

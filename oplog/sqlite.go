@@ -178,7 +178,7 @@ func sqliteInsertWrites(ctx context.Context, tx *sql.Tx, writes []Write) error {
 		for i := range part {
 			w := &part[i]
 			e := &w.Entry
-			did, err := didKey(e.DID)
+			did, err := DIDKey(e.DID)
 			if err != nil {
 				return err
 			}

@@ -121,7 +121,7 @@ func TestDIDReadsStartNoParallelWorkers(t *testing.T) {
 		`SET parallel_setup_cost = 0`, `SET parallel_tuple_cost = 0`,
 		`SET min_parallel_table_scan_size = 0`, `SET min_parallel_index_scan_size = 0`,
 		`SET plan_cache_mode = force_generic_plan`)
-	key, _ := didKey("did:plc:aaaaaaaaaaaaaaaaaaaaaaaa")
+	key, _ := DIDKey("did:plc:aaaaaaaaaaaaaaaaaaaaaaaa")
 	for q, arg := range map[string]any{pgRecordSQL: key, pgRecordsSQL: [][]byte{key}} {
 		if p := pgPlan(t, conn, q, arg); strings.Contains(p, "Gather") || strings.Contains(p, "Parallel") {
 			t.Errorf("%s: plan %q takes parallel workers", q, p)
@@ -142,7 +142,7 @@ func TestReadsOfOneDIDDoNotScanEveryNullifiedOp(t *testing.T) {
 	conn := pgPlanConn(t,
 		`SET enable_nestloop = off`, `SET enable_mergejoin = off`, `SET enable_seqscan = off`,
 		`SET plan_cache_mode = force_generic_plan`)
-	key, _ := didKey("did:plc:aaaaaaaaaaaaaaaaaaaaaaaa")
+	key, _ := DIDKey("did:plc:aaaaaaaaaaaaaaaaaaaaaaaa")
 	for q, args := range map[string][]any{
 		pgRecordSQL:               {key},
 		pgRecordsSQL:              {[][]byte{key}},

@@ -38,7 +38,7 @@ func testFloor(t *testing.T, path string) {
 		t.Fatal(err)
 	}
 	body := staticBody(staticBodySize)
-	h := floorHandler(read, body)
+	h := floorHandler(read, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(body) }))
 	get := func(target string) (int, string) {
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, target, nil))

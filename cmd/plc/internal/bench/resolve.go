@@ -264,31 +264,30 @@ floor of a cold resolution on that backend, beside the bare server.`, e)
 			return e.Failf(cli.ExitFailure, "plc bench static: %v", err)
 		}
 		defer closeDB()
-		h = floorHandler(read, body)
+		h = floorHandler(read, h)
 		what += " after one read of each DID's latest op from " + oplog.RedactDB(*db)
 	}
 	return serveUntil(ctx, e, "static", *listen, h, what)
 }
 
-// floorHandler answers GET /DID with body once read found the DID's
+// floorHandler answers GET /DID as static does once read found the DID's
 // latest op: 400 for a path that is not a DID, 404 for a DID read does not
-// find, 503 when the read fails.
-func floorHandler(read func(ctx context.Context, key []byte) (bool, error), body []byte) http.Handler {
+// find (its error is sql.ErrNoRows or pgx.ErrNoRows), 503 when the read
+// fails.
+func floorHandler(read func(ctx context.Context, key []byte) error, static http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		key, err := oplog.DIDKey(strings.TrimPrefix(r.URL.Path, "/"))
 		if err != nil {
 			http.Error(w, `{"message":"not a DID"}`, http.StatusBadRequest)
 			return
 		}
-		found, err := read(r.Context(), key)
-		switch {
+		switch err := read(r.Context(), key); {
+		case errors.Is(err, sql.ErrNoRows) || errors.Is(err, pgx.ErrNoRows):
+			http.Error(w, `{"message":"DID not registered"}`, http.StatusNotFound)
 		case err != nil:
 			http.Error(w, `{"message":"read failed"}`, http.StatusServiceUnavailable)
-		case !found:
-			http.Error(w, `{"message":"DID not registered"}`, http.StatusNotFound)
 		default:
-			w.Header().Set("Content-Type", "application/did+ld+json; charset=utf-8")
-			w.Write(body)
+			static.ServeHTTP(w, r)
 		}
 	})
 }
@@ -297,22 +296,19 @@ func floorHandler(read func(ctx context.Context, key []byte) (bool, error), body
 const latestOpSQL = `SELECT op FROM operations WHERE did = $1 ORDER BY seq DESC LIMIT 1`
 
 // latestOpReader opens db (which must already hold the log's schema) and
-// returns a reader of a DID's latest op by its stored key, through the
-// same driver and pool settings plc serve uses.
-func latestOpReader(ctx context.Context, db string) (func(context.Context, []byte) (bool, error), func(), error) {
+// returns a read of a DID's latest op by its stored key, through the same
+// driver and pool settings plc serve uses; the read's error is the
+// driver's own (its no-rows error for a DID the database does not hold).
+func latestOpReader(ctx context.Context, db string) (func(context.Context, []byte) error, func(), error) {
 	if oplog.IsPostgres(db) {
 		s, err := oplog.OpenPostgres(ctx, db)
 		if err != nil {
 			return nil, nil, err
 		}
 		pool := s.Pool()
-		return func(ctx context.Context, key []byte) (bool, error) {
+		return func(ctx context.Context, key []byte) error {
 			var op []byte
-			err := pool.QueryRow(ctx, latestOpSQL, key).Scan(&op)
-			if errors.Is(err, pgx.ErrNoRows) {
-				return false, nil
-			}
-			return err == nil, err
+			return pool.QueryRow(ctx, latestOpSQL, key).Scan(&op)
 		}, func() { s.Close() }, nil
 	}
 	s, err := oplog.OpenSQLite(db)
@@ -324,13 +320,9 @@ func latestOpReader(ctx context.Context, db string) (func(context.Context, []byt
 		s.Close()
 		return nil, nil, err
 	}
-	return func(ctx context.Context, key []byte) (bool, error) {
+	return func(ctx context.Context, key []byte) error {
 		var op []byte
-		err := stmt.QueryRowContext(ctx, key).Scan(&op)
-		if errors.Is(err, sql.ErrNoRows) {
-			return false, nil
-		}
-		return err == nil, err
+		return stmt.QueryRowContext(ctx, key).Scan(&op)
 	}, func() { stmt.Close(); s.Close() }, nil
 }
 
