@@ -64,6 +64,22 @@ func waitQueued(b *headBatcher, n int) {
 	}
 }
 
+// waitFlightsLanded yields until no flight of b is reading, for at most
+// a million yields: a flight answers its requests before it takes the
+// lock again to find the queue empty and end, so the last answer can
+// arrive before the last flight has ended.
+func waitFlightsLanded(b *headBatcher) {
+	for range 1_000_000 {
+		b.mu.Lock()
+		f := b.flights
+		b.mu.Unlock()
+		if f == 0 {
+			return
+		}
+		runtime.Gosched()
+	}
+}
+
 type headResult struct {
 	did string
 	e   oplog.Entry
@@ -146,6 +162,7 @@ func TestHeadReadsGatherWhileEveryFlightIsBusy(t *testing.T) {
 	if c, sum := h.GetSampleCount(), h.GetSampleSum(); c != testFlights+1 || sum != float64(testFlights+len(waiting)) {
 		t.Errorf("batch sizes: %d batches of %v DIDs in all, want %d of %d", c, sum, testFlights+1, testFlights+len(waiting))
 	}
+	waitFlightsLanded(b)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.flights != 0 || len(b.waiting) != 0 {
