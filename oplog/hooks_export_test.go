@@ -1,5 +1,7 @@
 package oplog
 
+import "database/sql"
+
 // SetQueuedHook sets a function Submit calls after it has queued an op
 // (nil: none), so tests can fill one batch deterministically.
 func SetQueuedHook(f func()) { testHookQueued = f }
@@ -15,3 +17,6 @@ func SetHeadsPerQuery(t interface{ Cleanup(func()) }, n int) {
 	headsPerQuery = n
 	t.Cleanup(func() { headsPerQuery = old })
 }
+
+// WriteDB returns the handle of the SQLite store's write connection.
+func (s *SQLiteStore) WriteDB() *sql.DB { return s.w }

@@ -110,6 +110,7 @@ func openSQLiteDB(path string) (*sql.DB, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.w.Close() // the migrations write through db
 	s.db.SetMaxOpenConns(1)
 	return s.db, nil
 }

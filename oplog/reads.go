@@ -31,14 +31,19 @@ type dbRows interface {
 }
 
 // sqliteDB is the db of an SQLite database or transaction; with prepared
-// set, its queries run through that store's statements prepared once.
+// set, its queries run through that store's statements prepared once;
+// with w set, its writes run on w (the store's write connection).
 type sqliteDB struct {
-	h interface {
-		QueryContext(context.Context, string, ...any) (*sql.Rows, error)
-		QueryRowContext(context.Context, string, ...any) *sql.Row
-		ExecContext(context.Context, string, ...any) (sql.Result, error)
-	}
+	h        sqliteHandle
+	w        sqliteHandle
 	prepared *SQLiteStore
+}
+
+// sqliteHandle is an *sql.DB or an *sql.Tx.
+type sqliteHandle interface {
+	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
+	QueryRowContext(context.Context, string, ...any) *sql.Row
+	ExecContext(context.Context, string, ...any) (sql.Result, error)
 }
 
 // sqlRows gives *sql.Rows the Close of dbRows.
@@ -82,7 +87,11 @@ type errRow struct{ err error }
 func (r errRow) Scan(...any) error { return r.err }
 
 func (d sqliteDB) exec(ctx context.Context, q string, args ...any) (int64, error) {
-	res, err := d.h.ExecContext(ctx, q, args...)
+	h := d.h
+	if d.w != nil {
+		h = d.w
+	}
+	res, err := h.ExecContext(ctx, q, args...)
 	if err != nil {
 		return 0, err
 	}

@@ -3,6 +3,7 @@ package oplog
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -19,9 +20,19 @@ import (
 // synchronous=FULL, so a commit is durable when Append returns. The append
 // lock is SQLite's write lock (BEGIN IMMEDIATE), which also holds across
 // processes sharing the file.
+//
+// Every write of the store goes through one connection of its own (w),
+// reads through a pool of others (db). A connection's page cache is
+// dropped whenever another connection has written since its last
+// transaction: with writes on whichever pooled connection was free (a
+// checkpoint signed each second, a webhook lease, the appends), an append
+// often began with an empty cache and read its index pages back, and the
+// pages its cache had held were freed and allocated again (BENCHMARKS.md,
+// "One connection for the writes").
 type SQLiteStore struct {
 	reads
-	db    *sql.DB
+	db    *sql.DB // reads (and migrations)
+	w     *sql.DB // writes: one connection
 	stmts sync.Map // query → *sql.Stmt, prepared on first use
 	tree  *treeCache
 	probe *walProbe
@@ -95,8 +106,16 @@ func OpenSQLite(path string) (*SQLiteStore, error) {
 		db.Close()
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 	}
-	s := &SQLiteStore{db: db, tree: newTreeCache(), probe: newWALProbe(path)}
-	s.reads = reads{sqliteDB{h: db, prepared: s}}
+	w, err := sql.Open("sqlite", SQLiteDSN(path))
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	s := &SQLiteStore{db: db, w: w, tree: newTreeCache(), probe: newWALProbe(path)}
+	s.reads = reads{sqliteDB{h: db, w: w, prepared: s}}
 	return s, nil
 }
 
@@ -110,13 +129,13 @@ func (s *SQLiteStore) ChangeToken() (ChangeToken, bool) { return s.probe.ChangeT
 func (s *SQLiteStore) Close() error {
 	s.probe.close()
 	s.stmts.Range(func(_, v any) bool { v.(*sql.Stmt).Close(); return true })
-	return s.db.Close()
+	return errors.Join(s.w.Close(), s.db.Close())
 }
 
 func (s *SQLiteStore) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
 
 func (s *SQLiteStore) Append(ctx context.Context, source string, dids []string, decide DecideFunc) error {
-	tx, err := s.db.BeginTx(ctx, nil) // BEGIN IMMEDIATE: the append lock
+	tx, err := s.w.BeginTx(ctx, nil) // BEGIN IMMEDIATE: the append lock
 	if err != nil {
 		return fmt.Errorf("begin append: %w", err)
 	}
@@ -347,7 +366,7 @@ func (s *SQLiteStore) HandlesBehind(ctx context.Context) (int64, error) {
 }
 
 func (s *SQLiteStore) ExtendHandles(ctx context.Context, limit int) (int, error) {
-	tx, err := s.db.BeginTx(ctx, nil) // BEGIN IMMEDIATE: one catch-up at a time
+	tx, err := s.w.BeginTx(ctx, nil) // BEGIN IMMEDIATE: one catch-up at a time
 	if err != nil {
 		return 0, fmt.Errorf("begin: %w", err)
 	}
@@ -367,7 +386,7 @@ func (s *SQLiteStore) RejectionSize(ctx context.Context, source string) (n, b in
 // The transparency log's tree and checkpoint (see tree.go).
 
 func (s *SQLiteStore) ExtendTree(ctx context.Context, limit int) (int, error) {
-	tx, err := s.db.BeginTx(ctx, nil)
+	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, fmt.Errorf("begin: %w", err)
 	}

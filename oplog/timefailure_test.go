@@ -403,8 +403,7 @@ func TestSQLiteFullDatabaseIsStorageFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	db := s.DB()
-	db.SetMaxOpenConns(1) // the pragma is per connection
+	db := s.WriteDB() // the pragma is per connection: the writes' one
 	var pages int64
 	if err := db.QueryRowContext(ctx, `PRAGMA page_count`).Scan(&pages); err != nil {
 		t.Fatal(err)
