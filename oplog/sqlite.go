@@ -31,8 +31,8 @@ import (
 // "One connection for the writes").
 type SQLiteStore struct {
 	reads
-	db    *sql.DB // reads (and migrations)
-	w     *sql.DB // writes: one connection
+	db    *sql.DB  // reads (and migrations)
+	w     *sql.DB  // writes: one connection
 	stmts sync.Map // query → *sql.Stmt, prepared on first use
 	tree  *treeCache
 	probe *walProbe
