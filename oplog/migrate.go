@@ -106,13 +106,10 @@ func withMigrate(db string, f func(m *migrate.Migrate, latest uint) error) error
 }
 
 func openSQLiteDB(path string) (*sql.DB, error) {
-	s, err := OpenSQLite(path)
-	if err != nil {
+	if err := sqliteDir(path); err != nil {
 		return nil, err
 	}
-	s.w.Close() // the migrations write through db
-	s.db.SetMaxOpenConns(1)
-	return s.db, nil
+	return openSQLitePool(path, 1)
 }
 
 // Status reports the schema version of db.

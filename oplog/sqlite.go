@@ -90,33 +90,48 @@ func SQLiteDSN(path string) string {
 // OpenSQLite opens (creating if needed, with its directory) the database
 // file at path. The schema must be migrated before use (see Migrate).
 func OpenSQLite(path string) (*SQLiteStore, error) {
+	if err := sqliteDir(path); err != nil {
+		return nil, err
+	}
+	db, err := openSQLitePool(path, 8)
+	if err != nil {
+		return nil, err
+	}
+	w, err := openSQLitePool(path, 1)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	s := &SQLiteStore{db: db, w: w, tree: newTreeCache(), probe: newWALProbe(path)}
+	s.reads = reads{sqliteDB{h: db, w: w, prepared: s}}
+	return s, nil
+}
+
+// sqliteDir creates the directory of the database file at path.
+func sqliteDir(path string) error {
 	if dir := filepath.Dir(path); dir != "" {
 		if err := os.MkdirAll(dir, 0o750); err != nil {
-			return nil, fmt.Errorf("create data directory: %w", err)
+			return fmt.Errorf("create data directory: %w", err)
 		}
 	}
+	return nil
+}
+
+// openSQLitePool opens a handle of at most conns connections, kept open,
+// to the database file at path, and checks that one connects.
+func openSQLitePool(path string, conns int) (*sql.DB, error) {
 	db, err := sql.Open("sqlite", SQLiteDSN(path))
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 	}
-	db.SetMaxOpenConns(8)
-	db.SetMaxIdleConns(8)
+	db.SetMaxOpenConns(conns)
+	db.SetMaxIdleConns(conns)
 	db.SetConnMaxLifetime(0)
 	if err := db.Ping(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 	}
-	w, err := sql.Open("sqlite", SQLiteDSN(path))
-	if err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
-	}
-	w.SetMaxOpenConns(1)
-	w.SetMaxIdleConns(1)
-	w.SetConnMaxLifetime(0)
-	s := &SQLiteStore{db: db, w: w, tree: newTreeCache(), probe: newWALProbe(path)}
-	s.reads = reads{sqliteDB{h: db, w: w, prepared: s}}
-	return s, nil
+	return db, nil
 }
 
 // DB returns the underlying handle (for migrations and tests).
