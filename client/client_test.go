@@ -139,3 +139,51 @@ func TestTilePaths(t *testing.T) {
 		}
 	}
 }
+
+// TestAnswersDoNotShareTheBufferTheyAreReadInto: the bodies of two answers
+// read one after the other are each their own; the second does not
+// overwrite the first, which the pipeline may still be reading.
+func TestAnswersDoNotShareTheBufferTheyAreReadInto(t *testing.T) {
+	pages := [][]byte{bytes.Repeat([]byte("a"), 100_000), bytes.Repeat([]byte("b"), 100_000), {}}
+	n := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(pages[n]); n++ }))
+	defer srv.Close()
+	c, err := client.New(srv.URL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got [][]byte
+	for range pages {
+		b, err := c.Export(context.Background(), "0", 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, b)
+	}
+	for i, b := range got {
+		if !bytes.Equal(b, pages[i]) || b == nil {
+			t.Errorf("answer %d: %d bytes beginning %q, want %d bytes of %q (not nil)", i, len(b), b[:min(len(b), 4)], len(pages[i]), pages[i][:min(len(pages[i]), 1)])
+		}
+	}
+}
+
+// BenchmarkExportPage reads an export page of 1,000 lines of 700 bytes
+// over loopback HTTP: the time and the memory allocated per page.
+func BenchmarkExportPage(b *testing.B) {
+	line := append(bytes.Repeat([]byte("x"), 699), '\n')
+	page := bytes.Repeat(line, 1000)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(page) }))
+	defer srv.Close()
+	c, err := client.New(srv.URL, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(page)))
+	for b.Loop() {
+		body, err := c.Export(context.Background(), "0", 1000)
+		if err != nil || len(body) != len(page) {
+			b.Fatalf("%d bytes, %v", len(body), err)
+		}
+	}
+}
