@@ -322,15 +322,22 @@ func skipSpace(b []byte, i int) int {
 	return i
 }
 
-// skipString returns the end of the string that starts at b[i] ('"').
+// skipString returns the end of the string that starts at b[i] ('"'): past
+// the first quote not escaped by a backslash. It looks for the next quote
+// and for a backslash before it with bytes.IndexByte, not byte by byte: an
+// op's strings (signatures, keys, URLs) are long and seldom escaped.
 func skipString(b []byte, i int) (int, bool) {
-	for j := i + 1; j < len(b); j++ {
-		switch b[j] {
-		case '\\':
-			j++
-		case '"':
-			return j + 1, true
+	j := i + 1
+	for j < len(b) {
+		q := bytes.IndexByte(b[j:], '"')
+		if q < 0 {
+			return 0, false
 		}
+		e := bytes.IndexByte(b[j:j+q], '\\')
+		if e < 0 {
+			return j + q + 1, true
+		}
+		j += e + 2 // past the backslash and the byte it escapes
 	}
 	return 0, false
 }

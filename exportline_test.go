@@ -149,3 +149,73 @@ func FuzzExportLine(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, line []byte) { sameParse(t, line) })
 }
+
+// TestSkipStringEndsAtTheFirstUnescapedQuote: the string scanner that
+// searches for quotes and backslashes ends each string where a scan byte
+// by byte does, escapes and cut-off strings included.
+func TestSkipStringEndsAtTheFirstUnescapedQuote(t *testing.T) {
+	byByte := func(b []byte, i int) (int, bool) {
+		for j := i + 1; j < len(b); j++ {
+			switch b[j] {
+			case '\\':
+				j++
+			case '"':
+				return j + 1, true
+			}
+		}
+		return 0, false
+	}
+	cases := []string{`""`, `"a"`, `"a\"b"`, `"a\\"b`, `"a\\\"b"`, `"\"`, `"\\`, `"\`, `"`, `"abc`,
+		`"a\nb"x`, `"\\\\"`, `"x\"\"\"y"z"`, `"` + strings.Repeat("k", 100) + `\"` + strings.Repeat("z", 50) + `"`}
+	for _, c := range cases {
+		for _, tail := range []string{"", `,"b":"c"}`, `\`} {
+			b := []byte(c + tail)
+			gotEnd, gotOK := skipString(b, 0)
+			wantEnd, wantOK := byByte(b, 0)
+			if gotEnd != wantEnd || gotOK != wantOK {
+				t.Errorf("skipString(%q) = %d, %v; byte by byte %d, %v", b, gotEnd, gotOK, wantEnd, wantOK)
+			}
+		}
+	}
+}
+
+// benchLines are the lines of a small generated export (each has a seq).
+func benchLines(b *testing.B) [][]byte {
+	var buf bytes.Buffer
+	if _, err := corpus.Generate(context.Background(), &buf, corpus.Config{Ops: 200, Seed: 1}); err != nil {
+		b.Fatal(err)
+	}
+	var lines [][]byte
+	for _, l := range bytes.Split(bytes.TrimSpace(buf.Bytes()), []byte("\n")) {
+		if h, err := ReadLineHead(l); err != nil || h.Seq == 0 {
+			b.Fatalf("%s: seq %d, %v", l, h.Seq, err)
+		}
+		lines = append(lines, l)
+	}
+	return lines
+}
+
+// BenchmarkReadLineHead reads the head of each line of an export page, as
+// a mirror's fetcher does for every line it is served.
+func BenchmarkReadLineHead(b *testing.B) {
+	lines := benchLines(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		for _, l := range lines {
+			ReadLineHead(l)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(lines)), "ns/line")
+}
+
+// BenchmarkParseExportLine parses lines whole, as every import does.
+func BenchmarkParseExportLine(b *testing.B) {
+	lines := benchLines(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		for _, l := range lines {
+			ParseExportLine(l)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(lines)), "ns/line")
+}
