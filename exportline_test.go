@@ -198,23 +198,21 @@ func benchLines(b *testing.B) [][]byte {
 // BenchmarkReadLineHead reads the head of each line of an export page, as
 // a mirror's fetcher does for every line it is served.
 func BenchmarkReadLineHead(b *testing.B) {
-	lines := benchLines(b)
-	b.ReportAllocs()
-	for b.Loop() {
-		for _, l := range lines {
-			ReadLineHead(l)
-		}
-	}
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(lines)), "ns/line")
+	benchPerLine(b, func(l []byte) { ReadLineHead(l) })
 }
 
 // BenchmarkParseExportLine parses lines whole, as every import does.
 func BenchmarkParseExportLine(b *testing.B) {
+	benchPerLine(b, func(l []byte) { ParseExportLine(l) })
+}
+
+// benchPerLine calls f on each of benchLines, and reports the time a line.
+func benchPerLine(b *testing.B, f func(line []byte)) {
 	lines := benchLines(b)
 	b.ReportAllocs()
 	for b.Loop() {
 		for _, l := range lines {
-			ParseExportLine(l)
+			f(l)
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(lines)), "ns/line")
