@@ -31,7 +31,7 @@ import (
 // "One connection for the writes").
 type SQLiteStore struct {
 	reads
-	db    *sql.DB  // reads (and migrations)
+	db    *sql.DB  // reads
 	w     *sql.DB  // writes: one connection
 	stmts sync.Map // query → *sql.Stmt, prepared on first use
 	tree  *treeCache
@@ -134,7 +134,8 @@ func openSQLitePool(path string, conns int) (*sql.DB, error) {
 	return db, nil
 }
 
-// DB returns the underlying handle (for migrations and tests).
+// DB returns the handle of the read pool (for benchmarks and tests);
+// migrations open a handle of their own (see Migrate).
 func (s *SQLiteStore) DB() *sql.DB { return s.db }
 
 // ChangeToken implements ChangeProbe from the WAL-index header SQLite
