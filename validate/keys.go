@@ -5,9 +5,9 @@ import (
 	"crypto/elliptic"
 	"encoding/base64"
 	"errors"
+	"hash/maphash"
 	"math/big"
 	"strings"
-	"sync"
 	"sync/atomic"
 
 	"github.com/mr-tron/base58"
@@ -98,8 +98,8 @@ func multibaseOf(didKey string) string {
 // ParseDIDKey parses a rotation key: a did:key of a K-256 or P-256 public key
 // as a 33-byte compressed point. Results are cached.
 func ParseDIDKey(s string) (*PublicKey, error) {
-	if k, ok := keyCache.m.Load(s); ok {
-		return k.(*PublicKey), nil
+	if k := keyCache.load(s); k != nil {
+		return k, nil
 	}
 	k, err := parseDIDKey(s)
 	if err != nil {
@@ -131,7 +131,7 @@ func rotationKeyPoint(s string) ([2]byte, []byte, error) {
 // decompressing the point (the costly part of ParseDIDKey). Replayed
 // history is held to this; a key is fully parsed when it is used to verify.
 func CheckRotationKeyForm(s string) error {
-	if _, ok := keyCache.m.Load(s); ok {
+	if keyCache.load(s) != nil {
 		return nil
 	}
 	_, _, err := rotationKeyPoint(s)
@@ -160,24 +160,53 @@ func parseDIDKey(s string) (*PublicKey, error) {
 	return nil, errors.New("unsupported key type (rotation keys must be K-256 or P-256)")
 }
 
-// keyCache bounds memory: when it holds maxCachedKeys it is emptied. Parsing
-// a key costs about a tenth of a signature check, so a miss is cheap and a
-// simple bound beats an LRU's bookkeeping on the hot path.
-type boundedKeyCache struct {
-	m sync.Map
-	n atomic.Int64
+// keyCache holds parsed keys in a fixed table: each key has one slot,
+// picked by a hash with a per-process seed, and a key stored in a taken
+// slot replaces the one there. Memory is bounded by the table's size. A
+// lookup is a hash, one load and a comparison, whether or not the key is
+// there: most keys of a directory are met once or twice, so the misses
+// are what the table must make cheap, and a map of ever-changing keys
+// makes them dear. Parsing a key costs about a tenth of a signature check,
+// so a key pushed out costs little, and a key shared by many DIDs (a PDS's
+// rotation key) is found again after at most one parse.
+type keyTable struct {
+	seed  maphash.Seed
+	slots [keyTableSlots]atomic.Pointer[parsedKey]
 }
 
-var keyCache boundedKeyCache
+// keyTableSlots is the table's size: a power of two.
+const keyTableSlots = 1 << 16
 
-const maxCachedKeys = 1 << 16
+type parsedKey struct {
+	s string
+	k *PublicKey
+}
 
-func (c *boundedKeyCache) store(s string, k *PublicKey) {
-	if c.n.Add(1) > maxCachedKeys {
-		c.m.Clear()
-		c.n.Store(1)
+var keyCache = &keyTable{seed: maphash.MakeSeed()}
+
+// index is the slot s may be held in.
+func (t *keyTable) index(s string) uint64 {
+	return maphash.String(t.seed, s) & (keyTableSlots - 1)
+}
+
+func (t *keyTable) slot(s string) *atomic.Pointer[parsedKey] { return &t.slots[t.index(s)] }
+
+// load returns the key parsed from s, or nil if the table does not hold it.
+func (t *keyTable) load(s string) *PublicKey {
+	if e := t.slot(s).Load(); e != nil && e.s == s {
+		return e.k
 	}
-	c.m.Store(s, k)
+	return nil
+}
+
+func (t *keyTable) store(s string, k *PublicKey) {
+	t.slot(s).Store(&parsedKey{s: s, k: k})
+}
+
+func (t *keyTable) clear() {
+	for i := range t.slots {
+		t.slots[i].Store(nil)
+	}
 }
 
 // Signature is a decoded op signature: 64 bytes r ‖ s.
@@ -241,6 +270,5 @@ func ParseDIDKeyUncached(s string) (*PublicKey, error) { return parseDIDKey(s) }
 // replays a corpus after another run over it in the same process calls
 // it, or the first run's keys would be found parsed.
 func ForgetParsedKeys() {
-	keyCache.m.Clear()
-	keyCache.n.Store(0)
+	keyCache.clear()
 }
