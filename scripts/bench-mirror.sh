@@ -21,9 +21,10 @@
 # ops (`--shape longchain`). The upstream and
 # the mirror share the machine's cores: the figure includes serving the
 # pages. With UPSTREAM=file the upstream is instead `plc bench upstream`,
-# the upstream's export (`plc export`) served from memory, which costs
-# next to no CPU: the mirror's backfill measured on its own, as a mirror
-# whose upstream runs on another machine.
+# the upstream's export (`plc export`) served from the file (only an index
+# of its lines in memory), which costs next to no CPU or memory: the
+# mirror's backfill measured on its own, as a mirror whose upstream runs
+# on another machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

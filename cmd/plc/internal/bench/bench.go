@@ -32,7 +32,7 @@ func Run(ctx context.Context, e cli.Env, args []string) int {
 		{Name: "import", Summary: "plc import of a corpus: ops/s, ratio to the signature bound, peak RSS, bytes per op", Run: runBenchImport},
 		{Name: "bundles", Summary: "plc export (lines, bundles) rates, bundle bytes per op, and the bootstrap from local bundles ÷ the signature bound", Run: runBenchBundles},
 		{Name: "gen", Summary: "generate a signed synthetic export corpus", Run: runBenchGen},
-		{Name: "upstream", Summary: "a seq-mode export file served as /export pages from memory: an upstream for measuring plc mirror alone", Run: runBenchUpstream},
+		{Name: "upstream", Summary: "a seq-mode export file served as /export pages: an upstream for measuring plc mirror alone", Run: runBenchUpstream},
 		{Name: "static", Summary: "a bare HTTP server answering every GET with one fixed body: the baseline of resolve", Run: runBenchStatic},
 	}, args)
 }

@@ -22,10 +22,13 @@ const maxUpstreamCount = 1000
 func runBenchUpstream(ctx context.Context, e cli.Env, args []string) int {
 	fs := cli.NewFlagSet("bench upstream", "plc bench upstream [--listen ADDR] FILE",
 		`Serves FILE, a directory's seq-mode export (plc export --out FILE), as
-GET /export?after=SEQ&count=N pages from memory, until interrupted: an
-upstream for plc mirror that costs next to no CPU, so that a mirror's
+GET /export?after=SEQ&count=N pages, until interrupted: an upstream for
+plc mirror that costs next to no CPU or memory, so that a mirror's
 backfill can be measured on its own on one machine (a production mirror's
-upstream runs elsewhere). It serves nothing else but /_health.`, e)
+upstream runs elsewhere). Each page is read from FILE when asked for
+(from the kernel's page cache, once the file has been read or written),
+and only an index of its lines is held: FILE must not change while it is
+served. It serves nothing else but /_health.`, e)
 	listen := fs.String("listen", "127.0.0.1:2584", "listen address")
 	if code, done := cli.ParseFlags(fs, args); done {
 		return code
@@ -37,26 +40,45 @@ upstream runs elsewhere). It serves nothing else but /_health.`, e)
 	if err != nil {
 		return e.Failf(cli.ExitFailure, "plc bench upstream: %v", err)
 	}
+	defer up.f.Close()
 	return serveUntil(ctx, e, "upstream", *listen, up, fmt.Sprintf("serving %d ops", len(up.seqs)))
 }
 
-// upstream is a seq-mode export held in memory: line i is
-// data[ends[i-1]:ends[i]] (newline included), with seq seqs[i].
+// upstream is a seq-mode export file read in place: line i is the file's
+// bytes [ends[i-1], ends[i]) (newline included, but for a last line
+// without one), with seq seqs[i]. Pages are read from the file at each
+// request, so the stand-in's memory is its index, about 16 bytes a line,
+// and the file's bytes stay in the kernel's page cache, where plc export
+// left them: a mirror measured beside it has the machine's memory to
+// itself, as beside an upstream on another machine.
 type upstream struct {
-	data []byte
+	f    *os.File
 	seqs []int64
-	ends []int
+	ends []int64
+	// newline is false when the file's last line has no newline (one is
+	// served after it).
+	newline bool
 }
 
-// loadUpstream reads a seq-mode export file, whose seqs must rise.
+// loadUpstream indexes a seq-mode export file, whose seqs must rise. The
+// file stays open for the upstream's pages.
 func loadUpstream(path string) (*upstream, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	up := &upstream{}
+	up, err := indexUpstream(path, f)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return up, nil
+}
+
+func indexUpstream(path string, f *os.File) (*upstream, error) {
+	up := &upstream{f: f, newline: true}
 	r := bufio.NewReaderSize(f, 1<<20)
+	var off int64
 	for n := 1; ; n++ {
 		line, err := r.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) {
@@ -72,12 +94,10 @@ func loadUpstream(path string) (*upstream, error) {
 			case len(up.seqs) > 0 && head.Seq <= up.seqs[len(up.seqs)-1]:
 				return nil, fmt.Errorf("%s: line %d: seq %d does not follow %d", path, n, head.Seq, up.seqs[len(up.seqs)-1])
 			}
-			up.data = append(up.data, line...)
-			if line[len(line)-1] != '\n' {
-				up.data = append(up.data, '\n')
-			}
+			off += int64(len(line))
+			up.newline = line[len(line)-1] == '\n'
 			up.seqs = append(up.seqs, head.Seq)
-			up.ends = append(up.ends, len(up.data))
+			up.ends = append(up.ends, off)
 		}
 		if err == io.EOF {
 			return up, nil
@@ -122,7 +142,7 @@ func (up *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	count = min(count, maxUpstreamCount)
 	i := sort.Search(len(up.seqs), func(i int) bool { return up.seqs[i] > after })
 	j := min(i+count, len(up.seqs))
-	start := 0
+	start := int64(0)
 	if i > 0 {
 		start = up.ends[i-1]
 	}
@@ -131,5 +151,10 @@ func (up *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		end = up.ends[j-1]
 	}
 	w.Header().Set("Content-Type", "application/jsonl")
-	w.Write(up.data[start:end])
+	if _, err := io.Copy(w, io.NewSectionReader(up.f, start, end-start)); err != nil {
+		return // the client is gone, or the file failed: the page is cut short
+	}
+	if j == len(up.seqs) && j > i && !up.newline {
+		io.WriteString(w, "\n")
+	}
 }

@@ -93,3 +93,27 @@ func TestUpstreamRefusesWhatIsNotASeqModeExport(t *testing.T) {
 		}
 	}
 }
+
+// TestUpstreamReadsPagesFromTheFileNotFromMemory: the stand-in keeps an
+// index of the file's lines, not their bytes, which would weigh as much
+// as the export on the machine whose mirror is being measured. A line
+// rewritten in place (same length) after the file was indexed is served
+// as it is now.
+func TestUpstreamReadsPagesFromTheFileNotFromMemory(t *testing.T) {
+	path := writeFile(t, exportLine(1), exportLine(2))
+	up, err := loadUpstream(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.f.Close()
+	second := exportLine(2)
+	rewritten := strings.Replace(second, `"nullified":false`, `"nullified":fals3`, 1)
+	if err := os.WriteFile(path, []byte(exportLine(1)+"\n"+rewritten), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w := httptest.NewRecorder()
+	up.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/export?after=1", nil))
+	if got, want := w.Body.String(), rewritten+"\n"; got != want {
+		t.Fatalf("page after seq 1 = %q, want the line as the file holds it now, %q", got, want)
+	}
+}
