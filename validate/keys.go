@@ -160,7 +160,7 @@ func parseDIDKey(s string) (*PublicKey, error) {
 	return nil, errors.New("unsupported key type (rotation keys must be K-256 or P-256)")
 }
 
-// keyCache holds parsed keys in a fixed table: each key has one slot,
+// keyTable holds parsed keys in a fixed table: each key has one slot,
 // picked by a hash with a per-process seed, and a key stored in a taken
 // slot replaces the one there. Memory is bounded by the table's size. A
 // lookup is a hash, one load and a comparison, whether or not the key is
@@ -182,6 +182,7 @@ type parsedKey struct {
 	k *PublicKey
 }
 
+// keyCache is the table ParseDIDKey and CheckRotationKeyForm look keys up in.
 var keyCache = &keyTable{seed: maphash.MakeSeed()}
 
 // index is the slot s may be held in.
