@@ -62,20 +62,16 @@ type upstream struct {
 
 // loadUpstream indexes a seq-mode export file, whose seqs must rise. The
 // file stays open for the upstream's pages.
-func loadUpstream(path string) (*upstream, error) {
+func loadUpstream(path string) (_ *upstream, err error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
-	up, err := indexUpstream(path, f)
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	return up, nil
-}
-
-func indexUpstream(path string, f *os.File) (*upstream, error) {
+	defer func() {
+		if err != nil {
+			f.Close()
+		}
+	}()
 	up := &upstream{f: f, newline: true}
 	r := bufio.NewReaderSize(f, 1<<20)
 	var off int64

@@ -39,6 +39,7 @@ func TestUpstreamServesPagesAfterASeq(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer up.f.Close()
 	get := func(target string) (int, string) {
 		w := httptest.NewRecorder()
 		up.ServeHTTP(w, httptest.NewRequest(http.MethodGet, target, nil))
